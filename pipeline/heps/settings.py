@@ -1,0 +1,211 @@
+"""One settings object, documented dataclasses, validated once at load.
+
+Precedence, lowest first: embedded defaults, ``heps.yaml`` at the repository root,
+environment (``HEPS_*``), command-line flags. Credentials never come from files in the
+repository: only from the environment, the Docker config, or the embedded registry's
+state directory (outside the repository).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import docker.auth
+
+from heps import log
+from heps.errors import ConfigError
+from heps.validation import load_yaml, validate
+
+SETTINGS_FILE = "heps.yaml"
+EMBEDDED_REGISTRY = "127.0.0.1:5000"
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A string that prints as *** and is masked in every log line once created."""
+
+    value: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        log.register_secret(self.value)
+
+    def __str__(self) -> str:
+        return log.MASK
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: Secret
+    source: str  # where they came from, for messages ("environment", "Docker config", ...)
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    """The registry images are pushed to and looked up in."""
+
+    host: str = EMBEDDED_REGISTRY
+    """HOST[:PORT]; the default is the embedded registry `heps services up` starts."""
+    namespace: str = "heps"
+    """Repository namespace; passed to Dockerfiles as the OWNER build argument."""
+    tls: bool | None = None
+    """HTTPS or not; None means plain HTTP for loopback hosts only."""
+
+    @property
+    def url(self) -> str:
+        loopback = self.host.split(":")[0] in ("127.0.0.1", "localhost", "[::1]")
+        secure = self.tls if self.tls is not None else not loopback
+        return f"{'https' if secure else 'http'}://{self.host}"
+
+    def repository(self, name: str) -> str:
+        return f"{self.host}/{self.namespace}/{name}"
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    ca_bundle: Path | None = None
+    """Site CA certificates (public), handed to every build as heps-site-ca.crt."""
+    parallel: int = 2
+    """How many independent recipes build at once."""
+    debian_mirror: str = "http://deb.debian.org/debian"
+    """Mirror for recipes that bootstrap a Debian root file system."""
+    source_url: str | None = None
+    """Written to the org.opencontainers.image.source label."""
+
+
+@dataclass(frozen=True)
+class SmokeSettings:
+    timeout: float = 300.0
+    """Seconds a smoke command may run before its container is killed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    repo: Path
+    """Repository root; recipe paths may not leave it."""
+    recipes_dir: str = "app-recipes"
+    registry: RegistrySettings = RegistrySettings()
+    build: BuildSettings = BuildSettings()
+    smoke: SmokeSettings = SmokeSettings()
+    state_dir: Path = field(default_factory=lambda: default_state_dir())
+    """Where the embedded registry keeps its data and credentials (outside the repo)."""
+
+    @property
+    def recipes_path(self) -> Path:
+        return self.repo / self.recipes_dir
+
+
+def default_state_dir() -> Path:
+    env = os.environ.get("HEPS_STATE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "heps"
+
+
+def embedded_credentials_file(state_dir: Path) -> Path:
+    return state_dir / "registry" / "credentials.json"
+
+
+def load(
+    repo: Path,
+    *,
+    registry: str | None = None,
+    namespace: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Settings:
+    """Settings for `repo` from heps.yaml, the environment and flags, validated."""
+    env = dict(os.environ) if env is None else env
+    repo = repo.resolve()
+    if not repo.is_dir():
+        raise ConfigError(f"{repo}: not a directory; pass --repo with the repository root")
+    raw: dict[str, Any] = {}
+    path = repo / SETTINGS_FILE
+    if path.exists():
+        doc = load_yaml(path, SETTINGS_FILE)
+        if doc is not None:
+            problems = validate(doc, "settings", SETTINGS_FILE)
+            if problems:
+                raise ConfigError(problems)
+            raw = json.loads(json.dumps(doc))  # plain dicts from ruamel's commented maps
+    reg = raw.get("registry", {})
+    bld = raw.get("build", {})
+    settings = Settings(
+        repo=repo,
+        recipes_dir=raw.get("recipes_dir", "app-recipes"),
+        registry=RegistrySettings(
+            host=reg.get("host", EMBEDDED_REGISTRY),
+            namespace=reg.get("namespace", "heps"),
+            tls=reg.get("tls"),
+        ),
+        build=BuildSettings(
+            ca_bundle=Path(bld["ca_bundle"]) if "ca_bundle" in bld else None,
+            parallel=bld.get("parallel", 2),
+            debian_mirror=bld.get("debian_mirror", BuildSettings.debian_mirror),
+            source_url=bld.get("source_url"),
+        ),
+        smoke=SmokeSettings(timeout=raw.get("smoke", {}).get("timeout", 300.0)),
+        state_dir=Path(env["HEPS_STATE_DIR"]) if "HEPS_STATE_DIR" in env else default_state_dir(),
+    )
+    host = registry or env.get("HEPS_REGISTRY")
+    ns = namespace or env.get("HEPS_NAMESPACE")
+    if host or ns:
+        settings = replace(
+            settings,
+            registry=replace(
+                settings.registry,
+                host=host or settings.registry.host,
+                namespace=ns or settings.registry.namespace,
+            ),
+        )
+    if "HEPS_CA_BUNDLE" in env:
+        ca = env["HEPS_CA_BUNDLE"]
+        settings = replace(settings, build=replace(settings.build, ca_bundle=Path(ca) if ca else None))
+    _check(settings)
+    return settings
+
+
+def _check(settings: Settings) -> None:
+    problems = []
+    ca = settings.build.ca_bundle
+    if ca is not None and not ca.is_file():
+        problems.append(
+            f"{SETTINGS_FILE}: build.ca_bundle: {ca} is not a file; "
+            "point it at a PEM bundle or set HEPS_CA_BUNDLE= to disable"
+        )
+    if not settings.recipes_path.is_dir():
+        problems.append(
+            f"{SETTINGS_FILE}: recipes_dir: {settings.recipes_path} is not a directory; "
+            "create it or run from the repository root (--repo PATH)"
+        )
+    if problems:
+        raise ConfigError(problems)
+
+
+def credentials(settings: Settings, env: dict[str, str] | None = None) -> Credentials | None:
+    """Registry credentials: environment, then Docker config, then the embedded registry's."""
+    env = dict(os.environ) if env is None else env
+    user, password = env.get("HEPS_REGISTRY_USERNAME"), env.get("HEPS_REGISTRY_PASSWORD")
+    if user and password:
+        return Credentials(user, Secret(password), "HEPS_REGISTRY_USERNAME/PASSWORD")
+    if bool(user) != bool(password):
+        raise ConfigError(
+            "environment: HEPS_REGISTRY_USERNAME and HEPS_REGISTRY_PASSWORD: only one is set; "
+            "set both or neither"
+        )
+    host = settings.registry.host
+    try:
+        auth = docker.auth.load_config().resolve_authconfig(host)
+    except Exception as exc:  # a broken credential helper must not hide the real cause
+        raise ConfigError(f"Docker config: cannot read credentials for {host}: {exc}") from None
+    if auth and auth.get("Username") and auth.get("Password"):
+        return Credentials(auth["Username"], Secret(auth["Password"]), "Docker config")
+    stored = embedded_credentials_file(settings.state_dir)
+    if host == EMBEDDED_REGISTRY and stored.exists():
+        data = json.loads(stored.read_text())
+        return Credentials(data["username"], Secret(data["password"]), str(stored))
+    return None

@@ -1,0 +1,118 @@
+"""Load YAML with line numbers and turn JSON Schema errors into one actionable line each.
+
+Every line reads ``FILE:LINE: FIELD: PROBLEM; FIX`` so an editor or a CI log can jump
+to it. The fix comes from the schema's own ``description`` of the field, so the schema
+that editors validate against and the messages the pipeline prints cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from ruamel.yaml import YAML
+from ruamel.yaml.error import MarkedYAMLError
+
+from heps.errors import ConfigError
+
+
+@cache
+def schema(name: str) -> dict[str, Any]:
+    """A published schema from `heps/schemas/` (``recipe``, ``settings``)."""
+    text = resources.files("heps").joinpath(f"schemas/{name}.schema.json").read_text()
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def load_yaml(path: Path, display: str) -> Any:
+    """Parse one YAML file; a syntax error is a ConfigError naming file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{display}: cannot read: {exc.strerror}") from None
+    try:
+        return YAML(typ="rt", pure=True).load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(
+            f"{display}{line}: YAML syntax error: {exc.problem}; fix the indentation or quoting"
+        ) from None
+
+
+def _line_of(doc: Any, path: Iterable[Any]) -> int | None:
+    """1-based line of the deepest key or item of `path` found in a ruamel document."""
+    line: int | None = None
+    node = doc
+    for part in path:
+        lc = getattr(node, "lc", None)
+        try:
+            if lc is not None:
+                line = (lc.key(part) if isinstance(part, str) else lc.item(part))[0] + 1
+            node = node[part]
+        except (KeyError, IndexError, TypeError, AttributeError):
+            break
+    if line is None and getattr(doc, "lc", None) is not None:
+        line = doc.lc.line + 1
+    return line
+
+
+def _subschema(root: dict[str, Any], path: Iterable[Any]) -> dict[str, Any]:
+    node = root
+    for part in path:
+        props = node.get("properties", {})
+        if isinstance(part, str) and part in props:
+            node = props[part]
+        elif isinstance(part, int) and "items" in node:
+            node = node["items"]
+        elif isinstance(part, str) and isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]
+        else:
+            return {}
+        if "$ref" in node:
+            node = root["$defs"][node["$ref"].rsplit("/", 1)[-1]]
+    return node
+
+
+def _describe(error: jsonschema.ValidationError, root: dict[str, Any]) -> tuple[str, str]:
+    """(problem, fix) for one schema error."""
+    here = _subschema(root, error.absolute_path)
+    hint = here.get("description", "")
+    if error.validator == "additionalProperties":
+        allowed = ", ".join(sorted(here.get("properties", {})))
+        extra = sorted(set(error.instance) - set(here.get("properties", {})))
+        unknown = ", ".join(repr(k) for k in extra)
+        return f"unknown key {unknown}", f"remove it or use one of: {allowed}"
+    if error.validator == "required":
+        missing = str(error.message).split("'")[1]
+        need = _subschema(root, [*error.absolute_path, missing]).get("description", "")
+        return f"missing field '{missing}'", f"add it ({need})" if need else "add it"
+    if error.validator == "type":
+        got = type(error.instance).__name__
+        return f"expected {error.validator_value}, got {got} {error.instance!r}", (
+            hint or "quote strings that look like numbers"
+        )
+    if error.validator == "anyOf":
+        return "no alternative given", hint
+    if error.validator == "not":
+        return "build and bootstrap exclude each other", "keep only one of them"
+    return str(error.message), hint or "see the schema"
+
+
+def validate(doc: Any, schema_name: str, display: str) -> list[str]:
+    """Every problem of `doc` against the named schema, one line each, sorted by line."""
+    root = schema(schema_name)
+    validator = jsonschema.Draft202012Validator(root)
+    found: list[tuple[int, str]] = []
+    for error in validator.iter_errors(doc):
+        field = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+        line = _line_of(doc, error.absolute_path)
+        problem, fix = _describe(error, root)
+        where = f"{display}:{line}" if line else display
+        found.append((line or 0, f"{where}: {field}: {problem}; {fix}".rstrip("; ")))
+    return [text for _, text in sorted(found)]
