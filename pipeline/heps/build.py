@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import subprocess
 import tarfile
@@ -28,6 +29,7 @@ from heps.fingerprint import LABEL_FULL, LABEL_INPUTS, Fingerprint, context_file
 from heps.graph import Node
 from heps.recipes import Bootstrap, Recipe
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 CA_FILE = "heps-site-ca.crt"
 """Name of the site CA bundle in every build context (empty when none is configured)."""
 PINNED_DOCKERFILE = ".heps.Dockerfile"
@@ -100,9 +102,7 @@ class DockerfileBuilder:
         """The exact context the fingerprint covers, plus the pinned Dockerfile and CA file."""
         build = request.recipe.build
         assert build is not None
-        pins = {
-            ref.line: request.bases[ref.recipe] for ref in request.node.bases
-        }
+        pins = {ref.line: request.bases[ref.recipe] for ref in request.node.bases}
         text = dockerfile.pin_stages(build.dockerfile.read_text(encoding="utf-8"), pins)
         ca = request.ca_bundle.read_bytes() if request.ca_bundle else b""
         buffer = io.BytesIO()
@@ -141,21 +141,22 @@ class DockerfileBuilder:
 
 def follow_build_stream(name: str, stream: Any) -> str:
     """Log the build's output; raise on an error reported inside the stream; the image ID."""
-    image_id = None
+    image_id: str | None = None
     tail: list[str] = []
     for chunk in stream:
         if "error" in chunk or "errorDetail" in chunk:
             detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error", "")
+            detail = _ANSI.sub("", detail)
             context = "\n".join(tail[-5:])
             raise StageError("build", f"{detail.strip()}" + (f"\n{context}" if context else ""))
-        text = chunk.get("stream", "")
+        text = _ANSI.sub("", chunk.get("stream", ""))
         for line in text.splitlines():
             if line.strip():
                 tail.append(line)
                 log.phase("build", name, line.rstrip())
         aux = chunk.get("aux")
         if isinstance(aux, dict) and "ID" in aux:
-            image_id = aux["ID"]
+            image_id = str(aux["ID"])
     if image_id is None:
         raise StageError("build", "the engine ended the build without an image ID")
     return image_id
@@ -233,4 +234,6 @@ def _install_ca(name: str, root: Path, bundle: Path) -> None:
         (root / "etc/pip.conf").write_text("[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n")
         log.phase("build", name, "site CA bundle installed in the system trust store")
     else:
-        log.phase("build", name, "site CA copied; add ca-certificates to bootstrap.include to use it")
+        log.phase(
+            "build", name, "site CA copied; add ca-certificates to bootstrap.include to use it"
+        )

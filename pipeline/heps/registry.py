@@ -58,7 +58,9 @@ class Registry:
         elif self.creds is not None:
             kw["auth"] = (self.creds.username, self.creds.password.value)
         try:
-            response = self._session.request(method, url, headers=headers, timeout=self.timeout, **kw)
+            response = self._session.request(
+                method, url, headers=headers, timeout=self.timeout, **kw
+            )
             if response.status_code == 401 and scope not in self._tokens:
                 challenge = response.headers.get("WWW-Authenticate", "")
                 if challenge.lower().startswith("bearer"):

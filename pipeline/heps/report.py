@@ -57,8 +57,13 @@ def as_junit(reports: list[RecipeReport]) -> str:
                 error = report.error if report.failed_stage == stage else None
                 stages.append((stage, report.seconds.get(stage, 0.0), error))
         for result in report.smoke:
-            stages.append((f"smoke {result.kind} {result.name}", result.seconds,
-                           None if result.passed else result.detail))
+            stages.append(
+                (
+                    f"smoke {result.kind} {result.name}",
+                    result.seconds,
+                    None if result.passed else result.detail,
+                )
+            )
         if "push" in report.seconds or report.failed_stage in ("push", "version"):
             error = report.error if report.failed_stage in ("push", "version") else None
             stages.append(("push", report.seconds.get("push", 0.0), error))
@@ -66,16 +71,17 @@ def as_junit(reports: list[RecipeReport]) -> str:
             stages.append(("plan", 0.0, report.error if report.status == FAILED else None))
         for name, seconds, error in stages:
             cases += 1
-            case = ET.SubElement(suite, "testcase", classname=f"heps.{report.name}",
-                                 name=name, time=f"{seconds:.3f}")
+            case = ET.SubElement(
+                suite, "testcase", classname=f"heps.{report.name}", name=name, time=f"{seconds:.3f}"
+            )
             if report.status == SKIPPED:
                 skipped += 1
                 ET.SubElement(case, "skipped", message=f"unchanged: {report.image}")
             elif error is not None:
                 failures += 1
-                ET.SubElement(case, "failure", message=redact(error.splitlines()[0][:200])).text = (
-                    redact(error)
-                )
+                ET.SubElement(
+                    case, "failure", message=redact(error.splitlines()[0][:200])
+                ).text = redact(error)
     suite.set("tests", str(cases))
     suite.set("failures", str(failures))
     suite.set("skipped", str(skipped))

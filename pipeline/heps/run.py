@@ -163,15 +163,29 @@ class Runner:
             builder = builder_for(node.recipe, self.engine)
             built = self._timed(report, "build", lambda: builder.build(request))
             self.image_ids[entry.name] = built.image_id
-            report.smoke = self._timed(report, "smoke", lambda: smoke.run_all(
-                self.engine, node.recipe, built.image_id, settings.smoke.timeout))
+            report.smoke = self._timed(
+                report,
+                "smoke",
+                lambda: smoke.run_all(
+                    self.engine, node.recipe, built.image_id, settings.smoke.timeout
+                ),
+            )
             failed = [r for r in report.smoke if not r.passed]
             if failed:
                 raise StageError("smoke", "; ".join(f"{r.name}: {r.detail}" for r in failed))
             if self.do_push:
-                pushed = self._timed(report, "push", lambda: push.push(
-                    self.engine, self.p.registry, self.p.creds, entry.name,
-                    tuple(report.references), entry.fingerprint))
+                pushed = self._timed(
+                    report,
+                    "push",
+                    lambda: push.push(
+                        self.engine,
+                        self.p.registry,
+                        self.p.creds,
+                        entry.name,
+                        tuple(report.references),
+                        entry.fingerprint,
+                    ),
+                )
                 report.digest, report.pushed = pushed.digest, True
             report.status = BUILT
         except StageError as exc:
@@ -188,7 +202,10 @@ class Runner:
         entries = {e.name: e for e in self.p.plan.entries}
         for entry in self.p.plan.entries:
             self.reports[entry.name] = RecipeReport(
-                name=entry.name, version=entry.version, reason=entry.reason, image=entry.image,
+                name=entry.name,
+                version=entry.version,
+                reason=entry.reason,
+                image=entry.image,
                 fingerprint=entry.fingerprint,
                 references=list(self.references(entry.name)) if entry.build else [entry.image],
                 digest=None if entry.build else entry.remote_digest,
@@ -231,8 +248,10 @@ def summary(reports: list[RecipeReport]) -> str:
             detail = f"{r.image}@{r.digest}" if r.digest else r.image
         rows.append((r.name, r.version, r.status, r.reason, detail))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=True)) + "  " + row[4]
-             for row in rows]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=True)) + "  " + row[4]
+        for row in rows
+    ]
     built = sum(r.status == BUILT for r in reports)
     skipped = sum(r.status == SKIPPED for r in reports)
     failed = sum(r.status == FAILED for r in reports)

@@ -26,12 +26,18 @@ from heps import engine, log
 from heps.errors import ConfigError
 from heps.settings import EMBEDDED_REGISTRY, Settings, embedded_credentials_file
 
-PACKAGES = {"dockerd": "docker.io", "docker-registry": "docker-registry", "debootstrap": "debootstrap"}
+PACKAGES = {
+    "dockerd": "docker.io",
+    "docker-registry": "docker-registry",
+    "debootstrap": "debootstrap",
+}
 
 
 def ensure_binaries(binaries: list[str]) -> None:
     """Install the Debian packages providing `binaries` when they are missing (root only)."""
-    missing = [b for b in binaries if shutil.which(b) is None and not Path(f"/usr/sbin/{b}").exists()]
+    missing = [
+        b for b in binaries if shutil.which(b) is None and not Path(f"/usr/sbin/{b}").exists()
+    ]
     if not missing:
         return
     packages = sorted({PACKAGES[b] for b in missing})
@@ -42,8 +48,10 @@ def ensure_binaries(binaries: list[str]) -> None:
         )
     log.phase("services", None, f"installing {' '.join(packages)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-q"],
-                    ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]):
+    for command in (
+        ["apt-get", "update", "-q"],
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
+    ):
         done = subprocess.run(command, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
@@ -55,7 +63,10 @@ def _spawn(command: list[str], logfile: Path) -> subprocess.Popen[bytes]:
     logfile.parent.mkdir(parents=True, exist_ok=True)
     with logfile.open("ab") as out:
         return subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
 
@@ -112,7 +123,9 @@ class RegistryService:
         htpasswd.chmod(0o600)
         (self.root / "config.yml").write_text(self.config())
         binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
-        process = _spawn([binary, "serve", str(self.root / "config.yml")], self.root / "registry.log")
+        process = _spawn(
+            [binary, "serve", str(self.root / "config.yml")], self.root / "registry.log"
+        )
         (self.root / "registry.pid").write_text(str(process.pid))
         deadline = time.monotonic() + 20
         while not self.answering():
@@ -141,7 +154,9 @@ def embedded_registry(settings: Settings) -> RegistryService:
         with os.fdopen(fd, "w") as handle:
             json.dump(stored, handle)
     log.register_secret(stored["password"])
-    return RegistryService(creds_file.parent, EMBEDDED_REGISTRY, stored["username"], stored["password"])
+    return RegistryService(
+        creds_file.parent, EMBEDDED_REGISTRY, stored["username"], stored["password"]
+    )
 
 
 def up(settings: Settings) -> list[str]:
@@ -170,9 +185,9 @@ def down(settings: Settings) -> list[str]:
     if not pidfile.exists():
         return ["registry: not started by heps"]
     pid = int(pidfile.read_text())
+    pidfile.unlink()
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
-        pass  # already gone: the pid file is all that is left to clean
-    pidfile.unlink()
+        return [f"registry: was not running (stale pid {pid} cleaned)"]
     return [f"registry: stopped (pid {pid})"]

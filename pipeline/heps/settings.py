@@ -164,7 +164,9 @@ def load(
         )
     if "HEPS_CA_BUNDLE" in env:
         ca = env["HEPS_CA_BUNDLE"]
-        settings = replace(settings, build=replace(settings.build, ca_bundle=Path(ca) if ca else None))
+        settings = replace(
+            settings, build=replace(settings.build, ca_bundle=Path(ca) if ca else None)
+        )
     _check(settings)
     return settings
 

@@ -141,7 +141,10 @@ def http(client: docker.DockerClient, name: str, image: str, probe: HttpProbe) -
             if container.status == "exited":
                 logs = container.logs().decode(errors="replace")
                 return SmokeResult(
-                    label, "http", False, time.monotonic() - started,
+                    label,
+                    "http",
+                    False,
+                    time.monotonic() - started,
                     f"container exited before answering; output: {_tail(logs.strip())}",
                 )
             bound = (container.ports.get(f"{probe.port}/tcp") or [{}])[0].get("HostPort")
@@ -151,7 +154,10 @@ def http(client: docker.DockerClient, name: str, image: str, probe: HttpProbe) -
                     answer = requests.get(url, timeout=5)
                     if 200 <= answer.status_code < 300:
                         return SmokeResult(
-                            label, "http", True, time.monotonic() - started,
+                            label,
+                            "http",
+                            True,
+                            time.monotonic() - started,
                             f"{answer.status_code} from {probe.path}",
                         )
                     last = f"HTTP {answer.status_code}"
@@ -160,7 +166,10 @@ def http(client: docker.DockerClient, name: str, image: str, probe: HttpProbe) -
             time.sleep(0.5)
         logs = container.logs().decode(errors="replace")
         return SmokeResult(
-            label, "http", False, probe.timeout,
+            label,
+            "http",
+            False,
+            probe.timeout,
             f"no 2xx within {probe.timeout:.0f}s (last: {last}); output: {_tail(logs.strip())}",
         )
     finally:

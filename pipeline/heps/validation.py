@@ -85,9 +85,7 @@ def _describe(error: jsonschema.ValidationError, root: dict[str, Any]) -> tuple[
     hint = here.get("description", "")
     if error.validator == "additionalProperties":
         allowed = ", ".join(sorted(here.get("properties", {})))
-        extra = sorted(set(error.instance) - set(here.get("properties", {})))
-        unknown = ", ".join(repr(k) for k in extra)
-        return f"unknown key {unknown}", f"remove it or use one of: {allowed}"
+        return "unknown key", f"remove it or use one of: {allowed}"
     if error.validator == "required":
         missing = str(error.message).split("'")[1]
         need = _subschema(root, [*error.absolute_path, missing]).get("description", "")
@@ -110,9 +108,14 @@ def validate(doc: Any, schema_name: str, display: str) -> list[str]:
     validator = jsonschema.Draft202012Validator(root)
     found: list[tuple[int, str]] = []
     for error in validator.iter_errors(doc):
-        field = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-        line = _line_of(doc, error.absolute_path)
         problem, fix = _describe(error, root)
-        where = f"{display}:{line}" if line else display
-        found.append((line or 0, f"{where}: {field}: {problem}; {fix}".rstrip("; ")))
+        paths = [list(error.absolute_path)]
+        if error.validator == "additionalProperties":  # one line per unknown key, at that key
+            known = _subschema(root, error.absolute_path).get("properties", {})
+            paths = [[*error.absolute_path, k] for k in sorted(set(error.instance) - set(known))]
+        for path in paths:
+            field = ".".join(str(p) for p in path) or "(top level)"
+            line = _line_of(doc, path)
+            where = f"{display}:{line}" if line else display
+            found.append((line or 0, f"{where}: {field}: {problem}; {fix}".rstrip("; ")))
     return [text for _, text in sorted(found)]

@@ -1,0 +1,169 @@
+"""Shared fixtures: a real Docker engine, a real distribution registry, a tiny base image.
+
+Nothing here is a test double: the registry is Debian's docker-registry with htpasswd
+auth on a free loopback port, started per session with a random password.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import secrets
+import shutil
+import socket
+import subprocess
+import tarfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from heps import cli, engine, services
+from heps.services import RegistryService
+from ruamel.yaml import YAML
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BUSYBOX = "heps-test/busybox:1.35"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def docker_client(tmp_path_factory: pytest.TempPathFactory) -> docker.DockerClient:
+    services.ensure_docker(tmp_path_factory.mktemp("state"))
+    return engine.connect()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryService]:
+    root = tmp_path_factory.mktemp("registry")
+    service = RegistryService(root, f"127.0.0.1:{free_port()}", "tester", secrets.token_urlsafe(18))
+    process = service.start()
+    yield service
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def busybox(docker_client: docker.DockerClient) -> str:
+    """A 2 MB base image made from the host's static busybox: nothing is pulled."""
+    if docker_client.images.list(name=BUSYBOX):
+        return BUSYBOX
+    binary = shutil.which("busybox") or "/bin/busybox"
+    applets = subprocess.run([binary, "--list"], capture_output=True, text=True, check=True)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(binary, arcname="bin/busybox")
+        for applet in applets.stdout.split():
+            if applet != "busybox":
+                link = tarfile.TarInfo(f"bin/{applet}")
+                link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+                tar.addfile(link)
+        for folder in ("tmp", "etc", "root", "www"):
+            info = tarfile.TarInfo(folder)
+            info.type, info.mode = tarfile.DIRTYPE, 0o1777 if folder == "tmp" else 0o755
+            tar.addfile(info)
+        passwd = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n"
+        info = tarfile.TarInfo("etc/passwd")
+        info.size = len(passwd)
+        tar.addfile(info, io.BytesIO(passwd))
+    repo, tag = BUSYBOX.split(":")
+    docker_client.api.import_image_from_data(
+        buffer.getvalue(), repository=repo, tag=tag, changes=['CMD ["sh"]', "ENV PATH=/bin"]
+    )
+    return BUSYBOX
+
+
+@dataclass
+class Env:
+    """One test's isolated view: its own namespace in the shared registry, its own repo."""
+
+    repo: Path
+    registry: RegistryService
+    namespace: str
+
+    def repository(self, name: str) -> str:
+        return f"{self.registry.address}/{self.namespace}/{name}"
+
+
+@pytest.fixture
+def env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry: RegistryService, busybox: str
+) -> Env:
+    namespace = f"t{uuid.uuid4().hex[:10]}"
+    repo = tmp_path / "repo"
+    (repo / "app-recipes").mkdir(parents=True)
+    monkeypatch.setenv("HEPS_REGISTRY", registry.address)
+    monkeypatch.setenv("HEPS_NAMESPACE", namespace)
+    monkeypatch.setenv("HEPS_REGISTRY_USERNAME", registry.username)
+    monkeypatch.setenv("HEPS_REGISTRY_PASSWORD", registry.password)
+    monkeypatch.setenv("HEPS_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("HEPS_CA_BUNDLE", "")
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    return Env(repo, registry, namespace)
+
+
+def write_recipe(repo: Path, name: str, recipe: dict[str, Any] | str, **files: str) -> Path:
+    """app-recipes/<name>/ with recipe.yaml (a dict is dumped as YAML) and other files."""
+    folder = repo / "app-recipes" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    if isinstance(recipe, dict):
+        stream = io.StringIO()
+        YAML().dump(recipe, stream)
+        recipe = stream.getvalue()
+    (folder / "recipe.yaml").write_text(recipe)
+    for filename, text in files.items():
+        path = folder / filename.replace("__", "/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return folder
+
+
+def simple_recipe(name: str, version: str = "1.0.0", **extra: Any) -> dict[str, Any]:
+    recipe: dict[str, Any] = {
+        "name": name,
+        "version": version,
+        "description": f"test image {name}",
+        "smoke": {"commands": [{"name": "hello", "run": ["cat", "/hello"], "expect_output": name}]},
+    }
+    recipe.update(extra)
+    return recipe
+
+
+def internal_from(base: str) -> str:
+    return f"ARG REGISTRY=example.invalid\nARG OWNER=heps\nFROM ${{REGISTRY}}/${{OWNER}}/{base}\n"
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+
+@pytest.fixture
+def heps(capsys: pytest.CaptureFixture[str]) -> Any:
+    """Run the `heps` command in-process with --repo; exit code and captured output."""
+
+    def run(repo: Path, *args: str) -> Result:
+        capsys.readouterr()
+        code = cli.main(["--repo", str(repo), *args])
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+
+    return run
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())

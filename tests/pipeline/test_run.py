@@ -1,0 +1,323 @@
+"""`heps run` and `heps plan` end to end: the real Docker engine and a real registry."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import defusedxml.ElementTree as ET
+import docker
+import pytest
+from heps.registry import Registry
+from heps.settings import Credentials, RegistrySettings, Secret
+
+from tests.conftest import BUSYBOX, Env, internal_from, read_json, simple_recipe, write_recipe
+
+BASE_DOCKERFILE = f"FROM {BUSYBOX}\nRUN echo base > /hello\n"
+CHILD_DOCKERFILE = internal_from("base") + "RUN echo child > /hello\n"
+
+
+def registry_of(env: Env) -> Registry:
+    creds = Credentials(env.registry.username, Secret(env.registry.password), "test")
+    return Registry(RegistrySettings(env.registry.address, env.namespace), creds)
+
+
+def two_level_tree(env: Env) -> None:
+    write_recipe(env.repo, "base", simple_recipe("base"), Dockerfile=BASE_DOCKERFILE)
+    write_recipe(env.repo, "child", simple_recipe("child"), Dockerfile=CHILD_DOCKERFILE)
+
+
+def no_secret(env: Env, *texts: str) -> None:
+    for text in texts:
+        assert env.registry.password not in text
+
+
+def test_run_builds_smoke_tests_pushes_and_reports(
+    heps: Any, env: Env, docker_client: docker.DockerClient
+) -> None:
+    two_level_tree(env)
+    report_file, junit_file = env.repo / "out/report.json", env.repo / "out/junit.xml"
+    result = heps(
+        env.repo, "run", "--all", "--report", str(report_file), "--junit", str(junit_file)
+    )
+    assert result.code == 0, result.text
+    report = read_json(report_file)
+    by_name = {r["name"]: r for r in report["recipes"]}
+    assert [r["name"] for r in report["recipes"]] == ["base", "child"]
+    registry = registry_of(env)
+    for name in ("base", "child"):
+        entry = by_name[name]
+        assert (
+            entry["status"] == "built" and entry["pushed"] and entry["reason"] == "not in registry"
+        )
+        assert entry["image"] == f"{env.repository(name)}:1.0.0"
+        assert entry["digest"] == registry.digest(name, "1.0.0")
+        assert entry["references"][1].startswith(f"{env.repository(name)}:1.0.0-fp")
+        assert entry["digest"] == registry.digest(name, entry["references"][1].split(":")[-1])
+        assert entry["smoke"][0]["passed"] and set(entry["seconds"]) == {
+            "lint",
+            "build",
+            "smoke",
+            "push",
+        }
+    remote = registry.image("child", "1.0.0")
+    assert remote is not None
+    assert remote.labels["org.opencontainers.image.version"] == "1.0.0"
+    assert remote.labels["org.opencontainers.image.created"].endswith("Z")
+    assert remote.labels["io.heps.fingerprint"] == by_name["child"]["fingerprint"]
+    base_id = docker_client.images.get(f"{env.repository('base')}:1.0.0").id
+    assert remote.labels["io.heps.bases"] == f'{{"base": "{base_id}"}}'
+    junit = ET.parse(junit_file).getroot()
+    assert junit.get("failures") == "0"
+    assert int(junit.get("tests", "0")) == 8  # (lint, build, smoke, push) x 2
+    assert "2 built, 0 skipped, 0 failed" in result.out
+    assert "[build] child: Step" in result.err and "[push] base: verified sha256:" in result.err
+    no_secret(env, result.text, report_file.read_text(), junit_file.read_text())
+
+
+def test_unchanged_tree_is_skipped_even_with_an_empty_docker_cache(
+    heps: Any, env: Env, docker_client: docker.DockerClient
+) -> None:
+    two_level_tree(env)
+    assert heps(env.repo, "run", "--all").code == 0
+    for name in ("child", "base"):  # children first: the engine keeps images with children
+        for image in docker_client.images.list(name=env.repository(name)):
+            docker_client.images.remove(image.id, force=True)
+    again = heps(env.repo, "run", "--all", "--report", str(env.repo / "r.json"))
+    assert again.code == 0, again.text
+    assert "[build]" not in again.err and "nothing to do" in again.err
+    statuses = {
+        r["name"]: (r["status"], r["reason"]) for r in read_json(env.repo / "r.json")["recipes"]
+    }
+    assert statuses == {"base": ("skipped", "unchanged"), "child": ("skipped", "unchanged")}
+
+
+def test_base_change_rebuilds_child_on_the_new_base_and_guards_versions(
+    heps: Any, env: Env, docker_client: docker.DockerClient
+) -> None:
+    two_level_tree(env)
+    assert heps(env.repo, "run", "--all").code == 0
+    registry = registry_of(env)
+    old_child = registry.digest("child", "1.0.0")
+    base_dir = env.repo / "app-recipes/base"
+    (base_dir / "Dockerfile").write_text(BASE_DOCKERFILE + "RUN echo v2 > /version\n")
+    plan = heps(env.repo, "plan", "--json")
+    reasons = {e["name"]: (e["reason"], e["version_taken"]) for e in json.loads(plan.out)}
+    assert reasons == {"base": ("changed", True), "child": ("base changed", True)}
+    recipe = base_dir / "recipe.yaml"
+    recipe.write_text(recipe.read_text().replace("1.0.0", "1.1.0"))
+    text_plan = heps(env.repo, "plan")
+    assert "build base 1.1.0: not in registry" in text_plan.out
+    assert (
+        "build child 1.0.0: base changed  on base  (version taken: bump it before pushing)"
+        in text_plan.out
+    )
+    refused = heps(env.repo, "run", "--all", "--report", str(env.repo / "r.json"))
+    assert refused.code == 1
+    child = {r["name"]: r for r in read_json(env.repo / "r.json")["recipes"]}["child"]
+    assert (
+        child["failed_stage"] == "version"
+        and "bump `version` in app-recipes/child" in child["error"]
+    )
+    assert registry.digest("child", "1.0.0") == old_child  # never overwritten
+    child_recipe = env.repo / "app-recipes/child/recipe.yaml"
+    child_recipe.write_text(child_recipe.read_text().replace("1.0.0", "1.0.1"))
+    bumped = heps(env.repo, "run", "--all")
+    assert bumped.code == 0, bumped.text
+    new_base = docker_client.images.get(f"{env.repository('base')}:1.1.0").id
+    remote = registry.image("child", "1.0.1")
+    assert remote is not None and new_base in remote.labels["io.heps.bases"]
+
+
+def test_failing_smoke_test_is_never_pushed(heps: Any, env: Env) -> None:
+    recipe = simple_recipe("app")
+    recipe["smoke"]["commands"][0]["expect_output"] = "something else"
+    write_recipe(env.repo, "app", recipe, Dockerfile=BASE_DOCKERFILE)
+    result = heps(env.repo, "run", "--all", "--report", str(env.repo / "r.json"))
+    assert result.code == 1
+    (entry,) = read_json(env.repo / "r.json")["recipes"]
+    assert entry["status"] == "failed" and entry["failed_stage"] == "smoke" and not entry["pushed"]
+    assert "output does not match /something else/" in entry["error"]
+    assert registry_of(env).digest("app", "1.0.0") is None
+
+
+def test_error_inside_the_build_stream_fails_the_recipe_and_its_children(
+    heps: Any, env: Env
+) -> None:
+    write_recipe(
+        env.repo,
+        "base",
+        simple_recipe("base"),
+        Dockerfile=f"FROM {BUSYBOX}\nRUN echo about to fail && exit 3\n",
+    )
+    write_recipe(env.repo, "child", simple_recipe("child"), Dockerfile=CHILD_DOCKERFILE)
+    result = heps(env.repo, "run", "--all", "--junit", str(env.repo / "j.xml"))
+    assert result.code == 1
+    assert (
+        "[build] base: FAILED: The command '/bin/sh -c echo about to fail && exit 3' "
+        "returned a non-zero code: 3" in result.err
+    )
+    assert "[build] child: not built: its base base failed" in result.err
+    junit = ET.parse(env.repo / "j.xml").getroot()
+    assert junit.get("failures") == "2"
+    assert registry_of(env).digest("base", "1.0.0") is None
+
+
+def test_hanging_command_is_killed_at_its_timeout(heps: Any, env: Env) -> None:
+    recipe = simple_recipe("app")
+    recipe["smoke"]["commands"] = [{"name": "hangs", "run": ["sleep", "600"], "timeout": 2}]
+    write_recipe(env.repo, "app", recipe, Dockerfile=BASE_DOCKERFILE)
+    result = heps(env.repo, "run", "--all", "--report", str(env.repo / "r.json"))
+    assert result.code == 1
+    (entry,) = read_json(env.repo / "r.json")["recipes"]
+    assert entry["smoke"][0]["detail"] == "killed after 2s timeout"
+
+
+def test_http_probe_and_structure_test(heps: Any, env: Env) -> None:
+    web = (
+        f"FROM {BUSYBOX}\nRUN echo ok > /www/index.html\nEXPOSE 8080\n"
+        'CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]\n'
+    )
+    structure = (
+        "schemaVersion: 2.0.0\nfileExistenceTests:\n"
+        "  - {name: page, path: /www/index.html, shouldExist: true}\n"
+    )
+    write_recipe(
+        env.repo,
+        "web",
+        {
+            "name": "web",
+            "version": "1.0.0",
+            "description": "d",
+            "smoke": {
+                "structure": "structure.yaml",
+                "http": {"port": 8080, "path": "/index.html", "timeout": 20},
+            },
+        },
+        Dockerfile=web,
+        **{"structure.yaml": structure},
+    )
+    write_recipe(
+        env.repo,
+        "silent",
+        {
+            "name": "silent",
+            "version": "1.0.0",
+            "description": "d",
+            "smoke": {"structure": "structure.yaml", "http": {"port": 8080, "timeout": 3}},
+        },
+        Dockerfile=f'FROM {BUSYBOX}\nCMD ["sleep", "600"]\n',
+        **{"structure.yaml": structure},
+    )
+    result = heps(env.repo, "run", "--all", "--report", str(env.repo / "r.json"))
+    assert result.code == 1
+    smoke = {r["name"]: r["smoke"] for r in read_json(env.repo / "r.json")["recipes"]}
+    assert [(s["kind"], s["passed"]) for s in smoke["web"]] == [("structure", True), ("http", True)]
+    assert smoke["web"][1]["detail"] == "200 from /index.html"
+    assert [(s["kind"], s["passed"]) for s in smoke["silent"]] == [
+        ("structure", False),
+        ("http", False),
+    ]
+    assert "File Existence Test: page" in smoke["silent"][0]["detail"]
+    assert smoke["silent"][1]["detail"].startswith("no 2xx within 3s")
+
+
+def test_refused_password_exits_2_names_the_fix_and_pushes_nothing(
+    heps: Any, env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    two_level_tree(env)
+    monkeypatch.setenv("HEPS_REGISTRY_PASSWORD", "not-the-password-4711")
+    result = heps(env.repo, "run", "--all")
+    assert result.code == 2
+    assert (
+        f"registry {env.registry.address}: refused the credentials from "
+        "HEPS_REGISTRY_USERNAME/PASSWORD (401)" in result.err
+    )
+    assert "not-the-password-4711" not in result.text
+    assert "[build]" not in result.err
+    assert registry_of(env).digest("base", "1.0.0") is None
+
+
+def test_unreachable_docker_engine_exits_2(
+    heps: Any, env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    two_level_tree(env)
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    result = heps(env.repo, "run", "--all")
+    assert result.code == 2
+    assert (
+        "heps: error: Docker engine at unix:///nonexistent/docker.sock: not reachable" in result.err
+    )
+    assert "point DOCKER_HOST at a running engine" in result.err
+
+
+def test_unreachable_registry_exits_2(heps: Any, env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    two_level_tree(env)
+    result = heps(env.repo, "--registry", "127.0.0.1:9", "plan")
+    assert result.code == 2
+    assert "registry 127.0.0.1:9: cannot connect" in result.err
+
+
+def test_site_ca_bundle_reaches_every_build_and_no_secret_reaches_the_image(
+    heps: Any, env: Env, monkeypatch: pytest.MonkeyPatch, docker_client: docker.DockerClient
+) -> None:
+    bundle = env.repo.parent / "site-ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\nSITE-CA-MARKER\n-----END CERTIFICATE-----\n")
+    monkeypatch.setenv("HEPS_CA_BUNDLE", str(bundle))
+    recipe = simple_recipe("app")
+    recipe["smoke"]["commands"] = [
+        {"name": "ca", "run": ["cat", "/etc/site-ca.crt"], "expect_output": "SITE-CA-MARKER"}
+    ]
+    write_recipe(
+        env.repo,
+        "app",
+        recipe,
+        Dockerfile=f"FROM {BUSYBOX}\nCOPY heps-site-ca.crt /etc/site-ca.crt\n",
+    )
+    result = heps(env.repo, "run", "--all")
+    assert result.code == 0, result.text
+    image = docker_client.images.get(f"{env.repository('app')}:1.0.0")
+    history = str(image.history()) + str(image.attrs)
+    assert env.registry.password not in history and env.registry.username + ":" not in history
+
+
+def test_no_push_builds_and_tests_only(heps: Any, env: Env) -> None:
+    two_level_tree(env)
+    result = heps(env.repo, "run", "--all", "--no-push", "--report", str(env.repo / "r.json"))
+    assert result.code == 0, result.text
+    entries = read_json(env.repo / "r.json")["recipes"]
+    assert [(e["status"], e["pushed"]) for e in entries] == [("built", False), ("built", False)]
+    assert registry_of(env).digest("base", "1.0.0") is None
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def test_revision_tag_and_since_selection(heps: Any, env: Env) -> None:
+    two_level_tree(env)
+    write_recipe(
+        env.repo,
+        "other",
+        simple_recipe("other"),
+        Dockerfile=f"FROM {BUSYBOX}\nRUN echo other > /hello\n",
+    )
+    git(env.repo, "init", "-q")
+    git(env.repo, "add", "-A")
+    git(env.repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    first = git(env.repo, "rev-parse", "HEAD")
+    result = heps(env.repo, "run", "--all", "--report", str(env.repo.parent / "r.json"))
+    assert result.code == 0, result.text
+    refs = {r["name"]: r["references"] for r in read_json(env.repo.parent / "r.json")["recipes"]}
+    assert refs["base"][1] == f"{env.repository('base')}:1.0.0-g{first[:12]}"
+    image = registry_of(env).image("base", "1.0.0")
+    assert image is not None and image.labels["org.opencontainers.image.revision"] == first
+    (env.repo / "app-recipes/base/Dockerfile").write_text(BASE_DOCKERFILE + "RUN true\n")
+    since = heps(env.repo, "plan", "--since", "HEAD", "--json")
+    assert [e["name"] for e in json.loads(since.out)] == ["base", "child"]
+    bad = heps(env.repo, "plan", "--since", "no-such-rev")
+    assert bad.code == 2 and "--since no-such-rev: git does not know this revision" in bad.err
