@@ -73,14 +73,19 @@ def make(
     fingerprints: dict[str, Fingerprint],
     registry: Registry,
     selected: set[str] | None = None,
+    with_dependents: bool = False,
     parallel: int = 8,
 ) -> Plan:
-    """The plan for `selected` recipes (default: all) and everything built on them.
+    """The plan for `selected` recipes (default: all), and with `with_dependents` every
+    recipe built on them.
 
     Bases outside the selection whose exact fingerprint the registry lacks join the
     plan too: a child is only ever built on a base built or found by fingerprint.
     """
-    wanted = graph.dependents(selected) if selected is not None else set(graph.order)
+    if selected is None:
+        wanted = set(graph.order)
+    else:
+        wanted = graph.dependents(selected) if with_dependents else set(selected)
     consider = set(wanted)
     for name in reversed(graph.order):  # bases (and theirs) of wanted recipes are looked up too
         if name in consider:

@@ -6,7 +6,6 @@ tree in one pass; any problem stops the pipeline with exit 2 and nothing built.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,13 +128,12 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 def _load(file: Path, display: str, repo: Path, problems: list[str]) -> Recipe:
-    doc = load_yaml(file, display)
-    if doc is None:
+    data: dict[str, Any] | None = load_yaml(file, display)
+    if data is None:
         raise ConfigError(f"{display}: empty file; see pipeline/heps/schemas/recipe.schema.json")
-    errors = validate(doc, "recipe", display)
+    errors = validate(data, "recipe", file, display)
     if errors:
         raise ConfigError(errors)
-    data: dict[str, Any] = json.loads(json.dumps(doc))
     folder = file.parent.resolve()
     found: list[str] = []
 

@@ -7,9 +7,11 @@ and the Bearer token flow that Harbor, GitLab and Docker Hub use.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -36,9 +38,17 @@ class RemoteImage:
 
 
 class Registry:
-    def __init__(self, settings: RegistrySettings, creds: Credentials | None, timeout: float = 15):
+    def __init__(
+        self,
+        settings: RegistrySettings,
+        creds: Credentials | None,
+        cache_dir: Path | None = None,
+        timeout: float = 15,
+    ):
         self.settings = settings
         self.creds = creds
+        self.cache_dir = cache_dir
+        """Labels by manifest digest: content-addressed, so never stale."""
         self.timeout = timeout
         self._local = threading.local()  # requests.Session is not safe across threads
         self._tokens: dict[str, str] = {}
@@ -127,15 +137,51 @@ class Registry:
         return digest, response.json()
 
     def digest(self, name: str, ref: str) -> str | None:
-        found = self.manifest(name, ref)
-        return found[0] if found else None
+        """The digest behind a tag (one HEAD request), None when absent."""
+        path = f"{self.settings.namespace}/{name}/manifests/{ref}"
+        response = self._request("HEAD", path, self._scope(name), headers={"Accept": MANIFEST_TYPES})
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise TemporaryError(f"registry: {response.status_code} looking up {name}:{ref}")
+        return response.headers.get("Docker-Content-Digest")
 
     def image(self, name: str, tag: str) -> RemoteImage | None:
-        """The image behind a tag with its labels, None when the tag is absent."""
-        found = self.manifest(name, tag)
-        if found is None:
+        """The image behind a tag with its labels, None when the tag is absent.
+
+        One HEAD request when the labels of that digest were read before.
+        """
+        digest = self.digest(name, tag)
+        if digest is None:
             return None
-        digest, manifest = found
+        cached = self._cached_labels(digest)
+        if cached is not None:
+            return RemoteImage(digest, cached)
+        found = self.manifest(name, digest)
+        if found is None:
+            return None  # deleted between the two requests: as good as absent
+        remote = self._labels(name, tag, digest, found[1])
+        self._cache_labels(digest, remote.labels)
+        return remote
+
+    def _cached_labels(self, digest: str) -> dict[str, str] | None:
+        if self.cache_dir is None:
+            return None
+        try:
+            labels: dict[str, str] = json.loads((self.cache_dir / digest).read_text())
+        except (OSError, ValueError):
+            return None
+        return labels
+
+    def _cache_labels(self, digest: str, labels: dict[str, str]) -> None:
+        if self.cache_dir is None:
+            return
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache_dir / f".{digest}.{threading.get_ident()}"
+        tmp.write_text(json.dumps(labels))
+        tmp.replace(self.cache_dir / digest)
+
+    def _labels(self, name: str, tag: str, digest: str, manifest: dict[str, Any]) -> RemoteImage:
         if "manifests" in manifest:  # an index: the linux/amd64 entry is what we build
             entries = manifest["manifests"]
             pick = next(

@@ -28,7 +28,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Selection:
-    """Which recipes a run considers; everything built on them follows."""
+    """Which recipes a run considers: named ones, or those changed since a revision and
+    everything built on them, or all."""
 
     names: tuple[str, ...] = ()
     since: str | None = None
@@ -75,10 +76,11 @@ def prepare(settings: Settings, selection: Selection) -> Prepared:
     tree = graph.resolve(recipes.discover(settings), settings.registry)
     fps = fingerprint.compute(tree, settings.build.ca_bundle)
     creds = credentials(settings)
-    registry = Registry(settings.registry, creds)
+    registry = Registry(settings.registry, creds, settings.state_dir / "cache" / "labels")
     registry.check()
     chosen = _selected(settings, tree, selection)
-    made = plan.make(tree, fps, registry, chosen)
+    # A changed base rebuilds what is built on it; named recipes are built alone.
+    made = plan.make(tree, fps, registry, chosen, with_dependents=selection.since is not None)
     seconds = {"plan": time.monotonic() - started}
     return Prepared(settings, tree, fps, registry, creds, made, seconds)
 

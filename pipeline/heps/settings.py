@@ -126,12 +126,10 @@ def load(
     raw: dict[str, Any] = {}
     path = repo / SETTINGS_FILE
     if path.exists():
-        doc = load_yaml(path, SETTINGS_FILE)
-        if doc is not None:
-            problems = validate(doc, "settings", SETTINGS_FILE)
-            if problems:
-                raise ConfigError(problems)
-            raw = json.loads(json.dumps(doc))  # plain dicts from ruamel's commented maps
+        raw = load_yaml(path, SETTINGS_FILE) or {}
+        problems = validate(raw, "settings", path, SETTINGS_FILE)
+        if problems:
+            raise ConfigError(problems)
     reg = raw.get("registry", {})
     bld = raw.get("build", {})
     settings = Settings(

@@ -1,0 +1,20 @@
+# The two quick-start commands (README) and the developer checks. Each target sets up
+# what it needs first (system packages, .venv, Docker engine, embedded registry).
+.PHONY: run test lint bench
+
+run:
+	@scripts/bootstrap.sh
+	.venv/bin/heps run --all --report reports/run.json --junit reports/junit.xml
+
+test: lint
+	.venv/bin/pytest
+
+lint:
+	@scripts/bootstrap.sh
+	.venv/bin/ruff check pipeline tests bench
+	.venv/bin/ruff format --check pipeline tests bench
+	.venv/bin/mypy
+
+bench:
+	@scripts/bootstrap.sh
+	.venv/bin/python bench/run.py

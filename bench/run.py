@@ -1,0 +1,222 @@
+"""Benchmarks for the pipeline's performance targets (DESIGN.md), figure beside target.
+
+1. `heps plan` on a generated tree of 500 recipes (target < 1 s), with every image
+   already in a real registry (the common "nothing changed" case) and with none.
+2. A no-op `heps run --all` on the bundled tree (target < 3 s); builds it first if the
+   embedded registry lacks it (minutes, once).
+3. The pipeline's own overhead against a plain `docker build` of the same recipe.
+
+Run with `tox -e bench` or `make bench`. Results go to stdout; record them in
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import requests
+
+from heps import fingerprint, graph, recipes, settings
+from heps.services import RegistryService
+
+REPO = Path(__file__).resolve().parents[1]
+HEPS = [sys.executable, "-m", "heps.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def timed(command: list[str], env: dict[str, str], runs: int = 3) -> tuple[float, float]:
+    """Wall time of a command's first run and the median of the next `runs`."""
+    times = []
+    for _ in range(runs + 1):
+        started = time.perf_counter()
+        subprocess.run(command, env=env, check=True, capture_output=True)
+        times.append(time.perf_counter() - started)
+    return times[0], statistics.median(times[1:])
+
+
+def generate_tree(root: Path, count: int = 500, roots: int = 20) -> None:
+    """`count` recipes in chains of depth count/roots, each with three context files."""
+    for i in range(count):
+        name = f"app-{i:03d}"
+        folder = root / "app-recipes" / name
+        folder.mkdir(parents=True)
+        base = (
+            "FROM debian:12.5\n"
+            if i < roots
+            else (f"ARG REGISTRY\nARG OWNER\nFROM ${{REGISTRY}}/${{OWNER}}/app-{i - roots:03d}\n")
+        )
+        (folder / "Dockerfile").write_text(base + "COPY . /opt/app\nUSER 1000\n")
+        (folder / "recipe.yaml").write_text(
+            f"name: {name}\nversion: 1.0.{i}\ndescription: generated\n"
+            "smoke: {commands: [{name: ok, run: ['true']}]}\n"
+        )
+        for j in range(3):
+            (folder / f"file{j}.py").write_text(f"# {name} {j}\n" + "x = 1\n" * 200)
+
+
+def upload_labels_only_images(registry: RegistryService, namespace: str, repo: Path) -> None:
+    """Put an image per recipe in the registry through its API: a config blob carrying the
+    fingerprint labels and a manifest without layers, as a pushed image would have."""
+    cfg = settings.Settings(
+        repo=repo, registry=settings.RegistrySettings(registry.address, namespace)
+    )
+    tree = graph.resolve(recipes.discover(cfg), cfg.registry)
+    fps = fingerprint.compute(tree, None)
+    session = requests.Session()
+    session.auth = (registry.username, registry.password)
+    url = f"http://{registry.address}/v2/{namespace}"
+    for name in tree.order:
+        labels = {
+            fingerprint.LABEL_FULL: fps[name].full,
+            fingerprint.LABEL_INPUTS: fps[name].inputs,
+        }
+        config = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "config": {"Labels": labels},
+                "rootfs": {"type": "layers", "diff_ids": []},
+            }
+        ).encode()
+        digest = "sha256:" + hashlib.sha256(config).hexdigest()
+        start = session.post(f"{url}/{name}/blobs/uploads/")
+        start.raise_for_status()
+        location = start.headers["Location"]
+        sep = "&" if "?" in location else "?"
+        session.put(f"{location}{sep}digest={digest}", data=config).raise_for_status()
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+            "config": {
+                "mediaType": "application/vnd.docker.container.image.v1+json",
+                "size": len(config),
+                "digest": digest,
+            },
+            "layers": [],
+        }
+        version = tree.nodes[name].recipe.version
+        session.put(
+            f"{url}/{name}/manifests/{version}",
+            json=manifest,
+            headers={"Content-Type": "application/vnd.docker.distribution.manifest.v2+json"},
+        ).raise_for_status()
+
+
+def bench_plan_500() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        generate_tree(root / "repo")
+        registry = RegistryService(
+            root / "registry", f"127.0.0.1:{free_port()}", "bench", secrets.token_urlsafe(16)
+        )
+        process = registry.start()
+        try:
+            env = {
+                **os.environ,
+                "HEPS_REGISTRY": registry.address,
+                "HEPS_NAMESPACE": "bench",
+                "HEPS_REGISTRY_USERNAME": registry.username,
+                "HEPS_REGISTRY_PASSWORD": registry.password,
+                "HEPS_CA_BUNDLE": "",
+            }
+            command = [*HEPS, "--repo", str(root / "repo"), "plan"]
+            _, empty = timed(command, env)
+            upload_labels_only_images(registry, "bench", root / "repo")
+            cold, warm = timed(command, env)
+            out = subprocess.run(command, env=env, capture_output=True, text=True).stdout
+            assert "0 to build, 500 unchanged" in out, out[-300:]
+        finally:
+            process.terminate()
+    print(f"heps plan, 500 recipes, all unchanged, labels cached:  {warm:.2f} s   (target < 1 s)")
+    print(f"heps plan, 500 recipes, all unchanged, first lookup:   {cold:.2f} s   (target < 1 s)")
+    print(f"heps plan, 500 recipes, registry empty:                {empty:.2f} s   (target < 1 s)")
+
+
+def bench_noop_run() -> None:
+    env = dict(os.environ)
+    first = subprocess.run(
+        [*HEPS, "--repo", str(REPO), "run", "--all"], env=env, capture_output=True, text=True
+    )
+    if first.returncode != 0:
+        print(first.stdout[-2000:], first.stderr[-2000:])
+        raise SystemExit("bundled tree does not build; fix that first")
+    _, seconds = timed([*HEPS, "--repo", str(REPO), "run", "--all"], env)
+    print(f"heps run --all, bundled tree, nothing changed:        {seconds:.2f} s   (target < 3 s)")
+
+
+def bench_overhead() -> None:
+    """Same recipe, same cold layer (a fresh NONCE busts the cache for both)."""
+    base = "127.0.0.1:5000/heps/debian-base:1.0.0"
+    dockerfile = (
+        f'FROM {base}\nARG NONCE\nSHELL ["/bin/bash", "-o", "pipefail", "-c"]\n'
+        'RUN echo "$NONCE" > /nonce && apt-get update && apt-get install -y '
+        "--no-install-recommends python3-minimal && rm -rf /var/lib/apt/lists/*\n"
+        "USER 1000\n"
+    )
+    plain, piped, build_stage = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp)
+        folder = repo / "app-recipes" / "bench-app"
+        folder.mkdir(parents=True)
+        (folder / "Dockerfile").write_text(dockerfile)
+        env = {
+            **os.environ,
+            "DOCKER_BUILDKIT": "0",
+            "HEPS_NAMESPACE": f"bench{uuid.uuid4().hex[:6]}",
+        }
+        for _ in range(2):
+            started = time.perf_counter()
+            subprocess.run(
+                ["docker", "build", "-q", "--build-arg", f"NONCE={uuid.uuid4()}", str(folder)],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+            plain.append(time.perf_counter() - started)
+            (folder / "recipe.yaml").write_text(
+                f"name: bench-app\nversion: 1.0.0\ndescription: bench\n"
+                f"build: {{args: {{NONCE: '{uuid.uuid4()}'}}}}\n"
+                "smoke: {commands: [{name: py, run: [python3, -c, 'print(1)'], expect_output: '1'}]}\n"
+            )
+            report = repo / "report.json"
+            started = time.perf_counter()
+            subprocess.run(
+                [*HEPS, "--repo", str(repo), "run", "--all", "--no-push", "--report", str(report)],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
+            piped.append(time.perf_counter() - started)
+            build_stage.append(json.loads(report.read_text())["recipes"][0]["seconds"]["build"])
+    p, h, b = statistics.median(plain), statistics.median(piped), statistics.median(build_stage)
+    print(f"plain `docker build` of a recipe (apt layer, cold):   {p:.2f} s   (baseline)")
+    print(
+        f"heps run --no-push, same recipe (lint+build+smoke):   {h:.2f} s   "
+        f"(overhead {h - p:+.2f} s; its build stage {b:.2f} s)"
+    )
+
+
+if __name__ == "__main__":
+    wanted = set(sys.argv[1:]) or {"plan", "noop", "overhead"}
+    if "plan" in wanted:
+        bench_plan_500()
+    if "noop" in wanted:
+        bench_noop_run()
+    if "overhead" in wanted:
+        bench_overhead()

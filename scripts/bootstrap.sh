@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Prepare a fresh Debian build host for `make run` and `make test`: the system packages
+# (Docker engine, distribution registry, debootstrap, busybox for test images), a
+# virtualenv with heps and its test tools, then the embedded services. Idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+for pair in dockerd:docker.io docker-registry:docker-registry debootstrap:debootstrap \
+            busybox:busybox-static git:git; do
+  binary=${pair%%:*} package=${pair#*:}
+  command -v "$binary" >/dev/null 2>&1 || [ -x "/usr/sbin/$binary" ] || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "bootstrap: missing ${missing[*]}; install them as root (apt-get install ${missing[*]})" >&2
+    exit 2
+  fi
+  echo "bootstrap: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -e "$stamp" ]; then
+  echo "bootstrap: installing heps and its test tools into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+  rm -f .venv/.installed-* && touch "$stamp"
+fi
+
+.venv/bin/heps services up

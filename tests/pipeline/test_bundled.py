@@ -1,0 +1,55 @@
+"""The bundled recipes, built for real from this repository against the test registry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from heps.settings import SETTINGS_FILE
+
+from tests.conftest import REPO_ROOT, Env, read_json
+
+
+@pytest.fixture
+def site_ca(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The repository's heps.yaml names the site CA bundle; pip needs it in the builds."""
+    assert "ca_bundle:" in (REPO_ROOT / SETTINGS_FILE).read_text()
+    monkeypatch.delenv("HEPS_CA_BUNDLE")
+
+
+@pytest.mark.usefixtures("site_ca")
+def test_debian_base_bootstraps_without_pulling_anything(heps: Any, env: Env) -> None:
+    """debootstrap from the mirror, import, smoke-test (structure + commands), push."""
+    report = env.repo / "report.json"
+    result = heps(REPO_ROOT, "run", "debian-base", "--report", str(report))
+    assert result.code == 0, result.text[-3000:]
+    (entry,) = read_json(report)["recipes"]
+    assert entry["status"] == "built" and entry["pushed"]
+    assert [(s["kind"], s["passed"]) for s in entry["smoke"]] == [
+        ("structure", True),
+        ("command", True),
+        ("command", True),
+    ]
+    assert "[build] debian-base: debootstrap --variant=minbase --include=ca-certificates" in (
+        result.err
+    )
+    assert "[build] debian-base: site CA bundle installed in the system trust store" in result.err
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("site_ca")
+def test_whole_bundled_tree_builds_smoke_tests_and_pushes(heps: Any, env: Env) -> None:
+    """Every bundled application, its smoke test doing real work (minutes; `tox -e slow`)."""
+    report = env.repo / "report.json"
+    result = heps(REPO_ROOT, "run", "--all", "--report", str(report))
+    assert result.code == 0, result.text[-5000:]
+    entries = read_json(report)["recipes"]
+    assert {e["name"] for e in entries} >= {
+        "debian-base",
+        "jupyterlab-base",
+        "ct-reconstruction",
+        "deep-learning",
+        "spark-driver",
+    }
+    assert all(e["status"] == "built" and all(s["passed"] for s in e["smoke"]) for e in entries)
