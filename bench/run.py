@@ -192,7 +192,8 @@ def bench_overhead() -> None:
             (folder / "recipe.yaml").write_text(
                 f"name: bench-app\nversion: 1.0.0\ndescription: bench\n"
                 f"build: {{args: {{NONCE: '{uuid.uuid4()}'}}}}\n"
-                "smoke: {commands: [{name: py, run: [python3, -c, 'print(1)'], expect_output: '1'}]}\n"
+                "smoke: {commands: [{name: py, run: [python3, -c, 'print(1)'],"
+                " expect_output: '1'}]}\n"
             )
             report = repo / "report.json"
             started = time.perf_counter()

@@ -21,9 +21,10 @@ from typing import Any
 
 import docker
 import pytest
+from ruamel.yaml import YAML
+
 from heps import cli, engine, services
 from heps.services import RegistryService
-from ruamel.yaml import YAML
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUSYBOX = "heps-test/busybox:1.35"

@@ -139,7 +139,9 @@ class Registry:
     def digest(self, name: str, ref: str) -> str | None:
         """The digest behind a tag (one HEAD request), None when absent."""
         path = f"{self.settings.namespace}/{name}/manifests/{ref}"
-        response = self._request("HEAD", path, self._scope(name), headers={"Accept": MANIFEST_TYPES})
+        response = self._request(
+            "HEAD", path, self._scope(name), headers={"Accept": MANIFEST_TYPES}
+        )
         if response.status_code == 404:
             return None
         if response.status_code != 200:

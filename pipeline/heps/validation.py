@@ -133,9 +133,9 @@ def validate(data: Any, schema_name: str, path: Path, display: str) -> list[str]
         if error.validator == "additionalProperties":  # one line per unknown key, at that key
             known = _subschema(root, error.absolute_path).get("properties", {})
             paths = [[*error.absolute_path, k] for k in sorted(set(error.instance) - set(known))]
-        for path in paths:
-            field = ".".join(str(p) for p in path) or "(top level)"
-            line = _line_of(doc, path)
+        for key_path in paths:
+            field = ".".join(str(p) for p in key_path) or "(top level)"
+            line = _line_of(doc, key_path)
             where = f"{display}:{line}" if line else display
             found.append((line or 0, f"{where}: {field}: {problem}; {fix}".rstrip("; ")))
     return [text for _, text in sorted(found)]

@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from heps.settings import SETTINGS_FILE
-
 from tests.conftest import REPO_ROOT, Env, read_json
 
 

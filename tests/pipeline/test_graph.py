@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from heps import graph, recipes, settings
 from heps.errors import ConfigError
 from heps.settings import RegistrySettings
-
 from tests.conftest import internal_from, simple_recipe, write_recipe
 
 REGISTRY = RegistrySettings(host="reg.example:5000", namespace="heps")

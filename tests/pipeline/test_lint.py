@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from heps import graph, lint, recipes, settings
-
 from tests.conftest import internal_from, simple_recipe, write_recipe
 from tests.pipeline.test_graph import REGISTRY
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from heps import recipes, settings
 from heps.errors import ConfigError
-
 from tests.conftest import REPO_ROOT, simple_recipe, write_recipe
 
 DOCKERFILE = "FROM heps-test/busybox:1.35\n"

@@ -10,9 +10,9 @@ from typing import Any
 import defusedxml.ElementTree as ET
 import docker
 import pytest
+
 from heps.registry import Registry
 from heps.settings import Credentials, RegistrySettings, Secret
-
 from tests.conftest import BUSYBOX, Env, internal_from, read_json, simple_recipe, write_recipe
 
 BASE_DOCKERFILE = f"FROM {BUSYBOX}\nRUN echo base > /hello\n"
