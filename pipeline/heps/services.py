@@ -113,8 +113,8 @@ class RegistryService:
             f"auth: {{htpasswd: {{realm: heps, path: {self.root / 'htpasswd'}}}}}\n"
         )
 
-    def start(self) -> subprocess.Popen[bytes]:
-        """Write config and htpasswd, start the registry, wait until it answers."""
+    def start(self, config_text: str | None = None) -> subprocess.Popen[bytes]:
+        """Write config (default: `config()`) and htpasswd, start, wait until it answers."""
         ensure_binaries(["docker-registry"])
         self.root.mkdir(parents=True, exist_ok=True)
         # The registry checks this hash on every request. The password is 144 random
@@ -123,7 +123,7 @@ class RegistryService:
         htpasswd = self.root / "htpasswd"
         htpasswd.write_text(f"{self.username}:{hashed}\n")
         htpasswd.chmod(0o600)
-        (self.root / "config.yml").write_text(self.config())
+        (self.root / "config.yml").write_text(config_text or self.config())
         binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
         process = _spawn(
             [binary, "serve", str(self.root / "config.yml")], self.root / "registry.log"

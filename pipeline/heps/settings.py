@@ -202,8 +202,11 @@ def credentials(settings: Settings, env: dict[str, str] | None = None) -> Creden
         auth = docker.auth.load_config().resolve_authconfig(host)
     except Exception as exc:  # a broken credential helper must not hide the real cause
         raise ConfigError(f"Docker config: cannot read credentials for {host}: {exc}") from None
-    if auth and auth.get("Username") and auth.get("Password"):
-        return Credentials(auth["Username"], Secret(auth["Password"]), "Docker config")
+    # config.json entries come back as username/password, credential helpers' as
+    # Username/Password.
+    found = {k.lower(): v for k, v in (auth or {}).items()}
+    if found.get("username") and found.get("password"):
+        return Credentials(found["username"], Secret(found["password"]), "Docker config")
     stored = embedded_credentials_file(settings.state_dir)
     if host == EMBEDDED_REGISTRY and stored.exists():
         data = json.loads(stored.read_text())

@@ -321,3 +321,37 @@ def test_revision_tag_and_since_selection(heps: Any, env: Env) -> None:
     assert [e["name"] for e in json.loads(since.out)] == ["base", "child"]
     bad = heps(env.repo, "plan", "--since", "no-such-rev")
     assert bad.code == 2 and "--since no-such-rev: git does not know this revision" in bad.err
+
+
+def test_push_error_inside_the_stream_fails_and_nothing_is_pinned(
+    heps: Any, env: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A registry in read-only maintenance mode answers the push with an error that the
+    engine reports inside an otherwise successful (HTTP 200) stream."""
+    from heps.services import RegistryService
+    from tests.conftest import free_port
+
+    readonly = RegistryService(
+        tmp_path / "ro", f"127.0.0.1:{free_port()}", "tester", env.registry.password
+    )
+    config = readonly.config().replace(
+        "delete: {enabled: true}",
+        "delete: {enabled: true}, maintenance: {readonly: {enabled: true}}",
+    )
+    readonly.root.mkdir(parents=True)
+    process = readonly.start(config_text=config)
+    try:
+        monkeypatch.setenv("HEPS_REGISTRY", readonly.address)
+        write_recipe(
+            env.repo, "app", simple_recipe("app"), Dockerfile=BASE_DOCKERFILE.replace("base", "app")
+        )
+        result = heps(env.repo, "run", "--all", "--report", str(env.repo / "r.json"))
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert result.code == 1, result.text
+    (entry,) = read_json(env.repo / "r.json")["recipes"]
+    assert entry["failed_stage"] == "push" and entry["digest"] is None and not entry["pushed"]
+    assert entry["error"].startswith(f"{readonly.address}/{env.namespace}/app:1.0.0: ")
+    assert "405" in entry["error"] and "Method not allowed" in entry["error"]
+    assert env.registry.password not in result.text
