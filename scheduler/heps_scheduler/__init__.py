@@ -1,0 +1,9 @@
+"""The HEPS scoring scheduler: a kube-scheduler-style framework for the platform's user pods.
+
+Layers, lowest first: `model` (pods, nodes, QoS), `snapshot` (cluster state as arrays,
+updated in place), `filters` and `scores` (plugins), `framework` (one scheduling cycle),
+`queue`, `config`, and on top `trace` / `simulate` / `cli`. Nothing here imports the
+delivery pipeline (`heps`).
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,130 @@
+"""Replay a trace against several policies, on the same shuffled arrivals, and measure.
+
+The method of the FGD paper (Weng et al., USENIX ATC 2023) on its openb trace: tasks
+arrive in a shuffled order (sampled again once exhausted) and never leave, until the
+arrived GPU demand reaches `load` (130%) of the cluster's GPU capacity.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from heps_scheduler import config
+from heps_scheduler.framework import Scheduler
+from heps_scheduler.model import Node, Pod
+from heps_scheduler.scores import fragmentation, workload_classes
+from heps_scheduler.snapshot import Snapshot
+
+
+def arrivals(pods: list[Pod], capacity_milli: int, load: float, seed: int) -> list[Pod]:
+    """Shuffled arrivals until their GPU demand reaches `load` x capacity."""
+    rng = np.random.default_rng(seed)
+    result: list[Pod] = []
+    demand = 0
+    round_ = 0
+    while demand < load * capacity_milli:
+        for i in rng.permutation(len(pods)):
+            pod = pods[int(i)]
+            result.append(replace(pod, name=f"{pod.name}-{round_}") if round_ else pod)
+            demand += pod.gpu_demand_milli
+            if demand >= load * capacity_milli:
+                break
+        round_ += 1
+    return result
+
+
+@dataclass
+class PolicyResult:
+    policy: str
+    scheduled: int = 0
+    failed: int = 0
+    failed_by_class: dict[str, int] = field(default_factory=dict)
+    failed_by_qos: dict[str, int] = field(default_factory=dict)
+    gpu_alloc_rate: float = 0.0
+    frag_rate: float = 0.0
+    unallocated_gpus: float = 0.0
+    decisions_per_s: float = 0.0
+    p99_decision_ms: float = 0.0
+    curve: list[dict[str, float]] = field(default_factory=list)
+    """Metrics against arrived load, one point per percent of GPU capacity."""
+
+
+def _state(snap: Snapshot, classes: list[Any]) -> tuple[float, float, float]:
+    capacity = snap.gpu_capacity_milli()
+    allocated = snap.gpu_allocated_milli()
+    frag = float(fragmentation(snap.gpu_free, snap.cpu_free, snap.mem_free, classes).sum())
+    unallocated = capacity - allocated
+    return allocated / capacity, (frag / unallocated if unallocated else 0.0), unallocated / 1000
+
+
+def run_policy(
+    nodes: list[Node], arrived: list[Pod], policy: str, classes: list[Any], seed: int
+) -> PolicyResult:
+    snap = Snapshot(nodes)
+    scheduler = Scheduler(snap, config.build(config.preset_settings(policy), classes), seed)
+    result = PolicyResult(policy)
+    capacity = snap.gpu_capacity_milli()
+    demand, next_mark = 0, 0.01
+    timings = []
+    started = time.perf_counter()
+    for pod in arrived:
+        decision = scheduler.schedule(pod)
+        timings.append(decision.seconds)
+        demand += pod.gpu_demand_milli
+        if decision.node is None:
+            result.failed += 1
+            result.failed_by_class[pod.gpu_class] = result.failed_by_class.get(pod.gpu_class, 0) + 1
+            result.failed_by_qos[pod.qos] = result.failed_by_qos.get(pod.qos, 0) + 1
+        else:
+            result.scheduled += 1
+        if demand >= next_mark * capacity:
+            alloc, frag, unalloc = _state(snap, classes)
+            result.curve.append(
+                {
+                    "arrived": demand / capacity,
+                    "gpu_alloc_rate": alloc,
+                    "frag_rate": frag,
+                    "unallocated_gpus": unalloc,
+                }
+            )
+            next_mark += 0.01
+    elapsed = time.perf_counter() - started
+    result.gpu_alloc_rate, result.frag_rate, result.unallocated_gpus = _state(snap, classes)
+    result.decisions_per_s = len(arrived) / elapsed if elapsed else 0.0
+    result.p99_decision_ms = float(np.percentile(timings, 99) * 1000) if timings else 0.0
+    return result
+
+
+def simulate(
+    nodes: list[Node], pods: list[Pod], policies: list[str], seed: int, load: float = 1.3
+) -> list[PolicyResult]:
+    """Every policy on the same arrivals; the workload mix FGD optimises for is the trace's."""
+    capacity = sum(n.gpus for n in nodes) * 1000
+    arrived = arrivals(pods, capacity, load, seed)
+    classes = workload_classes(pods)
+    return [run_policy(nodes, arrived, policy, classes, seed) for policy in policies]
+
+
+def plot(results: list[PolicyResult], path: str, title: str) -> None:
+    """The three metrics against arrived workload, one line per policy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for metric, axis in zip(("gpu_alloc_rate", "frag_rate", "unallocated_gpus"), axes, strict=True):
+        for result in results:
+            xs = [p["arrived"] * 100 for p in result.curve]
+            axis.plot(xs, [p[metric] for p in result.curve], label=result.policy)
+        axis.set_xlabel("arrived GPU demand (% of capacity)")
+        axis.set_title(metric)
+        axis.grid(alpha=0.3)
+    axes[0].legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)

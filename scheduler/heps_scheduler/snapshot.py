@@ -1,0 +1,136 @@
+"""The cluster as the scheduler sees it: per-node arrays updated in place.
+
+Assuming a pod onto a node changes that node's row and nothing else, so a scheduling
+cycle never copies the cluster; filters and scores read whole columns at once.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from heps_scheduler.model import Node, Pod
+
+Mask = npt.NDArray[np.bool_]
+Floats = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class NodeMetrics:
+    """What the node-metrics agent publishes, as fractions of the node (0..1)."""
+
+    cpu: float
+    iowait: float
+    network: float
+    timestamp: float
+
+
+@dataclass
+class Placement:
+    pod: Pod
+    node: int
+    gpu_slots: tuple[int, ...] = ()
+    """Indices of the node's GPUs the pod uses."""
+
+
+@dataclass
+class Snapshot:
+    nodes: list[Node]
+    max_gpus: int = field(init=False)
+    generation: int = 0
+    """Bumped on every change that could make an unschedulable pod fit."""
+
+    def __post_init__(self) -> None:
+        n = len(self.nodes)
+        self.index = {node.name: i for i, node in enumerate(self.nodes)}
+        self.max_gpus = max((node.gpus for node in self.nodes), default=0) or 1
+        self.cpu_cap = np.array([x.cpu_milli for x in self.nodes], dtype=np.float64)
+        self.mem_cap = np.array([x.memory_mib for x in self.nodes], dtype=np.float64)
+        self.eph_cap = np.array([x.ephemeral_mib for x in self.nodes], dtype=np.float64)
+        self.cpu_used = np.zeros(n)
+        self.mem_used = np.zeros(n)
+        self.eph_used = np.zeros(n)
+        self.gpu_count = np.array([x.gpus for x in self.nodes], dtype=np.int64)
+        slots = np.arange(self.max_gpus)
+        self.gpu_exists: Mask = slots[None, :] < self.gpu_count[:, None]
+        self.gpu_free = np.where(self.gpu_exists, 1000, 0).astype(np.int64)
+        """Free thousandths of each GPU; 0 where the node has no such GPU."""
+        self.has_gpu: Mask = self.gpu_count > 0
+        self.unschedulable: Mask = np.array([x.unschedulable for x in self.nodes], dtype=bool)
+        self.disk_pressure: Mask = np.array(
+            [
+                x.disk_pressure
+                or any(t.key == "node.kubernetes.io/disk-pressure" for t in x.taints)
+                for x in self.nodes
+            ],
+            dtype=bool,
+        )
+        self.metrics_cpu = np.full(n, np.nan)
+        self.metrics_io = np.full(n, np.nan)
+        self.metrics_net = np.full(n, np.nan)
+        self.metrics_time = np.full(n, -np.inf)
+        self.placements: dict[str, Placement] = {}
+        self.pods_on: list[dict[str, Pod]] = [{} for _ in self.nodes]
+
+    # --- changes -------------------------------------------------------------------------
+
+    def assume(self, pod: Pod, node: int, gpu_slots: tuple[int, ...] = ()) -> None:
+        """Count `pod` on `node` at once (before binding completes)."""
+        if pod.key in self.placements:
+            raise ValueError(f"{pod.key} is already placed")
+        self.cpu_used[node] += pod.cpu_milli
+        self.mem_used[node] += pod.memory_mib
+        self.eph_used[node] += pod.ephemeral_mib
+        for slot in gpu_slots:
+            self.gpu_free[node, slot] -= pod.gpu_milli if pod.shares_gpu else 1000
+        self.placements[pod.key] = Placement(pod, node, gpu_slots)
+        self.pods_on[node][pod.key] = pod
+
+    def forget(self, key: str) -> Pod | None:
+        """Remove a pod (deleted, or its binding failed); frees its resources."""
+        placement = self.placements.pop(key, None)
+        if placement is None:
+            return None
+        pod, node = placement.pod, placement.node
+        self.cpu_used[node] -= pod.cpu_milli
+        self.mem_used[node] -= pod.memory_mib
+        self.eph_used[node] -= pod.ephemeral_mib
+        for slot in placement.gpu_slots:
+            self.gpu_free[node, slot] += pod.gpu_milli if pod.shares_gpu else 1000
+        del self.pods_on[node][key]
+        self.generation += 1
+        return pod
+
+    def set_metrics(self, name: str, metrics: NodeMetrics) -> None:
+        i = self.index[name]
+        self.metrics_cpu[i] = metrics.cpu
+        self.metrics_io[i] = metrics.iowait
+        self.metrics_net[i] = metrics.network
+        self.metrics_time[i] = metrics.timestamp
+
+    def fresh_metrics(self, max_age: float, now: float | None = None) -> Mask:
+        """Nodes whose metrics are younger than `max_age` seconds; the rest are unknown."""
+        now = time.time() if now is None else now
+        fresh: Mask = (now - self.metrics_time) <= max_age
+        return fresh
+
+    # --- derived columns -----------------------------------------------------------------
+
+    @property
+    def cpu_free(self) -> Floats:
+        free: Floats = self.cpu_cap - self.cpu_used
+        return free
+
+    @property
+    def mem_free(self) -> Floats:
+        free: Floats = self.mem_cap - self.mem_used
+        return free
+
+    def gpu_allocated_milli(self) -> int:
+        return int((np.where(self.gpu_exists, 1000, 0) - self.gpu_free).sum())
+
+    def gpu_capacity_milli(self) -> int:
+        return int(self.gpu_count.sum() * 1000)
