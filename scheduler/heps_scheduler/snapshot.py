@@ -77,6 +77,12 @@ class Snapshot:
 
     # --- changes -------------------------------------------------------------------------
 
+    def set_conditions(self, name: str, unschedulable: bool, disk_pressure: bool) -> None:
+        """A node was cordoned or uncordoned, or its disk pressure changed."""
+        i = self.index[name]
+        self.unschedulable[i], self.disk_pressure[i] = unschedulable, disk_pressure
+        self.generation += 1
+
     def assume(self, pod: Pod, node: int, gpu_slots: tuple[int, ...] = ()) -> None:
         """Count `pod` on `node` at once (before binding completes)."""
         if pod.key in self.placements:

@@ -1,0 +1,231 @@
+"""Each filter and score plugin on small hand-made clusters, edge cases included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from heps_scheduler import config, scores
+from heps_scheduler.filters import (
+    DiskPressure,
+    InterPodAntiAffinity,
+    NodeAffinity,
+    NodeResourcesFit,
+    NodeUnschedulable,
+    PodTopologySpread,
+    TaintToleration,
+)
+from heps_scheduler.framework import Decision, Scheduler, nodes_to_find
+from heps_scheduler.model import (
+    BEST_EFFORT,
+    GPU_MODEL_LABEL,
+    GUARANTEED,
+    AntiAffinityTerm,
+    Node,
+    Pod,
+    Requirement,
+    SpreadConstraint,
+    Taint,
+    Toleration,
+)
+from heps_scheduler.snapshot import NodeMetrics, Snapshot
+
+
+def gpu_node(name: str, gpus: int = 4, model: str = "A100", **kw: object) -> Node:
+    labels = {"kubernetes.io/hostname": name, GPU_MODEL_LABEL: model, "zone": "z1"}
+    return Node(name, 32000, 131072, gpus=gpus, gpu_model=model, labels=labels, **kw)  # type: ignore[arg-type]
+
+
+def cpu_node(name: str, **kw: object) -> Node:
+    return Node(name, 16000, 65536, labels={"kubernetes.io/hostname": name, "zone": "z2"}, **kw)  # type: ignore[arg-type]
+
+
+def allowed(plugin: object, pod: Pod, snap: Snapshot) -> list[str]:
+    mask = plugin.filter(pod, snap, np.arange(len(snap.nodes)))  # type: ignore[attr-defined]
+    return [snap.nodes[i].name for i in np.flatnonzero(mask)]
+
+
+def heps_scheduler(snap: Snapshot, classes: list[scores.TaskClass] | None = None) -> Scheduler:
+    classes = classes or [
+        scores.TaskClass(1000, 1024, 1, 500, 0.5),
+        scores.TaskClass(1000, 1024, 1, 1000, 0.5),
+    ]
+    return Scheduler(snap, config.build(config.preset_settings("heps"), classes))
+
+
+def test_no_node_fits_reports_reasons_per_filter() -> None:
+    snap = Snapshot(
+        [cpu_node("c1"), cpu_node("c2", unschedulable=True), gpu_node("g1", disk_pressure=True)]
+    )
+    decision = heps_scheduler(snap).schedule(Pod("huge", cpu_milli=64000, memory_mib=1))
+    assert decision.node is None
+    assert decision.reasons == {
+        "node(s) were unschedulable": 1,
+        "node(s) had disk pressure": 1,
+        "Insufficient resources": 1,
+    }
+    assert decision.message(3) == (
+        "0/3 nodes are available: 1 Insufficient resources, "
+        "1 node(s) had disk pressure, 1 node(s) were unschedulable."
+    )
+
+
+def test_gpu_model_mismatch_and_node_selector() -> None:
+    snap = Snapshot(
+        [gpu_node("a100", model="A100"), gpu_node("v100", model="V100"), cpu_node("cpu")]
+    )
+    pod = Pod("train", gpus=1, gpu_milli=1000, gpu_models=("V100",))
+    assert allowed(NodeAffinity(), pod, snap) == ["v100"]
+    assert (
+        allowed(NodeAffinity(), Pod("t", gpus=1, gpu_milli=1000, gpu_models=("H100",)), snap) == []
+    )
+    assert allowed(NodeAffinity(), Pod("s", node_selector={"zone": "z2"}), snap) == ["cpu"]
+    term = (Requirement(GPU_MODEL_LABEL, "In", ("A100", "H100")),)
+    assert allowed(NodeAffinity(), Pod("a", node_affinity=(term,)), snap) == ["a100"]
+    not_in = (Requirement("zone", "NotIn", ("z1",)),)
+    assert allowed(NodeAffinity(), Pod("n", node_affinity=(not_in,)), snap) == ["cpu"]
+
+
+def test_taints_tolerations_and_unschedulable() -> None:
+    tainted = gpu_node("gpu", taints=(Taint("nvidia.com/gpu", "present", "NoSchedule"),))
+    soft = cpu_node("soft", taints=(Taint("x", "y", "PreferNoSchedule"),))
+    snap = Snapshot([tainted, soft, cpu_node("cordoned", unschedulable=True)])
+    assert allowed(TaintToleration(), Pod("p"), snap) == ["soft", "cordoned"]
+    tolerant = Pod("p", tolerations=(Toleration("nvidia.com/gpu", "Exists"),))
+    assert allowed(TaintToleration(), tolerant, snap) == ["gpu", "soft", "cordoned"]
+    assert allowed(NodeUnschedulable(), Pod("p"), snap) == ["gpu", "soft"]
+
+
+def test_disk_pressure_by_condition_or_taint_unless_tolerated() -> None:
+    by_taint = cpu_node("t", taints=(Taint("node.kubernetes.io/disk-pressure", "", "NoSchedule"),))
+    snap = Snapshot([cpu_node("ok"), cpu_node("cond", disk_pressure=True), by_taint])
+    assert allowed(DiskPressure(), Pod("p"), snap) == ["ok"]
+    tolerant = Pod("p", tolerations=(Toleration("node.kubernetes.io/disk-pressure", "Exists"),))
+    assert allowed(DiskPressure(), tolerant, snap) == ["ok", "cond", "t"]
+    assert allowed(TaintToleration(), Pod("p"), snap) == ["ok", "cond", "t"]  # handled above
+
+
+def test_resources_fit_whole_gpus_and_shares() -> None:
+    snap = Snapshot([gpu_node("g", gpus=2), cpu_node("c")])
+    snap.assume(Pod("half", gpus=1, gpu_milli=600), 0, (0,))
+    fit = NodeResourcesFit()
+    assert allowed(fit, Pod("share", gpus=1, gpu_milli=400), snap) == ["g"]
+    assert allowed(fit, Pod("two", gpus=2, gpu_milli=1000), snap) == []
+    assert allowed(fit, Pod("one", gpus=1, gpu_milli=1000), snap) == ["g"]
+    assert allowed(fit, Pod("cpu", cpu_milli=20000), snap) == ["g"]
+    assert allowed(fit, Pod("disk", ephemeral_mib=2**31), snap) == []
+
+
+def test_required_anti_affinity_both_ways() -> None:
+    snap = Snapshot([cpu_node("a"), cpu_node("b")])
+    selector = (Requirement("app", "In", ("hub",)),)
+    snap.assume(Pod("hub-0", labels={"app": "hub"}), 0)
+    replica = Pod("hub-1", labels={"app": "hub"}, anti_affinity=(AntiAffinityTerm(selector),))
+    assert allowed(InterPodAntiAffinity(), replica, snap) == ["b"]
+    snap.assume(Pod("loner", anti_affinity=(AntiAffinityTerm(selector),)), 1)
+    assert allowed(InterPodAntiAffinity(), Pod("hub-2", labels={"app": "hub"}), snap) == ["a"]
+    by_zone = Pod("z", labels={"app": "hub"}, anti_affinity=(AntiAffinityTerm(selector, "zone"),))
+    assert allowed(InterPodAntiAffinity(), by_zone, snap) == []  # both nodes are in zone z2
+
+
+def test_topology_spread_do_not_schedule() -> None:
+    snap = Snapshot([gpu_node("g1"), cpu_node("c1"), cpu_node("c2")])  # zones z1, z2, z2
+    selector = (Requirement("app", "In", ("nb",)),)
+    snap.assume(Pod("nb-0", labels={"app": "nb"}), 1)
+    pod = Pod("nb-1", labels={"app": "nb"}, spread=(SpreadConstraint(1, "zone", selector),))
+    spread = PodTopologySpread(NodeAffinity())
+    assert allowed(spread, pod, snap) == ["g1"]  # z2 has 1, z1 has 0: only z1 keeps skew <= 1
+    unlabelled = Pod("x", spread=(SpreadConstraint(1, "rack", selector),))
+    assert allowed(spread, unlabelled, snap) == []
+
+
+def test_least_most_and_balanced_allocation_formulas() -> None:
+    snap = Snapshot([Node("n", 4000, 4096)])
+    snap.assume(Pod("used", cpu_milli=1000, memory_mib=3072), 0)
+    pod = Pod("p", cpu_milli=1000, memory_mib=0)
+    nodes = np.array([0])
+    # after: cpu 2000/4000 = 0.5, memory 3072/4096 = 0.75
+    assert scores.LeastAllocated().score(pod, snap, nodes)[0] == pytest.approx(
+        (0.5 + 0.25) / 2 * 100
+    )
+    assert scores.MostAllocated().score(pod, snap, nodes)[0] == pytest.approx(
+        (0.5 + 0.75) / 2 * 100
+    )
+    assert scores.BalancedAllocation().score(pod, snap, nodes)[0] == pytest.approx(
+        (1 - 0.125) * 100
+    )
+
+
+def test_stale_metrics_count_as_unknown_not_idle() -> None:
+    snap = Snapshot([cpu_node("fresh-busy"), cpu_node("stale-idle"), cpu_node("never")])
+    snap.set_metrics("fresh-busy", NodeMetrics(0.9, 0.9, 0.9, timestamp=1000.0))
+    snap.set_metrics("stale-idle", NodeMetrics(0.0, 0.0, 0.0, timestamp=100.0))
+    load = scores.LoadAware(max_age=60, unknown_load=0.5)
+    values = load.load(snap, np.arange(3), now=1010.0)
+    assert values.tolist() == pytest.approx([0.9, 0.5, 0.5])
+    qos = scores.QosAware(load)
+    snap.metrics_time[:] = -np.inf  # everything unknown now: Guaranteed sees no idle node
+    guaranteed = qos.score(Pod("g", qos=GUARANTEED, cpu_milli=1000), snap, np.arange(3))
+    assert guaranteed.tolist() == pytest.approx([50.0, 50.0, 50.0])
+    packer = qos.score(Pod("b", qos=BEST_EFFORT, cpu_milli=8000), snap, np.arange(3))
+    assert packer.tolist() == pytest.approx([50.0, 50.0, 50.0])
+
+
+def test_fragmentation_and_gpu_node_avoidance() -> None:
+    free = np.array([[1000, 300, 0, 0], [1000, 1000, 1000, 1000]])
+    classes = [scores.TaskClass(0, 0, 1, 500, 0.5), scores.TaskClass(0, 0, 2, 1000, 0.5)]
+    frag = scores.fragmentation(free, np.array([1e9, 1e9]), np.array([1e9, 1e9]), classes)
+    # node 0: the 300 left cannot host a 500 share (300); 2 whole GPUs needed, 1 free: all 1300
+    assert frag.tolist() == pytest.approx([0.5 * 300 + 0.5 * 1300, 0.0])
+    starved = scores.fragmentation(
+        free, np.array([0.0, 0.0]), np.array([1e9, 1e9]), [scores.TaskClass(1, 0, 1, 500, 1.0)]
+    )
+    assert starved.tolist() == [1300, 4000]  # no cpu left: every free GPU is a fragment
+    snap = Snapshot([gpu_node("g"), cpu_node("c")])
+    avoid = scores.GpuNodeAvoidance().score(Pod("cpu-only", cpu_milli=1), snap, np.arange(2))
+    assert avoid.tolist() == [0.0, 100.0]
+
+
+def test_fgd_puts_a_share_on_the_fullest_gpu_that_fits() -> None:
+    snap = Snapshot([gpu_node("g1", gpus=2), gpu_node("g2", gpus=2)])
+    snap.assume(Pod("a", gpus=1, gpu_milli=600), 1, (1,))
+    decision = heps_scheduler(snap).schedule(Pod("b", gpus=1, gpu_milli=400))
+    assert (decision.node, decision.gpu_slots) == ("g2", (1,))
+    assert snap.gpu_free.tolist() == [[1000, 1000], [1000, 0]]
+
+
+def test_assumed_pods_count_at_once() -> None:
+    snap = Snapshot([gpu_node("g", gpus=1)])
+    scheduler = heps_scheduler(snap)
+    assert scheduler.schedule(Pod("first", gpus=1, gpu_milli=1000)).node == "g"
+    second: Decision = scheduler.schedule(Pod("second", gpus=1, gpu_milli=1000))
+    assert second.node is None and second.reasons == {"Insufficient resources": 1}
+    scheduler.unreserve(Pod("first", gpus=1, gpu_milli=1000))
+    assert scheduler.schedule(Pod("third", gpus=1, gpu_milli=1000)).node == "g"
+
+
+def test_nodes_scored_per_cycle_are_capped_like_kube_scheduler() -> None:
+    assert nodes_to_find(50, 0) == 50
+    assert nodes_to_find(1523, 0) == 575  # 50 - 1523/125 = 37.8 %
+    assert nodes_to_find(10000, 0) == 500  # 5 % floor
+    assert nodes_to_find(150, 0) == 100  # never fewer than 100
+    assert nodes_to_find(1523, 100) == 1523
+
+
+def test_config_file_weights_and_errors(tmp_path: object) -> None:
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "scheduler.yaml"
+    path.write_text(
+        "profiles:\n  - name: heps\n    scores: {GpuFragmentation: 3, LoadAware: 1}\n"
+        "metrics: {maxAge: 30}\n"
+    )
+    loaded = config.load(path)
+    assert loaded.profiles[0].weights == {"GpuFragmentation": 3.0, "LoadAware": 1.0}
+    assert loaded.metrics.max_age == 30.0
+    path.write_text("profiles:\n  - name: custom\n    scores: {Nope: 1}\n")
+    with pytest.raises(ValueError, match="unknown score plugins Nope"):
+        config.build(config.load(path).profiles[0], [])
+    path.write_text("profile: []\n")
+    with pytest.raises(ValueError, match="unknown keys"):
+        config.load(path)

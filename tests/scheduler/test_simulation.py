@@ -1,0 +1,117 @@
+"""Whole-trace properties and the simulator command, on the shared openb trace."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from heps_scheduler import cli, config, simulate, trace
+from heps_scheduler.framework import Scheduler
+from heps_scheduler.scores import workload_classes
+from heps_scheduler.snapshot import Snapshot
+from tests.conftest import REPO_ROOT
+
+OPENB = REPO_ROOT.parent / "shared" / "traces" / "openb"
+NODES = OPENB / "openb_node_list_all_node.csv"
+needs_trace = pytest.mark.skipif(not NODES.exists(), reason=f"openb trace not found at {OPENB}")
+
+
+@needs_trace
+@pytest.mark.parametrize("policy", ["heps", "kube-default"])
+def test_whole_replay_never_breaks_a_filter_or_capacity(policy: str) -> None:
+    nodes = trace.load_nodes(NODES)
+    pods = trace.load_pods(OPENB / "openb_pod_list_default.csv")
+    snap = Snapshot(nodes)
+    scheduler = Scheduler(
+        snap, config.build(config.preset_settings(policy), workload_classes(pods))
+    )
+    arrived = simulate.arrivals(pods, snap.gpu_capacity_milli(), 1.3, seed=3)
+    placed = 0
+    for pod in arrived:
+        feasible, _ = scheduler.feasible(pod)
+        decision = scheduler.schedule(pod)
+        if decision.node is None:
+            assert len(feasible) == 0, f"{pod.name} fit somewhere but was not placed"
+            continue
+        placed += 1
+        node = snap.index[decision.node]
+        assert node in set(feasible.tolist()), f"{pod.name} placed where a filter fails"
+        if pod.gpus:
+            assert len(decision.gpu_slots) == pod.gpus
+    assert (snap.cpu_used <= snap.cpu_cap).all() and (snap.mem_used <= snap.mem_cap).all()
+    assert (snap.gpu_free >= 0).all() and (snap.gpu_free[~snap.gpu_exists] == 0).all()
+    assert placed == len(snap.placements) > 0.7 * len(arrived)
+    expected = sum(p.pod.gpu_demand_milli for p in snap.placements.values())
+    assert snap.gpu_allocated_milli() == expected
+
+
+@needs_trace
+def test_simulate_command_reports_every_policy_on_the_same_arrivals(tmp_path: Path) -> None:
+    pods = tmp_path / "pods.csv"
+    lines = (OPENB / "openb_pod_list_gpushare40.csv").read_text().splitlines()
+    pods.write_text("\n".join(lines[:1500]) + "\n")
+    small_nodes = tmp_path / "nodes.csv"
+    node_lines = NODES.read_text().splitlines()
+    small_nodes.write_text("\n".join(node_lines[:1] + node_lines[1:1524:10]) + "\n")
+    out, png = tmp_path / "result.json", tmp_path / "plot.png"
+    code = cli.main(
+        [
+            "simulate",
+            "--nodes",
+            str(small_nodes),
+            "--pods",
+            str(pods),
+            "--seed",
+            "1",
+            "--json",
+            str(out),
+            "--plot",
+            str(png),
+        ]
+    )
+    assert code == 0
+    body = json.loads(out.read_text())
+    results = {r["policy"]: r for r in body["results"]}
+    assert set(results) == {"heps", "kube-default", "most-allocated", "fgd"}
+    arrived = {r["scheduled"] + r["failed"] for r in results.values()}
+    assert len(arrived) == 1  # same arrivals for every policy
+    for result in results.values():
+        assert 0 < result["gpu_alloc_rate"] <= 1 and result["decisions_per_s"] > 0
+        assert result["curve"][-1]["arrived"] >= 1.29
+        assert sum(result["failed_by_class"].values()) == result["failed"]
+    assert png.stat().st_size > 10_000 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_simulate_command_refuses_unknown_policy_and_missing_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["simulate", "--nodes", str(tmp_path / "no.csv"), "--pods", str(tmp_path)]) == 2
+    assert "no.csv: no such file" in capsys.readouterr().err
+    (tmp_path / "n.csv").write_text("sn,cpu_milli,memory_mib,gpu,model\n")
+    assert (
+        cli.main(
+            [
+                "simulate",
+                "--nodes",
+                str(tmp_path / "n.csv"),
+                "--pods",
+                str(tmp_path / "n.csv"),
+                "--policy",
+                "magic",
+            ]
+        )
+        == 2
+    )
+    assert "--policy: unknown magic" in capsys.readouterr().err
+
+
+def test_arrivals_resample_until_the_load_is_reached() -> None:
+    from heps_scheduler.model import Pod
+
+    pods = [Pod(f"p{i}", gpus=1, gpu_milli=1000) for i in range(3)]
+    arrived = simulate.arrivals(pods, capacity_milli=4000, load=1.3, seed=0)
+    assert len(arrived) == 6 and len({p.name for p in arrived}) == 6
+    assert np.isclose(sum(p.gpu_demand_milli for p in arrived) / 4000, 1.5)
