@@ -7,6 +7,8 @@ and FGD's fragmentation gradient (Weng et al., USENIX ATC 2023).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -188,17 +190,19 @@ class LoadAware:
         max_age: float = 60.0,
         unknown_load: float = 0.5,
         weights: tuple[float, float, float] = (1.0, 1.0, 0.5),
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.max_age, self.unknown_load, self.weights = max_age, unknown_load, weights
+        self.clock = clock
 
-    def load(self, snap: Snapshot, nodes: Ints, now: float | None = None) -> Floats:
+    def load(self, snap: Snapshot, nodes: Ints) -> Floats:
         w_cpu, w_io, w_net = self.weights
         measured = (
             w_cpu * snap.metrics_cpu[nodes]
             + w_io * snap.metrics_io[nodes]
             + w_net * snap.metrics_net[nodes]
         ) / (w_cpu + w_io + w_net)
-        fresh = snap.fresh_metrics(self.max_age, now)[nodes] & ~np.isnan(measured)
+        fresh = snap.fresh_metrics(self.max_age, self.clock())[nodes] & ~np.isnan(measured)
         result: Floats = np.where(fresh, np.clip(measured, 0, 1), self.unknown_load)
         return result
 
@@ -208,7 +212,11 @@ class LoadAware:
 
 
 class QosAware:
-    """Guaranteed pods avoid loaded nodes; BestEffort pods may pack; Burstable is neutral."""
+    """By measured load: Guaranteed pods avoid loaded nodes, BestEffort pods may take busy
+    ones (leaving quiet nodes to the pods that need them), Burstable is neutral.
+
+    It acts on real load only, not on allocation: packing BestEffort pods by allocation
+    starves GPU nodes of the CPU their GPUs need (measured on the openb trace)."""
 
     name = "QosAware"
 
@@ -216,14 +224,12 @@ class QosAware:
         self.load = load
 
     def score(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
-        cpu, _ = _fractions(pod, snap, nodes)
         if pod.qos == GUARANTEED:
-            busy = np.maximum(np.clip(cpu, 0, 1), self.load.load(snap, nodes))
-            result: Floats = (1 - busy) * MAX_SCORE
-            return result
+            quiet: Floats = (1 - self.load.load(snap, nodes)) * MAX_SCORE
+            return quiet
         if pod.qos == BEST_EFFORT:
-            packed: Floats = np.clip(cpu, 0, 1) * MAX_SCORE
-            return packed
+            busy: Floats = self.load.load(snap, nodes) * MAX_SCORE
+            return busy
         return np.full(len(nodes), MAX_SCORE / 2)
 
 

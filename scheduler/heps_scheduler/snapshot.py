@@ -6,7 +6,6 @@ cycle never copies the cluster; filters and scores read whole columns at once.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -117,9 +116,8 @@ class Snapshot:
         self.metrics_net[i] = metrics.network
         self.metrics_time[i] = metrics.timestamp
 
-    def fresh_metrics(self, max_age: float, now: float | None = None) -> Mask:
+    def fresh_metrics(self, max_age: float, now: float) -> Mask:
         """Nodes whose metrics are younger than `max_age` seconds; the rest are unknown."""
-        now = time.time() if now is None else now
         fresh: Mask = (now - self.metrics_time) <= max_age
         return fresh
 

@@ -160,15 +160,16 @@ def test_stale_metrics_count_as_unknown_not_idle() -> None:
     snap = Snapshot([cpu_node("fresh-busy"), cpu_node("stale-idle"), cpu_node("never")])
     snap.set_metrics("fresh-busy", NodeMetrics(0.9, 0.9, 0.9, timestamp=1000.0))
     snap.set_metrics("stale-idle", NodeMetrics(0.0, 0.0, 0.0, timestamp=100.0))
-    load = scores.LoadAware(max_age=60, unknown_load=0.5)
-    values = load.load(snap, np.arange(3), now=1010.0)
+    load = scores.LoadAware(max_age=60, unknown_load=0.5, clock=lambda: 1010.0)
+    values = load.load(snap, np.arange(3))
     assert values.tolist() == pytest.approx([0.9, 0.5, 0.5])
     qos = scores.QosAware(load)
-    snap.metrics_time[:] = -np.inf  # everything unknown now: Guaranteed sees no idle node
-    guaranteed = qos.score(Pod("g", qos=GUARANTEED, cpu_milli=1000), snap, np.arange(3))
-    assert guaranteed.tolist() == pytest.approx([50.0, 50.0, 50.0])
-    packer = qos.score(Pod("b", qos=BEST_EFFORT, cpu_milli=8000), snap, np.arange(3))
-    assert packer.tolist() == pytest.approx([50.0, 50.0, 50.0])
+    guaranteed = qos.score(Pod("g", qos=GUARANTEED), snap, np.arange(3))
+    besteffort = qos.score(Pod("b", qos=BEST_EFFORT), snap, np.arange(3))
+    assert guaranteed.tolist() == pytest.approx([10.0, 50.0, 50.0])  # loaded node avoided
+    assert besteffort.tolist() == pytest.approx([90.0, 50.0, 50.0])  # may take the busy one
+    snap.metrics_time[:] = 1000.0  # fresh everywhere now: the formerly stale node is idle
+    assert load.load(snap, np.arange(3)).tolist() == pytest.approx([0.9, 0.0, 0.5])
 
 
 def test_fragmentation_and_gpu_node_avoidance() -> None:
