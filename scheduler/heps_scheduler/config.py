@@ -23,10 +23,13 @@ PRESETS: dict[str, dict[str, float]] = {
     "most-allocated": {"MostAllocated": 1},
     # FGD as published: the fragmentation gradient alone.
     "fgd": {"GpuFragmentation": 1},
-    # HEPS: FGD first, CPU-only pods off GPU nodes, then balance, real load and QoS.
+    # HEPS: FGD first; CPU-only pods off GPU nodes; cpu and memory spread (LeastAllocated)
+    # so GPU nodes keep the CPU their free GPUs need; then real load and QoS. Weights
+    # chosen on the openb traces (docs/scheduler.md).
     "heps": {
         "GpuFragmentation": 10,
         "GpuNodeAvoidance": 2,
+        "LeastAllocated": 2,
         "BalancedAllocation": 1,
         "LoadAware": 1,
         "QosAware": 1,
