@@ -30,28 +30,33 @@ def _tolerated(pod: Pod, taint: Taint) -> bool:
     return any(t.tolerates(taint) for t in pod.tolerations)
 
 
-class NodeUnschedulable:
-    name, reason = "NodeUnschedulable", "node(s) were unschedulable"
-    _TAINT = Taint("node.kubernetes.io/unschedulable", "", "NoSchedule")
+class _ConditionFilter:
+    """A node condition that Kubernetes mirrors as a NoSchedule taint: it keeps new pods
+    away unless they tolerate that taint."""
+
+    name: str
+    reason: str
+    taint: Taint
+    column: str
+    """The snapshot's boolean column holding the condition."""
 
     def filter(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Mask:
-        if _tolerated(pod, self._TAINT):
+        if _tolerated(pod, self.taint):
             return np.ones(len(nodes), dtype=bool)
-        ok: Mask = ~snap.unschedulable[nodes]
+        ok: Mask = ~getattr(snap, self.column)[nodes]
         return ok
 
 
-class DiskPressure:
-    """The DiskPressure condition, or its taint, keeps new pods away unless tolerated."""
+class NodeUnschedulable(_ConditionFilter):
+    name, reason, column = "NodeUnschedulable", "node(s) were unschedulable", "unschedulable"
+    taint = Taint("node.kubernetes.io/unschedulable", "", "NoSchedule")
 
-    name, reason = "DiskPressure", "node(s) had disk pressure"
-    _TAINT = Taint("node.kubernetes.io/disk-pressure", "", "NoSchedule")
 
-    def filter(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Mask:
-        if _tolerated(pod, self._TAINT):
-            return np.ones(len(nodes), dtype=bool)
-        ok: Mask = ~snap.disk_pressure[nodes]
-        return ok
+class DiskPressure(_ConditionFilter):
+    """The DiskPressure condition, or its taint (folded into the column by the snapshot)."""
+
+    name, reason, column = "DiskPressure", "node(s) had disk pressure", "disk_pressure"
+    taint = Taint("node.kubernetes.io/disk-pressure", "", "NoSchedule")
 
 
 class _StaticFilter:
