@@ -1,4 +1,8 @@
-"""`heps-scheduler`: the simulator today; the Kubernetes scheduler loop joins it later."""
+"""`heps-scheduler`: run the scheduler or the node-metrics agent in a cluster, or simulate.
+
+Exit codes: 0 success, 1 a failure while running, 2 bad usage or configuration (no
+cluster credentials, unreadable config, unknown policy, missing trace file).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from heps_scheduler import config, simulate, trace
+from heps_scheduler import config, serve, simulate, trace
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +30,16 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--load", type=float, default=1.3, help="arrived GPU demand / capacity")
     sim.add_argument("--json", type=Path, help="write the results here")
     sim.add_argument("--plot", type=Path, help="write a PNG of the metrics against load")
+    run = sub.add_parser("run", help="schedule pods that name this scheduler (in a cluster)")
+    run.add_argument("--config", type=Path, help="scheduler config YAML (plugin weights)")
+    run.add_argument("--leader-elect", action="store_true", help="hold a Lease before scheduling")
+    run.add_argument("--lease-namespace", default="kube-system")
+    agent = sub.add_parser("agent", help="publish this node's load from /proc (DaemonSet)")
+    agent.add_argument("--node", required=True, help="this node's name (downward API)")
+    agent.add_argument("--interval", type=float, default=10.0)
     args = parser.parse_args(argv)
+    if args.command in ("run", "agent"):
+        return serve.main(args)
     policies = [p.strip() for p in args.policy.split(",") if p.strip()]
     unknown = [p for p in policies if p not in config.PRESETS]
     for path in (args.nodes, args.pods):

@@ -1,0 +1,356 @@
+"""The Kubernetes adapter: cluster objects in, bindings and events out.
+
+Talks through the official `kubernetes` client, sending plain dict bodies and reading raw
+JSON (`_preload_content=False`): the generated models fail to deserialise the Status
+that a successful Binding returns (kubernetes-client/python#547, still so in 37.x).
+Conversions from API objects are pure functions, tested without a server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from heps_scheduler.framework import Decision, Scheduler
+from heps_scheduler.model import (
+    GPU_MODEL_LABEL,
+    GPU_RESOURCE,
+    GPU_SHARE_RESOURCE,
+    AntiAffinityTerm,
+    Node,
+    Pod,
+    Requirement,
+    SpreadConstraint,
+    Taint,
+    Toleration,
+    pod_requests,
+    qos_class,
+    quantity,
+)
+from heps_scheduler.queue import SchedulingQueue
+from heps_scheduler.snapshot import NodeMetrics, Snapshot
+
+log = logging.getLogger("heps_scheduler")
+METRICS_ANNOTATION = "heps.ihep.ac.cn/node-metrics"
+"""Where the node-metrics agent publishes (JSON with a timestamp) and the scheduler reads."""
+MIB = 2**20
+
+
+def _requirements(expressions: list[dict[str, Any]] | None) -> tuple[Requirement, ...]:
+    return tuple(
+        Requirement(e["key"], e["operator"], tuple(e.get("values") or ()))
+        for e in expressions or ()
+    )
+
+
+def _label_selector(selector: dict[str, Any] | None) -> tuple[Requirement, ...]:
+    selector = selector or {}
+    equal = [Requirement(k, "In", (v,)) for k, v in (selector.get("matchLabels") or {}).items()]
+    return (*equal, *_requirements(selector.get("matchExpressions")))
+
+
+def pod_from_k8s(obj: dict[str, Any]) -> Pod:
+    """A Pod manifest (as the API returns it) as the scheduler's plain data."""
+    meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
+    containers, init = spec.get("containers") or [], spec.get("initContainers") or []
+    requests = pod_requests(containers, init)
+    gpus = int(requests.get(GPU_RESOURCE, 0))
+    share = int(requests.get(GPU_SHARE_RESOURCE, 0))
+    affinity = spec.get("affinity") or {}
+    required = (affinity.get("nodeAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or {}
+    terms = tuple(
+        _requirements(t.get("matchExpressions")) for t in required.get("nodeSelectorTerms") or ()
+    )
+    anti = (affinity.get("podAntiAffinity") or {}).get(
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ) or []
+    created = meta.get("creationTimestamp")
+    return Pod(
+        name=meta.get("name", ""),
+        namespace=meta.get("namespace", "default"),
+        cpu_milli=round(requests.get("cpu", 0) * 1000),
+        memory_mib=round(requests.get("memory", 0) / MIB),
+        ephemeral_mib=round(requests.get("ephemeral-storage", 0) / MIB),
+        gpus=1 if share and not gpus else gpus,
+        gpu_milli=share if share and not gpus else (1000 if gpus else 0),
+        priority=int(spec.get("priority") or 0),
+        qos=qos_class(containers, init),
+        created=datetime.fromisoformat(created.replace("Z", "+00:00")).timestamp()
+        if created
+        else 0.0,
+        labels=dict(meta.get("labels") or {}),
+        node_selector=dict(spec.get("nodeSelector") or {}),
+        node_affinity=terms,
+        tolerations=tuple(
+            Toleration(
+                t.get("key", ""),
+                t.get("operator", "Equal"),
+                t.get("value", ""),
+                t.get("effect", ""),
+            )
+            for t in spec.get("tolerations") or ()
+        ),
+        anti_affinity=tuple(
+            AntiAffinityTerm(
+                _label_selector(t.get("labelSelector")),
+                t.get("topologyKey", "kubernetes.io/hostname"),
+            )
+            for t in anti
+        ),
+        spread=tuple(
+            SpreadConstraint(
+                int(c["maxSkew"]), c["topologyKey"], _label_selector(c.get("labelSelector"))
+            )
+            for c in spec.get("topologySpreadConstraints") or ()
+            if c.get("whenUnsatisfiable", "DoNotSchedule") == "DoNotSchedule"
+        ),
+    )
+
+
+def node_from_k8s(obj: dict[str, Any]) -> Node:
+    meta, spec, status = obj.get("metadata") or {}, obj.get("spec") or {}, obj.get("status") or {}
+    allocatable = status.get("allocatable") or {}
+    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or ()}
+    labels = dict(meta.get("labels") or {})
+    return Node(
+        name=meta["name"],
+        cpu_milli=round(quantity(allocatable.get("cpu", 0)) * 1000),
+        memory_mib=round(quantity(allocatable.get("memory", 0)) / MIB),
+        ephemeral_mib=round(quantity(allocatable.get("ephemeral-storage", 2**50)) / MIB),
+        gpus=int(quantity(allocatable.get(GPU_RESOURCE, 0))),
+        gpu_model=labels.get(GPU_MODEL_LABEL, ""),
+        labels=labels,
+        taints=tuple(
+            Taint(t["key"], t.get("value", ""), t.get("effect", "NoSchedule"))
+            for t in spec.get("taints") or ()
+        ),
+        unschedulable=bool(spec.get("unschedulable")),
+        disk_pressure=conditions.get("DiskPressure") == "True",
+    )
+
+
+def metrics_from_k8s(obj: dict[str, Any]) -> NodeMetrics | None:
+    raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(METRICS_ANNOTATION)
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+        return NodeMetrics(
+            float(data["cpu"]),
+            float(data["iowait"]),
+            float(data["network"]),
+            float(data["timestamp"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        log.warning(
+            "node %s: unreadable %s annotation", obj["metadata"]["name"], METRICS_ANNOTATION
+        )
+        return None
+
+
+def binding_body(pod: Pod, node: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": pod.name, "namespace": pod.namespace},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+    }
+
+
+def event_body(
+    pod_obj: dict[str, Any], reason: str, message: str, warning: bool, component: str, now: datetime
+) -> dict[str, Any]:
+    """A core/v1 Event about the pod, as kube-scheduler posts them."""
+    meta = pod_obj["metadata"]
+    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            "generateName": f"{meta['name']}.",
+            "namespace": meta.get("namespace", "default"),
+        },
+        "involvedObject": {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "name": meta["name"],
+            "namespace": meta.get("namespace", "default"),
+            "uid": meta.get("uid"),
+        },
+        "reason": reason,
+        "message": message,
+        "type": "Warning" if warning else "Normal",
+        "source": {"component": component},
+        "reportingComponent": component,
+        "firstTimestamp": stamp,
+        "lastTimestamp": stamp,
+        "count": 1,
+    }
+
+
+def _status(exc: Exception) -> int | None:
+    return getattr(exc, "status", None)
+
+
+def raw(response: Any) -> Any:
+    """The JSON body of a `_preload_content=False` response."""
+    return json.loads(response.data or b"null")
+
+
+@dataclass
+class BindResult:
+    bound: bool
+    detail: str
+
+
+class KubeScheduler:
+    """Keeps a snapshot of the cluster, schedules pods that name this scheduler, binds."""
+
+    def __init__(
+        self,
+        core: Any,
+        build_scheduler: Callable[[Snapshot], Scheduler],
+        scheduler_name: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.core = core
+        self.build_scheduler = build_scheduler
+        self.name = scheduler_name
+        self.clock = clock
+        self.queue = SchedulingQueue()
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.scheduler = build_scheduler(Snapshot([]))
+
+    @property
+    def snap(self) -> Snapshot:
+        return self.scheduler.snap
+
+    def ours(self, obj: dict[str, Any]) -> bool:
+        spec = obj.get("spec") or {}
+        phase = (obj.get("status") or {}).get("phase")
+        return (
+            spec.get("schedulerName") == self.name
+            and not spec.get("nodeName")
+            and phase not in ("Succeeded", "Failed")
+            and not obj["metadata"].get("deletionTimestamp")
+        )
+
+    def sync(self) -> None:
+        """(Re)build the snapshot from a full list: nodes, their metrics, placed pods."""
+        nodes = raw(self.core.list_node(_preload_content=False))["items"]
+        pods = raw(self.core.list_pod_for_all_namespaces(_preload_content=False))["items"]
+        snap = Snapshot([node_from_k8s(n) for n in nodes])
+        for node in nodes:
+            metrics = metrics_from_k8s(node)
+            if metrics is not None:
+                snap.set_metrics(node["metadata"]["name"], metrics)
+        self.scheduler = self.build_scheduler(snap)
+        self.queue = SchedulingQueue()
+        self.pods = {}
+        for obj in pods:
+            self.observe_pod("ADDED", obj)
+
+    def observe_pod(self, kind: str, obj: dict[str, Any]) -> None:
+        """A pod event from a list or watch: track placements, queue pods that are ours."""
+        pod = pod_from_k8s(obj)
+        phase = (obj.get("status") or {}).get("phase")
+        node = (obj.get("spec") or {}).get("nodeName")
+        gone = kind == "DELETED" or phase in ("Succeeded", "Failed")
+        placed = self.snap.placements.get(pod.key)
+        if gone:
+            if self.snap.forget(pod.key) is not None:
+                self.queue.flush(self.clock(), self.snap.generation)
+            self.pods.pop(pod.key, None)
+            return
+        if node and node in self.snap.index:
+            if placed is None or self.snap.nodes[placed.node].name != node:
+                self.snap.forget(pod.key)  # bound elsewhere than we assumed (or by others)
+                self.snap.assume(pod, self.snap.index[node], self._slots(pod, node))
+            return
+        if self.ours(obj) and placed is None and pod.key not in self.pods:
+            self.pods[pod.key] = obj
+            self.queue.add(pod)
+
+    def _slots(self, pod: Pod, node: str) -> tuple[int, ...]:
+        return self.scheduler.gpu_slots(pod, self.snap.index[node]) if pod.gpus else ()
+
+    def observe_node(self, kind: str, obj: dict[str, Any]) -> None:
+        """Node added, removed or changed: rebuild the snapshot when the node set changes."""
+        name = obj["metadata"]["name"]
+        if kind == "DELETED" or name not in self.snap.index:
+            self.sync()
+            return
+        node = node_from_k8s(obj)
+        self.snap.set_conditions(name, node.unschedulable, node.disk_pressure)
+        metrics = metrics_from_k8s(obj)
+        if metrics is not None:
+            self.snap.set_metrics(name, metrics)
+        self.queue.flush(self.clock(), self.snap.generation)
+
+    def schedule_next(self) -> Decision | None:
+        pod = self.queue.pop()
+        if pod is None:
+            return None
+        obj = self.pods.get(pod.key)
+        if obj is None:
+            return None  # deleted while waiting
+        decision = self.scheduler.schedule(pod)
+        if decision.node is None:
+            backoff = self.queue.unschedulable(pod, self.clock(), self.snap.generation)
+            message = decision.message(len(self.snap.nodes))
+            self.event(obj, "FailedScheduling", message, warning=True)
+            log.info("%s: unschedulable, retry in %.0fs: %s", pod.key, backoff, message)
+            return decision
+        result = self.bind(pod, decision.node)
+        if result.bound:
+            self.queue.scheduled(pod)
+            self.pods.pop(pod.key, None)
+            self.event(
+                obj,
+                "Scheduled",
+                f"Successfully assigned {pod.key} to {decision.node}",
+                warning=False,
+            )
+        log.info("%s: %s", pod.key, result.detail)
+        return decision
+
+    def bind(self, pod: Pod, node: str) -> BindResult:
+        """Bind through the Binding API; never twice, never to a vanished node."""
+        try:
+            self.core.create_namespaced_binding(
+                pod.namespace, binding_body(pod, node), _preload_content=False
+            )
+        except Exception as exc:  # the client raises ApiException; only its status matters here
+            status = _status(exc)
+            self.scheduler.unreserve(pod)
+            if status == 409:  # already bound, by a retry of ours or by someone else
+                current = raw(
+                    self.core.read_namespaced_pod(pod.name, pod.namespace, _preload_content=False)
+                )
+                self.observe_pod("MODIFIED", current)
+                self.pods.pop(pod.key, None)
+                return BindResult(False, f"already bound to {current['spec'].get('nodeName')}")
+            if status == 404:  # the pod is gone; a vanished node shows up as a node event
+                self.pods.pop(pod.key, None)
+                return BindResult(False, "pod deleted before binding")
+            if status is None:
+                raise
+            self.queue.unschedulable(pod, self.clock(), self.snap.generation - 1)
+            return BindResult(False, f"binding failed ({status}); will retry")
+        return BindResult(True, f"bound to {node}")
+
+    def event(self, obj: dict[str, Any], reason: str, message: str, warning: bool) -> None:
+        body = event_body(obj, reason, message, warning, self.name, datetime.now(UTC))
+        try:
+            self.core.create_namespaced_event(
+                body["metadata"]["namespace"], body, _preload_content=False
+            )
+        except Exception as exc:  # events are best effort, as in kube-scheduler
+            log.warning("event %s for %s not recorded: %s", reason, obj["metadata"]["name"], exc)

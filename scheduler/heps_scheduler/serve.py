@@ -1,0 +1,120 @@
+"""The long-running parts: the scheduler loop (watches, leader election) and the agent."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import queue
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+from heps_scheduler import agent, config, kube, leader
+from heps_scheduler.framework import Scheduler
+from heps_scheduler.scores import TaskClass
+from heps_scheduler.snapshot import Snapshot
+
+log = logging.getLogger("heps_scheduler")
+# The task mix FGD optimises for until enough arrivals are seen: the platform's profiles.
+DEFAULT_CLASSES = [
+    TaskClass(4000, 16384, 1, 500, 0.4),
+    TaskClass(8000, 32768, 1, 1000, 0.5),
+    TaskClass(16000, 65536, 2, 1000, 0.1),
+]
+
+
+def clients() -> tuple[Any, Any]:
+    """CoreV1 and CoordinationV1 clients: in-cluster service account, else KUBECONFIG."""
+    from kubernetes import client
+    from kubernetes import config as kubeconfig
+
+    try:
+        kubeconfig.load_incluster_config()
+    except kubeconfig.ConfigException:
+        try:
+            kubeconfig.load_kube_config()
+        except (kubeconfig.ConfigException, OSError) as exc:
+            raise SystemExit(
+                f"heps-scheduler: error: no Kubernetes credentials ({exc}); run in a pod with a "
+                "service account or set KUBECONFIG"
+            ) from None
+    return client.CoreV1Api(), client.CoordinationV1Api()
+
+
+def _watch(list_fn: Any, kind: str, events: queue.Queue[tuple[str, str, dict[str, Any]]]) -> None:
+    from kubernetes import watch
+
+    while True:  # watches end on server timeouts; start again
+        try:
+            for event in watch.Watch().stream(list_fn, timeout_seconds=300):
+                events.put((kind, event["type"], event["raw_object"]))
+        except Exception as exc:  # a dropped watch is retried after a pause
+            log.warning("%s watch ended: %s; restarting", kind, exc)
+            time.sleep(2)
+
+
+def run(
+    core: Any,
+    coordination: Any,
+    settings: config.SchedulerConfig,
+    leader_elect: bool,
+    lease_namespace: str,
+    stop: threading.Event,
+) -> None:
+    profile = settings.profiles[0]
+
+    def build(snap: Snapshot) -> Scheduler:
+        return Scheduler(snap, config.build(profile, DEFAULT_CLASSES, settings.metrics))
+
+    scheduler = kube.KubeScheduler(core, build, settings.scheduler_name)
+    scheduler.sync()
+    events: queue.Queue[tuple[str, str, dict[str, Any]]] = queue.Queue()
+    for list_fn, kind in ((core.list_node, "node"), (core.list_pod_for_all_namespaces, "pod")):
+        threading.Thread(target=_watch, args=(list_fn, kind, events), daemon=True).start()
+    identity = f"{socket.gethostname()}-{os.getpid()}"
+    elector = leader.LeaseElector(coordination, lease_namespace, settings.scheduler_name, identity)
+    leading, renewed = not leader_elect, 0.0
+    while not stop.is_set():
+        if leader_elect and time.time() - renewed > elector.lease_seconds / 3:
+            was, leading, renewed = leading, elector.try_acquire_or_renew(), time.time()
+            if leading != was:
+                log.info("%s %s the lease", identity, "holds" if leading else "lost")
+                if leading:
+                    scheduler.sync()  # another leader may have bound pods meanwhile
+        try:
+            kind, change, obj = events.get(timeout=0.5)
+            (scheduler.observe_node if kind == "node" else scheduler.observe_pod)(change, obj)
+        except queue.Empty:
+            scheduler.queue.flush(time.time(), scheduler.snap.generation)
+        while leading and scheduler.schedule_next() is not None:
+            pass
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr
+    )
+    try:
+        settings = (
+            config.load(args.config) if getattr(args, "config", None) else config.SchedulerConfig()
+        )
+    except (OSError, ValueError) as exc:
+        print(f"heps-scheduler: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        core, coordination = clients()
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.command == "agent":
+        before = agent.read_sample()
+        while True:
+            time.sleep(args.interval)
+            after = agent.read_sample()
+            agent.publish(core, args.node, agent.metrics(before, after))
+            before = after
+    run(core, coordination, settings, args.leader_elect, args.lease_namespace, threading.Event())
+    return 0
