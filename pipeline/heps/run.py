@@ -64,10 +64,16 @@ def _selected(settings: Settings, tree: graph.Graph, selection: Selection) -> se
     return None
 
 
-def _touched(node: graph.Node, changed: list[Path]) -> bool:
+def _source_paths(node: graph.Node) -> list[Path]:
+    """Where a recipe's sources live: its folder, and its context and Dockerfile."""
     roots = [node.recipe.folder]
     if node.recipe.build:
         roots += [node.recipe.build.context, node.recipe.build.dockerfile]
+    return roots
+
+
+def _touched(node: graph.Node, changed: list[Path]) -> bool:
+    roots = _source_paths(node)
     return any(path == root or root in path.parents for path in changed for root in roots)
 
 
@@ -94,13 +100,15 @@ class Runner:
         self.do_push = do_push
         self.image_ids: dict[str, str] = {}
         self.reports: dict[str, RecipeReport] = {}
-        commit_paths = [prepared.settings.recipes_path]
-        self.revision = source.revision(prepared.settings.repo, commit_paths)
+
+    def revision(self, name: str) -> source.Revision:
+        """The commit, and whether this recipe's own sources differ from it."""
+        return source.revision(self.p.settings.repo, _source_paths(self.p.graph.nodes[name]))
 
     def references(self, name: str) -> tuple[str, ...]:
         recipe = self.p.graph.nodes[name].recipe
         repo = self.p.settings.registry.repository(name)
-        suffix = self.revision.tag_suffix(self.p.fingerprints[name].full)
+        suffix = self.revision(name).tag_suffix(self.p.fingerprints[name].full)
         return (f"{repo}:{recipe.version}", f"{repo}:{recipe.version}-{suffix}")
 
     @property
@@ -157,7 +165,7 @@ class Runner:
                 fingerprint=self.p.fingerprints[entry.name],
                 tags=tuple(report.references),
                 bases={b: self.base_image(b) for b in self.p.graph.base_names(entry.name)},
-                revision=self.revision.commit,
+                revision=self.revision(entry.name).commit,
                 source_url=settings.build.source_url,
                 ca_bundle=settings.build.ca_bundle,
                 debian_mirror=settings.build.debian_mirror,

@@ -12,12 +12,13 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from heps_scheduler import config, serve, simulate, trace
+from heps_scheduler import __version__, config, serve, simulate, trace
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="heps-scheduler")
     sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"heps-scheduler {__version__}")
     sim = sub.add_parser("simulate", help="replay an openb trace against scheduling policies")
     sim.add_argument("--nodes", type=Path, required=True)
     sim.add_argument("--pods", type=Path, required=True)

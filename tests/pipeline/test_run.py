@@ -355,3 +355,27 @@ def test_push_error_inside_the_stream_fails_and_nothing_is_pinned(
     assert entry["error"].startswith(f"{readonly.address}/{env.namespace}/app:1.0.0: ")
     assert "405" in entry["error"] and "Method not allowed" in entry["error"]
     assert env.registry.password not in result.text
+
+
+def test_dirty_context_outside_the_recipe_folder_marks_the_tag(heps: Any, env: Env) -> None:
+    """A recipe whose context lives elsewhere (like heps-scheduler's scheduler/) is dirty
+    when that context has uncommitted changes, not only when its recipe folder has."""
+    (env.repo / "src").mkdir()
+    (env.repo / "src" / "data.txt").write_text("one\n")
+    recipe = simple_recipe("app", build={"context": "../../src", "dockerfile": "Dockerfile"})
+    write_recipe(
+        env.repo,
+        "app",
+        recipe,
+        Dockerfile=f"FROM {BUSYBOX}\nCOPY data.txt /data.txt\nRUN echo app > /hello\n",
+    )
+    git(env.repo, "init", "-q")
+    git(env.repo, "add", "-A")
+    git(env.repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    (env.repo / "src" / "data.txt").write_text("two\n")
+    result = heps(
+        env.repo, "run", "--all", "--no-push", "--report", str(env.repo.parent / "r.json")
+    )
+    assert result.code == 0, result.text
+    (entry,) = read_json(env.repo.parent / "r.json")["recipes"]
+    assert ".dirty." in entry["references"][1]
