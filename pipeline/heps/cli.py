@@ -13,8 +13,23 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from heps import __version__, engine, graph, lint, log, recipes, report, services, settings
+from heps import (
+    __version__,
+    engine,
+    gitops,
+    graph,
+    lint,
+    log,
+    promote,
+    recipes,
+    report,
+    services,
+    settings,
+)
+from heps.dockerfile import split_reference
 from heps.errors import ConfigError, HepsError, TemporaryError
+from heps.pin import Pin
+from heps.registry import Registry
 from heps.run import Runner, Selection, prepare, summary
 from heps.validation import schema
 
@@ -55,6 +70,29 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-push", action="store_true", help="build and smoke-test only (merge requests)"
     )
+    p.add_argument(
+        "--promote", metavar="ENV", help="then pin the images in this overlay and commit"
+    )
+
+    def gitops_target(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--push", action="store_true", help="push with retries, not a local commit")
+        p.add_argument("--gitops-repo", metavar="URL", help="a separate GitOps repository")
+        p.add_argument("--branch", help="branch to push to (default: gitops.branch)")
+
+    gitops_target(p)
+    p = sub.add_parser("promote", help="pin pushed images in an overlay and commit")
+    p.add_argument("--overlay", required=True, metavar="ENV")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--report", type=Path, help="pins from a `heps run --report` file")
+    source.add_argument("--from", dest="source", metavar="ENV", help="pins from what ENV runs")
+    gitops_target(p)
+    p = sub.add_parser("status", help="which app runs which version and digest, per overlay")
+    p.add_argument("--overlay", metavar="ENV")
+    p = sub.add_parser("rollback", help="pin an earlier digest of an app by a new commit")
+    p.add_argument("--overlay", required=True, metavar="ENV")
+    p.add_argument("app")
+    p.add_argument("--to", metavar="VERSION", help="version to go back to (default: the last pin)")
+    gitops_target(p)
     p = sub.add_parser("services", help="start or stop the embedded Docker engine and registry")
     p.add_argument("action", choices=["up", "down"])
     p = sub.add_parser("schema", help="print a published JSON Schema")
@@ -110,6 +148,7 @@ def _run(cfg: settings.Settings, args: argparse.Namespace) -> int:
         log.phase("plan", None, "nothing to do: every image is in the registry")
     client = engine.connect() if prepared.plan.to_build else None
     results = Runner(prepared, client, not args.no_push).run()
+    failed = any(r.status == report.FAILED for r in results)
     meta = {
         "started": started.isoformat(timespec="seconds"),
         "registry": cfg.registry.host,
@@ -122,7 +161,114 @@ def _run(cfg: settings.Settings, args: argparse.Namespace) -> int:
     if args.junit:
         report.write_atomic(args.junit, report.as_junit(results))
     print(summary(results))
-    return EXIT_FAILED if any(r.status == report.FAILED for r in results) else EXIT_OK
+    if failed:
+        if args.promote:
+            print(f"heps: not promoting {args.promote}: a recipe failed", file=sys.stderr)
+        return EXIT_FAILED
+    if args.promote:
+        if args.report is None:
+            raise ConfigError("run --promote: add --report FILE; the pins come from it")
+        pins = promote.pins_from_report(args.report)
+        return _promote_pins(cfg, args, args.promote, pins, prepared.registry)
+    return EXIT_OK
+
+
+def _recipes(cfg: settings.Settings) -> dict[str, recipes.Recipe]:
+    return {r.name: r for r in recipes.discover(cfg)}
+
+
+def _registry(cfg: settings.Settings) -> Registry:
+    registry = Registry(cfg.registry, settings.credentials(cfg), cfg.state_dir / "cache" / "labels")
+    registry.check()
+    return registry
+
+
+def _promote_pins(
+    cfg: settings.Settings,
+    args: argparse.Namespace,
+    overlay: str,
+    pins: list[Pin],
+    registry: Registry,
+    new_branch: str | None = None,
+) -> int:
+    remote = args.gitops_repo or cfg.gitops.remote
+    done = promote.promote(
+        cfg,
+        registry,
+        _recipes(cfg),
+        overlay,
+        pins,
+        args.push or bool(remote),
+        remote,
+        args.branch,
+        new_branch,
+    )
+    for app in done.edit.unused:
+        print(f"heps: {app}: not used by overlay {overlay} (nor its bases); not pinned")
+    for app, places in sorted(done.edit.used.items()):
+        print(f"{app}: {', '.join(places)}")
+    if done.commit is None:
+        print(f"{overlay}: already pinned, nothing to commit")
+    else:
+        where = f" on {done.branch}" if done.branch else ""
+        tries = f" after {done.attempts} attempts" if done.attempts > 1 else ""
+        print(f"{overlay}: committed {done.commit[:12]}{where}{tries}")
+    return EXIT_OK
+
+
+def _promote(cfg: settings.Settings, args: argparse.Namespace) -> int:
+    registry = _registry(cfg)
+    if args.report:
+        pins = promote.pins_from_report(args.report)
+        return _promote_pins(cfg, args, args.overlay, pins, registry)
+    apps = {name: cfg.registry.repository(name) for name in _recipes(cfg)}
+    pins = promote.pins_from_overlay(cfg.repo, cfg, args.source, apps)
+    if not pins:
+        raise ConfigError(f"--from {args.source}: that overlay pins no image by digest yet")
+    branch = promote.production_branch([p.app for p in pins])
+    if not (args.push or args.gitops_repo or cfg.gitops.remote):
+        gitops.git(cfg.repo, "switch", "-q", "-c", branch)
+    return _promote_pins(cfg, args, args.overlay, pins, registry, branch)
+
+
+def _status(cfg: settings.Settings, args: argparse.Namespace) -> int:
+    registry = _registry(cfg)
+    apps = {name: cfg.registry.repository(name) for name in _recipes(cfg)}
+    root = cfg.repo / cfg.gitops.overlays_dir / "overlays"
+    if args.overlay:
+        overlays = [args.overlay]
+    else:
+        overlays = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    rows = [("OVERLAY", "APP", "TAG", "DIGEST", "IN REGISTRY", "WHERE")]
+    for overlay in overlays:
+        for item in promote.current(cfg.repo, cfg, overlay, apps):
+            _, tag, digest = split_reference(item["image"])
+            if digest is None:
+                held = "not pinned"
+            else:
+                held = "yes" if registry.manifest(item["app"], digest) else "NO"
+            rows.append((overlay, item["app"], tag or "-", digest or "-", held, item["where"]))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row[:5], widths, strict=True)) + "  " + row[5])
+    return EXIT_OK
+
+
+def _rollback(cfg: settings.Settings, args: argparse.Namespace) -> int:
+    registry = _registry(cfg)
+    if args.app not in _recipes(cfg):
+        raise ConfigError(f"rollback {args.app}: no such recipe")
+    repository = cfg.registry.repository(args.app)
+    if args.to:
+        digest = registry.digest(args.app, args.to)
+        if digest is None:
+            raise ConfigError(
+                f"rollback {args.app} --to {args.to}: not in registry {cfg.registry.host}"
+            )
+        pin = Pin(args.app, repository, args.to, digest, args.to, f"rollback to {args.to}")
+    else:
+        pin = promote.previous_pin(cfg.repo, cfg, args.overlay, args.app, repository)
+    return _promote_pins(cfg, args, args.overlay, [pin], registry)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -139,7 +285,14 @@ def main(argv: list[str] | None = None) -> int:
             action = services.up if args.action == "up" else services.down
             print("\n".join(action(cfg)))
             return EXIT_OK
-        command = {"plan": _plan, "lint": _lint, "run": _run}[args.command]
+        command = {
+            "plan": _plan,
+            "lint": _lint,
+            "run": _run,
+            "promote": _promote,
+            "status": _status,
+            "rollback": _rollback,
+        }[args.command]
         return command(cfg, args)
     except ConfigError as exc:
         for problem in exc.problems:

@@ -18,10 +18,12 @@ import docker.auth
 
 from heps import log
 from heps.errors import ConfigError
+from heps.gitops import Identity
 from heps.validation import load_yaml, validate
 
 SETTINGS_FILE = "heps.yaml"
 EMBEDDED_REGISTRY = "127.0.0.1:5000"
+DEFAULT_AUTHOR = Identity("HEPS delivery", "delivery@heps.invalid")
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,23 @@ class SmokeSettings:
 
 
 @dataclass(frozen=True)
+class GitOpsSettings:
+    overlays_dir: str = "k8s-overlays"
+    """Folder holding kustomize `base/` and `overlays/<environment>/`."""
+    branch: str = "main"
+    """Branch promotions are pushed to (production goes to a review branch off it)."""
+    author: Identity = field(
+        default_factory=lambda: Identity("HEPS delivery", "delivery@heps.invalid")
+    )
+    committer: Identity | None = None
+    """Defaults to the author."""
+    attempts: int = 5
+    """Pushes tried when other writers keep moving the branch."""
+    remote: str | None = None
+    """A separate GitOps repository URL; default: this repository's origin."""
+
+
+@dataclass(frozen=True)
 class Settings:
     repo: Path
     """Repository root; recipe paths may not leave it."""
@@ -91,6 +110,7 @@ class Settings:
     registry: RegistrySettings = RegistrySettings()
     build: BuildSettings = BuildSettings()
     smoke: SmokeSettings = SmokeSettings()
+    gitops: GitOpsSettings = GitOpsSettings()
     state_dir: Path = field(default_factory=lambda: default_state_dir())
     """Where the embedded registry keeps its data and credentials (outside the repo)."""
 
@@ -147,6 +167,7 @@ def load(
             source_url=bld.get("source_url"),
         ),
         smoke=SmokeSettings(timeout=raw.get("smoke", {}).get("timeout", 300.0)),
+        gitops=_gitops(raw.get("gitops", {}), env),
         state_dir=Path(env["HEPS_STATE_DIR"]) if "HEPS_STATE_DIR" in env else default_state_dir(),
     )
     host = registry or env.get("HEPS_REGISTRY")
@@ -167,6 +188,28 @@ def load(
         )
     _check(settings)
     return settings
+
+
+def _gitops(raw: dict[str, Any], env: dict[str, str]) -> GitOpsSettings:
+    defaults = GitOpsSettings()
+    try:
+        author = (
+            Identity.parse(env.get("HEPS_GIT_AUTHOR") or raw["author"], "gitops.author")
+            if ("author" in raw or "HEPS_GIT_AUTHOR" in env)
+            else defaults.author
+        )
+        committer_text = env.get("HEPS_GIT_COMMITTER") or raw.get("committer")
+        committer = Identity.parse(committer_text, "gitops.committer") if committer_text else None
+    except ValueError as exc:
+        raise ConfigError(f"{SETTINGS_FILE}: {exc}; write it as 'Name <email>'") from None
+    return GitOpsSettings(
+        overlays_dir=raw.get("overlays_dir", defaults.overlays_dir),
+        branch=raw.get("branch", defaults.branch),
+        author=author,
+        committer=committer,
+        attempts=raw.get("attempts", defaults.attempts),
+        remote=env.get("HEPS_GITOPS_REPO") or raw.get("remote"),
+    )
 
 
 def _check(settings: Settings) -> None:
