@@ -19,7 +19,7 @@ from pathlib import Path
 from heps.errors import StageError
 
 _CREDENTIALS = re.compile(r"(\w+://)[^/@\s]+@")
-_LOST_RACE = ("fetch first", "non-fast-forward", "cannot lock ref", "stale info")
+_LOST_RACE = ("fetch first", "non-fast-forward", "cannot lock ref", "but expected", "stale info")
 
 
 def scrub(text: str) -> str:
@@ -77,7 +77,7 @@ def push(cwd: Path, branch: str) -> tuple[bool, str]:
     if done.returncode == 0:
         return True, ""
     output = scrub(done.stderr + done.stdout)
-    if any(marker in output for marker in _LOST_RACE) and "remote rejected" not in output:
+    if any(marker in output for marker in _LOST_RACE):  # incl. a ref lock lost mid-update
         return False, output
     remote = [
         line[len("remote:") :].strip()
@@ -96,5 +96,5 @@ def refresh(cwd: Path, branch: str) -> None:
 
 
 def backoff(attempt: int) -> None:
-    """Jittered, so racing writers spread out."""
-    time.sleep(random.uniform(0.05, 0.2) * 2**attempt)  # noqa: S311 - jitter, not crypto
+    """Exponential with full jitter, capped at 4 s, so racing writers spread out."""
+    time.sleep(random.uniform(0, min(4.0, 0.2 * 2**attempt)))  # noqa: S311 - jitter, not crypto

@@ -258,27 +258,38 @@ def _pin_kustomize(document: Document, doc: Any, pins: dict[str, Pin]) -> None:
                 document.insert_after(last_line, " " * name_col + f"{key}: {value}\n")
 
 
-def add_kustomize_images(text: str, name: str, pins: list[Pin]) -> str:
-    """Add `images:` entries for apps the overlay uses through its bases but does not pin."""
+def add_kustomize_images(
+    text: str, name: str, pins: list[Pin], names: dict[str, str] | None = None
+) -> str:
+    """Add `images:` entries for apps the overlay uses through its bases but does not pin.
+
+    `names` gives, per app, the image name as the bases write it, which the entry's `name`
+    must equal for kustomize to replace it (default: the full repository)."""
     if not pins:
         return text
     document = Document(text, name)
     doc = document.docs[0]
-    entries = "".join(
-        f"  - name: {p.repository}\n    newName: {p.repository}\n    newTag: {p.tag}\n"
-        f"    digest: {p.digest}\n"
+    names = names or {}
+    entry_lines = [
+        line
         for p in pins
-    )
+        for line in (
+            f"- name: {names.get(p.app, p.repository)}",
+            f"  newName: {p.repository}",
+            f"  newTag: {p.tag}",
+            f"  digest: {p.digest}",
+        )
+    ]
     images = doc.get("images")
     if images:
         last = images[-1]
         last_line = max(last.lc.value(k)[0] for k in last)
-        indent = " " * (last.lc.key("name")[1] - 2)
-        entries = "".join(indent + line + "\n" for line in entries.splitlines())
-        document.insert_after(last_line, entries)
+        indent = " " * (last.lc.key("name")[1] - 2)  # where the existing entries' "-" stands
+        document.insert_after(last_line, "".join(indent + line + "\n" for line in entry_lines))
         return document.rendered()
     if images is not None:  # `images: []` or `images:` with nothing
         raise PinError(f"{name}: images: is empty in flow style; write it as a block list")
+    entries = "".join("  " + line + "\n" for line in entry_lines)
     suffix = "" if text.endswith("\n") or not text else "\n"
     return text + suffix + "images:\n" + entries
 
@@ -315,5 +326,6 @@ def profile_entry(
     stream = StringIO()
     yaml = YAML()
     yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.width = 4096  # an image reference must stay on its line
     yaml.dump([entry], stream)
     return stream.getvalue()

@@ -88,6 +88,7 @@ def edit_overlay(
             edit.files[path] = new
     via_bases = _used_by_bases(root / settings.gitops.overlays_dir / "base", pins)
     missing = [p for p in pins if p.app in via_bases and p.app not in in_kustomization]
+    names = {p.app: via_bases[p.app] for p in missing}
     if missing:
         kustomization = folder / KUSTOMIZATION
         if not kustomization.exists():
@@ -97,7 +98,9 @@ def edit_overlay(
                 "an overlay needs a kustomization.yaml to pin images of its bases",
             )
         current_text = edit.files.get(kustomization, kustomization.read_text(encoding="utf-8"))
-        edit.files[kustomization] = add_kustomize_images(current_text, str(kustomization), missing)
+        edit.files[kustomization] = add_kustomize_images(
+            current_text, str(kustomization), missing, names
+        )
         for pin in missing:
             edit.used.setdefault(pin.app, []).append(f"{kustomization.relative_to(root)} (added)")
     _add_missing_profiles(root, folder, pins, recipes, edit)
@@ -105,15 +108,17 @@ def edit_overlay(
     return edit
 
 
-def _used_by_bases(base: Path, pins: list[Pin]) -> set[str]:
-    used: set[str] = set()
+def _used_by_bases(base: Path, pins: list[Pin]) -> dict[str, str]:
+    """App -> the image name the bases write (what a kustomize `images:` entry must match)."""
+    used: dict[str, str] = {}
     for path in _yaml_files(base) if base.is_dir() else []:
         try:
-            used.update(
-                f.app for f in scan(Document(path.read_text(encoding="utf-8"), str(path)), pins)
-            )
+            found = scan(Document(path.read_text(encoding="utf-8"), str(path)), pins)
         except PinError as exc:
             raise StageError("promote", str(exc)) from None
+        for item in found:
+            if item.kind == "container":
+                used.setdefault(item.app, split_reference(item.value)[0])
     return used
 
 
@@ -145,7 +150,7 @@ def _add_missing_profiles(
             p.default,
             p.node_selector,
         )
-        added += "".join("  " + line + "\n" for line in entry.splitlines())
+        added += entry
         edit.used.setdefault(pin.app, []).append(f"{path.relative_to(root)} (added)")
     if added:
         edit.files[path] = text + ("" if text.endswith("\n") else "\n") + added

@@ -96,8 +96,8 @@ class GitOpsSettings:
     )
     committer: Identity | None = None
     """Defaults to the author."""
-    attempts: int = 5
-    """Pushes tried when other writers keep moving the branch."""
+    attempts: int = 10
+    """Pushes tried when other writers keep moving the branch (each lost race costs one)."""
     remote: str | None = None
     """A separate GitOps repository URL; default: this repository's origin."""
 

@@ -1,0 +1,282 @@
+"""`heps promote`, `status` and `rollback` with real git, a real registry and kustomize."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from heps import tools
+from heps.errors import StageError
+from heps.gitops import scrub
+from heps.pin import Pin
+from heps.promote import _refuse_conflicts, production_branch
+from tests.conftest import BUSYBOX, Env, read_json, simple_recipe, write_recipe
+
+APPS = [f"app{i}" for i in range(8)]
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def overlays(repo: Path, apps: list[str]) -> None:
+    """A base using every app by recipe name, and testbed/production overlays."""
+    base = repo / "k8s-overlays" / "base"
+    base.mkdir(parents=True)
+    (base / "kustomization.yaml").write_text("resources:\n  - apps.yaml\n")
+    docs = [
+        f"# {app}, pinned by the overlays\napiVersion: apps/v1\nkind: Deployment\n"
+        f"metadata: {{name: {app}}}\nspec:\n  selector: {{matchLabels: {{app: {app}}}}}\n"
+        f"  template:\n    metadata: {{labels: {{app: {app}}}}}\n    spec:\n      containers:\n"
+        f"        - name: main\n          image: {app}\n"
+        for app in apps
+    ]
+    (base / "apps.yaml").write_text("---\n".join(docs))
+    for env in ("testbed", "production"):
+        folder = repo / "k8s-overlays" / "overlays" / env
+        folder.mkdir(parents=True)
+        (folder / "kustomization.yaml").write_text(f"# {env}\nresources:\n  - ../../base\n")
+
+
+@pytest.fixture
+def gitops_env(heps: Any, env: Env, tmp_path: Path) -> dict[str, Any]:
+    """Eight tiny apps pushed to the registry, a repo with overlays, and a bare remote."""
+    for app in APPS:
+        write_recipe(
+            env.repo,
+            app,
+            simple_recipe(app),
+            Dockerfile=f"FROM {BUSYBOX}\nRUN echo {app} > /hello\n",
+        )
+    overlays(env.repo, APPS)
+    git(env.repo, "init", "-q", "-b", "main")
+    git(env.repo, "add", "-A")
+    git(env.repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "initial")
+    report = tmp_path / "report.json"
+    result = heps(env.repo, "run", "--all", "--report", str(report))
+    assert result.code == 0, result.text
+    bare = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(env.repo), str(bare))
+    git(env.repo, "remote", "add", "origin", str(bare))
+    return {"report": report, "bare": bare, "entries": read_json(report)["recipes"]}
+
+
+def one_app_report(report: Path, app: str, out: Path) -> Path:
+    data = read_json(report)
+    data["recipes"] = [r for r in data["recipes"] if r["name"] == app]
+    out.write_text(json.dumps(data))
+    return out
+
+
+def test_promote_commits_only_pinned_lines_once(
+    heps: Any, env: Env, gitops_env: dict[str, Any]
+) -> None:
+    result = heps(
+        env.repo, "promote", "--overlay", "testbed", "--report", str(gitops_env["report"])
+    )
+    assert result.code == 0, result.text
+    assert "testbed: committed" in result.out
+    message = git(env.repo, "log", "-1", "--format=%B")
+    digests = {e["name"]: e["digest"] for e in gitops_env["entries"]}
+    assert message.startswith("promote testbed: app0 1.0.0, app1 1.0.0")
+    assert f"- app3 1.0.0 {digests['app3']} (not in registry)" in message
+    assert (
+        git(env.repo, "log", "-1", "--format=%an <%ae>") == "HEPS delivery <delivery@heps.invalid>"
+    )
+    numstat = git(env.repo, "show", "--numstat", "--format=", "HEAD")
+    assert numstat.split() == ["33", "0", "k8s-overlays/overlays/testbed/kustomization.yaml"]
+    rendered = subprocess.run(
+        [
+            tools.find("kubectl") or "kubectl",
+            "kustomize",
+            str(env.repo / "k8s-overlays/overlays/testbed"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for entry in gitops_env["entries"]:
+        assert f"image: {entry['references'][1]}@{entry['digest']}" in rendered
+    again = heps(env.repo, "promote", "--overlay", "testbed", "--report", str(gitops_env["report"]))
+    assert again.code == 0 and "nothing to commit" in again.out
+    assert git(env.repo, "rev-list", "--count", "HEAD") == "2"
+
+
+def test_image_not_in_registry_changes_nothing(
+    heps: Any, env: Env, gitops_env: dict[str, Any], tmp_path: Path
+) -> None:
+    data = read_json(gitops_env["report"])
+    data["recipes"][0]["digest"] = "sha256:" + "e" * 64
+    forged = tmp_path / "forged.json"
+    forged.write_text(json.dumps(data))
+    result = heps(env.repo, "promote", "--overlay", "testbed", "--report", str(forged))
+    assert result.code == 1
+    assert f"not in registry {env.registry.address}: app0@sha256:{'e' * 64}" in result.err
+    assert (
+        git(env.repo, "status", "--porcelain") == ""
+        and git(env.repo, "rev-list", "--count", "HEAD") == "1"
+    )
+
+
+def test_unused_app_is_reported_not_added(heps: Any, env: Env, gitops_env: dict[str, Any]) -> None:
+    write_recipe(
+        env.repo,
+        "orphan",
+        simple_recipe("orphan"),
+        Dockerfile=f"FROM {BUSYBOX}\nRUN echo orphan > /hello\n",
+    )
+    report = env.repo.parent / "orphan.json"
+    assert heps(env.repo, "run", "orphan", "--report", str(report)).code == 0
+    result = heps(env.repo, "promote", "--overlay", "testbed", "--report", str(report))
+    assert result.code == 0
+    assert "heps: orphan: not used by overlay testbed (nor its bases); not pinned" in result.out
+    assert "nothing to commit" in result.out
+
+
+def test_eight_racing_promotions_all_land(
+    env: Env, gitops_env: dict[str, Any], tmp_path: Path
+) -> None:
+    def promote(app: str) -> subprocess.CompletedProcess[str]:
+        clone = tmp_path / f"clone-{app}"
+        git(tmp_path, "clone", "-q", str(gitops_env["bare"]), str(clone))
+        report = one_app_report(gitops_env["report"], app, tmp_path / f"{app}.json")
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "heps.cli",
+                "--repo",
+                str(clone),
+                "promote",
+                "--overlay",
+                "testbed",
+                "--report",
+                str(report),
+                "--push",
+            ],
+            capture_output=True,
+            text=True,
+            env=os.environ.copy(),
+        )
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(promote, APPS))
+    assert all(r.returncode == 0 for r in results), [r.stderr[-500:] for r in results]
+    log = git(gitops_env["bare"], "log", "--format=%s", "main").splitlines()
+    assert len(log) == 9 and sorted(log[:8]) == [f"promote testbed: {a} 1.0.0" for a in APPS]
+    final = git(gitops_env["bare"], "show", "main:k8s-overlays/overlays/testbed/kustomization.yaml")
+    for entry in gitops_env["entries"]:
+        assert f"digest: {entry['digest']}" in final
+    assert any("after" in r.stdout and "attempts" in r.stdout for r in results)  # races happened
+
+
+def test_rejected_push_fails_with_the_hook_text(
+    heps: Any, env: Env, gitops_env: dict[str, Any]
+) -> None:
+    hook = gitops_env["bare"] / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'main is protected: open a merge request' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    result = heps(
+        env.repo, "promote", "--overlay", "testbed", "--report", str(gitops_env["report"]), "--push"
+    )
+    assert result.code == 1
+    assert (
+        "the remote refused the push to main: main is protected: open a merge request" in result.err
+    )
+    assert git(gitops_env["bare"], "rev-list", "--count", "main") == "1"
+
+
+def test_production_from_testbed_on_a_review_branch(
+    heps: Any, env: Env, gitops_env: dict[str, Any]
+) -> None:
+    assert (
+        heps(
+            env.repo,
+            "promote",
+            "--overlay",
+            "testbed",
+            "--report",
+            str(gitops_env["report"]),
+            "--push",
+        ).code
+        == 0
+    )
+    git(env.repo, "pull", "-q", "origin", "main")
+    result = heps(env.repo, "promote", "--overlay", "production", "--from", "testbed", "--push")
+    assert result.code == 0, result.text
+    branch = production_branch(APPS)
+    assert f"on {branch}" in result.out
+    testbed = git(
+        gitops_env["bare"], "show", "main:k8s-overlays/overlays/testbed/kustomization.yaml"
+    )
+    production = git(
+        gitops_env["bare"], "show", f"{branch}:k8s-overlays/overlays/production/kustomization.yaml"
+    )
+    digests = sorted(line.split()[-1] for line in testbed.splitlines() if "digest:" in line)
+    assert digests == sorted(
+        line.split()[-1] for line in production.splitlines() if "digest:" in line
+    )
+    assert len(digests) == 8
+    main_production = git(
+        gitops_env["bare"], "show", "main:k8s-overlays/overlays/production/kustomization.yaml"
+    )
+    assert "digest" not in main_production  # production changes only through review
+
+
+def test_status_and_rollback(heps: Any, env: Env, gitops_env: dict[str, Any]) -> None:
+    assert (
+        heps(
+            env.repo, "promote", "--overlay", "testbed", "--report", str(gitops_env["report"])
+        ).code
+        == 0
+    )
+    first = {e["name"]: e["digest"] for e in gitops_env["entries"]}["app0"]
+    recipe = env.repo / "app-recipes/app0"
+    (recipe / "Dockerfile").write_text(f"FROM {BUSYBOX}\nRUN echo app0 > /hello && echo v2 > /v\n")
+    (recipe / "recipe.yaml").write_text(
+        (recipe / "recipe.yaml").read_text().replace("1.0.0", "1.1.0")
+    )
+    report = env.repo.parent / "v2.json"
+    assert heps(env.repo, "run", "app0", "--report", str(report)).code == 0
+    assert heps(env.repo, "promote", "--overlay", "testbed", "--report", str(report)).code == 0
+    status = heps(env.repo, "status", "--overlay", "testbed")
+    assert status.code == 0
+    row = next(line for line in status.out.splitlines() if " app0 " in line)
+    assert "1.1.0-" in row and " yes " in row and first not in row
+    commits = int(git(env.repo, "rev-list", "--count", "HEAD"))
+    back = heps(env.repo, "rollback", "--overlay", "testbed", "app0")
+    assert back.code == 0, back.text
+    assert int(git(env.repo, "rev-list", "--count", "HEAD")) == commits + 1  # history kept
+    assert (
+        f"digest: {first}"
+        in (env.repo / "k8s-overlays/overlays/testbed/kustomization.yaml").read_text()
+    )
+    to = heps(env.repo, "rollback", "--overlay", "testbed", "app0", "--to", "1.1.0")
+    assert to.code == 0 and "committed" in to.out
+
+
+def test_conflicting_pins_fail_loudly() -> None:
+    ours = Pin("app0", "r/ns/app0", "1.1.0", "sha256:" + "1" * 64)
+    before = {"app0": {"r/ns/app0:1.0.0@sha256:" + "0" * 64}}
+    theirs = {"app0": {"r/ns/app0:1.2.0@sha256:" + "2" * 64}}
+    with pytest.raises(
+        StageError, match=r"conflicting pins for app0: the remote now has r/ns/app0:1\.2\.0"
+    ):
+        _refuse_conflicts(before, theirs, [ours])
+    _refuse_conflicts(before, {"app0": {ours.reference}}, [ours])  # same pin: no conflict
+    _refuse_conflicts(before, before, [ours])  # untouched: no conflict
+
+
+def test_credentials_are_scrubbed_from_urls() -> None:
+    assert scrub("fatal: https://ci:s3cret@git.example/heps.git refused") == (
+        "fatal: https://***@git.example/heps.git refused"
+    )
