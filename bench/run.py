@@ -2,9 +2,12 @@
 
 1. `heps plan` on a generated tree of 500 recipes (target < 1 s), with every image
    already in a real registry (the common "nothing changed" case) and with none.
-2. A no-op `heps run --all` on the bundled tree (target < 3 s); builds it first if the
+2. `heps promote` into an overlay of 1,000 manifests (target < 2 s), and the git diff
+   touching only the pinned lines.
+3. A no-op `heps run --all` on the bundled tree (target < 3 s); builds it first if the
    embedded registry lacks it (minutes, once).
-3. The pipeline's own overhead against a plain `docker build` of the same recipe.
+4. The pipeline's own overhead against a plain `docker build` of the same recipe.
+5. The scheduler: decisions per second and the policy comparison on the openb trace.
 
 Run with `tox -e bench` or `make bench`. Results go to stdout; record them in
 docs/benchmarks.md.
@@ -70,9 +73,12 @@ def generate_tree(root: Path, count: int = 500, roots: int = 20) -> None:
             (folder / f"file{j}.py").write_text(f"# {name} {j}\n" + "x = 1\n" * 200)
 
 
-def upload_labels_only_images(registry: RegistryService, namespace: str, repo: Path) -> None:
+def upload_labels_only_images(
+    registry: RegistryService, namespace: str, repo: Path
+) -> dict[str, str]:
     """Put an image per recipe in the registry through its API: a config blob carrying the
-    fingerprint labels and a manifest without layers, as a pushed image would have."""
+    fingerprint labels and a manifest without layers, as a pushed image would have.
+    Returns each recipe's manifest digest."""
     cfg = settings.Settings(
         repo=repo, registry=settings.RegistrySettings(registry.address, namespace)
     )
@@ -81,6 +87,7 @@ def upload_labels_only_images(registry: RegistryService, namespace: str, repo: P
     session = requests.Session()
     session.auth = (registry.username, registry.password)
     url = f"http://{registry.address}/v2/{namespace}"
+    digests = {}
     for name in tree.order:
         labels = {
             fingerprint.LABEL_FULL: fps[name].full,
@@ -111,11 +118,14 @@ def upload_labels_only_images(registry: RegistryService, namespace: str, repo: P
             "layers": [],
         }
         version = tree.nodes[name].recipe.version
-        session.put(
+        put = session.put(
             f"{url}/{name}/manifests/{version}",
             json=manifest,
             headers={"Content-Type": "application/vnd.docker.distribution.manifest.v2+json"},
-        ).raise_for_status()
+        )
+        put.raise_for_status()
+        digests[name] = put.headers["Docker-Content-Digest"]
+    return digests
 
 
 def bench_plan_500() -> None:
@@ -146,6 +156,89 @@ def bench_plan_500() -> None:
     print(f"heps plan, 500 recipes, all unchanged, labels cached:  {warm:.2f} s   (target < 1 s)")
     print(f"heps plan, 500 recipes, all unchanged, first lookup:   {cold:.2f} s   (target < 1 s)")
     print(f"heps plan, 500 recipes, registry empty:                {empty:.2f} s   (target < 1 s)")
+
+
+def workload(index: int, image: str) -> str:
+    """A hand-written-looking Deployment: comments, odd quoting, flow maps, blank lines."""
+    return (
+        f"# workload {index}: keep this comment\napiVersion: apps/v1\nkind: Deployment\n"
+        f"metadata:\n  name: w{index}\n  labels: {{app: \"w{index}\", team: 'beamline'}}\n"
+        f"spec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: w{index}}}\n\n"
+        f"  template:\n    metadata:\n      labels: {{app: w{index}}}\n    spec:\n"
+        f'      containers:\n        - name: main\n          image: "{image}"   # pinned by heps\n'
+        f'          args: ["--port",   "8888"]\n'
+        f"      initContainers:\n        - {{name: init, image: 'busybox:1.36'}}\n"
+    )
+
+
+def bench_pin_1000() -> None:
+    """`heps promote` of 100 apps into an overlay of 1,000 manifests, from a report, with
+    every digest read back from a real registry; then what git says changed."""
+    apps, files = 100, 1000
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        repo = root / "repo"
+        generate_tree(repo, count=apps, roots=apps)
+        registry = RegistryService(
+            root / "registry", f"127.0.0.1:{free_port()}", "bench", secrets.token_urlsafe(16)
+        )
+        process = registry.start()
+        try:
+            digests = upload_labels_only_images(registry, "bench", repo)
+            overlay = repo / "k8s-overlays" / "overlays" / "bench"
+            overlay.mkdir(parents=True)
+            names = sorted(digests)
+            for i in range(files):
+                image = f"{registry.address}/bench/{names[i % apps]}:0.9.0"
+                (overlay / f"w{i:04d}.yaml").write_text(workload(i, image))
+            entries = [
+                {
+                    "name": name,
+                    "version": "1.0.0",
+                    "status": "built",
+                    "image": f"{registry.address}/bench/{name}:1.0.0",
+                    "references": [],
+                    "digest": digests[name],
+                    "reason": "changed",
+                }
+                for name in names
+            ]
+            report = root / "report.json"
+            report.write_text(json.dumps({"recipes": entries}))
+            git = ["git", "-C", str(repo), "-c", "user.name=b", "-c", "user.email=b@b"]
+            subprocess.run([*git, "init", "-q"], check=True)
+            subprocess.run([*git, "add", "-A"], check=True)
+            subprocess.run([*git, "commit", "-qm", "start"], check=True)
+            env = {
+                **os.environ,
+                "HEPS_REGISTRY": registry.address,
+                "HEPS_NAMESPACE": "bench",
+                "HEPS_REGISTRY_USERNAME": registry.username,
+                "HEPS_REGISTRY_PASSWORD": registry.password,
+                "HEPS_CA_BUNDLE": "",
+            }
+            command = [*HEPS, "--repo", str(repo), "promote", "--overlay", "bench"]
+            times = []
+            for _ in range(3):
+                started = time.perf_counter()
+                subprocess.run(
+                    [*command, "--report", str(report)], env=env, check=True, capture_output=True
+                )
+                times.append(time.perf_counter() - started)
+                stat = subprocess.run(
+                    [*git, "diff", "--shortstat", "HEAD~1", "HEAD"],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout.strip()
+                subprocess.run([*git, "reset", "-q", "--hard", "HEAD~1"], check=True)
+        finally:
+            process.terminate()
+    print(
+        f"heps promote, {apps} apps into {files} manifests:       "
+        f"{statistics.median(times):.2f} s   (target < 2 s)"
+    )
+    print(f"  git diff --shortstat of the promotion: {stat}   (target: {files} lines each way)")
 
 
 def bench_noop_run() -> None:
@@ -243,9 +336,11 @@ def bench_scheduler() -> None:
 
 
 if __name__ == "__main__":
-    wanted = set(sys.argv[1:]) or {"plan", "noop", "overhead", "scheduler"}
+    wanted = set(sys.argv[1:]) or {"plan", "pin", "noop", "overhead", "scheduler"}
     if "plan" in wanted:
         bench_plan_500()
+    if "pin" in wanted:
+        bench_pin_1000()
     if "noop" in wanted:
         bench_noop_run()
     if "overhead" in wanted:

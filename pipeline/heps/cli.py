@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -142,6 +143,8 @@ def _lint(cfg: settings.Settings, args: argparse.Namespace) -> int:
 
 
 def _run(cfg: settings.Settings, args: argparse.Namespace) -> int:
+    if args.promote and args.no_push:
+        raise ConfigError("run --promote: drop --no-push; only pushed images can be pinned")
     started = datetime.now(UTC)
     prepared = prepare(cfg, _selection(args))
     if not prepared.plan.to_build:
@@ -166,9 +169,7 @@ def _run(cfg: settings.Settings, args: argparse.Namespace) -> int:
             print(f"heps: not promoting {args.promote}: a recipe failed", file=sys.stderr)
         return EXIT_FAILED
     if args.promote:
-        if args.report is None:
-            raise ConfigError("run --promote: add --report FILE; the pins come from it")
-        pins = promote.pins_from_report(args.report)
+        pins = promote.pins_from_results([asdict(r) for r in results], "run --promote")
         return _promote_pins(cfg, args, args.promote, pins, prepared.registry)
     return EXIT_OK
 

@@ -26,9 +26,12 @@ from heps.pin import (
     Pin,
     PinError,
     add_kustomize_images,
+    get,
     pin_text,
     profile_entry,
+    profiles,
     scan,
+    text_of,
 )
 from heps.recipes import Recipe
 from heps.registry import Registry
@@ -131,7 +134,9 @@ def _add_missing_profiles(
         return
     text = edit.files.get(path, path.read_text(encoding="utf-8"))
     listed = {
-        str(e.get("slug")) for e in (Document(text, str(path)).docs[0].get("profile_list") or [])
+        text_of(get(entry, "slug"))
+        for doc in Document(text, str(path)).docs
+        for entry in profiles(doc)
     }
     added = ""
     for pin in pins:
@@ -185,13 +190,18 @@ def verify_in_registry(registry: Registry, pins: list[Pin]) -> None:
 
 
 def pins_from_report(path: Path) -> list[Pin]:
-    """Pins for every image a `heps run --report` pushed or found unchanged."""
+    """Pins for every image a `heps run --report` file says was pushed or found unchanged."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ConfigError(f"--report {path}: not a readable heps report ({exc})") from None
+    return pins_from_results(data.get("recipes", []), f"--report {path}")
+
+
+def pins_from_results(entries: list[dict[str, Any]], where: str) -> list[Pin]:
+    """Pins for every report entry with a digest that did not fail, by its immutable tag."""
     pins = []
-    for entry in data.get("recipes", []):
+    for entry in entries:
         if not entry.get("digest") or entry.get("status") == "failed":
             continue
         ref = entry["references"][1] if len(entry.get("references", [])) > 1 else entry["image"]
@@ -207,7 +217,7 @@ def pins_from_report(path: Path) -> list[Pin]:
             )
         )
     if not pins:
-        raise ConfigError(f"--report {path}: no pushed image to promote")
+        raise ConfigError(f"{where}: no pushed image to promote")
     return pins
 
 
@@ -239,14 +249,10 @@ def pinned_in(texts: dict[str, str], apps: dict[str, str]) -> list[dict[str, Any
     probes = [Pin(app, repo, "", "") for app, repo in apps.items()]
     result = []
     for name, text in sorted(texts.items()):
-        document = Document(text, name)
-        for found in scan(document, probes):
-            image = found.value
-            if found.kind == "kustomize":
-                entry = _kustomize_entry(document, found.line)
-                image = f"{entry.get('newName', found.value)}:{entry.get('newTag', '')}"
-                image += f"@{entry['digest']}" if entry.get("digest") else ""
-            result.append({"app": found.app, "image": image, "where": f"{name}:{found.line + 1}"})
+        for found in scan(Document(text, name), probes):
+            result.append(
+                {"app": found.app, "image": found.value, "where": f"{name}:{found.line + 1}"}
+            )
     return result
 
 
@@ -277,14 +283,6 @@ def previous_pin(root: Path, settings: Settings, overlay: str, app: str, reposit
     raise ConfigError(
         f"rollback {app}: no earlier pin in the history of {folder}; name one with --to VERSION"
     )
-
-
-def _kustomize_entry(document: Document, line: int) -> Any:
-    for doc in document.docs:
-        for entry in doc.get("images") or []:
-            if entry.lc.key("name")[0] == line:
-                return entry
-    return {}
 
 
 def message(overlay: str, pins: list[Pin], edit: OverlayEdit) -> str:

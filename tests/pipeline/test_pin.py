@@ -65,3 +65,45 @@ def test_kustomize_images_are_created_when_missing() -> None:
 def test_broken_yaml_is_named() -> None:
     with pytest.raises(PinError, match=r"overlay.yaml: not valid YAML"):
         pin_text("a: [1\n", "overlay.yaml", PINS)
+
+
+def test_tagged_and_double_quoted_values_keep_their_style() -> None:
+    text = (
+        "kind: Pod\nspec:\n  containers:\n"
+        '    - {name: a, image: !!str "127.0.0.1:5000/heps/deep-learning:0.1"}  # x\n'
+    )
+    pinned, _ = pin_text(text, "pod.yaml", PINS)
+    assert pinned == text.replace(
+        '"127.0.0.1:5000/heps/deep-learning:0.1"', f'"{PINS[2].reference}"'
+    )
+
+
+POD = "kind: Pod\nspec:\n  containers:\n    - name: a\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            POD + "      image: >-\n        deep-learning\n",
+            r"pod.yaml:5: an image must be a one-line string",
+        ),
+        (
+            POD + '      image: "deep-\\\n        learning"\n',
+            r"pod.yaml:5: write the image on one line",
+        ),
+        (
+            "resources: [a]\nimages:\n  - {name: deep-learning, newTag: '1'}\n",
+            r"pod.yaml:3: the images: entry for deep-learning is in flow style and lacks newName",
+        ),
+    ],
+)
+def test_unpinnable_fields_are_refused_with_file_and_line(text: str, message: str) -> None:
+    with pytest.raises(PinError, match=message):
+        pin_text(text, "pod.yaml", PINS)
+
+
+@pytest.mark.parametrize("images", ["images: []\n", "images:\n"])
+def test_adding_to_an_empty_images_field_is_refused(images: str) -> None:
+    with pytest.raises(PinError, match=r"k.yaml: images: is empty or in flow style"):
+        add_kustomize_images("resources: [a]\n" + images, "k.yaml", PINS[:1])

@@ -280,3 +280,22 @@ def test_credentials_are_scrubbed_from_urls() -> None:
     assert scrub("fatal: https://ci:s3cret@git.example/heps.git refused") == (
         "fatal: https://***@git.example/heps.git refused"
     )
+
+
+def test_run_promote_pins_what_the_run_just_pushed(
+    heps: Any, env: Env, gitops_env: dict[str, Any]
+) -> None:
+    refused = heps(env.repo, "run", "app1", "--no-push", "--promote", "testbed")
+    assert refused.code == 2 and "drop --no-push" in refused.err
+    recipe = env.repo / "app-recipes/app1"
+    (recipe / "Dockerfile").write_text(f"FROM {BUSYBOX}\nRUN echo app1 > /hello && echo 2 > /v\n")
+    (recipe / "recipe.yaml").write_text(
+        (recipe / "recipe.yaml").read_text().replace("1.0.0", "1.0.1")
+    )
+    result = heps(env.repo, "run", "app1", "--promote", "testbed")
+    assert result.code == 0, result.text
+    message = git(env.repo, "log", "-1", "--format=%B")
+    assert message.startswith("promote testbed: app1 1.0.1\n")
+    pinned = (env.repo / "k8s-overlays/overlays/testbed/kustomization.yaml").read_text()
+    digest = next(line.split()[3] for line in message.splitlines() if line.startswith("- app1"))
+    assert "newTag: 1.0.1-g" in pinned and f"digest: {digest}" in pinned
