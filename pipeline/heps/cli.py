@@ -19,16 +19,19 @@ from heps import (
     engine,
     gitops,
     graph,
+    kube,
     lint,
     log,
     promote,
     recipes,
+    reconcile,
     report,
     services,
     settings,
+    source,
 )
 from heps.dockerfile import split_reference
-from heps.errors import ConfigError, HepsError, TemporaryError
+from heps.errors import ConfigError, HepsError, TemporaryError, with_retries
 from heps.pin import Pin
 from heps.registry import Registry
 from heps.run import Runner, Selection, prepare, summary
@@ -94,6 +97,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("app")
     p.add_argument("--to", metavar="VERSION", help="version to go back to (default: the last pin)")
     gitops_target(p)
+    p = sub.add_parser(
+        "reconcile", help="render, validate and check an overlay, then apply it to the cluster"
+    )
+    p.add_argument("--overlay", required=True, metavar="ENV")
+    p.add_argument(
+        "--dry-run", action="store_true", help="change nothing; show the diff (no cluster needed)"
+    )
+    p.add_argument("--context", help="kubeconfig context (default: the current one)")
     p = sub.add_parser("services", help="start or stop the embedded Docker engine and registry")
     p.add_argument("action", choices=["up", "down"])
     p = sub.add_parser("schema", help="print a published JSON Schema")
@@ -272,6 +283,36 @@ def _rollback(cfg: settings.Settings, args: argparse.Namespace) -> int:
     return _promote_pins(cfg, args, args.overlay, [pin], registry)
 
 
+def _reconcile(cfg: settings.Settings, args: argparse.Namespace) -> int:
+    rendered = reconcile.check(cfg, args.overlay)
+    print(f"{args.overlay}: {len(rendered)} objects rendered, valid, policies pass")
+    if not kube.credentials_present():
+        if not args.dry_run:
+            raise ConfigError(
+                "reconcile: no Kubernetes credentials (KUBECONFIG, ~/.kube/config or in-cluster); "
+                "set them, or add --dry-run to diff against the last applied render"
+            )
+        outcome = reconcile.offline(cfg, args.overlay, rendered)
+        where = "the render this machine last applied"
+    else:
+        revision = source.revision(cfg.repo, [cfg.repo / cfg.gitops.overlays_dir]).commit
+        cluster = kube.KubeCluster(args.context)
+        outcome = with_retries(
+            lambda: reconcile.online(cfg, args.overlay, rendered, cluster, args.dry_run, revision)
+        )
+        where = "the cluster"
+    print(outcome.diff or f"{args.overlay}: no difference from {where}", end="")
+    print("" if not outcome.diff else "\n", end="")
+    verb = "would change" if args.dry_run else "changed"
+    for ref in outcome.changed:
+        print(f"{verb}: {ref}")
+    for ref in outcome.pruned:
+        print(f"{'would prune' if args.dry_run else 'pruned'}: {ref}")
+    for ref in outcome.rolled_out:
+        print(f"rolled out: {ref}")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     log.setup()
@@ -293,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             "promote": _promote,
             "status": _status,
             "rollback": _rollback,
+            "reconcile": _reconcile,
         }[args.command]
         return command(cfg, args)
     except ConfigError as exc:

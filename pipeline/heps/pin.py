@@ -11,7 +11,9 @@ lets 1,000 manifests be pinned in well under the 2 s target.
 Three kinds of place refer to an image:
 - kustomize `images:` entries (name / newName / newTag / digest);
 - workload containers, initContainers and ephemeralContainers;
-- the JupyterHub profile list (KubeSpawner `profile_list`, `kubespawner_override.image`).
+- `image:` keys anywhere in a YAML file that is not a Kubernetes object: the hub's
+  settings (the JupyterHub `profile_list`'s `kubespawner_override.image`, the user-init
+  image), which reach the cluster inside a ConfigMap where kustomize cannot pin them.
 """
 
 from __future__ import annotations
@@ -62,9 +64,11 @@ class Pin:
         return f"{self.repository}:{self.tag}@{self.digest}"
 
     def matches(self, image: str) -> bool:
-        """Does an image field (any tag or digest) name this app's repository?"""
+        """Does an image field (any tag or digest) name this app: by recipe name, or as
+        NAMESPACE/NAME on any registry (overlays may name the site registry while the
+        image was pushed to another; the pin writes the pushed repository)?"""
         repo = split_reference(image)[0]
-        return repo == self.repository or repo == self.app
+        return repo == self.app or repo.partition("/")[2] == self.repository.partition("/")[2]
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ class Found:
 
     app: str
     kind: str
-    """kustomize, container or profile"""
+    """kustomize, container or config"""
     value: str
     """The image as written; for a kustomize entry, newName:newTag@digest it results in."""
     line: int
@@ -204,6 +208,21 @@ def profiles(doc: Any) -> list[Any]:
     return items(get(doc, "profile_list"))
 
 
+def config_images(node: Any) -> Iterator[Any]:
+    """Every scalar under an `image:` key of a settings file (not a Kubernetes object)."""
+    if isinstance(node, yaml.MappingNode):
+        if get(node, "apiVersion") is not None and get(node, "kind") is not None:
+            return
+        for key, value in node.value:
+            if text_of(key) == "image" and isinstance(value, yaml.ScalarNode):
+                yield value
+            else:
+                yield from config_images(value)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            yield from config_images(item)
+
+
 def _kustomize_image(entry: Any) -> str:
     """The image a kustomize `images:` entry makes the overlay run."""
     name, new_name = text_of(get(entry, "name")) or "", text_of(get(entry, "newName"))
@@ -231,11 +250,12 @@ def scan(document: Document, pins: list[Pin]) -> list[Found]:
             if pin:
                 line = (name or entry).start_mark.line
                 found.append(Found(pin.app, "kustomize", _kustomize_image(entry), line, entry))
-        for profile in profiles(doc):
-            node = get(get(profile, "kubespawner_override"), "image")
-            pin = _pin_for(pins, text_of(node))
+        if is_kustomization(doc):
+            continue
+        for node in config_images(doc):
+            pin = _pin_for(pins, node.value)
             if pin:
-                found.append(Found(pin.app, "profile", node.value, node.start_mark.line, node))
+                found.append(Found(pin.app, "config", node.value, node.start_mark.line, node))
     return found
 
 

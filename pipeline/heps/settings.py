@@ -103,6 +103,19 @@ class GitOpsSettings:
 
 
 @dataclass(frozen=True)
+class ReconcileSettings:
+    kubernetes_version: str = "1.31"
+    """Schemas (kubernetes-validate) every rendered object must pass."""
+    digest_required: tuple[str, ...] = ("production",)
+    """Overlays that may run images by digest only."""
+    privileged_allowed: tuple[str, ...] = ()
+    """Kind/namespace/name/container allowed to be privileged."""
+    field_manager: str = "heps-reconcile"
+    """Server-side apply field manager: who owns the fields heps sets."""
+    rollout_timeout: float = 300.0
+
+
+@dataclass(frozen=True)
 class Settings:
     repo: Path
     """Repository root; recipe paths may not leave it."""
@@ -111,6 +124,7 @@ class Settings:
     build: BuildSettings = BuildSettings()
     smoke: SmokeSettings = SmokeSettings()
     gitops: GitOpsSettings = GitOpsSettings()
+    reconcile: ReconcileSettings = ReconcileSettings()
     state_dir: Path = field(default_factory=lambda: default_state_dir())
     """Where the embedded registry keeps its data and credentials (outside the repo)."""
 
@@ -168,6 +182,7 @@ def load(
         ),
         smoke=SmokeSettings(timeout=raw.get("smoke", {}).get("timeout", 300.0)),
         gitops=_gitops(raw.get("gitops", {}), env),
+        reconcile=_reconcile(raw.get("reconcile", {})),
         state_dir=Path(env["HEPS_STATE_DIR"]) if "HEPS_STATE_DIR" in env else default_state_dir(),
     )
     host = registry or env.get("HEPS_REGISTRY")
@@ -209,6 +224,17 @@ def _gitops(raw: dict[str, Any], env: dict[str, str]) -> GitOpsSettings:
         committer=committer,
         attempts=raw.get("attempts", defaults.attempts),
         remote=env.get("HEPS_GITOPS_REPO") or raw.get("remote"),
+    )
+
+
+def _reconcile(raw: dict[str, Any]) -> ReconcileSettings:
+    defaults = ReconcileSettings()
+    return ReconcileSettings(
+        kubernetes_version=raw.get("kubernetes_version", defaults.kubernetes_version),
+        digest_required=tuple(raw.get("digest_required", defaults.digest_required)),
+        privileged_allowed=tuple(raw.get("privileged_allowed", defaults.privileged_allowed)),
+        field_manager=raw.get("field_manager", defaults.field_manager),
+        rollout_timeout=raw.get("rollout_timeout", defaults.rollout_timeout),
     )
 
 

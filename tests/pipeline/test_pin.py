@@ -26,6 +26,12 @@ PINS = [
     ),
     Pin("deep-learning", f"{REGISTRY}/deep-learning", "1.0.0-gabc123abc123", "sha256:" + "d" * 64),
     Pin("spark-driver", f"{REGISTRY}/spark-driver", "1.0.1-gabc123abc123", "sha256:" + "5" * 64),
+    Pin(
+        "heps-user-init",
+        f"{REGISTRY}/heps-user-init",
+        "0.1.0-gabc123abc123",
+        "sha256:" + "e" * 64,
+    ),
 ]
 
 

@@ -1,0 +1,135 @@
+"""The hub's settings as plain data: read from the files the hub-config ConfigMap mounts.
+
+`values.yaml` (from the base) is deep-merged with `overlay.yaml` (from the overlay), and
+`profile-list.yaml` holds the applications offered to users (pinned by `heps promote`).
+No secret is read here: the OAuth client secret, the auth-state key and the proxy token
+reach the hub as environment variables from Kubernetes Secrets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+VALUES, OVERLAY, PROFILES = "values.yaml", "overlay.yaml", "profile-list.yaml"
+
+
+class ValuesError(ValueError):
+    """A hub setting that is missing or of the wrong type; names the file and key."""
+
+
+@dataclass(frozen=True)
+class OAuth:
+    authorize_url: str
+    token_url: str
+    userdata_url: str
+    callback_url: str
+    scope: list[str] = field(default_factory=lambda: ["openid", "profile", "email"])
+    username_claim: str = "preferred_username"
+    allowed_groups: list[str] = field(default_factory=list)
+    admin_groups: list[str] = field(default_factory=list)
+    logout_redirect_url: str = ""
+
+
+@dataclass(frozen=True)
+class Storage:
+    cvmfs_claim: str = "cvmfs"
+    """PVC of the CernVM-FS CSI volume, mounted read-only at /cvmfs."""
+    lustre_claim: str = "lustre"
+    """PVC of the Lustre file system: home/ and data/ below it."""
+    home_base: str = "/home"
+    data_base: str = "/data"
+
+
+@dataclass(frozen=True)
+class UserInit:
+    image: str
+    """The heps-user-init image, pinned by `heps promote` like any other."""
+    policy_config_map: str = "user-init-policy"
+    """ConfigMap with the site policy (policy.yaml) the init container enforces."""
+
+
+@dataclass(frozen=True)
+class Spawner:
+    namespace: str
+    scheduler_name: str
+    user_init: UserInit
+    storage: Storage = Storage()
+    start_timeout: int = 600
+    node_selector: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HubValues:
+    public_url: str
+    oauth: OAuth
+    spawner: Spawner
+    profiles: list[dict[str, Any]]
+    db_url: str = "sqlite:////srv/jupyterhub/jupyterhub.sqlite"
+    proxy_api_url: str = "http://proxy-api:8001"
+    hub_connect_url: str = "http://hub:8081"
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValuesError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ValuesError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _make(cls: type[T], raw: Any, where: str) -> T:
+    if not isinstance(raw, dict):
+        raise ValuesError(f"{where}: missing or not a mapping")
+    known = set(getattr(cls, "__dataclass_fields__"))  # noqa: B009 - any dataclass
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValuesError(f"{where}: unknown keys {unknown}; known: {sorted(known)}")
+    try:
+        return cls(**raw)
+    except TypeError as exc:
+        raise ValuesError(f"{where}: {exc}") from None
+
+
+def load(folder: Path) -> HubValues:
+    """The hub's values from a mounted config folder; ValuesError on anything wrong."""
+    where = f"{folder}/{{{VALUES},{OVERLAY}}}"
+    data = _merge(_read(folder / VALUES), _read(folder / OVERLAY))
+    profiles = _read(folder / PROFILES).get("profile_list") or []
+    if not isinstance(profiles, list):
+        raise ValuesError(f"{folder / PROFILES}: profile_list: expected a list of profiles")
+    spawner = dict(data.get("spawner") or {})
+    spawner["storage"] = _make(Storage, spawner.get("storage", {}), f"{where}: spawner.storage")
+    spawner["user_init"] = _make(UserInit, spawner.get("user_init"), f"{where}: spawner.user_init")
+    hub = dict(data.get("hub") or {})
+    if not isinstance(hub.get("public_url"), str):
+        raise ValuesError(f"{where}: hub.public_url: missing; the URL users open")
+    hub["public_url"] = hub["public_url"].rstrip("/")
+    return _make(
+        HubValues,
+        {
+            **hub,
+            "oauth": _make(OAuth, data.get("oauth"), f"{where}: oauth"),
+            "spawner": _make(Spawner, spawner, f"{where}: spawner"),
+            "profiles": profiles,
+        },
+        f"{where}: hub",
+    )
