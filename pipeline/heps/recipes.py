@@ -6,6 +6,7 @@ tree in one pass; any problem stops the pipeline with exit 2 and nothing built.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -190,6 +191,14 @@ def _load(file: Path, display: str, repo: Path, problems: list[str]) -> Recipe:
         ),
         http=HttpProbe(**s["http"]) if "http" in s else None,
     )
+    for index, command in enumerate(smoke.commands):
+        try:
+            re.compile(command.expect_output)
+        except re.error as exc:
+            found.append(
+                f"{display}: smoke.commands[{index}].expect_output: not a valid regular "
+                f"expression ({exc}); fix it or escape the special characters"
+            )
     names = [c.name for c in smoke.commands]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         found.append(f"{display}: smoke.commands: name '{dup}' is used twice; make names unique")

@@ -84,6 +84,11 @@ BAD = {
         "smoke: {http: {port: 80}}\n",
         ["build and bootstrap exclude each other; keep only one"],
     ),
+    "bad-expect-output-regex": (
+        "name: app\nversion: 1.0.0\ndescription: d\n"
+        "smoke: {commands: [{name: a, run: [x], expect_output: 'ok(?s)'}]}\n",
+        ["smoke.commands[0].expect_output: not a valid regular expression (global flags"],
+    ),
     "structure-file-missing": (
         "name: app\nversion: 1.0.0\ndescription: d\nsmoke: {structure: nope.yaml}\n",
         ["smoke.structure: 'nope.yaml' is not a file; create it or fix the path"],
