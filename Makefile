@@ -11,8 +11,8 @@ test: lint
 
 lint:
 	@scripts/bootstrap.sh
-	.venv/bin/ruff check pipeline scheduler hub tests bench
-	.venv/bin/ruff format --check pipeline scheduler hub tests bench
+	.venv/bin/ruff check pipeline scheduler hub user-init tests bench
+	.venv/bin/ruff format --check pipeline scheduler hub user-init tests bench
 	.venv/bin/mypy
 
 bench:

@@ -64,6 +64,7 @@ def user_init_container(identity: Identity, spawner: Spawner) -> dict[str, Any]:
     return {
         "name": "user-init",
         "image": spawner.user_init.image,
+        "command": ["heps-user-init"],
         "args": ["--policy", f"{POLICY_DIR}/policy.yaml", "--output", IDENTITY_DIR],
         "env": [{"name": "HEPS_USER_IDENTITY", "value": identity.as_json()}],
         "volumeMounts": [
