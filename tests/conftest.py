@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tarfile
 import uuid
 from collections.abc import Iterator
@@ -80,6 +82,39 @@ def busybox(docker_client: docker.DockerClient) -> str:
         buffer.getvalue(), repository=repo, tag=tag, changes=['CMD ["sh"]', "ENV PATH=/bin"]
     )
     return BUSYBOX
+
+
+@dataclass(frozen=True)
+class BundledBuild:
+    code: int
+    log: str
+    entries: dict[str, dict[str, Any]]
+    """Report entry per recipe."""
+
+
+@pytest.fixture(scope="session")
+def bundled_build(
+    registry: RegistryService, docker_client: docker.DockerClient, tmp_path_factory: Any
+) -> BundledBuild:
+    """debian-base and heps-user-init of this repository, built, smoke-tested and pushed
+    once per session (debootstrap takes a minute) into a namespace of their own, with
+    the site CA bundle that heps.yaml names."""
+    tmp = tmp_path_factory.mktemp("bundled")
+    report = tmp / "report.json"
+    env = {k: v for k, v in os.environ.items() if k != "HEPS_CA_BUNDLE"}
+    env.update(
+        HEPS_REGISTRY=registry.address,
+        HEPS_NAMESPACE=f"b{uuid.uuid4().hex[:10]}",
+        HEPS_REGISTRY_USERNAME=registry.username,
+        HEPS_REGISTRY_PASSWORD=registry.password,
+        HEPS_STATE_DIR=str(tmp / "state"),
+        DOCKER_CONFIG=str(tmp / "docker-config"),
+    )
+    command = [sys.executable, "-m", "heps.cli", "--repo", str(REPO_ROOT), "run"]
+    command += ["debian-base", "heps-user-init", "--report", str(report)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    entries = {e["name"]: e for e in read_json(report)["recipes"]} if report.exists() else {}
+    return BundledBuild(done.returncode, done.stdout + done.stderr, entries)
 
 
 @dataclass

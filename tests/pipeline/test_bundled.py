@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from heps.settings import SETTINGS_FILE
-from tests.conftest import REPO_ROOT, Env, read_json
+from tests.conftest import REPO_ROOT, BundledBuild, Env, read_json
 
 
 @pytest.fixture
@@ -17,13 +17,10 @@ def site_ca(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HEPS_CA_BUNDLE")
 
 
-@pytest.mark.usefixtures("site_ca")
-def test_debian_base_bootstraps_without_pulling_anything(heps: Any, env: Env) -> None:
+def test_debian_base_bootstraps_without_pulling_anything(bundled_build: BundledBuild) -> None:
     """debootstrap from the mirror, import, smoke-test (structure + commands), push."""
-    report = env.repo / "report.json"
-    result = heps(REPO_ROOT, "run", "debian-base", "--report", str(report))
-    assert result.code == 0, result.text[-3000:]
-    (entry,) = read_json(report)["recipes"]
+    assert bundled_build.code == 0, bundled_build.log[-3000:]
+    entry = bundled_build.entries["debian-base"]
     assert entry["status"] == "built" and entry["pushed"]
     assert [(s["kind"], s["passed"]) for s in entry["smoke"]] == [
         ("structure", True),
@@ -31,9 +28,11 @@ def test_debian_base_bootstraps_without_pulling_anything(heps: Any, env: Env) ->
         ("command", True),
     ]
     assert "[build] debian-base: debootstrap --variant=minbase --include=ca-certificates" in (
-        result.err
+        bundled_build.log
     )
-    assert "[build] debian-base: site CA bundle installed in the system trust store" in result.err
+    assert "[build] debian-base: site CA bundle installed in the system trust store" in (
+        bundled_build.log
+    )
 
 
 @pytest.mark.slow

@@ -119,9 +119,9 @@ def apply(todo: Plan, identity: Identity, output: Path) -> list[str]:
             done.append(f"wrote {output / name}")
     for path, gid in todo.data_dirs:
         path.mkdir(mode=0o755)
-        if gid:
-            os.chown(path, 0, gid)
+        if gid:  # setgid while root's group owns it: later, that would take CAP_FSETID
             os.chmod(path, GROUP_DATA_MODE)
+            os.chown(path, 0, gid)
         done.append(f"created {path}")
     if todo.create_home:
         todo.home.mkdir(mode=HOME_MODE)
