@@ -58,6 +58,12 @@ def notebook_mounts(identity: Identity, spawner: Spawner) -> list[dict[str, Any]
     ]
 
 
+def _literal(text: str) -> str:
+    """KubeSpawner formats every string of init_containers, volumes and mounts with the
+    user's properties ({username}, ...); doubled braces come out as the JSON's own."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
 def user_init_container(identity: Identity, spawner: Spawner) -> dict[str, Any]:
     """The init container: root, but only to chown what it creates; nothing else."""
     storage = spawner.storage
@@ -66,7 +72,7 @@ def user_init_container(identity: Identity, spawner: Spawner) -> dict[str, Any]:
         "image": spawner.user_init.image,
         "command": ["heps-user-init"],
         "args": ["--policy", f"{POLICY_DIR}/policy.yaml", "--output", IDENTITY_DIR],
-        "env": [{"name": "HEPS_USER_IDENTITY", "value": identity.as_json()}],
+        "env": [{"name": "HEPS_USER_IDENTITY", "value": _literal(identity.as_json())}],
         "volumeMounts": [
             {"name": IDENTITY_VOLUME, "mountPath": IDENTITY_DIR},
             {"name": POLICY_VOLUME, "mountPath": POLICY_DIR, "readOnly": True},
