@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -19,6 +20,9 @@ from heps import (
     engine,
     gitops,
     graph,
+    hook,
+    jenkins_server,
+    jobs,
     kube,
     lint,
     log,
@@ -105,10 +109,23 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="change nothing; show the diff (no cluster needed)"
     )
     p.add_argument("--context", help="kubeconfig context (default: the current one)")
+    p = sub.add_parser("jenkins", help="render, sync or trigger the Jenkins jobs (jenkins/)")
+    jenkins_sub = p.add_subparsers(dest="jenkins_command", required=True, parser_class=_Parser)
+    j = jenkins_sub.add_parser("render", help="write every job's config.xml as sync sends it")
+    j.add_argument("--out", type=Path, default=Path("build/jenkins"), help="default build/jenkins")
+    j = jenkins_sub.add_parser("sync", help="create/update what differs, delete our stale jobs")
+    j.add_argument("--dry-run", action="store_true", help="only print the diff")
+    j = jenkins_sub.add_parser("trigger", help="start a build (and follow it with --wait)")
+    j.add_argument("job", help="full name, e.g. heps/reconcile")
+    j.add_argument("--param", action="append", default=[], metavar="K=V")
+    j.add_argument("--wait", action="store_true", help="wait for the result; exit 1 unless SUCCESS")
+    p = sub.add_parser("hook", help="git hooks for the shared bare repository")
+    p.add_argument("name", choices=["post-receive"])
+    p.add_argument("--git-dir", type=Path, default=Path("."), help="the bare repository")
     p = sub.add_parser("services", help="start or stop the embedded Docker engine and registry")
     p.add_argument("action", choices=["up", "down"])
     p = sub.add_parser("schema", help="print a published JSON Schema")
-    p.add_argument("name", choices=["recipe", "settings"])
+    p.add_argument("name", choices=["recipe", "settings", "jobs"])
     return parser
 
 
@@ -313,6 +330,33 @@ def _reconcile(cfg: settings.Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _jenkins(cfg: settings.Settings, args: argparse.Namespace) -> int:
+    if args.jenkins_command == "render":
+        out = args.out if args.out.is_absolute() else cfg.repo / args.out
+        for path in jobs.write(jobs.render(cfg.repo), out):
+            print(path)
+        return EXIT_OK
+    server = jenkins_server.connect(cfg.jenkins.url)
+    if args.jenkins_command == "sync":
+        done = jenkins_server.sync(server, jobs.render(cfg.repo), args.dry_run)
+        print(done.diff, end="")
+        verb = "would be " if args.dry_run else ""
+        for what in ("created", "updated", "deleted", "unchanged"):
+            names = getattr(done, what)
+            if names:
+                print(f"{verb if what != 'unchanged' else ''}{what}: {', '.join(names)}")
+        return EXIT_OK
+    parameters = {}
+    for pair in args.param:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--param {pair}: write it as NAME=VALUE")
+        parameters[key] = value
+    where, result = jenkins_server.trigger(server, args.job, parameters, args.wait)
+    print(f"{args.job}: {where}" + (f" {result}" if result else " queued"))
+    return EXIT_OK if result in (None, jenkins_server.SUCCESS) else EXIT_FAILED
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     log.setup()
@@ -322,6 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "schema":
             print(json.dumps(schema(args.name), indent=2))
             return EXIT_OK
+        if args.command == "hook":  # runs in a bare repository: no settings to load
+            return hook.post_receive(args.git_dir.resolve(), sys.stdin, dict(os.environ))
         cfg = settings.load(args.repo, registry=args.registry, namespace=args.namespace)
         if args.command == "services":
             action = services.up if args.action == "up" else services.down
@@ -335,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
             "status": _status,
             "rollback": _rollback,
             "reconcile": _reconcile,
+            "jenkins": _jenkins,
         }[args.command]
         return command(cfg, args)
     except ConfigError as exc:

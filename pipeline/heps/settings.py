@@ -116,6 +116,12 @@ class ReconcileSettings:
 
 
 @dataclass(frozen=True)
+class JenkinsSettings:
+    url: str | None = None
+    """Base URL; JENKINS_URL overrides it. Credentials only from the environment."""
+
+
+@dataclass(frozen=True)
 class Settings:
     repo: Path
     """Repository root; recipe paths may not leave it."""
@@ -125,6 +131,7 @@ class Settings:
     smoke: SmokeSettings = SmokeSettings()
     gitops: GitOpsSettings = GitOpsSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
+    jenkins: JenkinsSettings = JenkinsSettings()
     state_dir: Path = field(default_factory=lambda: default_state_dir())
     """Where the embedded registry keeps its data and credentials (outside the repo)."""
 
@@ -183,6 +190,7 @@ def load(
         smoke=SmokeSettings(timeout=raw.get("smoke", {}).get("timeout", 300.0)),
         gitops=_gitops(raw.get("gitops", {}), env),
         reconcile=_reconcile(raw.get("reconcile", {})),
+        jenkins=JenkinsSettings(url=raw.get("jenkins", {}).get("url")),
         state_dir=Path(env["HEPS_STATE_DIR"]) if "HEPS_STATE_DIR" in env else default_state_dir(),
     )
     host = registry or env.get("HEPS_REGISTRY")
