@@ -12,6 +12,7 @@ lives: `heps.jenkins-url` (or JENKINS_URL), `heps.jenkins-job` (default heps/mai
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -61,12 +62,23 @@ def post_receive(git_dir: Path, updates: Iterable[str], env: dict[str, str]) -> 
 
 def run_locally(git_dir: Path, old: str, new: str) -> int:
     """`heps run --since OLD` in a fresh clone of the pushed revision."""
+    # git runs hooks with GIT_DIR and friends set to the bare repository; the clone and
+    # the run inside it must not inherit them
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     with tempfile.TemporaryDirectory(prefix="heps-hook-") as tmp:
         work = Path(tmp) / "checkout"
-        subprocess.run(["git", "clone", "-q", "--no-checkout", str(git_dir), str(work)], check=True)
-        subprocess.run(["git", "-C", str(work), "checkout", "-q", new], check=True)
+        for command in (
+            ["git", "clone", "-q", "--no-checkout", str(git_dir), str(work)],
+            ["git", "-C", str(work), "checkout", "-q", new],
+        ):
+            done = subprocess.run(command, env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(f"heps: cannot check out {new[:12]}: {done.stderr.strip()}")
+                return 1
         since = old if old != ZERO else f"{new}^"
         print(f"heps: no Jenkins configured; running heps run --since {since[:12]} here")
         sys.stdout.flush()
         command = [sys.executable, "-m", "heps.cli", "--repo", str(work), "run"]
-        return subprocess.run([*command, "--since", since], stderr=subprocess.STDOUT).returncode
+        return subprocess.run(
+            [*command, "--since", since], env=env, stderr=subprocess.STDOUT
+        ).returncode
