@@ -30,6 +30,7 @@ from heps import (
     recipes,
     reconcile,
     report,
+    review,
     services,
     settings,
     source,
@@ -119,6 +120,11 @@ def _parser() -> argparse.ArgumentParser:
     j.add_argument("job", help="full name, e.g. heps/reconcile")
     j.add_argument("--param", action="append", default=[], metavar="K=V")
     j.add_argument("--wait", action="store_true", help="wait for the result; exit 1 unless SUCCESS")
+    p = sub.add_parser("review", help="the merge-request report: what changes, and how it went")
+    p.add_argument("--base", required=True, metavar="REV", help="what the change is compared with")
+    p.add_argument("--report", type=Path, help="the `heps run --report` of this change")
+    p.add_argument("--out", type=Path, help="write the Markdown here (default: print it)")
+    p.add_argument("--json", type=Path, help="also write the same data as JSON")
     p = sub.add_parser("hook", help="git hooks for the shared bare repository")
     p.add_argument("name", choices=["post-receive"])
     p.add_argument("--git-dir", type=Path, default=Path("."), help="the bare repository")
@@ -357,6 +363,18 @@ def _jenkins(cfg: settings.Settings, args: argparse.Namespace) -> int:
     return EXIT_OK if result in (None, jenkins_server.SUCCESS) else EXIT_FAILED
 
 
+def _review(cfg: settings.Settings, args: argparse.Namespace) -> int:
+    done = review.make(cfg, args.base, args.report)
+    if args.json:
+        report.write_atomic(args.json, done.as_json())
+    if args.out:
+        report.write_atomic(args.out, done.markdown())
+        print(f"review written to {args.out}")
+    else:
+        print(done.markdown(), end="")
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     log.setup()
@@ -382,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             "rollback": _rollback,
             "reconcile": _reconcile,
             "jenkins": _jenkins,
+            "review": _review,
         }[args.command]
         return command(cfg, args)
     except ConfigError as exc:

@@ -59,9 +59,14 @@ def _selected(settings: Settings, tree: graph.Graph, selection: Selection) -> se
             raise ConfigError(f"recipes {', '.join(unknown)}: not found; known: {known}")
         return set(selection.names)
     if selection.since:
-        changed = source.changed_since(settings.repo, selection.since)
-        return {name for name, node in tree.nodes.items() if _touched(node, changed)}
+        return changed_recipes(settings, tree, selection.since)
     return None
+
+
+def changed_recipes(settings: Settings, tree: graph.Graph, since: str) -> set[str]:
+    """Recipes whose own sources differ from revision `since` (not their dependents)."""
+    changed = source.changed_since(settings.repo, since)
+    return {name for name, node in tree.nodes.items() if _touched(node, changed)}
 
 
 def _source_paths(node: graph.Node) -> list[Path]:
