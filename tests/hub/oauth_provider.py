@@ -126,7 +126,9 @@ class Provider:
         @self.app.get("/authorize")
         def authorize() -> Any:
             user = self.login_as  # the login page, as far as these tests are concerned
-            return server.create_authorization_response(grant_user=user)
+            request = server.create_oauth2_request(None)
+            grant = server.get_authorization_grant(request)
+            return server.create_authorization_response(request, grant_user=user, grant=grant)
 
         @self.app.post("/token")
         def token() -> Any:
