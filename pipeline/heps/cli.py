@@ -20,17 +20,11 @@ from heps import (
     engine,
     gitops,
     graph,
-    hook,
-    jenkins_server,
-    jobs,
-    kube,
     lint,
     log,
     promote,
     recipes,
-    reconcile,
     report,
-    review,
     services,
     settings,
     source,
@@ -307,6 +301,8 @@ def _rollback(cfg: settings.Settings, args: argparse.Namespace) -> int:
 
 
 def _reconcile(cfg: settings.Settings, args: argparse.Namespace) -> int:
+    from heps import kube, reconcile  # the commands below import only what they use
+
     rendered = reconcile.check(cfg, args.overlay)
     print(f"{args.overlay}: {len(rendered)} objects rendered, valid, policies pass")
     if not kube.credentials_present():
@@ -337,6 +333,8 @@ def _reconcile(cfg: settings.Settings, args: argparse.Namespace) -> int:
 
 
 def _jenkins(cfg: settings.Settings, args: argparse.Namespace) -> int:
+    from heps import jenkins_server, jobs
+
     if args.jenkins_command == "render":
         out = args.out if args.out.is_absolute() else cfg.repo / args.out
         for path in jobs.write(jobs.render(cfg.repo), out):
@@ -364,6 +362,8 @@ def _jenkins(cfg: settings.Settings, args: argparse.Namespace) -> int:
 
 
 def _review(cfg: settings.Settings, args: argparse.Namespace) -> int:
+    from heps import review
+
     done = review.make(cfg, args.base, args.report)
     if args.json:
         report.write_atomic(args.json, done.as_json())
@@ -385,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(schema(args.name), indent=2))
             return EXIT_OK
         if args.command == "hook":  # runs in a bare repository: no settings to load
+            from heps import hook
+
             return hook.post_receive(args.git_dir.resolve(), sys.stdin, dict(os.environ))
         cfg = settings.load(args.repo, registry=args.registry, namespace=args.namespace)
         if args.command == "services":
