@@ -151,18 +151,17 @@ class Registry:
     def image(self, name: str, tag: str) -> RemoteImage | None:
         """The image behind a tag with its labels, None when the tag is absent.
 
-        One HEAD request when the labels of that digest were read before.
+        One request when the labels of that digest were read before (the manifest GET
+        carries the digest), two when its config blob must be read.
         """
-        digest = self.digest(name, tag)
-        if digest is None:
+        found = self.manifest(name, tag)
+        if found is None:
             return None
+        digest, manifest = found
         cached = self._cached_labels(digest)
         if cached is not None:
             return RemoteImage(digest, cached)
-        found = self.manifest(name, digest)
-        if found is None:
-            return None  # deleted between the two requests: as good as absent
-        remote = self._labels(name, tag, digest, found[1])
+        remote = self._labels(name, tag, digest, manifest)
         self._cache_labels(digest, remote.labels)
         return remote
 
