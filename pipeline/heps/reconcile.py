@@ -25,6 +25,7 @@ import yaml
 from heps import log, manifests
 from heps.errors import ConfigError, StageError
 from heps.manifests import Manifest
+from heps.promote import overlay_dir
 from heps.settings import Settings
 
 Key = tuple[str, str, str, str]
@@ -59,13 +60,7 @@ class Outcome:
 
 def check(settings: Settings, overlay: str) -> list[Manifest]:
     """The overlay rendered, or a ConfigError with one line per schema or policy problem."""
-    folder = settings.repo / settings.gitops.overlays_dir / "overlays" / overlay
-    if not folder.is_dir():
-        raise ConfigError(
-            f"--overlay {overlay}: no folder {folder.relative_to(settings.repo)}; "
-            "create it or name an existing overlay"
-        )
-    rendered = manifests.render(settings.repo, folder)
+    rendered = manifests.render(settings.repo, overlay_dir(settings.repo, settings, overlay))
     problems = manifests.schema_problems(rendered, settings.reconcile.kubernetes_version)
     problems += manifests.policy_problems(rendered, overlay, settings.reconcile)
     if problems:
