@@ -327,6 +327,8 @@ def _reconcile(cfg: settings.Settings, args: argparse.Namespace) -> int:
         print(f"{verb}: {ref}")
     for ref in outcome.pruned:
         print(f"{'would prune' if args.dry_run else 'pruned'}: {ref}")
+    for ref in outcome.kept:
+        print(f"kept: {ref} (no longer labelled as reconciled from {args.overlay})")
     for ref in outcome.rolled_out:
         print(f"rolled out: {ref}")
     return EXIT_OK

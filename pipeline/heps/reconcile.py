@@ -4,7 +4,8 @@ Render, validate and check policies (heps.manifests) first: nothing reaches the 
 unless every object passes. Then, with a cluster: server-side apply (field manager
 `reconcile.field_manager`) of each object whose server-side dry run differs from what
 runs (so a second run changes nothing), prune what the previous run applied and this
-render no longer has (an inventory ConfigMap per overlay, objects selected by label),
+render no longer has (an inventory ConfigMap per overlay; an object is deleted only
+while it still carries the labels reconcile applied it with),
 and wait for rollouts. Without a cluster, `--dry-run` shows the diff against the render
 this machine last applied. Secrets are masked in every diff.
 """
@@ -32,7 +33,8 @@ Key = tuple[str, str, str, str]
 """(apiVersion, kind, namespace, name)"""
 INVENTORY_PREFIX = "heps-inventory-"
 INVENTORY_NAMESPACE = "heps"
-PART_OF = "app.kubernetes.io/part-of=heps-platform"
+MANAGED_BY, OVERLAY_LABEL = "app.kubernetes.io/managed-by", "heps.ihep.ac.cn/overlay"
+MANAGER = "heps-reconcile"
 VOLATILE_METADATA = ("managedFields", "resourceVersion", "generation", "creationTimestamp", "uid")
 # Applied first: what other objects live in or refer to.
 ORDER = ("Namespace", "CustomResourceDefinition", "ServiceAccount", "ClusterRole", "Role")
@@ -55,6 +57,8 @@ class Outcome:
     """Unified diff, Secrets masked; empty when nothing would change."""
     changed: list[str] = field(default_factory=list)
     pruned: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    """In the inventory, gone from the render, but no longer labelled ours: left alone."""
     rolled_out: list[str] = field(default_factory=list)
 
 
@@ -135,6 +139,19 @@ def prune_set(previous: Iterable[Key], rendered: list[Manifest]) -> list[Key]:
     return sorted(k for k in set(previous) - current if k[1] != "Namespace")
 
 
+def owned(obj: dict[str, Any], overlay: str) -> dict[str, Any]:
+    """The object as applied: labelled as reconciled from this overlay, which is what
+    pruning checks before it deletes anything (as kubectl's ApplySet does)."""
+    meta = dict(obj.get("metadata") or {})
+    meta["labels"] = {**(meta.get("labels") or {}), MANAGED_BY: MANAGER, OVERLAY_LABEL: overlay}
+    return {**obj, "metadata": meta}
+
+
+def is_owned(obj: dict[str, Any], overlay: str) -> bool:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return labels.get(MANAGED_BY) == MANAGER and labels.get(OVERLAY_LABEL) == overlay
+
+
 def apply_order(rendered: list[Manifest]) -> list[Manifest]:
     def rank(m: Manifest) -> int:
         return ORDER.index(m.kind) if m.kind in ORDER else len(ORDER)
@@ -175,7 +192,7 @@ def inventory_object(overlay: str, keys: Iterable[Key], revision: str) -> dict[s
         "metadata": {
             "name": INVENTORY_PREFIX + overlay,
             "namespace": INVENTORY_NAMESPACE,
-            "labels": {"app.kubernetes.io/managed-by": "heps-reconcile"},
+            "labels": {MANAGED_BY: MANAGER, OVERLAY_LABEL: overlay},
             "annotations": {"heps.ihep.ac.cn/revision": revision},
         },
         "data": {"objects": json.dumps(sorted(keys), indent=1)},
@@ -231,26 +248,32 @@ def online(
     planned: dict[Key, dict[str, Any]] = {}
     changed: list[Manifest] = []
     for m in apply_order(rendered):
+        body = owned(m.obj, overlay)
         current = comparable(cluster.get(m.key))
         # A namespace that does not exist yet cannot take a dry run of its objects.
-        wanted = comparable(cluster.apply(m.obj, manager, dry_run=True)) if current else m.obj
+        wanted = comparable(cluster.apply(body, manager, dry_run=True)) if current else body
         if current != wanted:
             changed.append(m)
-            planned[m.key] = wanted or m.obj
+            planned[m.key] = wanted or body
             if current:
                 live[m.key] = current
     previous = inventory_keys(cluster.get(inventory_key(overlay)))
-    gone = prune_set(previous, rendered)
-    for key in gone:
+    gone, kept = [], []
+    for key in prune_set(previous, rendered):
         obj = cluster.get(key)
-        if obj is not None:
-            live[key] = comparable(obj) or obj
-    outcome = Outcome(diff(live, planned), [m.ref for m in changed], [show(k) for k in gone])
+        if obj is None:
+            continue  # already deleted by someone else
+        if not is_owned(obj, overlay):
+            kept.append(show(key))
+            continue
+        gone.append(key)
+        live[key] = comparable(obj) or obj
+    outcome = Outcome(diff(live, planned), [m.ref for m in changed], [show(k) for k in gone], kept)
     if dry_run:
         return outcome
     for m in changed:
         log.phase("reconcile", None, f"apply {m.ref}")
-        cluster.apply(m.obj, manager, dry_run=False)
+        cluster.apply(owned(m.obj, overlay), manager, dry_run=False)
     for key in gone:
         log.phase("reconcile", None, f"prune {show(key)}")
         cluster.delete(key)

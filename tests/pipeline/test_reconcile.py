@@ -335,11 +335,23 @@ def test_apply_is_idempotent_prunes_what_is_gone_and_reports_drift(
 
         key = ("v1", "ServiceAccount", namespace, "worker")
         live = cluster.get(key)
-        live["metadata"]["labels"] = {"edited": "by-hand"}
+        assert live["metadata"]["labels"] == {
+            "app.kubernetes.io/managed-by": "heps-reconcile",
+            "heps.ihep.ac.cn/overlay": "small",
+        }
+        live["metadata"]["labels"] = {"edited": "by-hand"}  # taken over by someone else
         cluster.apply(live, "kubectl-edit", False)
         drift = reconcile.online(cfg, "small", smaller, cluster, True, "rev2")
         assert drift.changed == [f"ServiceAccount {namespace}/worker"]
         assert "-    edited: by-hand" in drift.diff
+
+        objects.write_text(
+            objects.read_text().split("---\napiVersion: v1\nkind: ServiceAccount")[0]
+        )
+        without = reconcile.check(cfg, "small")
+        kept = reconcile.online(cfg, "small", without, cluster, False, "rev3")
+        assert kept.kept == [f"ServiceAccount {namespace}/worker"] and kept.pruned == []
+        assert cluster.get(key) is not None  # no longer ours: never deleted
     finally:
         if os.environ.get("KUBECONFIG"):
             cluster.delete(("v1", "Namespace", "", namespace))
