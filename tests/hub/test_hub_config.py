@@ -74,18 +74,31 @@ def test_jupyterhub_loads_the_hub_config_and_offers_the_recipes(
     assert auth.client_secret == ""  # only ever from OAUTH_CLIENT_SECRET (a Secret)
 
 
-def test_missing_or_mistyped_values_name_the_file_and_key(tmp_path: Path) -> None:
-    (tmp_path / "values.yaml").write_text(
-        "hub: {public_url: https://x}\n"
-        "oauth: {authorize_url: a, token_url: t, userdata_url: u, callback_url: c, colour: red}\n"
-        "spawner: {namespace: heps, scheduler_name: s, user_init: {image: i}}\n"
-    )
-    with pytest.raises(hub_values.ValuesError, match=r"oauth: unknown keys \['colour'\]"):
+VALID = {
+    "hub": "{public_url: https://x}",
+    "oauth": "{authorize_url: a, token_url: t, userdata_url: u, callback_url: c}",
+    "spawner": "{namespace: heps, scheduler_name: s, user_init: {image: i}}",
+}
+
+
+@pytest.mark.parametrize(
+    ("section", "text", "message"),
+    [
+        (
+            "oauth",
+            VALID["oauth"].replace("}", ", colour: red}"),
+            r"oauth: unknown keys \['colour'\]",
+        ),
+        ("spawner", VALID["spawner"].replace("{image: i}", "{}"), r"spawner.user_init: .*'image'"),
+        ("hub", "{}", r"hub.public_url: missing; the URL users open"),
+    ],
+)
+def test_missing_or_mistyped_values_name_the_file_and_key(
+    tmp_path: Path, section: str, text: str, message: str
+) -> None:
+    values = {**VALID, section: text}
+    (tmp_path / "values.yaml").write_text("".join(f"{k}: {v}\n" for k, v in values.items()))
+    with pytest.raises(hub_values.ValuesError, match=message):
         hub_values.load(tmp_path)
-    (tmp_path / "values.yaml").write_text(
-        "hub: {public_url: https://x}\n"
-        "oauth: {authorize_url: a, token_url: t, userdata_url: u, callback_url: c}\n"
-        "spawner: {namespace: heps, scheduler_name: s, user_init: {}}\n"
-    )
-    with pytest.raises(hub_values.ValuesError, match=r"spawner.user_init: .*'image'"):
-        hub_values.load(tmp_path)
+    (tmp_path / "values.yaml").write_text("".join(f"{k}: {v}\n" for k, v in VALID.items()))
+    assert hub_values.load(tmp_path).spawner.user_init.image == "i"
