@@ -16,6 +16,7 @@ def configure(c: Any, values: hub_values.HubValues) -> None:
     JUPYTERHUB_CRYPT_KEY (auth state), CONFIGPROXY_AUTH_TOKEN (proxy API)."""
     c.JupyterHub.authenticator_class = "heps_hub.auth.IHEPSSOAuthenticator"
     c.JupyterHub.spawner_class = "kubespawner.KubeSpawner"
+    c.JupyterHub.public_url = values.public_url
     c.JupyterHub.db_url = values.db_url
     c.JupyterHub.hub_ip = "0.0.0.0"  # noqa: S104 - inside its pod, behind the Service
     c.JupyterHub.hub_connect_url = values.hub_connect_url
