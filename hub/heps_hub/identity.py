@@ -48,10 +48,6 @@ class Identity:
         data["groups"] = [asdict(g) for g in self.groups]
         return json.dumps(data, sort_keys=True)
 
-    @property
-    def group_names(self) -> list[str]:
-        return [g.name for g in self.groups]
-
 
 def _int_claim(claims: dict[str, Any], key: str) -> int:
     value = claims.get(key)

@@ -8,7 +8,7 @@ import os
 from typing import Any
 
 from heps.errors import ConfigError, StageError, TemporaryError
-from heps.reconcile import Key, key_of, show
+from heps.manifests import Key, key_of, show
 
 
 def credentials_present() -> bool:

@@ -29,6 +29,24 @@ from heps.settings import ReconcileSettings
 ORIGIN = "config.kubernetes.io/origin"
 CONTAINER_RESOURCES = ("cpu", "memory")
 
+Key = tuple[str, str, str, str]
+"""(apiVersion, kind, namespace, name): what identifies an object in a cluster."""
+
+
+def key_of(obj: dict[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    return (
+        str(obj.get("apiVersion", "")),
+        str(obj.get("kind", "")),
+        str(meta.get("namespace", "")),
+        str(meta.get("name", "")),
+    )
+
+
+def show(key: Key) -> str:
+    """`Kind namespace/name`, or `Kind name` for cluster-scoped objects."""
+    return f"{key[1]} {key[2]}/{key[3]}" if key[2] else f"{key[1]} {key[3]}"
+
 
 @dataclass(frozen=True)
 class Manifest:
@@ -50,14 +68,12 @@ class Manifest:
         return str(self.obj.get("metadata", {}).get("name", ""))
 
     @property
-    def key(self) -> tuple[str, str, str, str]:
-        """(apiVersion, kind, namespace, name): what identifies it in a cluster."""
-        return (str(self.obj.get("apiVersion", "")), self.kind, self.namespace, self.name)
+    def key(self) -> Key:
+        return key_of(self.obj)
 
     @property
     def ref(self) -> str:
-        where = f"{self.namespace}/{self.name}" if self.namespace else self.name
-        return f"{self.kind} {where}"
+        return show(self.key)
 
     def problem(self, field: str, message: str) -> str:
         """One line naming file, object, field, problem and fix."""

@@ -43,7 +43,6 @@ POD_PATHS = {
 }
 CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
 PROFILE_FILE = "profile-list.yaml"
-KUSTOMIZE_FIELDS = ("newName", "newTag", "digest")
 
 
 @dataclass(frozen=True)
@@ -153,10 +152,6 @@ class Document:
             raise PinError(f"{self.name}:{start.line + 1}: write the image on one line")
         col = _PROPERTIES.match(self.lines[start.line], start.column).end()  # type: ignore[union-attr]
         return start.line, col, end.column
-
-    def current(self, node: Any) -> str:
-        line, col, end = self.span(node)
-        return self.lines[line][col:end]
 
     def replace(self, node: Any, value: str) -> None:
         line, col, end = self.span(node)

@@ -25,12 +25,10 @@ import yaml
 
 from heps import log, manifests
 from heps.errors import ConfigError, StageError
-from heps.manifests import Manifest
+from heps.manifests import Key, Manifest, key_of, show
 from heps.promote import overlay_dir
 from heps.settings import Settings
 
-Key = tuple[str, str, str, str]
-"""(apiVersion, kind, namespace, name)"""
 INVENTORY_PREFIX = "heps-inventory-"
 INVENTORY_NAMESPACE = "heps"
 MANAGED_BY, OVERLAY_LABEL = "app.kubernetes.io/managed-by", "heps.ihep.ac.cn/overlay"
@@ -70,20 +68,6 @@ def check(settings: Settings, overlay: str) -> list[Manifest]:
     if problems:
         raise ConfigError(problems)
     return rendered
-
-
-def key_of(obj: dict[str, Any]) -> Key:
-    meta = obj.get("metadata") or {}
-    return (
-        str(obj.get("apiVersion", "")),
-        str(obj.get("kind", "")),
-        str(meta.get("namespace", "")),
-        str(meta.get("name", "")),
-    )
-
-
-def show(key: Key) -> str:
-    return f"{key[1]} {key[2]}/{key[3]}" if key[2] else f"{key[1]} {key[3]}"
 
 
 def comparable(obj: dict[str, Any] | None) -> dict[str, Any] | None:

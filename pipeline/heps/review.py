@@ -113,7 +113,8 @@ def make(settings: Settings, base: str, report: Path | None) -> Review:
         resolved.stdout.decode().strip(), head + (" (with uncommitted changes)" if dirty else "")
     )
     tree = graph.resolve(recipes.discover(settings), settings.registry)
-    changed = changed_recipes(settings, tree, base)
+    changed_paths = source.changed_since(repo, base)
+    changed = changed_recipes(tree, changed_paths)
     affected = tree.dependents(changed)
     runs = _report(report)
     for name in tree.order:
@@ -127,7 +128,7 @@ def make(settings: Settings, base: str, report: Path | None) -> Review:
         _add_run(app, runs.get(name))
         review.apps.append(app)
     _add_sizes(settings, review.apps, runs)
-    paths = [p.relative_to(repo).as_posix() for p in source.changed_since(repo, base)]
+    paths = [p.relative_to(repo).as_posix() for p in changed_paths]
     overlays_dir = settings.gitops.overlays_dir
     if any(p.startswith(overlays_dir + "/") for p in paths):
         review.overlays = _overlay_diffs(settings, review.base)
@@ -232,7 +233,7 @@ def _overlay_diffs(settings: Settings, base: str) -> dict[str, str]:
     return diffs
 
 
-def _objects(repo: Path, folder: Path) -> dict[reconcile.Key, dict[str, Any]]:
+def _objects(repo: Path, folder: Path) -> dict[manifests.Key, dict[str, Any]]:
     try:
         return {m.key: m.obj for m in manifests.render(repo, folder)}
     except ConfigError as exc:  # a broken overlay is worth showing, not a crash

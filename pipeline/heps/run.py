@@ -59,13 +59,12 @@ def _selected(settings: Settings, tree: graph.Graph, selection: Selection) -> se
             raise ConfigError(f"recipes {', '.join(unknown)}: not found; known: {known}")
         return set(selection.names)
     if selection.since:
-        return changed_recipes(settings, tree, selection.since)
+        return changed_recipes(tree, source.changed_since(settings.repo, selection.since))
     return None
 
 
-def changed_recipes(settings: Settings, tree: graph.Graph, since: str) -> set[str]:
-    """Recipes whose own sources differ from revision `since` (not their dependents)."""
-    changed = source.changed_since(settings.repo, since)
+def changed_recipes(tree: graph.Graph, changed: list[Path]) -> set[str]:
+    """Recipes whose own sources are among the `changed` paths (not their dependents)."""
     return {name for name, node in tree.nodes.items() if _touched(node, changed)}
 
 

@@ -91,9 +91,7 @@ class GitOpsSettings:
     """Folder holding kustomize `base/` and `overlays/<environment>/`."""
     branch: str = "main"
     """Branch promotions are pushed to (production goes to a review branch off it)."""
-    author: Identity = field(
-        default_factory=lambda: Identity("HEPS delivery", "delivery@heps.invalid")
-    )
+    author: Identity = DEFAULT_AUTHOR
     committer: Identity | None = None
     """Defaults to the author."""
     attempts: int = 10

@@ -12,7 +12,7 @@ import copy
 import itertools
 from typing import Any
 
-from heps.reconcile import Key, key_of
+from heps.manifests import Key, key_of
 
 
 class MemoryCluster:

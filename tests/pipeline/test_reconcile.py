@@ -204,7 +204,7 @@ def test_secrets_are_masked_in_diffs() -> None:
         "metadata": {"name": "c", "namespace": "heps"},
         "data": {"url": f"https://user:{password}@example"},
     }
-    text = reconcile.diff({}, {reconcile.key_of(o): o for o in (secret, config)})
+    text = reconcile.diff({}, {manifests.key_of(o): o for o in (secret, config)})
     assert "client-secret: '***'" in text and "token: '***'" in text
     assert "s3cr3t-value" not in text and "dG9rZW4=" not in text and password not in text
     assert "+kind: Secret" in text
@@ -367,7 +367,7 @@ def test_rollout_timeout_fails_naming_the_workload() -> None:
     }
 
     class Stuck(MemoryCluster):
-        def get(self, key: reconcile.Key) -> dict[str, Any] | None:
+        def get(self, key: manifests.Key) -> dict[str, Any] | None:
             return stuck
 
     now = [0.0]
@@ -376,7 +376,7 @@ def test_rollout_timeout_fails_naming_the_workload() -> None:
     ):
         reconcile.wait_for_rollouts(
             Stuck(),
-            [reconcile.key_of(stuck)],
+            [manifests.key_of(stuck)],
             5,
             lambda: now[0],
             lambda s: now.__setitem__(0, now[0] + s),
