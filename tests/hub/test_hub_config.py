@@ -47,6 +47,9 @@ def test_jupyterhub_loads_the_hub_config_and_offers_the_recipes(
     assert c.JupyterHub.authenticator_class == "heps_hub.auth.IHEPSSOAuthenticator"
     assert c.JupyterHub.spawner_class == "kubespawner.KubeSpawner"
     assert c.ConfigurableHTTPProxy.should_start is False
+    assert c.JupyterHub.public_url.startswith("https://jupyter") and "heps.ihep.ac.cn" in (
+        c.JupyterHub.public_url
+    )
     assert "schedulerName: heps-scheduler" in extra["scheduler"]
     assert c.KubeSpawner.scheduler_name == "heps-scheduler"
     assert c.KubeSpawner.namespace == "heps"
