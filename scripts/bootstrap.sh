@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 missing=()
 for pair in dockerd:docker.io docker-registry:docker-registry debootstrap:debootstrap \
-            busybox:busybox-static git:git configurable-http-proxy:node-configurable-http-proxy; do
+            busybox:busybox-static git:git python3:python3-venv configurable-http-proxy:node-configurable-http-proxy; do
   binary=${pair%%:*} package=${pair#*:}
   command -v "$binary" >/dev/null 2>&1 || [ -x "/usr/sbin/$binary" ] || missing+=("$package")
 done
@@ -23,8 +23,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Debian 12's own interpreter (3.11.2) when there is one: the Python users run heps with.
+python=python3
+[ -x /usr/bin/python3 ] && python=/usr/bin/python3
 if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv
+  "$python" -m venv .venv
 fi
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -e "$stamp" ]; then
