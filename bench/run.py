@@ -32,8 +32,9 @@ from pathlib import Path
 
 import requests
 
-from heps import fingerprint, graph, recipes, settings
-from heps.services import RegistryService
+from heps.core import settings
+from heps.images import fingerprint, graph, recipes
+from heps.systems.services import RegistryService
 
 REPO = Path(__file__).resolve().parents[1]
 HEPS = [sys.executable, "-m", "heps.cli"]

@@ -25,8 +25,9 @@ import docker
 import pytest
 from ruamel.yaml import YAML
 
-from heps import cli, engine, services
-from heps.services import RegistryService
+from heps import cli
+from heps.systems import engine, services
+from heps.systems.services import RegistryService
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUSYBOX = "heps-test/busybox:1.35"

@@ -15,26 +15,17 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from heps import (
-    __version__,
-    engine,
-    gitops,
-    graph,
-    lint,
-    log,
-    promote,
-    recipes,
-    report,
-    services,
-    settings,
-    source,
-)
-from heps.dockerfile import split_reference
-from heps.errors import ConfigError, HepsError, TemporaryError, with_retries
-from heps.pin import Pin
-from heps.registry import Registry
-from heps.run import Runner, Selection, prepare, summary
-from heps.validation import schema
+from heps import __version__
+from heps.core import log, settings
+from heps.core.errors import ConfigError, HepsError, TemporaryError, with_retries
+from heps.core.references import split_reference
+from heps.core.validation import schema
+from heps.gitops import promote
+from heps.gitops.pin import Pin
+from heps.images import graph, lint, recipes, report, source
+from heps.images.run import Runner, Selection, prepare, summary
+from heps.systems import engine, git, services
+from heps.systems.registry import Registry
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -256,7 +247,7 @@ def _promote(cfg: settings.Settings, args: argparse.Namespace) -> int:
         raise ConfigError(f"--from {args.source}: that overlay pins no image by digest yet")
     branch = promote.production_branch([p.app for p in pins])
     if not (args.push or args.gitops_repo or cfg.gitops.remote):
-        gitops.git(cfg.repo, "switch", "-q", "-c", branch)
+        git.git(cfg.repo, "switch", "-q", "-c", branch)
     return _promote_pins(cfg, args, args.overlay, pins, registry, branch)
 
 
@@ -301,11 +292,11 @@ def _rollback(cfg: settings.Settings, args: argparse.Namespace) -> int:
 
 
 def _reconcile(cfg: settings.Settings, args: argparse.Namespace) -> int:
-    from heps import kube, reconcile  # the commands below import only what they use
+    from heps.cluster import kube_api, reconcile  # the commands below import only what they use
 
     rendered = reconcile.check(cfg, args.overlay)
     print(f"{args.overlay}: {len(rendered)} objects rendered, valid, policies pass")
-    if not kube.credentials_present():
+    if not kube_api.credentials_present():
         if not args.dry_run:
             raise ConfigError(
                 "reconcile: no Kubernetes credentials (KUBECONFIG, ~/.kube/config or in-cluster); "
@@ -315,7 +306,7 @@ def _reconcile(cfg: settings.Settings, args: argparse.Namespace) -> int:
         where = "the render this machine last applied"
     else:
         revision = source.revision(cfg.repo, [cfg.repo / cfg.gitops.overlays_dir]).commit
-        cluster = kube.KubeCluster(args.context)
+        cluster = kube_api.KubeCluster(args.context)
         outcome = with_retries(
             lambda: reconcile.online(cfg, args.overlay, rendered, cluster, args.dry_run, revision)
         )
@@ -335,16 +326,16 @@ def _reconcile(cfg: settings.Settings, args: argparse.Namespace) -> int:
 
 
 def _jenkins(cfg: settings.Settings, args: argparse.Namespace) -> int:
-    from heps import jenkins_server, jobs
+    from heps.ci import jenkins_jobs, jenkins_server
 
     if args.jenkins_command == "render":
         out = args.out if args.out.is_absolute() else cfg.repo / args.out
-        for path in jobs.write(jobs.render(cfg.repo), out):
+        for path in jenkins_jobs.write(jenkins_jobs.render(cfg.repo), out):
             print(path)
         return EXIT_OK
     server = jenkins_server.connect(cfg.jenkins.url)
     if args.jenkins_command == "sync":
-        done = jenkins_server.sync(server, jobs.render(cfg.repo), args.dry_run)
+        done = jenkins_server.sync(server, jenkins_jobs.render(cfg.repo), args.dry_run)
         print(done.diff, end="")
         verb = "would be " if args.dry_run else ""
         for what in ("created", "updated", "deleted", "unchanged"):
@@ -364,7 +355,7 @@ def _jenkins(cfg: settings.Settings, args: argparse.Namespace) -> int:
 
 
 def _review(cfg: settings.Settings, args: argparse.Namespace) -> int:
-    from heps import review
+    from heps.ci import review
 
     done = review.make(cfg, args.base, args.report)
     if args.json:
@@ -387,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(schema(args.name), indent=2))
             return EXIT_OK
         if args.command == "hook":  # runs in a bare repository: no settings to load
-            from heps import hook
+            from heps.ci import hook
 
             return hook.post_receive(args.git_dir.resolve(), sys.stdin, dict(os.environ))
         cfg = settings.load(args.repo, registry=args.registry, namespace=args.namespace)

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from heps import manifests, recipes, settings
+from heps.cluster import manifests
+from heps.core import settings
+from heps.images import recipes
 from heps_hub import values as hub_values
 from heps_hub.auth import IHEPSSOAuthenticator
 from tests.conftest import REPO_ROOT

@@ -3,7 +3,7 @@ build host. It keeps objects in memory and behaves as server-side apply does for
 fields reconcile looks at: apply returns the object with the server's own metadata
 (uid, resourceVersion, managedFields, generation) and status, a dry run stores nothing,
 workloads report a finished rollout on the next read. The same scenarios run against a
-real cluster (heps.kube.KubeCluster) in test_reconcile.py when KUBECONFIG is set.
+real cluster (heps.cluster.kube_api.KubeCluster) in test_reconcile.py when KUBECONFIG is set.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import copy
 import itertools
 from typing import Any
 
-from heps.manifests import Key, key_of
+from heps.cluster.manifests import Key, key_of
 
 
 class MemoryCluster:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from heps.settings import SETTINGS_FILE
+from heps.core.settings import SETTINGS_FILE
 from tests.conftest import REPO_ROOT, BundledBuild, Env, read_json
 
 

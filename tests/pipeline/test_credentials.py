@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from heps import log, services, settings
-from heps.errors import ConfigError
+from heps.core import log, settings
+from heps.core.errors import ConfigError
+from heps.systems import services
 
 
 def cfg(tmp_path: Path, host: str = "registry.example:443") -> settings.Settings:

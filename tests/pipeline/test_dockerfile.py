@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from heps import dockerfile
+from heps.images import dockerfile
 
 
 def parse(tmp_path: Path, text: str, **args: str) -> dockerfile.Dockerfile:
@@ -55,16 +55,6 @@ def test_continuations_comments_and_escape_directive(tmp_path: Path) -> None:
     assert (stage.image, stage.alias, stage.line, stage.end_line) == ("base:1", "first", 2, 3)
     run = parsed.instructions[1]
     assert (run.keyword, run.value, run.line, run.end_line) == ("RUN", "a b", 4, 6)
-
-
-def test_split_reference() -> None:
-    assert dockerfile.split_reference("reg:5000/ns/app:1.0@sha256:ab") == (
-        "reg:5000/ns/app",
-        "1.0",
-        "sha256:ab",
-    )
-    assert dockerfile.split_reference("reg:5000/ns/app") == ("reg:5000/ns/app", None, None)
-    assert dockerfile.split_reference("debian") == ("debian", None, None)
 
 
 def test_pin_stages_rewrites_only_the_from_and_keeps_line_numbers() -> None:

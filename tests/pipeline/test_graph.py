@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from heps import graph, recipes, settings
-from heps.errors import ConfigError
-from heps.settings import RegistrySettings
+from heps.core import settings
+from heps.core.errors import ConfigError
+from heps.core.settings import RegistrySettings
+from heps.images import graph, recipes
 from tests.conftest import internal_from, simple_recipe, write_recipe
 
 REGISTRY = RegistrySettings(host="reg.example:5000", namespace="heps")

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from heps import jobs
-from heps.registry import Registry
-from heps.settings import Credentials, RegistrySettings, Secret
+from heps.ci import jenkins_jobs
+from heps.core.settings import Credentials, RegistrySettings, Secret
+from heps.systems.registry import Registry
 from tests.conftest import BUSYBOX, REPO_ROOT, Env, simple_recipe, write_recipe
 from tests.pipeline.fake_jenkins import FakeJenkins
 
@@ -92,7 +92,7 @@ def test_with_jenkins_a_recipe_push_triggers_the_main_job(
 ) -> None:
     fake = FakeJenkins("git-hook", f"tok-{uuid.uuid4().hex}")
     try:
-        for name, xml in jobs.render(REPO_ROOT).items():
+        for name, xml in jenkins_jobs.render(REPO_ROOT).items():
             fake.configs[name] = fake.stored(xml)
         git(shared["bare"], "config", "heps.jenkins-url", fake.url)
         monkeypatch.setenv("JENKINS_USER", fake.user)

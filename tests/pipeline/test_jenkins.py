@@ -15,8 +15,8 @@ from typing import Any
 import defusedxml.ElementTree
 import pytest
 
-from heps import jobs
-from heps.errors import ConfigError
+from heps.ci import jenkins_jobs
+from heps.core.errors import ConfigError
 from tests.conftest import REPO_ROOT
 from tests.pipeline.fake_jenkins import FakeJenkins
 
@@ -32,7 +32,7 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(REPO_ROOT / "jenkins", root / "jenkins")
     shutil.copy(REPO_ROOT / "heps.yaml", root / "heps.yaml")
     folder = f"heps-test-{uuid.uuid4().hex[:6]}"
-    path = root / jobs.JOBS_FILE
+    path = root / jenkins_jobs.JOBS_FILE
     path.write_text(re.sub(r"\bname: heps\b", f"name: {folder}", path.read_text()))
     path.write_text(path.read_text().replace("name: heps/", f"name: {folder}/"))
     monkeypatch.setenv("HEPS_CA_BUNDLE", "")
@@ -40,7 +40,7 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def folder_of(repo: Path) -> str:
-    return next(name for name in jobs.render(repo) if "/" not in name)
+    return next(name for name in jenkins_jobs.render(repo) if "/" not in name)
 
 
 @pytest.fixture
@@ -57,20 +57,20 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
 
 def live_config(name: str) -> str | None:
-    from heps.jenkins_server import connect
+    from heps.ci.jenkins_server import connect
 
     return connect(None).get_job_config(name)
 
 
 def test_every_job_renders_to_the_xml_jenkins_needs() -> None:
-    rendered = jobs.render(REPO_ROOT)
+    rendered = jenkins_jobs.render(REPO_ROOT)
     assert list(rendered) == ["heps", "heps/merge-request", "heps/main", "heps/reconcile"]
     folder = defusedxml.ElementTree.fromstring(rendered["heps"].split("?>", 1)[1])
     assert folder.tag == "com.cloudbees.hudson.plugins.folder.Folder"
     for name in ("heps/merge-request", "heps/main", "heps/reconcile"):
         root = defusedxml.ElementTree.fromstring(rendered[name].split("?>", 1)[1])
         assert root.tag == "flow-definition"
-        assert jobs.MARKER in (root.findtext("description") or "")
+        assert jenkins_jobs.MARKER in (root.findtext("description") or "")
         definition = root.find("definition")
         assert definition is not None
         assert definition.get("class") == "org.jenkinsci.plugins.workflow.cps.CpsScmFlowDefinition"
@@ -104,9 +104,9 @@ def test_jenkinsfiles_bind_credentials_and_publish_results() -> None:
 
 
 def test_descriptions_are_escaped_for_xml(repo: Path) -> None:
-    path = repo / jobs.JOBS_FILE
+    path = repo / jenkins_jobs.JOBS_FILE
     path.write_text(path.read_text().replace("Lint, build", "Lint <&> build"))
-    rendered = jobs.render(repo)
+    rendered = jenkins_jobs.render(repo)
     xml = next(x for n, x in rendered.items() if n.endswith("/merge-request"))
     assert "Lint &lt;&amp;&gt; build" in xml
     defusedxml.ElementTree.fromstring(xml.split("?>", 1)[1])
@@ -130,12 +130,12 @@ def test_descriptions_are_escaped_for_xml(repo: Path) -> None:
     ],
 )
 def test_bad_job_definitions_are_named(repo: Path, edit: tuple[str, str], message: str) -> None:
-    path = repo / jobs.JOBS_FILE
+    path = repo / jenkins_jobs.JOBS_FILE
     text = path.read_text()
     assert edit[0] in text
     path.write_text(text.replace(edit[0], edit[1], 1))
     with pytest.raises(ConfigError, match=message):
-        jobs.render(repo)
+        jenkins_jobs.render(repo)
 
 
 def test_render_command_writes_one_file_per_job(heps: Any, repo: Path, tmp_path: Path) -> None:
@@ -164,7 +164,7 @@ def test_sync_creates_then_changes_nothing_then_updates_only_what_differs(
     again = heps(repo, "jenkins", "sync")
     assert again.code == 0 and "created" not in again.out and "updated" not in again.out
     assert f"unchanged: {folder}, {folder}/merge-request" in again.out
-    path = repo / jobs.JOBS_FILE
+    path = repo / jenkins_jobs.JOBS_FILE
     path.write_text(path.read_text().replace("hourly, drift is corrected", "every hour"))
     dry = heps(repo, "jenkins", "sync", "--dry-run")
     assert f"would be updated: {folder}/reconcile" in dry.out
@@ -185,7 +185,7 @@ def test_sync_deletes_only_its_own_jobs(heps: Any, repo: Path, server: Any) -> N
     server.configs[f"{folder}/hand-made"] = server.stored(
         "<flow-definition><description>a colleague's job</description></flow-definition>"
     )
-    path = repo / jobs.JOBS_FILE
+    path = repo / jenkins_jobs.JOBS_FILE
     text = path.read_text()
     start = text.index(f"  - name: {folder}/merge-request")
     path.write_text(text[:start] + text[text.index(f"  - name: {folder}/main") :])

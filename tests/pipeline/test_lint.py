@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from heps import graph, lint, recipes, settings
+from heps.core import settings
+from heps.images import graph, lint, recipes
 from tests.conftest import internal_from, simple_recipe, write_recipe
 from tests.pipeline.test_graph import REGISTRY
 

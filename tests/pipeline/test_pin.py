@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from heps.pin import Pin, PinError, add_kustomize_images, pin_text
+from heps.gitops.pin import Pin, PinError, add_kustomize_images, pin_text
 
 GOLDEN = Path(__file__).parent / "golden" / "pin"
 REGISTRY = "127.0.0.1:5000/heps"

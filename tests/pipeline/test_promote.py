@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from heps import tools
-from heps.errors import StageError
-from heps.gitops import scrub
-from heps.pin import Pin
-from heps.promote import _refuse_conflicts, production_branch
+from heps.core import tools
+from heps.core.errors import StageError
+from heps.gitops.pin import Pin
+from heps.gitops.promote import _refuse_conflicts, production_branch
+from heps.systems.git import scrub
 from tests.conftest import BUSYBOX, Env, read_json, simple_recipe, write_recipe
 
 APPS = [f"app{i}" for i in range(8)]

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from heps import recipes, settings
-from heps.errors import ConfigError
+from heps.core import settings
+from heps.core.errors import ConfigError
+from heps.images import recipes
 from tests.conftest import REPO_ROOT, simple_recipe, write_recipe
 
 DOCKERFILE = "FROM heps-test/busybox:1.35\n"

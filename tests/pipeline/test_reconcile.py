@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 import yaml
 
-from heps import log, manifests, reconcile, tools
-from heps.errors import ConfigError, StageError
-from heps.pin import Pin, pin_text
-from heps.settings import Settings, load
+from heps.cluster import manifests, reconcile
+from heps.core import log, tools
+from heps.core.errors import ConfigError, StageError
+from heps.core.settings import Settings, load
+from heps.gitops.pin import Pin, pin_text
 from tests.conftest import REPO_ROOT
 from tests.pipeline.memory_cluster import MemoryCluster
 
@@ -283,7 +284,7 @@ def test_rollout_status(obj: dict[str, Any], pending: str | None) -> None:
 def cluster_under_test() -> Any:
     """The real cluster when KUBECONFIG is set, else the in-memory double."""
     if os.environ.get("KUBECONFIG"):
-        from heps.kube import KubeCluster
+        from heps.cluster.kube_api import KubeCluster
 
         return KubeCluster()
     return MemoryCluster()

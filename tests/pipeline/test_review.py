@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from heps import log
+from heps.core import log
 from tests.conftest import BUSYBOX, REPO_ROOT, Env, internal_from, simple_recipe, write_recipe
 
 

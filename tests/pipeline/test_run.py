@@ -11,8 +11,8 @@ import defusedxml.ElementTree as ET
 import docker
 import pytest
 
-from heps.registry import Registry
-from heps.settings import Credentials, RegistrySettings, Secret
+from heps.core.settings import Credentials, RegistrySettings, Secret
+from heps.systems.registry import Registry
 from tests.conftest import BUSYBOX, Env, internal_from, read_json, simple_recipe, write_recipe
 
 BASE_DOCKERFILE = f"FROM {BUSYBOX}\nRUN echo base > /hello\n"
@@ -328,7 +328,7 @@ def test_push_error_inside_the_stream_fails_and_nothing_is_pinned(
 ) -> None:
     """A registry in read-only maintenance mode answers the push with an error that the
     engine reports inside an otherwise successful (HTTP 200) stream."""
-    from heps.services import RegistryService
+    from heps.systems.services import RegistryService
     from tests.conftest import free_port
 
     readonly = RegistryService(

@@ -1,0 +1,146 @@
+"""Jenkins job definitions: `jenkins/jobs.yaml` (validated against the published schema)
+rendered to the job XML Jenkins stores, through the jinja2 templates in
+`jenkins/templates/`, the way Jenkins Job Builder does. Pure: no server involved.
+
+Every rendered folder and job carries MARKER in its description; `heps jenkins sync`
+deletes only jobs that carry it, so hand-made jobs on the same server are never touched.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import defusedxml.ElementTree
+import jinja2
+
+from heps.core.errors import ConfigError
+from heps.core.validation import load_yaml, validate
+
+JOBS_FILE = "jenkins/jobs.yaml"
+TEMPLATES = "jenkins/templates"
+MARKER = "[managed by heps jenkins sync: edits here are overwritten]"
+
+
+def load(repo: Path) -> dict[str, Any]:
+    path = repo / JOBS_FILE
+    if not path.exists():
+        raise ConfigError(f"{JOBS_FILE}: missing; define the Jenkins jobs there")
+    data = load_yaml(path, JOBS_FILE)
+    problems = validate(data, "jobs", path, JOBS_FILE)
+    names = [f["name"] for f in data.get("folders") or []] + [j["name"] for j in data["jobs"]]
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"{JOBS_FILE}: {name}: defined twice; keep one definition")
+    folders = {f["name"] for f in data.get("folders") or []}
+    for name in names:
+        parent = name.rpartition("/")[0]
+        if parent and parent not in folders:
+            problems.append(
+                f"{JOBS_FILE}: {name}: folder '{parent}' is not defined; add it under folders"
+            )
+    for job in data["jobs"]:
+        for p in job.get("parameters") or []:
+            if p["type"] == "choice" and not p.get("choices"):
+                problems.append(f"{JOBS_FILE}: {job['name']}: {p['name']}: a choice needs choices")
+    if problems:
+        raise ConfigError(problems)
+    return dict(data)
+
+
+def _environment(repo: Path) -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(repo / TEMPLATES),
+        autoescape=True,  # XML: &, <, > and quotes in descriptions stay text
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
+def render(repo: Path) -> dict[str, str]:
+    """Full job name -> config.xml, folders first (parents before children)."""
+    try:
+        return _render(repo, load(repo))
+    except jinja2.TemplateSyntaxError as exc:
+        where = f"{TEMPLATES}/{exc.name}:{exc.lineno}"
+        raise ConfigError(f"{where}: template error: {exc.message}; fix the template") from None
+    except jinja2.TemplateError as exc:  # e.g. a value the template needs and lacks
+        raise ConfigError(f"{TEMPLATES}: template error: {exc.message}; fix the template") from None
+
+
+def _render(repo: Path, data: dict[str, Any]) -> dict[str, str]:
+    env = _environment(repo)
+    rendered: dict[str, str] = {}
+    for folder in sorted(data.get("folders") or [], key=lambda f: f["name"].count("/")):
+        description = _described(folder.get("description", ""))
+        rendered[folder["name"]] = env.get_template("folder.xml.j2").render(description=description)
+    for job in data["jobs"]:
+        values = {
+            "description": _described(job.get("description", "")),
+            "jenkinsfile": job["jenkinsfile"],
+            "branch": job["branch"],
+            "concurrent": job.get("concurrent", False),
+            "parameters": job.get("parameters") or [],
+            "triggers": job.get("triggers") or {},
+            "scm": data["scm"],
+        }
+        rendered[job["name"]] = env.get_template("pipeline.xml.j2").render(**values)
+    return rendered
+
+
+def _described(text: str) -> str:
+    return f"{text}\n\n{MARKER}" if text else MARKER
+
+
+def write(rendered: dict[str, str], out: Path) -> list[Path]:
+    """One file per job, as `<folder>/<job>.xml`."""
+    written = []
+    for name, xml in rendered.items():
+        path = out / f"{name}.xml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(xml)
+        written.append(path)
+    return written
+
+
+def _parse(xml: str) -> ET.Element:
+    """Job XML from us or the server; the declaration goes (expat knows no XML 1.1)."""
+    root: ET.Element = defusedxml.ElementTree.fromstring(
+        re.sub(r"^<\?xml[^>]*\?>", "", xml.strip())
+    )
+    return root
+
+
+def normalized(xml: str) -> str:
+    """Canonical XML without what Jenkins adds on its own (plugin versions, whitespace,
+    the XML declaration), for comparing ours with the server's."""
+    root = _parse(xml)
+    for element in root.iter():
+        element.attrib.pop("plugin", None)
+    return ET.canonicalize(ET.tostring(root, encoding="unicode"), strip_text=True)
+
+
+def diff(name: str, before: str | None, after: str | None) -> str:
+    """Unified diff of one job's XML, by lines of the pretty-printed canonical form."""
+
+    def lines(xml: str | None) -> list[str]:
+        if xml is None:
+            return []
+        root = _parse(normalized(xml))
+        ET.indent(root)
+        return (ET.tostring(root, encoding="unicode") + "\n").splitlines(keepends=True)
+
+    return "".join(
+        difflib.unified_diff(
+            lines(before),
+            lines(after),
+            f"{name} (before)" if before is not None else "/dev/null",
+            f"{name} (after)" if after is not None else "/dev/null",
+        )
+    )
+
+
+def is_ours(xml: str) -> bool:
+    return MARKER in (_parse(xml).findtext("description") or "")

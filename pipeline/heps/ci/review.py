@@ -1,0 +1,263 @@
+"""`heps review --base REV`: what a merge request will do, for the person approving it.
+
+Recipes changed (and new), recipes rebuilt because their base changed, lint findings,
+build and smoke results from a `heps run --report`, each image's size against what
+the testbed overlay runs now, the rendered manifests' diff per overlay, and the Jenkins
+job XML diff when `jenkins/` changed. Short when little changed: empty sections are
+left out. Markdown for people, JSON for tools; secrets masked in both.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tarfile
+import tempfile
+from dataclasses import asdict, dataclass, field
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from heps.ci import jenkins_jobs
+from heps.cluster import manifests, reconcile
+from heps.core import log
+from heps.core.errors import ConfigError, HepsError
+from heps.core.settings import Settings
+from heps.gitops import promote
+from heps.images import graph, lint, recipes, source
+from heps.images.run import changed_recipes
+
+NEW, CHANGED, BASE_CHANGED = "new", "changed", "base changed"
+
+
+@dataclass
+class AppReview:
+    name: str
+    version: str
+    why: str
+    lint: list[str] = field(default_factory=list)
+    status: str = "not built"
+    """From the run report: built, skipped, failed, or not built (no report)."""
+    failed: str = ""
+    smoke: list[str] = field(default_factory=list)
+    size: str = ""
+
+
+@dataclass
+class Review:
+    base: str
+    head: str
+    apps: list[AppReview] = field(default_factory=list)
+    overlays: dict[str, str] = field(default_factory=dict)
+    """Overlay -> unified diff of its rendered objects (Secrets masked)."""
+    jenkins: str = ""
+
+    @property
+    def empty(self) -> bool:
+        return not (self.apps or self.overlays or self.jenkins)
+
+    def as_json(self) -> str:
+        return log.redact(json.dumps(asdict(self), indent=2)) + "\n"
+
+    def markdown(self) -> str:
+        span = f"`{self.base[:12]}`..`{self.head}`"
+        if self.empty:
+            return f"# Review {span}\n\nNothing to review: no recipe, overlay or job changed.\n"
+        out = [f"# Review {span}\n"]
+        if self.apps:
+            out.append(
+                "| recipe | version | why | lint | build and smoke | size |\n"
+                "| --- | --- | --- | --- | --- | --- |"
+            )
+            for a in self.apps:
+                findings = f"{len(a.lint)} finding(s)" if a.lint else "clean"
+                result = a.status + (f": {a.failed}" if a.failed else "")
+                if a.smoke:
+                    passed = sum(s.endswith(": passed") for s in a.smoke)
+                    result += f" ({passed}/{len(a.smoke)} smoke)"
+                cells = [a.name, a.version, a.why, findings, result, a.size or "-"]
+                out.append("| " + " | ".join(cells) + " |")
+            details = [(a.name, line) for a in self.apps for line in a.lint + a.smoke]
+            if details:
+                out.append("\n<details><summary>lint and smoke details</summary>\n")
+                out.extend(f"- {name}: {line}" for name, line in details)
+                out.append("\n</details>")
+        for overlay, text in sorted(self.overlays.items()):
+            out.append(f"\n## Overlay {overlay}\n\n```diff\n{text.rstrip()}\n```")
+        if self.jenkins:
+            out.append(f"\n## Jenkins jobs\n\n```diff\n{self.jenkins.rstrip()}\n```")
+        return log.redact("\n".join(out) + "\n")
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True)
+
+
+def _tree_at(repo: Path, rev: str, paths: list[str], into: Path) -> bool:
+    """Check out `paths` of revision `rev` into `into`; False when none of them exist."""
+    present = [p for p in paths if _git(repo, "cat-file", "-e", f"{rev}:{p}").returncode == 0]
+    if not present:
+        return False
+    archive = _git(repo, "archive", "--format=tar", rev, "--", *present)
+    with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
+        tar.extractall(into, filter="data")
+    return True
+
+
+def make(settings: Settings, base: str, report: Path | None) -> Review:
+    repo = settings.repo
+    resolved = _git(repo, "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}")
+    if resolved.returncode != 0:
+        raise ConfigError(
+            f"--base {base}: not a commit of this repository; fetch it or name another"
+        )
+    dirty = bool(_git(repo, "status", "--porcelain").stdout.strip())
+    head = _git(repo, "rev-parse", "--short=12", "HEAD").stdout.decode().strip()
+    review = Review(
+        resolved.stdout.decode().strip(), head + (" (with uncommitted changes)" if dirty else "")
+    )
+    tree = graph.resolve(recipes.discover(settings), settings.registry)
+    changed_paths = source.changed_since(repo, base)
+    changed = changed_recipes(tree, changed_paths)
+    affected = tree.dependents(changed)
+    runs = _report(report)
+    for name in tree.order:
+        if name not in affected:
+            continue
+        recipe = tree.nodes[name].recipe
+        existed = _git(repo, "cat-file", "-e", f"{base}:{recipe.display}").returncode == 0
+        why = (CHANGED if existed else NEW) if name in changed else BASE_CHANGED
+        app = AppReview(name, recipe.version, why)
+        app.lint = [str(f) for f in lint.lint(tree, name).findings]
+        _add_run(app, runs.get(name))
+        review.apps.append(app)
+    _add_sizes(settings, review.apps, runs)
+    paths = [p.relative_to(repo).as_posix() for p in changed_paths]
+    overlays_dir = settings.gitops.overlays_dir
+    if any(p.startswith(overlays_dir + "/") for p in paths):
+        review.overlays = _overlay_diffs(settings, review.base)
+    if any(p.startswith("jenkins/") for p in paths):
+        review.jenkins = _jobs_diff(repo, review.base)
+    return review
+
+
+def _report(path: Path | None) -> dict[str, dict[str, Any]]:
+    if path is None:
+        return {}
+    try:
+        return {e["name"]: e for e in json.loads(path.read_text())["recipes"]}
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"--report {path}: not a readable heps run report ({exc})") from None
+
+
+def _add_run(app: AppReview, entry: dict[str, Any] | None) -> None:
+    if entry is None:
+        return
+    app.status = entry["status"]
+    if entry.get("failed_stage"):
+        app.failed = f"{entry['failed_stage']}: {(entry.get('error') or '').splitlines()[0][:200]}"
+    app.smoke = [
+        f"smoke {s['kind']} {s['name']}: "
+        + ("passed" if s["passed"] else f"FAILED {s['detail'][:200]}")
+        for s in entry.get("smoke", [])
+    ]
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(size) < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def _add_sizes(settings: Settings, apps: list[AppReview], runs: dict[str, dict[str, Any]]) -> None:
+    """The built image's size against the image the testbed overlay runs (both from the
+    local engine, the old one pulled by digest if missing). Left blank without an engine."""
+    built = {a.name: runs[a.name] for a in apps if runs.get(a.name, {}).get("status") == "built"}
+    if not built:
+        return
+    from heps.systems import engine  # only when there is something to measure
+
+    try:
+        client = engine.connect()
+    except HepsError:
+        return
+    repositories = {name: settings.registry.repository(name) for name in built}
+    running = {
+        item["app"]: item["image"]
+        for item in promote.current(settings.repo, settings, "testbed", repositories)
+        if "@sha256:" in item["image"]
+    }
+    for app in apps:
+        if app.name not in built:
+            continue
+        new = _image_size(client, built[app.name]["references"][0], pull=False)
+        old = _image_size(client, running[app.name], pull=True) if app.name in running else None
+        if new is None:
+            continue
+        if old is None:
+            app.size = _human(new)
+        else:
+            sign = "+" if new >= old else "-"
+            app.size = f"{sign}{_human(abs(new - old))} ({_human(old)} to {_human(new)})"
+
+
+def _image_size(client: Any, reference: str, pull: bool) -> int | None:
+    import docker.errors
+
+    try:
+        return int(client.images.get(reference).attrs["Size"])
+    except docker.errors.ImageNotFound:
+        if not pull:
+            return None
+    except docker.errors.APIError:
+        return None
+    try:
+        repo, _, digest = reference.partition("@")
+        return int(client.images.pull(repo.rsplit(":", 1)[0], tag=digest).attrs["Size"])
+    except docker.errors.APIError:
+        return None
+
+
+def _overlay_diffs(settings: Settings, base: str) -> dict[str, str]:
+    root = settings.repo / settings.gitops.overlays_dir
+    overlays = sorted(p.name for p in (root / "overlays").iterdir() if p.is_dir())
+    diffs = {}
+    with tempfile.TemporaryDirectory(prefix="heps-review-") as tmp:
+        old_root = Path(tmp)
+        _tree_at(settings.repo, base, [settings.gitops.overlays_dir], old_root)
+        for overlay in overlays:
+            after = _objects(settings.repo, root / "overlays" / overlay)
+            old_folder = old_root / settings.gitops.overlays_dir / "overlays" / overlay
+            before = _objects(old_root, old_folder) if old_folder.is_dir() else {}
+            text = reconcile.diff(before, after)
+            if text:
+                diffs[overlay] = text
+    return diffs
+
+
+def _objects(repo: Path, folder: Path) -> dict[manifests.Key, dict[str, Any]]:
+    try:
+        return {m.key: m.obj for m in manifests.render(repo, folder)}
+    except ConfigError as exc:  # a broken overlay is worth showing, not a crash
+        key = ("render", "error", "", folder.name)
+        return {key: {"error": "; ".join(exc.problems)}}
+
+
+def _jobs_diff(repo: Path, base: str) -> str:
+    after = jenkins_jobs.render(repo)
+    with tempfile.TemporaryDirectory(prefix="heps-review-") as tmp:
+        try:
+            before = (
+                jenkins_jobs.render(Path(tmp))
+                if _tree_at(repo, base, ["jenkins"], Path(tmp))
+                else {}
+            )
+        except ConfigError:
+            before = {}  # the base's definitions did not render: everything is new
+    return "".join(
+        jenkins_jobs.diff(name, before.get(name), after.get(name))
+        for name in sorted(set(before) | set(after))
+        if before.get(name) != after.get(name)
+    )

@@ -1,0 +1,2 @@
+"""The cluster side: render and check an overlay (`manifests`), make a cluster run it
+(`reconcile`) through the Kubernetes API (`kube_api`)."""

@@ -1,0 +1,162 @@
+"""Kubernetes YAML composed with positions: where image fields are, and surgical edits.
+
+libyaml (PyYAML's C composer) gives every node with its start and end marks; `Document`
+replaces exactly a scalar's characters in the original text, so every other line stays
+byte-identical (nothing is dumped back). Shared by pinning (gitops) and by the policy
+checks on rendered overlays (cluster).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import yaml
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+POD_PATHS = {
+    "Pod": ("spec",),
+    "Deployment": ("spec", "template", "spec"),
+    "DaemonSet": ("spec", "template", "spec"),
+    "StatefulSet": ("spec", "template", "spec"),
+    "ReplicaSet": ("spec", "template", "spec"),
+    "Job": ("spec", "template", "spec"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+}
+CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
+
+
+class PinError(Exception):
+    """A file that cannot be pinned safely (unreadable YAML, unpinnable field)."""
+
+
+# Reading the composed node tree: mappings are lists of (key node, value node) pairs.
+
+
+def get(node: Any, key: str) -> Any:
+    """The value node of `key` in a mapping node, or None."""
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == key:
+                return v
+    return None
+
+
+def get_path(node: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        node = get(node, key)
+    return node
+
+
+def text_of(node: Any) -> str | None:
+    """A scalar node's string value, or None for anything else."""
+    return node.value if isinstance(node, yaml.ScalarNode) else None
+
+
+def items(node: Any) -> list[Any]:
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _quoted(old: str, new: str) -> str:
+    """The new value written the way the old one was: same quote style."""
+    if old.startswith("'"):
+        return "'" + new.replace("'", "''") + "'"
+    if old.startswith('"'):
+        return json.dumps(new)
+    return new
+
+
+_PROPERTIES = re.compile(r"(?:[&!]\S*\s+)*")  # an anchor or tag before the scalar itself
+
+
+class Document:
+    """One YAML file: its text, its composed documents, and pending edits."""
+
+    def __init__(self, text: str, name: str):
+        self.text, self.name = text, name
+        self.lines = text.splitlines(keepends=True)
+        try:
+            self.docs = [d for d in yaml.compose_all(text, Loader=_Loader) if d is not None]
+        except yaml.YAMLError as exc:
+            raise PinError(f"{name}: not valid YAML: {str(exc).splitlines()[0]}") from None
+        self.edits: dict[tuple[int, int], tuple[int, str]] = {}
+        self.inserts: list[tuple[int, str]] = []
+
+    def span(self, node: Any) -> tuple[int, int, int]:
+        """(line, start col, end col) of a one-line scalar, past its anchor or tag.
+
+        An alias is the same node as its anchor, so it is edited where the anchor stands."""
+        start, end = node.start_mark, node.end_mark
+        if not isinstance(node, yaml.ScalarNode) or node.style in ("|", ">"):
+            raise PinError(f"{self.name}:{start.line + 1}: an image must be a one-line string")
+        if end.line != start.line:
+            raise PinError(f"{self.name}:{start.line + 1}: write the image on one line")
+        col = _PROPERTIES.match(self.lines[start.line], start.column).end()  # type: ignore[union-attr]
+        return start.line, col, end.column
+
+    def replace(self, node: Any, value: str) -> None:
+        line, col, end = self.span(node)
+        self.edits[(line, col)] = (end, _quoted(self.lines[line][col:end], value))
+
+    def insert_after(self, line: int, text: str) -> None:
+        self.inserts.append((line, text))
+
+    def rendered(self) -> str:
+        lines = list(self.lines)
+        for (line, col), (end, value) in sorted(self.edits.items(), reverse=True):
+            lines[line] = lines[line][:col] + value + lines[line][end:]
+        after: dict[int, str] = {}
+        for line, text in self.inserts:  # several after one line keep their order
+            after[line] = after.get(line, "") + text
+        for line, text in sorted(after.items(), reverse=True):
+            if line >= 0 and not lines[line].endswith("\n"):
+                lines[line] += "\n"
+            lines.insert(line + 1, text)
+        return "".join(lines)
+
+
+def containers(doc: Any) -> Iterator[Any]:
+    """Every container mapping node of a workload document (or of the items of a List)."""
+    kind = text_of(get(doc, "kind")) or ""
+    if kind.endswith("List"):
+        for item in items(get(doc, "items")):
+            yield from containers(item)
+        return
+    path = POD_PATHS.get(kind)
+    spec = get_path(doc, path) if path else None
+    for listed in CONTAINER_LISTS:
+        for container in items(get(spec, listed)):
+            if text_of(get(container, "image")) is not None:
+                yield container
+
+
+def is_kustomization(doc: Any) -> bool:
+    if text_of(get(doc, "kind")) == "Kustomization":
+        return True
+    return get(doc, "resources") is not None or get(doc, "images") is not None
+
+
+def kustomize_entries(doc: Any) -> list[Any]:
+    return items(get(doc, "images")) if is_kustomization(doc) else []
+
+
+def profiles(doc: Any) -> list[Any]:
+    return items(get(doc, "profile_list"))
+
+
+def config_images(node: Any) -> Iterator[Any]:
+    """Every scalar under an `image:` key of a settings file (not a Kubernetes object)."""
+    if isinstance(node, yaml.MappingNode):
+        if get(node, "apiVersion") is not None and get(node, "kind") is not None:
+            return
+        for key, value in node.value:
+            if text_of(key) == "image" and isinstance(value, yaml.ScalarNode):
+                yield value
+            else:
+                yield from config_images(value)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            yield from config_images(item)

@@ -1,0 +1,303 @@
+"""One settings object, documented dataclasses, validated once at load.
+
+Precedence, lowest first: embedded defaults, ``heps.yaml`` at the repository root,
+environment (``HEPS_*``), command-line flags. Credentials never come from files in the
+repository: only from the environment, the Docker config, or the embedded registry's
+state directory (outside the repository).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import docker.auth
+
+from heps.core import log
+from heps.core.errors import ConfigError
+from heps.core.validation import load_yaml, validate
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str
+    email: str
+
+    @classmethod
+    def parse(cls, value: str, where: str) -> Identity:
+        match = re.fullmatch(r"\s*(.+?)\s*<([^<>\s]+@[^<>\s]+)>\s*", value)
+        if not match:
+            raise ValueError(f"{where}: '{value}' is not 'Name <email>'")
+        return cls(match.group(1), match.group(2))
+
+
+SETTINGS_FILE = "heps.yaml"
+EMBEDDED_REGISTRY = "127.0.0.1:5000"
+DEFAULT_AUTHOR = Identity("HEPS delivery", "delivery@heps.invalid")
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A string that prints as *** and is masked in every log line once created."""
+
+    value: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        log.register_secret(self.value)
+
+    def __str__(self) -> str:
+        return log.MASK
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str
+    password: Secret
+    source: str  # where they came from, for messages ("environment", "Docker config", ...)
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    """The registry images are pushed to and looked up in."""
+
+    host: str = EMBEDDED_REGISTRY
+    """HOST[:PORT]; the default is the embedded registry `heps services up` starts."""
+    namespace: str = "heps"
+    """Repository namespace; passed to Dockerfiles as the OWNER build argument."""
+    tls: bool | None = None
+    """HTTPS or not; None means plain HTTP for loopback hosts only."""
+
+    @property
+    def url(self) -> str:
+        loopback = self.host.split(":")[0] in ("127.0.0.1", "localhost", "[::1]")
+        secure = self.tls if self.tls is not None else not loopback
+        return f"{'https' if secure else 'http'}://{self.host}"
+
+    def repository(self, name: str) -> str:
+        return f"{self.host}/{self.namespace}/{name}"
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    ca_bundle: Path | None = None
+    """Site CA certificates (public), handed to every build as heps-site-ca.crt."""
+    parallel: int = 2
+    """How many independent recipes build at once."""
+    debian_mirror: str = "http://deb.debian.org/debian"
+    """Mirror for recipes that bootstrap a Debian root file system."""
+    source_url: str | None = None
+    """Written to the org.opencontainers.image.source label."""
+
+
+@dataclass(frozen=True)
+class SmokeSettings:
+    timeout: float = 300.0
+    """Seconds a smoke command may run before its container is killed."""
+
+
+@dataclass(frozen=True)
+class GitOpsSettings:
+    overlays_dir: str = "k8s-overlays"
+    """Folder holding kustomize `base/` and `overlays/<environment>/`."""
+    branch: str = "main"
+    """Branch promotions are pushed to (production goes to a review branch off it)."""
+    author: Identity = DEFAULT_AUTHOR
+    committer: Identity | None = None
+    """Defaults to the author."""
+    attempts: int = 10
+    """Pushes tried when other writers keep moving the branch (each lost race costs one)."""
+    remote: str | None = None
+    """A separate GitOps repository URL; default: this repository's origin."""
+
+
+@dataclass(frozen=True)
+class ReconcileSettings:
+    kubernetes_version: str = "1.31"
+    """Schemas (kubernetes-validate) every rendered object must pass."""
+    digest_required: tuple[str, ...] = ("production",)
+    """Overlays that may run images by digest only."""
+    privileged_allowed: tuple[str, ...] = ()
+    """Kind/namespace/name/container allowed to be privileged."""
+    field_manager: str = "heps-reconcile"
+    """Server-side apply field manager: who owns the fields heps sets."""
+    rollout_timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class JenkinsSettings:
+    url: str | None = None
+    """Base URL; JENKINS_URL overrides it. Credentials only from the environment."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    repo: Path
+    """Repository root; recipe paths may not leave it."""
+    recipes_dir: str = "app-recipes"
+    registry: RegistrySettings = RegistrySettings()
+    build: BuildSettings = BuildSettings()
+    smoke: SmokeSettings = SmokeSettings()
+    gitops: GitOpsSettings = GitOpsSettings()
+    reconcile: ReconcileSettings = ReconcileSettings()
+    jenkins: JenkinsSettings = JenkinsSettings()
+    state_dir: Path = field(default_factory=lambda: default_state_dir())
+    """Where the embedded registry keeps its data and credentials (outside the repo)."""
+
+    @property
+    def recipes_path(self) -> Path:
+        return self.repo / self.recipes_dir
+
+
+def default_state_dir() -> Path:
+    env = os.environ.get("HEPS_STATE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "heps"
+
+
+def embedded_credentials_file(state_dir: Path) -> Path:
+    return state_dir / "registry" / "credentials.json"
+
+
+def load(
+    repo: Path,
+    *,
+    registry: str | None = None,
+    namespace: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Settings:
+    """Settings for `repo` from heps.yaml, the environment and flags, validated."""
+    env = dict(os.environ) if env is None else env
+    repo = repo.resolve()
+    if not repo.is_dir():
+        raise ConfigError(f"{repo}: not a directory; pass --repo with the repository root")
+    raw: dict[str, Any] = {}
+    path = repo / SETTINGS_FILE
+    if path.exists():
+        raw = load_yaml(path, SETTINGS_FILE) or {}
+        problems = validate(raw, "settings", path, SETTINGS_FILE)
+        if problems:
+            raise ConfigError(problems)
+    reg = raw.get("registry", {})
+    bld = raw.get("build", {})
+    settings = Settings(
+        repo=repo,
+        recipes_dir=raw.get("recipes_dir", "app-recipes"),
+        registry=RegistrySettings(
+            host=reg.get("host", EMBEDDED_REGISTRY),
+            namespace=reg.get("namespace", "heps"),
+            tls=reg.get("tls"),
+        ),
+        build=BuildSettings(
+            ca_bundle=Path(bld["ca_bundle"]) if "ca_bundle" in bld else None,
+            parallel=bld.get("parallel", 2),
+            debian_mirror=bld.get("debian_mirror", BuildSettings.debian_mirror),
+            source_url=bld.get("source_url"),
+        ),
+        smoke=SmokeSettings(timeout=raw.get("smoke", {}).get("timeout", 300.0)),
+        gitops=_gitops(raw.get("gitops", {}), env),
+        reconcile=_reconcile(raw.get("reconcile", {})),
+        jenkins=JenkinsSettings(url=raw.get("jenkins", {}).get("url")),
+        state_dir=Path(env["HEPS_STATE_DIR"]) if "HEPS_STATE_DIR" in env else default_state_dir(),
+    )
+    host = registry or env.get("HEPS_REGISTRY")
+    ns = namespace or env.get("HEPS_NAMESPACE")
+    if host or ns:
+        settings = replace(
+            settings,
+            registry=replace(
+                settings.registry,
+                host=host or settings.registry.host,
+                namespace=ns or settings.registry.namespace,
+            ),
+        )
+    if "HEPS_CA_BUNDLE" in env:
+        ca = env["HEPS_CA_BUNDLE"]
+        settings = replace(
+            settings, build=replace(settings.build, ca_bundle=Path(ca) if ca else None)
+        )
+    _check(settings)
+    return settings
+
+
+def _gitops(raw: dict[str, Any], env: dict[str, str]) -> GitOpsSettings:
+    defaults = GitOpsSettings()
+    try:
+        author = (
+            Identity.parse(env.get("HEPS_GIT_AUTHOR") or raw["author"], "gitops.author")
+            if ("author" in raw or "HEPS_GIT_AUTHOR" in env)
+            else defaults.author
+        )
+        committer_text = env.get("HEPS_GIT_COMMITTER") or raw.get("committer")
+        committer = Identity.parse(committer_text, "gitops.committer") if committer_text else None
+    except ValueError as exc:
+        raise ConfigError(f"{SETTINGS_FILE}: {exc}; write it as 'Name <email>'") from None
+    return GitOpsSettings(
+        overlays_dir=raw.get("overlays_dir", defaults.overlays_dir),
+        branch=raw.get("branch", defaults.branch),
+        author=author,
+        committer=committer,
+        attempts=raw.get("attempts", defaults.attempts),
+        remote=env.get("HEPS_GITOPS_REPO") or raw.get("remote"),
+    )
+
+
+def _reconcile(raw: dict[str, Any]) -> ReconcileSettings:
+    defaults = ReconcileSettings()
+    return ReconcileSettings(
+        kubernetes_version=raw.get("kubernetes_version", defaults.kubernetes_version),
+        digest_required=tuple(raw.get("digest_required", defaults.digest_required)),
+        privileged_allowed=tuple(raw.get("privileged_allowed", defaults.privileged_allowed)),
+        field_manager=raw.get("field_manager", defaults.field_manager),
+        rollout_timeout=raw.get("rollout_timeout", defaults.rollout_timeout),
+    )
+
+
+def _check(settings: Settings) -> None:
+    problems = []
+    ca = settings.build.ca_bundle
+    if ca is not None and not ca.is_file():
+        problems.append(
+            f"{SETTINGS_FILE}: build.ca_bundle: {ca} is not a file; "
+            "point it at a PEM bundle or set HEPS_CA_BUNDLE= to disable"
+        )
+    if not settings.recipes_path.is_dir():
+        problems.append(
+            f"{SETTINGS_FILE}: recipes_dir: {settings.recipes_path} is not a directory; "
+            "create it or run from the repository root (--repo PATH)"
+        )
+    if problems:
+        raise ConfigError(problems)
+
+
+def credentials(settings: Settings, env: dict[str, str] | None = None) -> Credentials | None:
+    """Registry credentials: environment, then Docker config, then the embedded registry's."""
+    env = dict(os.environ) if env is None else env
+    user, password = env.get("HEPS_REGISTRY_USERNAME"), env.get("HEPS_REGISTRY_PASSWORD")
+    if user and password:
+        return Credentials(user, Secret(password), "HEPS_REGISTRY_USERNAME/PASSWORD")
+    if bool(user) != bool(password):
+        raise ConfigError(
+            "environment: HEPS_REGISTRY_USERNAME and HEPS_REGISTRY_PASSWORD: only one is set; "
+            "set both or neither"
+        )
+    host = settings.registry.host
+    try:
+        auth = docker.auth.load_config().resolve_authconfig(host)
+    except Exception as exc:  # a broken credential helper must not hide the real cause
+        raise ConfigError(f"Docker config: cannot read credentials for {host}: {exc}") from None
+    # config.json entries come back as username/password, credential helpers' as
+    # Username/Password.
+    found = {k.lower(): v for k, v in (auth or {}).items()}
+    if found.get("username") and found.get("password"):
+        return Credentials(found["username"], Secret(found["password"]), "Docker config")
+    stored = embedded_credentials_file(settings.state_dir)
+    if host == EMBEDDED_REGISTRY and stored.exists():
+        data = json.loads(stored.read_text())
+        return Credentials(data["username"], Secret(data["password"]), str(stored))
+    return None

@@ -1,0 +1,241 @@
+"""Build one recipe into a local image: one builder class per kind of build.
+
+`DockerfileBuilder` sends a context the pipeline assembles itself (so the fingerprinted
+files are exactly the files sent) with the FROM lines of internal bases pinned to the
+exact base image just built or resolved. `BootstrapBuilder` makes a Debian root file
+system with debootstrap and imports it, for sites that can pull nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import docker
+
+from heps.core import log
+from heps.core.errors import StageError
+from heps.core.references import split_reference
+from heps.images import dockerfile
+from heps.images.fingerprint import LABEL_FULL, LABEL_INPUTS, Fingerprint, context_files
+from heps.images.graph import Node
+from heps.images.recipes import Bootstrap, Recipe
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+CA_FILE = "heps-site-ca.crt"
+"""Name of the site CA bundle in every build context (empty when none is configured)."""
+PINNED_DOCKERFILE = ".heps.Dockerfile"
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """Everything one build needs, as plain data."""
+
+    node: Node
+    fingerprint: Fingerprint
+    tags: tuple[str, ...]
+    """Local tags for the result: REPO:VERSION and REPO:VERSION-REVISION."""
+    bases: dict[str, str] = field(default_factory=dict)
+    """Recipe name -> exact local image ID of the base to build on."""
+    revision: str = "unknown"
+    source_url: str | None = None
+    ca_bundle: Path | None = None
+    debian_mirror: str = "http://deb.debian.org/debian"
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.node.recipe
+
+    def labels(self, base_digests: dict[str, str]) -> dict[str, str]:
+        recipe = self.recipe
+        labels = {
+            "org.opencontainers.image.title": recipe.name,
+            "org.opencontainers.image.description": recipe.description,
+            "org.opencontainers.image.version": recipe.version,
+            "org.opencontainers.image.revision": self.revision,
+            "org.opencontainers.image.created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            LABEL_FULL: self.fingerprint.full,
+            LABEL_INPUTS: self.fingerprint.inputs,
+        }
+        if self.source_url:
+            labels["org.opencontainers.image.source"] = self.source_url
+        if base_digests:
+            labels["io.heps.bases"] = json.dumps(base_digests, sort_keys=True)
+        return labels
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    name: str
+    image_id: str
+    tags: tuple[str, ...]
+    seconds: float
+
+
+class Builder(Protocol):
+    def build(self, request: BuildRequest) -> BuiltImage: ...
+
+
+def builder_for(recipe: Recipe, client: docker.DockerClient) -> Builder:
+    return BootstrapBuilder(client) if recipe.bootstrap else DockerfileBuilder(client)
+
+
+def _tag_all(client: docker.DockerClient, image_id: str, tags: tuple[str, ...]) -> None:
+    for ref in tags:
+        repo, tag, _ = split_reference(ref)
+        client.api.tag(image_id, repo, tag)
+
+
+class DockerfileBuilder:
+    def __init__(self, client: docker.DockerClient):
+        self.client = client
+
+    def context_tar(self, request: BuildRequest) -> io.BytesIO:
+        """The exact context the fingerprint covers, plus the pinned Dockerfile and CA file."""
+        build = request.recipe.build
+        assert build is not None
+        pins = {ref.line: request.bases[ref.recipe] for ref in request.node.bases}
+        text = dockerfile.pin_stages(build.dockerfile.read_text(encoding="utf-8"), pins)
+        ca = request.ca_bundle.read_bytes() if request.ca_bundle else b""
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for rel in context_files(request.recipe, build):
+                tar.add(build.context / rel, arcname=rel, recursive=False)
+            for name, data in ((PINNED_DOCKERFILE, text.encode()), (CA_FILE, ca)):
+                info = tarfile.TarInfo(name)
+                info.size, info.mode = len(data), 0o644
+                tar.addfile(info, io.BytesIO(data))
+        buffer.seek(0)
+        return buffer
+
+    def build(self, request: BuildRequest) -> BuiltImage:
+        recipe = request.recipe
+        build = recipe.build
+        assert build is not None
+        started = time.monotonic()
+        base_ids = {ref.recipe: request.bases[ref.recipe] for ref in request.node.bases}
+        stream = self.client.api.build(
+            fileobj=self.context_tar(request),
+            custom_context=True,
+            dockerfile=PINNED_DOCKERFILE,
+            buildargs=request.node.build_args,
+            labels=request.labels(base_ids),
+            target=build.target,
+            rm=True,
+            forcerm=True,
+            pull=False,
+            decode=True,
+        )
+        image_id = follow_build_stream(recipe.name, stream)
+        _tag_all(self.client, image_id, request.tags)
+        return BuiltImage(recipe.name, image_id, request.tags, time.monotonic() - started)
+
+
+def follow_build_stream(name: str, stream: Any) -> str:
+    """Log the build's output; raise on an error reported inside the stream; the image ID."""
+    image_id: str | None = None
+    tail: list[str] = []
+    for chunk in stream:
+        if "error" in chunk or "errorDetail" in chunk:
+            detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error", "")
+            detail = _ANSI.sub("", detail)
+            context = "\n".join(tail[-5:])
+            raise StageError("build", f"{detail.strip()}" + (f"\n{context}" if context else ""))
+        text = _ANSI.sub("", chunk.get("stream", ""))
+        for line in text.splitlines():
+            if line.strip():
+                tail.append(line)
+                log.phase("build", name, line.rstrip())
+        aux = chunk.get("aux")
+        if isinstance(aux, dict) and "ID" in aux:
+            image_id = str(aux["ID"])
+    if image_id is None:
+        raise StageError("build", "the engine ended the build without an image ID")
+    return image_id
+
+
+class BootstrapBuilder:
+    """debootstrap + `docker import`: a real Debian base from a mirror, no pulls."""
+
+    def __init__(self, client: docker.DockerClient):
+        self.client = client
+
+    def build(self, request: BuildRequest) -> BuiltImage:
+        recipe = request.recipe
+        spec = recipe.bootstrap
+        assert spec is not None
+        started = time.monotonic()
+        if shutil.which("debootstrap") is None:
+            raise StageError(
+                "build", "debootstrap is not installed; `apt-get install debootstrap` (root)"
+            )
+        with tempfile.TemporaryDirectory(prefix=f"heps-{recipe.name}-") as tmp:
+            root = Path(tmp) / "rootfs"
+            self._debootstrap(recipe.name, spec, root, spec.mirror or request.debian_mirror)
+            if request.ca_bundle:
+                _install_ca(recipe.name, root, request.ca_bundle)
+            for junk in ("var/lib/apt/lists", "var/cache/apt/archives"):
+                for path in (root / junk).glob("*"):
+                    if path.is_file():
+                        path.unlink()
+            archive = Path(tmp) / "rootfs.tar"
+            subprocess.run(["tar", "-C", str(root), "-cf", str(archive), "."], check=True)
+            changes = [f"LABEL {k}={json.dumps(v)}" for k, v in request.labels({}).items()]
+            changes += [
+                "ENV LANG=C.UTF-8",
+                "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                f"CMD {json.dumps(list(spec.cmd))}",
+            ]
+            log.phase("build", recipe.name, f"importing {archive.stat().st_size >> 20} MiB rootfs")
+            result = self.client.api.import_image_from_file(str(archive), changes=changes)
+        image_id = json.loads(result.strip().splitlines()[-1])["status"]
+        if not image_id.startswith("sha256:"):
+            raise StageError("build", f"docker import failed: {image_id}")
+        _tag_all(self.client, image_id, request.tags)
+        return BuiltImage(recipe.name, image_id, request.tags, time.monotonic() - started)
+
+    def _debootstrap(self, name: str, spec: Bootstrap, root: Path, mirror: str) -> None:
+        command = ["debootstrap", f"--variant={spec.variant}"]
+        if spec.include:
+            command.append("--include=" + ",".join(spec.include))
+        command += [spec.suite, str(root), mirror]
+        log.phase("build", name, " ".join(command))
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert process.stdout is not None
+        tail = []
+        for line in process.stdout:
+            tail.append(line.rstrip())
+            if line.startswith(("I: Retrieving", "I: Validating")):
+                continue  # hundreds of lines per package; the rest is enough to follow
+            log.phase("build", name, line.rstrip())
+        if process.wait() != 0:
+            raise StageError("build", "debootstrap failed:\n" + "\n".join(tail[-8:]))
+
+
+def _install_ca(name: str, root: Path, bundle: Path) -> None:
+    """Trust the site CA in the image, for pip and apt alike, at build and at run time."""
+    target = root / "usr/local/share/ca-certificates" / CA_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(bundle, target)
+    if (root / "usr/sbin/update-ca-certificates").exists():
+        subprocess.run(
+            ["chroot", str(root), "update-ca-certificates"], check=True, capture_output=True
+        )
+        (root / "etc/pip.conf").write_text("[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n")
+        log.phase("build", name, "site CA bundle installed in the system trust store")
+    else:
+        log.phase(
+            "build", name, "site CA copied; add ca-certificates to bootstrap.include to use it"
+        )

@@ -1,0 +1,157 @@
+"""A Dockerfile reader just deep enough for the pipeline: instructions with line numbers,
+global ARG defaults, and FROM lines resolved the way the Docker builder resolves them.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+_DIRECTIVE = re.compile(r"^#\s*([a-zA-Z]+)\s*=\s*(\S+)\s*$")
+_VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::([-+])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    """Upper-case instruction name: FROM, RUN, USER, ..."""
+    value: str
+    """Everything after the keyword, continuation lines joined."""
+    line: int
+    end_line: int
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One FROM line."""
+
+    image: str
+    """The base after ARG substitution, e.g. 127.0.0.1:5000/heps/jupyterlab-base."""
+    line: int
+    end_line: int
+    platform: str | None = None
+    alias: str | None = None
+    previous_stage: bool = False
+    """True when `image` names an earlier stage (FROM builder), not an image."""
+
+
+@dataclass(frozen=True)
+class Dockerfile:
+    path: Path
+    instructions: tuple[Instruction, ...]
+    stages: tuple[Stage, ...]
+
+
+def substitute(text: str, values: dict[str, str | None]) -> str:
+    """Expand $VAR, ${VAR}, ${VAR:-word} and ${VAR:+word} as the Docker builder does."""
+
+    def expand(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(4)
+        value = values.get(name)
+        if match.group(2) == "-":
+            return value if value else match.group(3)
+        if match.group(2) == "+":
+            return match.group(3) if value else ""
+        return value or ""
+
+    return _VAR.sub(expand, text)
+
+
+def instructions(text: str) -> list[Instruction]:
+    """Instructions with 1-based line spans; comments and blank lines dropped."""
+    lines = text.splitlines()
+    escape = "\\"
+    for raw in lines:  # parser directives come first, before any other line
+        directive = _DIRECTIVE.match(raw)
+        if not directive:
+            break
+        if directive.group(1).lower() == "escape":
+            escape = directive.group(2)
+    result: list[Instruction] = []
+    parts: list[str] = []
+    start = 0
+    for number, raw in enumerate(lines, 1):
+        stripped = raw.strip()
+        if not parts and (not stripped or stripped.startswith("#")):
+            continue
+        if parts and stripped.startswith("#"):
+            continue  # comments inside a continuation are removed by the builder too
+        if not parts:
+            start = number
+        if stripped.endswith(escape):
+            parts.append(stripped[: -len(escape)])
+            continue
+        parts.append(stripped)
+        joined = " ".join(p.strip() for p in parts if p.strip())
+        keyword, _, value = joined.partition(" ")
+        result.append(Instruction(keyword.upper(), value.strip(), start, number))
+        parts = []
+    if parts:
+        joined = " ".join(parts)
+        keyword, _, value = joined.partition(" ")
+        result.append(Instruction(keyword.upper(), value.strip(), start, len(lines)))
+    return result
+
+
+def parse_args(value: str) -> dict[str, str | None]:
+    """`ARG A=1 B` -> {"A": "1", "B": None}."""
+    found: dict[str, str | None] = {}
+    for word in shlex.split(value):
+        name, eq, default = word.partition("=")
+        found[name] = default if eq else None
+    return found
+
+
+def parse(path: Path, build_args: dict[str, str]) -> Dockerfile:
+    """Read `path`; resolve FROM images with global ARG defaults overridden by `build_args`."""
+    steps = instructions(path.read_text(encoding="utf-8"))
+    scope: dict[str, str | None] = {}
+    stages: list[Stage] = []
+    aliases: set[str] = set()
+    for step in steps:
+        if step.keyword == "ARG" and not stages:
+            for name, default in parse_args(step.value).items():
+                scope[name] = build_args.get(name, default)
+        elif step.keyword == "FROM":
+            words = step.value.split()
+            platform = None
+            while words and words[0].startswith("--"):
+                flag = words.pop(0)
+                if flag.startswith("--platform="):
+                    platform = flag.split("=", 1)[1]
+            image = substitute(words[0], scope) if words else ""
+            alias = words[2].lower() if len(words) >= 3 and words[1].lower() == "as" else None
+            stages.append(
+                Stage(
+                    image=image,
+                    line=step.line,
+                    end_line=step.end_line,
+                    platform=platform,
+                    alias=alias,
+                    previous_stage=image.lower() in aliases,
+                )
+            )
+            if alias:
+                aliases.add(alias)
+    return Dockerfile(path=path, instructions=tuple(steps), stages=tuple(stages))
+
+
+def pin_stages(text: str, pins: dict[int, str]) -> str:
+    """Rewrite the FROM instructions starting at the given lines to the given images.
+
+    Line numbers are kept (a multi-line FROM becomes one line plus blank ones) so build
+    errors still point at the right line of the author's Dockerfile.
+    """
+    lines = text.splitlines()
+    by_line = {s.line: s for s in instructions(text) if s.keyword == "FROM"}
+    for line, image in pins.items():
+        step = by_line[line]
+        words = step.value.split()
+        flags = [w for w in words if w.startswith("--")]
+        rest = [w for w in words if not w.startswith("--")][1:]
+        lines[line - 1] = " ".join(["FROM", *flags, image, *rest])
+        for extra in range(line, step.end_line):
+            lines[extra] = ""
+    return "\n".join(lines) + "\n"

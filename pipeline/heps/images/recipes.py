@@ -1,0 +1,219 @@
+"""Recipes: `app-recipes/<name>/recipe.yaml` read, validated and turned into plain data.
+
+All problems of all recipes are collected before anything else runs, so a user fixes a
+tree in one pass; any problem stops the pipeline with exit 2 and nothing built.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from heps.core.errors import ConfigError
+from heps.core.settings import Settings
+from heps.core.validation import load_yaml, validate
+
+RECIPE_FILE = "recipe.yaml"
+
+
+@dataclass(frozen=True)
+class SmokeCommand:
+    name: str
+    run: tuple[str, ...]
+    expect_output: str = ""
+    expect_exit: int = 0
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class HttpProbe:
+    port: int
+    path: str = "/"
+    timeout: float = 60.0
+
+
+@dataclass(frozen=True)
+class Smoke:
+    structure: Path | None = None
+    commands: tuple[SmokeCommand, ...] = ()
+    http: HttpProbe | None = None
+
+
+@dataclass(frozen=True)
+class Profile:
+    display_name: str
+    description: str = ""
+    cpu: float | None = None
+    memory: str | None = None
+    gpu: int = 0
+    default: bool = False
+    node_selector: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DockerBuild:
+    context: Path
+    dockerfile: Path
+    args: dict[str, str] = field(default_factory=dict)
+    target: str | None = None
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    suite: str
+    variant: str = "minbase"
+    include: tuple[str, ...] = ()
+    mirror: str | None = None
+    cmd: tuple[str, ...] = ("bash",)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    version: str
+    description: str
+    folder: Path
+    """Absolute path of the recipe folder."""
+    repo: Path
+    """Repository root, which every path of the recipe stays inside."""
+    display: str
+    """Repository-relative path of recipe.yaml, used in every message."""
+    smoke: Smoke
+    build: DockerBuild | None = None
+    bootstrap: Bootstrap | None = None
+    profile: Profile | None = None
+
+    def show(self, path: Path) -> str:
+        """`path` as messages print it: relative to the repository."""
+        return str(path.relative_to(self.repo)) if self.repo in path.parents else str(path)
+
+    @property
+    def user_facing(self) -> bool:
+        """Offered to users in JupyterHub, so held to the stricter lint rules."""
+        return self.profile is not None
+
+
+def discover(settings: Settings) -> list[Recipe]:
+    """Every recipe under the recipes folder, sorted by name; ConfigError lists all problems."""
+    problems: list[str] = []
+    recipes: list[Recipe] = []
+    for folder in sorted(p for p in settings.recipes_path.iterdir() if p.is_dir()):
+        if folder.name.startswith("."):
+            continue
+        file = folder / RECIPE_FILE
+        display = str(file.relative_to(settings.repo))
+        if not file.exists():
+            problems.append(f"{display}: missing; add a recipe.yaml or remove the folder")
+            continue
+        try:
+            recipes.append(_load(file, display, settings.repo, problems))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    seen: dict[str, str] = {}
+    for recipe in recipes:
+        if recipe.name in seen:
+            problems.append(
+                f"{recipe.display}: name: '{recipe.name}' is also the name of {seen[recipe.name]}; "
+                "rename one of them"
+            )
+        seen.setdefault(recipe.name, recipe.display)
+    if problems:
+        raise ConfigError(problems)
+    return recipes
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _load(file: Path, display: str, repo: Path, problems: list[str]) -> Recipe:
+    data: dict[str, Any] | None = load_yaml(file, display)
+    if data is None:
+        raise ConfigError(f"{display}: empty file; see pipeline/heps/schemas/recipe.schema.json")
+    errors = validate(data, "recipe", file, display)
+    if errors:
+        raise ConfigError(errors)
+    folder = file.parent.resolve()
+    found: list[str] = []
+
+    def local_path(value: str, fld: str, must_exist: bool, is_dir: bool = False) -> Path:
+        path = (folder / value).resolve()
+        if not _inside(path, repo):
+            found.append(
+                f"{display}: {fld}: '{value}' leaves the repository; "
+                "use a path inside the repository"
+            )
+        elif must_exist and not (path.is_dir() if is_dir else path.is_file()):
+            kind = "directory" if is_dir else "file"
+            found.append(f"{display}: {fld}: '{value}' is not a {kind}; create it or fix the path")
+        return path
+
+    if data["name"] != folder.name:
+        found.append(
+            f"{display}: name: '{data['name']}' differs from the folder name '{folder.name}'; "
+            "rename one so they match"
+        )
+    build = bootstrap = None
+    if "bootstrap" in data:
+        b = data["bootstrap"]
+        bootstrap = Bootstrap(
+            suite=b["suite"],
+            variant=b.get("variant", "minbase"),
+            include=tuple(b.get("include", ())),
+            mirror=b.get("mirror"),
+            cmd=tuple(b.get("cmd", ("bash",))),
+        )
+    else:
+        b = data.get("build", {})
+        build = DockerBuild(
+            context=local_path(b.get("context", "."), "build.context", True, is_dir=True),
+            dockerfile=local_path(b.get("dockerfile", "Dockerfile"), "build.dockerfile", True),
+            args=dict(b.get("args", {})),
+            target=b.get("target"),
+        )
+    s = data["smoke"]
+    structure = None
+    if "structure" in s:
+        structure = local_path(s["structure"], "smoke.structure", True)
+    smoke = Smoke(
+        structure=structure,
+        commands=tuple(
+            SmokeCommand(
+                name=c["name"],
+                run=tuple(c["run"]),
+                expect_output=c.get("expect_output", ""),
+                expect_exit=c.get("expect_exit", 0),
+                timeout=c.get("timeout"),
+            )
+            for c in s.get("commands", ())
+        ),
+        http=HttpProbe(**s["http"]) if "http" in s else None,
+    )
+    for index, command in enumerate(smoke.commands):
+        try:
+            re.compile(command.expect_output)
+        except re.error as exc:
+            found.append(
+                f"{display}: smoke.commands[{index}].expect_output: not a valid regular "
+                f"expression ({exc}); fix it or escape the special characters"
+            )
+    names = [c.name for c in smoke.commands]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        found.append(f"{display}: smoke.commands: name '{dup}' is used twice; make names unique")
+    profile = Profile(**data["profile"]) if "profile" in data else None
+    if found:
+        raise ConfigError(found)
+    return Recipe(
+        name=data["name"],
+        version=data["version"],
+        description=data["description"],
+        folder=folder,
+        repo=repo,
+        display=display,
+        smoke=smoke,
+        build=build,
+        bootstrap=bootstrap,
+        profile=profile,
+    )

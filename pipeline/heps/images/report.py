@@ -1,0 +1,101 @@
+"""What a run did, as JSON for tools and JUnit XML for Jenkins. Written atomically.
+
+Status per recipe: ``built`` (built, smoke-tested and, unless --no-push, pushed),
+``skipped`` (fingerprint already in the registry) or ``failed`` (with the stage).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from heps.core.log import redact
+from heps.images.lint import Finding
+from heps.images.smoke import SmokeResult
+
+BUILT, SKIPPED, FAILED = "built", "skipped", "failed"
+
+
+@dataclass
+class RecipeReport:
+    name: str
+    version: str
+    reason: str
+    """Why it was considered: changed, base changed, not in registry, unchanged."""
+    status: str = SKIPPED
+    image: str = ""
+    """REGISTRY/NAMESPACE/NAME:VERSION"""
+    references: list[str] = field(default_factory=list)
+    digest: str | None = None
+    pushed: bool = False
+    fingerprint: str = ""
+    failed_stage: str | None = None
+    error: str | None = None
+    lint: list[Finding] = field(default_factory=list)
+    smoke: list[SmokeResult] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def as_json(reports: list[RecipeReport], meta: dict[str, Any]) -> str:
+    body = {**meta, "recipes": [asdict(r) for r in reports]}
+    return redact(json.dumps(body, indent=2, default=str)) + "\n"
+
+
+def as_junit(reports: list[RecipeReport]) -> str:
+    """One testcase per recipe and stage, as Jenkins' JUnit plugin reads them."""
+    suite = ET.Element("testsuite", name="heps")
+    cases = failures = skipped = 0
+    for report in reports:
+        stages: list[tuple[str, float, str | None]] = []
+        for stage in ("lint", "build"):
+            if stage in report.seconds or report.failed_stage == stage:
+                error = report.error if report.failed_stage == stage else None
+                stages.append((stage, report.seconds.get(stage, 0.0), error))
+        for result in report.smoke:
+            stages.append(
+                (
+                    f"smoke {result.kind} {result.name}",
+                    result.seconds,
+                    None if result.passed else result.detail,
+                )
+            )
+        if "push" in report.seconds or report.failed_stage in ("push", "version"):
+            error = report.error if report.failed_stage in ("push", "version") else None
+            stages.append(("push", report.seconds.get("push", 0.0), error))
+        if not stages:
+            stages.append(("plan", 0.0, report.error if report.status == FAILED else None))
+        for name, seconds, error in stages:
+            cases += 1
+            case = ET.SubElement(
+                suite, "testcase", classname=f"heps.{report.name}", name=name, time=f"{seconds:.3f}"
+            )
+            if report.status == SKIPPED:
+                skipped += 1
+                ET.SubElement(case, "skipped", message=f"unchanged: {report.image}")
+            elif error is not None:
+                failures += 1
+                ET.SubElement(
+                    case, "failure", message=redact(error.splitlines()[0][:200])
+                ).text = redact(error)
+    suite.set("tests", str(cases))
+    suite.set("failures", str(failures))
+    suite.set("skipped", str(skipped))
+    return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and rename: readers never see half a report."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

@@ -1,0 +1,277 @@
+"""`heps run`: plan, then lint, build, smoke-test and push each recipe in dependency order.
+
+A recipe is pushed only after all of its smoke checks passed; a recipe whose base
+failed is not built. Independent recipes build in parallel.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import docker
+import docker.errors
+
+from heps.core import log, references
+from heps.core.errors import ConfigError, StageError
+from heps.core.settings import Credentials, Settings, credentials
+from heps.images import fingerprint, graph, lint, plan, push, recipes, smoke, source
+from heps.images.build import BuildRequest, builder_for
+from heps.images.report import BUILT, FAILED, SKIPPED, RecipeReport
+from heps.systems.registry import Registry
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which recipes a run considers: named ones, or those changed since a revision and
+    everything built on them, or all."""
+
+    names: tuple[str, ...] = ()
+    since: str | None = None
+    everything: bool = False
+
+
+@dataclass
+class Prepared:
+    """The planning half of a run, shared by `heps plan` and `heps run`."""
+
+    settings: Settings
+    graph: graph.Graph
+    fingerprints: dict[str, fingerprint.Fingerprint]
+    registry: Registry
+    creds: Credentials | None
+    plan: plan.Plan
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _selected(settings: Settings, tree: graph.Graph, selection: Selection) -> set[str] | None:
+    if selection.everything:
+        return None
+    if selection.names:
+        unknown = sorted(set(selection.names) - set(tree.nodes))
+        if unknown:
+            known = ", ".join(tree.order)
+            raise ConfigError(f"recipes {', '.join(unknown)}: not found; known: {known}")
+        return set(selection.names)
+    if selection.since:
+        return changed_recipes(tree, source.changed_since(settings.repo, selection.since))
+    return None
+
+
+def changed_recipes(tree: graph.Graph, changed: list[Path]) -> set[str]:
+    """Recipes whose own sources are among the `changed` paths (not their dependents)."""
+    return {name for name, node in tree.nodes.items() if _touched(node, changed)}
+
+
+def _source_paths(node: graph.Node) -> list[Path]:
+    """Where a recipe's sources live: its folder, and its context and Dockerfile."""
+    roots = [node.recipe.folder]
+    if node.recipe.build:
+        roots += [node.recipe.build.context, node.recipe.build.dockerfile]
+    return roots
+
+
+def _touched(node: graph.Node, changed: list[Path]) -> bool:
+    roots = _source_paths(node)
+    return any(path == root or root in path.parents for path in changed for root in roots)
+
+
+def prepare(settings: Settings, selection: Selection) -> Prepared:
+    started = time.monotonic()
+    tree = graph.resolve(recipes.discover(settings), settings.registry)
+    fps = fingerprint.compute(tree, settings.build.ca_bundle)
+    creds = credentials(settings)
+    registry = Registry(settings.registry, creds, settings.state_dir / "cache" / "labels")
+    registry.check()
+    chosen = _selected(settings, tree, selection)
+    # A changed base rebuilds what is built on it; named recipes are built alone.
+    made = plan.make(tree, fps, registry, chosen, with_dependents=selection.since is not None)
+    seconds = {"plan": time.monotonic() - started}
+    return Prepared(settings, tree, fps, registry, creds, made, seconds)
+
+
+class Runner:
+    """Carries one run: which images exist locally, what failed, the per-recipe reports."""
+
+    def __init__(self, prepared: Prepared, client: docker.DockerClient | None, do_push: bool):
+        self.p = prepared
+        self.client = client
+        self.do_push = do_push
+        self.image_ids: dict[str, str] = {}
+        self.reports: dict[str, RecipeReport] = {}
+
+    def revision(self, name: str) -> source.Revision:
+        """The commit, and whether this recipe's own sources differ from it."""
+        return source.revision(self.p.settings.repo, _source_paths(self.p.graph.nodes[name]))
+
+    def references(self, name: str) -> tuple[str, ...]:
+        recipe = self.p.graph.nodes[name].recipe
+        repo = self.p.settings.registry.repository(name)
+        rev = self.revision(name)
+        tag = references.immutable_tag(
+            recipe.version, rev.commit, rev.dirty, self.p.fingerprints[name].full
+        )
+        return (f"{repo}:{recipe.version}", f"{repo}:{tag}")
+
+    @property
+    def engine(self) -> docker.DockerClient:
+        if self.client is None:
+            raise AssertionError("a run with recipes to build needs a Docker engine")
+        return self.client
+
+    def base_image(self, name: str) -> str:
+        """Local image ID of a base: built in this run, or pulled by its registry digest."""
+        if name in self.image_ids:
+            return self.image_ids[name]
+        version = self.p.graph.nodes[name].recipe.version
+        digest = self.p.registry.digest(name, version)
+        if digest is None:
+            raise StageError("build", f"base {name}:{version} vanished from the registry")
+        repo = self.p.settings.registry.repository(name)
+        auth = None
+        if self.p.creds:
+            auth = {"username": self.p.creds.username, "password": self.p.creds.password.value}
+        log.phase("build", name, f"pulling base {repo}@{digest}")
+        self.engine.api.pull(repo, tag=digest, auth_config=auth)
+        image_id: str = self.engine.images.get(f"{repo}@{digest}").id
+        self.image_ids[name] = image_id
+        return image_id
+
+    def _timed(self, report: RecipeReport, stage: str, action: Callable[[], T]) -> T:
+        started = time.monotonic()
+        try:
+            return action()
+        finally:
+            report.seconds[stage] = round(time.monotonic() - started, 3)
+
+    def one(self, entry: plan.PlanEntry) -> RecipeReport:
+        """Lint, build, smoke-test and push one recipe; failures land in its report."""
+        report = self.reports[entry.name]
+        node = self.p.graph.nodes[entry.name]
+        settings = self.p.settings
+        try:
+            if self.do_push and entry.version_taken:
+                raise StageError(
+                    "version",
+                    f"{entry.image} already holds another image ({entry.reason}); bump "
+                    f"`version` in {node.recipe.display}",
+                )
+            result = self._timed(report, "lint", lambda: lint.lint(self.p.graph, entry.name))
+            report.lint = list(result.findings)
+            for finding in result.findings:
+                log.phase("lint", entry.name, str(finding))
+            if result.failed:
+                raise StageError("lint", "; ".join(str(f) for f in result.findings[:5]))
+            request = BuildRequest(
+                node=node,
+                fingerprint=self.p.fingerprints[entry.name],
+                tags=tuple(report.references),
+                bases={b: self.base_image(b) for b in self.p.graph.base_names(entry.name)},
+                revision=self.revision(entry.name).commit,
+                source_url=settings.build.source_url,
+                ca_bundle=settings.build.ca_bundle,
+                debian_mirror=settings.build.debian_mirror,
+            )
+            builder = builder_for(node.recipe, self.engine)
+            built = self._timed(report, "build", lambda: builder.build(request))
+            self.image_ids[entry.name] = built.image_id
+            report.smoke = self._timed(
+                report,
+                "smoke",
+                lambda: smoke.run_all(
+                    self.engine, node.recipe, built.image_id, settings.smoke.timeout
+                ),
+            )
+            failed = [r for r in report.smoke if not r.passed]
+            if failed:
+                raise StageError("smoke", "; ".join(f"{r.name}: {r.detail}" for r in failed))
+            if self.do_push:
+                pushed = self._timed(
+                    report,
+                    "push",
+                    lambda: push.push(
+                        self.engine,
+                        self.p.registry,
+                        self.p.creds,
+                        entry.name,
+                        tuple(report.references),
+                        entry.fingerprint,
+                    ),
+                )
+                report.digest, report.pushed = pushed.digest, True
+            report.status = BUILT
+        except StageError as exc:
+            report.status, report.failed_stage, report.error = FAILED, exc.stage, str(exc)
+            log.phase(exc.stage, entry.name, f"FAILED: {exc}")
+        except docker.errors.APIError as exc:  # the engine refused something mid-stage
+            stage = next((s for s in ("push", "smoke", "build") if s in report.seconds), "build")
+            report.status, report.failed_stage = FAILED, stage
+            report.error = f"Docker engine: {exc.explanation or exc}"
+            log.phase(stage, entry.name, f"FAILED: {report.error}")
+        return report
+
+    def run(self) -> list[RecipeReport]:
+        entries = {e.name: e for e in self.p.plan.entries}
+        for entry in self.p.plan.entries:
+            self.reports[entry.name] = RecipeReport(
+                name=entry.name,
+                version=entry.version,
+                reason=entry.reason,
+                image=entry.image,
+                fingerprint=entry.fingerprint,
+                references=list(self.references(entry.name)) if entry.build else [entry.image],
+                digest=None if entry.build else entry.remote_digest,
+            )
+        waiting = [e for e in self.p.plan.entries if e.build]
+        for entry in self.p.plan.entries:
+            if not entry.build:
+                log.phase("plan", entry.name, f"skipped: {entry.image} is unchanged")
+        running: dict[Future[RecipeReport], str] = {}
+        with ThreadPoolExecutor(max_workers=self.p.settings.build.parallel) as pool:
+            while waiting or running:
+                for entry in list(waiting):
+                    bases = [b for b in entry.bases if b in entries and entries[b].build]
+                    failed = [b for b in bases if self.reports[b].status == FAILED]
+                    if failed:
+                        waiting.remove(entry)
+                        report = self.reports[entry.name]
+                        report.status, report.failed_stage = FAILED, "build"
+                        report.error = f"not built: its base {', '.join(failed)} failed"
+                        log.phase("build", entry.name, report.error)
+                    elif all(self.reports[b].status == BUILT for b in bases):
+                        waiting.remove(entry)
+                        running[pool.submit(self.one, entry)] = entry.name
+                if not running:
+                    continue
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    running.pop(future)
+                    future.result()
+        return [self.reports[e.name] for e in self.p.plan.entries]
+
+
+def summary(reports: list[RecipeReport]) -> str:
+    """A table for the terminal and the CI log."""
+    rows = [("RECIPE", "VERSION", "STATUS", "WHY", "IMAGE / ERROR")]
+    for r in reports:
+        if r.status == FAILED:
+            detail = f"{r.failed_stage}: {(r.error or '').splitlines()[0][:110]}"
+        else:
+            detail = f"{r.image}@{r.digest}" if r.digest else r.image
+        rows.append((r.name, r.version, r.status, r.reason, detail))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=True)) + "  " + row[4]
+        for row in rows
+    ]
+    built = sum(r.status == BUILT for r in reports)
+    skipped = sum(r.status == SKIPPED for r in reports)
+    failed = sum(r.status == FAILED for r in reports)
+    lines.append(f"{built} built, {skipped} skipped, {failed} failed")
+    return "\n".join(lines)

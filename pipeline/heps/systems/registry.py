@@ -1,0 +1,202 @@
+"""The registry's v2 HTTP API: what is there, under which digest, with which labels.
+
+Used to skip unchanged images without a local cache, to refuse overwriting a version
+tag, and to read a pushed manifest back before anything is pinned. Speaks Basic auth
+and the Bearer token flow that Harbor, GitLab and Docker Hub use.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from heps.core.errors import ConfigError, TemporaryError
+from heps.core.log import redact
+from heps.core.settings import Credentials, RegistrySettings
+
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.index.v1+json",
+    ]
+)
+_CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+
+
+@dataclass(frozen=True)
+class RemoteImage:
+    digest: str
+    labels: dict[str, str]
+
+
+class Registry:
+    def __init__(
+        self,
+        settings: RegistrySettings,
+        creds: Credentials | None,
+        cache_dir: Path | None = None,
+        timeout: float = 15,
+    ):
+        self.settings = settings
+        self.creds = creds
+        self.cache_dir = cache_dir
+        """Labels by manifest digest: content-addressed, so never stale."""
+        self.timeout = timeout
+        self._local = threading.local()  # requests.Session is not safe across threads
+        self._tokens: dict[str, str] = {}
+
+    @property
+    def _session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self._local, "session", None)
+        if session is None:
+            session = self._local.session = requests.Session()
+        return session
+
+    def _request(self, method: str, path: str, scope: str, **kw: Any) -> requests.Response:
+        url = f"{self.settings.url}/v2/{path}"
+        headers = dict(kw.pop("headers", {}))
+        if scope in self._tokens:
+            headers["Authorization"] = f"Bearer {self._tokens[scope]}"
+        elif self.creds is not None:
+            kw["auth"] = (self.creds.username, self.creds.password.value)
+        try:
+            response = self._session.request(
+                method, url, headers=headers, timeout=self.timeout, **kw
+            )
+            if response.status_code == 401 and scope not in self._tokens:
+                challenge = response.headers.get("WWW-Authenticate", "")
+                if challenge.lower().startswith("bearer"):
+                    self._tokens[scope] = self._token(challenge, scope)
+                    return self._request(method, path, scope, headers=headers, **kw)
+        except requests.ConnectionError as exc:
+            raise ConfigError(
+                f"registry {self.settings.host}: cannot connect ({type(exc).__name__}); start it "
+                "with `heps services up` or set registry.host / --registry"
+            ) from None
+        except requests.Timeout:
+            raise TemporaryError(f"registry {self.settings.host}: timed out on {path}") from None
+        if response.status_code == 401:
+            who = f"the credentials from {self.creds.source}" if self.creds else "anonymous access"
+            raise ConfigError(
+                f"registry {self.settings.host}: refused {who} (401); set "
+                "HEPS_REGISTRY_USERNAME/HEPS_REGISTRY_PASSWORD or `docker login "
+                f"{self.settings.host}`"
+            )
+        if response.status_code >= 500:
+            raise TemporaryError(f"registry {self.settings.host}: {response.status_code} on {path}")
+        return response
+
+    def _token(self, challenge: str, scope: str) -> str:
+        params = dict(_CHALLENGE.findall(challenge))
+        realm = params.pop("realm", "")
+        if scope:
+            params["scope"] = scope
+        auth = (self.creds.username, self.creds.password.value) if self.creds else None
+        try:
+            response = self._session.get(realm, params=params, auth=auth, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise ConfigError(redact(f"registry token service {realm}: {exc}")) from None
+        if response.status_code != 200:
+            raise ConfigError(
+                f"registry {self.settings.host}: token service refused the credentials "
+                f"({response.status_code}); check HEPS_REGISTRY_USERNAME/PASSWORD"
+            )
+        body = response.json()
+        token: str = body.get("token") or body.get("access_token", "")
+        return token
+
+    def _scope(self, name: str) -> str:
+        return f"repository:{self.settings.namespace}/{name}:pull"
+
+    def check(self) -> None:
+        """Reachable and accepting our credentials, or a ConfigError saying which fix."""
+        response = self._request("GET", "", "")
+        if response.status_code != 200:
+            raise ConfigError(
+                f"registry {self.settings.host}: /v2/ answered {response.status_code}; "
+                "is this a Docker registry (distribution v2)?"
+            )
+
+    def manifest(self, name: str, ref: str) -> tuple[str, dict[str, Any]] | None:
+        """(digest, manifest) of `ref` (tag or digest), None when absent."""
+        path = f"{self.settings.namespace}/{name}/manifests/{ref}"
+        response = self._request("GET", path, self._scope(name), headers={"Accept": MANIFEST_TYPES})
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise TemporaryError(f"registry: {response.status_code} reading {name}:{ref}")
+        digest = response.headers.get("Docker-Content-Digest", "")
+        return digest, response.json()
+
+    def digest(self, name: str, ref: str) -> str | None:
+        """The digest behind a tag (one HEAD request), None when absent."""
+        path = f"{self.settings.namespace}/{name}/manifests/{ref}"
+        response = self._request(
+            "HEAD", path, self._scope(name), headers={"Accept": MANIFEST_TYPES}
+        )
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise TemporaryError(f"registry: {response.status_code} looking up {name}:{ref}")
+        return response.headers.get("Docker-Content-Digest")
+
+    def image(self, name: str, tag: str) -> RemoteImage | None:
+        """The image behind a tag with its labels, None when the tag is absent.
+
+        One request when the labels of that digest were read before (the manifest GET
+        carries the digest), two when its config blob must be read.
+        """
+        found = self.manifest(name, tag)
+        if found is None:
+            return None
+        digest, manifest = found
+        cached = self._cached_labels(digest)
+        if cached is not None:
+            return RemoteImage(digest, cached)
+        remote = self._labels(name, tag, digest, manifest)
+        self._cache_labels(digest, remote.labels)
+        return remote
+
+    def _cached_labels(self, digest: str) -> dict[str, str] | None:
+        if self.cache_dir is None:
+            return None
+        try:
+            labels: dict[str, str] = json.loads((self.cache_dir / digest).read_text())
+        except (OSError, ValueError):
+            return None
+        return labels
+
+    def _cache_labels(self, digest: str, labels: dict[str, str]) -> None:
+        if self.cache_dir is None:
+            return
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache_dir / f".{digest}.{threading.get_ident()}"
+        tmp.write_text(json.dumps(labels))
+        tmp.replace(self.cache_dir / digest)
+
+    def _labels(self, name: str, tag: str, digest: str, manifest: dict[str, Any]) -> RemoteImage:
+        if "manifests" in manifest:  # an index: the linux/amd64 entry is what we build
+            entries = manifest["manifests"]
+            pick = next(
+                (m for m in entries if m.get("platform", {}).get("architecture") == "amd64"),
+                entries[0],
+            )
+            inner = self.manifest(name, pick["digest"])
+            if inner is None:
+                return RemoteImage(digest, {})
+            manifest = inner[1]
+        blob = manifest["config"]["digest"]
+        path = f"{self.settings.namespace}/{name}/blobs/{blob}"
+        response = self._request("GET", path, self._scope(name))
+        if response.status_code != 200:
+            raise TemporaryError(f"registry: {response.status_code} reading config of {name}:{tag}")
+        labels = (response.json().get("config") or {}).get("Labels") or {}
+        return RemoteImage(digest, dict(labels))
