@@ -26,7 +26,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from heps import cli
-from heps.systems import engine, services
+from heps.systems import services
 from heps.systems.services import RegistryService
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def docker_client(tmp_path_factory: pytest.TempPathFactory) -> docker.DockerClient:
     services.ensure_docker(tmp_path_factory.mktemp("state"))
-    return engine.connect()
+    return docker.from_env(version="auto", timeout=600)
 
 
 @pytest.fixture(scope="session")

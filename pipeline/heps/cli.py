@@ -1,7 +1,8 @@
 """`heps`: the command users, operators and Jenkins run.
 
 Exit codes (the contract in DESIGN.md): 0 success, 1 a recipe failed (lint, build,
-smoke, push), 2 bad usage, configuration or environment. They are decided here, in
+smoke, push), 2 bad usage, configuration or environment; a `run` stopped by SIGINT or
+SIGTERM exits 130 or 143 after writing its report. They are decided here, in
 one place, from the two error kinds of `heps.errors`.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -169,9 +171,12 @@ def _run(cfg: settings.Settings, args: argparse.Namespace) -> int:
     if not prepared.plan.to_build:
         log.phase("plan", None, "nothing to do: every image is in the registry")
     client = engine.connect() if prepared.plan.to_build else None
-    results = Runner(prepared, client, not args.no_push).run()
+    runner = Runner(prepared, client, not args.no_push)
+    results = runner.run()
     failed = any(r.status == report.FAILED for r in results)
     meta = {
+        "run": runner.run_id,
+        "interrupted": signal.Signals(runner.interrupted).name if runner.interrupted else None,
         "started": started.isoformat(timespec="seconds"),
         "registry": cfg.registry.host,
         "namespace": cfg.registry.namespace,
@@ -183,6 +188,8 @@ def _run(cfg: settings.Settings, args: argparse.Namespace) -> int:
     if args.junit:
         report.write_atomic(args.junit, report.as_junit(results))
     print(summary(results))
+    if runner.interrupted:
+        return 128 + runner.interrupted  # as a shell reports a process ended by the signal
     if failed:
         if args.promote:
             print(f"heps: not promoting {args.promote}: a recipe failed", file=sys.stderr)
@@ -198,7 +205,8 @@ def _recipes(cfg: settings.Settings) -> dict[str, recipes.Recipe]:
 
 
 def _registry(cfg: settings.Settings) -> Registry:
-    registry = Registry(cfg.registry, settings.credentials(cfg), cfg.state_dir / "cache" / "labels")
+    creds = settings.credentials(cfg, engine.config_auth)
+    registry = Registry(cfg.registry, creds, cfg.state_dir / "cache" / "labels")
     registry.check()
     return registry
 

@@ -22,10 +22,13 @@ from heps.ci import jenkins_jobs
 from heps.cluster import manifests, reconcile
 from heps.core import log
 from heps.core.errors import ConfigError, HepsError
+from heps.core.references import split_reference
 from heps.core.settings import Settings
 from heps.gitops import promote
 from heps.images import graph, lint, recipes, source
 from heps.images.run import changed_recipes
+from heps.systems import engine
+from heps.systems.engine import ContainerEngine, EngineError
 
 NEW, CHANGED, BASE_CHANGED = "new", "changed", "base changed"
 
@@ -177,8 +180,6 @@ def _add_sizes(settings: Settings, apps: list[AppReview], runs: dict[str, dict[s
     built = {a.name: runs[a.name] for a in apps if runs.get(a.name, {}).get("status") == "built"}
     if not built:
         return
-    from heps.systems import engine  # only when there is something to measure
-
     try:
         client = engine.connect()
     except HepsError:
@@ -203,21 +204,16 @@ def _add_sizes(settings: Settings, apps: list[AppReview], runs: dict[str, dict[s
             app.size = f"{sign}{_human(abs(new - old))} ({_human(old)} to {_human(new)})"
 
 
-def _image_size(client: Any, reference: str, pull: bool) -> int | None:
-    import docker.errors
-
+def _image_size(client: ContainerEngine, reference: str, pull: bool) -> int | None:
+    found = client.image(reference)
+    if found is not None or not pull:
+        return found.size if found else None
+    repo, _, digest = reference.partition("@")
     try:
-        return int(client.images.get(reference).attrs["Size"])
-    except docker.errors.ImageNotFound:
-        if not pull:
-            return None
-    except docker.errors.APIError:
+        pulled = client.image(client.pull(split_reference(repo)[0], digest, None))
+    except EngineError:
         return None
-    try:
-        repo, _, digest = reference.partition("@")
-        return int(client.images.pull(repo.rsplit(":", 1)[0], tag=digest).attrs["Size"])
-    except docker.errors.APIError:
-        return None
+    return pulled.size if pulled else None
 
 
 def _overlay_diffs(settings: Settings, base: str) -> dict[str, str]:

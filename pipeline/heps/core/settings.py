@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-
-import docker.auth
 
 from heps.core import log
 from heps.core.errors import ConfigError
@@ -275,8 +274,13 @@ def _check(settings: Settings) -> None:
         raise ConfigError(problems)
 
 
-def credentials(settings: Settings, env: dict[str, str] | None = None) -> Credentials | None:
-    """Registry credentials: environment, then Docker config, then the embedded registry's."""
+def credentials(
+    settings: Settings,
+    docker_auth: Callable[[str], dict[str, str]],
+    env: dict[str, str] | None = None,
+) -> Credentials | None:
+    """Registry credentials: environment, then Docker config (`docker_auth(host)`, the
+    engine's lookup), then the embedded registry's."""
     env = dict(os.environ) if env is None else env
     user, password = env.get("HEPS_REGISTRY_USERNAME"), env.get("HEPS_REGISTRY_PASSWORD")
     if user and password:
@@ -287,13 +291,7 @@ def credentials(settings: Settings, env: dict[str, str] | None = None) -> Creden
             "set both or neither"
         )
     host = settings.registry.host
-    try:
-        auth = docker.auth.load_config().resolve_authconfig(host)
-    except Exception as exc:  # a broken credential helper must not hide the real cause
-        raise ConfigError(f"Docker config: cannot read credentials for {host}: {exc}") from None
-    # config.json entries come back as username/password, credential helpers' as
-    # Username/Password.
-    found = {k.lower(): v for k, v in (auth or {}).items()}
+    found = docker_auth(host)
     if found.get("username") and found.get("password"):
         return Credentials(found["username"], Secret(found["password"]), "Docker config")
     stored = embedded_credentials_file(settings.state_dir)

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import shutil
 import subprocess
 import tarfile
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any, Protocol
-
-import docker
+from typing import Protocol
 
 from heps.core import log
 from heps.core.errors import StageError
@@ -30,8 +29,8 @@ from heps.images import dockerfile
 from heps.images.fingerprint import LABEL_FULL, LABEL_INPUTS, Fingerprint, context_files
 from heps.images.graph import Node
 from heps.images.recipes import Bootstrap, Recipe
+from heps.systems.engine import ContainerEngine, Interrupted
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 CA_FILE = "heps-site-ca.crt"
 """Name of the site CA bundle in every build context (empty when none is configured)."""
 PINNED_DOCKERFILE = ".heps.Dockerfile"
@@ -86,19 +85,23 @@ class Builder(Protocol):
     def build(self, request: BuildRequest) -> BuiltImage: ...
 
 
-def builder_for(recipe: Recipe, client: docker.DockerClient) -> Builder:
-    return BootstrapBuilder(client) if recipe.bootstrap else DockerfileBuilder(client)
+def builder_for(recipe: Recipe, engine: ContainerEngine, stop: threading.Event) -> Builder:
+    if recipe.bootstrap:
+        return BootstrapBuilder(engine, stop)
+    return DockerfileBuilder(engine, stop)
 
 
-def _tag_all(client: docker.DockerClient, image_id: str, tags: tuple[str, ...]) -> None:
+def tag_all(engine: ContainerEngine, image_id: str, tags: tuple[str, ...]) -> None:
+    """Point the local tags at `image_id`, under the engine's tag lock (see push)."""
     for ref in tags:
-        repo, tag, _ = split_reference(ref)
-        client.api.tag(image_id, repo, tag)
+        with engine.tag_lock(split_reference(ref)[0]):
+            engine.tag(image_id, ref)
 
 
 class DockerfileBuilder:
-    def __init__(self, client: docker.DockerClient):
-        self.client = client
+    def __init__(self, engine: ContainerEngine, stop: threading.Event):
+        self.engine = engine
+        self.stop = stop
 
     def context_tar(self, request: BuildRequest) -> io.BytesIO:
         """The exact context the fingerprint covers, plus the pinned Dockerfile and CA file."""
@@ -124,51 +127,25 @@ class DockerfileBuilder:
         assert build is not None
         started = time.monotonic()
         base_ids = {ref.recipe: request.bases[ref.recipe] for ref in request.node.bases}
-        stream = self.client.api.build(
-            fileobj=self.context_tar(request),
-            custom_context=True,
+        image_id = self.engine.build(
+            self.context_tar(request),
             dockerfile=PINNED_DOCKERFILE,
             buildargs=request.node.build_args,
             labels=request.labels(base_ids),
             target=build.target,
-            rm=True,
-            forcerm=True,
-            pull=False,
-            decode=True,
+            on_line=partial(log.phase, "build", recipe.name),
+            stop=self.stop,
         )
-        image_id = follow_build_stream(recipe.name, stream)
-        _tag_all(self.client, image_id, request.tags)
+        tag_all(self.engine, image_id, request.tags)
         return BuiltImage(recipe.name, image_id, request.tags, time.monotonic() - started)
-
-
-def follow_build_stream(name: str, stream: Any) -> str:
-    """Log the build's output; raise on an error reported inside the stream; the image ID."""
-    image_id: str | None = None
-    tail: list[str] = []
-    for chunk in stream:
-        if "error" in chunk or "errorDetail" in chunk:
-            detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error", "")
-            detail = _ANSI.sub("", detail)
-            context = "\n".join(tail[-5:])
-            raise StageError("build", f"{detail.strip()}" + (f"\n{context}" if context else ""))
-        text = _ANSI.sub("", chunk.get("stream", ""))
-        for line in text.splitlines():
-            if line.strip():
-                tail.append(line)
-                log.phase("build", name, line.rstrip())
-        aux = chunk.get("aux")
-        if isinstance(aux, dict) and "ID" in aux:
-            image_id = str(aux["ID"])
-    if image_id is None:
-        raise StageError("build", "the engine ended the build without an image ID")
-    return image_id
 
 
 class BootstrapBuilder:
     """debootstrap + `docker import`: a real Debian base from a mirror, no pulls."""
 
-    def __init__(self, client: docker.DockerClient):
-        self.client = client
+    def __init__(self, engine: ContainerEngine, stop: threading.Event):
+        self.engine = engine
+        self.stop = stop
 
     def build(self, request: BuildRequest) -> BuiltImage:
         recipe = request.recipe
@@ -197,11 +174,8 @@ class BootstrapBuilder:
                 f"CMD {json.dumps(list(spec.cmd))}",
             ]
             log.phase("build", recipe.name, f"importing {archive.stat().st_size >> 20} MiB rootfs")
-            result = self.client.api.import_image_from_file(str(archive), changes=changes)
-        image_id = json.loads(result.strip().splitlines()[-1])["status"]
-        if not image_id.startswith("sha256:"):
-            raise StageError("build", f"docker import failed: {image_id}")
-        _tag_all(self.client, image_id, request.tags)
+            image_id = self.engine.import_image(archive, changes)
+        tag_all(self.engine, image_id, request.tags)
         return BuiltImage(recipe.name, image_id, request.tags, time.monotonic() - started)
 
     def _debootstrap(self, name: str, spec: Bootstrap, root: Path, mirror: str) -> None:
@@ -216,6 +190,10 @@ class BootstrapBuilder:
         assert process.stdout is not None
         tail = []
         for line in process.stdout:
+            if self.stop.is_set():
+                process.terminate()
+                process.wait()
+                raise Interrupted("build", "interrupted during debootstrap")
             tail.append(line.rstrip())
             if line.startswith(("I: Retrieving", "I: Validating")):
                 continue  # hundreds of lines per package; the rest is enough to follow

@@ -16,10 +16,9 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from docker.utils.build import exclude_paths
-
 from heps.images.graph import Graph
 from heps.images.recipes import DockerBuild, Recipe
+from heps.systems.engine import context_paths
 
 # The pipeline's own build arguments; excluded so moving registries changes nothing.
 PIPELINE_ARGS = frozenset({"REGISTRY", "OWNER"})
@@ -50,7 +49,7 @@ def context_files(recipe: Recipe, build: DockerBuild) -> list[str]:
     dockerfile = os.path.relpath(build.dockerfile, root)
     own_recipe = os.path.relpath(recipe.folder / "recipe.yaml", root)
     found = []
-    for rel in exclude_paths(str(root), patterns, dockerfile=dockerfile):
+    for rel in context_paths(root, patterns, dockerfile):
         if rel == own_recipe:
             continue
         mode = os.lstat(root / rel).st_mode

@@ -1,23 +1,27 @@
-"""Push a smoke-tested image and prove the registry holds exactly it.
+"""Push exactly the smoke-tested image and prove the registry holds exactly it.
 
 Tags: the recipe's version and an immutable tag carrying the source revision. A tag
-that already names another image is refused, never overwritten; the pushed digest is
-read back from the registry before it counts.
+that already names another image is refused, never overwritten. The tested image ID is
+tagged and pushed under the engine's tag lock, so no other heps process on this host
+moves the local tag in between; afterwards every tag's manifest is read back and its
+config digest must be that image ID. A lost race (another image under a tag) fails,
+naming the other digest. The immutable tag goes first: a push interrupted between the
+two leaves the version tag missing, which `complete` finishes on the next run.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from functools import partial
-
-import docker
 
 from heps.core import log
 from heps.core.errors import StageError, with_retries
 from heps.core.references import split_reference
 from heps.core.settings import Credentials
 from heps.images.fingerprint import LABEL_FULL
+from heps.systems.engine import ContainerEngine, Interrupted
 from heps.systems.registry import Registry
 
 
@@ -42,39 +46,83 @@ def refuse_taken_tags(registry: Registry, name: str, tags: list[str], fingerprin
             )
 
 
+def _tags(references: tuple[str, ...]) -> list[str]:
+    return [split_reference(ref)[1] or "latest" for ref in references]
+
+
 def push(
-    client: docker.DockerClient,
+    engine: ContainerEngine,
     registry: Registry,
     creds: Credentials | None,
     name: str,
+    image_id: str,
     references: tuple[str, ...],
     fingerprint: str,
+    stop: threading.Event,
 ) -> Pushed:
-    """Push every reference of one image; return the digest the registry confirms."""
+    """Push image `image_id` under every reference of one recipe; the verified digest."""
     started = time.monotonic()
-    tags = [split_reference(ref)[1] or "latest" for ref in references]
-    refuse_taken_tags(registry, name, tags, fingerprint)
-    auth = {"username": creds.username, "password": creds.password.value} if creds else None
-    digest = None
-    for ref in references:
-        repo, tag, _ = split_reference(ref)
-        log.phase("push", name, f"pushing {ref}")
-        for chunk in client.api.push(repo, tag=tag, auth_config=auth, stream=True, decode=True):
-            if "error" in chunk or "errorDetail" in chunk:
-                detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error")
-                raise StageError("push", f"{ref}: {detail}")
-            aux = chunk.get("aux")
-            if isinstance(aux, dict) and aux.get("Digest"):
-                if digest is not None and aux["Digest"] != digest:
-                    raise StageError("push", f"{ref}: digest {aux['Digest']} differs from {digest}")
-                digest = aux["Digest"]
-    if digest is None:
-        raise StageError("push", "the engine reported no digest for the push")
-    for tag in tags:
-        remote = with_retries(partial(registry.digest, name, tag))
-        if remote != digest:
+    digest: str | None = None
+    done: list[str] = []
+    with engine.tag_lock(split_reference(references[0])[0]):
+        refuse_taken_tags(registry, name, _tags(references), fingerprint)
+        for ref in reversed(references):  # the immutable tag first (see the module's doc)
+            if stop.is_set():
+                pushed = ", ".join(done) or "nothing"
+                raise Interrupted("push", f"interrupted: pushed {pushed}; a rerun completes it")
+            engine.tag(image_id, ref)
+            log.phase("push", name, f"pushing {ref} ({image_id})")
+            this = engine.push(ref, creds)
+            if digest is not None and this != digest:
+                raise StageError("push", f"{ref}: digest {this} differs from {digest}")
+            digest = this
+            done.append(ref)
+    assert digest is not None  # references is never empty
+    verify(registry, name, references, image_id, digest)
+    return Pushed(digest, references, time.monotonic() - started)
+
+
+def verify(
+    registry: Registry, name: str, references: tuple[str, ...], image_id: str, digest: str
+) -> None:
+    """StageError unless every tag holds manifest `digest`, whose config is `image_id`."""
+    repository = registry.settings.repository(name)
+    for tag in _tags(references):
+        found = with_retries(partial(registry.config_digest, name, tag))
+        if found is None:
+            raise StageError("push", f"{repository}:{tag}: not in the registry after the push")
+        remote, config = found
+        if remote != digest or config != image_id:
             raise StageError(
-                "push", f"registry reports {remote} for {name}:{tag}, the engine pushed {digest}"
+                "push",
+                f"lost a race: {repository}:{tag} holds {remote} (image {config}), not the "
+                f"tested image {image_id} pushed as {digest}; another run pushed to the same "
+                "tag; nothing is reported as pushed",
             )
-    log.phase("push", name, f"verified {digest} under {', '.join(tags)}")
+    tags = ", ".join(_tags(references))
+    log.phase("push", name, f"verified {digest} (image {image_id}) under {tags}")
+
+
+def complete(
+    registry: Registry, name: str, references: tuple[str, ...], fingerprint: str
+) -> Pushed | None:
+    """Finish a push an earlier run left half done: some tags hold an image with this
+    exact fingerprint, the others are missing; tag its digest under the missing ones.
+    None when there is no such push (nothing of this fingerprint is there)."""
+    started = time.monotonic()
+    tags = _tags(references)
+    remote = {tag: with_retries(partial(registry.image, name, tag)) for tag in tags}
+    ours = [i for i in remote.values() if i and i.labels.get(LABEL_FULL) == fingerprint]
+    if not ours or len({image.digest for image in ours}) != 1:
+        return None
+    missing = [tag for tag, image in remote.items() if image is None]
+    if len(ours) + len(missing) != len(tags):
+        return None  # a tag holds other content: the normal push refuses it, loudly
+    digest = ours[0].digest
+    found = with_retries(partial(registry.config_digest, name, digest))
+    assert found is not None  # we just read this manifest
+    for tag in missing:
+        log.phase("push", name, f"completing an interrupted push: {tag} -> {digest}")
+        with_retries(partial(registry.tag, name, tag, digest))
+    verify(registry, name, references, found[1], digest)
     return Pushed(digest, references, time.monotonic() - started)

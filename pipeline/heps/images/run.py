@@ -2,19 +2,25 @@
 
 A recipe is pushed only after all of its smoke checks passed; a recipe whose base
 failed is not built. Independent recipes build in parallel.
+
+SIGINT and SIGTERM stop the run: the containers it started (all labelled with its run
+id) are removed, the recipe under way is not pushed, recipes not started stay unbuilt,
+and the report says so. Containers left by a run that is gone (SIGKILL) are removed at
+the start of the next one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
-
-import docker
-import docker.errors
 
 from heps.core import log, references
 from heps.core.errors import ConfigError, StageError
@@ -22,6 +28,16 @@ from heps.core.settings import Credentials, Settings, credentials
 from heps.images import fingerprint, graph, lint, plan, push, recipes, smoke, source
 from heps.images.build import BuildRequest, builder_for
 from heps.images.report import BUILT, FAILED, SKIPPED, RecipeReport
+from heps.systems.engine import (
+    OWNER_LABEL,
+    RECIPE_LABEL,
+    RUN_LABEL,
+    ContainerEngine,
+    EngineError,
+    Interrupted,
+    config_auth,
+    owner_gone,
+)
 from heps.systems.registry import Registry
 
 T = TypeVar("T")
@@ -86,7 +102,7 @@ def prepare(settings: Settings, selection: Selection) -> Prepared:
     started = time.monotonic()
     tree = graph.resolve(recipes.discover(settings), settings.registry)
     fps = fingerprint.compute(tree, settings.build.ca_bundle)
-    creds = credentials(settings)
+    creds = credentials(settings, config_auth)
     registry = Registry(settings.registry, creds, settings.state_dir / "cache" / "labels")
     registry.check()
     chosen = _selected(settings, tree, selection)
@@ -99,12 +115,17 @@ def prepare(settings: Settings, selection: Selection) -> Prepared:
 class Runner:
     """Carries one run: which images exist locally, what failed, the per-recipe reports."""
 
-    def __init__(self, prepared: Prepared, client: docker.DockerClient | None, do_push: bool):
+    def __init__(self, prepared: Prepared, client: ContainerEngine | None, do_push: bool):
         self.p = prepared
         self.client = client
         self.do_push = do_push
         self.image_ids: dict[str, str] = {}
         self.reports: dict[str, RecipeReport] = {}
+        self.run_id = uuid.uuid4().hex[:12]
+        """Labels every container this run starts (io.heps.run)."""
+        self.stop = threading.Event()
+        self.interrupted: int | None = None
+        """The signal that stopped the run, if one did."""
 
     def revision(self, name: str) -> source.Revision:
         """The commit, and whether this recipe's own sources differ from it."""
@@ -120,7 +141,7 @@ class Runner:
         return (f"{repo}:{recipe.version}", f"{repo}:{tag}")
 
     @property
-    def engine(self) -> docker.DockerClient:
+    def engine(self) -> ContainerEngine:
         if self.client is None:
             raise AssertionError("a run with recipes to build needs a Docker engine")
         return self.client
@@ -134,16 +155,14 @@ class Runner:
         if digest is None:
             raise StageError("build", f"base {name}:{version} vanished from the registry")
         repo = self.p.settings.registry.repository(name)
-        auth = None
-        if self.p.creds:
-            auth = {"username": self.p.creds.username, "password": self.p.creds.password.value}
         log.phase("build", name, f"pulling base {repo}@{digest}")
-        self.engine.api.pull(repo, tag=digest, auth_config=auth)
-        image_id: str = self.engine.images.get(f"{repo}@{digest}").id
+        image_id = self.engine.pull(repo, digest, self.p.creds)
         self.image_ids[name] = image_id
         return image_id
 
     def _timed(self, report: RecipeReport, stage: str, action: Callable[[], T]) -> T:
+        if self.stop.is_set():
+            raise Interrupted(stage, f"interrupted before the {stage} stage")
         started = time.monotonic()
         try:
             return action()
@@ -153,71 +172,122 @@ class Runner:
     def one(self, entry: plan.PlanEntry) -> RecipeReport:
         """Lint, build, smoke-test and push one recipe; failures land in its report."""
         report = self.reports[entry.name]
-        node = self.p.graph.nodes[entry.name]
-        settings = self.p.settings
         try:
             if self.do_push and entry.version_taken:
+                node = self.p.graph.nodes[entry.name]
                 raise StageError(
                     "version",
-                    f"{entry.image} already holds another image ({entry.reason}); bump "
-                    f"`version` in {node.recipe.display}",
+                    f"{entry.image} already holds another image, {entry.remote_digest} "
+                    f"({entry.reason}); bump `version` in {node.recipe.display}",
                 )
-            result = self._timed(report, "lint", lambda: lint.lint(self.p.graph, entry.name))
-            report.lint = list(result.findings)
-            for finding in result.findings:
-                log.phase("lint", entry.name, str(finding))
-            if result.failed:
-                raise StageError("lint", "; ".join(str(f) for f in result.findings[:5]))
-            request = BuildRequest(
-                node=node,
-                fingerprint=self.p.fingerprints[entry.name],
-                tags=tuple(report.references),
-                bases={b: self.base_image(b) for b in self.p.graph.base_names(entry.name)},
-                revision=self.revision(entry.name).commit,
-                source_url=settings.build.source_url,
-                ca_bundle=settings.build.ca_bundle,
-                debian_mirror=settings.build.debian_mirror,
-            )
-            builder = builder_for(node.recipe, self.engine)
-            built = self._timed(report, "build", lambda: builder.build(request))
-            self.image_ids[entry.name] = built.image_id
-            report.smoke = self._timed(
-                report,
-                "smoke",
-                lambda: smoke.run_all(
-                    self.engine, node.recipe, built.image_id, settings.smoke.timeout
-                ),
-            )
-            failed = [r for r in report.smoke if not r.passed]
-            if failed:
-                raise StageError("smoke", "; ".join(f"{r.name}: {r.detail}" for r in failed))
+            completed = None
             if self.do_push:
-                pushed = self._timed(
-                    report,
-                    "push",
-                    lambda: push.push(
-                        self.engine,
-                        self.p.registry,
-                        self.p.creds,
-                        entry.name,
-                        tuple(report.references),
-                        entry.fingerprint,
-                    ),
+                completed = push.complete(
+                    self.p.registry, entry.name, tuple(report.references), entry.fingerprint
                 )
-                report.digest, report.pushed = pushed.digest, True
+            if completed is None:
+                self._ship(entry, report)
+            else:
+                report.digest, report.pushed = completed.digest, True
             report.status = BUILT
         except StageError as exc:
+            if isinstance(exc, Interrupted):
+                exc = StageError(exc.stage, f"{exc} ({self._signal_name()}); not pushed")
             report.status, report.failed_stage, report.error = FAILED, exc.stage, str(exc)
             log.phase(exc.stage, entry.name, f"FAILED: {exc}")
-        except docker.errors.APIError as exc:  # the engine refused something mid-stage
+        except EngineError as exc:  # the engine refused something mid-stage
             stage = next((s for s in ("push", "smoke", "build") if s in report.seconds), "build")
-            report.status, report.failed_stage = FAILED, stage
-            report.error = f"Docker engine: {exc.explanation or exc}"
+            report.status, report.failed_stage, report.error = FAILED, stage, str(exc)
             log.phase(stage, entry.name, f"FAILED: {report.error}")
         return report
 
+    def _ship(self, entry: plan.PlanEntry, report: RecipeReport) -> None:
+        """Lint, build, smoke-test and (unless --no-push) push one recipe."""
+        node = self.p.graph.nodes[entry.name]
+        settings = self.p.settings
+        result = self._timed(report, "lint", lambda: lint.lint(self.p.graph, entry.name))
+        report.lint = list(result.findings)
+        for finding in result.findings:
+            log.phase("lint", entry.name, str(finding))
+        if result.failed:
+            raise StageError("lint", "; ".join(str(f) for f in result.findings[:5]))
+        request = BuildRequest(
+            node=node,
+            fingerprint=self.p.fingerprints[entry.name],
+            tags=tuple(report.references),
+            bases={b: self.base_image(b) for b in self.p.graph.base_names(entry.name)},
+            revision=self.revision(entry.name).commit,
+            source_url=settings.build.source_url,
+            ca_bundle=settings.build.ca_bundle,
+            debian_mirror=settings.build.debian_mirror,
+        )
+        builder = builder_for(node.recipe, self.engine, self.stop)
+        built = self._timed(report, "build", lambda: builder.build(request))
+        self.image_ids[entry.name] = built.image_id
+        checker = smoke.Checker(
+            self.engine,
+            {RUN_LABEL: self.run_id, RECIPE_LABEL: entry.name},
+            self.stop,
+            settings.smoke.timeout,
+        )
+        report.smoke = self._timed(
+            report, "smoke", lambda: smoke.run_all(checker, node.recipe, built.image_id)
+        )
+        failed = [r for r in report.smoke if not r.passed]
+        if failed:
+            raise StageError("smoke", "; ".join(f"{r.name}: {r.detail}" for r in failed))
+        if self.do_push:
+            pushed = self._timed(
+                report,
+                "push",
+                lambda: push.push(
+                    self.engine,
+                    self.p.registry,
+                    self.p.creds,
+                    entry.name,
+                    built.image_id,
+                    tuple(report.references),
+                    entry.fingerprint,
+                    self.stop,
+                ),
+            )
+            report.digest, report.pushed = pushed.digest, True
+
+    def _signal_name(self) -> str:
+        return signal.Signals(self.interrupted).name if self.interrupted else "stopped"
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGINT/SIGTERM set the stop event (main thread only: elsewhere, no handlers)."""
+
+        def handle(signum: int, _frame: object) -> None:
+            if self.interrupted is None:
+                self.interrupted = signum
+                name = signal.Signals(signum).name
+                log.phase("run", None, f"{name}: stopping; nothing more is pushed")
+            self.stop.set()
+
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def remove_containers(self, labels: dict[str, str]) -> None:
+        """Remove this run's (or, at the start, dead runs') labelled containers."""
+        if self.client is None:
+            return
+        for container_id, found in self.client.labelled(labels):
+            ours = bool(labels.get(RUN_LABEL)) or owner_gone(found.get(OWNER_LABEL, ""))
+            if ours and self.client.remove_container(container_id):
+                what = f"removed container {container_id[:12]} of run {found.get(RUN_LABEL)}"
+                log.phase("run", found.get(RECIPE_LABEL), what)
+
     def run(self) -> list[RecipeReport]:
-        entries = {e.name: e for e in self.p.plan.entries}
         for entry in self.p.plan.entries:
             self.reports[entry.name] = RecipeReport(
                 name=entry.name,
@@ -228,6 +298,16 @@ class Runner:
                 references=list(self.references(entry.name)) if entry.build else [entry.image],
                 digest=None if entry.build else entry.remote_digest,
             )
+        self.remove_containers({OWNER_LABEL: ""})  # left by runs that are gone
+        try:
+            with self._signals():
+                self._schedule()
+        finally:
+            self.remove_containers({RUN_LABEL: self.run_id})
+        return [self.reports[e.name] for e in self.p.plan.entries]
+
+    def _schedule(self) -> None:
+        entries = {e.name: e for e in self.p.plan.entries}
         waiting = [e for e in self.p.plan.entries if e.build]
         for entry in self.p.plan.entries:
             if not entry.build:
@@ -235,6 +315,15 @@ class Runner:
         running: dict[Future[RecipeReport], str] = {}
         with ThreadPoolExecutor(max_workers=self.p.settings.build.parallel) as pool:
             while waiting or running:
+                if self.stop.is_set():
+                    for entry in waiting:
+                        report = self.reports[entry.name]
+                        report.status, report.failed_stage = FAILED, "build"
+                        report.error = f"not built: the run was interrupted ({self._signal_name()})"
+                    waiting = []
+                    # Ends the smoke checks under way at once (again each turn: a check
+                    # may have started its container just after the previous sweep).
+                    self.remove_containers({RUN_LABEL: self.run_id})
                 for entry in list(waiting):
                     bases = [b for b in entry.bases if b in entries and entries[b].build]
                     failed = [b for b in bases if self.reports[b].status == FAILED]
@@ -249,11 +338,11 @@ class Runner:
                         running[pool.submit(self.one, entry)] = entry.name
                 if not running:
                     continue
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                # A timeout, so a signal is acted on while recipes are still under way.
+                done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
                 for future in done:
                     running.pop(future)
                     future.result()
-        return [self.reports[e.name] for e in self.p.plan.entries]
 
 
 def summary(reports: list[RecipeReport]) -> str:

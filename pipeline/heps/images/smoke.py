@@ -1,7 +1,8 @@
 """Smoke-test a built image for real: structure tests, command checks, an HTTP probe.
 
-Every check runs the image in a container of its own, which is killed at its timeout
-and removed afterwards, so a hanging image cannot hang the pipeline.
+Every check runs the image in a container of its own, labelled with the run and the
+recipe, which is killed at its timeout and removed afterwards, so a hanging image cannot
+hang the pipeline. A run told to stop (the `stop` event) ends the check under way.
 """
 
 from __future__ import annotations
@@ -9,15 +10,17 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
-import docker
-import docker.errors
 import requests
 
 from heps.core import log, tools
 from heps.images.recipes import HttpProbe, Recipe, SmokeCommand
+from heps.systems.engine import Container, ContainerEngine, Interrupted
 
 OUTPUT_TAIL = 2000
 
@@ -36,40 +39,59 @@ def _tail(text: str) -> str:
     return text if len(text) <= OUTPUT_TAIL else "..." + text[-OUTPUT_TAIL:]
 
 
-def run_all(
-    client: docker.DockerClient, recipe: Recipe, image: str, default_timeout: float
-) -> list[SmokeResult]:
-    """All of the recipe's checks against `image`; one result each, failures included."""
-    results: list[SmokeResult] = []
+@dataclass(frozen=True)
+class Checker:
+    """Where and how the checks of one image run."""
+
+    engine: ContainerEngine
+    labels: dict[str, str]
+    """Put on every container: the run and the recipe."""
+    stop: threading.Event
+    default_timeout: float
+
+    def start(self, image: str, command: list[str] | None, publish: int | None = None) -> Container:
+        return self.engine.run(image, command, self.labels, publish)
+
+
+def run_all(checker: Checker, recipe: Recipe, image: str) -> list[SmokeResult]:
+    """All of the recipe's checks against `image`; one result each, failures included.
+
+    Interrupted when the run is told to stop: its results would say nothing."""
+    checks: list[Callable[[], SmokeResult]] = []
     if recipe.smoke.structure is not None:
-        results.append(structure(recipe, image, default_timeout))
-    for check in recipe.smoke.commands:
-        results.append(command(client, recipe.name, image, check, default_timeout))
+        checks.append(partial(structure, checker, recipe, image))
+    checks += [partial(command, checker, image, check) for check in recipe.smoke.commands]
     if recipe.smoke.http is not None:
-        results.append(http(client, recipe.name, image, recipe.smoke.http))
-    for result in results:
+        checks.append(partial(http, checker, image, recipe.smoke.http))
+    results: list[SmokeResult] = []
+    for run_check in checks:
+        if checker.stop.is_set():
+            raise Interrupted("smoke", "interrupted before a check")
+        result = run_check()
+        if checker.stop.is_set():
+            raise Interrupted("smoke", f"interrupted during the {result.kind} check {result.name}")
         verdict = "passed" if result.passed else f"FAILED: {result.detail}"
         log.phase("smoke", recipe.name, f"{result.kind} {result.name}: {verdict}")
+        results.append(result)
     return results
 
 
-def structure(recipe: Recipe, image: str, timeout: float) -> SmokeResult:
+def structure(checker: Checker, recipe: Recipe, image: str) -> SmokeResult:
     """container-structure-test with the recipe's config, read back as JSON."""
     assert recipe.smoke.structure is not None
+    timeout = checker.default_timeout
     started = time.monotonic()
     name = recipe.show(recipe.smoke.structure)
     binary = tools.find("container-structure-test")
     if binary is None:
         return SmokeResult(name, "structure", False, 0.0, "container-structure-test not installed")
     command = [binary, "test", "--image", image, "--config", str(recipe.smoke.structure)]
-    try:
-        done = subprocess.run(
-            [*command, "--output", "json", "--no-color"],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    except subprocess.TimeoutExpired:
+    done = _run_tool(checker, [*command, "--output", "json", "--no-color"], timeout)
+    if done is None:
+        # Killed: the containers it started (unlabelled: it has no option for labels) are
+        # the ones from exactly this image, which nothing else runs before it is pushed.
+        for leftover in checker.engine.started_from(image):
+            checker.engine.remove_container(leftover)
         return SmokeResult(name, "structure", False, timeout, f"timed out after {timeout:.0f}s")
     seconds = time.monotonic() - started
     try:
@@ -88,33 +110,45 @@ def structure(recipe: Recipe, image: str, timeout: float) -> SmokeResult:
     return SmokeResult(name, "structure", ok, seconds, _tail(detail))
 
 
-def _remove(container: docker.models.containers.Container) -> None:
-    try:
-        container.remove(force=True)
-    except docker.errors.NotFound:
+def _run_tool(
+    checker: Checker, command: list[str], timeout: float
+) -> subprocess.CompletedProcess[str] | None:
+    """Run a checking tool to its end; None when it was killed (timeout or stop)."""
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:
+        deadline = time.monotonic() + timeout
+        while process.poll() is None:
+            if checker.stop.is_set() or time.monotonic() > deadline:
+                process.kill()
+                process.communicate()
+                return None
+            time.sleep(0.1)
+        out, err = process.communicate()
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
+def _remove(container: Container) -> None:
+    if not container.remove():
         log.phase("smoke", None, f"container {container.short_id} already gone")
 
 
-def command(
-    client: docker.DockerClient, name: str, image: str, check: SmokeCommand, default: float
-) -> SmokeResult:
+def command(checker: Checker, image: str, check: SmokeCommand) -> SmokeResult:
     """Run one command in the image; pass on the expected exit code and output."""
-    timeout = check.timeout or default
+    timeout = check.timeout or checker.default_timeout
     started = time.monotonic()
-    container = client.containers.run(image, list(check.run), detach=True, network_disabled=False)
+    container = checker.start(image, list(check.run))
     try:
-        try:
-            status = container.wait(timeout=timeout)
-        except (requests.ConnectionError, requests.Timeout):  # docker-py's read timeout
+        code = container.wait(timeout)
+        if code is None:
             container.kill()
             return SmokeResult(
                 check.name, "command", False, timeout, f"killed after {timeout:.0f}s timeout"
             )
-        output = container.logs(stdout=True, stderr=True).decode(errors="replace")
+        output = container.logs()
     finally:
         _remove(container)
     seconds = time.monotonic() - started
-    code = status.get("StatusCode")
     problems = []
     if code != check.expect_exit:
         problems.append(f"exit code {code}, expected {check.expect_exit}")
@@ -126,19 +160,16 @@ def command(
     return SmokeResult(check.name, "command", True, seconds, _tail(output.strip()[-200:]))
 
 
-def http(client: docker.DockerClient, name: str, image: str, probe: HttpProbe) -> SmokeResult:
+def http(checker: Checker, image: str, probe: HttpProbe) -> SmokeResult:
     """Start the image's default command and wait for a 2xx on the probe's port and path."""
     started = time.monotonic()
     label = f"{probe.port}{probe.path}"
-    container = client.containers.run(
-        image, detach=True, ports={f"{probe.port}/tcp": ("127.0.0.1", None)}
-    )
+    container = checker.start(image, None, publish=probe.port)
     last = "no answer"
     try:
-        while time.monotonic() - started < probe.timeout:
-            container.reload()
-            if container.status == "exited":
-                logs = container.logs().decode(errors="replace")
+        while time.monotonic() - started < probe.timeout and not checker.stop.is_set():
+            if not container.running():
+                logs = container.logs()
                 return SmokeResult(
                     label,
                     "http",
@@ -146,7 +177,7 @@ def http(client: docker.DockerClient, name: str, image: str, probe: HttpProbe) -
                     time.monotonic() - started,
                     f"container exited before answering; output: {_tail(logs.strip())}",
                 )
-            bound = (container.ports.get(f"{probe.port}/tcp") or [{}])[0].get("HostPort")
+            bound = container.host_port(probe.port)
             if bound:
                 url = f"http://127.0.0.1:{bound}{probe.path}"
                 try:
@@ -163,7 +194,7 @@ def http(client: docker.DockerClient, name: str, image: str, probe: HttpProbe) -
                 except requests.RequestException as exc:
                     last = type(exc).__name__
             time.sleep(0.5)
-        logs = container.logs().decode(errors="replace")
+        logs = container.logs()
         return SmokeResult(
             label,
             "http",

@@ -1,18 +1,334 @@
-"""The Docker engine connection: local socket or DOCKER_HOST, checked once up front."""
+"""The container engine: the one module that talks to the Docker SDK (as repo2docker's
+`ContainerEngine`). Everything the pipeline asks of the engine is a typed method here.
+
+Containers it starts carry the run's labels (`io.heps.run`, `io.heps.recipe`) and an
+owner label naming host, pid and process start time, so a later run can tell a
+container whose run is gone (killed, even by SIGKILL) from one a live run still uses.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import json
 import os
+import re
+import socket
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
 
 import docker
+import docker.auth
 import docker.errors
 import requests
+from docker.models.containers import Container as _SdkContainer
+from docker.utils.build import exclude_paths
 
-from heps.core.errors import ConfigError
+from heps.core.errors import ConfigError, HepsError, StageError
+from heps.core.settings import Credentials
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+RUN_LABEL = "io.heps.run"
+RECIPE_LABEL = "io.heps.recipe"
+OWNER_LABEL = "io.heps.owner"
+"""HOST/PID/START: the process that started the container (START from /proc/PID/stat)."""
 
 
-def connect() -> docker.DockerClient:
-    """A client for the engine at DOCKER_HOST (or the local socket) that answered a ping."""
+class EngineError(HepsError):
+    """The engine refused an operation in the middle of a stage."""
+
+
+class Interrupted(StageError):
+    """The run was told to stop (SIGINT/SIGTERM) while this stage was under way."""
+
+
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    """The SDK's API errors as EngineError: callers need not know the SDK."""
+    try:
+        yield
+    except docker.errors.APIError as exc:
+        raise EngineError(f"Docker engine: {exc.explanation or exc}") from None
+
+
+def config_auth(host: str) -> dict[str, str]:
+    """The Docker config's credentials for `host` (config.json or a credential helper),
+    keys lower-cased; empty when there are none."""
+    try:
+        auth = docker.auth.load_config().resolve_authconfig(host)
+    except Exception as exc:  # a broken credential helper must not hide the real cause
+        raise ConfigError(f"Docker config: cannot read credentials for {host}: {exc}") from None
+    # config.json entries come back as username/password, credential helpers' as Username/...
+    return {k.lower(): str(v) for k, v in (auth or {}).items()}
+
+
+def context_paths(root: Path, patterns: list[str], dockerfile: str) -> set[str]:
+    """Paths under `root` a build context holds, `.dockerignore` patterns applied as the
+    engine applies them."""
+    return set(exclude_paths(str(root), patterns, dockerfile=dockerfile))
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process `pid` in clock ticks since boot; None when it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def owner() -> str:
+    """This process as HOST/PID/START, for the owner label."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}/{pid}/{_process_start(pid)}"
+
+
+def owner_gone(value: str) -> bool:
+    """Is the process an owner label names gone? Only decidable on its own host."""
+    host, _, rest = value.partition("/")
+    pid, _, start = rest.partition("/")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    return _process_start(int(pid)) != start
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str
+    labels: dict[str, str]
+    size: int
+    tags: tuple[str, ...]
+
+
+def _auth(creds: Credentials | None) -> dict[str, str] | None:
+    return {"username": creds.username, "password": creds.password.value} if creds else None
+
+
+class Container:
+    """One container the engine runs for us."""
+
+    def __init__(self, sdk: _SdkContainer):
+        self._sdk = sdk
+        self.id: str = sdk.id
+        self.short_id: str = sdk.short_id
+
+    def wait(self, timeout: float) -> int | None:
+        """Its exit code, or None when it still runs after `timeout` seconds."""
+        try:
+            status = self._sdk.wait(timeout=timeout)
+        except (requests.ConnectionError, requests.Timeout):  # docker-py's read timeout
+            return None
+        except docker.errors.NotFound:  # removed under us (an interrupted run)
+            return None
+        code = status.get("StatusCode")
+        return int(code) if code is not None else None
+
+    def kill(self) -> None:
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            self._sdk.kill()  # an already stopped or removed container needs no killing
+
+    def logs(self) -> str:
+        with _refusals():
+            data: bytes = self._sdk.logs(stdout=True, stderr=True)
+        return data.decode(errors="replace")
+
+    def running(self) -> bool:
+        with _refusals():
+            self._sdk.reload()
+        return bool(self._sdk.status not in ("exited", "dead"))
+
+    def host_port(self, port: int) -> str | None:
+        """The loopback port `port`/tcp is published on, once the engine has bound it."""
+        bound = (self._sdk.ports.get(f"{port}/tcp") or [{}])[0]
+        value = bound.get("HostPort")
+        return str(value) if value else None
+
+    def remove(self) -> bool:
+        """Kill and remove it; False when it was already gone."""
+        try:
+            self._sdk.remove(force=True)
+        except docker.errors.NotFound:
+            return False
+        return True
+
+
+class ContainerEngine:
+    """A connected engine: builds, imports, tags, pushes, pulls, runs, inspects."""
+
+    def __init__(self, client: docker.DockerClient):
+        self._client = client
+        self._id: str | None = None
+
+    def build(
+        self,
+        context: IO[bytes],
+        *,
+        dockerfile: str,
+        buildargs: dict[str, str],
+        labels: dict[str, str],
+        target: str | None,
+        on_line: Callable[[str], None],
+        stop: threading.Event,
+    ) -> str:
+        """Build from a context tar; each output line to `on_line`; the image ID."""
+        with _refusals():
+            stream = self._client.api.build(
+                fileobj=context,
+                custom_context=True,
+                dockerfile=dockerfile,
+                buildargs=buildargs,
+                labels=labels,
+                target=target,
+                rm=True,
+                forcerm=True,
+                pull=False,
+                decode=True,
+            )
+            return _follow_build(stream, on_line, stop)
+
+    def import_image(self, archive: Path, changes: list[str]) -> str:
+        """`docker import` of a root file system tar; the image ID."""
+        with _refusals():
+            result = self._client.api.import_image_from_file(str(archive), changes=changes)
+        image_id = str(json.loads(result.strip().splitlines()[-1])["status"])
+        if not image_id.startswith("sha256:"):
+            raise StageError("build", f"docker import failed: {image_id}")
+        return image_id
+
+    def tag(self, image_id: str, reference: str) -> None:
+        repo, _, tag = reference.rpartition(":")
+        with _refusals():
+            self._client.api.tag(image_id, repo, tag)
+
+    def push(self, reference: str, creds: Credentials | None) -> str:
+        """Push a local REPO:TAG; the manifest digest the engine reports."""
+        repo, _, tag = reference.rpartition(":")
+        digest = None
+        with _refusals():
+            for chunk in self._client.api.push(
+                repo, tag=tag, auth_config=_auth(creds), stream=True, decode=True
+            ):
+                if "error" in chunk or "errorDetail" in chunk:
+                    detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error")
+                    raise StageError("push", f"{reference}: {detail}")
+                aux = chunk.get("aux")
+                if isinstance(aux, dict) and aux.get("Digest"):
+                    digest = str(aux["Digest"])
+        if digest is None:
+            raise StageError("push", f"{reference}: the engine reported no digest for the push")
+        return digest
+
+    @contextlib.contextmanager
+    def tag_lock(self, repository: str) -> Iterator[None]:
+        """Held while this engine's local tags of `repository` are set and pushed: a
+        host-wide file lock per engine and repository, so no other heps process on this
+        host moves a tag between our `tag` and our `push`."""
+        if self._id is None:
+            with _refusals():
+                self._id = str(self._client.info().get("ID", ""))
+        key = hashlib.sha256(f"{self._id}\0{repository}".encode()).hexdigest()[:24]
+        path = Path(tempfile.gettempdir()) / f"heps-tags-{key}.lock"
+        with path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def pull(self, repository: str, digest: str, creds: Credentials | None) -> str:
+        """Pull REPOSITORY@DIGEST; the local image ID."""
+        with _refusals():
+            self._client.api.pull(repository, tag=digest, auth_config=_auth(creds))
+            return str(self._client.images.get(f"{repository}@{digest}").id)
+
+    def image(self, reference: str) -> ImageInfo | None:
+        """A local image by ID or reference; None when the engine does not have it."""
+        try:
+            with _refusals():
+                attrs = self._client.api.inspect_image(reference)
+        except EngineError:
+            return None  # absent (404) or unreadable: both mean "not here" to callers
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        return ImageInfo(
+            str(attrs["Id"]), dict(labels), int(attrs["Size"]), tuple(attrs.get("RepoTags") or ())
+        )
+
+    def run(
+        self,
+        image: str,
+        command: list[str] | None,
+        labels: dict[str, str],
+        publish: int | None = None,
+    ) -> Container:
+        """Start `image` detached, labelled with `labels` and this process as owner;
+        `publish` maps that container port to a free loopback port."""
+        ports = {f"{publish}/tcp": ("127.0.0.1", None)} if publish is not None else None
+        with _refusals():
+            sdk = self._client.containers.run(
+                image,
+                command,
+                detach=True,
+                labels={**labels, OWNER_LABEL: owner()},
+                ports=ports,
+            )
+        return Container(sdk)
+
+    def labelled(self, labels: dict[str, str]) -> list[tuple[str, dict[str, str]]]:
+        """(id, labels) of every container, running or not, carrying all `labels`
+        (an empty value matches any value)."""
+        wanted = [f"{k}={v}" if v else k for k, v in labels.items()]
+        with _refusals():
+            found = self._client.api.containers(all=True, filters={"label": wanted})
+        return [(str(c["Id"]), dict(c.get("Labels") or {})) for c in found]
+
+    def remove_container(self, container_id: str) -> bool:
+        """Kill and remove a container; False when it was already gone."""
+        try:
+            self._client.api.remove_container(container_id, force=True)
+        except docker.errors.NotFound:
+            return False
+        return True
+
+    def started_from(self, image_id: str) -> list[str]:
+        """IDs of containers started from exactly this image (not from its descendants)."""
+        with _refusals():
+            found = self._client.api.containers(all=True, filters={"ancestor": image_id})
+        return [str(c["Id"]) for c in found if c.get("ImageID") == image_id]
+
+
+def _follow_build(stream: Any, on_line: Callable[[str], None], stop: threading.Event) -> str:
+    """Lines of the build to `on_line`; StageError on an error inside the stream; the ID.
+
+    Stopping stops reading at the next line of output; the engine finishes or drops
+    the build on its own, and its result is never tagged."""
+    image_id: str | None = None
+    tail: list[str] = []
+    for chunk in stream:
+        if stop.is_set():
+            raise Interrupted("build", "interrupted during the build")
+        if "error" in chunk or "errorDetail" in chunk:
+            detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error", "")
+            context = "".join(f"\n{line}" for line in tail[-5:])
+            raise StageError("build", _ANSI.sub("", detail).strip() + context)
+        for line in _ANSI.sub("", chunk.get("stream", "")).splitlines():
+            if line.strip():
+                tail.append(line)
+                on_line(line.rstrip())
+        aux = chunk.get("aux")
+        if isinstance(aux, dict) and "ID" in aux:
+            image_id = str(aux["ID"])
+    if image_id is None:
+        raise StageError("build", "the engine ended the build without an image ID")
+    return image_id
+
+
+def connect() -> ContainerEngine:
+    """The engine at DOCKER_HOST (or the local socket), checked with a ping."""
     where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     try:
         client = docker.from_env(version="auto", timeout=600)
@@ -23,4 +339,4 @@ def connect() -> docker.DockerClient:
             f"Docker engine at {where}: not reachable ({reason}); start it with "
             "`heps services up` (root) or point DOCKER_HOST at a running engine"
         ) from None
-    return client
+    return ContainerEngine(client)

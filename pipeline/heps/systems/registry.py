@@ -113,8 +113,8 @@ class Registry:
         token: str = body.get("token") or body.get("access_token", "")
         return token
 
-    def _scope(self, name: str) -> str:
-        return f"repository:{self.settings.namespace}/{name}:pull"
+    def _scope(self, name: str, actions: str = "pull") -> str:
+        return f"repository:{self.settings.namespace}/{name}:{actions}"
 
     def check(self) -> None:
         """Reachable and accepting our credentials, or a ConfigError saying which fix."""
@@ -135,6 +135,34 @@ class Registry:
             raise TemporaryError(f"registry: {response.status_code} reading {name}:{ref}")
         digest = response.headers.get("Docker-Content-Digest", "")
         return digest, response.json()
+
+    def config_digest(self, name: str, ref: str) -> tuple[str, str] | None:
+        """(manifest digest, config digest) of `ref`; None when absent. The config digest
+        is the image ID the engine gave the image that was pushed."""
+        found = self.manifest(name, ref)
+        if found is None:
+            return None
+        image = self._image_manifest(name, found[1])
+        return (found[0], str(image["config"]["digest"])) if image else None
+
+    def tag(self, name: str, tag: str, digest: str) -> None:
+        """Put the manifest `digest` (already in the repository) under `tag` as well,
+        byte for byte, so the tag's digest is `digest`."""
+        path = f"{self.settings.namespace}/{name}/manifests/{digest}"
+        scope = self._scope(name, "pull,push")
+        got = self._request("GET", path, scope, headers={"Accept": MANIFEST_TYPES})
+        if got.status_code != 200:
+            raise TemporaryError(f"registry: {got.status_code} reading {name}@{digest}")
+        media_type = got.headers.get("Content-Type", "")
+        put = self._request(
+            "PUT",
+            f"{self.settings.namespace}/{name}/manifests/{tag}",
+            scope,
+            headers={"Content-Type": media_type},
+            data=got.content,
+        )
+        if put.status_code != 201:
+            raise TemporaryError(f"registry: {put.status_code} tagging {name}:{tag}")
 
     def digest(self, name: str, ref: str) -> str | None:
         """The digest behind a tag (one HEAD request), None when absent."""
@@ -182,18 +210,23 @@ class Registry:
         tmp.write_text(json.dumps(labels))
         tmp.replace(self.cache_dir / digest)
 
+    def _image_manifest(self, name: str, manifest: dict[str, Any]) -> dict[str, Any] | None:
+        """The image manifest itself; of an index, its linux/amd64 entry (what we build)."""
+        if "manifests" not in manifest:
+            return manifest
+        entries = manifest["manifests"]
+        pick = next(
+            (m for m in entries if m.get("platform", {}).get("architecture") == "amd64"),
+            entries[0],
+        )
+        inner = self.manifest(name, pick["digest"])
+        return inner[1] if inner else None
+
     def _labels(self, name: str, tag: str, digest: str, manifest: dict[str, Any]) -> RemoteImage:
-        if "manifests" in manifest:  # an index: the linux/amd64 entry is what we build
-            entries = manifest["manifests"]
-            pick = next(
-                (m for m in entries if m.get("platform", {}).get("architecture") == "amd64"),
-                entries[0],
-            )
-            inner = self.manifest(name, pick["digest"])
-            if inner is None:
-                return RemoteImage(digest, {})
-            manifest = inner[1]
-        blob = manifest["config"]["digest"]
+        image = self._image_manifest(name, manifest)
+        if image is None:
+            return RemoteImage(digest, {})
+        blob = image["config"]["digest"]
         path = f"{self.settings.namespace}/{name}/blobs/{blob}"
         response = self._request("GET", path, self._scope(name))
         if response.status_code != 200:
