@@ -85,6 +85,16 @@ def busybox(docker_client: docker.DockerClient) -> str:
     return BUSYBOX
 
 
+def remove_images(client: docker.DockerClient, namespace: str) -> None:
+    """Remove every local image tagged in `namespace` (or a namespace starting with it),
+    on any registry: what one test (or the bundled build) made. Newest first, so a base's
+    tag goes after its children's and the engine deletes the untagged parents too."""
+    found = client.images.list(filters={"reference": f"*/{namespace}*/*"})
+    for image in sorted(found, key=lambda i: i.attrs["Created"], reverse=True):
+        for tag in image.tags:
+            client.images.remove(tag)
+
+
 @dataclass(frozen=True)
 class BundledBuild:
     code: int
@@ -96,16 +106,17 @@ class BundledBuild:
 @pytest.fixture(scope="session")
 def bundled_build(
     registry: RegistryService, docker_client: docker.DockerClient, tmp_path_factory: Any
-) -> BundledBuild:
+) -> Iterator[BundledBuild]:
     """debian-base and heps-user-init of this repository, built, smoke-tested and pushed
     once per session (debootstrap takes a minute) into a namespace of their own, with
     the site CA bundle that heps.yaml names."""
     tmp = tmp_path_factory.mktemp("bundled")
     report = tmp / "report.json"
     env = {k: v for k, v in os.environ.items() if k != "HEPS_CA_BUNDLE"}
+    namespace = f"b{uuid.uuid4().hex[:10]}"
     env.update(
         HEPS_REGISTRY=registry.address,
-        HEPS_NAMESPACE=f"b{uuid.uuid4().hex[:10]}",
+        HEPS_NAMESPACE=namespace,
         HEPS_REGISTRY_USERNAME=registry.username,
         HEPS_REGISTRY_PASSWORD=registry.password,
         HEPS_STATE_DIR=str(tmp / "state"),
@@ -115,7 +126,8 @@ def bundled_build(
     command += ["debian-base", "heps-user-init", "--report", str(report)]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     entries = {e["name"]: e for e in read_json(report)["recipes"]} if report.exists() else {}
-    return BundledBuild(done.returncode, done.stdout + done.stderr, entries)
+    yield BundledBuild(done.returncode, done.stdout + done.stderr, entries)
+    remove_images(docker_client, namespace)
 
 
 @dataclass
@@ -132,8 +144,14 @@ class Env:
 
 @pytest.fixture
 def env(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, registry: RegistryService, busybox: str
-) -> Env:
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    registry: RegistryService,
+    busybox: str,
+    docker_client: docker.DockerClient,
+) -> Iterator[Env]:
+    """Its images are removed afterwards: those of its namespace and of any namespace
+    whose name starts with it (a test wanting a second one appends to it)."""
     namespace = f"t{uuid.uuid4().hex[:10]}"
     repo = tmp_path / "repo"
     (repo / "app-recipes").mkdir(parents=True)
@@ -144,7 +162,8 @@ def env(
     monkeypatch.setenv("HEPS_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("HEPS_CA_BUNDLE", "")
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
-    return Env(repo, registry, namespace)
+    yield Env(repo, registry, namespace)
+    remove_images(docker_client, namespace)
 
 
 def write_recipe(repo: Path, name: str, recipe: dict[str, Any] | str, **files: str) -> Path:

@@ -35,6 +35,11 @@ def split_reference(image: str) -> tuple[str, str | None, str | None]:
     return image, tag, digest
 
 
+def is_repository_path(text: str) -> bool:
+    """Is `text` a valid path inside a registry (a namespace such as `heps` or `a/b`)?"""
+    return re.fullmatch(rf"{_COMPONENT}(?:/{_COMPONENT})*", text) is not None
+
+
 def is_valid(reference: str) -> bool:
     """Does `reference` match the distribution reference grammar (255 characters at most)?"""
     return len(reference) <= 255 and _REFERENCE.fullmatch(reference) is not None

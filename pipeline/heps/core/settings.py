@@ -18,6 +18,7 @@ from typing import Any
 
 from heps.core import log
 from heps.core.errors import ConfigError
+from heps.core.references import is_repository_path
 from heps.core.validation import load_yaml, validate
 
 
@@ -269,6 +270,13 @@ def _check(settings: Settings) -> None:
         problems.append(
             f"{SETTINGS_FILE}: recipes_dir: {settings.recipes_path} is not a directory; "
             "create it or run from the repository root (--repo PATH)"
+        )
+    namespace = settings.registry.namespace
+    if not is_repository_path(namespace):  # the flag and HEPS_NAMESPACE skip the schema
+        problems.append(
+            f"{SETTINGS_FILE}: registry.namespace: {namespace!r} is not a repository path; "
+            "use lowercase letters and digits, parts joined by . _ - or / (from heps.yaml, "
+            "HEPS_NAMESPACE or --namespace)"
         )
     if problems:
         raise ConfigError(problems)

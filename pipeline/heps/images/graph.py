@@ -69,6 +69,13 @@ def _node(recipe: Recipe, registry: RegistrySettings, names: set[str], problems:
     shown = recipe.show(recipe.build.dockerfile)
     if not parsed.stages:
         problems.append(f"{shown}: no FROM instruction; start the Dockerfile with FROM")
+    target = recipe.build.target
+    if target and target.lower() not in {s.alias for s in parsed.stages}:
+        named = ", ".join(s.alias for s in parsed.stages if s.alias) or "none"
+        problems.append(
+            f"{recipe.show(recipe.folder / 'recipe.yaml')}: build.target: {target!r} names no "
+            f"stage of {shown} (stages: {named}); name a `FROM ... AS {target}` stage"
+        )
     prefix = f"{registry.host}/{registry.namespace}/"
     bases: list[BaseRef] = []
     external: list[str] = []

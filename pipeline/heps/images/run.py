@@ -190,16 +190,24 @@ class Runner:
             else:
                 report.digest, report.pushed = completed.digest, True
             report.status = BUILT
-        except StageError as exc:
-            if isinstance(exc, Interrupted):
-                exc = StageError(exc.stage, f"{exc} ({self._signal_name()}); not pushed")
-            report.status, report.failed_stage, report.error = FAILED, exc.stage, str(exc)
-            log.phase(exc.stage, entry.name, f"FAILED: {exc}")
-        except EngineError as exc:  # the engine refused something mid-stage
-            stage = next((s for s in ("push", "smoke", "build") if s in report.seconds), "build")
-            report.status, report.failed_stage, report.error = FAILED, stage, str(exc)
-            log.phase(stage, entry.name, f"FAILED: {report.error}")
+        except (StageError, EngineError) as exc:  # EngineError: refused something mid-stage
+            report.status = FAILED
+            report.failed_stage, report.error = self._failure(report, exc)
+            log.phase(report.failed_stage, entry.name, f"FAILED: {report.error}")
         return report
+
+    def _failure(self, report: RecipeReport, exc: StageError | EngineError) -> tuple[str, str]:
+        """The failed stage and what to report of it."""
+        if isinstance(exc, StageError):
+            stage = exc.stage
+        else:
+            stage = next((s for s in ("push", "smoke", "build") if s in report.seconds), "build")
+        if not (isinstance(exc, Interrupted) or self.stop.is_set()):
+            return stage, str(exc)
+        # Once stopping, the engine's complaints about containers removed under it say
+        # nothing; an interrupted push says itself what it pushed.
+        detail = f": {exc}" if stage == "push" else "; not pushed"
+        return stage, f"interrupted ({self._signal_name()}) during {stage}{detail}"
 
     def _ship(self, entry: plan.PlanEntry, report: RecipeReport) -> None:
         """Lint, build, smoke-test and (unless --no-push) push one recipe."""

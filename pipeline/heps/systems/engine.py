@@ -149,12 +149,8 @@ class Container:
         return str(value) if value else None
 
     def remove(self) -> bool:
-        """Kill and remove it; False when it was already gone."""
-        try:
-            self._sdk.remove(force=True)
-        except docker.errors.NotFound:
-            return False
-        return True
+        """Kill and remove it; False when it was already gone (or going)."""
+        return _remove_container(self._sdk.client.api, self.id)
 
 
 class ContainerEngine:
@@ -287,18 +283,26 @@ class ContainerEngine:
         return [(str(c["Id"]), dict(c.get("Labels") or {})) for c in found]
 
     def remove_container(self, container_id: str) -> bool:
-        """Kill and remove a container; False when it was already gone."""
-        try:
-            self._client.api.remove_container(container_id, force=True)
-        except docker.errors.NotFound:
-            return False
-        return True
+        """Kill and remove a container; False when it was already gone (or going)."""
+        return _remove_container(self._client.api, container_id)
 
     def started_from(self, image_id: str) -> list[str]:
         """IDs of containers started from exactly this image (not from its descendants)."""
         with _refusals():
             found = self._client.api.containers(all=True, filters={"ancestor": image_id})
         return [str(c["Id"]) for c in found if c.get("ImageID") == image_id]
+
+
+def _remove_container(api: Any, container_id: str) -> bool:
+    try:
+        api.remove_container(container_id, force=True)
+    except docker.errors.NotFound:
+        return False
+    except docker.errors.APIError as exc:
+        if exc.status_code == 409:  # "removal already in progress": another thread's sweep
+            return False
+        raise EngineError(f"Docker engine: {exc.explanation or exc}") from None
+    return True
 
 
 def _follow_build(stream: Any, on_line: Callable[[str], None], stop: threading.Event) -> str:

@@ -182,15 +182,38 @@ def up(settings: Settings) -> list[str]:
     return lines
 
 
+def _command_line(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
 def down(settings: Settings) -> list[str]:
-    """Stop the embedded registry (the Docker engine is left running)."""
-    pidfile = embedded_credentials_file(settings.state_dir).parent / "registry.pid"
+    """Stop the embedded registry (the Docker engine is left running).
+
+    Only the process heps started is signalled: the pid file's process must be the
+    registry binary serving this state directory's config (a pid is reused by others)."""
+    root = embedded_credentials_file(settings.state_dir).parent
+    pidfile = root / "registry.pid"
     if not pidfile.exists():
         return ["registry: not started by heps"]
-    pid = int(pidfile.read_text())
+    text = pidfile.read_text().strip()
     pidfile.unlink()
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
+    if not text.isdigit():
+        return [f"registry: {pidfile} held no pid ({text[:20]!r}); removed, nothing stopped"]
+    pid = int(text)
+    command = _command_line(pid)
+    if command is None:
         return [f"registry: was not running (stale pid {pid} cleaned)"]
+    ours = [os.path.basename(command[0]), *command[1:]] == [
+        "docker-registry",
+        "serve",
+        str(root / "config.yml"),
+    ]
+    if not ours:
+        shown = " ".join(command)[:80]
+        return [f"registry: pid {pid} now runs `{shown}`, not our registry; left alone"]
+    os.kill(pid, signal.SIGTERM)
     return [f"registry: stopped (pid {pid})"]
