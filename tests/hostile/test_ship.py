@@ -236,6 +236,8 @@ def test_services_down_signals_only_the_registry_it_started(tmp_path: Path) -> N
     root = settings.embedded_credentials_file(cfg.state_dir).parent
     root.mkdir(parents=True)
     bystander = subprocess.Popen(["sleep", "120"])
+    while not Path(f"/proc/{bystander.pid}/cmdline").read_bytes():  # until it has exec'd
+        time.sleep(0.01)
     try:
         (root / "registry.pid").write_text(str(bystander.pid))
         (line,) = services.down(cfg)

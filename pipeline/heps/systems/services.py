@@ -207,12 +207,8 @@ def down(settings: Settings) -> list[str]:
     command = _command_line(pid)
     if command is None:
         return [f"registry: was not running (stale pid {pid} cleaned)"]
-    ours = [os.path.basename(command[0]), *command[1:]] == [
-        "docker-registry",
-        "serve",
-        str(root / "config.yml"),
-    ]
-    if not ours:
+    expected = ["docker-registry", "serve", str(root / "config.yml")]
+    if [os.path.basename(part) for part in command[:1]] + command[1:] != expected:
         shown = " ".join(command)[:80]
         return [f"registry: pid {pid} now runs `{shown}`, not our registry; left alone"]
     os.kill(pid, signal.SIGTERM)
