@@ -7,11 +7,14 @@ Real processes against the real Docker engine, the real registry and real git: t
 
 from __future__ import annotations
 
+import http.server
 import io
+import ipaddress
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -53,18 +56,25 @@ def start_heps(repo: Path, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def labelled(client: docker.DockerClient, recipe: str) -> list[Any]:
-    return client.containers.list(all=True, filters={"label": f"{RECIPE_LABEL}={recipe}"})
+def labelled(client: docker.DockerClient, recipe: str) -> list[dict[str, Any]]:
+    """Containers (running or not) of `recipe`, as the engine lists them: one call, no
+    per-container inspect that a container removed meanwhile would fail."""
+    found = client.api.containers(all=True, filters={"label": f"{RECIPE_LABEL}={recipe}"})
+    return [dict(c) for c in found]
 
 
-def wait_for_container(client: docker.DockerClient, recipe: str, process: Any) -> Any:
+def wait_for_container(
+    client: docker.DockerClient, recipe: str, process: subprocess.Popen[str]
+) -> dict[str, Any]:
+    """The first running smoke container of `recipe` that `process` starts."""
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline and process.poll() is None:
-        found = labelled(client, recipe)
-        if found and found[0].status == "running":
-            return found[0]
+        running = [c for c in labelled(client, recipe) if c["State"] == "running"]
+        if running:
+            return running[0]
         time.sleep(0.2)
-    out, err = process.communicate(timeout=60) if process.poll() is not None else ("", "")
+    process.kill()
+    out, err = process.communicate(timeout=60)
     raise AssertionError(f"no running smoke container of {recipe}: {out}{err}")
 
 
@@ -107,6 +117,78 @@ def test_two_runs_race_for_one_version_and_exactly_one_wins(
         hello = docker_client.containers.run(found[1], ["cat", "/hello"], remove=True)
         assert hello.decode().strip() == f"base-{winner}"
     assert registry.digest("base", lost["references"][1].rsplit(":", 1)[1]) is None
+
+
+def test_an_untested_image_tagged_during_the_smoke_test_is_never_pushed(
+    env: Env, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    """The reported case: while run A smoke-tests NAME:1.0.0, a merge-request run B
+    (--no-push) in another checkout builds the same name and version from another
+    Dockerfile (so the engine's local NAME:1.0.0 is B's) and fails its smoke test. A
+    then pushes: the registry must hold A's tested image, not B's.
+
+    A's last smoke check waits for a loopback HTTP server of this test, which answers
+    only once B has finished: the order is forced, not left to timing."""
+    name = f"mr-{uuid.uuid4().hex[:8]}"
+    gate = threading.Event()
+    server = _gate_server(gate)
+    bridge = docker_client.networks.get("bridge").attrs["IPAM"]["Config"][0]
+    # dockerd leaves Gateway out when it is the subnet's first address (the default)
+    gateway = bridge.get("Gateway") or str(next(ipaddress.ip_network(bridge["Subnet"]).hosts()))
+    url = f"http://{gateway}:{server.server_address[1]}/"
+    repos = {}
+    for side in ("a", "b"):
+        repos[side] = tmp_path / side
+        (repos[side] / "app-recipes").mkdir(parents=True)
+    recipe = simple_recipe(name)
+    wait = f"until wget -q -O /dev/null {url}; do sleep 0.2; done"
+    recipe["smoke"]["commands"].append({"name": "gate", "run": ["sh", "-c", wait]})
+    write_recipe(
+        repos["a"], name, recipe, Dockerfile=f"FROM {BUSYBOX}\nRUN echo {name}-a > /hello\n"
+    )
+    write_recipe(
+        repos["b"], name, simple_recipe(name), Dockerfile=f"FROM {BUSYBOX}\nRUN echo b > /hello\n"
+    )
+    run_a = start_heps(repos["a"], "run", "--all", "--report", str(tmp_path / "a.json"))
+    try:
+        wait_for_container(docker_client, name, run_a)
+        run_b = start_heps(repos["b"], "run", "--all", "--no-push")
+        out, err = run_b.communicate(timeout=300)
+        assert run_b.returncode == 1 and "[smoke]" in err, out + err
+        local = docker_client.images.get(f"{env.repository(name)}:1.0.0")
+        assert docker_client.containers.run(local.id, ["cat", "/hello"], remove=True) == b"b\n"
+        gate.set()
+        out, err = run_a.communicate(timeout=300)
+    finally:
+        gate.set()
+        server.shutdown()
+        if run_a.poll() is None:  # a failed assertion above: do not leave it running
+            run_a.kill()
+            run_a.communicate()
+    assert run_a.returncode == 0, out + err
+    entry = read_json(tmp_path / "a.json")["recipes"][0]
+    found = registry_of(env).config_digest(name, "1.0.0")
+    assert found is not None and found[0] == entry["digest"]
+    tested = docker_client.containers.run(found[1], ["cat", "/hello"], remove=True)
+    assert tested.decode().strip() == f"{name}-a"
+
+
+def _gate_server(gate: threading.Event) -> http.server.ThreadingHTTPServer:
+    """An HTTP server on every address (containers reach it through the bridge's
+    gateway) answering 200 once `gate` is set, 503 before."""
+
+    class Gate(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if gate.is_set() else 503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet: the test's output is the runs' output."""
+
+    server = http.server.ThreadingHTTPServer(("0.0.0.0", 0), Gate)  # noqa: S104
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
 
 
 def test_a_lost_race_after_the_push_is_never_reported_as_success(
@@ -153,7 +235,7 @@ def test_a_signal_mid_smoke_stops_removes_containers_pushes_nothing_and_reports(
     report = env.repo / "report.json"
     process = start_heps(env.repo, "run", "--all", "--report", str(report))
     container = wait_for_container(docker_client, name, process)
-    assert container.labels[RUN_LABEL]
+    assert container["Labels"][RUN_LABEL]
     process.send_signal(signum)
     out, err = process.communicate(timeout=120)  # a hang guard: the check would take 300 s
     assert process.returncode == code, out + err
@@ -185,12 +267,12 @@ def test_containers_of_a_killed_run_are_removed_by_the_next_run(
     stale = wait_for_container(docker_client, name, process)
     process.kill()  # SIGKILL: no handler runs, the container stays
     process.communicate(timeout=60)
-    assert [c.id for c in labelled(docker_client, name)] == [stale.id]
+    assert [c["Id"] for c in labelled(docker_client, name)] == [stale["Id"]]
     write_recipe(env.repo, name, simple_recipe(name))  # a quick smoke check this time
     again = start_heps(env.repo, "run", "--all", "--no-push")
     out, err = again.communicate(timeout=300)
     assert again.returncode == 0, out + err
-    assert f"removed container {stale.id[:12]} of run {stale.labels[RUN_LABEL]}" in err
+    assert f"removed container {stale['Id'][:12]} of run {stale['Labels'][RUN_LABEL]}" in err
     assert labelled(docker_client, name) == []
 
 
