@@ -8,6 +8,7 @@ this build host) and, when KUBECONFIG is set, the same scenario against the real
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -176,10 +177,12 @@ def test_schema_errors_name_file_object_and_field(
 
 
 def test_kustomize_errors_and_unknown_overlays_are_config_errors(repo: Path) -> None:
-    with pytest.raises(
-        ConfigError, match=r"--overlay staging: no folder k8s-overlays/overlays/staging"
-    ):
-        reconcile.check(settings(repo), "staging")
+    known = r"known overlays: production, testbed"
+    for name in ("staging", "../base", "testbed/../production", "/etc"):
+        with pytest.raises(
+            ConfigError, match=rf"--overlay {re.escape(name)}: not an overlay.*{known}"
+        ):
+            reconcile.check(settings(repo), name)
     (repo / "k8s-overlays/overlays/testbed/kustomization.yaml").write_text(
         "resources: [nope.yaml]\n"
     )
