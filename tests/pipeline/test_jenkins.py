@@ -205,12 +205,27 @@ def test_trigger_follows_the_build_to_its_result(heps: Any, repo: Path, server: 
         repo, "jenkins", "trigger", f"{folder}/reconcile", "--param", "OVERLAY=testbed", "--wait"
     )
     assert result.code == 0, result.err
-    assert result.out.strip().endswith("SUCCESS")
+    # --wait followed the queue item while it waited, then the build while it ran
+    (item,) = server.queue
     (build,) = server.builds
-    assert build.job == f"{folder}/reconcile" and build.parameters == {"OVERLAY": "testbed"}
+    assert (item.reads, build.reads) == (2, 2) and item.build is build
+    assert build.job == f"{folder}/reconcile" and build.number == 1
+    assert build.parameters == {"OVERLAY": "testbed", "DRY_RUN": "false"}  # defaults too
+    job_url = server.job_url(f"{folder}/reconcile")
+    assert result.out.strip() == f"{folder}/reconcile: {job_url}1/ SUCCESS"
     server.result = "FAILURE"
     failed = heps(repo, "jenkins", "trigger", f"{folder}/main", "--wait")
     assert failed.code == 1 and failed.out.strip().endswith("FAILURE")
+    assert [(b.job, b.number) for b in server.builds] == [
+        (f"{folder}/reconcile", 1),
+        (f"{folder}/main", 1),  # numbered per job; queue ids are not build numbers
+    ]
+    assert [q.id for q in server.queue] == [server.first_queue_id, server.first_queue_id + 1]
+    queued = heps(repo, "jenkins", "trigger", f"{folder}/main")
+    assert queued.code == 0 and queued.out.strip() == (
+        f"{folder}/main: {server.url}queue/item/{server.first_queue_id + 2}/ queued"
+    )
+    assert len(server.builds) == 2  # nobody polled: still in the queue
     missing = heps(repo, "jenkins", "trigger", f"{folder}/nope")
     assert missing.code == 2 and "no such job" in missing.err
     bad = heps(repo, "jenkins", "trigger", f"{folder}/main", "--param", "OVERLAY")
