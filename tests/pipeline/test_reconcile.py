@@ -380,7 +380,8 @@ def test_memory_cluster_refuses_and_merges_as_server_side_apply_does() -> None:
     """The double's own contract (KubeCluster always forces, so a real server cannot be
     asked for the unforced conflict here)."""
     cluster = MemoryCluster()
-    config = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "n"}}
+    meta = {"name": "c", "namespace": "n"}
+    config: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta}
     with pytest.raises(StageError, match=r'ConfigMap n/c: namespaces "n" not found'):
         cluster.apply(config, "heps-reconcile", False)
     cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n"}}, "a", False)
@@ -388,7 +389,7 @@ def test_memory_cluster_refuses_and_merges_as_server_side_apply_does() -> None:
     cluster.apply({**config, "data": {"mode": "testbed", "extra": "1"}}, "ops", False)  # shared
     with pytest.raises(StageError, match=r'1 conflict: conflict with "heps": \.data\.url'):
         cluster.apply({**config, "data": {"url": "y"}}, "ops", False, force=False)
-    stale = {**config, "metadata": {**config["metadata"], "resourceVersion": "1"}}
+    stale = {**config, "metadata": {**meta, "resourceVersion": "1"}}
     with pytest.raises(StageError, match="the object has been modified"):
         cluster.apply({**stale, "data": {"extra": "2"}}, "ops", False)
     # heps stops sending `mode`: ops still owns it, so it stays; `url` was heps's alone
