@@ -446,23 +446,16 @@ def _handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                 with server.lock:
                     self._send(*server.get(path, query))
 
-        def do_POST(self) -> None:
+        def _write(self) -> None:
             path, _ = self._query()
             body = self._body()
             with server.lock:
-                self._send(*server.post(path, body))
+                if self.command == "PATCH":
+                    self._send(*server.patch(path, body, self.headers.get("Content-Type", "")))
+                else:
+                    self._send(*(server.post if self.command == "POST" else server.put)(path, body))
 
-        def do_PUT(self) -> None:
-            path, _ = self._query()
-            body = self._body()
-            with server.lock:
-                self._send(*server.put(path, body))
-
-        def do_PATCH(self) -> None:
-            path, _ = self._query()
-            body = self._body()
-            with server.lock:
-                self._send(*server.patch(path, body, self.headers.get("Content-Type", "")))
+        do_POST = do_PUT = do_PATCH = _write
 
         def _watch(self, path: str, query: dict[str, str]) -> None:
             m = re.fullmatch(r"/api/v1/(nodes|pods)|/api/v1/namespaces/([^/]+)/(pods)", path)
