@@ -214,37 +214,20 @@ class FakeJenkins:
             return 404, "Not Found", {}
         item.reads += 1
         task = {"name": item.job.rpartition("/")[2], "url": self.job_url(item.job)}
+        answer: dict[str, Any] = {"id": number, "task": task}
         if item.build is None and item.reads < 2:
-            why = "Waiting for next available executor"
-            return (
-                200,
-                {
-                    "_class": "hudson.model.Queue$BuildableItem",
-                    "id": number,
-                    "task": task,
-                    "why": why,
-                },
-                {},
-            )
+            answer["_class"] = "hudson.model.Queue$BuildableItem"
+            answer["why"] = "Waiting for next available executor"
+            return 200, answer, {}
         if item.build is None:
             started = [b.number for b in self.builds if b.job == item.job]
             item.build = Build(item.job, max(started, default=0) + 1, item.parameters)
             self.builds.append(item.build)
-        executable = {
-            "number": item.build.number,
-            "url": f"{self.job_url(item.job)}{item.build.number}/",
-        }
-        return (
-            200,
-            {
-                "_class": "hudson.model.Queue$LeftItem",
-                "id": number,
-                "cancelled": False,
-                "task": task,
-                "executable": executable,
-            },
-            {},
-        )
+        answer["_class"] = "hudson.model.Queue$LeftItem"
+        answer["cancelled"] = False
+        url = f"{self.job_url(item.job)}{item.build.number}/"
+        answer["executable"] = {"number": item.build.number, "url": url}
+        return 200, answer, {}
 
     def _build_info(self, name: str, number: int) -> tuple[int, Any, dict[str, str]]:
         build = next((b for b in self.builds if b.job == name and b.number == number), None)
@@ -253,17 +236,14 @@ class FakeJenkins:
         build.reads += 1
         done = build.reads >= 2
         parameters = [{"name": k, "value": v} for k, v in build.parameters.items()]
-        return (
-            200,
-            {
-                "number": number,
-                "url": f"{self.job_url(name)}{number}/",
-                "building": not done,
-                "result": self.result if done else None,
-                "actions": [{"_class": "hudson.model.ParametersAction", "parameters": parameters}],
-            },
-            {},
-        )
+        info = {
+            "number": number,
+            "url": f"{self.job_url(name)}{number}/",
+            "building": not done,
+            "result": self.result if done else None,
+            "actions": [{"_class": "hudson.model.ParametersAction", "parameters": parameters}],
+        }
+        return 200, info, {}
 
 
 def parameter_defaults(config: str) -> dict[str, str]:
