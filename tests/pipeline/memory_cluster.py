@@ -4,7 +4,8 @@ does against a real API server (same return values, same StageError lines).
 
 What it models of server-side apply: the body must name apiVersion, kind and name and
 must not carry `metadata.managedFields` (400); a `metadata.resourceVersion` in the body
-must match the live one (409); a namespaced object needs its Namespace (404). Each field
+must match the live one (409); a namespaced object needs its Namespace (404: the double
+raises, where KubeCluster today reads any 404 on apply as "nothing to return"). Each field
 manager owns the fields it applied: applying merges into the live object, keeps fields
 other managers own, removes fields only the applier owned and no longer sends, and
 changing a field another manager owns is a conflict (409) unless forced (KubeCluster
@@ -13,11 +14,11 @@ leaves resourceVersion alone; `status` in a body is ignored; a dry run stores no
 Workloads report a finished rollout on the next read; deleting a Namespace deletes what
 is in it at once.
 
-What it does not model: lists are atomic (a real server merges `containers`, `ports`,
-`env`... by their keys per the OpenAPI schema, so two managers may own items of one
-list here only on a real server); Update operations (kubectl edit/patch), finalizers and
-graceful deletion; defaulting and validation (kubernetes-validate checks schemas
-before anything reaches a cluster); admission; generation on kinds that have none.
+What it does not model: lists are atomic here (one manager owns a whole list), where a
+real server merges `containers`, `ports`, `env`... item by item, by the keys the OpenAPI
+schema names; Update operations (kubectl edit/patch), finalizers and graceful deletion;
+defaulting and validation (kubernetes-validate checks schemas before anything reaches a
+cluster); admission; which kinds keep a `generation` (here every kind with a spec does).
 """
 
 from __future__ import annotations
