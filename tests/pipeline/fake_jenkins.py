@@ -39,6 +39,10 @@ import defusedxml.ElementTree
 
 CRUMB = "c0ffee-crumb"
 
+FOLDER_CLASS = "com.cloudbees.hudson.plugins.folder.Folder"
+JOB_CLASS = "org.jenkinsci.plugins.workflow.job.WorkflowJob"
+PARAMETERS_CLASS = "hudson.model.ParametersDefinitionProperty"
+
 
 @dataclass
 class Build:
@@ -104,10 +108,10 @@ class FakeJenkins:
             short = name.rpartition("/")[2]
             entry: dict[str, Any] = {"name": short, "url": f"{self.url}job/{short}/"}
             if self.is_folder(name):
-                entry["_class"] = "com.cloudbees.hudson.plugins.folder.Folder"
+                entry["_class"] = FOLDER_CLASS
                 entry["jobs"] = self._tree(name)
             else:
-                entry["_class"] = "org.jenkinsci.plugins.workflow.job.WorkflowJob"
+                entry["_class"] = JOB_CLASS
                 entry["color"] = "blue"
             jobs.append(entry)
         return jobs
@@ -170,7 +174,7 @@ class FakeJenkins:
         if name not in self.configs:
             return 404, "Not Found", {}
         if rest == "/api/json":
-            return 200, {"name": folder_parts[-1]}, {}
+            return 200, self.job_info(name), {}
         if rest == "/config.xml":
             if method == "POST":
                 self.configs[name] = self.stored(body)
@@ -186,6 +190,23 @@ class FakeJenkins:
         if match:
             return self._build_info(name, int(match.group(1)))
         return 404, "Not Found", {}
+
+    def job_info(self, name: str) -> dict[str, Any]:
+        """A job's api/json as Jenkins answers it: class, buildable, parameter definitions."""
+        if self.is_folder(name):
+            return {"_class": FOLDER_CLASS, "name": name.rsplit("/", 1)[-1], "jobs": []}
+        definitions = [
+            {"name": key, "defaultParameterValue": {"value": value}}
+            for key, value in parameter_defaults(self.configs[name]).items()
+        ]
+        return {
+            "_class": JOB_CLASS,
+            "name": name.rsplit("/", 1)[-1],
+            "buildable": "<disabled>true</disabled>" not in self.configs[name],
+            "property": [{"_class": PARAMETERS_CLASS, "parameterDefinitions": definitions}]
+            if definitions
+            else [],
+        }
 
     def job_url(self, name: str) -> str:
         return self.url + "".join(f"job/{part}/" for part in name.split("/"))

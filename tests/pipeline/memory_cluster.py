@@ -4,9 +4,8 @@ does against a real API server (same return values, same StageError lines).
 
 What it models of server-side apply: the body must name apiVersion, kind and name and
 must not carry `metadata.managedFields` (400); a `metadata.resourceVersion` in the body
-must match the live one (409); a namespaced object needs its Namespace (404: the double
-raises, where KubeCluster today reads any 404 on apply as "nothing to return"). Each field
-manager owns the fields it applied: applying merges into the live object, keeps fields
+must match the live one (409); a namespaced object needs its Namespace (404, a StageError
+in both). Each field manager owns the fields it applied: applying merges into the live object, keeps fields
 other managers own, removes fields only the applier owned and no longer sends, and
 changing a field another manager owns is a conflict (409) unless forced (KubeCluster
 always forces, as `kubectl apply --server-side --force-conflicts` does). A no-op apply

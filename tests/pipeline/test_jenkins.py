@@ -20,7 +20,7 @@ import pytest
 from heps.ci import jenkins_jobs
 from heps.core.errors import ConfigError
 from tests.conftest import REPO_ROOT
-from tests.pipeline.fake_jenkins import FakeJenkins
+from tests.pipeline.fake_jenkins import FakeJenkins, parameter_defaults
 
 LIVE = bool(os.environ.get("JENKINS_URL"))
 
@@ -232,6 +232,25 @@ def test_trigger_follows_the_build_to_its_result(heps: Any, repo: Path, server: 
     assert missing.code == 2 and "no such job" in missing.err
     bad = heps(repo, "jenkins", "trigger", f"{folder}/main", "--param", "OVERLAY")
     assert bad.code == 2 and "write it as NAME=VALUE" in bad.err
+    unknown = heps(repo, "jenkins", "trigger", f"{folder}/reconcile", "--param", "COLOR=red")
+    assert unknown.code == 2
+    assert "--param COLOR: not a parameter of this job (its parameters: DRY_RUN, OVERLAY)" in (
+        unknown.err
+    )
+    of_folder = heps(repo, "jenkins", "trigger", folder)
+    assert of_folder.code == 2 and "a folder, not a job that can be built" in of_folder.err
+    assert len(server.queue) == 3  # none of the refused triggers reached the queue
+
+
+def test_a_job_with_parameters_starts_with_its_defaults(heps: Any, repo: Path, server: Any) -> None:
+    if server is None:
+        pytest.skip("JENKINS_URL is set: a trigger there would run the real reconcile job")
+    folder = folder_of(repo)
+    assert heps(repo, "jenkins", "sync").code == 0
+    result = heps(repo, "jenkins", "trigger", f"{folder}/reconcile", "--wait")
+    assert result.code == 0, result.err
+    (build,) = server.builds
+    assert build.parameters == parameter_defaults(server.configs[f"{folder}/reconcile"])
 
 
 def test_refused_token_is_a_config_error_and_never_printed(
