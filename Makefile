@@ -14,7 +14,7 @@ lint:
 	.venv/bin/ruff check pipeline scheduler hub user-init tests bench
 	.venv/bin/ruff format --check pipeline scheduler hub user-init tests bench
 	.venv/bin/mypy
-	.venv/bin/lint-imports
+	.venv/bin/lint-imports --no-cache
 
 bench:
 	@scripts/bootstrap.sh

@@ -26,7 +26,8 @@ from heps.gitops import promote
 from heps.gitops.pin import Pin
 from heps.images import graph, lint, recipes, report, source
 from heps.images.run import Runner, Selection, prepare, summary
-from heps.systems import engine, git, services
+from heps.systems import engine, services
+from heps.systems.git import Repository
 from heps.systems.registry import Registry
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -255,7 +256,7 @@ def _promote(cfg: settings.Settings, args: argparse.Namespace) -> int:
         raise ConfigError(f"--from {args.source}: that overlay pins no image by digest yet")
     branch = promote.production_branch([p.app for p in pins])
     if not (args.push or args.gitops_repo or cfg.gitops.remote):
-        git.git(cfg.repo, "switch", "-q", "-c", branch)
+        Repository(cfg.repo).switch_new(branch)
     return _promote_pins(cfg, args, args.overlay, pins, registry, branch)
 
 

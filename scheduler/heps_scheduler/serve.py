@@ -44,16 +44,21 @@ def clients() -> tuple[Any, Any]:
     return client.CoreV1Api(), client.CoordinationV1Api()
 
 
-def _watch(list_fn: Any, kind: str, events: queue.Queue[tuple[str, str, dict[str, Any]]]) -> None:
+def _watch(
+    list_fn: Any,
+    kind: str,
+    events: queue.Queue[tuple[str, str, dict[str, Any]]],
+    stop: threading.Event,
+) -> None:
     from kubernetes import watch
 
-    while True:  # watches end on server timeouts; start again
+    while not stop.is_set():  # watches end on server timeouts; start again
         try:
             for event in watch.Watch().stream(list_fn, timeout_seconds=300):
                 events.put((kind, event["type"], event["raw_object"]))
         except Exception as exc:  # a dropped watch is retried after a pause
             log.warning("%s watch ended: %s; restarting", kind, exc)
-            time.sleep(2)
+            stop.wait(2)
 
 
 def run(
@@ -73,7 +78,7 @@ def run(
     scheduler.sync()
     events: queue.Queue[tuple[str, str, dict[str, Any]]] = queue.Queue()
     for list_fn, kind in ((core.list_node, "node"), (core.list_pod_for_all_namespaces, "pod")):
-        threading.Thread(target=_watch, args=(list_fn, kind, events), daemon=True).start()
+        threading.Thread(target=_watch, args=(list_fn, kind, events, stop), daemon=True).start()
     identity = f"{socket.gethostname()}-{os.getpid()}"
     elector = leader.LeaseElector(coordination, lease_namespace, settings.scheduler_name, identity)
     leading, renewed = not leader_elect, 0.0

@@ -1,6 +1,8 @@
-"""`heps jenkins render|sync|trigger`: job XML from jenkins/jobs.yaml, synced with
-python-jenkins against FakeJenkins (a test double: no Jenkins can run here) or, when
-JENKINS_URL is set, against that real server in a folder of the test's own."""
+"""`heps jenkins render|sync|trigger`: job XML from jenkins/jobs.yaml, synced and
+triggered with python-jenkins against FakeJenkins (a test double: no Jenkins can run
+here; see its docstring for what it does not model). When JENKINS_URL is set, the
+`server` fixture is that real Jenkins instead: the sync scenario runs against it in a
+folder of the test's own, and the scenarios that need the double skip, saying why."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import pytest
 from heps.ci import jenkins_jobs
 from heps.core.errors import ConfigError
 from tests.conftest import REPO_ROOT
-from tests.pipeline.fake_jenkins import FakeJenkins
+from tests.pipeline.fake_jenkins import FakeJenkins, parameter_defaults
 
 LIVE = bool(os.environ.get("JENKINS_URL"))
 
@@ -179,7 +181,7 @@ def test_sync_creates_then_changes_nothing_then_updates_only_what_differs(
 
 def test_sync_deletes_only_its_own_jobs(heps: Any, repo: Path, server: Any) -> None:
     if server is None:
-        pytest.skip("needs the test double: it plants a hand-made job on the server")
+        pytest.skip("JENKINS_URL is set: this scenario plants a job by hand in FakeJenkins")
     folder = folder_of(repo)
     assert heps(repo, "jenkins", "sync").code == 0
     server.configs[f"{folder}/hand-made"] = server.stored(
@@ -198,30 +200,64 @@ def test_sync_deletes_only_its_own_jobs(heps: Any, repo: Path, server: Any) -> N
 
 def test_trigger_follows_the_build_to_its_result(heps: Any, repo: Path, server: Any) -> None:
     if server is None:
-        pytest.skip("a live trigger would run the real reconcile job")
+        pytest.skip("JENKINS_URL is set: a trigger there would run the real reconcile job")
     folder = folder_of(repo)
     assert heps(repo, "jenkins", "sync").code == 0
     result = heps(
         repo, "jenkins", "trigger", f"{folder}/reconcile", "--param", "OVERLAY=testbed", "--wait"
     )
     assert result.code == 0, result.err
-    assert result.out.strip().endswith("SUCCESS")
+    # --wait followed the queue item while it waited, then the build while it ran
+    (item,) = server.queue
     (build,) = server.builds
-    assert build.job == f"{folder}/reconcile" and build.parameters == {"OVERLAY": "testbed"}
+    assert (item.reads, build.reads) == (2, 2) and item.build is build
+    assert build.job == f"{folder}/reconcile" and build.number == 1
+    assert build.parameters == {"OVERLAY": "testbed", "DRY_RUN": "false"}  # defaults too
+    job_url = server.job_url(f"{folder}/reconcile")
+    assert result.out.strip() == f"{folder}/reconcile: {job_url}1/ SUCCESS"
     server.result = "FAILURE"
     failed = heps(repo, "jenkins", "trigger", f"{folder}/main", "--wait")
     assert failed.code == 1 and failed.out.strip().endswith("FAILURE")
+    assert [(b.job, b.number) for b in server.builds] == [
+        (f"{folder}/reconcile", 1),
+        (f"{folder}/main", 1),  # numbered per job; queue ids are not build numbers
+    ]
+    assert [q.id for q in server.queue] == [server.first_queue_id, server.first_queue_id + 1]
+    queued = heps(repo, "jenkins", "trigger", f"{folder}/main")
+    assert queued.code == 0 and queued.out.strip() == (
+        f"{folder}/main: {server.url}queue/item/{server.first_queue_id + 2}/ queued"
+    )
+    assert len(server.builds) == 2  # nobody polled: still in the queue
     missing = heps(repo, "jenkins", "trigger", f"{folder}/nope")
     assert missing.code == 2 and "no such job" in missing.err
     bad = heps(repo, "jenkins", "trigger", f"{folder}/main", "--param", "OVERLAY")
     assert bad.code == 2 and "write it as NAME=VALUE" in bad.err
+    unknown = heps(repo, "jenkins", "trigger", f"{folder}/reconcile", "--param", "COLOR=red")
+    assert unknown.code == 2
+    assert "--param COLOR: not a parameter of this job (its parameters: DRY_RUN, OVERLAY)" in (
+        unknown.err
+    )
+    of_folder = heps(repo, "jenkins", "trigger", folder)
+    assert of_folder.code == 2 and "a folder, not a job that can be built" in of_folder.err
+    assert len(server.queue) == 3  # none of the refused triggers reached the queue
+
+
+def test_a_job_with_parameters_starts_with_its_defaults(heps: Any, repo: Path, server: Any) -> None:
+    if server is None:
+        pytest.skip("JENKINS_URL is set: a trigger there would run the real reconcile job")
+    folder = folder_of(repo)
+    assert heps(repo, "jenkins", "sync").code == 0
+    result = heps(repo, "jenkins", "trigger", f"{folder}/reconcile", "--wait")
+    assert result.code == 0, result.err
+    (build,) = server.builds
+    assert build.parameters == parameter_defaults(server.configs[f"{folder}/reconcile"])
 
 
 def test_refused_token_is_a_config_error_and_never_printed(
     heps: Any, repo: Path, server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if server is None:
-        pytest.skip("needs the test double to refuse a made-up token")
+        pytest.skip("JENKINS_URL is set: this scenario needs FakeJenkins to refuse a token")
     wrong = f"wrong-{uuid.uuid4().hex}"
     monkeypatch.setenv("JENKINS_API_TOKEN", wrong)
     result = heps(repo, "jenkins", "sync")

@@ -2,12 +2,15 @@
 
 Rendering, schemas (kubernetes-validate), policies, masking and the offline diff run
 for real. Applying runs against MemoryCluster (a test double: no API server can run on
-this build host) and, when KUBECONFIG is set, the same scenario against the real one.
+this build host; see its docstring for what it does not model). One scenario,
+test_apply_is_idempotent_prunes_what_is_gone_and_reports_drift, runs against a real API
+server instead when KUBECONFIG is set; the others need the double.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import uuid
@@ -176,10 +179,12 @@ def test_schema_errors_name_file_object_and_field(
 
 
 def test_kustomize_errors_and_unknown_overlays_are_config_errors(repo: Path) -> None:
-    with pytest.raises(
-        ConfigError, match=r"--overlay staging: no folder k8s-overlays/overlays/staging"
-    ):
-        reconcile.check(settings(repo), "staging")
+    known = r"known overlays: production, testbed"
+    for name in ("staging", "../base", "testbed/../production", "/etc"):
+        with pytest.raises(
+            ConfigError, match=rf"--overlay {re.escape(name)}: not an overlay.*{known}"
+        ):
+            reconcile.check(settings(repo), name)
     (repo / "k8s-overlays/overlays/testbed/kustomization.yaml").write_text(
         "resources: [nope.yaml]\n"
     )
@@ -340,11 +345,27 @@ def test_apply_is_idempotent_prunes_what_is_gone_and_reports_drift(
             "app.kubernetes.io/managed-by": "heps-reconcile",
             "heps.ihep.ac.cn/overlay": "small",
         }
-        live["metadata"]["labels"] = {"edited": "by-hand"}  # taken over by someone else
-        cluster.apply(live, "kubectl-edit", False)
+        with pytest.raises(StageError, match=r"metadata\.managedFields must be nil"):
+            cluster.apply(live, "kubectl-edit", False)  # a read object is no apply body
+        # Someone takes the object over: `kubectl apply --server-side --force-conflicts`
+        # of a label reconcile owns, and of one of their own.
+        labels = {reconcile.MANAGED_BY: "kubectl", "edited": "by-hand"}
+        meta = {"name": "worker", "namespace": namespace, "labels": labels}
+        cluster.apply(
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}, "kubectl-edit", False
+        )
+        assert cluster.get(key)["metadata"]["labels"] == {
+            reconcile.MANAGED_BY: "kubectl",
+            reconcile.OVERLAY_LABEL: "small",  # still reconcile's: kept
+            "edited": "by-hand",
+        }
         drift = reconcile.online(cfg, "small", smaller, cluster, True, "rev2")
         assert drift.changed == [f"ServiceAccount {namespace}/worker"]
-        assert "-    edited: by-hand" in drift.diff
+        assert (
+            "-    app.kubernetes.io/managed-by: kubectl\n"
+            "+    app.kubernetes.io/managed-by: heps-reconcile\n"
+        ) in drift.diff
+        assert "     edited: by-hand\n" in drift.diff  # another manager's label stays
 
         objects.write_text(
             objects.read_text().split("---\napiVersion: v1\nkind: ServiceAccount")[0]
@@ -356,6 +377,34 @@ def test_apply_is_idempotent_prunes_what_is_gone_and_reports_drift(
     finally:
         if os.environ.get("KUBECONFIG"):
             cluster.delete(("v1", "Namespace", "", namespace))
+
+
+def test_memory_cluster_refuses_and_merges_as_server_side_apply_does() -> None:
+    """The double's own contract (KubeCluster always forces, so a real server cannot be
+    asked for the unforced conflict here)."""
+    cluster = MemoryCluster()
+    meta = {"name": "c", "namespace": "n"}
+    config: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta}
+    with pytest.raises(StageError, match=r'ConfigMap n/c: namespaces "n" not found'):
+        cluster.apply(config, "heps-reconcile", False)
+    cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "n"}}, "a", False)
+    first = cluster.apply({**config, "data": {"mode": "testbed", "url": "x"}}, "heps", False)
+    cluster.apply({**config, "data": {"mode": "testbed", "extra": "1"}}, "ops", False)  # shared
+    with pytest.raises(StageError, match=r'1 conflict: conflict with "heps": \.data\.url'):
+        cluster.apply({**config, "data": {"url": "y"}}, "ops", False, force=False)
+    stale = {**config, "metadata": {**meta, "resourceVersion": "1"}}
+    with pytest.raises(StageError, match="the object has been modified"):
+        cluster.apply({**stale, "data": {"extra": "2"}}, "ops", False)
+    # heps stops sending `mode`: ops still owns it, so it stays; `url` was heps's alone
+    after = cluster.apply({**config, "data": {}}, "heps", False)
+    assert after["data"] == {"mode": "testbed", "extra": "1"}
+    assert [(f["manager"], f["fieldsV1"]) for f in after["metadata"]["managedFields"]] == [
+        ("heps", {"f:data": {}}),
+        ("ops", {"f:data": {"f:mode": {}, "f:extra": {}}}),
+    ]
+    assert int(after["metadata"]["resourceVersion"]) > int(first["metadata"]["resourceVersion"])
+    again = cluster.apply({**config, "data": {}}, "heps", False)
+    assert again["metadata"]["resourceVersion"] == after["metadata"]["resourceVersion"]  # no-op
 
 
 def test_rollout_timeout_fails_naming_the_workload() -> None:

@@ -1,18 +1,24 @@
-"""The Kubernetes adapter, leader election and the metrics agent, through the real
-`kubernetes` client against the FakeApiServer test double (see fake_apiserver.py)."""
+"""The Kubernetes adapter, the serve loop, leader election and the metrics agent, through
+the real `kubernetes` client against the FakeApiServer test double (see fake_apiserver.py
+for what it does not model; test_kube_live.py runs two of these scenarios against a real
+API server when KUBECONFIG is set)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from kubernetes import client
+from kubernetes import client, watch
 
-from heps_scheduler import agent, config, kube, leader
+from heps_scheduler import agent, config, kube, leader, serve
 from heps_scheduler.framework import Scheduler
 from heps_scheduler.model import (
     BURSTABLE,
@@ -284,3 +290,127 @@ def test_agent_reads_proc_and_publishes_what_the_scheduler_reads(
     metrics = kube.metrics_from_k8s(fake.nodes["n1"])
     assert metrics is not None and (metrics.cpu, metrics.iowait, metrics.network) == (0.7, 0.1, 0.5)
     assert metrics.timestamp == 110.0
+
+
+def new_pod(name: str, cpu: str, scheduler: str = "heps-scheduler") -> dict[str, Any]:
+    """A pod as a user submits it: no uid, timestamps or status; the server adds them."""
+    pod = k8s_pod(name, cpu=cpu, scheduler=scheduler)
+    del pod["status"], pod["metadata"]["uid"], pod["metadata"]["creationTimestamp"]
+    return pod
+
+
+def names(response: Any) -> list[str]:
+    return sorted(o["metadata"]["name"] for o in kube.raw(response)["items"])
+
+
+def test_lists_and_watches_honour_selectors_and_resource_versions(
+    fake: FakeApiServer, api: tuple[Any, Any]
+) -> None:
+    core, _ = api
+    fake.nodes = {"a": k8s_node("a"), "b": k8s_node("b", unschedulable=True)}
+    fake.pods = {
+        ("jhub", "placed"): k8s_pod("placed", node="a"),
+        ("jhub", "alice"): k8s_pod("alice"),
+        ("other", "x"): k8s_pod("x", scheduler="default-scheduler"),
+    }
+    fake.pods[("jhub", "alice")]["metadata"]["labels"] = {"component": "singleuser-server"}
+    fake.pods[("other", "x")]["metadata"]["namespace"] = "other"
+    pods, raw = core.list_pod_for_all_namespaces, {"_preload_content": False}
+    assert names(pods(field_selector="spec.nodeName=", **raw)) == ["alice", "x"]
+    unbound_ours = "spec.schedulerName=heps-scheduler,spec.nodeName="
+    assert names(pods(field_selector=unbound_ours, **raw)) == ["alice"]
+    assert names(pods(label_selector="component in (hub, singleuser-server)", **raw)) == ["alice"]
+    assert names(pods(label_selector="!component", **raw)) == ["placed", "x"]
+    assert names(core.list_namespaced_pod("other", **raw)) == ["x"]
+    assert names(core.list_node(field_selector="spec.unschedulable!=true", **raw)) == ["a"]
+    with pytest.raises(client.ApiException) as refused:
+        pods(field_selector="spec.containers=x", **raw)
+    assert refused.value.status == 400
+    assert "field label not supported: spec.containers" in str(refused.value.body)
+
+    version = kube.raw(pods(**raw))["metadata"]["resourceVersion"]
+    core.create_namespaced_pod("jhub", new_pod("bob", cpu="1"), **raw)
+    bob = kube.pod_from_k8s(kube.raw(core.read_namespaced_pod("bob", "jhub", **raw)))
+    core.create_namespaced_binding("jhub", kube.binding_body(bob, "a"), **raw)
+    seen, stream = [], watch.Watch()
+    for event in stream.stream(
+        pods, resource_version=version, field_selector="spec.nodeName=", timeout_seconds=5
+    ):
+        seen.append((event["type"], event["raw_object"]["metadata"]["name"]))
+        if len(seen) == 2:
+            stream.stop()
+    # only what changed after the list; bound, bob no longer matches spec.nodeName=
+    assert seen == [("ADDED", "bob"), ("DELETED", "bob")]
+
+
+def test_merge_patch_null_deletes_and_a_stale_version_conflicts(
+    fake: FakeApiServer, api: tuple[Any, Any]
+) -> None:
+    core, _ = api
+    fake.nodes = {"n1": k8s_node("n1")}
+    agent.publish(core, "n1", {"cpu": 0.5, "iowait": 0, "network": 0, "timestamp": 1.0})
+    assert kube.metrics_from_k8s(fake.nodes["n1"]) is not None
+    withdrawn = {"metadata": {"annotations": {kube.METRICS_ANNOTATION: None}, "labels": {"z": "b"}}}
+    core.patch_node("n1", withdrawn, _preload_content=False)
+    meta = fake.nodes["n1"]["metadata"]
+    assert not meta.get("annotations")  # null deleted the key (RFC 7386)
+    assert meta["labels"] == {"kubernetes.io/hostname": "n1", "z": "b"}  # merged, not replaced
+    stale = {"metadata": {"resourceVersion": "1", "labels": {"z": "c"}}}
+    with pytest.raises(client.ApiException) as conflict:
+        core.patch_node("n1", stale, _preload_content=False)
+    assert conflict.value.status == 409 and meta["labels"]["z"] == "b"
+
+
+def until(fake: FakeApiServer, condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    """Wait for the serve loop (another thread) to get somewhere; fail after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        with fake.lock:
+            if condition():
+                return
+        assert time.monotonic() < deadline, "the serve loop did not get there"
+        time.sleep(0.02)
+
+
+def test_serve_loop_schedules_what_the_watches_bring_binds_and_posts_events(
+    fake: FakeApiServer, api: tuple[Any, Any]
+) -> None:
+    core, coordination = api
+    fake.nodes = {"small": k8s_node("small", cpu="2"), "big": k8s_node("big", cpu="16")}
+    fake.pods = {
+        ("jhub", "placed"): k8s_pod("placed", cpu="2", node="small"),
+        ("jhub", "alice"): k8s_pod("alice", cpu="4"),
+    }
+    settings = config.SchedulerConfig()
+    stop = threading.Event()
+    loop = threading.Thread(
+        target=serve.run, args=(core, coordination, settings, True, "kube-system", stop)
+    )
+    loop.start()
+
+    def said() -> list[tuple[str, str]]:
+        return [(e["reason"], e["involvedObject"]["name"]) for e in fake.events]
+
+    try:
+        until(fake, lambda: ("Scheduled", "alice") in said())  # from the first list
+        # These arrive through the pod watch only, in this order.
+        arriving = [
+            new_pod("x", "1", "default-scheduler"),
+            new_pod("bob", "8"),
+            new_pod("huge", "64"),
+        ]
+        for pod in arriving:
+            core.create_namespaced_pod("jhub", pod, _preload_content=False)
+        until(fake, lambda: {("Scheduled", "bob"), ("FailedScheduling", "huge")} <= set(said()))
+    finally:
+        stop.set()
+        fake.close()  # ends the watch streams
+        loop.join(timeout=5)
+    assert not loop.is_alive()
+    bound = {b["metadata"]["name"]: b["target"]["name"] for b in fake.bindings}
+    assert bound == {"alice": "big", "bob": "big"}  # small is full; x is not ours
+    assert fake.pods[("jhub", "bob")]["spec"]["nodeName"] == "big"
+    assert said()[:2] == [("Scheduled", "alice"), ("Scheduled", "bob")]
+    assert {reason for reason, _ in said()[2:]} == {"FailedScheduling"}  # huge, retried
+    lease = fake.leases[("kube-system", settings.scheduler_name)]["spec"]
+    assert lease["holderIdentity"] == f"{socket.gethostname()}-{os.getpid()}"

@@ -22,7 +22,8 @@ from heps_scheduler.snapshot import Snapshot
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("KUBECONFIG"),
-    reason="needs a Kubernetes API server: set KUBECONFIG (none can run on this build host)",
+    reason="runs when KUBECONFIG names a Kubernetes cluster (no API server can run on this "
+    "build host; test_kube.py runs these scenarios against FakeApiServer)",
 )
 
 

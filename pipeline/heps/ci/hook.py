@@ -13,6 +13,7 @@ lives: `heps.jenkins-url` (or JENKINS_URL), `heps.jenkins-job` (default heps/mai
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -20,33 +21,33 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from heps.ci import jenkins_server
+from heps.core.errors import StageError
+from heps.systems.git import Repository
 
 ZERO = "0" * 40
 RECIPES = "app-recipes/"
 
 
-def _git(git_dir: Path, *args: str) -> str:
-    done = subprocess.run(["git", "--git-dir", str(git_dir), *args], capture_output=True, text=True)
-    return done.stdout.strip() if done.returncode == 0 else ""
-
-
-def changed_files(git_dir: Path, old: str, new: str) -> list[str]:
-    if old == ZERO:  # a new branch: everything in it is new
-        return _git(git_dir, "ls-tree", "-r", "--name-only", new).splitlines()
-    return _git(git_dir, "diff", "--name-only", old, new).splitlines()
+_SHA = re.compile(r"[0-9a-f]{40}")
 
 
 def post_receive(git_dir: Path, updates: Iterable[str], env: dict[str, str]) -> int:
-    branch = _git(git_dir, "config", "--get", "heps.branch") or "main"
-    job = _git(git_dir, "config", "--get", "heps.jenkins-job") or "heps/main"
-    url = env.get("JENKINS_URL") or _git(git_dir, "config", "--get", "heps.jenkins-url")
+    repo = Repository(git_dir, bare=True)
+    branch = repo.config("heps.branch") or "main"
+    job = repo.config("heps.jenkins-job") or "heps/main"
+    url = env.get("JENKINS_URL") or repo.config("heps.jenkins-url")
     status = 0
     for line in updates:
-        old, new, ref = line.split()
+        fields = line.split()
+        if len(fields) != 3 or not all(_SHA.fullmatch(f) for f in fields[:2]):
+            print(f"heps: ignoring a malformed update line: {line.strip()[:80]!r}")
+            continue
+        old, new, ref = fields
         if ref != f"refs/heads/{branch}" or new == ZERO:
             print(f"heps: {ref}: not {branch}; nothing to do here")
             continue
-        touched = [f for f in changed_files(git_dir, old, new) if f.startswith(RECIPES)]
+        changed = repo.names_changed(None if old == ZERO else old, new)
+        touched = [f for f in changed if f.startswith(RECIPES)]
         if not touched:
             print(f"heps: {new[:12]} changes no recipe; nothing to build")
             continue
@@ -64,21 +65,17 @@ def run_locally(git_dir: Path, old: str, new: str) -> int:
     """`heps run --since OLD` in a fresh clone of the pushed revision."""
     # git runs hooks with GIT_DIR and friends set to the bare repository; the clone and
     # the run inside it must not inherit them
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    for name in [k for k in os.environ if k.startswith("GIT_")]:
+        del os.environ[name]
     with tempfile.TemporaryDirectory(prefix="heps-hook-") as tmp:
         work = Path(tmp) / "checkout"
-        for command in (
-            ["git", "clone", "-q", "--no-checkout", str(git_dir), str(work)],
-            ["git", "-C", str(work), "checkout", "-q", new],
-        ):
-            done = subprocess.run(command, env=env, capture_output=True, text=True)
-            if done.returncode != 0:
-                print(f"heps: cannot check out {new[:12]}: {done.stderr.strip()}")
-                return 1
+        try:
+            Repository.clone(str(git_dir), work).checkout(new)
+        except StageError as exc:
+            print(f"heps: cannot check out {new[:12]}: {exc}")
+            return 1
         since = old if old != ZERO else f"{new}^"
         print(f"heps: no Jenkins configured; running heps run --since {since[:12]} here")
         sys.stdout.flush()
         command = [sys.executable, "-m", "heps.cli", "--repo", str(work), "run"]
-        return subprocess.run(
-            [*command, "--since", since], env=env, stderr=subprocess.STDOUT
-        ).returncode
+        return subprocess.run([*command, "--since", since], stderr=subprocess.STDOUT).returncode

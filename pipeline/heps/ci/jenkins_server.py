@@ -122,11 +122,12 @@ def trigger(
     sleep: Callable[[float], None] = time.sleep,
 ) -> tuple[str, str | None]:
     """Start a build; (where it is, its result when waited for)."""
-    if _call(f"reading {name}", lambda: server.get_job_name(name)) is None:
-        raise ConfigError(f"jenkins trigger {name}: no such job; `heps jenkins sync` creates it")
+    parameters = _parameters_for(server, name, parameters)
     queued = _call(
         f"starting {name}", lambda: server.build_job(name, parameters=parameters or None)
     )
+    if not isinstance(queued, int):
+        raise StageError("jenkins", f"{name}: Jenkins queued no build (answer: {queued!r})")
     where = f"{server.server}queue/item/{queued}/"
     if not wait:
         return where, None
@@ -145,6 +146,33 @@ def trigger(
         if not info.get("building") and info.get("result"):
             return str(info.get("url") or where), str(info["result"])
         _tick(deadline, name, sleep)
+
+
+def _parameters_for(server: Server, name: str, given: dict[str, str]) -> dict[str, str]:
+    """What to send: the job's parameter defaults under the given values.
+
+    A job with parameters must be started through buildWithParameters (plain /build
+    answers 400), which python-jenkins picks only when parameters are sent; a job
+    without them refuses any (500), and a folder or a disabled job cannot be built."""
+    if _call(f"reading {name}", lambda: server.get_job_name(name)) is None:
+        raise ConfigError(f"jenkins trigger {name}: no such job; `heps jenkins sync` creates it")
+    info = _call(f"reading {name}", lambda: server.get_job_info(name)) or {}
+    if not info.get("buildable"):
+        what = "a folder" if "Folder" in str(info.get("_class")) else "disabled"
+        raise ConfigError(f"jenkins trigger {name}: {what}, not a job that can be built")
+    defaults = {
+        str(d.get("name")): str((d.get("defaultParameterValue") or {}).get("value", ""))
+        for prop in info.get("property") or []
+        for d in prop.get("parameterDefinitions") or []
+    }
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        known = ", ".join(sorted(defaults)) or "none"
+        raise ConfigError(
+            f"jenkins trigger {name}: --param {', '.join(unknown)}: not a parameter of "
+            f"this job (its parameters: {known})"
+        )
+    return defaults | given
 
 
 def _tick(deadline: float, name: str, sleep: Callable[[float], None]) -> None:

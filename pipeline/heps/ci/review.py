@@ -10,11 +10,8 @@ left out. Markdown for people, JSON for tools; secrets masked in both.
 from __future__ import annotations
 
 import json
-import subprocess
-import tarfile
 import tempfile
 from dataclasses import asdict, dataclass, field
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +26,7 @@ from heps.images import graph, lint, recipes, source
 from heps.images.run import changed_recipes
 from heps.systems import engine
 from heps.systems.engine import ContainerEngine, EngineError
+from heps.systems.git import Repository
 
 NEW, CHANGED, BASE_CHANGED = "new", "changed", "base changed"
 
@@ -92,33 +90,17 @@ class Review:
         return log.redact("\n".join(out) + "\n")
 
 
-def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True)
-
-
-def _tree_at(repo: Path, rev: str, paths: list[str], into: Path) -> bool:
-    """Check out `paths` of revision `rev` into `into`; False when none of them exist."""
-    present = [p for p in paths if _git(repo, "cat-file", "-e", f"{rev}:{p}").returncode == 0]
-    if not present:
-        return False
-    archive = _git(repo, "archive", "--format=tar", rev, "--", *present)
-    with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
-        tar.extractall(into, filter="data")
-    return True
-
-
 def make(settings: Settings, base: str, report: Path | None) -> Review:
     repo = settings.repo
-    resolved = _git(repo, "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}")
-    if resolved.returncode != 0:
+    git = Repository(repo)
+    resolved = git.commit_of(base, "--base")
+    if resolved is None:
         raise ConfigError(
             f"--base {base}: not a commit of this repository; fetch it or name another"
         )
-    dirty = bool(_git(repo, "status", "--porcelain").stdout.strip())
-    head = _git(repo, "rev-parse", "--short=12", "HEAD").stdout.decode().strip()
-    review = Review(
-        resolved.stdout.decode().strip(), head + (" (with uncommitted changes)" if dirty else "")
-    )
+    head = (git.head() or "unknown")[:12]
+    dirty = " (with uncommitted changes)" if git.is_dirty() else ""
+    review = Review(resolved, head + dirty)
     tree = graph.resolve(recipes.discover(settings), settings.registry)
     changed_paths = source.changed_since(repo, base)
     changed = changed_recipes(tree, changed_paths)
@@ -128,7 +110,7 @@ def make(settings: Settings, base: str, report: Path | None) -> Review:
         if name not in affected:
             continue
         recipe = tree.nodes[name].recipe
-        existed = _git(repo, "cat-file", "-e", f"{base}:{recipe.display}").returncode == 0
+        existed = git.show(base, recipe.display) is not None
         why = (CHANGED if existed else NEW) if name in changed else BASE_CHANGED
         app = AppReview(name, recipe.version, why)
         app.lint = [str(f) for f in lint.lint(tree, name).findings]
@@ -222,7 +204,7 @@ def _overlay_diffs(settings: Settings, base: str) -> dict[str, str]:
     diffs = {}
     with tempfile.TemporaryDirectory(prefix="heps-review-") as tmp:
         old_root = Path(tmp)
-        _tree_at(settings.repo, base, [settings.gitops.overlays_dir], old_root)
+        Repository(settings.repo).export(base, [settings.gitops.overlays_dir], old_root)
         for overlay in overlays:
             after = _objects(settings.repo, root / "overlays" / overlay)
             old_folder = old_root / settings.gitops.overlays_dir / "overlays" / overlay
@@ -247,7 +229,7 @@ def _jobs_diff(repo: Path, base: str) -> str:
         try:
             before = (
                 jenkins_jobs.render(Path(tmp))
-                if _tree_at(repo, base, ["jenkins"], Path(tmp))
+                if Repository(repo).export(base, ["jenkins"], Path(tmp))
                 else {}
             )
         except ConfigError:

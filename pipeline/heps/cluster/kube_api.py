@@ -85,7 +85,9 @@ class KubeCluster:
                 dry_run="All" if dry_run else None,
             ),
         )
-        return dict(result.to_dict()) if result is not None else obj
+        if result is None:  # 404: the object's namespace (or its API) is not there
+            raise StageError("reconcile", f"apply {show(key)}: not found; is its namespace there?")
+        return dict(result.to_dict())
 
     def delete(self, key: Key) -> None:
         resource = self._resource(key)

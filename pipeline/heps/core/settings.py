@@ -12,9 +12,9 @@ import json
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from heps.core import log
 from heps.core.errors import ConfigError
@@ -34,6 +34,8 @@ class Identity:
             raise ValueError(f"{where}: '{value}' is not 'Name <email>'")
         return cls(match.group(1), match.group(2))
 
+
+T = TypeVar("T")
 
 SETTINGS_FILE = "heps.yaml"
 EMBEDDED_REGISTRY = "127.0.0.1:5000"
@@ -171,7 +173,10 @@ def load(
     namespace: str | None = None,
     env: dict[str, str] | None = None,
 ) -> Settings:
-    """Settings for `repo` from heps.yaml, the environment and flags, validated."""
+    """Settings for `repo` from heps.yaml, the environment and flags, validated.
+
+    Defaults live in the dataclasses above and nowhere else: a key heps.yaml leaves out
+    keeps the field's default."""
     env = dict(os.environ) if env is None else env
     repo = repo.resolve()
     if not repo.is_dir():
@@ -183,26 +188,21 @@ def load(
         problems = validate(raw, "settings", path, SETTINGS_FILE)
         if problems:
             raise ConfigError(problems)
-    reg = raw.get("registry", {})
-    bld = raw.get("build", {})
+    top = {k: v for k, v in raw.items() if k == "recipes_dir"}
     settings = Settings(
         repo=repo,
-        recipes_dir=raw.get("recipes_dir", "app-recipes"),
-        registry=RegistrySettings(
-            host=reg.get("host", EMBEDDED_REGISTRY),
-            namespace=reg.get("namespace", "heps"),
-            tls=reg.get("tls"),
-        ),
-        build=BuildSettings(
-            ca_bundle=Path(bld["ca_bundle"]) if "ca_bundle" in bld else None,
-            parallel=bld.get("parallel", 2),
-            debian_mirror=bld.get("debian_mirror", BuildSettings.debian_mirror),
-            source_url=bld.get("source_url"),
-        ),
-        smoke=SmokeSettings(timeout=raw.get("smoke", {}).get("timeout", 300.0)),
+        **top,
+        registry=_section(RegistrySettings, raw.get("registry", {})),
+        build=_section(BuildSettings, raw.get("build", {}), ca_bundle=Path),
+        smoke=_section(SmokeSettings, raw.get("smoke", {})),
         gitops=_gitops(raw.get("gitops", {}), env),
-        reconcile=_reconcile(raw.get("reconcile", {})),
-        jenkins=JenkinsSettings(url=raw.get("jenkins", {}).get("url")),
+        reconcile=_section(
+            ReconcileSettings,
+            raw.get("reconcile", {}),
+            digest_required=tuple,
+            privileged_allowed=tuple,
+        ),
+        jenkins=_section(JenkinsSettings, raw.get("jenkins", {})),
         state_dir=Path(env["HEPS_STATE_DIR"]) if "HEPS_STATE_DIR" in env else default_state_dir(),
     )
     host = registry or env.get("HEPS_REGISTRY")
@@ -225,37 +225,31 @@ def load(
     return settings
 
 
+def _section(cls: type[T], raw: dict[str, Any], **convert: Callable[[Any], Any]) -> T:
+    """A settings dataclass from its heps.yaml section; absent keys keep their defaults."""
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    values = {k: convert[k](v) if k in convert else v for k, v in raw.items() if k in names}
+    return cls(**values)
+
+
+_GITOPS_ENV = {
+    "author": "HEPS_GIT_AUTHOR",
+    "committer": "HEPS_GIT_COMMITTER",
+    "remote": "HEPS_GITOPS_REPO",
+}
+
+
 def _gitops(raw: dict[str, Any], env: dict[str, str]) -> GitOpsSettings:
-    defaults = GitOpsSettings()
+    merged = raw | {key: env[name] for key, name in _GITOPS_ENV.items() if env.get(name)}
     try:
-        author = (
-            Identity.parse(env.get("HEPS_GIT_AUTHOR") or raw["author"], "gitops.author")
-            if ("author" in raw or "HEPS_GIT_AUTHOR" in env)
-            else defaults.author
+        return _section(
+            GitOpsSettings,
+            merged,
+            author=lambda text: Identity.parse(text, "gitops.author"),
+            committer=lambda text: Identity.parse(text, "gitops.committer"),
         )
-        committer_text = env.get("HEPS_GIT_COMMITTER") or raw.get("committer")
-        committer = Identity.parse(committer_text, "gitops.committer") if committer_text else None
     except ValueError as exc:
         raise ConfigError(f"{SETTINGS_FILE}: {exc}; write it as 'Name <email>'") from None
-    return GitOpsSettings(
-        overlays_dir=raw.get("overlays_dir", defaults.overlays_dir),
-        branch=raw.get("branch", defaults.branch),
-        author=author,
-        committer=committer,
-        attempts=raw.get("attempts", defaults.attempts),
-        remote=env.get("HEPS_GITOPS_REPO") or raw.get("remote"),
-    )
-
-
-def _reconcile(raw: dict[str, Any]) -> ReconcileSettings:
-    defaults = ReconcileSettings()
-    return ReconcileSettings(
-        kubernetes_version=raw.get("kubernetes_version", defaults.kubernetes_version),
-        digest_required=tuple(raw.get("digest_required", defaults.digest_required)),
-        privileged_allowed=tuple(raw.get("privileged_allowed", defaults.privileged_allowed)),
-        field_manager=raw.get("field_manager", defaults.field_manager),
-        rollout_timeout=raw.get("rollout_timeout", defaults.rollout_timeout),
-    )
 
 
 def _check(settings: Settings) -> None:

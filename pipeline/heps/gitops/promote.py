@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,7 +31,7 @@ from heps.gitops.pin import (
     scan,
 )
 from heps.images.recipes import Recipe
-from heps.systems import git
+from heps.systems.git import Repository, backoff
 from heps.systems.registry import Registry
 
 KUSTOMIZATION = "kustomization.yaml"
@@ -244,12 +243,11 @@ def previous_pin(root: Path, settings: Settings, overlay: str, app: str, reposit
     folder = overlay_dir(root, settings, overlay).relative_to(root)
     apps = {app: repository}
     now = {i["image"] for i in current(root, settings, overlay, apps)}
-    commits = git.git(root, "log", "--format=%H", "--", str(folder)).stdout.split()
-    for sha in commits:
-        names = git.git(root, "ls-tree", "-r", "--name-only", sha, "--", str(folder)).stdout.split()
+    git = Repository(root)
+    for sha in git.history(str(folder)):
         texts = {
-            n: git.git(root, "show", f"{sha}:{n}").stdout
-            for n in names
+            n: (git.show(sha, n) or b"").decode("utf-8", "replace")
+            for n in git.files_at(sha, str(folder))
             if n.endswith((".yaml", ".yml"))
         }
         try:
@@ -288,17 +286,13 @@ class Promoted:
 def _target(settings: Settings, remote: str | None) -> str:
     if remote:
         return remote
-    done = subprocess.run(
-        ["git", "-C", str(settings.repo), "remote", "get-url", "origin"],
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
+    url = Repository(settings.repo).config("remote.origin.url")
+    if not url:
         raise ConfigError(
             "promote --push: this repository has no `origin` remote; add one or "
             "pass --gitops-repo URL"
         )
-    return done.stdout.strip()
+    return url
 
 
 def promote(
@@ -319,23 +313,15 @@ def promote(
         if not edit.files:
             return Promoted(None, "", edit)
         write_all(edit.files)
-        sha = git.commit(
-            settings.repo, list(edit.files), message(overlay, pins, edit), author, committer
+        sha = Repository(settings.repo).commit(
+            list(edit.files), message(overlay, pins, edit), author, committer
         )
         return Promoted(sha, "", edit)
     url = _target(settings, remote)
     with tempfile.TemporaryDirectory(prefix="heps-promote-") as tmp:
         work = Path(tmp) / "repo"
         start = branch or settings.gitops.branch
-        clone = subprocess.run(
-            ["git", "clone", "-q", "--branch", start, "--single-branch", url, str(work)],
-            capture_output=True,
-            text=True,
-        )
-        if clone.returncode != 0:
-            raise StageError(
-                "promote", git.scrub(f"cannot clone {url} ({start}): {clone.stderr.strip()}")
-            )
+        clone = Repository.clone(url, work, branch=start)
         target = new_branch or start
         apps = {p.app: p.repository for p in pins}
         before = _pinned_images(work, settings, overlay, apps)
@@ -346,11 +332,9 @@ def promote(
             if not edit.files:
                 return Promoted(None, target, edit, attempt)
             write_all(edit.files)
-            sha = git.commit(
-                work, list(edit.files), message(overlay, pins, edit), author, committer
-            )
-            pushed, why = git.push(work, target)
-            if pushed:
+            sha = clone.commit(list(edit.files), message(overlay, pins, edit), author, committer)
+            pushed = clone.push(target)
+            if pushed.pushed:
                 return Promoted(sha, target, edit, attempt)
             log.phase(
                 "promote",
@@ -358,9 +342,11 @@ def promote(
                 f"push to {target} lost a race (attempt {attempt}); re-pinning on the new head",
             )
             if new_branch:
-                raise StageError("promote", f"branch {target} already exists on the remote: {why}")
-            git.refresh(work, target)
-            git.backoff(attempt)
+                raise StageError(
+                    "promote", f"branch {target} already exists on the remote: {pushed.detail}"
+                )
+            clone.refresh(target)
+            backoff(attempt)
         raise StageError(
             "promote",
             f"gave up after {settings.gitops.attempts} attempts: other "

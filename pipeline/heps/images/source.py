@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from heps.core.errors import ConfigError
+from heps.systems.git import Repository
 
 
 @dataclass(frozen=True)
@@ -16,28 +16,18 @@ class Revision:
     dirty: bool
 
 
-def _git(repo: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
-
-
 def revision(repo: Path, paths: list[Path]) -> Revision:
     """HEAD, and whether any of `paths` differs from it (tracked changes or new files)."""
-    head = _git(repo, "rev-parse", "HEAD")
-    if head.returncode != 0:
+    try:
+        git = Repository(repo)
+    except ConfigError:
         return Revision("unknown", True)
-    status = _git(repo, "status", "--porcelain", "--", *[str(p) for p in paths])
-    return Revision(head.stdout.strip(), bool(status.stdout.strip()))
+    head = git.head()
+    if head is None:
+        return Revision("unknown", True)
+    return Revision(head, git.is_dirty(paths))
 
 
 def changed_since(repo: Path, rev: str) -> list[Path]:
     """Absolute paths changed between `rev` and the working tree, untracked files included."""
-    diff = _git(repo, "diff", "--name-only", rev, "--")
-    if diff.returncode != 0:
-        raise ConfigError(
-            f"--since {rev}: git does not know this revision ({diff.stderr.strip()}); "
-            "name a commit, branch or tag of this repository"
-        )
-    untracked = _git(repo, "ls-files", "--others", "--exclude-standard", "--full-name")
-    top = Path(_git(repo, "rev-parse", "--show-toplevel").stdout.strip())
-    names = diff.stdout.split("\n") + untracked.stdout.split("\n")
-    return [top / n for n in names if n]
+    return Repository(repo).changed_since(rev)

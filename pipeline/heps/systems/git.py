@@ -1,85 +1,243 @@
-"""Git for promotions: clone the target, commit as the configured author, push with retry.
+"""Git, through GitPython: the one module that runs git.
 
-Every push that loses a race is retried on the new head: fetch, reset to it, compute the
-pins again from scratch (so two promotions that touch different apps never conflict),
-commit, push, a bounded number of times. A rejection that is not a lost race (a hook, a
-protected branch) fails at once with the remote's own words, credentials stripped.
+Every call goes through `Repository`, which sets `GIT_TERMINAL_PROMPT=0` (a missing
+credential fails instead of waiting for a terminal), refuses revisions and names that
+git could read as options (`--output=FILE` as a revision would make git write a file),
+and scrubs `user:password@` from every message that leaves this module. Pushes report
+GitPython's structured flags: a lost race (`REJECTED`, the remote moved) is retried by
+the caller, anything else (a hook, a protected branch) fails with the remote's words.
 """
 
 from __future__ import annotations
 
-import os
 import random
 import re
-import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from heps.core.errors import StageError
+import git
+from git import PushInfo, RemoteProgress
+
+from heps.core.errors import ConfigError, StageError
 from heps.core.settings import Identity
 
-_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]+@")
-_LOST_RACE = ("fetch first", "non-fast-forward", "cannot lock ref", "but expected", "stale info")
+_CREDENTIALS = re.compile(r"(\w+://)[^/\s]*@")
+_ENV = {"GIT_TERMINAL_PROMPT": "0"}
+_LOCK_RACE = re.compile(r"cannot lock ref|but expected|stale info|failed to update ref")
 
 
 def scrub(text: str) -> str:
-    """Remove user:password@ from every URL in `text`."""
+    """Remove user:password@ from every URL in `text` (an `@` in the password too)."""
     return _CREDENTIALS.sub(r"\1***@", text)
 
 
-def git(
-    cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        ["git", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "GIT_TERMINAL_PROMPT": "0", **(env or {})},
-    )
-    if check and done.returncode != 0:
-        raise StageError("promote", scrub(f"git {args[0]} failed: {done.stderr.strip()}"))
-    return done
+def checked(value: str, what: str) -> str:
+    """`value` if git cannot take it for an option; a ConfigError naming `what` otherwise."""
+    if not value or value.startswith("-") or any(c in value for c in "\0\n\r"):
+        raise ConfigError(f"{what} {value!r}: not a git revision or name; name a commit or branch")
+    return value
 
 
-def commit(
-    cwd: Path, paths: list[Path], message: str, author: Identity, committer: Identity
-) -> str:
-    """Commit exactly `paths` (nothing else staged sneaks in); the new commit id."""
-    env = {
-        "GIT_AUTHOR_NAME": author.name,
-        "GIT_AUTHOR_EMAIL": author.email,
-        "GIT_COMMITTER_NAME": committer.name,
-        "GIT_COMMITTER_EMAIL": committer.email,
-    }
-    rel = [str(p.relative_to(cwd)) for p in paths]
-    git(cwd, "add", "--", *rel)
-    git(cwd, "commit", "-q", "-m", message, "--", *rel, env=env)
-    return git(cwd, "rev-parse", "HEAD").stdout.strip()
+@dataclass(frozen=True)
+class PushResult:
+    pushed: bool
+    """False when the remote moved on (a lost race): refresh and try again."""
+    detail: str
 
 
-def push(cwd: Path, branch: str) -> tuple[bool, str]:
-    """(pushed, why not): False with the remote's text when the push lost a race."""
-    done = git(cwd, "push", "--porcelain", "origin", f"HEAD:refs/heads/{branch}", check=False)
-    if done.returncode == 0:
-        return True, ""
-    output = scrub(done.stderr + done.stdout)
-    if any(marker in output for marker in _LOST_RACE):  # incl. a ref lock lost mid-update
-        return False, output
-    remote = [
-        line[len("remote:") :].strip()
-        for line in output.splitlines()
-        if line.startswith("remote:") and line[len("remote:") :].strip()
-    ]
-    reason = re.search(r"\[remote rejected\][^(]*\(([^)]*)\)", output)
-    detail = "; ".join(remote) or (reason.group(1) if reason else output.strip().splitlines()[-1])
-    raise StageError("promote", f"the remote refused the push to {branch}: {detail}")
+class _Lines(RemoteProgress):
+    """Keeps the `remote:` lines a hook prints, which GitPython does not parse."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.remote: list[str] = []
+
+    def line_dropped(self, line: str) -> None:
+        text = line.removeprefix("remote:").strip()
+        if line.startswith("remote:") and text:
+            self.remote.append(text)
 
 
-def refresh(cwd: Path, branch: str) -> None:
-    """Move to the remote's newest head of `branch`, dropping our unpushed commit."""
-    git(cwd, "fetch", "-q", "origin", branch)
-    git(cwd, "reset", "-q", "--hard", "FETCH_HEAD")
+class Repository:
+    """A working tree (or, with `bare=True`, a bare repository) at `path`."""
+
+    def __init__(self, path: Path, *, bare: bool = False) -> None:
+        self.path = path
+        try:
+            self._repo = git.Repo(path, search_parent_directories=not bare)
+        except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+            raise ConfigError(f"{path}: not a git repository; run from a git checkout") from None
+        self._repo.git.update_environment(**_ENV)
+
+    @classmethod
+    def clone(cls, url: str, into: Path, branch: str | None = None) -> Repository:
+        """A fresh clone of `url` (only `branch`, checked out; else nothing checked out)."""
+        options = ["-q", "--no-checkout"]
+        if branch:
+            options = ["-q", "--single-branch", f"--branch={checked(branch, 'branch')}"]
+        try:
+            git.Repo.clone_from(url, into, env=_ENV, multi_options=options)
+        except git.GitCommandError as exc:
+            where = f" ({branch})" if branch else ""
+            raise StageError("git", f"cannot clone {scrub(url)}{where}: {_why(exc)}") from None
+        return cls(into)
+
+    def checkout(self, rev: str) -> None:
+        self.run("checkout", "-q", checked(rev, "revision"))
+
+    @property
+    def toplevel(self) -> Path:
+        return Path(self._repo.working_tree_dir or self._repo.git_dir)
+
+    def run(self, *args: str) -> str:
+        """`git ARGS` in this repository; its output. Callers pass no user text as options."""
+        try:
+            return str(self._repo.git.execute(["git", *args], strip_newline_in_stdout=False))
+        except git.GitCommandError as exc:
+            raise StageError("git", f"git {args[0]} failed: {_why(exc)}") from None
+
+    def commit_of(self, rev: str, what: str = "revision") -> str | None:
+        """The full commit id `rev` names, or None when git does not know it."""
+        try:
+            return self._repo.commit(checked(rev, what)).hexsha
+        except (git.BadName, ValueError):
+            return None
+
+    def head(self) -> str | None:
+        return None if not self._repo.head.is_valid() else self._repo.head.commit.hexsha
+
+    def is_dirty(self, paths: list[Path] | None = None) -> bool:
+        """Tracked changes or untracked files (not ignored) under `paths`, or anywhere."""
+        rel = [str(p) for p in paths] if paths is not None else []
+        return bool(self.run("status", "--porcelain", "--", *rel).strip())
+
+    def changed_since(self, rev: str) -> list[Path]:
+        """Absolute paths changed between `rev` and the working tree, untracked ones too."""
+        if self.commit_of(rev, "--since") is None:
+            raise ConfigError(
+                f"--since {rev}: git does not know this revision; "
+                "name a commit, branch or tag of this repository"
+            )
+        names = self.run("diff", "--name-only", "--end-of-options", rev, "--").splitlines()
+        names += self.untracked()
+        return [self.toplevel / n for n in names if n]
+
+    def untracked(self, paths: list[Path] | None = None) -> list[str]:
+        """Untracked, not ignored files (repository-relative), under `paths` or anywhere."""
+        rel = [str(p) for p in paths] if paths is not None else []
+        out = self.run("ls-files", "--others", "--exclude-standard", "--full-name", "--", *rel)
+        return [n for n in out.splitlines() if n]
+
+    def names_changed(self, old: str | None, new: str) -> list[str]:
+        """Files that differ between two commits (all of `new` when `old` is None)."""
+        if old is None:
+            return self.files_at(new)
+        return self.run(
+            "diff", "--name-only", "--end-of-options", checked(old, "old"), checked(new, "new")
+        ).splitlines()
+
+    def files_at(self, rev: str, folder: str | None = None) -> list[str]:
+        """Every file path in `rev`'s tree (under `folder`)."""
+        tree = self._repo.commit(checked(rev, "revision")).tree
+        root = tree / folder if folder else tree
+        return [str(b.path) for b in root.traverse() if isinstance(b, git.Blob)]
+
+    def show(self, rev: str, path: str) -> bytes | None:
+        """The content of `path` at `rev`, or None when it is not a file there."""
+        try:
+            blob = self._repo.commit(checked(rev, "revision")).tree / path
+        except (KeyError, git.BadName, ValueError):
+            return None
+        return bytes(blob.data_stream.read()) if isinstance(blob, git.Blob) else None
+
+    def export(self, rev: str, paths: list[str], into: Path) -> bool:
+        """Write the regular files under `paths` at `rev` into `into`; False if none exist.
+
+        Symlinks and submodules are skipped: nothing written can point outside `into`."""
+        tree = self._repo.commit(checked(rev, "revision")).tree
+        found = False
+        for path in paths:
+            try:
+                top = tree / path
+            except KeyError:
+                continue
+            found = True
+            blobs = [top] if isinstance(top, git.Blob) else top.traverse()
+            for blob in blobs:
+                if not isinstance(blob, git.Blob) or blob.mode & 0o170000 != 0o100000:
+                    continue
+                target = into / blob.path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(blob.data_stream.read())
+        return found
+
+    def history(self, folder: str) -> list[str]:
+        """Commits that touched `folder`, newest first."""
+        return self.run("log", "--format=%H", "--", folder).split()
+
+    def config(self, key: str) -> str:
+        try:
+            return str(self._repo.git.config("--get", key))
+        except git.GitCommandError:
+            return ""
+
+    def switch_new(self, branch: str) -> None:
+        self.run("switch", "-q", "-c", checked(branch, "branch"))
+
+    def commit(self, paths: list[Path], message: str, author: Identity, committer: Identity) -> str:
+        """Commit exactly `paths` (nothing else staged sneaks in); the new commit id."""
+        rel = [str(p.relative_to(self.toplevel)) for p in paths]
+        env = {
+            "GIT_AUTHOR_NAME": author.name,
+            "GIT_AUTHOR_EMAIL": author.email,
+            "GIT_COMMITTER_NAME": committer.name,
+            "GIT_COMMITTER_EMAIL": committer.email,
+        }
+        try:
+            self._repo.git.add("--", *rel)
+            self._repo.git.commit("-q", "-m", message, "--", *rel, env=env)
+        except git.GitCommandError as exc:
+            raise StageError("promote", f"git commit failed: {_why(exc)}") from None
+        return self._repo.head.commit.hexsha
+
+    def restore(self, paths: list[Path]) -> None:
+        """Put `paths` back as HEAD has them (index and working tree)."""
+        rel = [str(p.relative_to(self.toplevel)) for p in paths]
+        self.run("checkout", "HEAD", "--", *rel)
+
+    def push(self, branch: str) -> PushResult:
+        """Push HEAD to `branch` of origin; a lost race comes back as pushed=False.
+
+        A race is REJECTED (the branch moved on) or, when two pushes meet at the remote's
+        ref lock, a remote rejection naming the lock; git then may print no status line."""
+        lines = _Lines()
+        refspec = f"HEAD:refs/heads/{checked(branch, 'branch')}"
+        try:
+            infos = self._repo.remote("origin").push(refspec, progress=lines)
+        except git.GitCommandError as exc:
+            if _LOCK_RACE.search(_why(exc)):
+                return PushResult(False, _why(exc))
+            raise StageError("promote", f"push to {branch} failed: {_why(exc)}") from None
+        info = infos[0] if infos else None
+        failed = PushInfo.ERROR | PushInfo.REJECTED | PushInfo.REMOTE_REJECTED
+        if info is not None and not info.flags & (failed | PushInfo.REMOTE_FAILURE):
+            return PushResult(True, "")
+        summary = scrub(info.summary.strip()) if info else ""
+        if info is not None and (info.flags & PushInfo.REJECTED or _LOCK_RACE.search(summary)):
+            return PushResult(False, summary)
+        detail = "; ".join(lines.remote) or summary or "no answer"
+        raise StageError("promote", f"the remote refused the push to {branch}: {detail}")
+
+    def refresh(self, branch: str) -> None:
+        """Move to the remote's newest head of `branch`, dropping our unpushed commit."""
+        self.run("fetch", "-q", "origin", checked(branch, "branch"))
+        self.run("reset", "-q", "--hard", "FETCH_HEAD")
+
+
+def _why(exc: git.GitCommandError) -> str:
+    text = exc.stderr.strip() if isinstance(exc.stderr, str) else str(exc)
+    return scrub(text.removeprefix("stderr:").strip().strip("'").strip())
 
 
 def backoff(attempt: int) -> None:
