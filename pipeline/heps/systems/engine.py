@@ -102,7 +102,6 @@ class ImageInfo:
     id: str
     labels: dict[str, str]
     size: int
-    tags: tuple[str, ...]
 
 
 def _auth(creds: Credentials | None) -> dict[str, str] | None:
@@ -250,9 +249,7 @@ class ContainerEngine:
         except EngineError:
             return None  # absent (404) or unreadable: both mean "not here" to callers
         labels = (attrs.get("Config") or {}).get("Labels") or {}
-        return ImageInfo(
-            str(attrs["Id"]), dict(labels), int(attrs["Size"]), tuple(attrs.get("RepoTags") or ())
-        )
+        return ImageInfo(str(attrs["Id"]), dict(labels), int(attrs["Size"]))
 
     def run(
         self,
