@@ -8,10 +8,11 @@ must match the live one (409); a namespaced object needs its Namespace (404, a
 StageError in both). Each field manager owns the fields it applied: applying merges into
 the live object, keeps fields other managers own, removes fields only the applier owned
 and no longer sends, and changing a field another manager owns is a conflict (409)
-unless forced (KubeCluster always forces, as `kubectl apply --server-side --force-
-conflicts` does). A no-op apply leaves resourceVersion alone; `status` in a body is
-ignored; a dry run stores nothing. Workloads report a finished rollout on the next read;
-deleting a Namespace deletes what is in it at once.
+unless forced (KubeCluster always forces, as
+`kubectl apply --server-side --force-conflicts` does). A no-op apply leaves
+resourceVersion alone; `status` in a body is ignored; a dry run stores nothing.
+Workloads report a finished rollout on the next read; deleting a Namespace deletes
+what is in it at once.
 
 What it does not model: lists are atomic here (one manager owns a whole list), where a
 real server merges `containers`, `ports`, `env`... item by item, by the keys the OpenAPI
