@@ -15,6 +15,9 @@ from typing import Any
 
 import yaml
 
+from heps.core.bounded import check_yaml
+from heps.core.errors import ConfigError
+
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 POD_PATHS = {
@@ -29,8 +32,9 @@ POD_PATHS = {
 CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
 
 
-class PinError(Exception):
-    """A file that cannot be pinned safely (unreadable YAML, unpinnable field)."""
+class PinError(ConfigError):
+    """A file that cannot be pinned safely (unreadable YAML, unpinnable field): one line
+    naming it, exit 2 where no stage turns it into a stage failure."""
 
 
 # Reading the composed node tree: mappings are lists of (key node, value node) pairs.
@@ -78,6 +82,10 @@ class Document:
     def __init__(self, text: str, name: str):
         self.text, self.name = text, name
         self.lines = text.splitlines(keepends=True)
+        try:
+            check_yaml(text, name)  # the composer below recurses: bound the nesting first
+        except ConfigError as exc:
+            raise PinError(exc.problems) from None
         try:
             self.docs = [d for d in yaml.compose_all(text, Loader=_Loader) if d is not None]
         except yaml.YAMLError as exc:

@@ -7,7 +7,6 @@ and removed afterwards, so a hanging image cannot hang the pipeline.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ import docker.errors
 import requests
 
 from heps.core import log, tools
-from heps.images.recipes import HttpProbe, Recipe, SmokeCommand
+from heps.images.recipes import HttpProbe, Recipe, SmokeCommand, expectation
 
 OUTPUT_TAIL = 2000
 
@@ -118,7 +117,7 @@ def command(
     problems = []
     if code != check.expect_exit:
         problems.append(f"exit code {code}, expected {check.expect_exit}")
-    if check.expect_output and not re.search(check.expect_output, output, re.MULTILINE):
+    if check.expect_output and not expectation(check.expect_output).search(output):
         problems.append(f"output does not match /{check.expect_output}/")
     if problems:
         detail = "; ".join(problems) + (f"; output: {_tail(output.strip())}" if output else "")
