@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from heps import __version__
-from heps.core import log, settings
+from heps.core import log, paths, settings
 from heps.core.errors import ConfigError, HepsError, TemporaryError, with_retries
 from heps.core.references import split_reference
 from heps.core.validation import schema
@@ -369,6 +369,24 @@ def _review(cfg: settings.Settings, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every byte it prints is masked and terminal-safe."""
+    with log.guarded_output():
+        return _main(argv)
+
+
+_OUTPUTS = {"run": ("report", "junit"), "review": ("out", "json")}
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Every file a command will write is checked before it runs: a bad path must not
+    surface after a push, with no report."""
+    for name in _OUTPUTS.get(args.command, ()):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(args, name, paths.output_file(value, f"--{name}"))
+
+
+def _main(argv: list[str] | None) -> int:
     parser = _parser()
     log.setup()
     try:
@@ -381,11 +399,13 @@ def main(argv: list[str] | None = None) -> int:
             from heps.ci import hook
 
             return hook.post_receive(args.git_dir.resolve(), sys.stdin, dict(os.environ))
+        _check_outputs(args)
         cfg = settings.load(args.repo, registry=args.registry, namespace=args.namespace)
         if args.command == "services":
             action = services.up if args.action == "up" else services.down
             print("\n".join(action(cfg)))
             return EXIT_OK
+        settings.credentials(cfg)  # known from now on: masked in whatever the command prints
         command = {
             "plan": _plan,
             "lint": _lint,
@@ -400,13 +420,13 @@ def main(argv: list[str] | None = None) -> int:
         return command(cfg, args)
     except ConfigError as exc:
         for problem in exc.problems:
-            print(log.redact(f"heps: error: {problem}"), file=sys.stderr)
+            print(f"heps: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     except TemporaryError as exc:
-        print(log.redact(f"heps: error: {exc} (temporary; retry later)"), file=sys.stderr)
+        print(f"heps: error: {exc} (temporary; retry later)", file=sys.stderr)
         return EXIT_FAILED
     except HepsError as exc:
-        print(log.redact(f"heps: error: {exc}"), file=sys.stderr)
+        print(f"heps: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("heps: interrupted", file=sys.stderr)
