@@ -57,7 +57,8 @@ def load(repo: Path) -> dict[str, Any]:
                 problems.append(f"{JOBS_FILE}: {job['name']}: {p['name']}: a choice needs choices")
     if problems:
         raise ConfigError(problems)
-    return _xml_text(dict(data))
+    safe: dict[str, Any] = _xml_text(dict(data))
+    return safe
 
 
 def _xml_text(data: Any) -> Any:
