@@ -24,7 +24,7 @@ from heps.gitops import promote
 from heps.gitops.pin import Pin
 from heps.images import graph, lint, recipes, report, source
 from heps.images.run import Runner, Selection, prepare, summary
-from heps.systems import engine, git, services
+from heps.systems import engine, services
 from heps.systems.registry import Registry
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -188,7 +188,8 @@ def _run(cfg: settings.Settings, args: argparse.Namespace) -> int:
             print(f"heps: not promoting {args.promote}: a recipe failed", file=sys.stderr)
         return EXIT_FAILED
     if args.promote:
-        pins = promote.pins_from_results([asdict(r) for r in results], "run --promote")
+        entries = [asdict(r) for r in results]
+        pins = promote.pins_from_results(entries, "run --promote", cfg, _recipes(cfg))
         return _promote_pins(cfg, args, args.promote, pins, prepared.registry)
     return EXIT_OK
 
@@ -239,15 +240,13 @@ def _promote_pins(
 def _promote(cfg: settings.Settings, args: argparse.Namespace) -> int:
     registry = _registry(cfg)
     if args.report:
-        pins = promote.pins_from_report(args.report)
+        pins = promote.pins_from_report(args.report, cfg, _recipes(cfg))
         return _promote_pins(cfg, args, args.overlay, pins, registry)
     apps = {name: cfg.registry.repository(name) for name in _recipes(cfg)}
     pins = promote.pins_from_overlay(cfg.repo, cfg, args.source, apps)
     if not pins:
         raise ConfigError(f"--from {args.source}: that overlay pins no image by digest yet")
     branch = promote.production_branch([p.app for p in pins])
-    if not (args.push or args.gitops_repo or cfg.gitops.remote):
-        git.git(cfg.repo, "switch", "-q", "-c", branch)
     return _promote_pins(cfg, args, args.overlay, pins, registry, branch)
 
 
