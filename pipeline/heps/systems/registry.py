@@ -119,7 +119,7 @@ class Registry:
     def check(self) -> None:
         """Reachable and accepting our credentials, or a ConfigError saying which fix."""
         response = self._request("GET", "", "")
-        if response.status_code != 200:
+        if response.status_code != 200 or "Docker-Distribution-API-Version" not in response.headers:
             raise ConfigError(
                 f"registry {self.settings.host}: /v2/ answered {response.status_code}; "
                 "is this a Docker registry (distribution v2)?"
