@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import docker.auth
+from requests.auth import HTTPBasicAuth
 
 from heps.core import log
 from heps.core.bounded import read_text
@@ -59,6 +60,12 @@ class Credentials:
     username: str
     password: Secret
     source: str  # where they came from, for messages ("environment", "Docker config", ...)
+
+    @property
+    def basic_auth(self) -> HTTPBasicAuth:
+        """For HTTP basic auth, as UTF-8 (as docker login sends them): requests would
+        encode str as Latin-1, refusing or mangling a non-ASCII password."""
+        return HTTPBasicAuth(self.username.encode(), self.password.value.encode())
 
 
 @dataclass(frozen=True)
