@@ -34,7 +34,9 @@ T = TypeVar("T")
 
 logger = logging.getLogger("heps")
 
-_URL_PASSWORD = re.compile(r"(\w[\w+.-]*://)[^/\s@]*:[^/\s]*@")  # greedy: an @ in it too
+# The whole user-info of a URL: greedy to its last @ (one in a password too); with or
+# without a colon, as tools echo a URL they cut at the first @ (`http://rest-of-pw@host`).
+_URL_PASSWORD = re.compile(r"(\w[\w+.-]*://)[^/\s]+@")
 # C0/C1 controls (ESC starts terminal sequences) but newline and tab; bidi overrides.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 # What XML 1.0 cannot hold at all, even escaped.

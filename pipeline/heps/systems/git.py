@@ -18,7 +18,7 @@ from pathlib import Path
 from heps.core.errors import StageError
 from heps.core.settings import Identity
 
-_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]+@")
+_CREDENTIALS = re.compile(r"(\w+://)[^/\s]+@")  # greedy: up to the last @, one in a password too
 _LOST_RACE = ("fetch first", "non-fast-forward", "cannot lock ref", "but expected", "stale info")
 
 
