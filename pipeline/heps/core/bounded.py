@@ -101,6 +101,12 @@ def check_yaml(text: str, display: str) -> None:
         raise ConfigError(
             f"{where}: YAML syntax error: {exc.problem}; fix the indentation or quoting"
         ) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow in a file
+        line = text[: exc.position].count("\n") + 1
+        raise ConfigError(
+            f"{display}:{line}: YAML cannot hold character {exc.character!r}; remove it "
+            "or write it as an escape in a double-quoted string"
+        ) from None
 
 
 def _refuse(display: str, event: yaml.Event, problem: str) -> None:

@@ -107,7 +107,10 @@ class Document:
 
     def replace(self, node: Any, value: str) -> None:
         line, col, end = self.span(node)
-        self.edits[(line, col)] = (end, _quoted(self.lines[line][col:end], value))
+        new = _quoted(self.lines[line][col:end], value)
+        if col == end and self.lines[line][col - 1 : col] in (":", "-"):
+            new = " " + new  # an empty value is marked right after its `key:`
+        self.edits[(line, col)] = (end, new)
 
     def insert_after(self, line: int, text: str) -> None:
         self.inserts.append((line, text))

@@ -47,19 +47,24 @@ def load_yaml(path: Path, display: str) -> Any:
     check_yaml(text, display)  # before any loader builds objects: alias bombs, deep nesting
     try:
         return YAML(typ="safe", pure=False).load(text)
-    except MarkedYAMLError:
-        return _load_with_lines(text, display)  # raises, with the line of the problem
+    except MarkedYAMLError as exc:
+        _load_with_lines(text, display)  # raises, with the line of a syntax problem
+        raise _syntax_error(exc, display) from None  # what only the safe loader refuses (tags)
+
+
+def _syntax_error(exc: MarkedYAMLError, display: str) -> ConfigError:
+    mark = exc.problem_mark
+    line = f":{mark.line + 1}" if mark is not None else ""
+    return ConfigError(
+        f"{display}{line}: YAML syntax error: {exc.problem}; fix the indentation or quoting"
+    )
 
 
 def _load_with_lines(text: str, display: str) -> Any:
     try:
         return YAML(typ="rt", pure=True).load(text)
     except MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(
-            f"{display}{line}: YAML syntax error: {exc.problem}; fix the indentation or quoting"
-        ) from None
+        raise _syntax_error(exc, display) from None
 
 
 def _line_of(doc: Any, path: Iterable[Any]) -> int | None:
