@@ -26,7 +26,7 @@ from heps.images import dockerfile, recipes
 
 LONG = os.environ.get("HEPS_FUZZ") == "long"
 RUN = settings(
-    max_examples=int(os.environ.get("HEPS_FUZZ_EXAMPLES", "5000")) if LONG else 150,
+    max_examples=int(os.environ.get("HEPS_FUZZ_EXAMPLES", "5000")) if LONG else 100,
     deadline=None,
     database=None if not LONG else settings.default.database,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
