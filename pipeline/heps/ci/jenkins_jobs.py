@@ -18,7 +18,7 @@ import defusedxml.ElementTree
 import jinja2
 
 from heps.core.errors import ConfigError
-from heps.core.log import xml_safe
+from heps.core.log import map_strings, xml_safe
 from heps.core.paths import inside
 from heps.core.validation import load_yaml, validate
 
@@ -57,20 +57,9 @@ def load(repo: Path) -> dict[str, Any]:
                 problems.append(f"{JOBS_FILE}: {job['name']}: {p['name']}: a choice needs choices")
     if problems:
         raise ConfigError(problems)
-    safe: dict[str, Any] = _xml_text(dict(data))
-    return safe
-
-
-def _xml_text(data: Any) -> Any:
-    """Every string of the definitions as XML 1.0 can hold it: a control character
-    typed into jobs.yaml shows as an escape, the job XML stays well-formed."""
-    if isinstance(data, str):
-        return xml_safe(data)
-    if isinstance(data, dict):
-        return {k: _xml_text(v) for k, v in data.items()}
-    if isinstance(data, list):
-        return [_xml_text(v) for v in data]
-    return data
+    # Every string as XML 1.0 can hold it: a control character typed into jobs.yaml
+    # shows as an escape, and the job XML stays well-formed.
+    return map_strings(dict(data), xml_safe)
 
 
 def _environment(repo: Path) -> jinja2.Environment:

@@ -22,7 +22,7 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TextIO, TypeVar
 from urllib.parse import quote
@@ -74,13 +74,18 @@ def redact(text: str) -> str:
 def mask(data: T) -> T:
     """A copy of plain data (dicts, lists, tuples, strings) with every string redacted:
     masking before serialization, whatever escaping the serializer then applies."""
+    return map_strings(data, redact)
+
+
+def map_strings(data: T, change: Callable[[str], str]) -> T:
+    """A copy of plain data with `change` applied to every string, keys included."""
     value: Any = data
     if isinstance(value, str):
-        return redact(value)  # type: ignore[return-value]
+        return change(value)  # type: ignore[return-value]
     if isinstance(value, dict):
-        return {mask(k): mask(v) for k, v in value.items()}  # type: ignore[return-value]
+        return {map_strings(k, change): map_strings(v, change) for k, v in value.items()}  # type: ignore[return-value]
     if isinstance(value, list | tuple):
-        return type(value)(mask(v) for v in value)  # type: ignore[return-value]
+        return type(value)(map_strings(v, change) for v in value)  # type: ignore[return-value]
     return data
 
 
