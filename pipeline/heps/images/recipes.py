@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ _RE2_OPTIONS.max_mem = 8 << 20  # a pattern that needs more is refused at load, 
 _RE2_OPTIONS.log_errors = False  # the problem is reported once, as one line naming the field
 
 
+@cache
 def expectation(pattern: str) -> re2._Regexp:
     """`expect_output` compiled by RE2, multi-line: linear time in the output whatever the
     pattern, so `^(a+)+$` cannot hang a smoke test (Python's `re` backtracks forever)."""
