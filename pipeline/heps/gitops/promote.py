@@ -177,25 +177,25 @@ def write_all(files: dict[Path, str]) -> None:
 
 
 def verify_in_registry(registry: Registry, pins: list[Pin]) -> None:
-    """Read every manifest back and every tag's digest: never pin what the registry does
-    not hold, nor a tag that names another image than the digest beside it."""
+    """Never pin what the registry does not hold, nor a tag that names another image than
+    the digest beside it: one HEAD per pin, the tag must answer with the pin's digest."""
     bad = [p.reference for p in pins if not is_valid(p.reference)]
     if bad:
         raise ConfigError(f"promote: not image references: {', '.join(map(repr, bad))}")
-    missing = [p for p in pins if registry.manifest(p.app, p.digest) is None]
+    held = {p.app: registry.digest(p.app, p.tag) for p in pins}
+    wrong = [p for p in pins if held[p.app] != p.digest]
+    missing = [p for p in wrong if registry.manifest(p.app, p.digest) is None]
     if missing:
         names = ", ".join(f"{p.app}@{p.digest}" for p in missing)
         raise StageError(
             "promote", f"not in registry {registry.settings.host}: {names}; nothing was changed"
         )
-    for pin in pins:
-        held = registry.digest(pin.app, pin.tag)
-        if held != pin.digest:
-            raise StageError(
-                "promote",
-                f"{pin.repository}:{pin.tag} holds {held or 'nothing'}, not {pin.digest}; "
-                "nothing was changed",
-            )
+    for pin in wrong:
+        raise StageError(
+            "promote",
+            f"{pin.repository}:{pin.tag} holds {held[pin.app] or 'nothing'}, not {pin.digest}; "
+            "nothing was changed",
+        )
 
 
 def pins_from_report(path: Path, settings: Settings, recipes: dict[str, Recipe]) -> list[Pin]:
@@ -493,13 +493,15 @@ def _commit_here(
             f"{names}: uncommitted changes; commit or discard them first "
             "(a promotion commits its own pins only)"
         )
-    before = {path: path.read_text(encoding="utf-8") for path in files if path.exists()}
+    created = [p for p in files if not p.exists()]
+    existed = [r for p, r in zip(files, rel, strict=True) if p not in created]
     write_all(files)
     try:
         return git.commit(root, list(files), text, author, committer)
-    except BaseException:
+    except BaseException:  # clean before (checked above): HEAD's version is the old text
         git.git(root, "reset", "-q", "--", *rel, check=False)
-        write_all(before)
-        for path in set(files) - set(before):
+        if existed:
+            git.git(root, "checkout", "-q", "--", *existed, check=False)
+        for path in created:
             path.unlink(missing_ok=True)
         raise
