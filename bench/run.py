@@ -200,12 +200,12 @@ def bench_pin_1000() -> None:
             for i in range(files):
                 image = f"{registry.address}/bench/{names[i % apps]}:0.9.0"
                 (overlay / f"w{i:04d}.yaml").write_text(workload(i, image))
-            entries = [
+            entries = [  # the tag each was uploaded under: promotion checks it holds the digest
                 {
                     "name": name,
-                    "version": "1.0.0",
+                    "version": f"1.0.{int(name[4:])}",
                     "status": "built",
-                    "image": f"{registry.address}/bench/{name}:1.0.0",
+                    "image": f"{registry.address}/bench/{name}:1.0.{int(name[4:])}",
                     "references": [],
                     "digest": digests[name],
                     "reason": "changed",

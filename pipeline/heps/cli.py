@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from heps import __version__
-from heps.core import log, settings
+from heps.core import log, paths, settings
 from heps.core.errors import ConfigError, HepsError, TemporaryError, with_retries
 from heps.core.references import split_reference
 from heps.core.validation import schema
@@ -27,7 +27,6 @@ from heps.gitops.pin import Pin
 from heps.images import graph, lint, recipes, report, source
 from heps.images.run import Runner, Selection, prepare, summary
 from heps.systems import engine, services
-from heps.systems.git import Repository
 from heps.systems.registry import Registry
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -196,7 +195,8 @@ def _run(cfg: settings.Settings, args: argparse.Namespace) -> int:
             print(f"heps: not promoting {args.promote}: a recipe failed", file=sys.stderr)
         return EXIT_FAILED
     if args.promote:
-        pins = promote.pins_from_results([asdict(r) for r in results], "run --promote")
+        entries = [asdict(r) for r in results]
+        pins = promote.pins_from_results(entries, "run --promote", cfg, _recipes(cfg))
         return _promote_pins(cfg, args, args.promote, pins, prepared.registry)
     return EXIT_OK
 
@@ -248,15 +248,13 @@ def _promote_pins(
 def _promote(cfg: settings.Settings, args: argparse.Namespace) -> int:
     registry = _registry(cfg)
     if args.report:
-        pins = promote.pins_from_report(args.report)
+        pins = promote.pins_from_report(args.report, cfg, _recipes(cfg))
         return _promote_pins(cfg, args, args.overlay, pins, registry)
     apps = {name: cfg.registry.repository(name) for name in _recipes(cfg)}
     pins = promote.pins_from_overlay(cfg.repo, cfg, args.source, apps)
     if not pins:
         raise ConfigError(f"--from {args.source}: that overlay pins no image by digest yet")
     branch = promote.production_branch([p.app for p in pins])
-    if not (args.push or args.gitops_repo or cfg.gitops.remote):
-        Repository(cfg.repo).switch_new(branch)
     return _promote_pins(cfg, args, args.overlay, pins, registry, branch)
 
 
@@ -378,6 +376,24 @@ def _review(cfg: settings.Settings, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every byte it prints is masked and terminal-safe."""
+    with log.guarded_output():
+        return _main(argv)
+
+
+_OUTPUTS = {"run": ("report", "junit"), "review": ("out", "json")}
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Every file a command will write is checked before it runs: a bad path must not
+    surface after a push, with no report."""
+    for name in _OUTPUTS.get(args.command, ()):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(args, name, paths.output_file(value, f"--{name}"))
+
+
+def _main(argv: list[str] | None) -> int:
     parser = _parser()
     log.setup()
     try:
@@ -390,11 +406,15 @@ def main(argv: list[str] | None = None) -> int:
             from heps.ci import hook
 
             return hook.post_receive(args.git_dir.resolve(), sys.stdin, dict(os.environ))
+        _check_outputs(args)
         cfg = settings.load(args.repo, registry=args.registry, namespace=args.namespace)
         if args.command == "services":
             action = services.up if args.action == "up" else services.down
             print("\n".join(action(cfg)))
             return EXIT_OK
+        settings.credentials(
+            cfg, engine.config_auth
+        )  # known from now on: masked in whatever the command prints
         command = {
             "plan": _plan,
             "lint": _lint,
@@ -409,13 +429,13 @@ def main(argv: list[str] | None = None) -> int:
         return command(cfg, args)
     except ConfigError as exc:
         for problem in exc.problems:
-            print(log.redact(f"heps: error: {problem}"), file=sys.stderr)
+            print(f"heps: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
     except TemporaryError as exc:
-        print(log.redact(f"heps: error: {exc} (temporary; retry later)"), file=sys.stderr)
+        print(f"heps: error: {exc} (temporary; retry later)", file=sys.stderr)
         return EXIT_FAILED
     except HepsError as exc:
-        print(log.redact(f"heps: error: {exc}"), file=sys.stderr)
+        print(f"heps: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("heps: interrupted", file=sys.stderr)

@@ -69,7 +69,7 @@ def test_kustomize_images_are_created_when_missing() -> None:
 
 
 def test_broken_yaml_is_named() -> None:
-    with pytest.raises(PinError, match=r"overlay.yaml: not valid YAML"):
+    with pytest.raises(PinError, match=r"overlay.yaml:2: YAML syntax error"):
         pin_text("a: [1\n", "overlay.yaml", PINS)
 
 

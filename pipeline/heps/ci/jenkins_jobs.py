@@ -18,11 +18,15 @@ import defusedxml.ElementTree
 import jinja2
 
 from heps.core.errors import ConfigError
+from heps.core.log import map_strings, xml_safe
+from heps.core.paths import inside
 from heps.core.validation import load_yaml, validate
 
 JOBS_FILE = "jenkins/jobs.yaml"
 TEMPLATES = "jenkins/templates"
 MARKER = "[managed by heps jenkins sync: edits here are overwritten]"
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+"""One folder or job name of a full name: a plain name, never `.`, `..` or empty."""
 
 
 def load(repo: Path) -> dict[str, Any]:
@@ -36,6 +40,12 @@ def load(repo: Path) -> dict[str, Any]:
         problems.append(f"{JOBS_FILE}: {name}: defined twice; keep one definition")
     folders = {f["name"] for f in data.get("folders") or []}
     for name in names:
+        if not all(_SEGMENT.fullmatch(part) for part in name.split("/")):
+            problems.append(
+                f"{JOBS_FILE}: {xml_safe(name)!r}: not a job name; use names of letters, "
+                "digits, '.', '_' and '-' joined by '/' (no empty, '.' or '..' parts)"
+            )
+            continue
         parent = name.rpartition("/")[0]
         if parent and parent not in folders:
             problems.append(
@@ -47,7 +57,9 @@ def load(repo: Path) -> dict[str, Any]:
                 problems.append(f"{JOBS_FILE}: {job['name']}: {p['name']}: a choice needs choices")
     if problems:
         raise ConfigError(problems)
-    return dict(data)
+    # Every string as XML 1.0 can hold it: a control character typed into jobs.yaml
+    # shows as an escape, and the job XML stays well-formed.
+    return map_strings(dict(data), xml_safe)
 
 
 def _environment(repo: Path) -> jinja2.Environment:
@@ -62,12 +74,20 @@ def _environment(repo: Path) -> jinja2.Environment:
 def render(repo: Path) -> dict[str, str]:
     """Full job name -> config.xml, folders first (parents before children)."""
     try:
-        return _render(repo, load(repo))
+        rendered = _render(repo, load(repo))
     except jinja2.TemplateSyntaxError as exc:
         where = f"{TEMPLATES}/{exc.name}:{exc.lineno}"
         raise ConfigError(f"{where}: template error: {exc.message}; fix the template") from None
     except jinja2.TemplateError as exc:  # e.g. a value the template needs and lacks
         raise ConfigError(f"{TEMPLATES}: template error: {exc.message}; fix the template") from None
+    for name, xml in rendered.items():  # what Jenkins would refuse is refused here
+        try:
+            _parse(xml)
+        except ET.ParseError as exc:
+            raise ConfigError(
+                f"{TEMPLATES}: job {name}: XML not well-formed ({exc}); fix the template"
+            ) from None
+    return rendered
 
 
 def _render(repo: Path, data: dict[str, Any]) -> dict[str, str]:
@@ -95,14 +115,13 @@ def _described(text: str) -> str:
 
 
 def write(rendered: dict[str, str], out: Path) -> list[Path]:
-    """One file per job, as `<folder>/<job>.xml`."""
-    written = []
-    for name, xml in rendered.items():
-        path = out / f"{name}.xml"
+    """One file per job, as `<folder>/<job>.xml`, every one resolved inside `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    targets = {name: inside(out, out / f"{name}.xml", f"job {name}") for name in rendered}
+    for name, path in targets.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(xml)
-        written.append(path)
-    return written
+        path.write_text(rendered[name], encoding="utf-8")
+    return list(targets.values())
 
 
 def _parse(xml: str) -> ET.Element:

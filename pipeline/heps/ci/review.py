@@ -58,7 +58,7 @@ class Review:
         return not (self.apps or self.overlays or self.jenkins)
 
     def as_json(self) -> str:
-        return log.redact(json.dumps(asdict(self), indent=2)) + "\n"
+        return json.dumps(log.mask(asdict(self)), indent=2) + "\n"  # mask, then encode
 
     def markdown(self) -> str:
         span = f"`{self.base[:12]}`..`{self.head}`"

@@ -94,7 +94,7 @@ def comparable(obj: dict[str, Any] | None) -> dict[str, Any] | None:
 def _text(obj: dict[str, Any] | None) -> list[str]:
     if obj is None:
         return []
-    safe = log.redact(yaml.safe_dump(manifests.masked(obj), sort_keys=True))
+    safe = yaml.safe_dump(log.mask(manifests.masked(obj)), sort_keys=True)  # mask, then encode
     return safe.splitlines(keepends=True)
 
 

@@ -15,6 +15,9 @@ from typing import Any
 
 import yaml
 
+from heps.core.bounded import check_yaml
+from heps.core.errors import ConfigError
+
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 POD_PATHS = {
@@ -29,8 +32,9 @@ POD_PATHS = {
 CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
 
 
-class PinError(Exception):
-    """A file that cannot be pinned safely (unreadable YAML, unpinnable field)."""
+class PinError(ConfigError):
+    """A file that cannot be pinned safely (unreadable YAML, unpinnable field): one line
+    naming it, exit 2 where no stage turns it into a stage failure."""
 
 
 # Reading the composed node tree: mappings are lists of (key node, value node) pairs.
@@ -79,6 +83,10 @@ class Document:
         self.text, self.name = text, name
         self.lines = text.splitlines(keepends=True)
         try:
+            check_yaml(text, name)  # the composer below recurses: bound the nesting first
+        except ConfigError as exc:
+            raise PinError(exc.problems) from None
+        try:
             self.docs = [d for d in yaml.compose_all(text, Loader=_Loader) if d is not None]
         except yaml.YAMLError as exc:
             raise PinError(f"{name}: not valid YAML: {str(exc).splitlines()[0]}") from None
@@ -99,7 +107,10 @@ class Document:
 
     def replace(self, node: Any, value: str) -> None:
         line, col, end = self.span(node)
-        self.edits[(line, col)] = (end, _quoted(self.lines[line][col:end], value))
+        new = _quoted(self.lines[line][col:end], value)
+        if col == end and self.lines[line][col - 1 : col] in (":", "-"):
+            new = " " + new  # an empty value is marked right after its `key:`
+        self.edits[(line, col)] = (end, new)
 
     def insert_after(self, line: int, text: str) -> None:
         self.inserts.append((line, text))

@@ -6,6 +6,7 @@ belongs to; an overlay is named by its folder name, never by a path.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -37,3 +38,21 @@ def overlay_dir(root: Path, settings: Settings, overlay: str) -> Path:
             f"{base.relative_to(root)}; known overlays: {listed}"
         )
     return inside(root, base / overlay, f"--overlay {overlay}")
+
+
+def output_file(path: Path, flag: str) -> Path:
+    """Where `flag` (--report, --junit, --out...) may write, checked before anything runs.
+
+    An absolute path names its output folder itself; a relative one must resolve (symlinks
+    followed) inside the current folder, so a symlink in a checkout cannot send a report
+    elsewhere. The folder must exist (or be creatable) and be writable; the path must not
+    be a folder. The resolved path is returned: what is checked is what gets written."""
+    resolved = path.resolve() if path.is_absolute() else inside(Path.cwd(), path, flag)
+    if resolved.is_dir():
+        raise ConfigError(f"{flag} {path}: is a folder; name a file in it")
+    folder = resolved.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: {folder} is not a writable folder; name another path")
+    return resolved

@@ -16,7 +16,10 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from requests.auth import HTTPBasicAuth
+
 from heps.core import log
+from heps.core.bounded import read_text
 from heps.core.errors import ConfigError
 from heps.core.references import is_repository_path
 from heps.core.validation import load_yaml, validate
@@ -60,6 +63,12 @@ class Credentials:
     username: str
     password: Secret
     source: str  # where they came from, for messages ("environment", "Docker config", ...)
+
+    @property
+    def basic_auth(self) -> HTTPBasicAuth:
+        """For HTTP basic auth, as UTF-8 (as docker login sends them): requests would
+        encode str as Latin-1, refusing or mangling a non-ASCII password."""
+        return HTTPBasicAuth(self.username.encode(), self.password.value.encode())
 
 
 @dataclass(frozen=True)
@@ -298,6 +307,21 @@ def credentials(
         return Credentials(found["username"], Secret(found["password"]), "Docker config")
     stored = embedded_credentials_file(settings.state_dir)
     if host == EMBEDDED_REGISTRY and stored.exists():
-        data = json.loads(stored.read_text())
-        return Credentials(data["username"], Secret(data["password"]), str(stored))
+        return _stored_credentials(stored)
     return None
+
+
+def _stored_credentials(path: Path) -> Credentials:
+    """The embedded registry's credentials file: {"username": ..., "password": ...}."""
+    try:
+        data = json.loads(read_text(path, str(path), limit=64 * 1024))
+    except ValueError:
+        data = None
+    fields = data if isinstance(data, dict) else {}
+    user, password = fields.get("username"), fields.get("password")
+    if not (isinstance(user, str) and user and isinstance(password, str) and password):
+        raise ConfigError(
+            f"{path}: not a credentials file (JSON with string username and password); "
+            "fix it, or delete it and run `heps services up` to create a new one"
+        )
+    return Credentials(user, Secret(password), str(path))

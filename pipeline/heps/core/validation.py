@@ -18,6 +18,7 @@ import jsonschema
 from ruamel.yaml import YAML
 from ruamel.yaml.error import MarkedYAMLError
 
+from heps.core.bounded import check_yaml, read_text
 from heps.core.errors import ConfigError
 
 
@@ -37,28 +38,33 @@ def _validator(name: str) -> jsonschema.Draft202012Validator:
 def load_yaml(path: Path, display: str) -> Any:
     """Parse one YAML file into plain data; a syntax error is a ConfigError with the line.
 
-    The C-accelerated safe loader keeps planning 500 recipes well under a second; the
-    slower round-trip loader, which knows every key's line, runs only to report errors.
+    The file is size-capped, strictly UTF-8 and checked for alias bombs and deep nesting
+    first (`heps.core.bounded`). The C-accelerated safe loader keeps planning 500 recipes
+    well under a second; the slower round-trip loader, which knows every key's line, runs
+    only to report errors.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{display}: cannot read: {exc.strerror}") from None
+    text = read_text(path, display)
+    check_yaml(text, display)  # before any loader builds objects: alias bombs, deep nesting
     try:
         return YAML(typ="safe", pure=False).load(text)
-    except MarkedYAMLError:
-        return _load_with_lines(text, display)  # raises, with the line of the problem
+    except MarkedYAMLError as exc:
+        _load_with_lines(text, display)  # raises, with the line of a syntax problem
+        raise _syntax_error(exc, display) from None  # what only the safe loader refuses (tags)
+
+
+def _syntax_error(exc: MarkedYAMLError, display: str) -> ConfigError:
+    mark = exc.problem_mark
+    line = f":{mark.line + 1}" if mark is not None else ""
+    return ConfigError(
+        f"{display}{line}: YAML syntax error: {exc.problem}; fix the indentation or quoting"
+    )
 
 
 def _load_with_lines(text: str, display: str) -> Any:
     try:
         return YAML(typ="rt", pure=True).load(text)
     except MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(
-            f"{display}{line}: YAML syntax error: {exc.problem}; fix the indentation or quoting"
-        ) from None
+        raise _syntax_error(exc, display) from None
 
 
 def _line_of(doc: Any, path: Iterable[Any]) -> int | None:
@@ -125,7 +131,7 @@ def validate(data: Any, schema_name: str, path: Path, display: str) -> list[str]
     if validator.is_valid(data):
         return []
     root = schema(schema_name)
-    doc = _load_with_lines(path.read_text(encoding="utf-8"), display)
+    doc = _load_with_lines(read_text(path, display), display)
     found: list[tuple[int, str]] = []
     for error in validator.iter_errors(doc):
         problem, fix = _describe(error, root)

@@ -7,21 +7,25 @@ files replaced (each through a temporary file and a rename) and committed.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from heps.core import log
+from heps.core.bounded import read_text
 from heps.core.errors import ConfigError, StageError
 from heps.core.kube_yaml import Document, PinError, get, profiles, text_of
-from heps.core.paths import overlay_dir
-from heps.core.references import split_reference, version_of
-from heps.core.settings import Settings
+from heps.core.paths import inside, overlay_dir
+from heps.core.references import DIGEST, is_valid, split_reference, version_of
+from heps.core.settings import Identity, Settings
 from heps.gitops.pin import (
     PROFILE_FILE,
     Pin,
@@ -47,19 +51,27 @@ class OverlayEdit:
     """Apps pinned by nobody: the overlay and its bases do not use them."""
 
 
-def _yaml_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*.y*ml") if p.is_file())
+def _yaml_files(root: Path, folder: Path) -> list[Path]:
+    """The overlay's YAML files, resolved: one that is a symlink leaving the repository
+    is refused before anything is read or written."""
+    found = sorted(p for p in folder.rglob("*.y*ml") if p.is_file())
+    return [inside(root, p, str(p.relative_to(root))) for p in found]
+
+
+def _read(root: Path, path: Path) -> str:
+    return read_text(path, str(path.relative_to(root)))
 
 
 def edit_overlay(
     root: Path, settings: Settings, overlay: str, pins: list[Pin], recipes: dict[str, Recipe]
 ) -> OverlayEdit:
     """What pinning `pins` into the overlay changes, computed without writing anything."""
+    root = root.resolve()
     folder = overlay_dir(root, settings, overlay)
     edit = OverlayEdit()
     in_kustomization: set[str] = set()
-    for path in _yaml_files(folder):
-        text = path.read_text(encoding="utf-8")
+    for path in _yaml_files(root, folder):
+        text = _read(root, path)
         shown = str(path.relative_to(root))
         try:
             new, found = pin_text(text, shown, pins)
@@ -71,7 +83,7 @@ def edit_overlay(
                 in_kustomization.add(item.app)
         if new != text:
             edit.files[path] = new
-    via_bases = _used_by_bases(root / settings.gitops.overlays_dir / "base", pins)
+    via_bases = _used_by_bases(root, root / settings.gitops.overlays_dir / "base", pins)
     missing = [p for p in pins if p.app in via_bases and p.app not in in_kustomization]
     names = {p.app: via_bases[p.app] for p in missing}
     if missing:
@@ -82,7 +94,8 @@ def edit_overlay(
                 f"{kustomization.relative_to(root)}: missing; "
                 "an overlay needs a kustomization.yaml to pin images of its bases",
             )
-        current_text = edit.files.get(kustomization, kustomization.read_text(encoding="utf-8"))
+        kustomization = inside(root, kustomization, str(kustomization.relative_to(root)))
+        current_text = edit.files.get(kustomization, _read(root, kustomization))
         edit.files[kustomization] = add_kustomize_images(
             current_text, str(kustomization), missing, names
         )
@@ -93,12 +106,12 @@ def edit_overlay(
     return edit
 
 
-def _used_by_bases(base: Path, pins: list[Pin]) -> dict[str, str]:
+def _used_by_bases(root: Path, base: Path, pins: list[Pin]) -> dict[str, str]:
     """App -> the image name the bases write (what a kustomize `images:` entry must match)."""
     used: dict[str, str] = {}
-    for path in _yaml_files(base) if base.is_dir() else []:
+    for path in _yaml_files(root, base) if base.is_dir() else []:
         try:
-            found = scan(Document(path.read_text(encoding="utf-8"), str(path)), pins)
+            found = scan(Document(_read(root, path), str(path.relative_to(root))), pins)
         except PinError as exc:
             raise StageError("promote", str(exc)) from None
         for item in found:
@@ -114,7 +127,8 @@ def _add_missing_profiles(
     path = folder / PROFILE_FILE
     if not path.exists():
         return
-    text = edit.files.get(path, path.read_text(encoding="utf-8"))
+    path = inside(root, path, str(path.relative_to(root)))
+    text = edit.files.get(path, _read(root, path))
     listed = {
         text_of(get(entry, "slug"))
         for doc in Document(text, str(path)).docs
@@ -162,45 +176,85 @@ def write_all(files: dict[Path, str]) -> None:
 
 
 def verify_in_registry(registry: Registry, pins: list[Pin]) -> None:
-    """Read every manifest back: never pin what the registry does not hold."""
-    missing = [p for p in pins if registry.manifest(p.app, p.digest) is None]
+    """Never pin what the registry does not hold, nor a tag that names another image than
+    the digest beside it: one HEAD per pin, the tag must answer with the pin's digest."""
+    bad = [p.reference for p in pins if not is_valid(p.reference)]
+    if bad:
+        raise ConfigError(f"promote: not image references: {', '.join(map(repr, bad))}")
+    held = {p.app: registry.digest(p.app, p.tag) for p in pins}
+    wrong = [p for p in pins if held[p.app] != p.digest]
+    missing = [p for p in wrong if registry.manifest(p.app, p.digest) is None]
     if missing:
         names = ", ".join(f"{p.app}@{p.digest}" for p in missing)
         raise StageError(
             "promote", f"not in registry {registry.settings.host}: {names}; nothing was changed"
         )
+    for pin in wrong:
+        raise StageError(
+            "promote",
+            f"{pin.repository}:{pin.tag} holds {held[pin.app] or 'nothing'}, not {pin.digest}; "
+            "nothing was changed",
+        )
 
 
-def pins_from_report(path: Path) -> list[Pin]:
+def pins_from_report(path: Path, settings: Settings, recipes: dict[str, Recipe]) -> list[Pin]:
     """Pins for every image a `heps run --report` file says was pushed or found unchanged."""
+    where = f"--report {path}"
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"--report {path}: not a readable heps report ({exc})") from None
-    return pins_from_results(data.get("recipes", []), f"--report {path}")
+        data = json.loads(read_text(path, where))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: not a heps run report: not JSON ({exc})") from None
+    entries = data.get("recipes") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(f"{where}: recipes: not a list of entries; pass a heps run report")
+    return pins_from_results(entries, where, settings, recipes)
 
 
-def pins_from_results(entries: list[dict[str, Any]], where: str) -> list[Pin]:
-    """Pins for every report entry with a digest that did not fail, by its immutable tag."""
+_REASON = re.compile(r"[A-Za-z0-9 ,.:()/_-]{0,80}")
+
+
+def pins_from_results(
+    entries: list[dict[str, Any]], where: str, settings: Settings, recipes: dict[str, Recipe]
+) -> list[Pin]:
+    """Pins for every entry with a digest that did not fail, by its immutable tag.
+
+    An entry is looked up, never copied: the pinned reference is built from the settings'
+    registry and namespace, the recipe's name, the entry's tag and digest, each checked
+    against the reference grammar; the registry then confirms the tag holds the digest."""
     pins = []
-    for entry in entries:
+    for index, entry in enumerate(entries):
         if not entry.get("digest") or entry.get("status") == "failed":
             continue
-        ref = entry["references"][1] if len(entry.get("references", [])) > 1 else entry["image"]
-        repo, tag, _ = split_reference(ref)
-        pins.append(
-            Pin(
-                entry["name"],
-                repo,
-                tag or entry["version"],
-                entry["digest"],
-                entry["version"],
-                entry.get("reason", ""),
-            )
-        )
+        pins.append(_pin_of(entry, f"{where}: recipes[{index}]", settings, recipes))
     if not pins:
         raise ConfigError(f"{where}: no pushed image to promote")
     return pins
+
+
+def _pin_of(
+    entry: dict[str, Any], where: str, settings: Settings, recipes: dict[str, Recipe]
+) -> Pin:
+    def refuse(field_name: str, problem: str) -> ConfigError:
+        return ConfigError(f"{where}.{field_name}: {problem}; nothing was changed")
+
+    app, digest = entry.get("name"), entry.get("digest")
+    if not isinstance(app, str) or app not in recipes:
+        raise refuse("name", f"{app!r} is not a recipe of this repository")
+    if not isinstance(digest, str) or not re.fullmatch(DIGEST, digest):
+        raise refuse("digest", f"{digest!r} is not a sha256 digest")
+    refs = entry.get("references") or [entry.get("image")]
+    reference = refs[1] if isinstance(refs, list) and len(refs) > 1 else refs[0]
+    field_name = "references[1]" if isinstance(refs, list) and len(refs) > 1 else "image"
+    if not isinstance(reference, str) or not is_valid(reference):
+        raise refuse(field_name, f"{reference!r} is not an image reference")
+    repository = settings.registry.repository(app)
+    named, tag, _ = split_reference(reference)
+    if named != repository or not tag:
+        raise refuse(field_name, f"{reference!r} is not a tag of {repository}")
+    reason = entry.get("reason", "")
+    if not isinstance(reason, str) or not _REASON.fullmatch(reason):
+        raise refuse("reason", "not a short line of plain text")
+    return Pin(app, repository, tag, digest, version_of(tag), reason)
 
 
 def pins_from_overlay(
@@ -209,12 +263,10 @@ def pins_from_overlay(
     """What an overlay runs now, as pins (for promotion to the next environment)."""
     pins: dict[str, Pin] = {}
     for found in current(root, settings, overlay, apps):
-        repo, tag, digest = split_reference(found["image"])
-        if digest and found["app"] not in pins:
-            version = version_of(tag or "")
-            pins[found["app"]] = Pin(
-                found["app"], repo, tag or version, digest, version, "promoted"
-            )
+        _, tag, digest = split_reference(found["image"])
+        if digest and tag and found["app"] not in pins:  # the repository is ours, not copied
+            app = found["app"]
+            pins[app] = Pin(app, apps[app], tag, digest, version_of(tag), "promoted")
     return list(pins.values())
 
 
@@ -222,8 +274,9 @@ def current(
     root: Path, settings: Settings, overlay: str, apps: dict[str, str]
 ) -> list[dict[str, Any]]:
     """Every pinned image field of an overlay: app, image, file, line."""
+    root = root.resolve()
     folder = overlay_dir(root, settings, overlay)
-    texts = {str(p.relative_to(root)): p.read_text(encoding="utf-8") for p in _yaml_files(folder)}
+    texts = {str(p.relative_to(root)): _read(root, p) for p in _yaml_files(root, folder)}
     return pinned_in(texts, apps)
 
 
@@ -255,10 +308,10 @@ def previous_pin(root: Path, settings: Settings, overlay: str, app: str, reposit
         except PinError:
             continue  # a commit with a broken file is no rollback target
         for image in sorted(images - now):
-            repo, tag, digest = split_reference(image)
-            if digest:
-                version = version_of(tag or "")
-                return Pin(app, repo, tag or version, digest, version, f"rollback from {sha[:12]}")
+            _, tag, digest = split_reference(image)
+            if digest and tag:  # the repository is ours, the registry confirms tag and digest
+                why = f"rollback from {sha[:12]}"
+                return Pin(app, repository, tag, digest, version_of(tag), why)
     raise ConfigError(
         f"rollback {app}: no earlier pin in the history of {folder}; name one with --to VERSION"
     )
@@ -308,21 +361,24 @@ def promote(
 ) -> Promoted:
     verify_in_registry(registry, pins)
     author, committer = settings.gitops.author, settings.gitops.committer or settings.gitops.author
-    if not push:  # this working tree, this branch, no remote
-        edit = edit_overlay(settings.repo, settings, overlay, pins, recipes)
-        if not edit.files:
-            return Promoted(None, "", edit)
-        write_all(edit.files)
-        sha = Repository(settings.repo).commit(
-            list(edit.files), message(overlay, pins, edit), author, committer
-        )
-        return Promoted(sha, "", edit)
+    if not push:  # this working tree, no remote: one promotion at a time per checkout
+        with _checkout_lock(settings.repo):
+            target = ""
+            if new_branch:
+                target = fresh_branch(settings.repo, new_branch)
+                Repository(settings.repo).switch_new(target)
+            edit = edit_overlay(settings.repo, settings, overlay, pins, recipes)
+            if not edit.files:
+                return Promoted(None, target, edit)
+            message_text = message(overlay, pins, edit)
+            sha = _commit_here(settings.repo, edit.files, message_text, author, committer)
+            return Promoted(sha, target, edit)
     url = _target(settings, remote)
     with tempfile.TemporaryDirectory(prefix="heps-promote-") as tmp:
         work = Path(tmp) / "repo"
         start = branch or settings.gitops.branch
         clone = Repository.clone(url, work, branch=start)
-        target = new_branch or start
+        target = fresh_branch(work, new_branch, url) if new_branch else start
         apps = {p.app: p.repository for p in pins}
         before = _pinned_images(work, settings, overlay, apps)
         for attempt in range(1, settings.gitops.attempts + 1):
@@ -382,3 +438,52 @@ def production_branch(apps: list[str], now: datetime | None = None) -> str:
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%d")
     slug = re.sub(r"[^a-z0-9-]+", "-", "-".join(sorted(apps)))[:80].strip("-")
     return f"promote/production-{stamp}-{slug}"
+
+
+def fresh_branch(root: Path, name: str, url: str | None = None) -> str:
+    """`name`, or `name-2`, `name-3`...: the first that no local (and, with `url`, no
+    remote) branch has yet, so a second promotion on one day opens its own branch."""
+    git = Repository(root)
+    taken = git.branches() | (git.remote_branches(url) if url else set())
+    candidates = (name if n == 1 else f"{name}-{n}" for n in range(1, len(taken) + 2))
+    return next(c for c in candidates if c not in taken)
+
+
+@contextmanager
+def _checkout_lock(root: Path) -> Iterator[None]:
+    """An exclusive lock on the checkout for the whole read-edit-commit, so two local
+    promotions cannot interleave (nor commit each other's pins): the second waits."""
+    path = Repository(root).common_dir / "heps-promote.lock"
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _commit_here(
+    root: Path, files: dict[Path, str], text: str, author: Identity, committer: Identity
+) -> str:
+    """Write and commit `files` in the checkout; when the commit fails, every file and the
+    index are as before. Files with uncommitted edits are refused, not swept in."""
+    git = Repository(root)
+    dirty = git.dirty_files(list(files))
+    if dirty:
+        names = ", ".join(dirty)
+        raise ConfigError(
+            f"{names}: uncommitted changes; commit or discard them first "
+            "(a promotion commits its own pins only)"
+        )
+    created = [p for p in files if not p.exists()]
+    existed = [p for p in files if p not in created]
+    write_all(files)
+    try:
+        return git.commit(list(files), text, author, committer)
+    except BaseException:  # clean before (checked above): HEAD's version is the old text
+        git.unstage(list(files))
+        if existed:
+            git.restore(existed)
+        for path in created:
+            path.unlink(missing_ok=True)
+        raise

@@ -21,6 +21,8 @@ from heps.images import dockerfile
 from heps.images.graph import Graph
 
 HADOLINT_CONFIG = ".hadolint.yaml"
+HADOLINT_TIMEOUT = 60.0
+"""Seconds hadolint may take on one Dockerfile; past it, a lint failure of that recipe."""
 _SECRET_NAME = re.compile(r"passw(or)?d|secret|token|api[_-]?key|private[_-]?key|credential", re.I)
 _ROOT_USERS = {"root", "0", "0:0", "root:root"}
 
@@ -57,7 +59,13 @@ def hadolint(path: Path, shown: str, repo: Path) -> tuple[list[Finding], bool]:
     config = repo / HADOLINT_CONFIG
     if config.exists():
         command += ["--config", str(config)]
-    done = subprocess.run([*command, str(path)], capture_output=True, text=True, timeout=60)
+    try:
+        done = subprocess.run(
+            [*command, str(path)], capture_output=True, text=True, timeout=HADOLINT_TIMEOUT
+        )
+    except subprocess.TimeoutExpired:
+        problem = f"hadolint timed out after {HADOLINT_TIMEOUT:.0f} s"
+        return [Finding(shown, 1, "HEPS000", "error", problem)], True
     try:
         raw = json.loads(done.stdout or "[]")
     except json.JSONDecodeError:

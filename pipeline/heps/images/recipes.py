@@ -8,14 +8,47 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+import re2
+
+from heps.core.bounded import read_text
 from heps.core.errors import ConfigError
 from heps.core.settings import Settings
 from heps.core.validation import load_yaml, validate
 
 RECIPE_FILE = "recipe.yaml"
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.max_mem = 8 << 20  # a pattern that needs more is refused at load, not at smoke
+_RE2_OPTIONS.log_errors = False  # the problem is reported once, as one line naming the field
+
+
+@cache
+def expectation(pattern: str) -> re2._Regexp:
+    """`expect_output` compiled by RE2, multi-line: linear time in the output whatever the
+    pattern, so `^(a+)+$` cannot hang a smoke test (Python's `re` backtracks forever)."""
+    return re2.compile(f"(?m){pattern}", _RE2_OPTIONS)
+
+
+def _check_expectation(pattern: str, field: str, display: str) -> str | None:
+    """The problem with an `expect_output` pattern, or None."""
+    try:
+        re.compile(pattern)  # Python's messages for ordinary mistakes
+        expectation(pattern)
+    except re.error as exc:
+        return (
+            f"{display}: {field}: not a valid regular expression ({exc}); "
+            "fix it or escape the special characters"
+        )
+    except re2.error as exc:
+        why = b"".join(exc.args).decode("utf-8", "replace") if exc.args else "unsupported"
+        return (
+            f"{display}: {field}: not supported by RE2 ({why}); "
+            "drop backreferences and lookaround, which RE2 cannot match in linear time"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -128,6 +161,19 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
+def _unreadable(build: DockerBuild, repo: Path) -> list[str]:
+    """The Dockerfile and .dockerignore are read as text by every later stage: a size or
+    encoding problem is reported here, once, naming the file, before anything runs."""
+    problems = []
+    for path in (build.dockerfile, build.context / ".dockerignore"):
+        if path.is_file():
+            try:
+                read_text(path, str(path.relative_to(repo)))
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+    return problems
+
+
 def _load(file: Path, display: str, repo: Path, problems: list[str]) -> Recipe:
     data: dict[str, Any] | None = load_yaml(file, display)
     if data is None:
@@ -173,6 +219,8 @@ def _load(file: Path, display: str, repo: Path, problems: list[str]) -> Recipe:
             args=dict(b.get("args", {})),
             target=b.get("target"),
         )
+        if not found:
+            found.extend(_unreadable(build, repo))
     s = data["smoke"]
     structure = None
     if "structure" in s:
@@ -192,13 +240,10 @@ def _load(file: Path, display: str, repo: Path, problems: list[str]) -> Recipe:
         http=HttpProbe(**s["http"]) if "http" in s else None,
     )
     for index, command in enumerate(smoke.commands):
-        try:
-            re.compile(command.expect_output)
-        except re.error as exc:
-            found.append(
-                f"{display}: smoke.commands[{index}].expect_output: not a valid regular "
-                f"expression ({exc}); fix it or escape the special characters"
-            )
+        field_name = f"smoke.commands[{index}].expect_output"
+        problem = _check_expectation(command.expect_output, field_name, display)
+        if problem:
+            found.append(problem)
     names = [c.name for c in smoke.commands]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         found.append(f"{display}: smoke.commands: name '{dup}' is used twice; make names unique")

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from heps.core.log import redact
+from heps.core.log import mask, xml_safe
 from heps.images.lint import Finding
 from heps.images.smoke import SmokeResult
 
@@ -41,9 +41,20 @@ class RecipeReport:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
+IDENTIFIERS = ("name", "version", "image", "references", "digest", "fingerprint")
+"""Fields that name an image: public by construction (recipe.yaml, settings, the registry)
+and what promotion looks up, so never masked: a password equal to a version must not turn
+`1.0.0` into `***` there. Every other value is masked before encoding."""
+
+
 def as_json(reports: list[RecipeReport], meta: dict[str, Any]) -> str:
-    body = {**meta, "recipes": [asdict(r) for r in reports]}
-    return redact(json.dumps(body, indent=2, default=str)) + "\n"
+    entries = []
+    for report in reports:
+        entry = asdict(report)
+        kept = {key: entry.pop(key) for key in IDENTIFIERS}
+        entries.append({**kept, **mask(entry)})
+    body = {**mask(meta), "recipes": entries}
+    return json.dumps(body, indent=2, default=str) + "\n"
 
 
 def as_junit(reports: list[RecipeReport]) -> str:
@@ -72,16 +83,19 @@ def as_junit(reports: list[RecipeReport]) -> str:
         for name, seconds, error in stages:
             cases += 1
             case = ET.SubElement(
-                suite, "testcase", classname=f"heps.{report.name}", name=name, time=f"{seconds:.3f}"
+                suite,
+                "testcase",
+                classname=xml_safe(f"heps.{report.name}"),
+                name=xml_safe(name),
+                time=f"{seconds:.3f}",
             )
             if report.status == SKIPPED:
                 skipped += 1
-                ET.SubElement(case, "skipped", message=f"unchanged: {report.image}")
+                ET.SubElement(case, "skipped", message=xml_safe(f"unchanged: {report.image}"))
             elif error is not None:
                 failures += 1
-                ET.SubElement(
-                    case, "failure", message=redact(error.splitlines()[0][:200])
-                ).text = redact(error)
+                first = (error.splitlines() or [""])[0][:200]
+                ET.SubElement(case, "failure", message=xml_safe(first)).text = xml_safe(error)
     suite.set("tests", str(cases))
     suite.set("failures", str(failures))
     suite.set("skipped", str(skipped))

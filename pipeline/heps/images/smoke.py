@@ -8,7 +8,6 @@ hang the pipeline. A run told to stop (the `stop` event) ends the check under wa
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import threading
 import time
@@ -19,7 +18,7 @@ from functools import partial
 import requests
 
 from heps.core import log, tools
-from heps.images.recipes import HttpProbe, Recipe, SmokeCommand
+from heps.images.recipes import HttpProbe, Recipe, SmokeCommand, expectation
 from heps.systems.engine import Container, ContainerEngine, Interrupted
 
 OUTPUT_TAIL = 2000
@@ -152,7 +151,7 @@ def command(checker: Checker, image: str, check: SmokeCommand) -> SmokeResult:
     problems = []
     if code != check.expect_exit:
         problems.append(f"exit code {code}, expected {check.expect_exit}")
-    if check.expect_output and not re.search(check.expect_output, output, re.MULTILINE):
+    if check.expect_output and not expectation(check.expect_output).search(output):
         problems.append(f"output does not match /{check.expect_output}/")
     if problems:
         detail = "; ".join(problems) + (f"; output: {_tail(output.strip())}" if output else "")

@@ -123,6 +123,25 @@ class Repository:
         names += self.untracked()
         return [self.toplevel / n for n in names if n]
 
+    def dirty_files(self, paths: list[Path]) -> list[str]:
+        """Which of `paths` have uncommitted changes (staged, unstaged or untracked)."""
+        rel = [str(p) for p in paths]
+        out = self.run("status", "--porcelain", "--untracked-files=all", "--", *rel)
+        return [line[3:] for line in out.splitlines() if line.strip()]
+
+    def branches(self) -> set[str]:
+        return {head.name for head in self._repo.heads}
+
+    def remote_branches(self, url: str) -> set[str]:
+        """Branch names on the repository at `url`."""
+        out = self.run("ls-remote", "--heads", "--", url)
+        return {line.partition("refs/heads/")[2] for line in out.splitlines()}
+
+    @property
+    def common_dir(self) -> Path:
+        """The git directory shared by every worktree of this repository."""
+        return Path(self._repo.common_dir)
+
     def untracked(self, paths: list[Path] | None = None) -> list[str]:
         """Untracked, not ignored files (repository-relative), under `paths` or anywhere."""
         rel = [str(p) for p in paths] if paths is not None else []
@@ -200,6 +219,10 @@ class Repository:
         except git.GitCommandError as exc:
             raise StageError("promote", f"git commit failed: {_why(exc)}") from None
         return self._repo.head.commit.hexsha
+
+    def unstage(self, paths: list[Path]) -> None:
+        rel = [str(p.relative_to(self.toplevel)) for p in paths]
+        self.run("reset", "-q", "--", *rel)
 
     def restore(self, paths: list[Path]) -> None:
         """Put `paths` back as HEAD has them (index and working tree)."""

@@ -66,7 +66,7 @@ class Registry:
         if scope in self._tokens:
             headers["Authorization"] = f"Bearer {self._tokens[scope]}"
         elif self.creds is not None:
-            kw["auth"] = (self.creds.username, self.creds.password.value)
+            kw["auth"] = self.creds.basic_auth
         try:
             response = self._session.request(
                 method, url, headers=headers, timeout=self.timeout, **kw
@@ -99,7 +99,7 @@ class Registry:
         realm = params.pop("realm", "")
         if scope:
             params["scope"] = scope
-        auth = (self.creds.username, self.creds.password.value) if self.creds else None
+        auth = self.creds.basic_auth if self.creds else None
         try:
             response = self._session.get(realm, params=params, auth=auth, timeout=self.timeout)
         except requests.RequestException as exc:
@@ -119,7 +119,7 @@ class Registry:
     def check(self) -> None:
         """Reachable and accepting our credentials, or a ConfigError saying which fix."""
         response = self._request("GET", "", "")
-        if response.status_code != 200:
+        if response.status_code != 200 or "Docker-Distribution-API-Version" not in response.headers:
             raise ConfigError(
                 f"registry {self.settings.host}: /v2/ answered {response.status_code}; "
                 "is this a Docker registry (distribution v2)?"

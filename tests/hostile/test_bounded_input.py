@@ -1,0 +1,227 @@
+"""Hostile input files: every one ends as exit 2 and one line naming the file, never a
+hang, a traceback or a crash, and nothing is built, pushed or written.
+
+Each case runs the real command in-process against the real registry of the session.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from heps.core.settings import Credentials, RegistrySettings, Secret
+from heps.images import lint
+from heps.systems.registry import Registry
+from tests.conftest import BUSYBOX, Env, free_port, simple_recipe, write_recipe
+
+BOMB = "".join(
+    f"x{i}: &x{i} [{', '.join([f'*x{i - 1}'] * 9) if i else ', '.join(['l'] * 9)}]\n"
+    for i in range(9)
+)
+"""Nine lines whose aliases expand to 9**9 (387 million) scalars."""
+
+
+def pushed(env: Env, name: str) -> bool:
+    """Does the registry hold any tag of `name` in this test's namespace?"""
+    creds = Credentials(env.registry.username, Secret(env.registry.password), "test")
+    where = RegistrySettings(env.registry.address, env.namespace)
+    return Registry(where, creds, env.repo.parent / "cache").digest(name, "1.0.0") is not None
+
+
+def one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("heps: error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def app(env: Env, **files: str) -> Path:
+    """A valid recipe `app` that the test then breaks."""
+    files.setdefault("Dockerfile", f"FROM {BUSYBOX}\nRUN echo app > /hello\n")
+    return write_recipe(env.repo, "app", simple_recipe("app"), **files)
+
+
+RECIPE_HEAD = (
+    "name: app\nversion: 1.0.0\ndescription: d\n"
+    "smoke: {commands: [{name: hello, run: [cat, /hello], expect_output: app}]}\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("recipe", "expected"),
+    [
+        (RECIPE_HEAD + "profile: {display_name: App}\n" + BOMB, "through its aliases"),
+        (RECIPE_HEAD + "build: {args: " + "{a: " * 70 + "x" + "}" * 71 + "\n", "deeper than 64"),
+        (RECIPE_HEAD + "build: " + "[" * 5000 + "]" * 5000 + "\n", "nesting depth"),
+        (RECIPE_HEAD.replace("d\n", "caf\xe9\n"), None),  # written as Latin-1 below
+    ],
+    ids=["alias-bomb", "deep-mapping", "deep-flow", "latin-1"],
+)
+def test_hostile_recipe_yaml_is_one_line(
+    heps: Any, env: Env, recipe: str, expected: str | None
+) -> None:
+    folder = app(env)
+    if expected is None:
+        (folder / "recipe.yaml").write_bytes(recipe.encode("latin-1"))
+        expected = "not UTF-8 (byte 0xe9"
+    else:
+        (folder / "recipe.yaml").write_text(recipe)
+    result = heps(env.repo, "plan")
+    assert result.code == 2
+    line = one_error_line(result.err)
+    assert line.startswith("heps: error: app-recipes/app/recipe.yaml:") and expected in line
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", ".dockerignore"])
+def test_undecodable_build_files_are_named(heps: Any, env: Env, name: str) -> None:
+    folder = app(env)
+    (folder / name).write_bytes(b"FROM scratch\n# \xff\xfe broken\n")
+    result = heps(env.repo, "run", "--all")
+    assert result.code == 2
+    assert f"app-recipes/app/{name}:2: not UTF-8" in one_error_line(result.err)
+    assert not pushed(env, "app")
+
+
+def test_undecodable_settings_file_is_named(heps: Any, env: Env) -> None:
+    app(env)
+    (env.repo / "heps.yaml").write_bytes(b"build:\n  parallel: 2 # \xc3\x28\n")
+    result = heps(env.repo, "plan")
+    assert result.code == 2
+    assert one_error_line(result.err).startswith("heps: error: heps.yaml:2: not UTF-8")
+
+
+def test_jobs_yaml_alias_bomb_is_refused(heps: Any, env: Env) -> None:
+    app(env)
+    jobs = env.repo / "jenkins" / "jobs.yaml"
+    jobs.parent.mkdir()
+    jobs.write_text("scm: {url: x}\njobs: []\n" + BOMB)
+    out = env.repo / "build" / "jenkins"
+    result = heps(env.repo, "jenkins", "render", "--out", str(out))
+    assert result.code == 2
+    assert "jenkins/jobs.yaml:" in one_error_line(result.err)
+    assert not out.exists()
+
+
+def test_catastrophic_expect_output_fails_the_stage_not_the_run(env: Env, tmp_path: Path) -> None:
+    """`^(a+)+$` against 40 a's and a b backtracks for hours in Python's `re`; RE2 answers
+    at once. Run as a process with a generous guard, so a regression fails, not hangs."""
+    recipe = simple_recipe("app")
+    recipe["smoke"]["commands"] = [
+        {"name": "redos", "run": ["sh", "-c", "printf 'a%.0s' $(seq 40); echo b"]},
+    ]
+    recipe["smoke"]["commands"][0]["expect_output"] = "^(a+)+$"
+    write_recipe(env.repo, "app", recipe, Dockerfile=f"FROM {BUSYBOX}\n")
+    report = tmp_path / "report.json"
+    command = [sys.executable, "-m", "heps.cli", "--repo", str(env.repo), "run", "--no-push"]
+    done = subprocess.run(
+        [*command, "--report", str(report)], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 1, done.stderr
+    (entry,) = json.loads(report.read_text())["recipes"]
+    assert entry["failed_stage"] == "smoke"
+    assert "output does not match /^(a+)+$/" in entry["error"]
+
+
+def test_backreferences_are_refused_at_load(heps: Any, env: Env) -> None:
+    recipe = simple_recipe("app")
+    recipe["smoke"]["commands"][0]["expect_output"] = r"(a)\1"
+    app(env)
+    write_recipe(env.repo, "app", recipe)
+    result = heps(env.repo, "plan")
+    assert result.code == 2
+    line = one_error_line(result.err)
+    assert "smoke.commands[0].expect_output: not supported by RE2" in line
+
+
+def test_hadolint_timeout_is_a_lint_failure(
+    heps: Any, env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app(env)
+    monkeypatch.setattr(lint, "HADOLINT_TIMEOUT", 0.001)  # the real binary, given no time
+    result = heps(env.repo, "lint")
+    assert result.code == 1, result.text
+    assert "hadolint timed out after 0 s" in result.out
+    assert "Traceback" not in result.err
+
+
+class _HtmlPage(http.server.BaseHTTPRequestHandler):
+    """A web server where a registry should be: 200 and an HTML page for everything."""
+
+    def do_GET(self) -> None:
+        body = b"<html><body>Welcome to nginx!</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+@pytest.fixture
+def html_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _HtmlPage)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("command", [["plan"], ["status"], ["run", "--all"]])
+def test_registry_answering_html_is_a_config_error(
+    heps: Any, env: Env, html_server: str, command: list[str]
+) -> None:
+    app(env)
+    result = heps(env.repo, "--registry", html_server, *command)
+    assert result.code == 2
+    assert "is this a Docker registry" in one_error_line(result.err)
+
+
+@pytest.mark.parametrize(
+    "content",
+    ['{"username": "heps", "password": "hunter2-in-a-broken-fi', '["heps"]', '{"username": 1}'],
+    ids=["truncated", "not-an-object", "no-password"],
+)
+def test_malformed_credentials_file_is_named(
+    heps: Any, env: Env, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, content: str
+) -> None:
+    app(env)
+    for name in ("HEPS_REGISTRY", "HEPS_REGISTRY_USERNAME", "HEPS_REGISTRY_PASSWORD"):
+        monkeypatch.delenv(name)
+    stored = tmp_path / "state" / "registry" / "credentials.json"
+    stored.parent.mkdir(parents=True)
+    stored.write_text(content)
+    result = heps(env.repo, "plan")
+    assert result.code == 2
+    line = one_error_line(result.err)
+    assert f"{stored}: not a credentials file" in line and "hunter2" not in result.text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("resources: [../../base\n", "YAML syntax error"), ("a: 1\n" + BOMB, "through its aliases")],
+    ids=["syntax", "alias-bomb"],
+)
+@pytest.mark.parametrize("command", [["status"], ["rollback", "--overlay", "testbed", "app"]])
+def test_broken_overlay_is_one_line(
+    heps: Any, env: Env, text: str, expected: str, command: list[str]
+) -> None:
+    app(env)
+    folder = env.repo / "k8s-overlays" / "overlays" / "testbed"
+    folder.mkdir(parents=True)
+    (folder / "kustomization.yaml").write_text(text)
+    subprocess.run(["git", "init", "-q", str(env.repo)], check=True)
+    result = heps(env.repo, *command)
+    assert result.code == 2
+    line = one_error_line(result.err)
+    assert "k8s-overlays/overlays/testbed/kustomization.yaml" in line and expected in line
