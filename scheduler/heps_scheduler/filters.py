@@ -151,7 +151,9 @@ class InterPodAntiAffinity:
 
     def filter(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Mask:
         banned: set[tuple[str, str]] = set()
-        for placed in snap.placements.values():
+        # Without terms of its own, only placed pods that carry terms can ban a node.
+        placed_pods = snap.placements if pod.anti_affinity else snap.anti_affine
+        for placed in placed_pods.values():
             for term in pod.anti_affinity:
                 if selector_matches(term.selector, placed.pod.labels):
                     domain = _domain(snap, placed.node, term.topology_key)

@@ -71,7 +71,11 @@ class Snapshot:
         self.metrics_io = np.full(n, np.nan)
         self.metrics_net = np.full(n, np.nan)
         self.metrics_time = np.full(n, -np.inf)
+        self.node_version = np.zeros(n, dtype=np.int64)
+        """Bumped for a node whenever its resources change (for caches keyed by node state)."""
         self.placements: dict[str, Placement] = {}
+        self.anti_affine: dict[str, Placement] = {}
+        """The placements whose pods carry anti-affinity terms."""
         self.pods_on: list[dict[str, Pod]] = [{} for _ in self.nodes]
 
     # --- changes -------------------------------------------------------------------------
@@ -86,12 +90,15 @@ class Snapshot:
         """Count `pod` on `node` at once (before binding completes)."""
         if pod.key in self.placements:
             raise ValueError(f"{pod.key} is already placed")
+        self.node_version[node] += 1
         self.cpu_used[node] += pod.cpu_milli
         self.mem_used[node] += pod.memory_mib
         self.eph_used[node] += pod.ephemeral_mib
         for slot in gpu_slots:
             self.gpu_free[node, slot] -= pod.gpu_milli if pod.shares_gpu else 1000
         self.placements[pod.key] = Placement(pod, node, gpu_slots)
+        if pod.anti_affinity:
+            self.anti_affine[pod.key] = self.placements[pod.key]
         self.pods_on[node][pod.key] = pod
 
     def forget(self, key: str) -> Pod | None:
@@ -99,7 +106,9 @@ class Snapshot:
         placement = self.placements.pop(key, None)
         if placement is None:
             return None
+        self.anti_affine.pop(key, None)
         pod, node = placement.pod, placement.node
+        self.node_version[node] += 1
         self.cpu_used[node] -= pod.cpu_milli
         self.mem_used[node] -= pod.memory_mib
         self.eph_used[node] -= pod.ephemeral_mib

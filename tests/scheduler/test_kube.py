@@ -13,6 +13,7 @@ import pytest
 from kubernetes import client
 
 from heps_scheduler import agent, config, kube, leader
+from heps_scheduler.fgd import TaskClass
 from heps_scheduler.framework import Scheduler
 from heps_scheduler.model import (
     BURSTABLE,
@@ -22,11 +23,10 @@ from heps_scheduler.model import (
     Requirement,
     Toleration,
 )
-from heps_scheduler.scores import TaskClass
 from heps_scheduler.snapshot import Snapshot
 from tests.scheduler.fake_apiserver import FakeApiServer
 
-CLASSES = [TaskClass(1000, 1024, 1, 1000, 1.0)]
+CLASSES = [TaskClass(1000, 1, 1000, 1.0)]
 
 
 def k8s_node(
