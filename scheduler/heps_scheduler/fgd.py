@@ -134,7 +134,7 @@ class _Scores:
 
 
 def _squash(gain: Floats) -> Floats:
-    """The paper code's int(sigmoid(gain / 1000) * 100)."""
+    """The paper code's int(sigmoid(gain / 1000) * 100): whole points, so many nodes tie."""
     result: Floats = np.floor(100.0 / (1.0 + np.exp(-gain / 1000.0)))
     return result
 

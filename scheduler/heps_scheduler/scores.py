@@ -89,6 +89,21 @@ class GpuNodeAvoidance:
         return result
 
 
+class GpuPacking:
+    """Prefer the node whose GPUs are the most allocated once the pod is there (a node
+    without GPUs counts as full), for every pod: GPU pods fill busy GPUs and leave idle
+    nodes whole; CPU-only pods take the cpu of nodes whose GPUs are already used."""
+
+    name = "GpuPacking"
+
+    def score(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
+        capacity = snap.gpu_count[nodes] * 1000
+        free = snap.gpu_free[nodes].sum(axis=1) - pod.gpu_demand_milli
+        used = np.where(capacity > 0, 1 - free / np.maximum(capacity, 1), 1.0)
+        result: Floats = used * MAX_SCORE
+        return result
+
+
 class LoadAware:
     """Prefer nodes that are idle by their real metrics (cpu, iowait, network).
 

@@ -1,8 +1,8 @@
 """Replay a trace against several policies, on the same shuffled arrivals, and measure.
 
-The method of the FGD paper (Weng et al., USENIX ATC 2023) on its openb trace: tasks
-arrive in a shuffled order (sampled again once exhausted) and never leave, until the
-arrived GPU demand reaches `load` (130%) of the cluster's GPU capacity.
+The method of the FGD paper (Weng et al., USENIX ATC 2023) on its openb trace: the task
+list is tuned to `load` (130%) of the cluster's GPU capacity and arrives in a shuffled
+order; tasks never leave, and a task that fits nowhere fails (no retry).
 """
 
 from __future__ import annotations
@@ -21,20 +21,24 @@ from heps_scheduler.snapshot import Snapshot
 
 
 def arrivals(pods: list[Pod], capacity_milli: int, load: float, seed: int) -> list[Pod]:
-    """Shuffled arrivals until their GPU demand reaches `load` x capacity."""
+    """The paper simulator's workload tuning, then its shuffle: every task once, plus tasks
+    drawn at random (with replacement) while the GPU demand stays within `load` x
+    capacity (or random tasks dropped while it exceeds it), all in a shuffled order."""
     rng = np.random.default_rng(seed)
-    result: list[Pod] = []
-    demand = 0
-    round_ = 0
-    while demand < load * capacity_milli:
-        for i in rng.permutation(len(pods)):
-            pod = pods[int(i)]
-            result.append(replace(pod, name=f"{pod.name}-{round_}") if round_ else pod)
-            demand += pod.gpu_demand_milli
-            if demand >= load * capacity_milli:
-                break
-        round_ += 1
-    return result
+    target = load * capacity_milli
+    chosen = list(pods)
+    demand = sum(p.gpu_demand_milli for p in chosen)
+    while demand > target and chosen:
+        demand -= chosen.pop(int(rng.integers(len(chosen)))).gpu_demand_milli
+    extra = 0
+    while chosen and demand < target:
+        pod = pods[int(rng.integers(len(pods)))]
+        if demand + pod.gpu_demand_milli > target:
+            break
+        chosen.append(replace(pod, name=f"{pod.name}-tuned-{extra}"))
+        demand += pod.gpu_demand_milli
+        extra += 1
+    return [chosen[int(i)] for i in rng.permutation(len(chosen))]
 
 
 @dataclass
