@@ -3,12 +3,14 @@ all-traces replay over a folder."""
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
 
-from heps_scheduler import cli, trace
+from heps_scheduler import cli, simulate, trace
 from heps_scheduler.model import GUARANTEED
+from heps_scheduler.report import TerminalProgress, summary
 
 NODES = "sn,cpu_milli,memory_mib,gpu,model\n" + "".join(
     f"n{i},96000,786432,8,{'V100M32' if i % 2 else 'G2'}\n" for i in range(6)
@@ -102,3 +104,38 @@ def test_all_traces_replays_every_list_of_a_folder(
         ["| openb_pod_list_multigpu20", "1"],
     ]
     assert not list(tmp_path.glob("*.json")) and not list(tmp_path.glob("*.png"))
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_only_on_a_terminal() -> None:
+    piped, terminal = io.StringIO(), _Terminal()
+    for stream in (piped, terminal):
+        progress = TerminalProgress("default seed 0", stream)
+        progress("heps", 10, 100)
+        progress("heps", 100, 100)
+        progress.clear()
+    assert piped.getvalue() == ""
+    assert "default seed 0 heps: 100/100 pods" in terminal.getvalue()
+
+
+def test_summary_tables_give_failures_by_class_and_qos(tmp_path: Path) -> None:
+    pods_path, nodes_path = tmp_path / "pods.csv", tmp_path / "nodes.csv"
+    pods_path.write_text(FIVE_COLUMNS)
+    nodes_path.write_text(NODES)
+    nodes, pods = trace.load_nodes(nodes_path), trace.load_pods(pods_path)
+    results = simulate.simulate(nodes, pods, ["fgd"], seed=0)
+    assert results[0].failed > 0  # 130% of the GPUs arrive
+    text = summary(results).splitlines()
+    assert text[0].split() == [
+        "policy", "placed", "failed", "unalloc@100%", "frag@100%",
+        "unalloc@end", "frag@end", "alloc@end", "dec/s", "p99", "ms",
+    ]  # fmt: skip
+    assert text[3].split()[:5] == ["failed", "pods", "cpu-only", "shared-gpu", "whole-gpu"]
+    row = text[4].split()
+    assert (
+        row[0] == "fgd" and sum(map(int, row[1:5])) == sum(map(int, row[5:])) == results[0].failed
+    )
