@@ -128,9 +128,9 @@ class NodeResourcesFit:
         if pod.ephemeral_mib:
             ok &= (snap.eph_cap[nodes] - snap.eph_used[nodes]) >= pod.ephemeral_mib
         if pod.shares_gpu:
-            ok &= (snap.gpu_free[nodes] >= pod.gpu_milli).any(axis=1)
+            ok &= snap.max_free[nodes] >= pod.gpu_milli
         elif pod.gpus:
-            ok &= (snap.gpu_free[nodes] == 1000).sum(axis=1) >= pod.gpus
+            ok &= snap.whole_free[nodes] >= pod.gpus
         return ok
 
 

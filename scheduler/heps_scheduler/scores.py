@@ -122,6 +122,8 @@ class LoadAware:
         self.clock = clock
 
     def load(self, snap: Snapshot, nodes: Ints) -> Floats:
+        if not snap.metrics_seen:  # a replay, or no agent has reported yet
+            return np.full(len(nodes), self.unknown_load)
         w_cpu, w_io, w_net = self.weights
         measured = (
             w_cpu * snap.metrics_cpu[nodes]
