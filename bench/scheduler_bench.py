@@ -12,7 +12,8 @@ all of them; every table is printed as Markdown for docs/scheduler.md):
 - acceptance: heps, kube-default, most-allocated and FGD at 130% on the default trace and
   the gpushare, multigpu and gpuspec families, 5 seeds each, on the 1,523-node cluster.
 - ablation: what each part of heps buys, default trace, 3 seeds.
-- all-traces: every pod list of the trace folder, one seed.
+- all-traces: every pod list of the trace folder, one seed (`heps-scheduler simulate
+  --all-traces`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from heps_scheduler import config, simulate, trace
+from heps_scheduler import cli, config, report, simulate, trace
 from heps_scheduler.config import ProfileSettings
 from heps_scheduler.fgd import typical_pods
 from heps_scheduler.framework import Scheduler
@@ -34,7 +35,6 @@ OPENB = Path(__file__).resolve().parents[2] / "shared" / "traces" / "openb"
 ALL_NODES = OPENB / "openb_node_list_all_node.csv"
 GPU_NODES = OPENB / "openb_node_list_gpu_node.csv"
 SEEDS = range(5)
-POLICIES = ["heps", "kube-default", "most-allocated", "fgd"]
 ACCEPTANCE = ["heps", "fgd", "kube-default"]
 FAMILIES = ["default", "gpushare40", "multigpu20", "gpuspec10"]
 
@@ -102,18 +102,12 @@ def fidelity() -> None:
 
 def acceptance(families: list[str] = FAMILIES) -> None:
     nodes = trace.load_nodes(ALL_NODES)
-    print("\n| trace | seed | " + " | ".join(f"{p} unalloc / failed G" for p in ACCEPTANCE) + " |")
-    print("| --- | --- |" + " --- |" * len(ACCEPTANCE))
+    print("\n" + report.markdown_header(ACCEPTANCE))
     for family in families:
         pods = pods_of(family)
         for seed in SEEDS:
             results = simulate.simulate(nodes, pods, ACCEPTANCE, seed)
-            print(simulate_row(family, seed, results), flush=True)
-
-
-def simulate_row(name: str, seed: int, results: list[simulate.PolicyResult]) -> str:
-    cells = [f"{r.unallocated_gpus:.1f} / {r.failed_guaranteed}" for r in results]
-    return f"| {name} | {seed} | " + " | ".join(cells) + " |"
+            print(report.markdown_row(family, seed, results), flush=True)
 
 
 def _variant(base: str, **changes: object) -> ProfileSettings:
@@ -158,13 +152,7 @@ def ablation(seeds: range = range(3)) -> None:
 
 
 def all_traces() -> None:
-    nodes = trace.load_nodes(ALL_NODES)
-    print("\n| trace | " + " | ".join(f"{p} unalloc / failed G" for p in POLICIES) + " |")
-    print("| --- |" + " --- |" * len(POLICIES))
-    for path in sorted(OPENB.glob("openb_pod_list_*.csv")):
-        results = simulate.simulate(nodes, trace.load_pods(path), POLICIES, 0)
-        cells = [f"{r.unallocated_gpus:.1f} / {r.failed_guaranteed}" for r in results]
-        print(f"| {path.stem} | " + " | ".join(cells) + " |", flush=True)
+    cli.main(["simulate", "--nodes", str(ALL_NODES), "--all-traces", str(OPENB)])
 
 
 SECTIONS = {
