@@ -31,7 +31,8 @@ def arrivals(pods: list[Pod], capacity_milli: int, load: float, seed: int) -> li
     while demand > target and chosen:
         demand -= chosen.pop(int(rng.integers(len(chosen)))).gpu_demand_milli
     extra = 0
-    while chosen and demand < target:
+    gpu_tasks = any(p.gpu_demand_milli for p in pods)  # else no draw could ever end it
+    while gpu_tasks and demand < target:
         pod = pods[int(rng.integers(len(pods)))]
         if demand + pod.gpu_demand_milli > target:
             break

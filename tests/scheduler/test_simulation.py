@@ -51,7 +51,7 @@ def test_whole_replay_never_breaks_a_filter_or_capacity(policy: str) -> None:
 def test_simulate_command_reports_every_policy_on_the_same_arrivals(tmp_path: Path) -> None:
     pods = tmp_path / "pods.csv"
     lines = (OPENB / "openb_pod_list_gpushare40.csv").read_text().splitlines()
-    pods.write_text("\n".join(lines[:800]) + "\n")
+    pods.write_text("\n".join(lines[:1] + lines[1::10]) + "\n")  # its first rows are CPU-only
     small_nodes = tmp_path / "nodes.csv"
     node_lines = NODES.read_text().splitlines()
     small_nodes.write_text("\n".join(node_lines[:1] + node_lines[1:1524:20]) + "\n")
@@ -123,3 +123,5 @@ def test_arrivals_are_tuned_to_the_load_then_shuffled() -> None:
     assert [p.name for p in again] == [p.name for p in up] != [p.name for p in other]
     down = simulate.arrivals(pods, capacity_milli=1000, load=1.3, seed=0)
     assert sum(p.gpu_demand_milli for p in down) == 1000  # random tasks dropped to fit
+    cpu_only = simulate.arrivals([Pod("a"), Pod("b")], capacity_milli=1000, load=1.3, seed=0)
+    assert sorted(p.name for p in cpu_only) == ["a", "b"]  # nothing to tune up with
