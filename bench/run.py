@@ -7,7 +7,8 @@
 3. A no-op `heps run --all` on the bundled tree (target < 3 s); builds it first if the
    embedded registry lacks it (minutes, once).
 4. The pipeline's own overhead against a plain `docker build` of the same recipe.
-5. The scheduler: decisions per second and the policy comparison on the openb trace.
+5. The scheduler: speed at 5,000 nodes and the policy comparisons on the openb trace
+   (bench/scheduler_bench.py).
 
 Run with `tox -e bench` or `make bench`. Results go to stdout; record them in
 docs/benchmarks.md.
@@ -306,32 +307,11 @@ def bench_overhead() -> None:
 
 
 def bench_scheduler() -> None:
-    """Decisions per second on the 1,523-node snapshot, and the acceptance comparison:
-    heps against kube-default over 5 seeds on the default and gpushare40 traces."""
-    from heps_scheduler import simulate, trace
+    """The scheduler's sections: speed at 5,000 nodes, FGD fidelity, acceptance, ablation,
+    every trace (bench/scheduler_bench.py)."""
+    import scheduler_bench
 
-    openb = REPO.parent / "shared" / "traces" / "openb"
-    nodes = trace.load_nodes(openb / "openb_node_list_all_node.csv")
-    for name in ("default", "gpushare40"):
-        pods = trace.load_pods(openb / f"openb_pod_list_{name}.csv")
-        policies = ["heps", "kube-default", "most-allocated", "fgd"]
-        for seed in range(5):
-            results = {r.policy: r for r in simulate.simulate(nodes, pods, policies, seed)}
-            heps, kube = results["heps"], results["kube-default"]
-            line = "  ".join(
-                f"{p}: unalloc {r.unallocated_gpus:6.1f}"
-                f" failedG {r.failed_by_qos.get('Guaranteed', 0):4d}"
-                f" {r.decisions_per_s:5.0f}/s p99 {r.p99_decision_ms:4.1f}ms"
-                for p, r in results.items()
-            )
-            verdict = heps.unallocated_gpus < kube.unallocated_gpus and heps.failed_by_qos.get(
-                "Guaranteed", 0
-            ) <= kube.failed_by_qos.get("Guaranteed", 0)
-            print(f"{name} seed {seed}: {'PASS' if verdict else 'FAIL'}  {line}", flush=True)
-    print(
-        "targets: heps >= 200 decisions/s; fewer unallocated GPUs than kube-default with "
-        "no more failed Guaranteed pods"
-    )
+    scheduler_bench.main([])
 
 
 if __name__ == "__main__":

@@ -11,26 +11,36 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-from heps_scheduler import __version__, config, serve, simulate, trace
+from heps_scheduler import __version__, config, report, serve, simulate, trace
+
+
+def _simulate_parser(sub: Any) -> None:
+    sim = sub.add_parser("simulate", help="replay openb traces against scheduling policies")
+    sim.add_argument("--nodes", type=Path, required=True)
+    what = sim.add_mutually_exclusive_group(required=True)
+    what.add_argument("--pods", type=Path, help="one pod list")
+    what.add_argument(
+        "--all-traces", type=Path, metavar="DIR", help="every openb_pod_list_*.csv in DIR"
+    )
+    sim.add_argument(
+        "--policy",
+        default="heps,kube-default,most-allocated,fgd",
+        help="comma-separated: " + ", ".join(config.PRESETS),
+    )
+    sim.add_argument("--seed", type=int, default=0, help="the first seed")
+    sim.add_argument("--seeds", type=int, default=1, help="how many seeds, from --seed on")
+    sim.add_argument("--load", type=float, default=1.3, help="arrived GPU demand / capacity")
+    sim.add_argument("--json", type=Path, help="write the results here")
+    sim.add_argument("--plot", type=Path, help="write a PNG of the metrics against load")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="heps-scheduler")
     sub = parser.add_subparsers(dest="command", required=True)
     parser.add_argument("--version", action="version", version=f"heps-scheduler {__version__}")
-    sim = sub.add_parser("simulate", help="replay an openb trace against scheduling policies")
-    sim.add_argument("--nodes", type=Path, required=True)
-    sim.add_argument("--pods", type=Path, required=True)
-    sim.add_argument(
-        "--policy",
-        default="heps,kube-default,most-allocated,fgd",
-        help="comma-separated: " + ", ".join(config.PRESETS),
-    )
-    sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--load", type=float, default=1.3, help="arrived GPU demand / capacity")
-    sim.add_argument("--json", type=Path, help="write the results here")
-    sim.add_argument("--plot", type=Path, help="write a PNG of the metrics against load")
+    _simulate_parser(sub)
     run = sub.add_parser("run", help="schedule pods that name this scheduler (in a cluster)")
     run.add_argument("--config", type=Path, help="scheduler config YAML (plugin weights)")
     run.add_argument("--leader-elect", action="store_true", help="hold a Lease before scheduling")
@@ -41,43 +51,59 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in ("run", "agent"):
         return serve.main(args)
-    policies = [p.strip() for p in args.policy.split(",") if p.strip()]
-    unknown = [p for p in policies if p not in config.PRESETS]
-    for path in (args.nodes, args.pods):
-        if not path.is_file():
-            print(f"heps-scheduler: error: {path}: no such file", file=sys.stderr)
-            return 2
-    if unknown:
-        print(
-            f"heps-scheduler: error: --policy: unknown {', '.join(unknown)}; "
-            f"known: {', '.join(config.PRESETS)}",
-            file=sys.stderr,
-        )
+    try:
+        return _simulate(args)
+    except trace.TraceError as exc:
+        print(f"heps-scheduler: error: {exc}", file=sys.stderr)
         return 2
-    results = simulate.simulate(
-        trace.load_nodes(args.nodes), trace.load_pods(args.pods), policies, args.seed, args.load
-    )
-    header = (
-        f"{'policy':15} {'scheduled':>9} {'failed':>6} {'gpu_alloc':>9} {'frag':>6} "
-        f"{'unalloc_gpus':>12} {'dec/s':>7} {'p99_ms':>7}  failed by class / qos"
-    )
-    print(header)
-    for r in results:
-        print(
-            f"{r.policy:15} {r.scheduled:9d} {r.failed:6d} {r.gpu_alloc_rate:9.3f} "
-            f"{r.frag_rate:6.3f} {r.unallocated_gpus:12.1f} {r.decisions_per_s:7.0f} "
-            f"{r.p99_decision_ms:7.2f}  {r.failed_by_class} {r.failed_by_qos}"
-        )
+
+
+def _usage_error(args: argparse.Namespace, policies: list[str]) -> str | None:
+    unknown = [p for p in policies if p not in config.PRESETS]
+    if unknown:
+        return f"--policy: unknown {', '.join(unknown)}; known: {', '.join(config.PRESETS)}"
+    if not args.nodes.is_file():
+        return f"{args.nodes}: no such file"
+    if args.pods is not None and not args.pods.is_file():
+        return f"{args.pods}: no such file"
+    if args.all_traces is not None and not sorted(args.all_traces.glob("openb_pod_list_*.csv")):
+        return f"{args.all_traces}: no openb_pod_list_*.csv here"
+    if args.seeds < 1:
+        return "--seeds: at least 1"
+    return None
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    policies = [p.strip() for p in args.policy.split(",") if p.strip()]
+    problem = _usage_error(args, policies)
+    if problem:
+        print(f"heps-scheduler: error: {problem}", file=sys.stderr)
+        return 2
+    nodes = trace.load_nodes(args.nodes)
+    files = [args.pods] if args.pods else sorted(args.all_traces.glob("openb_pod_list_*.csv"))
+    pod_lists = {f: trace.load_pods(f) for f in files}  # every file checked before any run
+    runs = []
+    if args.all_traces:
+        print(report.markdown_header(policies), flush=True)
+    for path, pods in pod_lists.items():
+        for seed in range(args.seed, args.seed + args.seeds):
+            progress = report.TerminalProgress(f"{path.name} seed {seed}")
+            results = simulate.simulate(nodes, pods, policies, seed, args.load, progress)
+            progress.clear()
+            runs.append({"pods": str(path), "seed": seed, "load": args.load, "results": results})
+            if args.all_traces:
+                print(report.markdown_row(path.stem, seed, results), flush=True)
+            else:
+                print(f"{path.name}, seed {seed}, arrivals to {args.load:.0%} of GPU capacity")
+                print(report.summary(results) + "\n", flush=True)
     if args.json:
-        body = [
-            {k: v for k, v in asdict(r).items() if k != "curve"} | {"curve": r.curve}
-            for r in results
-        ]
-        args.json.write_text(
-            json.dumps({"seed": args.seed, "load": args.load, "results": body}, indent=2)
-        )
+        body = [{**run, "results": [asdict(r) for r in run["results"]]} for run in runs]
+        args.json.write_text(json.dumps(body, indent=2))
     if args.plot:
-        simulate.plot(results, str(args.plot), f"{args.pods.name}, seed {args.seed}")
+        last = runs[-1]
+        simulate.plot(
+            last["results"], str(args.plot), f"{Path(last['pods']).name}, seed {last['seed']}"
+        )
     return 0
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from heps_scheduler import fgd
 from heps_scheduler import scores as sc
 from heps_scheduler.filters import default_filters
 from heps_scheduler.framework import Profile
@@ -21,21 +22,26 @@ PRESETS: dict[str, dict[str, float]] = {
     "kube-default": {"LeastAllocated": 1, "BalancedAllocation": 1},
     # The JupyterHub user-scheduler: NodeResourcesFit with MostAllocated.
     "most-allocated": {"MostAllocated": 1},
-    # FGD as published: the fragmentation gradient alone.
+    # FGD as its paper's simulator runs it: the fragmentation gradient alone, every
+    # feasible node scored, ties to the node name sorting first (fgd.py).
     "fgd": {"GpuFragmentation": 1},
-    # HEPS: FGD first; CPU-only pods off GPU nodes; cpu and memory spread (LeastAllocated)
-    # so GPU nodes keep the CPU their free GPUs need; then real load and QoS. Weights
-    # chosen on the openb traces (docs/scheduler.md).
+    # HEPS: FGD's truncated gradient, blended with LeastAllocated so that cpu and memory
+    # stay spread (GPU nodes keep the cpu their idle GPUs need, and one multi-GPU job does
+    # not take a whole idle node from many single-GPU users); remaining ties to the node
+    # name sorting first, which packs consistently. Real load and QoS act on node
+    # metrics only (constant in a replay). Weights chosen on the openb traces
+    # (docs/scheduler.md, ablation).
     "heps": {
-        "GpuFragmentation": 10,
-        "GpuNodeAvoidance": 2,
-        "LeastAllocated": 2,
-        "BalancedAllocation": 1,
-        "LoadAware": 1,
-        "QosAware": 1,
+        "GpuFragmentation": 100,
+        "LeastAllocated": 300,
+        "LoadAware": 30,
+        "QosAware": 30,
     },
 }
 BEST_FIT = {"kube-default": False, "most-allocated": False, "fgd": True, "heps": True}
+TIE_BREAK = {"kube-default": "random", "most-allocated": "random", "fgd": "name", "heps": "name"}
+SCORE_ALL = {"kube-default": 0.0, "most-allocated": 0.0, "fgd": 100.0, "heps": 100.0}
+TIE_BREAKS = ("random", "name")
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class ProfileSettings:
     weights: dict[str, float]
     best_fit_gpu: bool = True
     percentage_of_nodes_to_score: float = 0
+    tie_break: str = "random"
 
 
 @dataclass(frozen=True)
@@ -64,21 +71,25 @@ class SchedulerConfig:
 def preset_settings(name: str) -> ProfileSettings:
     if name not in PRESETS:
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(PRESETS)}")
-    return ProfileSettings(name, dict(PRESETS[name]), BEST_FIT[name])
+    return ProfileSettings(
+        name, dict(PRESETS[name]), BEST_FIT[name], SCORE_ALL[name], TIE_BREAK[name]
+    )
 
 
 def build(
     settings: ProfileSettings,
-    classes: list[sc.TaskClass],
+    classes: list[fgd.TaskClass],
     metrics: MetricsSettings = MetricsSettings(),
 ) -> Profile:
     load = sc.LoadAware(metrics.max_age, metrics.unknown_load)
+    fragmentation = fgd.GpuFragmentation(classes)
     plugins: dict[str, sc.ScorePlugin] = {
         "LeastAllocated": sc.LeastAllocated(),
         "MostAllocated": sc.MostAllocated(),
         "BalancedAllocation": sc.BalancedAllocation(),
-        "GpuFragmentation": sc.GpuFragmentation(classes),
+        "GpuFragmentation": fragmentation,
         "GpuNodeAvoidance": sc.GpuNodeAvoidance(),
+        "GpuPacking": sc.GpuPacking(),
         "LoadAware": load,
         "QosAware": sc.QosAware(load),
     }
@@ -94,6 +105,8 @@ def build(
         scores=[(plugins[n], w) for n, w in settings.weights.items() if w],
         best_fit_gpu=settings.best_fit_gpu,
         percentage_of_nodes_to_score=settings.percentage_of_nodes_to_score,
+        tie_break=settings.tie_break,
+        gpu_selector=fragmentation if settings.weights.get("GpuFragmentation") else None,
     )
 
 
@@ -116,12 +129,21 @@ def load(path: Path) -> SchedulerConfig:
             isinstance(v, int | float) and v >= 0 for v in weights.values()
         ):
             raise ValueError(f"{where}: scores must map plugin names to weights >= 0")
+        tie_break = raw.get("tieBreak", base.tie_break if base else "random")
+        if tie_break not in TIE_BREAKS:
+            raise ValueError(f"{where}: tieBreak must be one of {', '.join(TIE_BREAKS)}")
         profiles.append(
             ProfileSettings(
                 raw["name"],
                 {str(k): float(v) for k, v in weights.items()},
                 bool(raw.get("bestFitGpu", base.best_fit_gpu if base else True)),
-                float(raw.get("percentageOfNodesToScore", 0)),
+                float(
+                    raw.get(
+                        "percentageOfNodesToScore",
+                        base.percentage_of_nodes_to_score if base else 0,
+                    )
+                ),
+                tie_break,
             )
         )
     metrics = data.get("metrics") or {}

@@ -128,9 +128,9 @@ class NodeResourcesFit:
         if pod.ephemeral_mib:
             ok &= (snap.eph_cap[nodes] - snap.eph_used[nodes]) >= pod.ephemeral_mib
         if pod.shares_gpu:
-            ok &= (snap.gpu_free[nodes] >= pod.gpu_milli).any(axis=1)
+            ok &= snap.max_free[nodes] >= pod.gpu_milli
         elif pod.gpus:
-            ok &= (snap.gpu_free[nodes] == 1000).sum(axis=1) >= pod.gpus
+            ok &= snap.whole_free[nodes] >= pod.gpus
         return ok
 
 
@@ -151,7 +151,9 @@ class InterPodAntiAffinity:
 
     def filter(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Mask:
         banned: set[tuple[str, str]] = set()
-        for placed in snap.placements.values():
+        # Without terms of its own, only placed pods that carry terms can ban a node.
+        placed_pods = snap.placements if pod.anti_affinity else snap.anti_affine
+        for placed in placed_pods.values():
             for term in pod.anti_affinity:
                 if selector_matches(term.selector, placed.pod.labels):
                     domain = _domain(snap, placed.node, term.topology_key)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -15,6 +16,10 @@ from heps_scheduler.filters import FilterPlugin
 from heps_scheduler.model import Pod
 from heps_scheduler.scores import ScorePlugin, pick_gpus
 from heps_scheduler.snapshot import Snapshot
+
+
+class GpuSelector(Protocol):
+    def select_gpu(self, pod: Pod, snap: Snapshot, node: int) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,11 @@ class Profile:
     """Within a node, give a GPU share the fullest GPU that fits (else the first)."""
     percentage_of_nodes_to_score: float = 0
     """0: kube-scheduler's adaptive default; otherwise a fixed percentage (1..100)."""
+    tie_break: str = "random"
+    """Among equal best scores: "random" (kube-scheduler) or "name" (the node whose name
+    sorts first, as the FGD paper's simulator patches its scheduler to do)."""
+    gpu_selector: GpuSelector | None = None
+    """Chooses the GPU of a share on the chosen node; None: best or first fit."""
 
 
 @dataclass
@@ -60,6 +70,7 @@ class Scheduler:
         self.rng = np.random.default_rng(seed)
         self._start = 0  # kube-scheduler rotates where the feasible-node search begins
         self.all_nodes = np.arange(len(snapshot.nodes))
+        self.name_rank = np.argsort(np.argsort([n.name for n in snapshot.nodes], kind="stable"))
 
     def feasible(self, pod: Pod) -> tuple[np.ndarray, dict[str, int]]:
         candidates = self.all_nodes
@@ -89,13 +100,20 @@ class Scheduler:
         for plugin, weight in self.profile.scores:
             total += weight * plugin.score(pod, self.snap, candidates)
         best = np.flatnonzero(total >= total.max() - 1e-9)
-        node = int(candidates[best[0] if len(best) == 1 else self.rng.choice(best)])
+        if len(best) == 1:
+            node = int(candidates[best[0]])
+        elif self.profile.tie_break == "name":
+            node = int(candidates[best[np.argmin(self.name_rank[candidates[best]])]])
+        else:
+            node = int(candidates[self.rng.choice(best)])
         slots = self.gpu_slots(pod, node)
         self.reserve(pod, node, slots)
         return Decision(pod, self.snap.nodes[node].name, slots, {}, time.perf_counter() - started)
 
     def gpu_slots(self, pod: Pod, node: int) -> tuple[int, ...]:
         free = self.snap.gpu_free[node : node + 1]
+        if pod.shares_gpu and self.profile.gpu_selector is not None:
+            return (self.profile.gpu_selector.select_gpu(pod, self.snap, node),)
         if pod.shares_gpu:
             return (int(pick_gpus(pod, free, self.profile.best_fit_gpu)[0]),)
         if pod.gpus:

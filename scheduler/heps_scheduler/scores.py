@@ -2,14 +2,13 @@
 
 The baselines are kube-scheduler's own formulas (NodeResourcesFit LeastAllocated and
 MostAllocated, NodeResourcesBalancedAllocation) over cpu and memory with weight 1 each,
-and FGD's fragmentation gradient (Weng et al., USENIX ATC 2023).
+and FGD's fragmentation gradient (fgd.py).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
@@ -68,100 +67,12 @@ class BalancedAllocation:
         return result
 
 
-@dataclass(frozen=True)
-class TaskClass:
-    """One kind of task in the target workload, with its share of arrivals."""
-
-    cpu_milli: float
-    memory_mib: float
-    gpus: int
-    gpu_milli: int
-    weight: float
-
-
-def workload_classes(pods: list[Pod], share_step: int = 100) -> list[TaskClass]:
-    """The GPU task mix of `pods`: shares rounded up to `share_step`, mean cpu per class."""
-    groups: dict[tuple[int, int], list[Pod]] = {}
-    for pod in pods:
-        if pod.gpus == 0:
-            continue  # CPU-only tasks cannot use GPUs: they define no GPU fragment
-        milli = -(-pod.gpu_milli // share_step) * share_step if pod.shares_gpu else 1000
-        groups.setdefault((pod.gpus, milli), []).append(pod)
-    total = sum(len(g) for g in groups.values()) or 1
-    return [
-        TaskClass(
-            cpu_milli=float(np.mean([p.cpu_milli for p in group])),
-            memory_mib=float(np.mean([p.memory_mib for p in group])),
-            gpus=gpus,
-            gpu_milli=milli,
-            weight=len(group) / total,
-        )
-        for (gpus, milli), group in sorted(groups.items())
-    ]
-
-
-def fragmentation(
-    free: np.ndarray, cpu_free: Floats, mem_free: Floats, classes: list[TaskClass]
-) -> Floats:
-    """FGD's expected GPU fragment of each node (thousandths of a GPU) for the task mix.
-
-    For a task class, a node's free GPU resources that the class cannot use are
-    fragments: all of them when the node lacks the cpu or memory for the task; for a
-    GPU share, the GPUs with less free than the share; for k whole GPUs, partly used GPUs,
-    or everything when fewer than k GPUs are wholly free.
-    """
-    total = free.sum(axis=1).astype(np.float64)
-    result = np.zeros(len(total))
-    for c in classes:
-        if c.gpus == 1 and c.gpu_milli < 1000:
-            frag = np.where(free < c.gpu_milli, free, 0).sum(axis=1)
-        else:
-            whole = (free == 1000).sum(axis=1)
-            partial = np.where(free < 1000, free, 0).sum(axis=1)
-            frag = np.where(whole >= c.gpus, partial, total)
-        room = (cpu_free >= c.cpu_milli) & (mem_free >= c.memory_mib)
-        result += c.weight * np.where(room, frag, total)
-    return result
-
-
 def pick_gpus(pod: Pod, free: np.ndarray, best_fit: bool) -> np.ndarray:
     """Per candidate node, the GPU slot a shared pod takes (-1 for none), best or first fit."""
     fits = free >= pod.gpu_milli
     if best_fit:
         return np.where(fits.any(axis=1), np.argmin(np.where(fits, free, 10**9), axis=1), -1)
     return np.where(fits.any(axis=1), np.argmax(fits, axis=1), -1)
-
-
-def free_after(pod: Pod, free: np.ndarray, best_fit: bool) -> np.ndarray:
-    """The candidates' GPU free matrix once the pod is placed on each of them."""
-    after = free.copy()
-    rows = np.arange(len(free))
-    if pod.shares_gpu:
-        slot = pick_gpus(pod, free, best_fit)
-        ok = slot >= 0
-        after[rows[ok], slot[ok]] -= pod.gpu_milli
-    elif pod.gpus:
-        taken = np.cumsum(free == 1000, axis=1) <= pod.gpus
-        after = np.where((free == 1000) & taken, 0, after)
-    return after
-
-
-class GpuFragmentation:
-    """FGD: prefer the node whose expected fragmentation grows least (or shrinks most)."""
-
-    name = "GpuFragmentation"
-
-    def __init__(self, classes: list[TaskClass]) -> None:
-        self.classes = classes
-
-    def score(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
-        free = snap.gpu_free[nodes]
-        cpu, mem = snap.cpu_free[nodes], snap.mem_free[nodes]
-        before = fragmentation(free, cpu, mem, self.classes)
-        after = fragmentation(
-            free_after(pod, free, True), cpu - pod.cpu_milli, mem - pod.memory_mib, self.classes
-        )
-        return _min_max(-(after - before))
 
 
 class GpuNodeAvoidance:
@@ -175,6 +86,21 @@ class GpuNodeAvoidance:
         count = snap.gpu_count[nodes]
         idle = (snap.gpu_free[nodes] == 1000).sum(axis=1)
         result: Floats = np.where(count > 0, (1 - idle / np.maximum(count, 1)) * 50, MAX_SCORE)
+        return result
+
+
+class GpuPacking:
+    """Prefer the node whose GPUs are the most allocated once the pod is there (a node
+    without GPUs counts as full), for every pod: GPU pods fill busy GPUs and leave idle
+    nodes whole; CPU-only pods take the cpu of nodes whose GPUs are already used."""
+
+    name = "GpuPacking"
+
+    def score(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
+        capacity = snap.gpu_count[nodes] * 1000
+        free = snap.gpu_free[nodes].sum(axis=1) - pod.gpu_demand_milli
+        used = np.where(capacity > 0, 1 - free / np.maximum(capacity, 1), 1.0)
+        result: Floats = used * MAX_SCORE
         return result
 
 
@@ -196,6 +122,8 @@ class LoadAware:
         self.clock = clock
 
     def load(self, snap: Snapshot, nodes: Ints) -> Floats:
+        if not snap.metrics_seen:  # a replay, or no agent has reported yet
+            return np.full(len(nodes), self.unknown_load)
         w_cpu, w_io, w_net = self.weights
         measured = (
             w_cpu * snap.metrics_cpu[nodes]
@@ -231,13 +159,3 @@ class QosAware:
             busy: Floats = self.load.load(snap, nodes) * MAX_SCORE
             return busy
         return np.full(len(nodes), MAX_SCORE / 2)
-
-
-def _min_max(values: Floats) -> Floats:
-    if len(values) == 0:
-        return values
-    low, high = float(values.min()), float(values.max())
-    if high - low < 1e-9:
-        return np.full(len(values), MAX_SCORE)
-    result: Floats = (values - low) / (high - low) * MAX_SCORE
-    return result

@@ -13,16 +13,16 @@ import time
 from typing import Any
 
 from heps_scheduler import agent, config, kube, leader
+from heps_scheduler.fgd import TaskClass
 from heps_scheduler.framework import Scheduler
-from heps_scheduler.scores import TaskClass
 from heps_scheduler.snapshot import Snapshot
 
 log = logging.getLogger("heps_scheduler")
 # The task mix FGD optimises for until enough arrivals are seen: the platform's profiles.
 DEFAULT_CLASSES = [
-    TaskClass(4000, 16384, 1, 500, 0.4),
-    TaskClass(8000, 32768, 1, 1000, 0.5),
-    TaskClass(16000, 65536, 2, 1000, 0.1),
+    TaskClass(4000, 1, 500, 0.4),
+    TaskClass(8000, 1, 1000, 0.5),
+    TaskClass(16000, 2, 1000, 0.1),
 ]
 
 

@@ -1,40 +1,45 @@
 """Replay a trace against several policies, on the same shuffled arrivals, and measure.
 
-The method of the FGD paper (Weng et al., USENIX ATC 2023) on its openb trace: tasks
-arrive in a shuffled order (sampled again once exhausted) and never leave, until the
-arrived GPU demand reaches `load` (130%) of the cluster's GPU capacity.
+The method of the FGD paper (Weng et al., USENIX ATC 2023) on its openb trace: the task
+list is tuned to `load` (130%) of the cluster's GPU capacity and arrives in a shuffled
+order; tasks never leave, and a task that fits nowhere fails (no retry).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 
 from heps_scheduler import config
+from heps_scheduler.fgd import GpuFragmentation, TaskClass, typical_pods
 from heps_scheduler.framework import Scheduler
-from heps_scheduler.model import Node, Pod
-from heps_scheduler.scores import fragmentation, workload_classes
+from heps_scheduler.model import GUARANTEED, Node, Pod
 from heps_scheduler.snapshot import Snapshot
 
 
 def arrivals(pods: list[Pod], capacity_milli: int, load: float, seed: int) -> list[Pod]:
-    """Shuffled arrivals until their GPU demand reaches `load` x capacity."""
+    """The paper simulator's workload tuning, then its shuffle: every task once, plus tasks
+    drawn at random (with replacement) while the GPU demand stays within `load` x
+    capacity (or random tasks dropped while it exceeds it), all in a shuffled order."""
     rng = np.random.default_rng(seed)
-    result: list[Pod] = []
-    demand = 0
-    round_ = 0
-    while demand < load * capacity_milli:
-        for i in rng.permutation(len(pods)):
-            pod = pods[int(i)]
-            result.append(replace(pod, name=f"{pod.name}-{round_}") if round_ else pod)
-            demand += pod.gpu_demand_milli
-            if demand >= load * capacity_milli:
-                break
-        round_ += 1
-    return result
+    target = load * capacity_milli
+    chosen = list(pods)
+    demand = sum(p.gpu_demand_milli for p in chosen)
+    while demand > target and chosen:
+        demand -= chosen.pop(int(rng.integers(len(chosen)))).gpu_demand_milli
+    extra = 0
+    gpu_tasks = any(p.gpu_demand_milli for p in pods)  # else no draw could ever end it
+    while gpu_tasks and demand < target:
+        pod = pods[int(rng.integers(len(pods)))]
+        if demand + pod.gpu_demand_milli > target:
+            break
+        chosen.append(replace(pod, name=f"{pod.name}-tuned-{extra}"))
+        demand += pod.gpu_demand_milli
+        extra += 1
+    return [chosen[int(i)] for i in rng.permutation(len(chosen))]
 
 
 @dataclass
@@ -46,34 +51,54 @@ class PolicyResult:
     failed_by_qos: dict[str, int] = field(default_factory=dict)
     gpu_alloc_rate: float = 0.0
     frag_rate: float = 0.0
+    """The paper's fragmentation rate: expected fragment / unallocated GPU capacity."""
     unallocated_gpus: float = 0.0
+    at_full_load: dict[str, float] = field(default_factory=dict)
+    """The same three metrics when arrivals first reach 100% of GPU capacity."""
     decisions_per_s: float = 0.0
     p99_decision_ms: float = 0.0
     curve: list[dict[str, float]] = field(default_factory=list)
     """Metrics against arrived load, one point per percent of GPU capacity."""
 
+    @property
+    def failed_guaranteed(self) -> int:
+        return self.failed_by_qos.get(GUARANTEED, 0)
 
-def _state(snap: Snapshot, classes: list[Any]) -> tuple[float, float, float]:
+
+Progress = Callable[[str, int, int], None]
+"""Called with (policy, pods decided, pods arriving) now and then during a replay."""
+
+
+def _state(snap: Snapshot, meter: GpuFragmentation) -> dict[str, float]:
     capacity = snap.gpu_capacity_milli()
-    allocated = snap.gpu_allocated_milli()
-    frag = float(fragmentation(snap.gpu_free, snap.cpu_free, snap.mem_free, classes).sum())
-    unallocated = capacity - allocated
-    return allocated / capacity, (frag / unallocated if unallocated else 0.0), unallocated / 1000
+    unallocated = capacity - snap.gpu_allocated_milli()
+    frag = meter.cluster_fragment(snap)
+    return {
+        "gpu_alloc_rate": 1 - unallocated / capacity,
+        "frag_rate": frag / unallocated if unallocated else 0.0,
+        "unallocated_gpus": unallocated / 1000,
+    }
 
 
 def run_policy(
-    nodes: list[Node], arrived: list[Pod], policy: str, classes: list[Any], seed: int
+    nodes: list[Node],
+    arrived: list[Pod],
+    policy: str,
+    classes: list[TaskClass],
+    seed: int,
+    progress: Progress | None = None,
 ) -> PolicyResult:
     snap = Snapshot(nodes)
     scheduler = Scheduler(snap, config.build(config.preset_settings(policy), classes), seed)
+    meter = GpuFragmentation(classes)
     result = PolicyResult(policy)
     capacity = snap.gpu_capacity_milli()
-    demand, next_mark = 0, 0.01
-    timings = []
+    demand, next_mark = 0, 1
+    timings = np.zeros(len(arrived))
     started = time.perf_counter()
-    for pod in arrived:
+    for i, pod in enumerate(arrived):
         decision = scheduler.schedule(pod)
-        timings.append(decision.seconds)
+        timings[i] = decision.seconds
         demand += pod.gpu_demand_milli
         if decision.node is None:
             result.failed += 1
@@ -81,32 +106,36 @@ def run_policy(
             result.failed_by_qos[pod.qos] = result.failed_by_qos.get(pod.qos, 0) + 1
         else:
             result.scheduled += 1
-        if demand >= next_mark * capacity:
-            alloc, frag, unalloc = _state(snap, classes)
-            result.curve.append(
-                {
-                    "arrived": demand / capacity,
-                    "gpu_alloc_rate": alloc,
-                    "frag_rate": frag,
-                    "unallocated_gpus": unalloc,
-                }
-            )
-            next_mark += 0.01
+        if demand * 100 >= next_mark * capacity:
+            point = _state(snap, meter)
+            result.curve.append({"arrived": demand / capacity, **point})
+            if demand >= capacity and not result.at_full_load:
+                result.at_full_load = point
+            next_mark = demand * 100 // capacity + 1
+            if progress:
+                progress(policy, i + 1, len(arrived))
     elapsed = time.perf_counter() - started
-    result.gpu_alloc_rate, result.frag_rate, result.unallocated_gpus = _state(snap, classes)
+    final = _state(snap, meter)
+    result.gpu_alloc_rate, result.frag_rate = final["gpu_alloc_rate"], final["frag_rate"]
+    result.unallocated_gpus = final["unallocated_gpus"]
     result.decisions_per_s = len(arrived) / elapsed if elapsed else 0.0
-    result.p99_decision_ms = float(np.percentile(timings, 99) * 1000) if timings else 0.0
+    result.p99_decision_ms = float(np.percentile(timings, 99) * 1000) if len(arrived) else 0.0
     return result
 
 
 def simulate(
-    nodes: list[Node], pods: list[Pod], policies: list[str], seed: int, load: float = 1.3
+    nodes: list[Node],
+    pods: list[Pod],
+    policies: list[str],
+    seed: int,
+    load: float = 1.3,
+    progress: Progress | None = None,
 ) -> list[PolicyResult]:
-    """Every policy on the same arrivals; the workload mix FGD optimises for is the trace's."""
+    """Every policy on the same arrivals; FGD's target workload is the trace's task mix."""
     capacity = sum(n.gpus for n in nodes) * 1000
     arrived = arrivals(pods, capacity, load, seed)
-    classes = workload_classes(pods)
-    return [run_policy(nodes, arrived, policy, classes, seed) for policy in policies]
+    classes = typical_pods(pods)
+    return [run_policy(nodes, arrived, p, classes, seed, progress) for p in policies]
 
 
 def plot(results: list[PolicyResult], path: str, title: str) -> None:

@@ -57,6 +57,10 @@ class Snapshot:
         self.gpu_exists: Mask = slots[None, :] < self.gpu_count[:, None]
         self.gpu_free = np.where(self.gpu_exists, 1000, 0).astype(np.int64)
         """Free thousandths of each GPU; 0 where the node has no such GPU."""
+        self.whole_free = self.gpu_count.copy()
+        """Per node, the GPUs wholly free (kept with `gpu_free`, for the fit filter)."""
+        self.max_free = np.where(self.gpu_count > 0, 1000, 0).astype(np.int64)
+        """Per node, the largest free share of one GPU."""
         self.has_gpu: Mask = self.gpu_count > 0
         self.unschedulable: Mask = np.array([x.unschedulable for x in self.nodes], dtype=bool)
         self.disk_pressure: Mask = np.array(
@@ -71,7 +75,13 @@ class Snapshot:
         self.metrics_io = np.full(n, np.nan)
         self.metrics_net = np.full(n, np.nan)
         self.metrics_time = np.full(n, -np.inf)
+        self.metrics_seen = False
+        """Whether any node has reported metrics (until then every node is unknown)."""
+        self.node_version = np.zeros(n, dtype=np.int64)
+        """Bumped for a node whenever its resources change (for caches keyed by node state)."""
         self.placements: dict[str, Placement] = {}
+        self.anti_affine: dict[str, Placement] = {}
+        """The placements whose pods carry anti-affinity terms."""
         self.pods_on: list[dict[str, Pod]] = [{} for _ in self.nodes]
 
     # --- changes -------------------------------------------------------------------------
@@ -86,12 +96,16 @@ class Snapshot:
         """Count `pod` on `node` at once (before binding completes)."""
         if pod.key in self.placements:
             raise ValueError(f"{pod.key} is already placed")
+        self.node_version[node] += 1
         self.cpu_used[node] += pod.cpu_milli
         self.mem_used[node] += pod.memory_mib
         self.eph_used[node] += pod.ephemeral_mib
         for slot in gpu_slots:
             self.gpu_free[node, slot] -= pod.gpu_milli if pod.shares_gpu else 1000
+        self._gpu_changed(node)
         self.placements[pod.key] = Placement(pod, node, gpu_slots)
+        if pod.anti_affinity:
+            self.anti_affine[pod.key] = self.placements[pod.key]
         self.pods_on[node][pod.key] = pod
 
     def forget(self, key: str) -> Pod | None:
@@ -99,17 +113,25 @@ class Snapshot:
         placement = self.placements.pop(key, None)
         if placement is None:
             return None
+        self.anti_affine.pop(key, None)
         pod, node = placement.pod, placement.node
+        self.node_version[node] += 1
         self.cpu_used[node] -= pod.cpu_milli
         self.mem_used[node] -= pod.memory_mib
         self.eph_used[node] -= pod.ephemeral_mib
         for slot in placement.gpu_slots:
             self.gpu_free[node, slot] += pod.gpu_milli if pod.shares_gpu else 1000
+        self._gpu_changed(node)
         del self.pods_on[node][key]
         self.generation += 1
         return pod
 
+    def _gpu_changed(self, node: int) -> None:
+        self.whole_free[node] = int((self.gpu_free[node] == 1000).sum())
+        self.max_free[node] = int(self.gpu_free[node].max())
+
     def set_metrics(self, name: str, metrics: NodeMetrics) -> None:
+        self.metrics_seen = True
         i = self.index[name]
         self.metrics_cpu[i] = metrics.cpu
         self.metrics_io[i] = metrics.iowait

@@ -19,6 +19,7 @@ import pytest
 from kubernetes import client, watch
 
 from heps_scheduler import agent, config, kube, leader, serve
+from heps_scheduler.fgd import TaskClass
 from heps_scheduler.framework import Scheduler
 from heps_scheduler.model import (
     BURSTABLE,
@@ -28,11 +29,10 @@ from heps_scheduler.model import (
     Requirement,
     Toleration,
 )
-from heps_scheduler.scores import TaskClass
 from heps_scheduler.snapshot import Snapshot
 from tests.scheduler.fake_apiserver import FakeApiServer
 
-CLASSES = [TaskClass(1000, 1024, 1, 1000, 1.0)]
+CLASSES = [TaskClass(1000, 1, 1000, 1.0)]
 
 
 def k8s_node(

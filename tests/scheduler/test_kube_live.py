@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from heps_scheduler import config, kube, leader
+from heps_scheduler.fgd import TaskClass
 from heps_scheduler.framework import Scheduler
-from heps_scheduler.scores import TaskClass
 from heps_scheduler.snapshot import Snapshot
 
 pytestmark = pytest.mark.skipif(
@@ -63,7 +63,7 @@ def test_binds_a_real_pod_and_records_the_event(cluster: tuple[Any, Any, str]) -
     def build(snap: Snapshot) -> Scheduler:
         return Scheduler(
             snap,
-            config.build(config.preset_settings("heps"), [TaskClass(1000, 1024, 1, 1000, 1.0)]),
+            config.build(config.preset_settings("heps"), [TaskClass(1000, 1, 1000, 1.0)]),
         )
 
     scheduler = kube.KubeScheduler(core, build, name)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from heps_scheduler import config, scores
+from heps_scheduler.fgd import TaskClass
 from heps_scheduler.filters import (
     DiskPressure,
     InterPodAntiAffinity,
@@ -45,11 +46,8 @@ def allowed(plugin: object, pod: Pod, snap: Snapshot) -> list[str]:
     return [snap.nodes[i].name for i in np.flatnonzero(mask)]
 
 
-def heps_scheduler(snap: Snapshot, classes: list[scores.TaskClass] | None = None) -> Scheduler:
-    classes = classes or [
-        scores.TaskClass(1000, 1024, 1, 500, 0.5),
-        scores.TaskClass(1000, 1024, 1, 1000, 0.5),
-    ]
+def heps_scheduler(snap: Snapshot, classes: list[TaskClass] | None = None) -> Scheduler:
+    classes = classes or [TaskClass(1000, 1, 500, 0.5), TaskClass(1000, 1, 1000, 0.5)]
     return Scheduler(snap, config.build(config.preset_settings("heps"), classes))
 
 
@@ -172,16 +170,7 @@ def test_stale_metrics_count_as_unknown_not_idle() -> None:
     assert load.load(snap, np.arange(3)).tolist() == pytest.approx([0.9, 0.0, 0.5])
 
 
-def test_fragmentation_and_gpu_node_avoidance() -> None:
-    free = np.array([[1000, 300, 0, 0], [1000, 1000, 1000, 1000]])
-    classes = [scores.TaskClass(0, 0, 1, 500, 0.5), scores.TaskClass(0, 0, 2, 1000, 0.5)]
-    frag = scores.fragmentation(free, np.array([1e9, 1e9]), np.array([1e9, 1e9]), classes)
-    # node 0: the 300 left cannot host a 500 share (300); 2 whole GPUs needed, 1 free: all 1300
-    assert frag.tolist() == pytest.approx([0.5 * 300 + 0.5 * 1300, 0.0])
-    starved = scores.fragmentation(
-        free, np.array([0.0, 0.0]), np.array([1e9, 1e9]), [scores.TaskClass(1, 0, 1, 500, 1.0)]
-    )
-    assert starved.tolist() == [1300, 4000]  # no cpu left: every free GPU is a fragment
+def test_gpu_node_avoidance() -> None:
     snap = Snapshot([gpu_node("g"), cpu_node("c")])
     avoid = scores.GpuNodeAvoidance().score(Pod("cpu-only", cpu_milli=1), snap, np.arange(2))
     assert avoid.tolist() == [0.0, 100.0]

@@ -1,0 +1,246 @@
+"""Fragmentation Gradient Descent (Weng et al., "Beware of Fragmentation", USENIX ATC 2023),
+as its published simulator computes it (hkust-adsl/kubernetes-scheduler-simulator).
+
+Target workload: the most common exact task specs (cpu, GPUs, share of each GPU, allowed
+GPU models) that together cover 95% of the tasks, CPU-only tasks included, with their
+frequencies renormalised. For one task class m, a node's free GPU capacity is a fragment
+unless m fits there (enough cpu, an allowed GPU model, `gpus` GPUs each with `gpu_milli`
+free); when it fits, the GPUs with less free than `gpu_milli` are still fragments. A
+CPU-only class counts all free GPU capacity as fragment. The expected fragment of a node
+is the frequency-weighted sum over the classes; memory plays no part, as in the paper.
+
+The score of a node is the decrease of that expected fragment when the pod lands there,
+squashed as the paper's code does: int(sigmoid(decrease / 1000) * 100). A GPU share tries
+every GPU that fits and keeps the best (the first on ties); whole GPUs go to the first free
+ones. Equal scores go to the node whose name sorts first (`Profile.tie_break`).
+
+A node's score for a pod depends only on the node's state and the pod's cpu and GPU
+request, so scores are kept per request shape and node, and recomputed only for the nodes
+whose state changed since that shape was last scored: in a replay, a few dozen nodes per
+decision instead of the whole cluster.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from heps_scheduler.filters import Ints
+from heps_scheduler.model import Pod
+from heps_scheduler.snapshot import Floats, Snapshot
+
+COVERAGE = 0.95
+"""Share of tasks the target workload's most common specs must cover (the paper's 95%)."""
+
+
+@dataclass(frozen=True)
+class TaskClass:
+    """One task spec of the target workload, with its share of the tasks."""
+
+    cpu_milli: float
+    gpus: int
+    gpu_milli: int
+    """Thousandths of each GPU; 0 for a CPU-only task."""
+    weight: float
+    gpu_models: tuple[str, ...] = ()
+    """Allowed GPU models (empty: any)."""
+
+
+def typical_pods(pods: list[Pod], coverage: float = COVERAGE) -> list[TaskClass]:
+    """The most frequent exact specs covering `coverage` of `pods`, as the paper's code picks
+    them (descending count; equal counts by descending spec), frequencies renormalised."""
+    counts = Counter(
+        (pod.cpu_milli, pod.gpu_milli if pod.gpus else 0, pod.gpus, pod.gpu_models) for pod in pods
+    )
+    ranked = sorted(counts.items(), key=lambda item: (item[1], item[0]), reverse=True)
+    chosen, covered = [], 0
+    for spec, count in ranked:
+        if covered >= coverage * len(pods):
+            break
+        chosen.append((spec, count))
+        covered += count
+    return [
+        TaskClass(float(cpu), gpus, milli, count / covered, models)
+        for (cpu, milli, gpus, models), count in chosen
+    ]
+
+
+class Workload:
+    """The target workload arranged for vectorised fragment computations on a snapshot.
+
+    Classes are grouped by (gpu_milli, gpus): within a group only cpu and the GPU model
+    differ, so the weight of a group's classes that a node's free cpu and model admit is
+    one lookup in a table [group, model, cpu breakpoint] built once."""
+
+    def __init__(self, classes: list[TaskClass], models: list[str]) -> None:
+        self.classes = classes
+        gpu_classes = [c for c in classes if c.gpus and c.gpu_milli]
+        self.thresholds = sorted({c.gpu_milli for c in gpu_classes})
+        groups = sorted({(c.gpu_milli, c.gpus) for c in gpu_classes})
+        self.group_threshold = np.array([self.thresholds.index(m) for m, _ in groups], dtype=int)
+        self.group_gpus = np.array([g for _, g in groups], dtype=np.int64)
+        self.breakpoints = np.array(sorted({c.cpu_milli for c in gpu_classes}))
+        weights = np.zeros((len(groups), len(models), len(self.breakpoints) + 1))
+        for c in gpu_classes:
+            g = groups.index((c.gpu_milli, c.gpus))
+            column = int(np.searchsorted(self.breakpoints, c.cpu_milli, side="right"))
+            for m, model in enumerate(models):
+                if not c.gpu_models or model in c.gpu_models:
+                    weights[g, m, column] += c.weight
+        self.table = np.cumsum(weights, axis=2)
+
+    def stats(self, free: npt.NDArray[np.int64]) -> tuple[Ints, Ints]:
+        """Per threshold t and node: GPUs with at least t free, and their free capacity."""
+        t = np.array(self.thresholds, dtype=np.int64)[:, None, None]
+        usable = free[None, :, :] >= t
+        return usable.sum(axis=2), (free[None, :, :] * usable).sum(axis=2)
+
+    def fragment(
+        self, total: Floats, cpu_free: Floats, model: Ints, count: Ints, usable: Ints
+    ) -> Floats:
+        """Expected fragment: free capacity minus what each admitted class could use.
+
+        `count` and `usable` are indexed [threshold, ...] and broadcast with the rest."""
+        shape = np.broadcast_shapes(np.shape(total), cpu_free.shape, model.shape, count.shape[1:])
+        column = np.searchsorted(self.breakpoints, np.broadcast_to(cpu_free, shape), "right")
+        admitted = self.table[:, np.broadcast_to(model, shape), column]
+        group_count = count[self.group_threshold]
+        fits = group_count >= self.group_gpus.reshape((-1,) + (1,) * len(shape))
+        used = (admitted * np.where(fits, usable[self.group_threshold], 0)).sum(axis=0)
+        result: Floats = total - used
+        return result
+
+
+@dataclass
+class _NodeState:
+    """Per-node statistics of the state at `version` (the snapshot's node versions)."""
+
+    version: Ints
+    count: Ints
+    usable: Ints
+    fragment: Floats
+
+
+@dataclass
+class _Scores:
+    """One request shape's scores and chosen GPUs, with the node version they hold for."""
+
+    score: Floats
+    gpu: Ints
+    version: Ints
+
+
+def _squash(gain: Floats) -> Floats:
+    """The paper code's int(sigmoid(gain / 1000) * 100): whole points, so many nodes tie."""
+    result: Floats = np.floor(100.0 / (1.0 + np.exp(-gain / 1000.0)))
+    return result
+
+
+class GpuFragmentation:
+    """FGD's score: 0..100, higher where the expected fragment grows least."""
+
+    name = "GpuFragmentation"
+
+    def __init__(self, classes: list[TaskClass]) -> None:
+        self.classes = classes
+        self._snap: Snapshot | None = None
+        self._state: _NodeState | None = None
+        self._scores: dict[tuple[float, int, int], _Scores] = {}
+
+    def _bind(self, snap: Snapshot) -> tuple[Workload, Ints]:
+        if self._snap is not snap:
+            models = sorted({n.gpu_model for n in snap.nodes})
+            self._workload = Workload(self.classes, models)
+            self._model = np.array([models.index(n.gpu_model) for n in snap.nodes])
+            self._snap, self._state, self._scores = snap, None, {}
+        return self._workload, self._model
+
+    def state(self, snap: Snapshot) -> _NodeState:
+        """Statistics of every node's current state, refreshed where the node changed."""
+        workload, model = self._bind(snap)
+        state = self._state
+        if state is None:
+            count, usable = workload.stats(snap.gpu_free)
+            state = _NodeState(snap.node_version - 1, count, usable, np.zeros(len(snap.nodes)))
+            self._state = state
+        changed = np.flatnonzero(state.version != snap.node_version)
+        if len(changed):
+            free, cpu = snap.gpu_free[changed], snap.cpu_free[changed]
+            count, usable = workload.stats(free)
+            state.count[:, changed], state.usable[:, changed] = count, usable
+            state.fragment[changed] = workload.fragment(
+                free.sum(axis=1), cpu, model[changed], count, usable
+            )
+            state.version[changed] = snap.node_version[changed]
+        return state
+
+    def decrease(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
+        """Per candidate (and, for a GPU share, per GPU: shape nodes x GPUs, -inf where the
+        share does not fit) how much the expected fragment shrinks with the pod there."""
+        workload, model = self._bind(snap)
+        state = self.state(snap)
+        before = state.fragment[nodes]
+        cpu = snap.cpu_free[nodes] - pod.cpu_milli
+        count, usable = state.count[:, nodes], state.usable[:, nodes]
+        free = snap.gpu_free[nodes]
+        total = free.sum(axis=1)
+        if pod.shares_gpu:
+            left = free - pod.gpu_milli
+            t = np.array(workload.thresholds, dtype=np.int64)[:, None, None]
+            was, now = free[None] >= t, left[None] >= t
+            count_after = count[:, :, None] - was + now
+            usable_after = usable[:, :, None] - free[None] * was + left[None] * now
+            after = workload.fragment(
+                (total - pod.gpu_milli)[:, None],
+                cpu[:, None],
+                model[nodes][:, None],
+                count_after,
+                usable_after,
+            )
+            gain: Floats = np.where(free >= pod.gpu_milli, before[:, None] - after, -np.inf)
+            return gain
+        taken = pod.gpus * 1000
+        if taken:
+            count, usable, total = count - pod.gpus, usable - taken, total - taken
+        after = workload.fragment(total, cpu, model[nodes], count, usable)
+        result: Floats = before - after
+        return result
+
+    def _memo(self, pod: Pod, snap: Snapshot, nodes: Ints) -> _Scores:
+        """The pod's request shape's scores, brought up to date on `nodes`."""
+        self.state(snap)
+        version = snap.node_version
+        key = (float(pod.cpu_milli), pod.gpus, pod.gpu_milli if pod.shares_gpu else 0)
+        memo = self._scores.get(key)
+        if memo is None:
+            if len(self._scores) >= 4096:  # a live cluster's shapes are unbounded
+                self._scores.clear()
+            n = len(snap.nodes)
+            memo = _Scores(np.zeros(n), np.zeros(n, dtype=np.int64), np.full(n, -1))
+            self._scores[key] = memo
+        stale = nodes[memo.version[nodes] != version[nodes]]
+        if len(stale):
+            gain = self.decrease(pod, snap, stale)
+            if gain.ndim == 2:  # a share: the best GPU, the first on ties
+                per_gpu = np.where(np.isfinite(gain), _squash(gain), -1.0)
+                memo.gpu[stale] = np.argmax(per_gpu, axis=1)
+                memo.score[stale] = per_gpu.max(axis=1)
+            else:
+                memo.score[stale] = _squash(gain)
+            memo.version[stale] = version[stale]
+        return memo
+
+    def score(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
+        result: Floats = self._memo(pod, snap, nodes).score[nodes]
+        return result
+
+    def select_gpu(self, pod: Pod, snap: Snapshot, node: int) -> int:
+        """The GPU a share takes on `node`: the best score, the lowest index on ties."""
+        return int(self._memo(pod, snap, np.array([node])).gpu[node])
+
+    def cluster_fragment(self, snap: Snapshot) -> float:
+        """The cluster's expected fragment (thousandths of a GPU), the paper's frag amount."""
+        return float(self.state(snap).fragment.sum())

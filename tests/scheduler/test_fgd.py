@@ -1,0 +1,110 @@
+"""FGD as the paper's simulator computes it, checked against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from heps_scheduler import config
+from heps_scheduler.fgd import GpuFragmentation, TaskClass, Workload, typical_pods
+from heps_scheduler.framework import Scheduler
+from heps_scheduler.model import GPU_MODEL_LABEL, Node, Pod
+from heps_scheduler.snapshot import Snapshot
+
+
+def gpu_node(name: str, gpus: int = 4, model: str = "A100", cpu: int = 32000) -> Node:
+    labels = {"kubernetes.io/hostname": name, GPU_MODEL_LABEL: model}
+    return Node(name, cpu, 131072, gpus=gpus, gpu_model=model, labels=labels)
+
+
+def squash(decrease: float) -> float:
+    return math.floor(100 / (1 + math.exp(-decrease / 1000)))
+
+
+def test_target_workload_is_the_most_common_exact_specs_covering_95_percent() -> None:
+    pods = (
+        [Pod(f"s{i}", cpu_milli=4000, gpus=1, gpu_milli=500) for i in range(50)]
+        + [Pod(f"w{i}", cpu_milli=8000, gpus=1, gpu_milli=1000) for i in range(30)]
+        + [Pod(f"c{i}", cpu_milli=2000) for i in range(16)]  # CPU-only tasks count too
+        + [Pod(f"m{i}", cpu_milli=9000 + i, gpus=2, gpu_milli=1000) for i in range(4)]
+    )
+    classes = typical_pods(pods)
+    # 50 + 30 + 16 = 96 >= 95 of 100: the four one-off specs are left out, then renormalised
+    assert [(c.cpu_milli, c.gpus, c.gpu_milli) for c in classes] == [
+        (4000, 1, 500),
+        (8000, 1, 1000),
+        (2000, 0, 0),
+    ]
+    assert [c.weight for c in classes] == pytest.approx([50 / 96, 30 / 96, 16 / 96])
+
+
+def test_fragment_follows_the_papers_cases() -> None:
+    classes = [
+        TaskClass(1000, 1, 500, 0.4),  # a share
+        TaskClass(1000, 2, 1000, 0.4),  # two whole GPUs
+        TaskClass(1000, 0, 0, 0.2),  # CPU-only: every free GPU is a fragment for it
+    ]
+    workload = Workload(classes, ["A100"])
+    free = np.array([[1000, 300, 0, 0], [1000, 1000, 1000, 1000]])
+    count, usable = workload.stats(free)
+    model = np.zeros(2, dtype=np.int64)
+    frag = workload.fragment(free.sum(axis=1), np.array([5000.0, 5000.0]), model, count, usable)
+    # node 0: the share fits (300 is its fragment); 2 whole GPUs do not (all 1300)
+    assert frag.tolist() == pytest.approx([0.4 * 300 + 0.4 * 1300 + 0.2 * 1300, 0.2 * 4000])
+    starved = workload.fragment(free.sum(axis=1), np.array([500.0, 0.0]), model, count, usable)
+    assert starved.tolist() == pytest.approx([1300, 4000])  # no cpu: everything is a fragment
+
+
+def test_a_model_constraint_makes_other_models_all_fragment() -> None:
+    workload = Workload([TaskClass(0, 1, 1000, 1.0, ("V100",))], ["A100", "V100"])
+    free = np.array([[1000, 1000], [1000, 1000]])
+    count, usable = workload.stats(free)
+    frag = workload.fragment(
+        free.sum(axis=1), np.array([1e4, 1e4]), np.array([0, 1]), count, usable
+    )
+    assert frag.tolist() == [2000, 0]
+
+
+def test_score_is_the_squashed_decrease_and_a_share_takes_its_best_gpu() -> None:
+    snap = Snapshot([gpu_node("g1", gpus=2), gpu_node("g2", gpus=2)])
+    snap.assume(Pod("a", gpus=1, gpu_milli=600), 1, (1,))  # g2: [1000, 400]
+    plugin = GpuFragmentation([TaskClass(1000, 1, 500, 0.5), TaskClass(1000, 1, 1000, 0.5)])
+    pod = Pod("b", cpu_milli=1000, gpus=1, gpu_milli=400)
+    # g1: 600 left on either GPU, a fragment for whole GPUs only: +300.
+    # g2: GPU 1 emptied: its 400 was a fragment for both classes: -400; GPU 0: +300.
+    assert plugin.score(pod, snap, np.array([0, 1])).tolist() == [squash(-300), squash(400)]
+    assert plugin.select_gpu(pod, snap, 1) == 1
+    assert plugin.select_gpu(pod, snap, 0) == 0  # equal GPUs: the first
+
+
+def test_equal_scores_go_to_the_name_sorting_first() -> None:
+    nodes = [gpu_node(name) for name in ("node-c", "node-a", "node-b")]
+    for seed in range(4):
+        snap = Snapshot(nodes)
+        profile = config.build(config.preset_settings("fgd"), [TaskClass(0, 1, 1000, 1.0)])
+        decision = Scheduler(snap, profile, seed).schedule(Pod("p", gpus=1, gpu_milli=1000))
+        assert decision.node == "node-a"
+
+
+def test_cached_scores_match_a_fresh_computation_after_many_placements() -> None:
+    rng = np.random.default_rng(7)
+    nodes = [gpu_node(f"n{i:02d}", gpus=int(rng.choice([2, 4, 8]))) for i in range(30)]
+    classes = [TaskClass(4000, 1, 300, 0.3), TaskClass(2000, 1, 700, 0.3)]
+    classes += [TaskClass(8000, 1, 1000, 0.3), TaskClass(16000, 2, 1000, 0.1)]
+    snap = Snapshot(nodes)
+    scheduler = Scheduler(snap, config.build(config.preset_settings("fgd"), classes))
+    shapes = [Pod("s", 4000, gpus=1, gpu_milli=300), Pod("w", 8000, gpus=1, gpu_milli=1000)]
+    shapes += [Pod("m", 16000, gpus=2, gpu_milli=1000), Pod("c", 2000)]
+    for i in range(120):
+        shape = shapes[int(rng.integers(len(shapes)))]
+        scheduler.schedule(Pod(f"{shape.name}{i}", shape.cpu_milli, gpus=shape.gpus,
+                               gpu_milli=shape.gpu_milli))  # fmt: skip
+        if i % 10 == 0:  # some pods leave, so nodes change both ways
+            scheduler.unreserve(next(iter(snap.placements.values())).pod)
+    cached = scheduler.profile.scores[0][0]
+    for shape in shapes:
+        feasible, _ = scheduler.feasible(shape)
+        fresh = GpuFragmentation(classes).score(shape, snap, feasible)
+        assert cached.score(shape, snap, feasible).tolist() == fresh.tolist()
