@@ -95,6 +95,7 @@ def upload_labels_only_images(
         labels = {
             fingerprint.LABEL_FULL: fps[name].full,
             fingerprint.LABEL_INPUTS: fps[name].inputs,
+            fingerprint.LABEL_PARTS: json.dumps(fps[name].parts, sort_keys=True),
         }
         config = json.dumps(
             {

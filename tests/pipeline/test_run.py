@@ -94,10 +94,11 @@ def test_unchanged_tree_is_skipped_even_with_an_empty_docker_cache(
     assert statuses == {"base": ("skipped", "unchanged"), "child": ("skipped", "unchanged")}
 
 
-def test_base_change_rebuilds_child_on_the_new_base_and_guards_versions(
+def test_own_change_without_bump_is_refused_and_a_base_change_is_not(
     heps: Any, env: Env, docker_client: docker.DockerClient
 ) -> None:
     two_level_tree(env)
+    commit_all(env.repo)
     assert heps(env.repo, "run", "--all").code == 0
     registry = registry_of(env)
     old_child = registry.digest("child", "1.0.0")
@@ -105,30 +106,34 @@ def test_base_change_rebuilds_child_on_the_new_base_and_guards_versions(
     (base_dir / "Dockerfile").write_text(BASE_DOCKERFILE + "RUN echo v2 > /version\n")
     plan = heps(env.repo, "plan", "--json")
     reasons = {e["name"]: (e["reason"], e["version_taken"]) for e in json.loads(plan.out)}
-    assert reasons == {"base": ("changed", True), "child": ("base changed", True)}
+    assert reasons == {"base": ("changed", True), "child": ("base changed", False)}
+    refused = heps(env.repo, "run", "--all", "--report", str(env.repo / "r.json"))
+    assert refused.code == 1
+    entries = {r["name"]: r for r in read_json(env.repo / "r.json")["recipes"]}
+    assert entries["base"]["failed_stage"] == "version"
+    assert (
+        "own sources changed since without a version bump (app-recipes/base/Dockerfile); "
+        "bump `version` in app-recipes/base/recipe.yaml" in entries["base"]["error"]
+    )
+    assert entries["child"]["error"] == "not built: its base base failed"
     recipe = base_dir / "recipe.yaml"
     recipe.write_text(recipe.read_text().replace("1.0.0", "1.1.0"))
     text_plan = heps(env.repo, "plan")
+    child_tag = text_plan.out.split("(base base changed; as ")[1].split(")")[0]
     assert "build base 1.1.0: not in registry" in text_plan.out
-    assert (
-        "build child 1.0.0: base changed  on base  (version taken: bump it before pushing)"
-        in text_plan.out
+    assert "build child 1.0.0: base changed  on base  (base base changed; as 1.0.0-fp" in (
+        text_plan.out
     )
-    refused = heps(env.repo, "run", "--all", "--report", str(env.repo / "r.json"))
-    assert refused.code == 1
-    child = {r["name"]: r for r in read_json(env.repo / "r.json")["recipes"]}["child"]
-    assert (
-        child["failed_stage"] == "version"
-        and "bump `version` in app-recipes/child" in child["error"]
-    )
-    assert registry.digest("child", "1.0.0") == old_child  # never overwritten
-    child_recipe = env.repo / "app-recipes/child/recipe.yaml"
-    child_recipe.write_text(child_recipe.read_text().replace("1.0.0", "1.0.1"))
-    bumped = heps(env.repo, "run", "--all")
+    bumped = heps(env.repo, "run", "--all", "--report", str(env.repo / "r.json"))
     assert bumped.code == 0, bumped.text
+    child = {r["name"]: r for r in read_json(env.repo / "r.json")["recipes"]}["child"]
+    assert child["references"] == [f"{env.repository('child')}:{child_tag}"]
+    assert child["detail"] == "base base changed"
+    assert registry.digest("child", "1.0.0") == old_child  # the version tag never moves
+    assert registry.digest("child", child_tag) == child["digest"] != old_child
     new_base = docker_client.images.get(f"{env.repository('base')}:1.1.0").id
-    remote = registry.image("child", "1.0.1")
-    assert remote is not None and new_base in remote.labels["io.heps.bases"]
+    history = {layer["Id"] for layer in docker_client.api.history(child["references"][0])}
+    assert new_base in history  # built on the exact new base
 
 
 def test_failing_smoke_test_is_never_pushed(heps: Any, env: Env) -> None:
@@ -296,6 +301,14 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(
         ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
     ).stdout.strip()
+
+
+def commit_all(repo: Path, message: str = "one") -> str:
+    if not (repo / ".git").exists():
+        git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
+    return git(repo, "rev-parse", "HEAD")
 
 
 def test_revision_tag_and_since_selection(heps: Any, env: Env) -> None:

@@ -24,7 +24,7 @@ from heps.core import log
 from heps.core.errors import ConfigError, HepsError
 from heps.core.settings import Settings
 from heps.gitops import promote
-from heps.images import graph, lint, recipes, source
+from heps.images import graph, lint, recipes, source, versions
 from heps.images.run import changed_recipes
 
 NEW, CHANGED, BASE_CHANGED = "new", "changed", "base changed"
@@ -51,10 +51,13 @@ class Review:
     overlays: dict[str, str] = field(default_factory=dict)
     """Overlay -> unified diff of its rendered objects (Secrets masked)."""
     jenkins: str = ""
+    problems: list[str] = field(default_factory=list)
+    """Why the change cannot be merged as is: own changes without a version bump,
+    untracked files in a build context."""
 
     @property
     def empty(self) -> bool:
-        return not (self.apps or self.overlays or self.jenkins)
+        return not (self.apps or self.overlays or self.jenkins or self.problems)
 
     def as_json(self) -> str:
         return log.redact(json.dumps(asdict(self), indent=2)) + "\n"
@@ -64,6 +67,10 @@ class Review:
         if self.empty:
             return f"# Review {span}\n\nNothing to review: no recipe, overlay or job changed.\n"
         out = [f"# Review {span}\n"]
+        if self.problems:
+            out.append("## Refused\n")
+            out.extend(f"- {p}" for p in self.problems)
+            out.append("")
         if self.apps:
             out.append(
                 "| recipe | version | why | lint | build and smoke | size |\n"
@@ -100,8 +107,26 @@ def _tree_at(repo: Path, rev: str, paths: list[str], into: Path) -> bool:
         return False
     archive = _git(repo, "archive", "--format=tar", rev, "--", *present)
     with tarfile.open(fileobj=BytesIO(archive.stdout)) as tar:
-        tar.extractall(into, filter="data")
+        for member in tar.getmembers():
+            _extract(tar, member, into)
     return True
+
+
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, into: Path) -> None:
+    """Directories and regular files only, each proven to land inside `into`: what
+    extractall(filter="data") does, which Debian 12's Python 3.11.2 lacks (3.11.4+).
+    Symbolic links are left out: nothing the review renders needs one."""
+    target = (into / member.name).resolve()
+    if not target.is_relative_to(into.resolve()):
+        raise ConfigError(f"git archive: {member.name} would leave the review folder")
+    if member.isdir():
+        target.mkdir(parents=True, exist_ok=True)
+    elif member.isfile():
+        data = tar.extractfile(member)
+        assert data is not None
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data.read())
+        target.chmod(0o755 if member.mode & 0o111 else 0o644)
 
 
 def make(settings: Settings, base: str, report: Path | None) -> Review:
@@ -128,10 +153,11 @@ def make(settings: Settings, base: str, report: Path | None) -> Review:
         existed = _git(repo, "cat-file", "-e", f"{base}:{recipe.display}").returncode == 0
         why = (CHANGED if existed else NEW) if name in changed else BASE_CHANGED
         app = AppReview(name, recipe.version, why)
-        app.lint = [str(f) for f in lint.lint(tree, name).findings]
+        app.lint = [str(f) for f in lint.lint(tree, name, settings.lint).findings]
         _add_run(app, runs.get(name))
         review.apps.append(app)
     _add_sizes(settings, review.apps, runs)
+    review.problems = versions.unbumped(tree, [n for n in tree.order if n in changed], base)
     paths = [p.relative_to(repo).as_posix() for p in changed_paths]
     overlays_dir = settings.gitops.overlays_dir
     if any(p.startswith(overlays_dir + "/") for p in paths):

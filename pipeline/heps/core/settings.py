@@ -94,6 +94,12 @@ class BuildSettings:
 
 
 @dataclass(frozen=True)
+class LintSettings:
+    failure_threshold: str | None = None
+    """Lowest hadolint level that fails a recipe; None: .hadolint.yaml's, else error."""
+
+
+@dataclass(frozen=True)
 class SmokeSettings:
     timeout: float = 300.0
     """Seconds a smoke command may run before its container is killed."""
@@ -141,6 +147,7 @@ class Settings:
     registry: RegistrySettings = RegistrySettings()
     build: BuildSettings = BuildSettings()
     smoke: SmokeSettings = SmokeSettings()
+    lint: LintSettings = LintSettings()
     gitops: GitOpsSettings = GitOpsSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
     jenkins: JenkinsSettings = JenkinsSettings()
@@ -200,6 +207,7 @@ def load(
             source_url=bld.get("source_url"),
         ),
         smoke=SmokeSettings(timeout=raw.get("smoke", {}).get("timeout", 300.0)),
+        lint=LintSettings(failure_threshold=raw.get("lint", {}).get("failure_threshold")),
         gitops=_gitops(raw.get("gitops", {}), env),
         reconcile=_reconcile(raw.get("reconcile", {})),
         jenkins=JenkinsSettings(url=raw.get("jenkins", {}).get("url")),

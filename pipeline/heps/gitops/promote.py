@@ -46,6 +46,8 @@ class OverlayEdit:
     """App -> where the overlay refers to it (file:line)."""
     unused: list[str] = field(default_factory=list)
     """Apps pinned by nobody: the overlay and its bases do not use them."""
+    before: dict[str, str] = field(default_factory=dict)
+    """App -> the image its first pinned field named before this edit."""
 
 
 def _yaml_files(folder: Path) -> list[Path]:
@@ -68,6 +70,7 @@ def edit_overlay(
             raise StageError("promote", str(exc)) from None
         for item in found:
             edit.used.setdefault(item.app, []).append(f"{shown}:{item.line + 1}")
+            edit.before.setdefault(item.app, item.value)
             if item.kind == "kustomize" and path == folder / KUSTOMIZATION:
                 in_kustomization.add(item.app)
         if new != text:
@@ -196,7 +199,7 @@ def pins_from_results(entries: list[dict[str, Any]], where: str) -> list[Pin]:
                 tag or entry["version"],
                 entry["digest"],
                 entry["version"],
-                entry.get("reason", ""),
+                entry.get("detail") or entry.get("reason", ""),
             )
         )
     if not pins:
@@ -269,10 +272,11 @@ def previous_pin(root: Path, settings: Settings, overlay: str, app: str, reposit
 def message(overlay: str, pins: list[Pin], edit: OverlayEdit) -> str:
     changed = [p for p in pins if p.app in edit.used]
     title = f"promote {overlay}: " + ", ".join(f"{p.app} {p.version or p.tag}" for p in changed)
-    lines = [
-        f"- {p.app} {p.version or p.tag} {p.digest}" + (f" ({p.reason})" if p.reason else "")
-        for p in changed
-    ]
+    lines = []
+    for p in changed:
+        old = split_reference(edit.before.get(p.app, ""))[2]
+        was = f" (was {old})" if old and old != p.digest else ""
+        lines.append(f"- {p.app} {p.tag} {p.digest}{was}" + (f": {p.reason}" if p.reason else ""))
     return f"{title[:200]}\n\n" + "\n".join(lines) + f"\n\nHeps-Promotion: {overlay}\n"
 
 

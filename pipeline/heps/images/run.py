@@ -19,7 +19,7 @@ import docker.errors
 from heps.core import log, references
 from heps.core.errors import ConfigError, StageError
 from heps.core.settings import Credentials, Settings, credentials
-from heps.images import fingerprint, graph, lint, plan, push, recipes, smoke, source
+from heps.images import fingerprint, graph, lint, plan, push, recipes, smoke, source, versions
 from heps.images.build import BuildRequest, builder_for
 from heps.images.report import BUILT, FAILED, SKIPPED, RecipeReport
 from heps.systems.registry import Registry
@@ -110,14 +110,15 @@ class Runner:
         """The commit, and whether this recipe's own sources differ from it."""
         return source.revision(self.p.settings.repo, _source_paths(self.p.graph.nodes[name]))
 
-    def references(self, name: str) -> tuple[str, ...]:
-        recipe = self.p.graph.nodes[name].recipe
-        repo = self.p.settings.registry.repository(name)
-        rev = self.revision(name)
-        tag = references.immutable_tag(
-            recipe.version, rev.commit, rev.dirty, self.p.fingerprints[name].full
-        )
-        return (f"{repo}:{recipe.version}", f"{repo}:{tag}")
+    def references(self, entry: plan.PlanEntry) -> tuple[str, ...]:
+        """Tags a build gets: the version tag and VERSION-g<commit>, or the rebuild tag
+        alone when only what it is built on changed (the version tag never moves)."""
+        if entry.rebuild:
+            return (entry.reference,)
+        repo = self.p.settings.registry.repository(entry.name)
+        rev = self.revision(entry.name)
+        tag = references.immutable_tag(entry.version, rev.commit, rev.dirty, entry.fingerprint)
+        return (f"{repo}:{entry.version}", f"{repo}:{tag}")
 
     @property
     def engine(self) -> docker.DockerClient:
@@ -129,10 +130,10 @@ class Runner:
         """Local image ID of a base: built in this run, or pulled by its registry digest."""
         if name in self.image_ids:
             return self.image_ids[name]
-        version = self.p.graph.nodes[name].recipe.version
-        digest = self.p.registry.digest(name, version)
-        if digest is None:
-            raise StageError("build", f"base {name}:{version} vanished from the registry")
+        found = self.p.plan.looked_up[name]
+        digest = found.digest
+        if digest is None or self.p.registry.digest(name, digest) is None:
+            raise StageError("build", f"base {found.reference} vanished from the registry")
         repo = self.p.settings.registry.repository(name)
         auth = None
         if self.p.creds:
@@ -158,11 +159,11 @@ class Runner:
         try:
             if self.do_push and entry.version_taken:
                 raise StageError(
-                    "version",
-                    f"{entry.image} already holds another image ({entry.reason}); bump "
-                    f"`version` in {node.recipe.display}",
+                    "version", versions.version_taken(node, entry.image, entry.built_from)
                 )
-            result = self._timed(report, "lint", lambda: lint.lint(self.p.graph, entry.name))
+            result = self._timed(
+                report, "lint", lambda: lint.lint(self.p.graph, entry.name, settings.lint)
+            )
             report.lint = list(result.findings)
             for finding in result.findings:
                 log.phase("lint", entry.name, str(finding))
@@ -223,10 +224,11 @@ class Runner:
                 name=entry.name,
                 version=entry.version,
                 reason=entry.reason,
-                image=entry.image,
+                image=entry.reference,
+                detail=entry.detail,
                 fingerprint=entry.fingerprint,
-                references=list(self.references(entry.name)) if entry.build else [entry.image],
-                digest=None if entry.build else entry.remote_digest,
+                references=list(self.references(entry)) if entry.build else [entry.reference],
+                digest=entry.digest,
             )
         waiting = [e for e in self.p.plan.entries if e.build]
         for entry in self.p.plan.entries:
