@@ -155,7 +155,7 @@ def _unbumped(cfg: settings.Settings, tree: graph.Graph, since: str | None) -> l
     if not since:
         return []
     changed = changed_recipes(tree, source.changed_since(cfg.repo, since))
-    problems = versions.unbumped(tree, [n for n in tree.order if n in changed], since)
+    problems = versions.unbumped(tree, changed, since)
     for problem in problems:
         print(f"heps: error: {problem}", file=sys.stderr)
     return problems

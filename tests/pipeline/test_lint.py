@@ -72,7 +72,7 @@ def test_hadolint_yaml_threshold_and_heps_yaml_override(tmp_path: Path) -> None:
     (tmp_path / "heps.yaml").write_text("lint: {failure_threshold: warning}\n")
     assert lint_all(tmp_path)["app"].failed
     (tmp_path / "heps.yaml").write_text("lint: {failure_threshold: loud}\n")
-    with pytest.raises(ConfigError, match="heps.yaml"):
+    with pytest.raises(ConfigError, match=r"heps\.yaml"):
         lint_all(tmp_path)
 
 

@@ -157,7 +157,7 @@ def make(settings: Settings, base: str, report: Path | None) -> Review:
         _add_run(app, runs.get(name))
         review.apps.append(app)
     _add_sizes(settings, review.apps, runs)
-    review.problems = versions.unbumped(tree, [n for n in tree.order if n in changed], base)
+    review.problems = versions.unbumped(tree, changed, base)
     paths = [p.relative_to(repo).as_posix() for p in changed_paths]
     overlays_dir = settings.gitops.overlays_dir
     if any(p.startswith(overlays_dir + "/") for p in paths):

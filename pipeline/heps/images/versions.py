@@ -68,44 +68,57 @@ def own_changes(node: Node, rev: str) -> list[str] | None:
     return found
 
 
-def untracked_inputs(node: Node) -> list[str]:
-    """Repository paths of build-context files git does not track."""
+def untracked_inputs(node: Node, untracked: set[Path] | None = None) -> list[str]:
+    """Repository paths of build-context files git does not track; `untracked` is
+    every untracked file of the repository when the caller already listed them."""
     build = node.recipe.build
     if build is None:
         return []
+    if untracked is None:
+        untracked = source.untracked(node.recipe.repo, [build.context])
+    inside = {p for p in untracked if build.context in p.parents}
+    if not inside:
+        return []
     files = {build.context / rel for rel in context_files(node.recipe, build)}
-    return sorted(
-        _relative(node, p) for p in files & source.untracked(node.recipe.repo, [build.context])
-    )
+    return sorted(_relative(node, p) for p in files & inside)
 
 
-def untracked_problem(node: Node) -> str | None:
-    files = untracked_inputs(node)
+def untracked_problem(node: Node, untracked: set[Path] | None = None) -> str | None:
+    files = untracked_inputs(node, untracked)
     if not files or node.recipe.build is None:
         return None
     ignore = _relative(node, node.recipe.build.context / ".dockerignore")
     shown = ", ".join(files[:8]) + (f" and {len(files) - 8} more" if len(files) > 8 else "")
     return (
-        f"{node.recipe.display}: the build context holds files git does not track: {shown}; "
-        f"delete them or add them to {ignore} (commit them if the image needs them)"
+        f"{_relative(node, node.recipe.folder)}: the build context holds files git does not "
+        f"track: {shown}; delete them or add them to {ignore} (commit them if the image "
+        "needs them)"
     )
 
 
-def unbumped(tree: Graph, names: list[str], rev: str) -> list[str]:
-    """One line per recipe among `names` whose own sources changed since `rev` while its
+def unbumped(tree: Graph, changed: set[str], rev: str) -> list[str]:
+    """One line per `changed` recipe whose own sources changed since `rev` while its
     version stayed, naming the files; and per recipe with untracked context files."""
-    problems = []
-    for name in names:
+    problems: list[str] = []
+    contexts = [n.recipe.build.context for n in tree.nodes.values() if n.recipe.build]
+    if not contexts:
+        return problems
+    everything = source.untracked(tree.nodes[tree.order[0]].recipe.repo, contexts)
+    for name in tree.order:
         node = tree.nodes[name]
         recipe_file = node.recipe.folder / RECIPE_FILE
-        before = _yaml(source.show(node.recipe.repo, rev, recipe_file))
-        files = own_changes(node, rev) if before.get("version") == node.recipe.version else []
+        files: list[str] | None = []
+        if name in changed:
+            before = _yaml(source.show(node.recipe.repo, rev, recipe_file))
+            if before.get("version") == node.recipe.version:
+                files = own_changes(node, rev)
         if files:
             problems.append(
-                f"{node.recipe.display}: own sources changed since {rev} without a version "
-                f"bump ({', '.join(files)}); bump `version` in {_relative(node, recipe_file)}"
+                f"{_relative(node, node.recipe.folder)}: own sources changed since {rev} "
+                f"without a version bump ({', '.join(files)}); bump `version` in "
+                f"{_relative(node, recipe_file)}"
             )
-        untracked = untracked_problem(node)
+        untracked = untracked_problem(node, everything)
         if untracked:
             problems.append(untracked)
     return problems
