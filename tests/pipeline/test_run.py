@@ -392,3 +392,42 @@ def test_dirty_context_outside_the_recipe_folder_marks_the_tag(heps: Any, env: E
     assert result.code == 0, result.text
     (entry,) = read_json(env.repo.parent / "r.json")["recipes"]
     assert ".dirty." in entry["references"][1]
+
+
+GLOBALS = "ARG REGISTRY\nARG OWNER\n"
+FORMS = {
+    "argref": "ARG REGISTRY=x\nARG OWNER=y\nARG BASE=${REGISTRY}/${OWNER}/base\nFROM ${BASE}\n",
+    "default": GLOBALS + "ARG NAME\nFROM ${REGISTRY}/${OWNER}/${NAME:-base}\n",
+    "scope": GLOBALS + "ARG V=base\nFROM ${REGISTRY}/${OWNER}/${V} AS one\nARG V=nothing\n"
+    "RUN true\nFROM ${REGISTRY}/${OWNER}/${V}\n",
+    "platform": GLOBALS + "FROM --platform=linux/amd64 ${REGISTRY}/${OWNER}/base AS build\n"
+    "RUN true\nFROM build\n",
+    "escape": "# escape=`\n" + GLOBALS + "FROM `\n  ${REGISTRY}/${OWNER}/base `\n  AS b\n",
+    "tagged": GLOBALS + "FROM ${REGISTRY}/${OWNER}/base:1.0.0\n",
+    "stageonly": GLOBALS + f"FROM ${{REGISTRY}}/${{OWNER}}/base AS src\nFROM {BUSYBOX}\n"
+    "COPY --from=src /hello /from-base\n",
+}
+
+
+def test_each_dockerfile_form_builds_on_the_base_the_builder_would_use(
+    heps: Any, env: Env, docker_client: docker.DockerClient
+) -> None:
+    """What graph and fingerprint read from each FROM form is what the engine built on:
+    the base image built in this run is in each child's history."""
+    write_recipe(env.repo, "base", simple_recipe("base"), Dockerfile=BASE_DOCKERFILE)
+    for name, text in FORMS.items():
+        recipe = simple_recipe(name)
+        if name == "stageonly":  # the base's file, copied from the build stage
+            check = {"name": "base", "run": ["cat", "/from-base"], "expect_output": "base"}
+            recipe["smoke"]["commands"].append(check)
+        write_recipe(env.repo, name, recipe, Dockerfile=text + f"RUN echo {name} > /hello\n")
+    plan = json.loads(heps(env.repo, "plan", "--json").out)
+    assert {e["name"]: e["bases"] for e in plan} == {"base": [], **{n: ["base"] for n in FORMS}}
+    result = heps(env.repo, "run", "--all", "--report", str(env.repo.parent / "r.json"))
+    assert result.code == 0, result.text
+    base_id = docker_client.images.get(f"{env.repository('base')}:1.0.0").id
+    for name in FORMS:
+        image = docker_client.images.get(f"{env.repository(name)}:1.0.0")
+        history = {layer["Id"] for layer in docker_client.api.history(image.id)}
+        assert (base_id in history) == (name != "stageonly"), name
+        assert json.loads(image.labels["io.heps.bases"]) == {"base": base_id}
