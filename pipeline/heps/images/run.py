@@ -6,8 +6,9 @@ failed is not built. Independent recipes build in parallel.
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ from heps.core.errors import ConfigError, StageError
 from heps.core.settings import Credentials, Settings, credentials
 from heps.images import fingerprint, graph, lint, plan, push, recipes, smoke, source, versions
 from heps.images.build import BuildRequest, builder_for
-from heps.images.report import BUILT, FAILED, SKIPPED, RecipeReport
+from heps.images.report import BUILT, FAILED, SKIPPED, RecipeReport, write_atomic
 from heps.systems.registry import Registry
 
 T = TypeVar("T")
@@ -230,14 +231,16 @@ class Runner:
                 references=list(self.references(entry)) if entry.build else [entry.reference],
                 digest=entry.digest,
             )
-        waiting = [e for e in self.p.plan.entries if e.build]
+        timings = self.p.settings.state_dir / TIMINGS_FILE
+        waiting = critical_first([e for e in self.p.plan.entries if e.build], _read(timings))
         for entry in self.p.plan.entries:
             if not entry.build:
                 log.phase("plan", entry.name, f"skipped: {entry.image} is unchanged")
         running: dict[Future[RecipeReport], str] = {}
-        with ThreadPoolExecutor(max_workers=self.p.settings.build.parallel) as pool:
+        slots = self.p.settings.build.parallel
+        with ThreadPoolExecutor(max_workers=slots) as pool:
             while waiting or running:
-                for entry in list(waiting):
+                for entry in list(waiting):  # critical path first, as slots free up
                     bases = [b for b in entry.bases if b in entries and entries[b].build]
                     failed = [b for b in bases if self.reports[b].status == FAILED]
                     if failed:
@@ -246,7 +249,9 @@ class Runner:
                         report.status, report.failed_stage = FAILED, "build"
                         report.error = f"not built: its base {', '.join(failed)} failed"
                         log.phase("build", entry.name, report.error)
-                    elif all(self.reports[b].status == BUILT for b in bases):
+                    elif len(running) < slots and all(
+                        self.reports[b].status == BUILT for b in bases
+                    ):
                         waiting.remove(entry)
                         running[pool.submit(self.one, entry)] = entry.name
                 if not running:
@@ -255,7 +260,52 @@ class Runner:
                 for future in done:
                     running.pop(future)
                     future.result()
+        _remember(timings, self.reports.values())
         return [self.reports[e.name] for e in self.p.plan.entries]
+
+
+TIMINGS_FILE = "build-seconds.json"
+"""Per recipe, the seconds its last build took (lint to push): the critical path's weights."""
+
+
+def _read(path: Path) -> dict[str, float]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: float(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _remember(path: Path, reports: Iterable[RecipeReport]) -> None:
+    seconds = _read(path)
+    seconds.update(
+        {r.name: round(sum(r.seconds.values()), 3) for r in reports if r.status == BUILT}
+    )
+    write_atomic(path, json.dumps(seconds, indent=1, sort_keys=True) + "\n")
+
+
+def critical_first(
+    entries: list[plan.PlanEntry], seconds: dict[str, float]
+) -> list[plan.PlanEntry]:
+    """`entries` (in build order), those heading the longest remaining chain of build
+    seconds first (a recipe's own last known seconds plus its longest chain of recipes
+    built on it), then those with the most dependents: the makespan's lower bound is the
+    longest chain, so its head must never wait behind a short leaf."""
+    users: dict[str, list[str]] = {e.name: [] for e in entries}
+    for entry in entries:
+        for base in entry.bases:
+            if base in users:
+                users[base].append(entry.name)
+    chain: dict[str, float] = {}
+    below: dict[str, set[str]] = {}
+    for entry in reversed(entries):
+        mine = users[entry.name]
+        chain[entry.name] = seconds.get(entry.name, 0.0) + max(
+            (chain[u] for u in mine), default=0.0
+        )
+        below[entry.name] = set(mine).union(*(below[u] for u in mine))
+    rank = {e.name: i for i, e in enumerate(entries)}
+    return sorted(entries, key=lambda e: (-chain[e.name], -len(below[e.name]), rank[e.name]))
 
 
 def summary(reports: list[RecipeReport]) -> str:
