@@ -74,7 +74,7 @@ def test_base_change_rebuilds_two_generations_and_promotes_all_in_one_commit(
     message = git(env.repo, "log", "-1", "--format=%B")
     for name in APPS:
         line = next(x for x in message.splitlines() if x.startswith(f"- {name} "))
-        old = f"(was {version_digests[name]})"
+        old = f"; was {version_digests[name]})"
         assert done[name]["digest"] in line and (name == "base" or old in line), line
     assert "base base changed" in message and "base mid changed" in message
     pinned = (env.repo / "k8s-overlays/overlays/testbed/kustomization.yaml").read_text()

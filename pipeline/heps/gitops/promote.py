@@ -275,8 +275,10 @@ def message(overlay: str, pins: list[Pin], edit: OverlayEdit) -> str:
     lines = []
     for p in changed:
         old = split_reference(edit.before.get(p.app, ""))[2]
-        was = f" (was {old})" if old and old != p.digest else ""
-        lines.append(f"- {p.app} {p.tag} {p.digest}{was}" + (f": {p.reason}" if p.reason else ""))
+        notes = [p.reason] if p.reason else []
+        notes += [f"was {old}"] if old and old != p.digest else []
+        note = f" ({'; '.join(notes)})" if notes else ""
+        lines.append(f"- {p.app} {p.version or p.tag} {p.digest}{note}")
     return f"{title[:200]}\n\n" + "\n".join(lines) + f"\n\nHeps-Promotion: {overlay}\n"
 
 

@@ -70,16 +70,8 @@ def changed_recipes(tree: graph.Graph, changed: list[Path]) -> set[str]:
     return {name for name, node in tree.nodes.items() if _touched(node, changed)}
 
 
-def _source_paths(node: graph.Node) -> list[Path]:
-    """Where a recipe's sources live: its folder, and its context and Dockerfile."""
-    roots = [node.recipe.folder]
-    if node.recipe.build:
-        roots += [node.recipe.build.context, node.recipe.build.dockerfile]
-    return roots
-
-
 def _touched(node: graph.Node, changed: list[Path]) -> bool:
-    roots = _source_paths(node)
+    roots = versions.source_paths(node)
     return any(path == root or root in path.parents for path in changed for root in roots)
 
 
@@ -109,7 +101,9 @@ class Runner:
 
     def revision(self, name: str) -> source.Revision:
         """The commit, and whether this recipe's own sources differ from it."""
-        return source.revision(self.p.settings.repo, _source_paths(self.p.graph.nodes[name]))
+        return source.revision(
+            self.p.settings.repo, versions.source_paths(self.p.graph.nodes[name])
+        )
 
     def references(self, entry: plan.PlanEntry) -> tuple[str, ...]:
         """Tags a build gets: the version tag and VERSION-g<commit>, or the rebuild tag

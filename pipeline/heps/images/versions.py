@@ -22,8 +22,8 @@ from heps.images.fingerprint import context_files, ignore_patterns
 from heps.images.graph import Graph, Node
 from heps.images.recipes import RECIPE_FILE
 
-_BUILD_KEYS = ("version", "build", "bootstrap")
-"""The recipe.yaml fields that reach the image (the rest is metadata)."""
+_BUILD_KEYS = ("build", "bootstrap")
+"""The recipe.yaml fields besides `version` that reach the image (the rest is metadata)."""
 
 
 def _yaml(text: str | None) -> dict[str, Any]:
@@ -38,15 +38,20 @@ def _relative(node: Node, path: Path) -> str:
     return path.relative_to(node.recipe.repo).as_posix()
 
 
+def source_paths(node: Node) -> list[Path]:
+    """Where a recipe's sources live: its folder, and its context and Dockerfile."""
+    roots = [node.recipe.folder]
+    if node.recipe.build:
+        roots += [node.recipe.build.context, node.recipe.build.dockerfile]
+    return roots
+
+
 def own_changes(node: Node, rev: str) -> list[str] | None:
     """Repository paths of the recipe's own image inputs changed since `rev` (the
     working tree included); None when git does not know `rev`."""
     recipe = node.recipe
     recipe_file = recipe.folder / RECIPE_FILE
-    roots = [recipe.folder]
-    if recipe.build:
-        roots += [recipe.build.context, recipe.build.dockerfile]
-    changed = source.changed_between(recipe.repo, rev, roots)
+    changed = source.changed_between(recipe.repo, rev, source_paths(node))
     if changed is None:
         return None
     found = []
@@ -54,7 +59,7 @@ def own_changes(node: Node, rev: str) -> list[str] | None:
         if path == recipe_file:
             old = _yaml(source.show(recipe.repo, rev, path))
             new = _yaml(path.read_text(encoding="utf-8") if path.exists() else None)
-            counts = any(old.get(k) != new.get(k) for k in _BUILD_KEYS if k != "version")
+            counts = any(old.get(k) != new.get(k) for k in _BUILD_KEYS)
         elif recipe.build and path == recipe.build.dockerfile:
             counts = True
         elif recipe.build and recipe.build.context in path.parents:
