@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import docker
+import pytest
 
 from tests.conftest import BUSYBOX, Env, internal_from, read_json, simple_recipe, write_recipe
 from tests.pipeline.test_promote import git, overlays
@@ -38,7 +39,7 @@ def entries(path: Path) -> dict[str, dict[str, Any]]:
 
 
 def test_base_change_rebuilds_two_generations_and_promotes_all_in_one_commit(
-    heps: Any, env: Env, docker_client: docker.DockerClient
+    heps: Any, env: Env, docker_client: docker.DockerClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     three_generations(env)
     first = commit_all(env.repo)
@@ -86,6 +87,19 @@ def test_base_change_rebuilds_two_generations_and_promotes_all_in_one_commit(
     assert {n: e["digest"] for n, e in entries(report).items()} == {
         n: done[n]["digest"] for n in APPS
     }
+    # A new site CA bundle flows the same way: everything rebuilt, nobody bumps.
+    bundle = env.repo.parent / "site-ca.crt"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setenv("HEPS_CA_BUNDLE", str(bundle))
+    plan = {e["name"]: e for e in json.loads(heps(env.repo, "plan", "--json").out)}
+    assert [(plan[n]["reason"], plan[n]["version_taken"]) for n in APPS] == [
+        ("base changed", False)
+    ] * 3
+    assert [plan[n]["detail"] for n in APPS] == [
+        "site CA bundle changed",
+        "base base, site CA bundle changed",
+        "base mid, site CA bundle changed",
+    ]
 
 
 def test_run_promote_with_a_failure_promotes_what_was_pushed(
