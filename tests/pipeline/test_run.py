@@ -73,6 +73,8 @@ def test_run_builds_smoke_tests_pushes_and_reports(
     assert junit.get("failures") == "0"
     assert int(junit.get("tests", "0")) == 8  # (lint, build, smoke, push) x 2
     assert "2 built, 0 skipped, 0 failed" in result.out
+    timings = read_json(env.repo.parent / "state" / "build-seconds.json")  # next run's order
+    assert timings == {n: round(sum(by_name[n]["seconds"].values()), 3) for n in ("base", "child")}
     assert "[build] child: Step" in result.err and "[push] base: verified sha256:" in result.err
     no_secret(env, result.text, report_file.read_text(), junit_file.read_text())
 

@@ -229,7 +229,7 @@ class Runner:
         waiting = critical_first([e for e in self.p.plan.entries if e.build], _read(timings))
         for entry in self.p.plan.entries:
             if not entry.build:
-                log.phase("plan", entry.name, f"skipped: {entry.image} is unchanged")
+                log.phase("plan", entry.name, f"skipped: {entry.reference} is unchanged")
         running: dict[Future[RecipeReport], str] = {}
         slots = self.p.settings.build.parallel
         with ThreadPoolExecutor(max_workers=slots) as pool:
@@ -271,11 +271,9 @@ def _read(path: Path) -> dict[str, float]:
 
 
 def _remember(path: Path, reports: Iterable[RecipeReport]) -> None:
-    seconds = _read(path)
-    seconds.update(
-        {r.name: round(sum(r.seconds.values()), 3) for r in reports if r.status == BUILT}
-    )
-    write_atomic(path, json.dumps(seconds, indent=1, sort_keys=True) + "\n")
+    built = {r.name: round(sum(r.seconds.values()), 3) for r in reports if r.status == BUILT}
+    if built:  # a no-op run writes nothing
+        write_atomic(path, json.dumps(_read(path) | built, indent=1, sort_keys=True) + "\n")
 
 
 def critical_first(
