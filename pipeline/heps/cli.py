@@ -15,6 +15,7 @@ import signal
 import sys
 from dataclasses import asdict
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from heps import __version__
@@ -24,8 +25,8 @@ from heps.core.references import split_reference
 from heps.core.validation import schema
 from heps.gitops import promote
 from heps.gitops.pin import Pin
-from heps.images import graph, lint, recipes, report, source
-from heps.images.run import Runner, Selection, prepare, summary
+from heps.images import graph, lint, recipes, report, source, versions
+from heps.images.run import Runner, Selection, changed_recipes, prepare, summary
 from heps.systems import engine, services
 from heps.systems.registry import Registry
 
@@ -35,31 +36,53 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
-        raise ConfigError(f"usage: {message}; see `heps {self.prog.split()[-1]} --help`")
+        raise ConfigError(f"usage: {message}; see `{self.prog} --help`")
+
+
+def _global_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    """--repo, --registry, --namespace and -v, on `heps` itself (with the defaults) and on
+    every verb (without: a value given after the verb overrides one given before it)."""
+
+    def default(value: object) -> object:
+        return value if defaults else argparse.SUPPRESS
+
+    parser.add_argument(
+        "--repo", type=Path, default=default(Path.cwd()), help="repository root (default: .)"
+    )
+    parser.add_argument(
+        "--registry",
+        default=default(None),
+        help="registry HOST[:PORT] (default: heps.yaml or embedded)",
+    )
+    parser.add_argument(
+        "--namespace", default=default(None), help="repository namespace / OWNER (default: heps)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", default=default(False))
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="heps", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"heps {__version__}")
-    parser.add_argument(
-        "--repo", type=Path, default=Path.cwd(), help="repository root (default: .)"
-    )
-    parser.add_argument("--registry", help="registry HOST[:PORT] (default: heps.yaml or embedded)")
-    parser.add_argument("--namespace", help="repository namespace / OWNER (default: heps)")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    _global_options(parser, defaults=True)
+    common = _Parser(add_help=False)
+    _global_options(common, defaults=False)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    verb = partial(sub.add_parser, parents=[common])
 
     def selection(p: argparse.ArgumentParser) -> None:
         p.add_argument("recipes", nargs="*", help="recipe names (default: all)")
         p.add_argument("--all", action="store_true", help="every recipe")
         p.add_argument("--since", metavar="REV", help="recipes changed since a git revision")
 
-    p = sub.add_parser("plan", help="show what would be built, in order, and why")
+    p = verb("plan", help="show what would be built, in order, and why")
     selection(p)
     p.add_argument("--json", action="store_true", help="the same data as JSON")
-    p = sub.add_parser("lint", help="hadolint and the project's rules on every Dockerfile")
-    p.add_argument("recipes", nargs="*")
-    p = sub.add_parser("run", help="lint, build, smoke-test and push")
+    p = verb("lint", help="hadolint and the project's rules on every Dockerfile")
+    p.add_argument("recipes", nargs="*", help="recipe names (default: all)")
+    p.add_argument(
+        "--since", metavar="REV", help="recipes changed since REV; refuse changes without a bump"
+    )
+    p = verb("run", help="lint, build, smoke-test and push")
     selection(p)
     p.add_argument("--report", type=Path, help="write the JSON report here")
     p.add_argument("--junit", type=Path, help="write JUnit XML here")
@@ -76,20 +99,20 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--branch", help="branch to push to (default: gitops.branch)")
 
     gitops_target(p)
-    p = sub.add_parser("promote", help="pin pushed images in an overlay and commit")
+    p = verb("promote", help="pin pushed images in an overlay and commit")
     p.add_argument("--overlay", required=True, metavar="ENV")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--report", type=Path, help="pins from a `heps run --report` file")
     source.add_argument("--from", dest="source", metavar="ENV", help="pins from what ENV runs")
     gitops_target(p)
-    p = sub.add_parser("status", help="which app runs which version and digest, per overlay")
+    p = verb("status", help="which app runs which version and digest, per overlay")
     p.add_argument("--overlay", metavar="ENV")
-    p = sub.add_parser("rollback", help="pin an earlier digest of an app by a new commit")
+    p = verb("rollback", help="pin an earlier digest of an app by a new commit")
     p.add_argument("--overlay", required=True, metavar="ENV")
     p.add_argument("app")
     p.add_argument("--to", metavar="VERSION", help="version to go back to (default: the last pin)")
     gitops_target(p)
-    p = sub.add_parser(
+    p = verb(
         "reconcile", help="render, validate and check an overlay, then apply it to the cluster"
     )
     p.add_argument("--overlay", required=True, metavar="ENV")
@@ -97,27 +120,28 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="change nothing; show the diff (no cluster needed)"
     )
     p.add_argument("--context", help="kubeconfig context (default: the current one)")
-    p = sub.add_parser("jenkins", help="render, sync or trigger the Jenkins jobs (jenkins/)")
+    p = verb("jenkins", help="render, sync or trigger the Jenkins jobs (jenkins/)")
     jenkins_sub = p.add_subparsers(dest="jenkins_command", required=True, parser_class=_Parser)
-    j = jenkins_sub.add_parser("render", help="write every job's config.xml as sync sends it")
+    job_verb = partial(jenkins_sub.add_parser, parents=[common])
+    j = job_verb("render", help="write every job's config.xml as sync sends it")
     j.add_argument("--out", type=Path, default=Path("build/jenkins"), help="default build/jenkins")
-    j = jenkins_sub.add_parser("sync", help="create/update what differs, delete our stale jobs")
+    j = job_verb("sync", help="create/update what differs, delete our stale jobs")
     j.add_argument("--dry-run", action="store_true", help="only print the diff")
-    j = jenkins_sub.add_parser("trigger", help="start a build (and follow it with --wait)")
+    j = job_verb("trigger", help="start a build (and follow it with --wait)")
     j.add_argument("job", help="full name, e.g. heps/reconcile")
     j.add_argument("--param", action="append", default=[], metavar="K=V")
     j.add_argument("--wait", action="store_true", help="wait for the result; exit 1 unless SUCCESS")
-    p = sub.add_parser("review", help="the merge-request report: what changes, and how it went")
+    p = verb("review", help="the merge-request report: what changes, and how it went")
     p.add_argument("--base", required=True, metavar="REV", help="what the change is compared with")
     p.add_argument("--report", type=Path, help="the `heps run --report` of this change")
     p.add_argument("--out", type=Path, help="write the Markdown here (default: print it)")
     p.add_argument("--json", type=Path, help="also write the same data as JSON")
-    p = sub.add_parser("hook", help="git hooks for the shared bare repository")
+    p = verb("hook", help="git hooks for the shared bare repository")
     p.add_argument("name", choices=["post-receive"])
     p.add_argument("--git-dir", type=Path, default=Path("."), help="the bare repository")
-    p = sub.add_parser("services", help="start or stop the embedded Docker engine and registry")
+    p = verb("services", help="start or stop the embedded Docker engine and registry")
     p.add_argument("action", choices=["up", "down"])
-    p = sub.add_parser("schema", help="print a published JSON Schema")
+    p = verb("schema", help="print a published JSON Schema")
     p.add_argument("name", choices=["recipe", "settings", "jobs"])
     return parser
 
@@ -128,26 +152,45 @@ def _selection(args: argparse.Namespace) -> Selection:
     return Selection(tuple(args.recipes), args.since, args.all or not (args.recipes or args.since))
 
 
+def _unbumped(cfg: settings.Settings, tree: graph.Graph, since: str | None) -> list[str]:
+    """With --since: own changes without a version bump, and untracked context files."""
+    if not since:
+        return []
+    changed = changed_recipes(tree, source.changed_since(cfg.repo, since))
+    problems = versions.unbumped(tree, changed, since)
+    for problem in problems:
+        print(f"heps: error: {problem}", file=sys.stderr)
+    return problems
+
+
 def _plan(cfg: settings.Settings, args: argparse.Namespace) -> int:
     prepared = prepare(cfg, _selection(args))
+    problems = _unbumped(cfg, prepared.graph, args.since)
     if args.json:
         print(json.dumps(prepared.plan.as_json(), indent=2))
-        return EXIT_OK
+        return EXIT_FAILED if problems else EXIT_OK
     for index, entry in enumerate(prepared.plan.entries, 1):
         action = "build" if entry.build else "skip "
         note = "  (version taken: bump it before pushing)" if entry.version_taken else ""
+        if entry.rebuild:
+            note = f"  ({entry.detail}; as {entry.reference.rsplit(':', 1)[1]})"
         bases = f"  on {', '.join(entry.bases)}" if entry.bases else ""
         print(f"{index:3d}. {action} {entry.name} {entry.version}: {entry.reason}{bases}{note}")
     print(
         f"{len(prepared.plan.to_build)} to build, "
         f"{len(prepared.plan.entries) - len(prepared.plan.to_build)} unchanged"
     )
-    return EXIT_OK
+    return EXIT_FAILED if problems else EXIT_OK
 
 
 def _lint(cfg: settings.Settings, args: argparse.Namespace) -> int:
     tree = graph.resolve(recipes.discover(cfg), cfg.registry)
+    if args.since and args.recipes:
+        raise ConfigError("usage: give recipe names or --since, not both")
     names = args.recipes or list(tree.order)
+    if args.since:
+        changed = changed_recipes(tree, source.changed_since(cfg.repo, args.since))
+        names = [n for n in tree.order if n in changed]
     unknown = sorted(set(names) - set(tree.nodes))
     if unknown:
         raise ConfigError(
@@ -155,12 +198,13 @@ def _lint(cfg: settings.Settings, args: argparse.Namespace) -> int:
         )
     failed = 0
     for name in names:
-        result = lint.lint(tree, name)
+        result = lint.lint(tree, name, cfg.lint)
         for finding in result.findings:
             print(finding)
         failed += result.failed
+    problems = _unbumped(cfg, tree, args.since)
     print(f"{len(names)} recipes linted, {failed} failed")
-    return EXIT_FAILED if failed else EXIT_OK
+    return EXIT_FAILED if failed or problems else EXIT_OK
 
 
 def _run(cfg: settings.Settings, args: argparse.Namespace) -> int:
@@ -173,7 +217,7 @@ def _run(cfg: settings.Settings, args: argparse.Namespace) -> int:
     client = engine.connect() if prepared.plan.to_build else None
     runner = Runner(prepared, client, not args.no_push)
     results = runner.run()
-    failed = any(r.status == report.FAILED for r in results)
+    failed = [r.name for r in results if r.status == report.FAILED]
     meta = {
         "run": runner.run_id,
         "interrupted": signal.Signals(runner.interrupted).name if runner.interrupted else None,
@@ -181,7 +225,9 @@ def _run(cfg: settings.Settings, args: argparse.Namespace) -> int:
         "registry": cfg.registry.host,
         "namespace": cfg.registry.namespace,
         "pushed": not args.no_push,
+        "parallel": cfg.build.parallel,
         "plan_seconds": round(prepared.seconds["plan"], 3),
+        "seconds": round((datetime.now(UTC) - started).total_seconds(), 3),
     }
     if args.report:
         report.write_atomic(args.report, report.as_json(results, meta))
@@ -190,15 +236,20 @@ def _run(cfg: settings.Settings, args: argparse.Namespace) -> int:
     print(summary(results))
     if runner.interrupted:
         return 128 + runner.interrupted  # as a shell reports a process ended by the signal
-    if failed:
-        if args.promote:
-            print(f"heps: not promoting {args.promote}: a recipe failed", file=sys.stderr)
-        return EXIT_FAILED
-    if args.promote:
-        entries = [asdict(r) for r in results]
+    code = EXIT_FAILED if failed else EXIT_OK
+    if not args.promote:
+        return code
+    entries = [asdict(r) for r in results if r.status != report.FAILED and r.digest]
+    if entries:  # what was pushed (or found unchanged) is promoted, failed apps keep their pins
         pins = promote.pins_from_results(entries, "run --promote", cfg, _recipes(cfg))
-        return _promote_pins(cfg, args, args.promote, pins, prepared.registry)
-    return EXIT_OK
+        code = max(code, _promote_pins(cfg, args, args.promote, pins, prepared.registry))
+    if failed:
+        print(
+            f"heps: not promoted to {args.promote} (failed): {', '.join(failed)}; "
+            "their pins are unchanged",
+            file=sys.stderr,
+        )
+    return code
 
 
 def _recipes(cfg: settings.Settings) -> dict[str, recipes.Recipe]:
@@ -372,7 +423,9 @@ def _review(cfg: settings.Settings, args: argparse.Namespace) -> int:
         print(f"review written to {args.out}")
     else:
         print(done.markdown(), end="")
-    return EXIT_OK
+    for problem in done.problems:
+        print(f"heps: error: {problem}", file=sys.stderr)
+    return EXIT_FAILED if done.problems else EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -397,7 +450,14 @@ def _main(argv: list[str] | None) -> int:
     parser = _parser()
     log.setup()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            verb = " ".join(
+                filter(None, ["heps", args.command, getattr(args, "jenkins_command", None)])
+            )
+            raise ConfigError(
+                f"usage: unrecognized arguments: {' '.join(extra)}; see `{verb} --help`"
+            )
         log.setup(args.verbose)
         if args.command == "schema":
             print(json.dumps(schema(args.name), indent=2))

@@ -54,7 +54,7 @@ def test_continuations_comments_and_escape_directive(tmp_path: Path) -> None:
     (stage,) = parsed.stages
     assert (stage.image, stage.alias, stage.line, stage.end_line) == ("base:1", "first", 2, 3)
     run = parsed.instructions[1]
-    assert (run.keyword, run.value, run.line, run.end_line) == ("RUN", "a b", 4, 6)
+    assert (run.keyword, run.value.split(), run.line, run.end_line) == ("RUN", ["a", "b"], 4, 6)
 
 
 def test_pin_stages_rewrites_only_the_from_and_keeps_line_numbers() -> None:

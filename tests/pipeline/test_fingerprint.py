@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from heps.core import settings
@@ -50,7 +51,7 @@ def test_context_change_ripples_to_children_through_full_only(tmp_path: Path) ->
     assert after["app"].full != before["app"].full
 
 
-def test_exec_bit_build_args_version_and_ca_bundle_count(tmp_path: Path) -> None:
+def test_exec_bit_build_args_and_version_count(tmp_path: Path) -> None:
     setup_tree(tmp_path)
     seen = {fps(tmp_path)["base"].inputs}
     (tmp_path / "app-recipes/base/data.txt").chmod(0o755)
@@ -60,10 +61,22 @@ def test_exec_bit_build_args_version_and_ca_bundle_count(tmp_path: Path) -> None
     seen.add(fps(tmp_path)["base"].inputs)
     recipe.write_text(recipe.read_text() + "build: {args: {X: '1'}}\n")
     seen.add(fps(tmp_path)["base"].inputs)
+    assert len(seen) == 4
+
+
+def test_ca_bundle_is_a_part_not_an_own_input(tmp_path: Path) -> None:
+    """A new site CA bundle rebuilds every recipe without asking any owner for a bump."""
+    setup_tree(tmp_path)
+    before = fps(tmp_path)
     ca = tmp_path / "ca.crt"
     ca.write_text("-----BEGIN CERTIFICATE-----\n")
-    seen.add(fps(tmp_path, ca)["base"].inputs)
-    assert len(seen) == 5
+    after = fps(tmp_path, ca)
+    for name in ("base", "app"):
+        assert after[name].inputs == before[name].inputs
+        assert after[name].full != before[name].full
+    labels = {fingerprint.LABEL_PARTS: json.dumps(before["app"].parts)}
+    assert after["app"].changed_parts(labels) == ["base base", fingerprint.CA_PART]
+    assert after["app"].changed_parts({}) == ["parts"]
 
 
 def test_registry_location_does_not_count(tmp_path: Path) -> None:

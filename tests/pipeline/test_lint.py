@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from heps.core import settings
+from heps.core.errors import ConfigError
 from heps.images import graph, lint, recipes
 from tests.conftest import internal_from, simple_recipe, write_recipe
 from tests.pipeline.test_graph import REGISTRY
@@ -13,8 +16,9 @@ PROFILE = {"display_name": "App"}
 
 
 def lint_all(repo: Path) -> dict[str, lint.LintResult]:
-    tree = graph.resolve(recipes.discover(settings.load(repo, env={})), REGISTRY)
-    return {name: lint.lint(tree, name) for name in tree.order}
+    cfg = settings.load(repo, env={})
+    tree = graph.resolve(recipes.discover(cfg), REGISTRY)
+    return {name: lint.lint(tree, name, cfg.lint) for name in tree.order}
 
 
 def codes(result: lint.LintResult) -> list[tuple[str, int]]:
@@ -32,7 +36,7 @@ def test_clean_dockerfile_passes(tmp_path: Path) -> None:
     assert not result.failed and result.findings == ()
 
 
-def test_hadolint_findings_fail_with_file_and_line(tmp_path: Path) -> None:
+def test_hadolint_warnings_are_reported_and_pass_by_default(tmp_path: Path) -> None:
     write_recipe(
         tmp_path,
         "app",
@@ -40,9 +44,36 @@ def test_hadolint_findings_fail_with_file_and_line(tmp_path: Path) -> None:
         Dockerfile="FROM debian:12.5\nRUN cd /tmp && echo hi\n",
     )
     result = lint_all(tmp_path)["app"]
-    assert result.failed
+    assert not result.failed
     assert ("DL3003", 2) in codes(result)
     assert str(result.findings[0]).startswith("app-recipes/app/Dockerfile:2: DL3003 warning:")
+
+
+def test_hadolint_errors_fail_by_default(tmp_path: Path) -> None:
+    write_recipe(
+        tmp_path, "app", simple_recipe("app"), Dockerfile="FROM debian:12.5\nWORKDIR relative\n"
+    )
+    result = lint_all(tmp_path)["app"]
+    assert result.failed and ("DL3000", 2) in codes(result)
+
+
+def test_hadolint_yaml_threshold_and_heps_yaml_override(tmp_path: Path) -> None:
+    write_recipe(
+        tmp_path,
+        "app",
+        simple_recipe("app"),
+        Dockerfile="FROM debian:12.5\nRUN cd /tmp && echo hi\n",
+    )
+    (tmp_path / ".hadolint.yaml").write_text("failure-threshold: warning\n")
+    assert lint_all(tmp_path)["app"].failed
+    (tmp_path / "heps.yaml").write_text("lint: {failure_threshold: error}\n")
+    assert not lint_all(tmp_path)["app"].failed
+    (tmp_path / ".hadolint.yaml").unlink()
+    (tmp_path / "heps.yaml").write_text("lint: {failure_threshold: warning}\n")
+    assert lint_all(tmp_path)["app"].failed
+    (tmp_path / "heps.yaml").write_text("lint: {failure_threshold: loud}\n")
+    with pytest.raises(ConfigError, match=r"heps\.yaml"):
+        lint_all(tmp_path)
 
 
 def test_latest_and_untagged_external_bases(tmp_path: Path) -> None:

@@ -94,6 +94,14 @@ def test_testbed_passes_the_policies_and_production_needs_digests(repo: Path) ->
         reconcile.check(cfg, "production")
     assert refused.value.problems
     assert all("is not pinned by digest" in p for p in refused.value.problems)
+    # The pins to fix live in the production overlay, not in base/ where objects come from.
+    hub = next(p for p in refused.value.problems if p.startswith("k8s-overlays/base/hub/hub.yaml"))
+    where = hub.split("pin it in ")[1].split(" ")[0]
+    path, line = where.rsplit(":", 1)
+    assert path == "k8s-overlays/overlays/production/kustomization.yaml"
+    assert "heps-hub" in (repo / path).read_text().splitlines()[int(line) - 1]
+    profile = next(p for p in refused.value.problems if "ct-reconstruction" in p)
+    assert "pin it in k8s-overlays/overlays/production/profile-list.yaml:" in profile
     assert any(
         p.startswith("k8s-overlays/base/hub/hub.yaml: Deployment heps/hub: ")
         for p in refused.value.problems

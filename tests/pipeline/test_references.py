@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from heps.core.references import immutable_tag, is_valid, split_reference, version_of
+from heps.core.references import (
+    immutable_tag,
+    is_valid,
+    rebuild_tag,
+    split_reference,
+    version_of,
+)
 
 DIGEST = "sha256:" + "a" * 64
 
@@ -25,6 +31,13 @@ def test_immutable_tag_round_trips_every_version(version: str) -> None:
     assert version_of(immutable_tag(version, commit, False, "f" * 64)) == version
     assert version_of(immutable_tag(version, commit, True, "f" * 64)) == version
     assert version_of(immutable_tag(version, "unknown", True, "f" * 64)) == version
+    assert version_of(rebuild_tag(version, "e" * 64)) == version
+
+
+def test_rebuild_tags_differ_exactly_when_the_full_fingerprint_does() -> None:
+    assert rebuild_tag("1.0.0", "ab" * 32) == "1.0.0-fp" + "ab" * 6
+    assert rebuild_tag("1.0.0", "ab" * 32) != rebuild_tag("1.0.0", "ac" * 32)
+    assert is_valid(f"reg:5000/ns/app:{rebuild_tag('1.0.0-rc.1', 'ab' * 32)}")
 
 
 def test_a_version_tag_is_its_own_version() -> None:

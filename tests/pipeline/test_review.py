@@ -3,15 +3,19 @@ edit and a job definition edit, with builds in the real engine and registry."""
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from heps.ci import review
 from heps.core import log
+from heps.core.errors import ConfigError
 from tests.conftest import BUSYBOX, REPO_ROOT, Env, internal_from, simple_recipe, write_recipe
 
 
@@ -150,3 +154,31 @@ def test_secrets_are_masked_in_the_report(heps: Any, env: Env, history: str) -> 
     assert result.code == 0, result.err
     assert "+kind: Secret" in result.out and "client-secret: '***'" in result.out
     assert secret not in result.out
+
+
+def test_extraction_keeps_every_member_inside_on_python_3_11_2(tmp_path: Path) -> None:
+    """review extracts `git archive` output itself (TarFile.extractall's filter= exists
+    from 3.11.4 on only); a member that would leave the folder is refused, links skipped."""
+
+    def archive(*members: tarfile.TarInfo) -> tarfile.TarFile:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for member in members:
+                tar.addfile(member, io.BytesIO(b"x" * member.size))
+        buffer.seek(0)
+        return tarfile.open(fileobj=buffer)
+
+    good, link = tarfile.TarInfo("a/b.txt"), tarfile.TarInfo("a/link")
+    good.size, good.mode = 1, 0o755
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    with archive(good, link) as tar:
+        for member in tar.getmembers():
+            review._extract(tar, member, tmp_path / "out")
+    assert (tmp_path / "out/a/b.txt").read_text() == "x"
+    assert (tmp_path / "out/a/b.txt").stat().st_mode & 0o777 == 0o755
+    assert not (tmp_path / "out/a/link").exists()
+    evil = tarfile.TarInfo("../evil.txt")
+    evil.size = 1
+    with archive(evil) as tar, pytest.raises(ConfigError, match="would leave"):
+        review._extract(tar, tar.getmembers()[0], tmp_path / "out")
+    assert not (tmp_path / "evil.txt").exists()

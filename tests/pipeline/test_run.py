@@ -73,6 +73,8 @@ def test_run_builds_smoke_tests_pushes_and_reports(
     assert junit.get("failures") == "0"
     assert int(junit.get("tests", "0")) == 8  # (lint, build, smoke, push) x 2
     assert "2 built, 0 skipped, 0 failed" in result.out
+    timings = read_json(env.repo.parent / "state" / "build-seconds.json")  # next run's order
+    assert timings == {n: round(sum(by_name[n]["seconds"].values()), 3) for n in ("base", "child")}
     assert "[build] child: Step" in result.err and "[push] base: verified sha256:" in result.err
     no_secret(env, result.text, report_file.read_text(), junit_file.read_text())
 
@@ -94,10 +96,11 @@ def test_unchanged_tree_is_skipped_even_with_an_empty_docker_cache(
     assert statuses == {"base": ("skipped", "unchanged"), "child": ("skipped", "unchanged")}
 
 
-def test_base_change_rebuilds_child_on_the_new_base_and_guards_versions(
+def test_own_change_without_bump_is_refused_and_a_base_change_is_not(
     heps: Any, env: Env, docker_client: docker.DockerClient
 ) -> None:
     two_level_tree(env)
+    commit_all(env.repo)
     assert heps(env.repo, "run", "--all").code == 0
     registry = registry_of(env)
     old_child = registry.digest("child", "1.0.0")
@@ -105,30 +108,34 @@ def test_base_change_rebuilds_child_on_the_new_base_and_guards_versions(
     (base_dir / "Dockerfile").write_text(BASE_DOCKERFILE + "RUN echo v2 > /version\n")
     plan = heps(env.repo, "plan", "--json")
     reasons = {e["name"]: (e["reason"], e["version_taken"]) for e in json.loads(plan.out)}
-    assert reasons == {"base": ("changed", True), "child": ("base changed", True)}
+    assert reasons == {"base": ("changed", True), "child": ("base changed", False)}
+    refused = heps(env.repo, "run", "--all", "--report", str(env.repo / "r.json"))
+    assert refused.code == 1
+    entries = {r["name"]: r for r in read_json(env.repo / "r.json")["recipes"]}
+    assert entries["base"]["failed_stage"] == "version"
+    assert (
+        "own sources changed since without a version bump (app-recipes/base/Dockerfile); "
+        "bump `version` in app-recipes/base/recipe.yaml" in entries["base"]["error"]
+    )
+    assert entries["child"]["error"] == "not built: its base base failed"
     recipe = base_dir / "recipe.yaml"
     recipe.write_text(recipe.read_text().replace("1.0.0", "1.1.0"))
     text_plan = heps(env.repo, "plan")
+    child_tag = text_plan.out.split("(base base changed; as ")[1].split(")")[0]
     assert "build base 1.1.0: not in registry" in text_plan.out
-    assert (
-        "build child 1.0.0: base changed  on base  (version taken: bump it before pushing)"
-        in text_plan.out
+    assert "build child 1.0.0: base changed  on base  (base base changed; as 1.0.0-fp" in (
+        text_plan.out
     )
-    refused = heps(env.repo, "run", "--all", "--report", str(env.repo / "r.json"))
-    assert refused.code == 1
-    child = {r["name"]: r for r in read_json(env.repo / "r.json")["recipes"]}["child"]
-    assert (
-        child["failed_stage"] == "version"
-        and "bump `version` in app-recipes/child" in child["error"]
-    )
-    assert registry.digest("child", "1.0.0") == old_child  # never overwritten
-    child_recipe = env.repo / "app-recipes/child/recipe.yaml"
-    child_recipe.write_text(child_recipe.read_text().replace("1.0.0", "1.0.1"))
-    bumped = heps(env.repo, "run", "--all")
+    bumped = heps(env.repo, "run", "--all", "--report", str(env.repo / "r.json"))
     assert bumped.code == 0, bumped.text
+    child = {r["name"]: r for r in read_json(env.repo / "r.json")["recipes"]}["child"]
+    assert child["references"] == [f"{env.repository('child')}:{child_tag}"]
+    assert child["detail"] == "base base changed"
+    assert registry.digest("child", "1.0.0") == old_child  # the version tag never moves
+    assert registry.digest("child", child_tag) == child["digest"] != old_child
     new_base = docker_client.images.get(f"{env.repository('base')}:1.1.0").id
-    remote = registry.image("child", "1.0.1")
-    assert remote is not None and new_base in remote.labels["io.heps.bases"]
+    history = {layer["Id"] for layer in docker_client.api.history(child["references"][0])}
+    assert new_base in history  # built on the exact new base
 
 
 def test_failing_smoke_test_is_never_pushed(heps: Any, env: Env) -> None:
@@ -298,6 +305,14 @@ def git(repo: Path, *args: str) -> str:
     ).stdout.strip()
 
 
+def commit_all(repo: Path, message: str = "one") -> str:
+    if not (repo / ".git").exists():
+        git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
+    return git(repo, "rev-parse", "HEAD")
+
+
 def test_revision_tag_and_since_selection(heps: Any, env: Env) -> None:
     two_level_tree(env)
     write_recipe(
@@ -380,3 +395,42 @@ def test_dirty_context_outside_the_recipe_folder_marks_the_tag(heps: Any, env: E
     assert result.code == 0, result.text
     (entry,) = read_json(env.repo.parent / "r.json")["recipes"]
     assert ".dirty." in entry["references"][1]
+
+
+GLOBALS = "ARG REGISTRY\nARG OWNER\n"
+FORMS = {
+    "argref": "ARG REGISTRY=x\nARG OWNER=y\nARG BASE=${REGISTRY}/${OWNER}/base\nFROM ${BASE}\n",
+    "default": GLOBALS + "ARG NAME\nFROM ${REGISTRY}/${OWNER}/${NAME:-base}\n",
+    "scope": GLOBALS + "ARG V=base\nFROM ${REGISTRY}/${OWNER}/${V} AS one\nARG V=nothing\n"
+    "RUN true\nFROM ${REGISTRY}/${OWNER}/${V}\n",
+    "platform": GLOBALS + "FROM --platform=linux/amd64 ${REGISTRY}/${OWNER}/base AS build\n"
+    "RUN true\nFROM build\n",
+    "escape": "# escape=`\n" + GLOBALS + "FROM `\n  ${REGISTRY}/${OWNER}/base `\n  AS b\n",
+    "tagged": GLOBALS + "FROM ${REGISTRY}/${OWNER}/base:1.0.0\n",
+    "stageonly": GLOBALS + f"FROM ${{REGISTRY}}/${{OWNER}}/base AS src\nFROM {BUSYBOX}\n"
+    "COPY --from=src /hello /from-base\n",
+}
+
+
+def test_each_dockerfile_form_builds_on_the_base_the_builder_would_use(
+    heps: Any, env: Env, docker_client: docker.DockerClient
+) -> None:
+    """What graph and fingerprint read from each FROM form is what the engine built on:
+    the base image built in this run is in each child's history."""
+    write_recipe(env.repo, "base", simple_recipe("base"), Dockerfile=BASE_DOCKERFILE)
+    for name, text in FORMS.items():
+        recipe = simple_recipe(name)
+        if name == "stageonly":  # the base's file, copied from the build stage
+            check = {"name": "base", "run": ["cat", "/from-base"], "expect_output": "base"}
+            recipe["smoke"]["commands"].append(check)
+        write_recipe(env.repo, name, recipe, Dockerfile=text + f"RUN echo {name} > /hello\n")
+    plan = json.loads(heps(env.repo, "plan", "--json").out)
+    assert {e["name"]: e["bases"] for e in plan} == {"base": [], **{n: ["base"] for n in FORMS}}
+    result = heps(env.repo, "run", "--all", "--report", str(env.repo.parent / "r.json"))
+    assert result.code == 0, result.text
+    base_id = docker_client.images.get(f"{env.repository('base')}:1.0.0").id
+    for name in FORMS:
+        image = docker_client.images.get(f"{env.repository(name)}:1.0.0")
+        history = {layer["Id"] for layer in docker_client.api.history(image.id)}
+        assert (base_id in history) == (name != "stageonly"), name
+        assert json.loads(image.labels["io.heps.bases"]) == {"base": base_id}

@@ -22,7 +22,7 @@ from heps.core.errors import ConfigError, HepsError
 from heps.core.references import split_reference
 from heps.core.settings import Settings
 from heps.gitops import promote
-from heps.images import graph, lint, recipes, source
+from heps.images import graph, lint, recipes, source, versions
 from heps.images.run import changed_recipes
 from heps.systems import engine
 from heps.systems.engine import ContainerEngine, EngineError
@@ -52,10 +52,13 @@ class Review:
     overlays: dict[str, str] = field(default_factory=dict)
     """Overlay -> unified diff of its rendered objects (Secrets masked)."""
     jenkins: str = ""
+    problems: list[str] = field(default_factory=list)
+    """Why the change cannot be merged as is: own changes without a version bump,
+    untracked files in a build context."""
 
     @property
     def empty(self) -> bool:
-        return not (self.apps or self.overlays or self.jenkins)
+        return not (self.apps or self.overlays or self.jenkins or self.problems)
 
     def as_json(self) -> str:
         return json.dumps(log.mask(asdict(self)), indent=2) + "\n"  # mask, then encode
@@ -65,6 +68,10 @@ class Review:
         if self.empty:
             return f"# Review {span}\n\nNothing to review: no recipe, overlay or job changed.\n"
         out = [f"# Review {span}\n"]
+        if self.problems:
+            out.append("## Refused\n")
+            out.extend(f"- {p}" for p in self.problems)
+            out.append("")
         if self.apps:
             out.append(
                 "| recipe | version | why | lint | build and smoke | size |\n"
@@ -113,10 +120,11 @@ def make(settings: Settings, base: str, report: Path | None) -> Review:
         existed = git.show(base, recipe.display) is not None
         why = (CHANGED if existed else NEW) if name in changed else BASE_CHANGED
         app = AppReview(name, recipe.version, why)
-        app.lint = [str(f) for f in lint.lint(tree, name).findings]
+        app.lint = [str(f) for f in lint.lint(tree, name, settings.lint).findings]
         _add_run(app, runs.get(name))
         review.apps.append(app)
     _add_sizes(settings, review.apps, runs)
+    review.problems = versions.unbumped(tree, changed, base)
     paths = [p.relative_to(repo).as_posix() for p in changed_paths]
     overlays_dir = settings.gitops.overlays_dir
     if any(p.startswith(overlays_dir + "/") for p in paths):

@@ -10,6 +10,7 @@ Rendering goes through a throw-away kustomization that includes the overlay with
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -186,17 +187,38 @@ def settings_images(m: Manifest) -> Iterator[tuple[str, str]]:
                 yield f"data.{key}:{node.start_mark.line + 1}: image", node.value
 
 
-def _image_problems(image: str, digest_required: bool) -> list[str]:
+def pinned_where(folder: Path, repo: Path, image: str) -> str | None:
+    """The overlay file and line that pins `image`'s repository (an `image:` field or a
+    kustomize `images:` entry naming it): where a missing digest is to be fixed, rather
+    than the base file the object was rendered from."""
+    name = split_reference(image)[0].rsplit("/", 1)[-1]
+    pattern = re.compile(rf"^\s*-?\s*(image|name|newName):\s*['\"]?(\S*/)?{re.escape(name)}\b")
+    for path in sorted(folder.rglob("*.y*ml")):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if pattern.match(line):
+                return f"{os.path.relpath(path, repo)}:{number}"
+    return None
+
+
+def _image_problems(
+    image: str, digest_required: bool, overlay: tuple[Path, Path] | None = None
+) -> list[str]:
+    """`overlay`: (repository root, overlay folder), to name the file holding the pin."""
     _, tag, digest = split_reference(image)
     if digest_required and not digest:
-        return [f"'{image}' is not pinned by digest; promote it (heps promote) instead"]
+        where = pinned_where(overlay[1], overlay[0], image) if overlay else None
+        fix = f"pin it in {where} (heps promote)" if where else "promote it (heps promote) instead"
+        return [f"'{image}' is not pinned by digest; {fix}"]
     if tag == "latest" or (tag is None and digest is None):
         return [f"'{image}' runs whatever 'latest' is; pin a version (heps promote)"]
     return []
 
 
 def policy_problems(
-    manifests: list[Manifest], overlay: str, settings: ReconcileSettings
+    manifests: list[Manifest],
+    overlay: str,
+    settings: ReconcileSettings,
+    folder: tuple[Path, Path] | None = None,
 ) -> list[str]:
     """The project's rules: images pinned (by digest where required, never `latest`),
     requests and limits on every container, no privileged container unless listed."""
@@ -205,7 +227,7 @@ def policy_problems(
     for m in manifests:
         for field, container in containers(m):
             name = container.get("name", "?")
-            for text in _image_problems(str(container.get("image", "")), by_digest):
+            for text in _image_problems(str(container.get("image", "")), by_digest, folder):
                 problems.append(m.problem(f"{field}.image", text))
             resources = container.get("resources") or {}
             for part in ("requests", "limits"):
@@ -230,7 +252,9 @@ def policy_problems(
                     )
                 )
         for field, image in settings_images(m):
-            problems.extend(m.problem(field, text) for text in _image_problems(image, by_digest))
+            problems.extend(
+                m.problem(field, text) for text in _image_problems(image, by_digest, folder)
+            )
     return problems
 
 

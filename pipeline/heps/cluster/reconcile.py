@@ -63,9 +63,11 @@ class Outcome:
 
 def check(settings: Settings, overlay: str) -> list[Manifest]:
     """The overlay rendered, or a ConfigError with one line per schema or policy problem."""
-    rendered = manifests.render(settings.repo, overlay_dir(settings.repo, settings, overlay))
+    folder = overlay_dir(settings.repo, settings, overlay)
+    rendered = manifests.render(settings.repo, folder)
     problems = manifests.schema_problems(rendered, settings.reconcile.kubernetes_version)
-    problems += manifests.policy_problems(rendered, overlay, settings.reconcile)
+    pins = (settings.repo, folder)
+    problems += manifests.policy_problems(rendered, overlay, settings.reconcile, pins)
     if problems:
         raise ConfigError(problems)
     return rendered

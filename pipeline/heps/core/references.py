@@ -46,12 +46,21 @@ def is_valid(reference: str) -> bool:
 
 
 def immutable_tag(version: str, commit: str, dirty: bool, fingerprint: str) -> str:
-    """VERSION-g<commit12> (VERSION-g<commit12>.dirty.<fp8> for uncommitted sources), or
-    VERSION-fp<fp12> outside a git checkout."""
+    """The tag pushed beside the version tag when a version's own sources are built:
+    VERSION-g<commit12> (VERSION-g<commit12>.dirty.<fp8> for uncommitted sources), or
+    `rebuild_tag` outside a git checkout."""
     if commit == "unknown":
-        return f"{version}-fp{fingerprint[:12]}"
+        return rebuild_tag(version, fingerprint)
     tag = f"{version}-g{commit[:12]}"
     return f"{tag}.dirty.{fingerprint[:8]}" if dirty else tag
+
+
+def rebuild_tag(version: str, fingerprint: str) -> str:
+    """VERSION-fp<fp12>: the only tag of an image rebuilt because something it is built
+    on changed (a base, the site CA bundle). Derived from the full fingerprint alone, so
+    the next run finds it again without a cache, and two builds of one version from
+    different inputs never share it; the version tag keeps naming the first image."""
+    return f"{version}-fp{fingerprint[:12]}"
 
 
 def version_of(tag: str) -> str:

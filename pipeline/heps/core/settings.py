@@ -105,6 +105,12 @@ class BuildSettings:
 
 
 @dataclass(frozen=True)
+class LintSettings:
+    failure_threshold: str | None = None
+    """Lowest hadolint level that fails a recipe; None: .hadolint.yaml's, else error."""
+
+
+@dataclass(frozen=True)
 class SmokeSettings:
     timeout: float = 300.0
     """Seconds a smoke command may run before its container is killed."""
@@ -152,6 +158,7 @@ class Settings:
     registry: RegistrySettings = RegistrySettings()
     build: BuildSettings = BuildSettings()
     smoke: SmokeSettings = SmokeSettings()
+    lint: LintSettings = LintSettings()
     gitops: GitOpsSettings = GitOpsSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
     jenkins: JenkinsSettings = JenkinsSettings()
@@ -204,6 +211,7 @@ def load(
         registry=_section(RegistrySettings, raw.get("registry", {})),
         build=_section(BuildSettings, raw.get("build", {}), ca_bundle=Path),
         smoke=_section(SmokeSettings, raw.get("smoke", {})),
+        lint=_section(LintSettings, raw.get("lint", {})),
         gitops=_gitops(raw.get("gitops", {}), env),
         reconcile=_section(
             ReconcileSettings,

@@ -49,6 +49,8 @@ class OverlayEdit:
     """App -> where the overlay refers to it (file:line)."""
     unused: list[str] = field(default_factory=list)
     """Apps pinned by nobody: the overlay and its bases do not use them."""
+    before: dict[str, str] = field(default_factory=dict)
+    """App -> the image its first pinned field named before this edit."""
 
 
 def _yaml_files(root: Path, folder: Path) -> list[Path]:
@@ -79,6 +81,7 @@ def edit_overlay(
             raise StageError("promote", str(exc)) from None
         for item in found:
             edit.used.setdefault(item.app, []).append(f"{shown}:{item.line + 1}")
+            edit.before.setdefault(item.app, item.value)
             if item.kind == "kustomize" and path == folder / KUSTOMIZATION:
                 in_kustomization.add(item.app)
         if new != text:
@@ -251,7 +254,7 @@ def _pin_of(
     named, tag, _ = split_reference(reference)
     if named != repository or not tag:
         raise refuse(field_name, f"{reference!r} is not a tag of {repository}")
-    reason = entry.get("reason", "")
+    reason = entry.get("detail") or entry.get("reason", "")
     if not isinstance(reason, str) or not _REASON.fullmatch(reason):
         raise refuse("reason", "not a short line of plain text")
     return Pin(app, repository, tag, digest, version_of(tag), reason)
@@ -320,10 +323,13 @@ def previous_pin(root: Path, settings: Settings, overlay: str, app: str, reposit
 def message(overlay: str, pins: list[Pin], edit: OverlayEdit) -> str:
     changed = [p for p in pins if p.app in edit.used]
     title = f"promote {overlay}: " + ", ".join(f"{p.app} {p.version or p.tag}" for p in changed)
-    lines = [
-        f"- {p.app} {p.version or p.tag} {p.digest}" + (f" ({p.reason})" if p.reason else "")
-        for p in changed
-    ]
+    lines = []
+    for p in changed:
+        old = split_reference(edit.before.get(p.app, ""))[2]
+        notes = [p.reason] if p.reason else []
+        notes += [f"was {old}"] if old and old != p.digest else []
+        note = f" ({'; '.join(notes)})" if notes else ""
+        lines.append(f"- {p.app} {p.version or p.tag} {p.digest}{note}")
     return f"{title[:200]}\n\n" + "\n".join(lines) + f"\n\nHeps-Promotion: {overlay}\n"
 
 

@@ -26,7 +26,13 @@ from heps.core import log
 from heps.core.errors import StageError
 from heps.core.references import split_reference
 from heps.images import dockerfile
-from heps.images.fingerprint import LABEL_FULL, LABEL_INPUTS, Fingerprint, context_files
+from heps.images.fingerprint import (
+    LABEL_FULL,
+    LABEL_INPUTS,
+    LABEL_PARTS,
+    Fingerprint,
+    context_files,
+)
 from heps.images.graph import Node
 from heps.images.recipes import Bootstrap, Recipe
 from heps.systems.engine import ContainerEngine, Interrupted
@@ -65,6 +71,7 @@ class BuildRequest:
             "org.opencontainers.image.created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             LABEL_FULL: self.fingerprint.full,
             LABEL_INPUTS: self.fingerprint.inputs,
+            LABEL_PARTS: json.dumps(self.fingerprint.parts, sort_keys=True),
         }
         if self.source_url:
             labels["org.opencontainers.image.source"] = self.source_url

@@ -1,15 +1,25 @@
-"""A Dockerfile reader just deep enough for the pipeline: instructions with line numbers,
-global ARG defaults, and FROM lines resolved the way the Docker builder resolves them.
+"""Dockerfiles read as the Docker builder reads them: instructions with line numbers,
+and FROM lines resolved with the global ARGs the way the builder resolves them.
+
+Instructions come from `dockerfile-parse` (parser directives such as `escape`, line
+continuations, comments inside them, line spans). Its own ARG expansion is not used:
+dockerfile-parse 2.0 leaves `ARG BASE=${REGISTRY}/${OWNER}/base` unexpanded when BASE is
+used in FROM, and turns `${TAG:-1.35}` into `:-1.35}`; both are everyday forms here, so
+`parse` evaluates the global ARGs itself: each default expanded with the ARGs declared
+before it, `--build-arg` values overriding declared ARGs only, stage ARGs never reaching
+a FROM.
 """
 
 from __future__ import annotations
 
+import io
 import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-_DIRECTIVE = re.compile(r"^#\s*([a-zA-Z]+)\s*=\s*(\S+)\s*$")
+from dockerfile_parse import DockerfileParser
+
 _VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::([-+])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
@@ -60,39 +70,13 @@ def substitute(text: str, values: dict[str, str | None]) -> str:
 
 
 def instructions(text: str) -> list[Instruction]:
-    """Instructions with 1-based line spans; comments and blank lines dropped."""
-    lines = text.splitlines()
-    escape = "\\"
-    for raw in lines:  # parser directives come first, before any other line
-        directive = _DIRECTIVE.match(raw)
-        if not directive:
-            break
-        if directive.group(1).lower() == "escape":
-            escape = directive.group(2)
-    result: list[Instruction] = []
-    parts: list[str] = []
-    start = 0
-    for number, raw in enumerate(lines, 1):
-        stripped = raw.strip()
-        if not parts and (not stripped or stripped.startswith("#")):
-            continue
-        if parts and stripped.startswith("#"):
-            continue  # comments inside a continuation are removed by the builder too
-        if not parts:
-            start = number
-        if stripped.endswith(escape):
-            parts.append(stripped[: -len(escape)])
-            continue
-        parts.append(stripped)
-        joined = " ".join(p.strip() for p in parts if p.strip())
-        keyword, _, value = joined.partition(" ")
-        result.append(Instruction(keyword.upper(), value.strip(), start, number))
-        parts = []
-    if parts:
-        joined = " ".join(parts)
-        keyword, _, value = joined.partition(" ")
-        result.append(Instruction(keyword.upper(), value.strip(), start, len(lines)))
-    return result
+    """Instructions with 1-based line spans; comments and parser directives dropped."""
+    parser = DockerfileParser(fileobj=io.StringIO(text))
+    return [
+        Instruction(i["instruction"], i["value"].strip(), i["startline"] + 1, i["endline"] + 1)
+        for i in parser.structure
+        if i["instruction"] != "COMMENT"
+    ]
 
 
 def parse_args(value: str) -> dict[str, str | None]:
@@ -111,9 +95,12 @@ def parse(path: Path, build_args: dict[str, str]) -> Dockerfile:
     stages: list[Stage] = []
     aliases: set[str] = set()
     for step in steps:
-        if step.keyword == "ARG" and not stages:
+        if step.keyword == "ARG" and not stages:  # global ARGs: the only ones FROM sees
             for name, default in parse_args(step.value).items():
-                scope[name] = build_args.get(name, default)
+                if name in build_args:
+                    scope[name] = build_args[name]
+                else:
+                    scope[name] = None if default is None else substitute(default, scope)
         elif step.keyword == "FROM":
             words = step.value.split()
             platform = None

@@ -1,10 +1,12 @@
 """Content fingerprints: what decides whether a recipe needs building.
 
-A recipe's *inputs* fingerprint covers everything of its own that reaches the image
+A recipe's *inputs* fingerprint covers its own sources, what its owner versions
 (version, Dockerfile, build args, context files as `.dockerignore` filters them, the
-site CA bundle, the bootstrap spec). Its *full* fingerprint adds its bases' full
-fingerprints, so a base change ripples down. Both are stored as image labels, which
-is how an empty Docker cache still finds an unchanged image in the registry.
+bootstrap spec). Its *full* fingerprint adds what it is built on, the *parts*: its
+bases' full fingerprints and the site CA bundle, so a change there ripples down and
+rebuilds the recipe under a tag of its own without a version bump. All three are
+stored as image labels, which is how an empty Docker cache still finds an unchanged
+image in the registry, and how a rebuild says which part changed.
 """
 
 from __future__ import annotations
@@ -24,12 +26,39 @@ from heps.systems.engine import context_paths
 PIPELINE_ARGS = frozenset({"REGISTRY", "OWNER"})
 LABEL_FULL = "io.heps.fingerprint"
 LABEL_INPUTS = "io.heps.fingerprint.inputs"
+LABEL_PARTS = "io.heps.fingerprint.parts"
+CA_PART = "site CA bundle"
 
 
 @dataclass(frozen=True)
 class Fingerprint:
     inputs: str
     full: str
+    parts: dict[str, str]
+    """What the recipe is built on: "base NAME" -> that base's full fingerprint, and
+    CA_PART -> the bundle's digest."""
+
+    def changed_parts(self, labels: dict[str, str]) -> list[str]:
+        """The parts that differ from an image's labels, e.g. ["base debian-base"];
+        ["parts"] when the image predates the parts label."""
+        try:
+            before = json.loads(labels[LABEL_PARTS])
+        except (KeyError, ValueError):
+            return ["parts"]
+        keys = sorted(set(before) | set(self.parts))
+        return [k for k in keys if before.get(k) != self.parts.get(k)]
+
+
+def ignore_patterns(build: DockerBuild) -> list[str]:
+    """The context's `.dockerignore` patterns, as the engine reads them."""
+    ignore = build.context / ".dockerignore"
+    if not ignore.exists():
+        return []
+    return [
+        line.strip()
+        for line in ignore.read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def context_files(recipe: Recipe, build: DockerBuild) -> list[str]:
@@ -38,14 +67,7 @@ def context_files(recipe: Recipe, build: DockerBuild) -> list[str]:
     The recipe's own recipe.yaml is metadata (profile, smoke checks), never image content.
     """
     root = build.context
-    ignore = root / ".dockerignore"
-    patterns: list[str] = []
-    if ignore.exists():
-        patterns = [
-            line.strip()
-            for line in ignore.read_text(encoding="utf-8").splitlines()
-            if line.strip() and not line.lstrip().startswith("#")
-        ]
+    patterns = ignore_patterns(build)
     dockerfile = os.path.relpath(build.dockerfile, root)
     own_recipe = os.path.relpath(recipe.folder / "recipe.yaml", root)
     found = []
@@ -67,8 +89,8 @@ def _file_digest(path: Path) -> str:
     return f"{'x' if mode & 0o111 else '-'}:{digest}"
 
 
-def inputs(recipe: Recipe, ca_bundle: Path | None) -> str:
-    """The recipe's own inputs fingerprint (bases not included)."""
+def inputs(recipe: Recipe) -> str:
+    """The recipe's own inputs fingerprint (neither bases nor the CA bundle)."""
     h = hashlib.sha256()
 
     def add(*parts: str) -> None:
@@ -76,9 +98,7 @@ def inputs(recipe: Recipe, ca_bundle: Path | None) -> str:
             h.update(part.encode())
             h.update(b"\0")
 
-    add("heps-fingerprint-v1", recipe.version)
-    if ca_bundle is not None:
-        add("ca", _file_digest(ca_bundle))
+    add("heps-fingerprint-v2", recipe.version)
     if recipe.bootstrap is not None:
         add("bootstrap", json.dumps(recipe.bootstrap.__dict__, sort_keys=True, default=list))
     if recipe.build is not None:
@@ -94,10 +114,12 @@ def inputs(recipe: Recipe, ca_bundle: Path | None) -> str:
 def compute(graph: Graph, ca_bundle: Path | None) -> dict[str, Fingerprint]:
     """Fingerprints of every recipe in the graph, bases first."""
     result: dict[str, Fingerprint] = {}
+    ca = {CA_PART: _file_digest(ca_bundle)} if ca_bundle is not None else {}
     for name in graph.order:
-        own = inputs(graph.nodes[name].recipe, ca_bundle)
+        own = inputs(graph.nodes[name].recipe)
+        parts = {f"base {b}": result[b].full for b in graph.base_names(name)} | ca
         h = hashlib.sha256(own.encode())
-        for base in graph.base_names(name):
-            h.update(b"\0" + base.encode() + b"=" + result[base].full.encode())
-        result[name] = Fingerprint(inputs=own, full=h.hexdigest())
+        for key, value in sorted(parts.items()):
+            h.update(f"\0{key}={value}".encode())
+        result[name] = Fingerprint(inputs=own, full=h.hexdigest(), parts=parts)
     return result

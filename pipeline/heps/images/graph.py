@@ -3,7 +3,8 @@
 A Dockerfile names another recipe's image as docker-stacks does,
 ``FROM ${REGISTRY}/${OWNER}/<recipe>[:tag]``; the pipeline sets REGISTRY and OWNER to
 the configured registry and namespace, so after substitution an internal base is any
-image under that prefix.
+image under that prefix. Its tag, when there is one, must name the version the tree
+builds; the build always uses the exact image just built (or found) for it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import heapq
 from dataclasses import dataclass
 
 from heps.core.errors import ConfigError
-from heps.core.references import split_reference
+from heps.core.references import split_reference, version_of
 from heps.core.settings import RegistrySettings
 from heps.images import dockerfile
 from heps.images.recipes import Recipe
@@ -61,7 +62,9 @@ def build_args(recipe: Recipe, registry: RegistrySettings) -> dict[str, str]:
     return args
 
 
-def _node(recipe: Recipe, registry: RegistrySettings, names: set[str], problems: list[str]) -> Node:
+def _node(
+    recipe: Recipe, registry: RegistrySettings, versions: dict[str, str], problems: list[str]
+) -> Node:
     args = build_args(recipe, registry)
     if recipe.build is None:
         return Node(recipe, args, None, (), ())
@@ -87,7 +90,7 @@ def _node(recipe: Recipe, registry: RegistrySettings, names: set[str], problems:
             external.append(stage.image)
             continue
         base = repo[len(prefix) :]
-        if base not in names:
+        if base not in versions:
             problems.append(
                 f"{shown}:{stage.line}: FROM: '{stage.image}' names no recipe in the tree; "
                 f"add app-recipes/{base} or fix the name"
@@ -98,19 +101,20 @@ def _node(recipe: Recipe, registry: RegistrySettings, names: set[str], problems:
             )
         else:
             bases.append(BaseRef(base, stage.line))
-            if tag is not None and tag != "latest":
+            if tag not in (None, "latest") and version_of(tag) != versions[base]:
                 problems.append(
-                    f"{shown}:{stage.line}: FROM: tag ':{tag}' on an internal base; drop it, the "
-                    "pipeline pins the exact digest it just built"
+                    f"{shown}:{stage.line}: FROM: ':{tag}' names {base} {version_of(tag)}, the "
+                    f"tree builds {base} {versions[base]}; drop the tag (the pipeline builds on "
+                    "the exact image it built from the tree) or make the versions agree"
                 )
     return Node(recipe, args, parsed, tuple(bases), tuple(external))
 
 
 def resolve(recipes: list[Recipe], registry: RegistrySettings) -> Graph:
     """Link every recipe to its bases and order them; ConfigError on unknown bases or cycles."""
-    names = {r.name for r in recipes}
+    versions = {r.name: r.version for r in recipes}
     problems: list[str] = []
-    nodes = {r.name: _node(r, registry, names, problems) for r in recipes}
+    nodes = {r.name: _node(r, registry, versions, problems) for r in recipes}
     if problems:
         raise ConfigError(problems)
     waiting = {n: {b.recipe for b in node.bases} for n, node in nodes.items()}

@@ -1,5 +1,9 @@
 """Lint: hadolint with the repository's `.hadolint.yaml`, plus the project's own rules.
 
+Which hadolint findings fail a recipe (all are reported, in the run report and review):
+`lint.failure_threshold` in heps.yaml if set, else the `failure-threshold` of the
+repository's `.hadolint.yaml`, else `error`: warnings never fail by default.
+
 Own rules (always errors):
 - HEPS001 an external base without a tag, or tagged `latest`: builds must be repeatable;
 - HEPS002 a user-facing image (one with a `profile:`) whose final user is root;
@@ -15,14 +19,19 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
 from heps.core import tools
 from heps.core.references import split_reference
+from heps.core.settings import LintSettings
 from heps.images import dockerfile
 from heps.images.graph import Graph
 
 HADOLINT_CONFIG = ".hadolint.yaml"
 HADOLINT_TIMEOUT = 60.0
 """Seconds hadolint may take on one Dockerfile; past it, a lint failure of that recipe."""
+DEFAULT_THRESHOLD = "error"
 _SECRET_NAME = re.compile(r"passw(or)?d|secret|token|api[_-]?key|private[_-]?key|credential", re.I)
 _ROOT_USERS = {"root", "0", "0:0", "root:root"}
 
@@ -46,8 +55,22 @@ class LintResult:
     failed: bool
 
 
-def hadolint(path: Path, shown: str, repo: Path) -> tuple[list[Finding], bool]:
-    """hadolint's findings for one Dockerfile, and whether they cross the configured threshold."""
+def threshold(repo: Path, configured: str | None) -> str | None:
+    """The --failure-threshold to pass; None when .hadolint.yaml's own one applies."""
+    if configured:
+        return configured
+    config = repo / HADOLINT_CONFIG
+    try:
+        data = YAML(typ="safe").load(config.read_text(encoding="utf-8")) if config.exists() else {}
+    except YAMLError:
+        data = {}  # hadolint itself reports the broken file
+    return None if isinstance(data, dict) and "failure-threshold" in data else DEFAULT_THRESHOLD
+
+
+def hadolint(
+    path: Path, shown: str, repo: Path, configured: str | None = None
+) -> tuple[list[Finding], bool]:
+    """hadolint's findings for one Dockerfile, and whether they cross the threshold."""
     binary = tools.find("hadolint")
     if binary is None:
         return [
@@ -59,6 +82,9 @@ def hadolint(path: Path, shown: str, repo: Path) -> tuple[list[Finding], bool]:
     config = repo / HADOLINT_CONFIG
     if config.exists():
         command += ["--config", str(config)]
+    level = threshold(repo, configured)
+    if level:
+        command += ["--failure-threshold", level]
     try:
         done = subprocess.run(
             [*command, str(path)], capture_output=True, text=True, timeout=HADOLINT_TIMEOUT
@@ -160,13 +186,16 @@ def own_rules(graph: Graph, name: str) -> list[Finding]:
     return found
 
 
-def lint(graph: Graph, name: str) -> LintResult:
+def lint(graph: Graph, name: str, settings: LintSettings | None = None) -> LintResult:
     node = graph.nodes[name]
     recipe = node.recipe
     if recipe.build is None:
         return LintResult(name, (), False)
     findings, failed = hadolint(
-        recipe.build.dockerfile, recipe.show(recipe.build.dockerfile), recipe.repo
+        recipe.build.dockerfile,
+        recipe.show(recipe.build.dockerfile),
+        recipe.repo,
+        settings.failure_threshold if settings else None,
     )
     mine = own_rules(graph, name)
     return LintResult(name, tuple(findings + mine), failed or bool(mine))

@@ -27,9 +27,12 @@ class RecipeReport:
     version: str
     reason: str
     """Why it was considered: changed, base changed, not in registry, unchanged."""
+    detail: str = ""
+    """For `base changed`: what changed ("base debian-base changed")."""
     status: str = SKIPPED
     image: str = ""
-    """REGISTRY/NAMESPACE/NAME:VERSION"""
+    """REGISTRY/NAMESPACE/NAME:TAG of this fingerprint: the version tag, or the rebuild
+    tag VERSION-fp<fingerprint> when the version tag names an older image."""
     references: list[str] = field(default_factory=list)
     digest: str | None = None
     pushed: bool = False

@@ -12,11 +12,12 @@ the start of the next one.
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +26,9 @@ from typing import TypeVar
 from heps.core import log, references
 from heps.core.errors import ConfigError, StageError
 from heps.core.settings import Credentials, Settings, credentials
-from heps.images import fingerprint, graph, lint, plan, push, recipes, smoke, source
+from heps.images import fingerprint, graph, lint, plan, push, recipes, smoke, source, versions
 from heps.images.build import BuildRequest, builder_for
-from heps.images.report import BUILT, FAILED, SKIPPED, RecipeReport
+from heps.images.report import BUILT, FAILED, SKIPPED, RecipeReport, write_atomic
 from heps.systems.engine import (
     OWNER_LABEL,
     RECIPE_LABEL,
@@ -85,16 +86,8 @@ def changed_recipes(tree: graph.Graph, changed: list[Path]) -> set[str]:
     return {name for name, node in tree.nodes.items() if _touched(node, changed)}
 
 
-def _source_paths(node: graph.Node) -> list[Path]:
-    """Where a recipe's sources live: its folder, and its context and Dockerfile."""
-    roots = [node.recipe.folder]
-    if node.recipe.build:
-        roots += [node.recipe.build.context, node.recipe.build.dockerfile]
-    return roots
-
-
 def _touched(node: graph.Node, changed: list[Path]) -> bool:
-    roots = _source_paths(node)
+    roots = versions.source_paths(node)
     return any(path == root or root in path.parents for path in changed for root in roots)
 
 
@@ -129,16 +122,19 @@ class Runner:
 
     def revision(self, name: str) -> source.Revision:
         """The commit, and whether this recipe's own sources differ from it."""
-        return source.revision(self.p.settings.repo, _source_paths(self.p.graph.nodes[name]))
-
-    def references(self, name: str) -> tuple[str, ...]:
-        recipe = self.p.graph.nodes[name].recipe
-        repo = self.p.settings.registry.repository(name)
-        rev = self.revision(name)
-        tag = references.immutable_tag(
-            recipe.version, rev.commit, rev.dirty, self.p.fingerprints[name].full
+        return source.revision(
+            self.p.settings.repo, versions.source_paths(self.p.graph.nodes[name])
         )
-        return (f"{repo}:{recipe.version}", f"{repo}:{tag}")
+
+    def references(self, entry: plan.PlanEntry) -> tuple[str, ...]:
+        """Tags a build gets: the version tag and VERSION-g<commit>, or the rebuild tag
+        alone when only what it is built on changed (the version tag never moves)."""
+        if entry.rebuild:
+            return (entry.reference,)
+        repo = self.p.settings.registry.repository(entry.name)
+        rev = self.revision(entry.name)
+        tag = references.immutable_tag(entry.version, rev.commit, rev.dirty, entry.fingerprint)
+        return (f"{repo}:{entry.version}", f"{repo}:{tag}")
 
     @property
     def engine(self) -> ContainerEngine:
@@ -150,10 +146,10 @@ class Runner:
         """Local image ID of a base: built in this run, or pulled by its registry digest."""
         if name in self.image_ids:
             return self.image_ids[name]
-        version = self.p.graph.nodes[name].recipe.version
-        digest = self.p.registry.digest(name, version)
-        if digest is None:
-            raise StageError("build", f"base {name}:{version} vanished from the registry")
+        found = self.p.plan.looked_up[name]
+        digest = found.digest
+        if digest is None or self.p.registry.digest(name, digest) is None:
+            raise StageError("build", f"base {found.reference} vanished from the registry")
         repo = self.p.settings.registry.repository(name)
         log.phase("build", name, f"pulling base {repo}@{digest}")
         image_id = self.engine.pull(repo, digest, self.p.creds)
@@ -176,9 +172,7 @@ class Runner:
             if self.do_push and entry.version_taken:
                 node = self.p.graph.nodes[entry.name]
                 raise StageError(
-                    "version",
-                    f"{entry.image} already holds another image, {entry.remote_digest} "
-                    f"({entry.reason}); bump `version` in {node.recipe.display}",
+                    "version", versions.version_taken(node, entry.image, entry.built_from)
                 )
             completed = None
             if self.do_push:
@@ -213,7 +207,9 @@ class Runner:
         """Lint, build, smoke-test and (unless --no-push) push one recipe."""
         node = self.p.graph.nodes[entry.name]
         settings = self.p.settings
-        result = self._timed(report, "lint", lambda: lint.lint(self.p.graph, entry.name))
+        result = self._timed(
+            report, "lint", lambda: lint.lint(self.p.graph, entry.name, settings.lint)
+        )
         report.lint = list(result.findings)
         for finding in result.findings:
             log.phase("lint", entry.name, str(finding))
@@ -301,27 +297,33 @@ class Runner:
                 name=entry.name,
                 version=entry.version,
                 reason=entry.reason,
-                image=entry.image,
+                image=entry.reference,
+                detail=entry.detail,
                 fingerprint=entry.fingerprint,
-                references=list(self.references(entry.name)) if entry.build else [entry.image],
-                digest=None if entry.build else entry.remote_digest,
+                references=list(self.references(entry)) if entry.build else [entry.reference],
+                digest=entry.digest,
             )
+        timings = self.p.settings.state_dir / TIMINGS_FILE
         self.remove_containers({OWNER_LABEL: ""})  # left by runs that are gone
         try:
             with self._signals():
-                self._schedule()
+                self._schedule(
+                    critical_first([e for e in self.p.plan.entries if e.build], _read(timings))
+                )
         finally:
             self.remove_containers({RUN_LABEL: self.run_id})
+        _remember(timings, self.reports.values())
         return [self.reports[e.name] for e in self.p.plan.entries]
 
-    def _schedule(self) -> None:
+    def _schedule(self, waiting: list[plan.PlanEntry]) -> None:
+        """Start recipes as their bases are built and slots free up, in `waiting`'s order."""
         entries = {e.name: e for e in self.p.plan.entries}
-        waiting = [e for e in self.p.plan.entries if e.build]
         for entry in self.p.plan.entries:
             if not entry.build:
-                log.phase("plan", entry.name, f"skipped: {entry.image} is unchanged")
+                log.phase("plan", entry.name, f"skipped: {entry.reference} is unchanged")
         running: dict[Future[RecipeReport], str] = {}
-        with ThreadPoolExecutor(max_workers=self.p.settings.build.parallel) as pool:
+        slots = self.p.settings.build.parallel
+        with ThreadPoolExecutor(max_workers=slots) as pool:
             while waiting or running:
                 if self.stop.is_set():
                     for entry in waiting:
@@ -332,7 +334,7 @@ class Runner:
                     # Ends the smoke checks under way at once (again each turn: a check
                     # may have started its container just after the previous sweep).
                     self.remove_containers({RUN_LABEL: self.run_id})
-                for entry in list(waiting):
+                for entry in list(waiting):  # critical path first, as slots free up
                     bases = [b for b in entry.bases if b in entries and entries[b].build]
                     failed = [b for b in bases if self.reports[b].status == FAILED]
                     if failed:
@@ -341,7 +343,9 @@ class Runner:
                         report.status, report.failed_stage = FAILED, "build"
                         report.error = f"not built: its base {', '.join(failed)} failed"
                         log.phase("build", entry.name, report.error)
-                    elif all(self.reports[b].status == BUILT for b in bases):
+                    elif len(running) < slots and all(
+                        self.reports[b].status == BUILT for b in bases
+                    ):
                         waiting.remove(entry)
                         running[pool.submit(self.one, entry)] = entry.name
                 if not running:
@@ -351,6 +355,48 @@ class Runner:
                 for future in done:
                     running.pop(future)
                     future.result()
+
+
+TIMINGS_FILE = "build-seconds.json"
+"""Per recipe, the seconds its last build took (lint to push): the critical path's weights."""
+
+
+def _read(path: Path) -> dict[str, float]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: float(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _remember(path: Path, reports: Iterable[RecipeReport]) -> None:
+    built = {r.name: round(sum(r.seconds.values()), 3) for r in reports if r.status == BUILT}
+    if built:  # a no-op run writes nothing
+        write_atomic(path, json.dumps(_read(path) | built, indent=1, sort_keys=True) + "\n")
+
+
+def critical_first(
+    entries: list[plan.PlanEntry], seconds: dict[str, float]
+) -> list[plan.PlanEntry]:
+    """`entries` (in build order), those heading the longest remaining chain of build
+    seconds first (a recipe's own last known seconds plus its longest chain of recipes
+    built on it), then those with the most dependents: the makespan's lower bound is the
+    longest chain, so its head must never wait behind a short leaf."""
+    users: dict[str, list[str]] = {e.name: [] for e in entries}
+    for entry in entries:
+        for base in entry.bases:
+            if base in users:
+                users[base].append(entry.name)
+    chain: dict[str, float] = {}
+    below: dict[str, set[str]] = {}
+    for entry in reversed(entries):
+        mine = users[entry.name]
+        chain[entry.name] = seconds.get(entry.name, 0.0) + max(
+            (chain[u] for u in mine), default=0.0
+        )
+        below[entry.name] = set(mine).union(*(below[u] for u in mine))
+    rank = {e.name: i for i, e in enumerate(entries)}
+    return sorted(entries, key=lambda e: (-chain[e.name], -len(below[e.name]), rank[e.name]))
 
 
 def summary(reports: list[RecipeReport]) -> str:

@@ -31,3 +31,31 @@ def revision(repo: Path, paths: list[Path]) -> Revision:
 def changed_since(repo: Path, rev: str) -> list[Path]:
     """Absolute paths changed between `rev` and the working tree, untracked files included."""
     return Repository(repo).changed_since(rev)
+
+
+def changed_between(repo: Path, rev: str, paths: list[Path]) -> list[Path] | None:
+    """Tracked paths under `paths` that differ between `rev` and the working tree
+    (absolute); None when git does not know `rev` (or this is no checkout)."""
+    try:
+        git = Repository(repo)
+    except ConfigError:
+        return None
+    if git.commit_of(rev, "--since") is None:
+        return None
+    return [git.toplevel / n for n in git.diff_names(rev, paths)]
+
+
+def untracked(repo: Path, paths: list[Path]) -> set[Path]:
+    """Files under `paths` git does not track, ignored ones included (absolute)."""
+    try:
+        git = Repository(repo)
+    except ConfigError:
+        return set()
+    return {git.toplevel / n for n in git.untracked(paths, ignored=True)}
+
+
+def show(repo: Path, rev: str, path: Path) -> str | None:
+    """The text of `path` at revision `rev`, None when it did not exist there."""
+    git = Repository(repo)
+    data = git.show(rev, path.relative_to(git.toplevel).as_posix())
+    return None if data is None else data.decode("utf-8", "replace")

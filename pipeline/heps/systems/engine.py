@@ -27,7 +27,7 @@ import docker.auth
 import docker.errors
 import requests
 from docker.models.containers import Container as _SdkContainer
-from docker.utils.build import exclude_paths
+from docker.utils.build import PatternMatcher, exclude_paths
 
 from heps.core.errors import ConfigError, HepsError, StageError
 from heps.core.settings import Credentials
@@ -71,6 +71,12 @@ def context_paths(root: Path, patterns: list[str], dockerfile: str) -> set[str]:
     """Paths under `root` a build context holds, `.dockerignore` patterns applied as the
     engine applies them."""
     return set(exclude_paths(str(root), patterns, dockerfile=dockerfile))
+
+
+def ignored_by(patterns: list[str]) -> Callable[[str], bool]:
+    """Whether `.dockerignore` `patterns` drop a context-relative path, as the engine
+    decides it."""
+    return PatternMatcher(patterns).matches  # type: ignore[no-any-return]
 
 
 def _process_start(pid: int) -> str | None:

@@ -119,9 +119,8 @@ class Repository:
                 f"--since {rev}: git does not know this revision; "
                 "name a commit, branch or tag of this repository"
             )
-        names = self.run("diff", "--name-only", "--end-of-options", rev, "--").splitlines()
-        names += self.untracked()
-        return [self.toplevel / n for n in names if n]
+        names = self.diff_names(rev, []) + self.untracked()
+        return [self.toplevel / n for n in names]
 
     def dirty_files(self, paths: list[Path]) -> list[str]:
         """Which of `paths` have uncommitted changes (staged, unstaged or untracked)."""
@@ -142,10 +141,20 @@ class Repository:
         """The git directory shared by every worktree of this repository."""
         return Path(self._repo.common_dir)
 
-    def untracked(self, paths: list[Path] | None = None) -> list[str]:
-        """Untracked, not ignored files (repository-relative), under `paths` or anywhere."""
+    def untracked(self, paths: list[Path] | None = None, ignored: bool = False) -> list[str]:
+        """Untracked files (repository-relative) under `paths` or anywhere; ignored ones
+        too with `ignored` (a build context sends them unless .dockerignore drops them)."""
         rel = [str(p) for p in paths] if paths is not None else []
-        out = self.run("ls-files", "--others", "--exclude-standard", "--full-name", "--", *rel)
+        standard = [] if ignored else ["--exclude-standard"]
+        out = self.run("ls-files", "--others", *standard, "--full-name", "--", *rel)
+        return [n for n in out.splitlines() if n]
+
+    def diff_names(self, rev: str, paths: list[Path]) -> list[str]:
+        """Tracked files under `paths` that differ between `rev` and the working tree."""
+        rel = [str(p) for p in paths]
+        out = self.run(
+            "diff", "--name-only", "--end-of-options", checked(rev, "revision"), "--", *rel
+        )
         return [n for n in out.splitlines() if n]
 
     def names_changed(self, old: str | None, new: str) -> list[str]:
