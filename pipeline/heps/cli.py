@@ -22,6 +22,7 @@ from heps import __version__
 from heps.core import log, paths, settings
 from heps.core.errors import ConfigError, HepsError, TemporaryError, with_retries
 from heps.core.references import split_reference
+from heps.core.stages import Stage
 from heps.core.validation import schema
 from heps.gitops import promote
 from heps.gitops.pin import Pin
@@ -213,7 +214,7 @@ def _run(cfg: settings.Settings, args: argparse.Namespace) -> int:
     started = datetime.now(UTC)
     prepared = prepare(cfg, _selection(args))
     if not prepared.plan.to_build:
-        log.phase("plan", None, "nothing to do: every image is in the registry")
+        log.phase(Stage.PLAN, None, "nothing to do: every image is in the registry")
     client = engine.connect() if prepared.plan.to_build else None
     runner = Runner(prepared, client, not args.no_push)
     results = runner.run()

@@ -29,6 +29,7 @@ from typing import Any
 
 from heps.cluster.manifests import Key, key_of, show
 from heps.core.errors import StageError
+from heps.core.stages import Stage
 
 Path = tuple[str, ...]
 # Set by the server, never owned by a field manager (the apiserver strips them likewise).
@@ -153,7 +154,7 @@ class MemoryCluster:
 
 def _refused(key: Key, message: str) -> StageError:
     """What KubeCluster raises for the API server's 4xx answer (its Status message)."""
-    return StageError("reconcile", f"apply {show(key)}: {message}")
+    return StageError(Stage.RECONCILE, f"apply {show(key)}: {message}")
 
 
 def _owned_part(obj: dict[str, Any]) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from heps.ci import jenkins_jobs
 from heps.core import log
 from heps.core.errors import ConfigError, StageError, TemporaryError
 from heps.core.settings import Secret
+from heps.core.stages import Stage
 
 SUCCESS = "SUCCESS"
 Server = Any
@@ -64,7 +65,7 @@ def _call(what: str, action: Callable[[], Any]) -> Any:
         if code >= 500:
             raise TemporaryError(f"Jenkins: {what}: HTTP {code}") from None
         body = log.redact(response.text[:200]) if response is not None else ""
-        raise StageError("jenkins", f"{what}: HTTP {code} {body}".strip()) from None
+        raise StageError(Stage.JENKINS, f"{what}: HTTP {code} {body}".strip()) from None
     except jenkins.JenkinsException as exc:
         text = log.redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         if any(code in text for code in ("[401]", "[403]", "Unauthorized", "Forbidden")):
@@ -74,7 +75,7 @@ def _call(what: str, action: Callable[[], Any]) -> Any:
             ) from None
         if "[500]" in text:
             raise TemporaryError(f"Jenkins: {what}: {text}") from None
-        raise StageError("jenkins", f"{what}: {text}") from None
+        raise StageError(Stage.JENKINS, f"{what}: {text}") from None
     except (requests.ConnectionError, requests.Timeout) as exc:
         raise ConfigError(
             f"Jenkins: cannot reach the server for {what} ({type(exc).__name__})"
@@ -127,7 +128,7 @@ def trigger(
         f"starting {name}", lambda: server.build_job(name, parameters=parameters or None)
     )
     if not isinstance(queued, int):
-        raise StageError("jenkins", f"{name}: Jenkins queued no build (answer: {queued!r})")
+        raise StageError(Stage.JENKINS, f"{name}: Jenkins queued no build (answer: {queued!r})")
     where = f"{server.server}queue/item/{queued}/"
     if not wait:
         return where, None
@@ -136,11 +137,11 @@ def trigger(
     while number is None:
         item = _call(f"reading queue item {queued}", lambda: server.get_queue_item(queued))
         if item.get("cancelled"):
-            raise StageError("jenkins", f"{name}: the queued build was cancelled")
+            raise StageError(Stage.JENKINS, f"{name}: the queued build was cancelled")
         number = (item.get("executable") or {}).get("number")
         if number is None:
             _tick(deadline, name, sleep)
-    log.phase("jenkins", None, f"{name} #{number} started")
+    log.phase(Stage.JENKINS, None, f"{name} #{number} started")
     while True:
         info = _call(f"reading {name} #{number}", lambda: server.get_build_info(name, number))
         if not info.get("building") and info.get("result"):
@@ -177,5 +178,5 @@ def _parameters_for(server: Server, name: str, given: dict[str, str]) -> dict[st
 
 def _tick(deadline: float, name: str, sleep: Callable[[float], None]) -> None:
     if time.monotonic() > deadline:
-        raise StageError("jenkins", f"{name}: no result before the timeout")
+        raise StageError(Stage.JENKINS, f"{name}: no result before the timeout")
     sleep(1.0)

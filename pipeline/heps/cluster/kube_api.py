@@ -9,6 +9,7 @@ from typing import Any
 
 from heps.cluster.manifests import Key, key_of, show
 from heps.core.errors import ConfigError, StageError, TemporaryError
+from heps.core.stages import Stage
 
 
 def credentials_present() -> bool:
@@ -53,7 +54,7 @@ class KubeCluster:
             message = exc.summary()
             if status >= 500 or status == 429:
                 raise TemporaryError(f"Kubernetes API: {action} {show(key)}: {message}") from None
-            raise StageError("reconcile", f"{action} {show(key)}: {message}") from None
+            raise StageError(Stage.RECONCILE, f"{action} {show(key)}: {message}") from None
 
     def _resource(self, key: Key) -> Any:
         from kubernetes.dynamic import exceptions
@@ -62,7 +63,7 @@ class KubeCluster:
             return self.dynamic.resources.get(api_version=key[0], kind=key[1])
         except exceptions.ResourceNotFoundError:
             raise StageError(
-                "reconcile", f"{show(key)}: the cluster serves no {key[0]} {key[1]}"
+                Stage.RECONCILE, f"{show(key)}: the cluster serves no {key[0]} {key[1]}"
             ) from None
 
     def get(self, key: Key) -> dict[str, Any] | None:
@@ -86,7 +87,9 @@ class KubeCluster:
             ),
         )
         if result is None:  # 404: the object's namespace (or its API) is not there
-            raise StageError("reconcile", f"apply {show(key)}: not found; is its namespace there?")
+            raise StageError(
+                Stage.RECONCILE, f"apply {show(key)}: not found; is its namespace there?"
+            )
         return dict(result.to_dict())
 
     def delete(self, key: Key) -> None:

@@ -29,6 +29,7 @@ from heps.core import log
 from heps.core.errors import ConfigError, StageError
 from heps.core.paths import overlay_dir
 from heps.core.settings import Settings
+from heps.core.stages import Stage
 
 INVENTORY_PREFIX = "heps-inventory-"
 INVENTORY_NAMESPACE = "heps"
@@ -259,10 +260,10 @@ def online(
     if dry_run:
         return outcome
     for m in changed:
-        log.phase("reconcile", None, f"apply {m.ref}")
+        log.phase(Stage.RECONCILE, None, f"apply {m.ref}")
         cluster.apply(owned(m.obj, overlay), manager, dry_run=False)
     for key in gone:
-        log.phase("reconcile", None, f"prune {show(key)}")
+        log.phase(Stage.RECONCILE, None, f"prune {show(key)}")
         cluster.delete(key)
     cluster.apply(inventory_object(overlay, [m.key for m in rendered], revision), manager, False)
     waiting = [m.key for m in changed if m.kind in ROLLOUT_KINDS]
@@ -287,13 +288,13 @@ def wait_for_rollouts(
             obj = cluster.get(key)
             why = "deleted meanwhile" if obj is None else rollout_pending(obj)
             if why is None:
-                log.phase("reconcile", None, f"rolled out {show(key)}")
+                log.phase(Stage.RECONCILE, None, f"rolled out {show(key)}")
                 del pending[key]
             else:
                 pending[key] = why
         if pending and clock() >= deadline:
             waiting = "; ".join(f"{show(k)}: {why}" for k, why in sorted(pending.items()))
-            raise StageError("reconcile", f"rollout not done after {timeout:.0f}s: {waiting}")
+            raise StageError(Stage.RECONCILE, f"rollout not done after {timeout:.0f}s: {waiting}")
         if pending:
             sleep(2.0)
     return [show(k) for k in keys]

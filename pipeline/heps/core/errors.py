@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from heps.core.stages import Stage
+
 T = TypeVar("T")
 
 
@@ -33,7 +35,7 @@ class ConfigError(HepsError):
 class StageError(HepsError):
     """One recipe failed in one stage (lint, build, smoke, push): exit 1."""
 
-    def __init__(self, stage: str, message: str) -> None:
+    def __init__(self, stage: Stage, message: str) -> None:
         self.stage = stage
         super().__init__(message)
 

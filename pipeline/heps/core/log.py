@@ -27,6 +27,8 @@ from contextlib import contextmanager
 from typing import Any, TextIO, TypeVar
 from urllib.parse import quote
 
+from heps.core.stages import Stage
+
 _secrets: set[str] = set()
 _lock = threading.Lock()
 MASK = "***"
@@ -141,7 +143,7 @@ def setup(verbose: bool = False) -> None:
     logger.propagate = False
 
 
-def phase(name: str, recipe: str | None, message: str, level: int = logging.INFO) -> None:
+def phase(name: Stage, recipe: str | None, message: str, level: int = logging.INFO) -> None:
     """Log one line tagged with its phase and, where there is one, the recipe."""
     who = f"{recipe}: " if recipe else ""
     logger.log(level, "[%s] %s%s", name, who, message)

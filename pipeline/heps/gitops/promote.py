@@ -26,6 +26,7 @@ from heps.core.kube_yaml import Document, PinError, get, profiles, text_of
 from heps.core.paths import inside, overlay_dir
 from heps.core.references import DIGEST, is_valid, split_reference, version_of
 from heps.core.settings import Identity, Settings
+from heps.core.stages import Stage
 from heps.gitops.pin import (
     PROFILE_FILE,
     Pin,
@@ -78,7 +79,7 @@ def edit_overlay(
         try:
             new, found = pin_text(text, shown, pins)
         except PinError as exc:
-            raise StageError("promote", str(exc)) from None
+            raise StageError(Stage.PROMOTE, str(exc)) from None
         for item in found:
             edit.used.setdefault(item.app, []).append(f"{shown}:{item.line + 1}")
             edit.before.setdefault(item.app, item.value)
@@ -93,7 +94,7 @@ def edit_overlay(
         kustomization = folder / KUSTOMIZATION
         if not kustomization.exists():
             raise StageError(
-                "promote",
+                Stage.PROMOTE,
                 f"{kustomization.relative_to(root)}: missing; "
                 "an overlay needs a kustomization.yaml to pin images of its bases",
             )
@@ -116,7 +117,7 @@ def _used_by_bases(root: Path, base: Path, pins: list[Pin]) -> dict[str, str]:
         try:
             found = scan(Document(_read(root, path), str(path.relative_to(root))), pins)
         except PinError as exc:
-            raise StageError("promote", str(exc)) from None
+            raise StageError(Stage.PROMOTE, str(exc)) from None
         for item in found:
             if item.kind == "container":
                 used.setdefault(item.app, split_reference(item.value)[0])
@@ -190,11 +191,11 @@ def verify_in_registry(registry: Registry, pins: list[Pin]) -> None:
     if missing:
         names = ", ".join(f"{p.app}@{p.digest}" for p in missing)
         raise StageError(
-            "promote", f"not in registry {registry.settings.host}: {names}; nothing was changed"
+            Stage.PROMOTE, f"not in registry {registry.settings.host}: {names}; nothing was changed"
         )
     for pin in wrong:
         raise StageError(
-            "promote",
+            Stage.PROMOTE,
             f"{pin.repository}:{pin.tag} holds {held[pin.app] or 'nothing'}, not {pin.digest}; "
             "nothing was changed",
         )
@@ -399,18 +400,18 @@ def promote(
             if pushed.pushed:
                 return Promoted(sha, target, edit, attempt)
             log.phase(
-                "promote",
+                Stage.PROMOTE,
                 None,
                 f"push to {target} lost a race (attempt {attempt}); re-pinning on the new head",
             )
             if new_branch:
                 raise StageError(
-                    "promote", f"branch {target} already exists on the remote: {pushed.detail}"
+                    Stage.PROMOTE, f"branch {target} already exists on the remote: {pushed.detail}"
                 )
             clone.refresh(target)
             backoff(attempt)
         raise StageError(
-            "promote",
+            Stage.PROMOTE,
             f"gave up after {settings.gitops.attempts} attempts: other "
             f"writers kept moving {target}; run the promotion again",
         )
@@ -433,7 +434,7 @@ def _refuse_conflicts(
         theirs = now.get(pin.app, set()) - before.get(pin.app, set())
         if theirs and theirs != {pin.reference}:
             raise StageError(
-                "promote",
+                Stage.PROMOTE,
                 f"conflicting pins for {pin.app}: the remote now has "
                 f"{', '.join(sorted(theirs))}, this promotion wants {pin.reference}; "
                 "decide which one to run and promote again",

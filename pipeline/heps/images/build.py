@@ -25,6 +25,7 @@ from typing import Protocol
 from heps.core import log
 from heps.core.errors import StageError
 from heps.core.references import split_reference
+from heps.core.stages import Stage
 from heps.images import dockerfile
 from heps.images.fingerprint import (
     LABEL_FULL,
@@ -140,7 +141,7 @@ class DockerfileBuilder:
             buildargs=request.node.build_args,
             labels=request.labels(base_ids),
             target=build.target,
-            on_line=partial(log.phase, "build", recipe.name),
+            on_line=partial(log.phase, Stage.BUILD, recipe.name),
             stop=self.stop,
         )
         tag_all(self.engine, image_id, request.tags)
@@ -161,7 +162,7 @@ class BootstrapBuilder:
         started = time.monotonic()
         if shutil.which("debootstrap") is None:
             raise StageError(
-                "build", "debootstrap is not installed; `apt-get install debootstrap` (root)"
+                Stage.BUILD, "debootstrap is not installed; `apt-get install debootstrap` (root)"
             )
         with tempfile.TemporaryDirectory(prefix=f"heps-{recipe.name}-") as tmp:
             root = Path(tmp) / "rootfs"
@@ -180,7 +181,9 @@ class BootstrapBuilder:
                 "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
                 f"CMD {json.dumps(list(spec.cmd))}",
             ]
-            log.phase("build", recipe.name, f"importing {archive.stat().st_size >> 20} MiB rootfs")
+            log.phase(
+                Stage.BUILD, recipe.name, f"importing {archive.stat().st_size >> 20} MiB rootfs"
+            )
             image_id = self.engine.import_image(archive, changes)
         tag_all(self.engine, image_id, request.tags)
         return BuiltImage(recipe.name, image_id, request.tags, time.monotonic() - started)
@@ -190,7 +193,7 @@ class BootstrapBuilder:
         if spec.include:
             command.append("--include=" + ",".join(spec.include))
         command += [spec.suite, str(root), mirror]
-        log.phase("build", name, " ".join(command))
+        log.phase(Stage.BUILD, name, " ".join(command))
         process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
@@ -200,13 +203,13 @@ class BootstrapBuilder:
             if self.stop.is_set():
                 process.terminate()
                 process.wait()
-                raise Interrupted("build", "interrupted during debootstrap")
+                raise Interrupted(Stage.BUILD, "interrupted during debootstrap")
             tail.append(line.rstrip())
             if line.startswith(("I: Retrieving", "I: Validating")):
                 continue  # hundreds of lines per package; the rest is enough to follow
-            log.phase("build", name, line.rstrip())
+            log.phase(Stage.BUILD, name, line.rstrip())
         if process.wait() != 0:
-            raise StageError("build", "debootstrap failed:\n" + "\n".join(tail[-8:]))
+            raise StageError(Stage.BUILD, "debootstrap failed:\n" + "\n".join(tail[-8:]))
 
 
 def _install_ca(name: str, root: Path, bundle: Path) -> None:
@@ -219,8 +222,8 @@ def _install_ca(name: str, root: Path, bundle: Path) -> None:
             ["chroot", str(root), "update-ca-certificates"], check=True, capture_output=True
         )
         (root / "etc/pip.conf").write_text("[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n")
-        log.phase("build", name, "site CA bundle installed in the system trust store")
+        log.phase(Stage.BUILD, name, "site CA bundle installed in the system trust store")
     else:
         log.phase(
-            "build", name, "site CA copied; add ca-certificates to bootstrap.include to use it"
+            Stage.BUILD, name, "site CA copied; add ca-certificates to bootstrap.include to use it"
         )

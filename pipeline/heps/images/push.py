@@ -20,6 +20,7 @@ from heps.core import log
 from heps.core.errors import StageError, with_retries
 from heps.core.references import split_reference
 from heps.core.settings import Credentials
+from heps.core.stages import Stage
 from heps.images.fingerprint import LABEL_FULL
 from heps.systems.engine import ContainerEngine, Interrupted
 from heps.systems.registry import Registry
@@ -39,7 +40,7 @@ def refuse_taken_tags(registry: Registry, name: str, tags: list[str], fingerprin
         remote = with_retries(partial(registry.image, name, tag))
         if remote is not None and remote.labels.get(LABEL_FULL) != fingerprint:
             raise StageError(
-                "push",
+                Stage.PUSH,
                 f"{registry.settings.repository(name)}:{tag} already exists with digest "
                 f"{remote.digest} built from other inputs; bump `version` in the recipe "
                 "(tags are never overwritten)",
@@ -69,12 +70,12 @@ def push(
         for ref in reversed(references):  # the immutable tag first (see the module's doc)
             if stop.is_set():
                 pushed = ", ".join(done) or "nothing"
-                raise Interrupted("push", f"interrupted: pushed {pushed}; a rerun completes it")
+                raise Interrupted(Stage.PUSH, f"interrupted: pushed {pushed}; a rerun completes it")
             engine.tag(image_id, ref)
-            log.phase("push", name, f"pushing {ref} ({image_id})")
+            log.phase(Stage.PUSH, name, f"pushing {ref} ({image_id})")
             this = engine.push(ref, creds)
             if digest is not None and this != digest:
-                raise StageError("push", f"{ref}: digest {this} differs from {digest}")
+                raise StageError(Stage.PUSH, f"{ref}: digest {this} differs from {digest}")
             digest = this
             done.append(ref)
     assert digest is not None  # references is never empty
@@ -90,17 +91,17 @@ def verify(
     for tag in _tags(references):
         found = with_retries(partial(registry.config_digest, name, tag))
         if found is None:
-            raise StageError("push", f"{repository}:{tag}: not in the registry after the push")
+            raise StageError(Stage.PUSH, f"{repository}:{tag}: not in the registry after the push")
         remote, config = found
         if remote != digest or config != image_id:
             raise StageError(
-                "push",
+                Stage.PUSH,
                 f"lost a race: {repository}:{tag} holds {remote} (image {config}), not the "
                 f"tested image {image_id} pushed as {digest}; another run pushed to the same "
                 "tag; nothing is reported as pushed",
             )
     tags = ", ".join(_tags(references))
-    log.phase("push", name, f"verified {digest} (image {image_id}) under {tags}")
+    log.phase(Stage.PUSH, name, f"verified {digest} (image {image_id}) under {tags}")
 
 
 def complete(
@@ -122,7 +123,7 @@ def complete(
     found = with_retries(partial(registry.config_digest, name, digest))
     assert found is not None  # we just read this manifest
     for tag in missing:
-        log.phase("push", name, f"completing an interrupted push: {tag} -> {digest}")
+        log.phase(Stage.PUSH, name, f"completing an interrupted push: {tag} -> {digest}")
         with_retries(partial(registry.tag, name, tag, digest))
     verify(registry, name, references, found[1], digest)
     return Pushed(digest, references, time.monotonic() - started)

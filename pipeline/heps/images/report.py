@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from heps.core.log import mask, xml_safe
+from heps.core.stages import Stage
 from heps.images.lint import Finding
 from heps.images.smoke import SmokeResult
 
@@ -37,11 +38,11 @@ class RecipeReport:
     digest: str | None = None
     pushed: bool = False
     fingerprint: str = ""
-    failed_stage: str | None = None
+    failed_stage: Stage | None = None
     error: str | None = None
     lint: list[Finding] = field(default_factory=list)
     smoke: list[SmokeResult] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
+    seconds: dict[Stage, float] = field(default_factory=dict)
 
 
 IDENTIFIERS = ("name", "version", "image", "references", "digest", "fingerprint")
@@ -66,7 +67,7 @@ def as_junit(reports: list[RecipeReport]) -> str:
     cases = failures = skipped = 0
     for report in reports:
         stages: list[tuple[str, float, str | None]] = []
-        for stage in ("lint", "build"):
+        for stage in (Stage.LINT, Stage.BUILD):
             if stage in report.seconds or report.failed_stage == stage:
                 error = report.error if report.failed_stage == stage else None
                 stages.append((stage, report.seconds.get(stage, 0.0), error))
@@ -78,11 +79,12 @@ def as_junit(reports: list[RecipeReport]) -> str:
                     None if result.passed else result.detail,
                 )
             )
-        if "push" in report.seconds or report.failed_stage in ("push", "version"):
-            error = report.error if report.failed_stage in ("push", "version") else None
-            stages.append(("push", report.seconds.get("push", 0.0), error))
+        pushing = (Stage.PUSH, Stage.VERSION)
+        if Stage.PUSH in report.seconds or report.failed_stage in pushing:
+            error = report.error if report.failed_stage in pushing else None
+            stages.append((Stage.PUSH, report.seconds.get(Stage.PUSH, 0.0), error))
         if not stages:
-            stages.append(("plan", 0.0, report.error if report.status == FAILED else None))
+            stages.append((Stage.PLAN, 0.0, report.error if report.status == FAILED else None))
         for name, seconds, error in stages:
             cases += 1
             case = ET.SubElement(

@@ -26,6 +26,7 @@ from typing import TypeVar
 from heps.core import log, references
 from heps.core.errors import ConfigError, StageError
 from heps.core.settings import Credentials, Settings, credentials
+from heps.core.stages import Stage
 from heps.images import fingerprint, graph, lint, plan, push, recipes, smoke, source, versions
 from heps.images.build import BuildRequest, builder_for
 from heps.images.report import BUILT, FAILED, SKIPPED, RecipeReport, write_atomic
@@ -149,14 +150,14 @@ class Runner:
         found = self.p.plan.looked_up[name]
         digest = found.digest
         if digest is None or self.p.registry.digest(name, digest) is None:
-            raise StageError("build", f"base {found.reference} vanished from the registry")
+            raise StageError(Stage.BUILD, f"base {found.reference} vanished from the registry")
         repo = self.p.settings.registry.repository(name)
-        log.phase("build", name, f"pulling base {repo}@{digest}")
+        log.phase(Stage.BUILD, name, f"pulling base {repo}@{digest}")
         image_id = self.engine.pull(repo, digest, self.p.creds)
         self.image_ids[name] = image_id
         return image_id
 
-    def _timed(self, report: RecipeReport, stage: str, action: Callable[[], T]) -> T:
+    def _timed(self, report: RecipeReport, stage: Stage, action: Callable[[], T]) -> T:
         if self.stop.is_set():
             raise Interrupted(stage, f"interrupted before the {stage} stage")
         started = time.monotonic()
@@ -172,7 +173,7 @@ class Runner:
             if self.do_push and entry.version_taken:
                 node = self.p.graph.nodes[entry.name]
                 raise StageError(
-                    "version", versions.version_taken(node, entry.image, entry.built_from)
+                    Stage.VERSION, versions.version_taken(node, entry.image, entry.built_from)
                 )
             completed = None
             if self.do_push:
@@ -190,17 +191,18 @@ class Runner:
             log.phase(report.failed_stage, entry.name, f"FAILED: {report.error}")
         return report
 
-    def _failure(self, report: RecipeReport, exc: StageError | EngineError) -> tuple[str, str]:
+    def _failure(self, report: RecipeReport, exc: StageError | EngineError) -> tuple[Stage, str]:
         """The failed stage and what to report of it."""
         if isinstance(exc, StageError):
             stage = exc.stage
         else:
-            stage = next((s for s in ("push", "smoke", "build") if s in report.seconds), "build")
+            ran = (Stage.PUSH, Stage.SMOKE, Stage.BUILD)
+            stage = next((s for s in ran if s in report.seconds), Stage.BUILD)
         if not (isinstance(exc, Interrupted) or self.stop.is_set()):
             return stage, str(exc)
         # Once stopping, the engine's complaints about containers removed under it say
         # nothing; an interrupted push says itself what it pushed.
-        detail = f": {exc}" if stage == "push" else "; not pushed"
+        detail = f": {exc}" if stage == Stage.PUSH else "; not pushed"
         return stage, f"interrupted ({self._signal_name()}) during {stage}{detail}"
 
     def _ship(self, entry: plan.PlanEntry, report: RecipeReport) -> None:
@@ -208,13 +210,13 @@ class Runner:
         node = self.p.graph.nodes[entry.name]
         settings = self.p.settings
         result = self._timed(
-            report, "lint", lambda: lint.lint(self.p.graph, entry.name, settings.lint)
+            report, Stage.LINT, lambda: lint.lint(self.p.graph, entry.name, settings.lint)
         )
         report.lint = list(result.findings)
         for finding in result.findings:
-            log.phase("lint", entry.name, str(finding))
+            log.phase(Stage.LINT, entry.name, str(finding))
         if result.failed:
-            raise StageError("lint", "; ".join(str(f) for f in result.findings[:5]))
+            raise StageError(Stage.LINT, "; ".join(str(f) for f in result.findings[:5]))
         request = BuildRequest(
             node=node,
             fingerprint=self.p.fingerprints[entry.name],
@@ -226,7 +228,7 @@ class Runner:
             debian_mirror=settings.build.debian_mirror,
         )
         builder = builder_for(node.recipe, self.engine, self.stop)
-        built = self._timed(report, "build", lambda: builder.build(request))
+        built = self._timed(report, Stage.BUILD, lambda: builder.build(request))
         self.image_ids[entry.name] = built.image_id
         checker = smoke.Checker(
             self.engine,
@@ -235,15 +237,15 @@ class Runner:
             settings.smoke.timeout,
         )
         report.smoke = self._timed(
-            report, "smoke", lambda: smoke.run_all(checker, node.recipe, built.image_id)
+            report, Stage.SMOKE, lambda: smoke.run_all(checker, node.recipe, built.image_id)
         )
         failed = [r for r in report.smoke if not r.passed]
         if failed:
-            raise StageError("smoke", "; ".join(f"{r.name}: {r.detail}" for r in failed))
+            raise StageError(Stage.SMOKE, "; ".join(f"{r.name}: {r.detail}" for r in failed))
         if self.do_push:
             pushed = self._timed(
                 report,
-                "push",
+                Stage.PUSH,
                 lambda: push.push(
                     self.engine,
                     self.p.registry,
@@ -268,7 +270,7 @@ class Runner:
             if self.interrupted is None:
                 self.interrupted = signum
                 name = signal.Signals(signum).name
-                log.phase("run", None, f"{name}: stopping; nothing more is pushed")
+                log.phase(Stage.RUN, None, f"{name}: stopping; nothing more is pushed")
             self.stop.set()
 
         if threading.current_thread() is not threading.main_thread():
@@ -289,7 +291,7 @@ class Runner:
             ours = bool(labels.get(RUN_LABEL)) or owner_gone(found.get(OWNER_LABEL, ""))
             if ours and self.client.remove_container(container_id):
                 what = f"removed container {container_id[:12]} of run {found.get(RUN_LABEL)}"
-                log.phase("run", found.get(RECIPE_LABEL), what)
+                log.phase(Stage.RUN, found.get(RECIPE_LABEL), what)
 
     def run(self) -> list[RecipeReport]:
         for entry in self.p.plan.entries:
@@ -320,7 +322,7 @@ class Runner:
         entries = {e.name: e for e in self.p.plan.entries}
         for entry in self.p.plan.entries:
             if not entry.build:
-                log.phase("plan", entry.name, f"skipped: {entry.reference} is unchanged")
+                log.phase(Stage.PLAN, entry.name, f"skipped: {entry.reference} is unchanged")
         running: dict[Future[RecipeReport], str] = {}
         slots = self.p.settings.build.parallel
         with ThreadPoolExecutor(max_workers=slots) as pool:
@@ -328,7 +330,7 @@ class Runner:
                 if self.stop.is_set():
                     for entry in waiting:
                         report = self.reports[entry.name]
-                        report.status, report.failed_stage = FAILED, "build"
+                        report.status, report.failed_stage = FAILED, Stage.BUILD
                         report.error = f"not built: the run was interrupted ({self._signal_name()})"
                     waiting = []
                     # Ends the smoke checks under way at once (again each turn: a check
@@ -340,9 +342,9 @@ class Runner:
                     if failed:
                         waiting.remove(entry)
                         report = self.reports[entry.name]
-                        report.status, report.failed_stage = FAILED, "build"
+                        report.status, report.failed_stage = FAILED, Stage.BUILD
                         report.error = f"not built: its base {', '.join(failed)} failed"
-                        log.phase("build", entry.name, report.error)
+                        log.phase(Stage.BUILD, entry.name, report.error)
                     elif len(running) < slots and all(
                         self.reports[b].status == BUILT for b in bases
                     ):

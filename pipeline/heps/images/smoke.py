@@ -18,6 +18,7 @@ from functools import partial
 import requests
 
 from heps.core import log, tools
+from heps.core.stages import Stage
 from heps.images.recipes import HttpProbe, Recipe, SmokeCommand, expectation
 from heps.systems.engine import Container, ContainerEngine, Interrupted
 
@@ -65,12 +66,14 @@ def run_all(checker: Checker, recipe: Recipe, image: str) -> list[SmokeResult]:
     results: list[SmokeResult] = []
     for run_check in checks:
         if checker.stop.is_set():
-            raise Interrupted("smoke", "interrupted before a check")
+            raise Interrupted(Stage.SMOKE, "interrupted before a check")
         result = run_check()
         if checker.stop.is_set():
-            raise Interrupted("smoke", f"interrupted during the {result.kind} check {result.name}")
+            raise Interrupted(
+                Stage.SMOKE, f"interrupted during the {result.kind} check {result.name}"
+            )
         verdict = "passed" if result.passed else f"FAILED: {result.detail}"
-        log.phase("smoke", recipe.name, f"{result.kind} {result.name}: {verdict}")
+        log.phase(Stage.SMOKE, recipe.name, f"{result.kind} {result.name}: {verdict}")
         results.append(result)
     return results
 
@@ -129,7 +132,7 @@ def _run_tool(
 
 def _remove(container: Container) -> None:
     if not container.remove():
-        log.phase("smoke", None, f"container {container.short_id} already gone")
+        log.phase(Stage.SMOKE, None, f"container {container.short_id} already gone")
 
 
 def command(checker: Checker, image: str, check: SmokeCommand) -> SmokeResult:

@@ -31,6 +31,7 @@ from docker.utils.build import PatternMatcher, exclude_paths
 
 from heps.core.errors import ConfigError, HepsError, StageError
 from heps.core.settings import Credentials
+from heps.core.stages import Stage
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 RUN_LABEL = "io.heps.run"
@@ -198,7 +199,7 @@ class ContainerEngine:
             result = self._client.api.import_image_from_file(str(archive), changes=changes)
         image_id = str(json.loads(result.strip().splitlines()[-1])["status"])
         if not image_id.startswith("sha256:"):
-            raise StageError("build", f"docker import failed: {image_id}")
+            raise StageError(Stage.BUILD, f"docker import failed: {image_id}")
         return image_id
 
     def tag(self, image_id: str, reference: str) -> None:
@@ -216,12 +217,12 @@ class ContainerEngine:
             ):
                 if "error" in chunk or "errorDetail" in chunk:
                     detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error")
-                    raise StageError("push", f"{reference}: {detail}")
+                    raise StageError(Stage.PUSH, f"{reference}: {detail}")
                 aux = chunk.get("aux")
                 if isinstance(aux, dict) and aux.get("Digest"):
                     digest = str(aux["Digest"])
         if digest is None:
-            raise StageError("push", f"{reference}: the engine reported no digest for the push")
+            raise StageError(Stage.PUSH, f"{reference}: the engine reported no digest for the push")
         return digest
 
     @contextlib.contextmanager
@@ -317,11 +318,11 @@ def _follow_build(stream: Any, on_line: Callable[[str], None], stop: threading.E
     tail: list[str] = []
     for chunk in stream:
         if stop.is_set():
-            raise Interrupted("build", "interrupted during the build")
+            raise Interrupted(Stage.BUILD, "interrupted during the build")
         if "error" in chunk or "errorDetail" in chunk:
             detail = chunk.get("errorDetail", {}).get("message") or chunk.get("error", "")
             context = "".join(f"\n{line}" for line in tail[-5:])
-            raise StageError("build", _ANSI.sub("", detail).strip() + context)
+            raise StageError(Stage.BUILD, _ANSI.sub("", detail).strip() + context)
         for line in _ANSI.sub("", chunk.get("stream", "")).splitlines():
             if line.strip():
                 tail.append(line)
@@ -330,7 +331,7 @@ def _follow_build(stream: Any, on_line: Callable[[str], None], stop: threading.E
         if isinstance(aux, dict) and "ID" in aux:
             image_id = str(aux["ID"])
     if image_id is None:
-        raise StageError("build", "the engine ended the build without an image ID")
+        raise StageError(Stage.BUILD, "the engine ended the build without an image ID")
     return image_id
 
 

@@ -21,6 +21,7 @@ from git import PushInfo, RemoteProgress
 
 from heps.core.errors import ConfigError, StageError
 from heps.core.settings import Identity
+from heps.core.stages import Stage
 
 _CREDENTIALS = re.compile(r"(\w+://)[^/\s]*@")
 _ENV = {"GIT_TERMINAL_PROMPT": "0"}
@@ -80,7 +81,7 @@ class Repository:
             git.Repo.clone_from(url, into, env=_ENV, multi_options=options)
         except git.GitCommandError as exc:
             where = f" ({branch})" if branch else ""
-            raise StageError("git", f"cannot clone {scrub(url)}{where}: {_why(exc)}") from None
+            raise StageError(Stage.GIT, f"cannot clone {scrub(url)}{where}: {_why(exc)}") from None
         return cls(into)
 
     def checkout(self, rev: str) -> None:
@@ -95,7 +96,7 @@ class Repository:
         try:
             return str(self._repo.git.execute(["git", *args], strip_newline_in_stdout=False))
         except git.GitCommandError as exc:
-            raise StageError("git", f"git {args[0]} failed: {_why(exc)}") from None
+            raise StageError(Stage.GIT, f"git {args[0]} failed: {_why(exc)}") from None
 
     def commit_of(self, rev: str, what: str = "revision") -> str | None:
         """The full commit id `rev` names, or None when git does not know it."""
@@ -226,7 +227,7 @@ class Repository:
             self._repo.git.add("--", *rel)
             self._repo.git.commit("-q", "-m", message, "--", *rel, env=env)
         except git.GitCommandError as exc:
-            raise StageError("promote", f"git commit failed: {_why(exc)}") from None
+            raise StageError(Stage.PROMOTE, f"git commit failed: {_why(exc)}") from None
         return self._repo.head.commit.hexsha
 
     def unstage(self, paths: list[Path]) -> None:
@@ -250,7 +251,7 @@ class Repository:
         except git.GitCommandError as exc:
             if _LOCK_RACE.search(_why(exc)):
                 return PushResult(False, _why(exc))
-            raise StageError("promote", f"push to {branch} failed: {_why(exc)}") from None
+            raise StageError(Stage.PROMOTE, f"push to {branch} failed: {_why(exc)}") from None
         info = infos[0] if infos else None
         failed = PushInfo.ERROR | PushInfo.REJECTED | PushInfo.REMOTE_REJECTED
         if info is not None and not info.flags & (failed | PushInfo.REMOTE_FAILURE):
@@ -259,7 +260,7 @@ class Repository:
         if info is not None and (info.flags & PushInfo.REJECTED or _LOCK_RACE.search(summary)):
             return PushResult(False, summary)
         detail = "; ".join(lines.remote) or summary or "no answer"
-        raise StageError("promote", f"the remote refused the push to {branch}: {detail}")
+        raise StageError(Stage.PROMOTE, f"the remote refused the push to {branch}: {detail}")
 
     def refresh(self, branch: str) -> None:
         """Move to the remote's newest head of `branch`, dropping our unpushed commit."""

@@ -25,6 +25,7 @@ import requests
 from heps.core import log
 from heps.core.errors import ConfigError
 from heps.core.settings import EMBEDDED_REGISTRY, Settings, embedded_credentials_file
+from heps.core.stages import Stage
 from heps.systems import engine
 
 PACKAGES = {
@@ -47,7 +48,7 @@ def ensure_binaries(binaries: list[str]) -> None:
             f"{', '.join(missing)}: not installed; install the Debian packages "
             f"{' '.join(packages)} (apt-get install, as root)"
         )
-    log.phase("services", None, f"installing {' '.join(packages)}")
+    log.phase(Stage.SERVICES, None, f"installing {' '.join(packages)}")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in (
         ["apt-get", "update", "-q"],
@@ -81,7 +82,7 @@ def ensure_docker(state_dir: Path) -> None:
             raise  # another engine was asked for; starting a local one would hide the problem
     ensure_binaries(["dockerd"])
     dockerd = shutil.which("dockerd") or "/usr/sbin/dockerd"
-    log.phase("services", None, f"starting dockerd (log: {state_dir / 'dockerd.log'})")
+    log.phase(Stage.SERVICES, None, f"starting dockerd (log: {state_dir / 'dockerd.log'})")
     _spawn([dockerd], state_dir / "dockerd.log")
     deadline = time.monotonic() + 60
     while True:
@@ -171,7 +172,7 @@ def up(settings: Settings) -> list[str]:
     if settings.registry.host == EMBEDDED_REGISTRY:
         service = embedded_registry(settings)
         if not service.answering():
-            log.phase("services", None, f"starting the embedded registry on {service.address}")
+            log.phase(Stage.SERVICES, None, f"starting the embedded registry on {service.address}")
             service.start()
         lines.append(
             f"registry: {service.address} (user {service.username}, password in "
