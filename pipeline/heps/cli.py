@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import sys
-from dataclasses import asdict
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -240,9 +239,9 @@ def _run(cfg: settings.Settings, args: argparse.Namespace) -> int:
     code = EXIT_FAILED if failed else EXIT_OK
     if not args.promote:
         return code
-    entries = [asdict(r) for r in results if r.status != report.FAILED and r.digest]
-    if entries:  # what was pushed (or found unchanged) is promoted, failed apps keep their pins
-        pins = promote.pins_from_results(entries, "run --promote", cfg, _recipes(cfg))
+    shipped = [r for r in results if r.status != report.FAILED and r.digest]
+    if shipped:  # what was pushed (or found unchanged) is promoted, failed apps keep their pins
+        pins = promote.pins_from_results(shipped, "run --promote", cfg, _recipes(cfg))
         code = max(code, _promote_pins(cfg, args, args.promote, pins, prepared.registry))
     if failed:
         print(

@@ -14,7 +14,7 @@ import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ from heps.gitops.pin import (
     scan,
 )
 from heps.images.recipes import Recipe
+from heps.images.report import FAILED, RecipeReport
 from heps.systems.git import Repository, backoff
 from heps.systems.registry import Registry
 
@@ -211,51 +212,59 @@ def pins_from_report(path: Path, settings: Settings, recipes: dict[str, Recipe])
     entries = data.get("recipes") if isinstance(data, dict) else None
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
         raise ConfigError(f"{where}: recipes: not a list of entries; pass a heps run report")
-    return pins_from_results(entries, where, settings, recipes)
+    return pins_from_results([_as_report(e) for e in entries], where, settings, recipes)
+
+
+def _as_report(entry: dict[str, Any]) -> RecipeReport:
+    """A report file's entry as the run's own record: the same checks then apply to both.
+    Values keep whatever type the file gave them; `_pin_of` checks each one it uses."""
+    known = {f.name for f in fields(RecipeReport)} - {"lint", "smoke", "seconds"}
+    values = {k: v for k, v in entry.items() if k in known}
+    return RecipeReport(**{"name": "", "version": "", "reason": ""} | values)
 
 
 _REASON = re.compile(r"[A-Za-z0-9 ,.:()/_-]{0,80}")
 
 
 def pins_from_results(
-    entries: list[dict[str, Any]], where: str, settings: Settings, recipes: dict[str, Recipe]
+    results: list[RecipeReport], where: str, settings: Settings, recipes: dict[str, Recipe]
 ) -> list[Pin]:
-    """Pins for every entry with a digest that did not fail, by its immutable tag.
+    """Pins for every result with a digest that did not fail, by its immutable tag.
 
-    An entry is looked up, never copied: the pinned reference is built from the settings'
-    registry and namespace, the recipe's name, the entry's tag and digest, each checked
+    A result is looked up, never copied: the pinned reference is built from the settings'
+    registry and namespace, the recipe's name, the result's tag and digest, each checked
     against the reference grammar; the registry then confirms the tag holds the digest."""
-    pins = []
-    for index, entry in enumerate(entries):
-        if not entry.get("digest") or entry.get("status") == "failed":
-            continue
-        pins.append(_pin_of(entry, f"{where}: recipes[{index}]", settings, recipes))
+    pins = [
+        _pin_of(result, f"{where}: recipes[{index}]", settings, recipes)
+        for index, result in enumerate(results)
+        if result.digest and result.status != FAILED
+    ]
     if not pins:
         raise ConfigError(f"{where}: no pushed image to promote")
     return pins
 
 
 def _pin_of(
-    entry: dict[str, Any], where: str, settings: Settings, recipes: dict[str, Recipe]
+    result: RecipeReport, where: str, settings: Settings, recipes: dict[str, Recipe]
 ) -> Pin:
     def refuse(field_name: str, problem: str) -> ConfigError:
         return ConfigError(f"{where}.{field_name}: {problem}; nothing was changed")
 
-    app, digest = entry.get("name"), entry.get("digest")
+    app, digest = result.name, result.digest
     if not isinstance(app, str) or app not in recipes:
         raise refuse("name", f"{app!r} is not a recipe of this repository")
     if not isinstance(digest, str) or not re.fullmatch(DIGEST, digest):
         raise refuse("digest", f"{digest!r} is not a sha256 digest")
-    refs = entry.get("references") or [entry.get("image")]
-    reference = refs[1] if isinstance(refs, list) and len(refs) > 1 else refs[0]
-    field_name = "references[1]" if isinstance(refs, list) and len(refs) > 1 else "image"
+    refs = result.references or [result.image]
+    immutable = isinstance(refs, list) and len(refs) > 1
+    reference, field_name = (refs[1], "references[1]") if immutable else (refs[0], "image")
     if not isinstance(reference, str) or not is_valid(reference):
         raise refuse(field_name, f"{reference!r} is not an image reference")
     repository = settings.registry.repository(app)
     named, tag, _ = split_reference(reference)
     if named != repository or not tag:
         raise refuse(field_name, f"{reference!r} is not a tag of {repository}")
-    reason = entry.get("detail") or entry.get("reason", "")
+    reason = result.detail or result.reason
     if not isinstance(reason, str) or not _REASON.fullmatch(reason):
         raise refuse("reason", "not a short line of plain text")
     return Pin(app, repository, tag, digest, version_of(tag), reason)
