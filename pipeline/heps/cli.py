@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -60,6 +61,9 @@ def _global_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", default=default(False))
 
 
+Verb = Callable[..., argparse.ArgumentParser]
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="heps", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"heps {__version__}")
@@ -68,14 +72,32 @@ def _parser() -> argparse.ArgumentParser:
     _global_options(common, defaults=False)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     verb = partial(sub.add_parser, parents=[common])
+    _image_verbs(verb)
+    _gitops_verbs(verb)
+    _cluster_verbs(verb)
+    _ci_verbs(verb, common)
+    p = verb("services", help="start or stop the embedded Docker engine and registry")
+    p.add_argument("action", choices=["up", "down"])
+    p = verb("schema", help="print a published JSON Schema")
+    p.add_argument("name", choices=["recipe", "settings", "jobs"])
+    return parser
 
-    def selection(p: argparse.ArgumentParser) -> None:
-        p.add_argument("recipes", nargs="*", help="recipe names (default: all)")
-        p.add_argument("--all", action="store_true", help="every recipe")
-        p.add_argument("--since", metavar="REV", help="recipes changed since a git revision")
 
+def _selection_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipes", nargs="*", help="recipe names (default: all)")
+    p.add_argument("--all", action="store_true", help="every recipe")
+    p.add_argument("--since", metavar="REV", help="recipes changed since a git revision")
+
+
+def _gitops_target(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--push", action="store_true", help="push with retries, not a local commit")
+    p.add_argument("--gitops-repo", metavar="URL", help="a separate GitOps repository")
+    p.add_argument("--branch", help="branch to push to (default: gitops.branch)")
+
+
+def _image_verbs(verb: Verb) -> None:
     p = verb("plan", help="show what would be built, in order, and why")
-    selection(p)
+    _selection_options(p)
     p.add_argument("--json", action="store_true", help="the same data as JSON")
     p = verb("lint", help="hadolint and the project's rules on every Dockerfile")
     p.add_argument("recipes", nargs="*", help="recipe names (default: all)")
@@ -83,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
         "--since", metavar="REV", help="recipes changed since REV; refuse changes without a bump"
     )
     p = verb("run", help="lint, build, smoke-test and push")
-    selection(p)
+    _selection_options(p)
     p.add_argument("--report", type=Path, help="write the JSON report here")
     p.add_argument("--junit", type=Path, help="write JUnit XML here")
     p.add_argument(
@@ -92,26 +114,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--promote", metavar="ENV", help="then pin the images in this overlay and commit"
     )
+    _gitops_target(p)
 
-    def gitops_target(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--push", action="store_true", help="push with retries, not a local commit")
-        p.add_argument("--gitops-repo", metavar="URL", help="a separate GitOps repository")
-        p.add_argument("--branch", help="branch to push to (default: gitops.branch)")
 
-    gitops_target(p)
+def _gitops_verbs(verb: Verb) -> None:
     p = verb("promote", help="pin pushed images in an overlay and commit")
     p.add_argument("--overlay", required=True, metavar="ENV")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--report", type=Path, help="pins from a `heps run --report` file")
     source.add_argument("--from", dest="source", metavar="ENV", help="pins from what ENV runs")
-    gitops_target(p)
+    _gitops_target(p)
     p = verb("status", help="which app runs which version and digest, per overlay")
     p.add_argument("--overlay", metavar="ENV")
     p = verb("rollback", help="pin an earlier digest of an app by a new commit")
     p.add_argument("--overlay", required=True, metavar="ENV")
     p.add_argument("app")
     p.add_argument("--to", metavar="VERSION", help="version to go back to (default: the last pin)")
-    gitops_target(p)
+    _gitops_target(p)
+
+
+def _cluster_verbs(verb: Verb) -> None:
     p = verb(
         "reconcile", help="render, validate and check an overlay, then apply it to the cluster"
     )
@@ -120,6 +142,9 @@ def _parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="change nothing; show the diff (no cluster needed)"
     )
     p.add_argument("--context", help="kubeconfig context (default: the current one)")
+
+
+def _ci_verbs(verb: Verb, common: _Parser) -> None:
     p = verb("jenkins", help="render, sync or trigger the Jenkins jobs (jenkins/)")
     jenkins_sub = p.add_subparsers(dest="jenkins_command", required=True, parser_class=_Parser)
     job_verb = partial(jenkins_sub.add_parser, parents=[common])
@@ -139,11 +164,6 @@ def _parser() -> argparse.ArgumentParser:
     p = verb("hook", help="git hooks for the shared bare repository")
     p.add_argument("name", choices=["post-receive"])
     p.add_argument("--git-dir", type=Path, default=Path("."), help="the bare repository")
-    p = verb("services", help="start or stop the embedded Docker engine and registry")
-    p.add_argument("action", choices=["up", "down"])
-    p = verb("schema", help="print a published JSON Schema")
-    p.add_argument("name", choices=["recipe", "settings", "jobs"])
-    return parser
 
 
 def _selection(args: argparse.Namespace) -> Selection:

@@ -141,7 +141,7 @@ def discover(settings: Settings) -> list[Recipe]:
             problems.append(f"{display}: missing; add a recipe.yaml or remove the folder")
             continue
         try:
-            recipes.append(_load(file, display, settings.repo, problems))
+            recipes.append(_load(file, display, settings.repo))
         except ConfigError as exc:
             problems.extend(exc.problems)
     seen: dict[str, str] = {}
@@ -174,57 +174,83 @@ def _unreadable(build: DockerBuild, repo: Path) -> list[str]:
     return problems
 
 
-def _load(file: Path, display: str, repo: Path, problems: list[str]) -> Recipe:
+class _Paths:
+    """Paths a recipe names, resolved from its folder; every problem collected."""
+
+    def __init__(self, folder: Path, repo: Path, display: str) -> None:
+        self.folder, self.repo, self.display = folder, repo, display
+        self.problems: list[str] = []
+
+    def local(self, value: str, fld: str, must_exist: bool, is_dir: bool = False) -> Path:
+        path = (self.folder / value).resolve()
+        if not _inside(path, self.repo):
+            self.problems.append(
+                f"{self.display}: {fld}: '{value}' leaves the repository; "
+                "use a path inside the repository"
+            )
+        elif must_exist and not (path.is_dir() if is_dir else path.is_file()):
+            kind = "directory" if is_dir else "file"
+            self.problems.append(
+                f"{self.display}: {fld}: '{value}' is not a {kind}; create it or fix the path"
+            )
+        return path
+
+
+def _load(file: Path, display: str, repo: Path) -> Recipe:
     data: dict[str, Any] | None = load_yaml(file, display)
     if data is None:
         raise ConfigError(f"{display}: empty file; see pipeline/heps/schemas/recipe.schema.json")
     errors = validate(data, "recipe", file, display)
     if errors:
         raise ConfigError(errors)
-    folder = file.parent.resolve()
-    found: list[str] = []
-
-    def local_path(value: str, fld: str, must_exist: bool, is_dir: bool = False) -> Path:
-        path = (folder / value).resolve()
-        if not _inside(path, repo):
-            found.append(
-                f"{display}: {fld}: '{value}' leaves the repository; "
-                "use a path inside the repository"
-            )
-        elif must_exist and not (path.is_dir() if is_dir else path.is_file()):
-            kind = "directory" if is_dir else "file"
-            found.append(f"{display}: {fld}: '{value}' is not a {kind}; create it or fix the path")
-        return path
-
-    if data["name"] != folder.name:
-        found.append(
-            f"{display}: name: '{data['name']}' differs from the folder name '{folder.name}'; "
-            "rename one so they match"
+    paths = _Paths(file.parent.resolve(), repo, display)
+    if data["name"] != paths.folder.name:
+        paths.problems.append(
+            f"{display}: name: '{data['name']}' differs from the folder name "
+            f"'{paths.folder.name}'; rename one so they match"
         )
-    build = bootstrap = None
+    build, bootstrap = _build_of(data, paths)
+    smoke = _smoke_of(data["smoke"], paths)
+    if paths.problems:
+        raise ConfigError(paths.problems)
+    return Recipe(
+        name=data["name"],
+        version=data["version"],
+        description=data["description"],
+        folder=paths.folder,
+        repo=repo,
+        display=display,
+        smoke=smoke,
+        build=build,
+        bootstrap=bootstrap,
+        profile=Profile(**data["profile"]) if "profile" in data else None,
+    )
+
+
+def _build_of(data: dict[str, Any], paths: _Paths) -> tuple[DockerBuild | None, Bootstrap | None]:
     if "bootstrap" in data:
         b = data["bootstrap"]
-        bootstrap = Bootstrap(
+        return None, Bootstrap(
             suite=b["suite"],
             variant=b.get("variant", "minbase"),
             include=tuple(b.get("include", ())),
             mirror=b.get("mirror"),
             cmd=tuple(b.get("cmd", ("bash",))),
         )
-    else:
-        b = data.get("build", {})
-        build = DockerBuild(
-            context=local_path(b.get("context", "."), "build.context", True, is_dir=True),
-            dockerfile=local_path(b.get("dockerfile", "Dockerfile"), "build.dockerfile", True),
-            args=dict(b.get("args", {})),
-            target=b.get("target"),
-        )
-        if not found:
-            found.extend(_unreadable(build, repo))
-    s = data["smoke"]
-    structure = None
-    if "structure" in s:
-        structure = local_path(s["structure"], "smoke.structure", True)
+    b = data.get("build", {})
+    build = DockerBuild(
+        context=paths.local(b.get("context", "."), "build.context", True, is_dir=True),
+        dockerfile=paths.local(b.get("dockerfile", "Dockerfile"), "build.dockerfile", True),
+        args=dict(b.get("args", {})),
+        target=b.get("target"),
+    )
+    if not paths.problems:
+        paths.problems.extend(_unreadable(build, paths.repo))
+    return build, None
+
+
+def _smoke_of(s: dict[str, Any], paths: _Paths) -> Smoke:
+    structure = paths.local(s["structure"], "smoke.structure", True) if "structure" in s else None
     smoke = Smoke(
         structure=structure,
         commands=tuple(
@@ -241,24 +267,12 @@ def _load(file: Path, display: str, repo: Path, problems: list[str]) -> Recipe:
     )
     for index, command in enumerate(smoke.commands):
         field_name = f"smoke.commands[{index}].expect_output"
-        problem = _check_expectation(command.expect_output, field_name, display)
+        problem = _check_expectation(command.expect_output, field_name, paths.display)
         if problem:
-            found.append(problem)
+            paths.problems.append(problem)
     names = [c.name for c in smoke.commands]
     for dup in sorted({n for n in names if names.count(n) > 1}):
-        found.append(f"{display}: smoke.commands: name '{dup}' is used twice; make names unique")
-    profile = Profile(**data["profile"]) if "profile" in data else None
-    if found:
-        raise ConfigError(found)
-    return Recipe(
-        name=data["name"],
-        version=data["version"],
-        description=data["description"],
-        folder=folder,
-        repo=repo,
-        display=display,
-        smoke=smoke,
-        build=build,
-        bootstrap=bootstrap,
-        profile=profile,
-    )
+        paths.problems.append(
+            f"{paths.display}: smoke.commands: name '{dup}' is used twice; make names unique"
+        )
+    return smoke
