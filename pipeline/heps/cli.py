@@ -19,7 +19,7 @@ from functools import partial
 from pathlib import Path
 
 from heps import __version__
-from heps.core import log, paths, settings
+from heps.core import credentials, log, paths, settings
 from heps.core.errors import ConfigError, HepsError, TemporaryError, with_retries
 from heps.core.references import split_reference
 from heps.core.stages import Stage
@@ -277,7 +277,7 @@ def _recipes(cfg: settings.Settings) -> dict[str, recipes.Recipe]:
 
 
 def _registry(cfg: settings.Settings) -> Registry:
-    creds = settings.credentials(cfg, engine.config_auth)
+    creds = credentials.credentials(cfg, engine.config_auth)
     registry = Registry(cfg.registry, creds, cfg.state_dir / "cache" / "labels")
     registry.check()
     return registry
@@ -492,7 +492,7 @@ def _main(argv: list[str] | None) -> int:
             action = services.up if args.action == "up" else services.down
             print("\n".join(action(cfg)))
             return EXIT_OK
-        settings.credentials(
+        credentials.credentials(
             cfg, engine.config_auth
         )  # known from now on: masked in whatever the command prints
         command = {

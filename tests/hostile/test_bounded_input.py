@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from heps.core.settings import Credentials, RegistrySettings, Secret
+from heps.core.credentials import Credentials, Secret
+from heps.core.settings import RegistrySettings
 from heps.images import lint
 from heps.systems.registry import Registry
 from tests.conftest import BUSYBOX, Env, free_port, simple_recipe, write_recipe

@@ -24,8 +24,9 @@ import docker
 import pytest
 
 from heps.core import settings
+from heps.core.credentials import Credentials, Secret
 from heps.core.errors import StageError
-from heps.core.settings import Credentials, RegistrySettings, Secret
+from heps.core.settings import RegistrySettings
 from heps.images import push
 from heps.systems import services
 from heps.systems.engine import RECIPE_LABEL, RUN_LABEL

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from heps.core import log, settings
+from heps.core import credentials, log, settings
 from heps.core.errors import ConfigError
 from heps.systems import engine, services
 
@@ -20,7 +20,7 @@ def cfg(tmp_path: Path, host: str = "registry.example:443") -> settings.Settings
 
 
 def test_environment_wins_and_the_password_is_masked(tmp_path: Path) -> None:
-    creds = settings.credentials(
+    creds = credentials.credentials(
         cfg(tmp_path),
         engine.config_auth,
         env={"HEPS_REGISTRY_USERNAME": "ci", "HEPS_REGISTRY_PASSWORD": "s3cr3t-env-pw"},
@@ -33,7 +33,7 @@ def test_environment_wins_and_the_password_is_masked(tmp_path: Path) -> None:
 
 def test_half_set_environment_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="only one is set; set both or neither"):
-        settings.credentials(
+        credentials.credentials(
             cfg(tmp_path), engine.config_auth, env={"HEPS_REGISTRY_USERNAME": "ci"}
         )
 
@@ -46,7 +46,7 @@ def test_docker_config_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         json.dumps({"auths": {"registry.example:443": {"auth": auth}}})
     )
     monkeypatch.setenv("DOCKER_CONFIG", str(docker_config))
-    creds = settings.credentials(cfg(tmp_path), engine.config_auth, env={})
+    creds = credentials.credentials(cfg(tmp_path), engine.config_auth, env={})
     assert creds is not None
     assert (creds.username, creds.password.value, creds.source) == (
         "robot",
@@ -65,6 +65,6 @@ def test_embedded_registry_credentials_live_outside_the_repo_mode_0600(
     assert stat.S_IMODE(stored.stat().st_mode) == 0o600
     assert not stored.is_relative_to(tmp_path / "app-recipes")
     assert services.embedded_registry(config).password == service.password  # stable
-    creds = settings.credentials(config, engine.config_auth, env={})
+    creds = credentials.credentials(config, engine.config_auth, env={})
     assert creds is not None and creds.password.value == service.password
     assert log.redact(service.password) == "***"

@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from heps.ci import jenkins_jobs
-from heps.core.settings import Credentials, RegistrySettings, Secret
+from heps.core.credentials import Credentials, Secret
+from heps.core.settings import RegistrySettings
 from heps.systems.registry import Registry
 from tests.conftest import BUSYBOX, REPO_ROOT, Env, simple_recipe, write_recipe
 from tests.pipeline.fake_jenkins import FakeJenkins

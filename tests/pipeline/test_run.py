@@ -11,7 +11,8 @@ import defusedxml.ElementTree as ET
 import docker
 import pytest
 
-from heps.core.settings import Credentials, RegistrySettings, Secret
+from heps.core.credentials import Credentials, Secret
+from heps.core.settings import RegistrySettings
 from heps.systems.registry import Registry
 from tests.conftest import BUSYBOX, Env, internal_from, read_json, simple_recipe, write_recipe
 

@@ -18,8 +18,8 @@ import requests
 import jenkins
 from heps.ci import jenkins_jobs
 from heps.core import log
+from heps.core.credentials import Secret
 from heps.core.errors import ConfigError, StageError, TemporaryError
-from heps.core.settings import Secret
 from heps.core.stages import Stage
 
 SUCCESS = "SUCCESS"

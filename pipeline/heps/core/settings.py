@@ -8,7 +8,6 @@ state directory (outside the repository).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Callable
@@ -16,10 +15,6 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from requests.auth import HTTPBasicAuth
-
-from heps.core import log
-from heps.core.bounded import read_text
 from heps.core.errors import ConfigError
 from heps.core.references import is_repository_path
 from heps.core.validation import load_yaml, validate
@@ -43,32 +38,6 @@ T = TypeVar("T")
 SETTINGS_FILE = "heps.yaml"
 EMBEDDED_REGISTRY = "127.0.0.1:5000"
 DEFAULT_AUTHOR = Identity("HEPS delivery", "delivery@heps.invalid")
-
-
-@dataclass(frozen=True)
-class Secret:
-    """A string that prints as *** and is masked in every log line once created."""
-
-    value: str = field(repr=False)
-
-    def __post_init__(self) -> None:
-        log.register_secret(self.value)
-
-    def __str__(self) -> str:
-        return log.MASK
-
-
-@dataclass(frozen=True)
-class Credentials:
-    username: str
-    password: Secret
-    source: str  # where they came from, for messages ("environment", "Docker config", ...)
-
-    @property
-    def basic_auth(self) -> HTTPBasicAuth:
-        """For HTTP basic auth, as UTF-8 (as docker login sends them): requests would
-        encode str as Latin-1, refusing or mangling a non-ASCII password."""
-        return HTTPBasicAuth(self.username.encode(), self.password.value.encode())
 
 
 @dataclass(frozen=True)
@@ -291,45 +260,3 @@ def _check(settings: Settings) -> None:
         )
     if problems:
         raise ConfigError(problems)
-
-
-def credentials(
-    settings: Settings,
-    docker_auth: Callable[[str], dict[str, str]],
-    env: dict[str, str] | None = None,
-) -> Credentials | None:
-    """Registry credentials: environment, then Docker config (`docker_auth(host)`, the
-    engine's lookup), then the embedded registry's."""
-    env = dict(os.environ) if env is None else env
-    user, password = env.get("HEPS_REGISTRY_USERNAME"), env.get("HEPS_REGISTRY_PASSWORD")
-    if user and password:
-        return Credentials(user, Secret(password), "HEPS_REGISTRY_USERNAME/PASSWORD")
-    if bool(user) != bool(password):
-        raise ConfigError(
-            "environment: HEPS_REGISTRY_USERNAME and HEPS_REGISTRY_PASSWORD: only one is set; "
-            "set both or neither"
-        )
-    host = settings.registry.host
-    found = docker_auth(host)
-    if found.get("username") and found.get("password"):
-        return Credentials(found["username"], Secret(found["password"]), "Docker config")
-    stored = embedded_credentials_file(settings.state_dir)
-    if host == EMBEDDED_REGISTRY and stored.exists():
-        return _stored_credentials(stored)
-    return None
-
-
-def _stored_credentials(path: Path) -> Credentials:
-    """The embedded registry's credentials file: {"username": ..., "password": ...}."""
-    try:
-        data = json.loads(read_text(path, str(path), limit=64 * 1024))
-    except ValueError:
-        data = None
-    fields = data if isinstance(data, dict) else {}
-    user, password = fields.get("username"), fields.get("password")
-    if not (isinstance(user, str) and user and isinstance(password, str) and password):
-        raise ConfigError(
-            f"{path}: not a credentials file (JSON with string username and password); "
-            "fix it, or delete it and run `heps services up` to create a new one"
-        )
-    return Credentials(user, Secret(password), str(path))

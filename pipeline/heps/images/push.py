@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from functools import partial
 
 from heps.core import log
+from heps.core.credentials import Credentials
 from heps.core.errors import StageError, with_retries
 from heps.core.references import split_reference
-from heps.core.settings import Credentials
 from heps.core.stages import Stage
 from heps.images.fingerprint import LABEL_FULL
 from heps.systems.engine import ContainerEngine, Interrupted

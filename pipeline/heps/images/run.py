@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from heps.core import log, references
+from heps.core.credentials import Credentials, credentials
 from heps.core.errors import ConfigError, StageError
-from heps.core.settings import Credentials, Settings, credentials
+from heps.core.settings import Settings
 from heps.core.stages import Stage
 from heps.images import fingerprint, graph, lint, plan, push, recipes, smoke, source, versions
 from heps.images.build import BuildRequest, builder_for

@@ -29,8 +29,8 @@ import requests
 from docker.models.containers import Container as _SdkContainer
 from docker.utils.build import PatternMatcher, exclude_paths
 
+from heps.core.credentials import Credentials
 from heps.core.errors import ConfigError, HepsError, StageError
-from heps.core.settings import Credentials
 from heps.core.stages import Stage
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")

@@ -16,9 +16,10 @@ from typing import Any
 
 import requests
 
+from heps.core.credentials import Credentials
 from heps.core.errors import ConfigError, TemporaryError
 from heps.core.log import redact
-from heps.core.settings import Credentials, RegistrySettings
+from heps.core.settings import RegistrySettings
 
 MANIFEST_TYPES = ", ".join(
     [
