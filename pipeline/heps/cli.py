@@ -32,6 +32,7 @@ from heps import (
 from heps.dockerfile import split_reference
 from heps.errors import ConfigError, HepsError, TemporaryError, with_retries
 from heps.pin import Pin
+from heps.platform import command as platform_command
 from heps.registry import Registry
 from heps.run import Runner, Selection, prepare, summary
 from heps.validation import schema
@@ -124,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--git-dir", type=Path, default=Path("."), help="the bare repository")
     p = sub.add_parser("services", help="start or stop the embedded Docker engine and registry")
     p.add_argument("action", choices=["up", "down"])
+    platform_command.add_parser(sub)
     p = sub.add_parser("schema", help="print a published JSON Schema")
     p.add_argument("name", choices=["recipe", "settings", "jobs"])
     return parser
@@ -405,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
             "reconcile": _reconcile,
             "jenkins": _jenkins,
             "review": _review,
+            "platform": platform_command.run,
         }[args.command]
         return command(cfg, args)
     except ConfigError as exc:
