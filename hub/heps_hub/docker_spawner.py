@@ -61,7 +61,17 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
 
     @default("options_form")
     def _options_form_default(self) -> Any:
-        return lambda spawner: local.options_form(spawner.offers())
+        return lambda spawner: spawner.spawn_page()
+
+    async def spawn_page(self) -> str:
+        """The profiles as pinned now; those whose image is not here are shown disabled."""
+        found = self.offers()
+        here = set()
+        for offer in found:
+            with contextlib.suppress(NotFound):
+                await self.docker("inspect_image", offer.image)
+                here.add(offer.slug)
+        return local.options_form(found, here)
 
     @default("options_from_form")
     def _options_from_form_default(self) -> Any:

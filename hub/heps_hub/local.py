@@ -136,20 +136,27 @@ def _resources(offer: Offer) -> str:
     return f"{cpu}, {memory}, {gpu}"
 
 
-def options_form(found: list[Offer]) -> str:
-    """The spawn page: one radio button per profile; the field is `profile` = slug."""
-    default = next((o.slug for o in found if o.default), found[0].slug if found else "")
+def options_form(found: list[Offer], here: set[str]) -> str:
+    """The spawn page: one radio button per profile; the field is `profile` = slug.
+    Profiles not in `here` (image not on this machine) are shown, but disabled."""
+    usable = [o.slug for o in found if o.slug in here]
+    default = next((o.slug for o in found if o.default and o.slug in here), None)
+    default = default or (usable[0] if usable else "")
     rows = []
     for o in found:
         e = html.escape
         checked = " checked" if o.slug == default else ""
+        if o.slug not in here:
+            checked = " disabled"
         digest = e(o.digest) if o.digest else "not pinned by digest (built on this machine)"
         rows.append(
             f'<label class="heps-profile" data-slug="{e(o.slug)}" style="display:block">'
             f'<input type="radio" name="profile" value="{e(o.slug)}"{checked}> '
             f"<strong>{e(o.display_name)}</strong>: {e(o.description)}<br>"
             f"<small>{e(_resources(o))}; image tag <code>{e(o.tag)}</code>, "
-            f"digest <code>{digest}</code></small></label>"
+            f"digest <code>{digest}</code>"
+            + ("" if o.slug in here else "; not on this machine (heps platform up --apps)")
+            + "</small></label>"
         )
     return "\n".join(rows)
 

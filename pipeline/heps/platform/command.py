@@ -26,13 +26,19 @@ def add_parser(sub: Any) -> None:
             v.add_argument("--users", type=Path, metavar="FILE", help="SSO accounts (YAML)")
             v.add_argument("--port", type=int, default=8000, help="the hub's port on 127.0.0.1")
             v.add_argument("--sso-port", type=int, default=8010, help="the SSO testbed's port")
+            v.add_argument(
+                "--apps",
+                metavar="SLUG,...",
+                help="build only these profiles' images when missing (default: all)",
+            )
 
 
 def run(cfg: Settings, args: argparse.Namespace) -> int:
     from heps.platform import stack  # imports the hub's modules: only when used
 
     if args.platform_command == "up":
-        opts = stack.Options(args.name, args.overlay, args.users, args.port, args.sso_port)
+        apps = tuple(a for a in args.apps.split(",") if a) if args.apps else None
+        opts = stack.Options(args.name, args.overlay, args.users, args.port, args.sso_port, apps)
         lines = stack.up(cfg, opts)
     else:
         action = stack.down if args.platform_command == "down" else stack.status

@@ -110,16 +110,15 @@ class Engine:
             raise HepsError(f"{spec.image}: not on this machine")
         digest = spec.digest(image_id)
         action = "started"
-        try:
-            old = self.client.containers.get(spec.name)
-            if old.labels.get(SPEC_LABEL) == digest and old.status == "running":
-                return "unchanged"
+        found = self.client.containers.list(all=True, filters={"name": f"^{spec.name}$"})
+        if found:
+            old = found[0]
             if old.labels.get(LABEL) != self.platform:
                 raise HepsError(f"container {spec.name}: exists but is not this platform's")
+            if old.labels.get(SPEC_LABEL) == digest and old.status == "running":
+                return "unchanged"
             old.remove(force=True)
             action = "replaced"
-        except docker.errors.NotFound:
-            pass
         self.client.containers.run(
             spec.image,
             spec.command,

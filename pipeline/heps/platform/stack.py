@@ -23,7 +23,7 @@ from pathlib import Path
 import requests
 import yaml
 
-from heps.errors import HepsError
+from heps.errors import ConfigError, HepsError
 from heps.platform import images, overlay, provider, users
 from heps.platform.containers import Engine, Service
 from heps.settings import Settings
@@ -43,6 +43,9 @@ class Options:
     users: Path | None = None
     port: int = 8000
     sso_port: int = 8010
+    apps: tuple[str, ...] | None = None
+    """Profiles whose images are built here when missing (None: all); the others are
+    offered only when their image is here already (pulled or built earlier)."""
 
     @property
     def public_url(self) -> str:
@@ -143,7 +146,7 @@ def up(cfg: Settings, opts: Options) -> list[str]:
     (state / "local").mkdir(parents=True, exist_ok=True)
     docker = Engine(opts.name)
     rendered = overlay.render(cfg, opts.overlay, state / "config", state / "local" / "policy.yaml")
-    present = images.ensure(cfg, docker, rendered.images)
+    present = images.ensure(cfg, docker, _wanted(rendered.images, opts.apps))
     gateway = docker.network(opts.name)
     hidden = _secrets(state)
     local = _local(opts, state, gateway, docker.size())
@@ -159,6 +162,15 @@ def up(cfg: Settings, opts: Options) -> list[str]:
     _wait_for_hub(docker, opts)
     lines.append(f"open {opts.public_url} and log in ({len(accounts)} accounts)")
     return lines
+
+
+def _wanted(pinned: dict[str, str], apps: tuple[str, ...] | None) -> dict[str, str]:
+    platform = {"heps-hub", "user-init"}
+    unknown = sorted(set(apps or ()) - set(pinned) - platform)
+    if unknown:
+        known = ", ".join(sorted(set(pinned) - platform))
+        raise ConfigError(f"--apps: no profile {', '.join(unknown)} in the overlay; known: {known}")
+    return {k: v for k, v in pinned.items() if apps is None or k in platform or k in apps}
 
 
 def _wait_for_hub(docker: Engine, opts: Options) -> None:
