@@ -8,6 +8,7 @@
    embedded registry lacks it (minutes, once).
 4. The pipeline's own overhead against a plain `docker build` of the same recipe.
 5. The scheduler: decisions per second and the policy comparison on the openb trace.
+6. The platform on one machine (bench/platform.py): spawn to JupyterLab, 1 and 10 users.
 
 Run with `tox -e bench` or `make bench`. Results go to stdout; record them in
 docs/benchmarks.md.
@@ -334,7 +335,7 @@ def bench_scheduler() -> None:
 
 
 if __name__ == "__main__":
-    wanted = set(sys.argv[1:]) or {"plan", "pin", "noop", "overhead", "scheduler"}
+    wanted = set(sys.argv[1:]) or {"plan", "pin", "noop", "overhead", "scheduler", "platform"}
     if "plan" in wanted:
         bench_plan_500()
     if "pin" in wanted:
@@ -345,3 +346,5 @@ if __name__ == "__main__":
         bench_overhead()
     if "scheduler" in wanted:
         bench_scheduler()
+    if "platform" in wanted:
+        subprocess.run([sys.executable, str(REPO / "bench" / "platform.py")], check=True)

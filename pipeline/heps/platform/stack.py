@@ -140,8 +140,8 @@ def _local(opts: Options, state: Path, gateway: str, size: tuple[float, int]) ->
 
 
 def up(cfg: Settings, opts: Options) -> list[str]:
+    accounts = users.load(opts.users or cfg.repo / EXAMPLE_USERS)  # checked before any change
     provider.install(cfg.repo)
-    accounts = users.load(opts.users or cfg.repo / EXAMPLE_USERS)
     state = state_dir(cfg, opts.name)
     (state / "local").mkdir(parents=True, exist_ok=True)
     docker = Engine(opts.name)
