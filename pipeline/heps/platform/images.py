@@ -1,11 +1,12 @@
 """Every image an overlay pins, present on this machine's engine under its pinned name.
 
-In order: already here; pulled, when the pin names the configured registry (what
-`heps promote` writes: tag and digest of a pushed image); otherwise built here by the
-pipeline (`heps run --no-push` of that recipe) and tagged with the pinned name, for a
-pin that names a registry this machine cannot reach (the site registry of a testbed
-overlay never promoted from here). A pin by digest is never satisfied by a local build:
-a digest names exactly one image.
+A pin by digest, or one naming the configured registry (what `heps promote` writes),
+is used as it is: here already, or pulled. A pin naming another registry (the site
+registry of a testbed overlay never promoted from here) is satisfied by the pipeline's
+own image of that version on this machine, pulled from the configured registry or
+built here (`heps run --no-push` of that recipe) when absent, and tagged with the
+pinned name, so a newer build of that version replaces an older one at the next `up`.
+A digest is never satisfied by a local build: it names exactly one image.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class Present:
     role: str
     pinned: str
     how: str
-    """"here", "pulled" or "built here"."""
+    """"here", "pulled" or which of the pipeline's local images it is."""
 
 
 def _local_name(cfg: settings.Settings, pinned: str) -> tuple[str, str]:
@@ -48,31 +49,41 @@ def ensure(cfg: settings.Settings, docker: Engine, pinned: dict[str, str]) -> li
     """Make each pinned image present; raise naming the pin that cannot be."""
     credentials = settings.credentials(cfg)
     done: dict[str, Present] = {}
-    to_build: dict[str, str] = {}
+    local: dict[str, str] = {}
+    """role -> pin to be satisfied by this machine's build of that version."""
     for role, ref in pinned.items():
         repo, _, digest = split_reference(ref)
-        if docker.image_id(ref):
+        ours = repo.split("/", 1)[0] == cfg.registry.host
+        if (digest or ours) and docker.image_id(ref):
             done[role] = Present(role, ref, "here")
-        elif repo.split("/", 1)[0] == cfg.registry.host and docker.pull(ref, credentials):
+        elif (digest or ours) and docker.pull(ref, credentials):
             done[role] = Present(role, ref, "pulled")
-        elif digest:
+        elif digest or ours:
             raise ConfigError(
-                f"{role}: {ref}: pinned by digest, but neither on this machine nor in "
-                f"{cfg.registry.host}; promote an image pushed there"
+                f"{role}: {ref}: neither on this machine nor in {cfg.registry.host}; "
+                "pin an image pushed there (heps promote)"
             )
         else:
-            to_build[role] = ref
-    wanted = dict(_local_name(cfg, ref) for ref in to_build.values())
-    missing = sorted(name for name, tag in wanted.items() if not docker.image_id(tag))
+            local[role] = ref
+    builds = dict(_local_name(cfg, ref) for ref in local.values())
+    by_hand = {_local_name(cfg, ref)[0] for ref in local.values() if docker.image_id(ref)}
+    missing = sorted(
+        name
+        for name, tag in builds.items()
+        if not docker.image_id(tag) and name not in by_hand and not docker.pull(tag, credentials)
+    )
     if missing:
         _build(cfg, docker, missing)
-    for role, ref in to_build.items():
-        local = _local_name(cfg, ref)[1]
-        if not docker.image_id(local) and not docker.pull(local, credentials):
+    for role, ref in local.items():
+        name, tag = _local_name(cfg, ref)
+        if docker.image_id(tag):  # this machine's build of that version, the newest
+            docker.tag(tag, ref)
+            done[role] = Present(role, ref, f"the pipeline's {tag}")
+        elif docker.image_id(ref):  # put here by hand (docker load) under the pinned name
+            done[role] = Present(role, ref, "here")
+        else:
             raise ConfigError(
                 f"{role}: {ref}: no such version here and none built; the recipe "
-                f"{_local_name(cfg, ref)[0]} must be at version {split_reference(ref)[1]}"
+                f"{name} must be at version {split_reference(ref)[1]}"
             )
-        docker.tag(local, ref)
-        done[role] = Present(role, ref, "built here")
     return [done[role] for role in pinned]
