@@ -18,6 +18,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from heps.promote import pins_from_report
 from tests.conftest import REPO_ROOT
 from tests.platform.conftest import CHROMIUM, Platform
 
@@ -199,10 +200,8 @@ def test_promotion_reaches_users_without_restarting_the_hub(
     assert ran.returncode == 0, ran.stderr[-2000:]
     promoted = site.heps("promote", "--overlay", "testbed", "--report", str(report))
     assert promoted.returncode == 0, promoted.stderr[-2000:]
-    entry = next(
-        e for e in json.loads(report.read_text())["recipes"] if e["name"] == "ct-reconstruction"
-    )
-    pinned = f"{entry['references'][1]}@{entry['digest']}"
+    pin = next(p for p in pins_from_report(report) if p.app == "ct-reconstruction")
+    pinned = pin.reference  # REPOSITORY:TAG@DIGEST, as promote writes it
     assert pinned in (site.repo / "k8s-overlays/overlays/testbed/profile-list.yaml").read_text()
     hub_started = _started(docker_client, f"{platform.name}-hub")
 
@@ -215,7 +214,7 @@ def test_promotion_reaches_users_without_restarting_the_hub(
 
     session = _session(platform, "bruno")
     page = session.get(f"{platform.url}/hub/spawn", timeout=30).text
-    assert entry["digest"] in page and entry["references"][1].rsplit(":", 1)[1] in page
+    assert f"image tag <code>{pin.tag}</code>, digest <code>{pin.digest}</code>" in page
     xsrf = session.cookies.get("_xsrf", path="/hub/") or ""
     data = {"profile": "ct-reconstruction", "_xsrf": xsrf}
     session.post(f"{platform.url}/hub/spawn", data=data, timeout=60)
