@@ -8,7 +8,7 @@
    embedded registry lacks it (minutes, once).
 4. The pipeline's own overhead against a plain `docker build` of the same recipe.
 5. The scheduler: decisions per second and the policy comparison on the openb trace.
-6. The platform on one machine (bench/platform.py): spawn to JupyterLab, 1 and 10 users.
+6. The platform on one machine (bench/spawn.py): spawn to JupyterLab, 1 and 10 users.
 
 Run with `tox -e bench` or `make bench`. Results go to stdout; record them in
 docs/benchmarks.md.

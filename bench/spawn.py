@@ -4,7 +4,7 @@ for one user at a time and for ten at once, the hub's memory with ten servers, b
 
 Uses this repository's testbed overlay with its images already present (`make run`
 first), a platform of its own on free ports, and accounts made up for the run; it takes
-the platform down at the end. `python bench/platform.py` or `bench/run.py platform`.
+the platform down at the end. `python bench/spawn.py` or `bench/run.py platform`.
 """
 
 from __future__ import annotations
@@ -81,7 +81,9 @@ def stop(url: str, user: str, session: requests.Session) -> None:
     """Stop the user's server (the REST API, with the session's XSRF token) and wait."""
     xsrf = session.cookies.get("_xsrf", path="/hub/") or ""
     session.delete(f"{url}/hub/api/users/{user}/server", params={"_xsrf": xsrf}, timeout=120)
-    while session.get(f"{url}/user/{user}/api", timeout=30, allow_redirects=False).ok:
+    while (
+        session.get(f"{url}/user/{user}/api", timeout=30, allow_redirects=False).status_code == 200
+    ):
         time.sleep(0.2)
 
 
