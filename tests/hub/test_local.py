@@ -11,6 +11,7 @@ import yaml
 
 from heps_hub import local
 from heps_hub.values import ValuesError
+from tests.conftest import REPO_ROOT
 
 MACHINE = local.Local(
     platform="p",
@@ -98,3 +99,27 @@ def test_local_settings_are_read_whole(tmp_path: Path) -> None:
     with pytest.raises(ValuesError, match="expected exactly the keys"):
         local.load(path)
     assert replace(MACHINE, cpus=1.0) != MACHINE
+
+
+def test_jupyterhub_loads_the_overlay_then_the_local_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jupyterhub.app import JupyterHub
+
+    from tests.hub.test_hub_config import mounted_config
+
+    mounted_config("testbed", tmp_path)
+    (tmp_path / "local.yaml").write_text(yaml.safe_dump(asdict(MACHINE)))
+    monkeypatch.setenv("HEPS_HUB_CONFIG_DIR", str(tmp_path))
+    monkeypatch.setenv("HEPS_HUB_LOCAL", str(tmp_path / "local.yaml"))
+    app = JupyterHub()
+    app.load_config_file(str(REPO_ROOT / "hub" / "jupyterhub_config.py"))
+    c = app.config
+    assert c.JupyterHub.spawner_class == "heps_hub.docker_spawner.HEPSDockerSpawner"
+    assert c.JupyterHub.public_url == "http://127.0.0.1:8000"
+    assert c.IHEPSSOAuthenticator.token_url == "http://10.0.0.1:8010/token"
+    assert c.IHEPSSOAuthenticator.oauth_callback_url == "http://127.0.0.1:8000/hub/oauth_callback"
+    assert c.IHEPSSOAuthenticator.allowed_groups == {"heps-users"}  # the overlay's, kept
+    assert c.HEPSDockerSpawner.local_settings == MACHINE
+    assert c.HEPSDockerSpawner.pull_policy == "never"
+    assert c.HEPSDockerSpawner.network_name == "p"
