@@ -180,5 +180,8 @@ def configure(c: Any, local: Local) -> None:
     spawner.use_internal_ip = True
     spawner.remove = True  # the container goes with the server; the home stays
     spawner.pull_policy = "never"  # `heps platform up` puts every pinned image here
+    # ten JupyterLabs starting at once on a laptop's cores take longer than the default
+    # 30 s to answer; a slow start is not a failed one
+    spawner.http_timeout = 120
     spawner.cmd = ["jupyterhub-singleuser"]
     spawner.default_url = "/lab"
