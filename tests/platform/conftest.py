@@ -1,7 +1,10 @@
 """The platform on one machine, for real: the images built once per session by the
-pipeline (debian-base and heps-user-init shared with the user-init tests), a copy of
-this working tree as the repository `heps platform up` reads, and the platform itself
-on free ports under a name of its own, started and removed by the tests."""
+pipeline into the session's registry, a copy of this working tree as the repository
+`heps platform up` reads, and the platform itself on free ports under a name of its
+own, started and removed by the tests.
+
+The images go to the namespace the overlays name (`heps`), as a site's do: promotion
+pins an image wherever an overlay names its NAMESPACE/NAME, on any registry."""
 
 from __future__ import annotations
 
@@ -18,9 +21,9 @@ import pytest
 import yaml
 
 from heps.services import RegistryService
-from tests.conftest import REPO_ROOT, BundledBuild, free_port
+from tests.conftest import REPO_ROOT, free_port
 
-APPS = ("jupyterlab-base", "ct-reconstruction", "heps-hub")
+APPS = ("debian-base", "heps-user-init", "jupyterlab-base", "ct-reconstruction", "heps-hub")
 CHROMIUM = "/usr/bin/chromium"
 # a fourth account beside the bundled example's: in the platform's group, so the hub
 # lets her in, but with a uid the site policy refuses, so the user-init container does
@@ -67,21 +70,17 @@ def _copy_working_tree(into: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def site(
-    bundled_build: BundledBuild, registry: RegistryService, tmp_path_factory: pytest.TempPathFactory
-) -> Site:
-    """The app images pushed once per session into the bundled build's namespace."""
-    assert bundled_build.code == 0, bundled_build.log[-3000:]
+def site(registry: RegistryService, tmp_path_factory: pytest.TempPathFactory) -> Site:
+    """The platform's images pushed once per session into the session's registry."""
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium missing: scripts/bootstrap.sh installs Debian's package")
-    namespace = bundled_build.entries["heps-user-init"]["references"][0].split("/")[1]
     tmp = tmp_path_factory.mktemp("platform")
     repo = tmp / "repo"
     _copy_working_tree(repo)
     env = {k: v for k, v in os.environ.items() if k != "HEPS_CA_BUNDLE"}
     env.update(
         HEPS_REGISTRY=registry.address,
-        HEPS_NAMESPACE=namespace,
+        HEPS_NAMESPACE="heps",
         HEPS_REGISTRY_USERNAME=registry.username,
         HEPS_REGISTRY_PASSWORD=registry.password,
         HEPS_STATE_DIR=str(tmp / "state"),
