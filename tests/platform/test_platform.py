@@ -187,6 +187,12 @@ def _session(platform: Platform, user: str) -> requests.Session:
     return session
 
 
+def _answers(response: requests.Response) -> bool:
+    """JupyterLab's /api itself, not the hub's spawn-pending page on the way."""
+    kind = response.headers.get("content-type", "")
+    return response.status_code == 200 and kind.startswith("application/json")
+
+
 def _started(client: docker.DockerClient, name: str) -> str:
     return str(client.containers.get(name).attrs["State"]["StartedAt"])
 
@@ -219,7 +225,7 @@ def test_promotion_reaches_users_without_restarting_the_hub(
     data = {"profile": "ct-reconstruction", "_xsrf": xsrf}
     session.post(f"{platform.url}/hub/spawn", data=data, timeout=60)
     deadline = time.monotonic() + 180
-    while session.get(f"{platform.url}/user/bruno/api", timeout=30).status_code != 200:
+    while not _answers(session.get(f"{platform.url}/user/bruno/api", timeout=30)):
         assert time.monotonic() < deadline, "bruno's server never answered"
         time.sleep(1)
     server = docker_client.containers.get(f"{platform.name}-bruno")
