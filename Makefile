@@ -1,10 +1,14 @@
 # The two quick-start commands (README) and the developer checks. Each target sets up
 # what it needs first (system packages, .venv, Docker engine, embedded registry).
-.PHONY: run test lint bench
+.PHONY: run test lint bench platform
 
 run:
 	@scripts/bootstrap.sh
 	.venv/bin/heps run --all --report reports/run.json --junit reports/junit.xml
+
+platform:
+	@scripts/bootstrap.sh
+	.venv/bin/heps platform up
 
 test: lint
 	.venv/bin/pytest

@@ -11,6 +11,7 @@
    (bench/scheduler_bench.py).
 6. `makespan` (not in the default set): a first run's makespan against its lower bound,
    from that run's own report (HEPS_BENCH_REPORT, default reports/first-run.json).
+7. The platform on one machine (bench/spawn.py): spawn to JupyterLab, 1 and 10 users.
 
 Run with `tox -e bench` or `make bench`. Results go to stdout; record them in
 docs/benchmarks.md.
@@ -340,7 +341,7 @@ def bench_scheduler() -> None:
 
 
 if __name__ == "__main__":
-    wanted = set(sys.argv[1:]) or {"plan", "pin", "noop", "overhead", "scheduler"}
+    wanted = set(sys.argv[1:]) or {"plan", "pin", "noop", "overhead", "scheduler", "platform"}
     if "plan" in wanted:
         bench_plan_500()
     if "pin" in wanted:
@@ -353,3 +354,5 @@ if __name__ == "__main__":
         bench_makespan(Path(os.environ.get("HEPS_BENCH_REPORT", REPO / "reports/first-run.json")))
     if "scheduler" in wanted:
         bench_scheduler()
+    if "platform" in wanted:
+        subprocess.run([sys.executable, str(REPO / "bench" / "platform.py")], check=True)

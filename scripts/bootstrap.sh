@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Prepare a fresh Debian build host for `make run` and `make test`: the system packages
 # (Docker engine, distribution registry, debootstrap, busybox for test images,
-# configurable-http-proxy for the JupyterHub login test), a
+# configurable-http-proxy for the JupyterHub login test, Chromium for the platform's
+# browser tests), a
 # virtualenv with heps and its test tools, then the embedded services. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 for pair in dockerd:docker.io docker-registry:docker-registry debootstrap:debootstrap \
-            busybox:busybox-static git:git python3:python3-venv configurable-http-proxy:node-configurable-http-proxy; do
+            busybox:busybox-static git:git configurable-http-proxy:node-configurable-http-proxy \
+            chromium:chromium; do
   binary=${pair%%:*} package=${pair#*:}
   command -v "$binary" >/dev/null 2>&1 || [ -x "/usr/sbin/$binary" ] || missing+=("$package")
 done

@@ -57,6 +57,17 @@ class IHEPSSOAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
         auth_model["auth_state"][IDENTITY_KEY] = identity.as_json()
         return auth_model
 
+    async def check_allowed(self, username: str, auth_model: dict[str, Any] | None) -> bool:
+        """oauthenticator's decision; a refusal says why instead of a bare 403."""
+        if await super().check_allowed(username, auth_model):
+            return True
+        allowed = ", ".join(sorted(self.allowed_groups)) or "none configured"
+        raise web.HTTPError(
+            403,
+            f"Login refused: {username} is in none of the groups allowed on this platform "
+            f"({allowed}). Ask the HEPS helpdesk for access.",
+        )
+
     async def get_user_groups(self, auth_state: dict[str, Any]) -> set[str]:
         claims = auth_state[self.user_auth_state_key]
         return {str(g["name"]) for g in claims.get(self.groups_claim) or [] if isinstance(g, dict)}
@@ -67,5 +78,9 @@ class IHEPSSOAuthenticator(GenericOAuthenticator):  # type: ignore[misc]
             raise web.HTTPError(403, "No identity for this session; log out and log in again.")
         claims = auth_state[self.user_auth_state_key]
         identity = from_claims(user.name, claims, self.claim_names)
+        apply = getattr(spawner, "apply_identity", None)
+        if apply is not None:  # a spawner that places the identity itself (one machine)
+            apply(identity, self.spawner_values)
+            return
         for name, value in identity_settings(identity, self.spawner_values).items():
             setattr(spawner, name, value)

@@ -52,7 +52,16 @@ def configure(c: Any, values: hub_values.HubValues) -> None:
     k.default_url = "/lab"
 
 
+def config_dir() -> Path:
+    """Where the hub-config ConfigMap is mounted."""
+    return Path(os.environ.get("HEPS_HUB_CONFIG_DIR", "/etc/jupyterhub/heps"))
+
+
 def configure_from_environment(c: Any) -> None:
-    """What jupyterhub_config.py runs: values from HEPS_HUB_CONFIG_DIR."""
-    folder = Path(os.environ.get("HEPS_HUB_CONFIG_DIR", "/etc/jupyterhub/heps"))
-    configure(c, hub_values.load(folder))
+    """What jupyterhub_config.py runs: values from HEPS_HUB_CONFIG_DIR, then, on one
+    machine (`heps platform up`), the local settings of HEPS_HUB_LOCAL over them."""
+    configure(c, hub_values.load(config_dir()))
+    if os.environ.get("HEPS_HUB_LOCAL"):
+        from heps_hub import local  # only the single-machine hub needs DockerSpawner
+
+        local.configure(c, local.load(Path(os.environ["HEPS_HUB_LOCAL"])))

@@ -28,6 +28,7 @@ from heps.gitops import promote
 from heps.gitops.pin import Pin
 from heps.images import graph, lint, recipes, report, source, versions
 from heps.images.run import Runner, Selection, changed_recipes, prepare, summary
+from heps.platform import command as platform_command
 from heps.systems import engine, services
 from heps.systems.registry import Registry
 
@@ -76,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     _gitops_verbs(verb)
     _cluster_verbs(verb)
     _ci_verbs(verb, common)
+    platform_command.add_parser(verb, common)
     p = verb("services", help="start or stop the embedded Docker engine and registry")
     p.add_argument("action", choices=["up", "down"])
     p = verb("schema", help="print a published JSON Schema")
@@ -505,6 +507,7 @@ def _main(argv: list[str] | None) -> int:
             "reconcile": _reconcile,
             "jenkins": _jenkins,
             "review": _review,
+            "platform": platform_command.run,
         }[args.command]
         return command(cfg, args)
     except ConfigError as exc:

@@ -21,3 +21,4 @@ class Stage(StrEnum):
     JENKINS = "jenkins"
     GIT = "git"
     SERVICES = "services"
+    PLATFORM = "platform"

@@ -1,0 +1,180 @@
+"""DockerSpawner for the platform on one machine, wired as the cluster wires KubeSpawner.
+
+Per spawn: the heps-user-init image runs first (root with only CHOWN, DAC_OVERRIDE and
+FOWNER, read-only root, no new privileges, no network), with the SSO identity and the
+site policy, exactly the cluster's init container; its refusal fails the spawn with its
+one-line reason. It writes passwd/group to the user's identity volume and the home and
+group data paths to the home and data volumes. The app image then runs as the SSO uid,
+gid and supplementary groups, without capabilities or privilege escalation, with those
+passwd/group files as its /etc/passwd and /etc/group (copied in before it starts: Docker
+20.10 cannot mount one file out of a volume), the profile's cpu and memory limits
+capped to the machine, and the heps.ihep.ac.cn/user label.
+
+The profile list is read from the mounted profile-list.yaml at every spawn page and
+spawn, so a promotion reaches users without restarting the hub.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tarfile
+from typing import Any
+
+from docker.errors import NotFound
+from docker.types import Mount
+from dockerspawner import DockerSpawner
+from traitlets import Any as AnyTrait
+from traitlets import default
+
+from heps_hub import config, local
+from heps_hub import values as hub_values
+from heps_hub.identity import Identity
+from heps_hub.spawn import IDENTITY_DIR, POLICY_DIR
+
+INIT_CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER"]
+POLICY_FILE = f"{POLICY_DIR}/policy.yaml"
+
+
+class SpawnRefused(RuntimeError):
+    """The user-init container refused the identity; the message is its one line."""
+
+
+def _etc_archive(archive: bytes) -> bytes:
+    """passwd and group out of a `docker cp` of the identity folder, as files for /etc."""
+    out = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(archive)) as source,
+        tarfile.open(fileobj=out, mode="w") as target,
+    ):
+        for name in ("passwd", "group"):
+            member = source.getmember(f"{IDENTITY_DIR.strip('/')}/{name}")
+            data = source.extractfile(member)
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.uid, info.gid = member.size, 0o644, 0, 0
+            target.addfile(info, data)
+    return out.getvalue()
+
+
+class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
+    local_settings = AnyTrait(None, config=True, help="heps_hub.local.Local, from local.yaml")
+
+    @default("options_form")
+    def _options_form_default(self) -> Any:
+        return lambda spawner: spawner.spawn_page()
+
+    async def spawn_page(self) -> str:
+        """The profiles as pinned now; those whose image is not here are shown disabled."""
+        found = self.offers()
+        here = set()
+        for offer in found:
+            with contextlib.suppress(NotFound):
+                await self.docker("inspect_image", offer.image)
+                here.add(offer.slug)
+        return local.options_form(found, here)
+
+    @default("options_from_form")
+    def _options_from_form_default(self) -> Any:
+        return lambda form: {"profile": (form.get("profile") or [""])[0]}
+
+    def offers(self) -> list[local.Offer]:
+        return local.offers(hub_values.load(config.config_dir()).profiles, self.local_settings)
+
+    def apply_identity(self, identity: Identity, spawner_values: hub_values.Spawner) -> None:
+        """Called by the authenticator before each spawn (KubeSpawner gets traits)."""
+        self.heps_identity = identity
+        self.heps_values = spawner_values
+        home = f"{spawner_values.storage.home_base}/{identity.name}"
+        self.environment = {"HOME": home, "USER": identity.name, "NB_USER": identity.name}
+        self.volumes = {
+            self.local_settings.home_volume: spawner_values.storage.home_base,
+            self.local_settings.data_volume: spawner_values.storage.data_base,
+        }
+        self.extra_create_kwargs = {
+            "user": f"{identity.uid}:{identity.gid}",
+            "working_dir": home,
+            "labels": self._labels(),
+        }
+        self.extra_host_config = {
+            "group_add": [str(g.gid) for g in identity.groups],
+            "security_opt": ["no-new-privileges"],
+            "cap_drop": ["ALL"],
+        }
+
+    def _labels(self) -> dict[str, str]:
+        return {
+            local.LABEL_PLATFORM: self.local_settings.platform,
+            local.LABEL_USER: self.user.name,
+        }
+
+    async def start(self) -> Any:
+        slug = self.user_options.get("profile")
+        found = {o.slug: o for o in self.offers()}
+        offer = found.get(slug) if slug else next((o for o in found.values() if o.default), None)
+        if offer is None:
+            known = ", ".join(sorted(found))
+            raise SpawnRefused(f"no application {slug!r} on this platform; pick one of {known}")
+        if not hasattr(self, "heps_identity"):
+            raise SpawnRefused("no identity for this session; log out and log in again")
+        self.image, self.cpu_limit, self.mem_limit = offer.image, offer.cpu, offer.memory
+        await self._require_image(offer.image)
+        self.heps_etc = _etc_archive(await self._user_init())
+        return await super().start()
+
+    async def _require_image(self, image: str) -> None:
+        try:
+            await self.docker("inspect_image", image)
+        except NotFound:
+            raise SpawnRefused(
+                f"{image} is not on this machine; run `heps platform up` again"
+            ) from None
+
+    async def _user_init(self) -> bytes:
+        """Run heps-user-init for this user; the identity folder as a tar archive."""
+        identity, values = self.heps_identity, self.heps_values
+        name = f"{self.local_settings.platform}-init-{self.escaped_name}"
+        volume = f"{self.local_settings.platform}-identity-{self.escaped_name}"
+        await self.docker("create_volume", volume, labels=self._labels())
+        host_config = self.client.create_host_config(
+            binds={self.local_settings.policy_file: {"bind": POLICY_FILE, "mode": "ro"}},
+            mounts=[
+                Mount(IDENTITY_DIR, volume),
+                Mount(values.storage.home_base, self.local_settings.home_volume),
+                Mount(values.storage.data_base, self.local_settings.data_volume),
+            ],
+            cap_drop=["ALL"],
+            cap_add=INIT_CAPABILITIES,
+            security_opt=["no-new-privileges"],
+            read_only=True,
+            network_mode="none",
+            mem_limit="128m",
+            nano_cpus=500_000_000,
+        )
+        with contextlib.suppress(NotFound):  # a leftover of an interrupted spawn
+            await self.docker("remove_container", name, force=True)
+        await self.docker(
+            "create_container",
+            image=values.user_init.image,
+            command=["heps-user-init", "--policy", POLICY_FILE, "--output", IDENTITY_DIR],
+            environment={"HEPS_USER_IDENTITY": identity.as_json()},
+            user="0",
+            name=name,
+            labels=self._labels(),
+            host_config=host_config,
+        )
+        try:
+            await self.docker("start", name)
+            code = (await self.docker("wait", name, timeout=120))["StatusCode"]
+            output = (await self.docker("logs", name)).decode(errors="replace").strip()
+            if code != 0:
+                reason = output.splitlines()[-1] if output else f"exit status {code}"
+                raise SpawnRefused(f"user-init refused this account: {reason}")
+            stream, _ = await self.docker("get_archive", name, IDENTITY_DIR)
+            return b"".join(stream)
+        finally:
+            await self.docker("remove_container", name, force=True)
+
+    async def create_object(self) -> Any:
+        created = await super().create_object()
+        await self.docker("put_archive", created["Id"], "/etc", self.heps_etc)
+        return created

@@ -1,0 +1,187 @@
+"""The hub on one machine (`heps platform up`): the cluster's hub settings, with what
+only a single Docker engine changes laid over them: local URLs, the SSO testbed's
+endpoints, DockerSpawner in place of KubeSpawner, named volumes in place of the Lustre
+and identity volumes, and the machine's size as the cap on every profile's limits.
+
+`heps platform up` writes those local settings as `local.yaml` next to the overlay's
+rendered hub-config files; nothing in the overlay is edited for it.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from heps_hub import values as hub_values
+
+LABEL_PLATFORM = "heps.ihep.ac.cn/platform"
+LABEL_USER = "heps.ihep.ac.cn/user"
+_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+_UNITS.update({"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40})
+_QUANTITY = re.compile(r"^([0-9.]+)([KMGT]i?)?$")
+
+
+@dataclass(frozen=True)
+class Local:
+    """What differs on one machine; written by `heps platform up`."""
+
+    platform: str
+    """Name of this platform: prefix of every container, volume and network, and the
+    value of the heps.ihep.ac.cn/platform label on each (how `down` finds them)."""
+    public_url: str
+    authorize_url: str
+    token_url: str
+    userdata_url: str
+    hub_connect_url: str
+    proxy_api_url: str
+    network: str
+    policy_file: str
+    """The site policy on the Docker host, bind-mounted into each user-init container."""
+    home_volume: str
+    data_volume: str
+    cpus: float
+    memory: int
+    """The machine's size (bytes): profile limits above it are capped to it."""
+
+
+def load(path: Path) -> Local:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise hub_values.ValuesError(f"{path}: cannot read: {exc}") from None
+    names = {f.name for f in fields(Local)}
+    if not isinstance(raw, dict) or set(raw) != names:
+        raise hub_values.ValuesError(f"{path}: expected exactly the keys {sorted(names)}")
+    return Local(**raw)
+
+
+def quantity(text: Any) -> float:
+    """A Kubernetes quantity (4, 0.5, 500m, 16Gi) as a number."""
+    value = str(text)
+    if value.endswith("m"):
+        return float(value[:-1]) / 1000
+    match = _QUANTITY.match(value)
+    if not match:
+        raise hub_values.ValuesError(f"not a Kubernetes quantity: {value!r}")
+    return float(match.group(1)) * _UNITS[match.group(2) or ""]
+
+
+@dataclass(frozen=True)
+class Offer:
+    """One profile of the overlay's profile-list.yaml as offered on this machine."""
+
+    slug: str
+    display_name: str
+    description: str
+    image: str
+    cpu: float
+    cpu_asked: float
+    memory: int
+    memory_asked: int
+    gpus: int
+    default: bool
+
+    @property
+    def tag(self) -> str:
+        name = self.image.split("@")[0]
+        return name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else "latest"
+
+    @property
+    def digest(self) -> str:
+        return self.image.split("@")[1] if "@" in self.image else ""
+
+
+def offers(profiles: list[dict[str, Any]], local: Local) -> list[Offer]:
+    """The profiles with their limits capped to the machine."""
+    found = []
+    for profile in profiles:
+        override = profile.get("kubespawner_override") or {}
+        cpu = quantity(override.get("cpu_limit", override.get("cpu_guarantee", 1)))
+        memory = int(quantity(override.get("mem_limit", override.get("mem_guarantee", "1Gi"))))
+        extra = override.get("extra_resource_limits") or {}
+        found.append(
+            Offer(
+                slug=str(profile["slug"]),
+                display_name=str(profile.get("display_name", profile["slug"])),
+                description=str(profile.get("description", "")),
+                image=str(override["image"]),
+                cpu=min(cpu, local.cpus),
+                cpu_asked=cpu,
+                memory=min(memory, local.memory),
+                memory_asked=memory,
+                gpus=int(extra.get("nvidia.com/gpu", 0)),
+                default=bool(profile.get("default", False)),
+            )
+        )
+    return found
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
+def _resources(offer: Offer) -> str:
+    cpu = f"{offer.cpu:g} CPU"
+    if offer.cpu < offer.cpu_asked:
+        cpu += f" (asks {offer.cpu_asked:g}; capped to this machine)"
+    memory = _gib(offer.memory)
+    if offer.memory < offer.memory_asked:
+        memory += f" (asks {_gib(offer.memory_asked)}; capped to this machine)"
+    gpu = f"{offer.gpus} GPU" if offer.gpus else "no GPU"
+    return f"{cpu}, {memory}, {gpu}"
+
+
+def options_form(found: list[Offer], here: set[str]) -> str:
+    """The spawn page: one radio button per profile; the field is `profile` = slug.
+    Profiles not in `here` (image not on this machine) are shown, but disabled."""
+    usable = [o.slug for o in found if o.slug in here]
+    default = next((o.slug for o in found if o.default and o.slug in here), None)
+    default = default or (usable[0] if usable else "")
+    rows = []
+    for o in found:
+        e = html.escape
+        checked = " checked" if o.slug == default else ""
+        if o.slug not in here:
+            checked = " disabled"
+        digest = e(o.digest) if o.digest else "not pinned by digest (built on this machine)"
+        rows.append(
+            f'<label class="heps-profile" data-slug="{e(o.slug)}" style="display:block">'
+            f'<input type="radio" name="profile" value="{e(o.slug)}"{checked}> '
+            f"<strong>{e(o.display_name)}</strong>: {e(o.description)}<br>"
+            f"<small>{e(_resources(o))}; image tag <code>{e(o.tag)}</code>, "
+            f"digest <code>{digest}</code>"
+            + ("" if o.slug in here else "; not on this machine (heps platform up --apps)")
+            + "</small></label>"
+        )
+    return "\n".join(rows)
+
+
+def configure(c: Any, local: Local) -> None:
+    """Lay the local settings over what heps_hub.config.configure set from the overlay."""
+    c.JupyterHub.spawner_class = "heps_hub.docker_spawner.HEPSDockerSpawner"
+    c.JupyterHub.public_url = local.public_url
+    c.JupyterHub.hub_connect_url = local.hub_connect_url
+    c.ConfigurableHTTPProxy.api_url = local.proxy_api_url
+    auth = c.IHEPSSOAuthenticator
+    auth.authorize_url = local.authorize_url
+    auth.token_url = local.token_url
+    auth.userdata_url = local.userdata_url
+    auth.oauth_callback_url = f"{local.public_url}/hub/oauth_callback"
+    auth.logout_redirect_url = ""
+    spawner = c.HEPSDockerSpawner
+    spawner.local_settings = local
+    spawner.prefix = local.platform
+    spawner.network_name = local.network
+    spawner.use_internal_ip = True
+    spawner.remove = True  # the container goes with the server; the home stays
+    spawner.pull_policy = "never"  # `heps platform up` puts every pinned image here
+    # ten JupyterLabs starting at once on a laptop's cores take longer than the default
+    # 30 s to answer; a slow start is not a failed one
+    spawner.http_timeout = 120
+    spawner.cmd = ["jupyterhub-singleuser"]
+    spawner.default_url = "/lab"

@@ -1,0 +1,147 @@
+"""The SSO testbed: hub/sso-testbed/provider.mjs (npm's oidc-provider) run with this
+machine's node, as a process of its own that outlives `heps platform up`.
+
+It listens on the platform network's gateway address, the one address both the browser
+on this machine and the hub's container reach. `npm ci` installs its locked
+dependencies once (again when package-lock.json changes); its pid, the hash of what it
+was started with and its log live in the platform's state folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from heps.core.errors import ConfigError, HepsError
+
+SOURCE = Path("hub") / "sso-testbed"
+
+
+@dataclass(frozen=True)
+class Provider:
+    repo: Path
+    state: Path
+    """The platform's state folder: users.json, provider.pid, provider.log."""
+    address: str
+    """HOST:PORT it listens on; also its issuer's authority."""
+    client_id: str
+    redirect_uri: str
+
+    @property
+    def issuer(self) -> str:
+        return f"http://{self.address}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state / "provider.pid"
+
+
+def install(repo: Path) -> None:
+    """`npm ci` in the testbed folder unless its lock file is installed already."""
+    folder = repo / SOURCE
+    npm, node = shutil.which("npm"), shutil.which("node")
+    if npm is None or node is None:
+        raise ConfigError("node and npm: not installed; install Node.js 20 or later (npm ci)")
+    lock = folder / "package-lock.json"
+    stamp = folder / "node_modules" / ".heps-lock"
+    digest = hashlib.sha256(lock.read_bytes()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    done = subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund"], cwd=folder, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ConfigError(f"{SOURCE}: npm ci failed ({tail}); run it there to see why")
+    stamp.write_text(digest)
+
+
+def _alive(pid: int) -> bool:
+    """Is `pid` a running provider (not a reaped one, nor a reused pid)?"""
+    with contextlib.suppress(ChildProcessError):  # not our child: nothing to reap
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    try:
+        return "provider.mjs" in Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return False
+
+
+def running(provider: Provider) -> tuple[int, str] | None:
+    if not provider.pid_file.exists():
+        return None
+    recorded = json.loads(provider.pid_file.read_text())
+    return (recorded["pid"], recorded["spec"]) if _alive(recorded["pid"]) else None
+
+
+def start(provider: Provider, users: dict[str, dict[str, Any]], secret: str) -> str:
+    """Run the provider with these accounts; keep one already running with the same."""
+    users_file = provider.state / "users.json"
+    command = [
+        shutil.which("node") or "node",
+        str(provider.repo / SOURCE / "provider.mjs"),
+        "--users", str(users_file),
+        "--issuer", provider.issuer,
+        "--listen", provider.address,
+        "--client-id", provider.client_id,
+        "--redirect-uri", provider.redirect_uri,
+    ]  # fmt: skip
+    text = json.dumps(users, sort_keys=True)
+    spec = hashlib.sha256(json.dumps([command, text, secret]).encode()).hexdigest()[:16]
+    before = running(provider)
+    if before and before[1] == spec:
+        return "unchanged"
+    action = "replaced" if before else "started"
+    stop(provider)
+    users_file.write_text(text)
+    users_file.chmod(0o600)
+    with (provider.state / "provider.log").open("ab") as out:
+        process = subprocess.Popen(
+            command,
+            env={**os.environ, "HEPS_SSO_CLIENT_SECRET": secret},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # outlives this command, as a service does
+        )
+    provider.pid_file.write_text(json.dumps({"pid": process.pid, "spec": spec}))
+    _wait(provider, process)
+    return action
+
+
+def _wait(provider: Provider, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            log = (provider.state / "provider.log").read_text().strip().splitlines()[-1:]
+            raise HepsError(f"SSO testbed exited at start: {log[0] if log else 'no output'}")
+        try:
+            if requests.get(f"{provider.issuer}/.well-known/openid-configuration", timeout=2).ok:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise HepsError(f"SSO testbed: no answer at {provider.issuer} within 30 s")
+
+
+def stop(provider: Provider) -> bool:
+    found = running(provider)
+    provider.pid_file.unlink(missing_ok=True)
+    if found is None:
+        return False
+    os.kill(found[0], signal.SIGTERM)
+    for _ in range(50):
+        if not _alive(found[0]):
+            break
+        time.sleep(0.1)
+    return True

@@ -1,0 +1,255 @@
+"""`heps platform up` end to end: the SSO testbed (npm's oidc-provider), the hub with
+DockerSpawner behind configurable-http-proxy, user-init and the real CT reconstruction
+image on this machine's Docker engine, driven by Debian's Chromium through Playwright.
+
+Tests run in file order on one platform (module fixture); the last one takes it down.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+import requests
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from heps.gitops.promote import pins_from_report
+from tests.conftest import REPO_ROOT
+from tests.platform.conftest import CHROMIUM, Platform
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+LABEL = "heps.ihep.ac.cn/platform"
+SCREENSHOT = REPO_ROOT / "reports" / "platform-jupyterlab.png"
+CELL = (
+    "import runpy, subprocess\n"
+    "runpy.run_path('/opt/heps/smoke/reconstruct_phantom.py', run_name='__main__')\n"
+    "print(subprocess.run(['id'], capture_output=True, text=True).stdout)"
+)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    yield context.new_page()
+    context.close()
+
+
+def log_in(page: Page, platform: Platform, user: str) -> None:
+    """Through the hub's login page and the SSO testbed's form, as a person would."""
+    page.goto(f"{platform.url}/hub/home")
+    page.click("text=Sign in with IHEP SSO")
+    page.fill("input[name=username]", user)
+    page.fill("input[name=password]", f"{user}-testbed")
+    page.click("button[type=submit]")
+
+
+def spawn(page: Page, platform: Platform, slug: str) -> None:
+    page.goto(f"{platform.url}/hub/spawn")
+    page.check(f"input[name=profile][value={slug}]")
+    page.click("button:has-text('Start')")
+
+
+def objects(client: docker.DockerClient, name: str) -> list[str]:
+    selector = {"label": f"{LABEL}={name}"}
+    return (
+        [f"container {c.name}" for c in client.containers.list(all=True, filters=selector)]
+        + [f"volume {v.name}" for v in client.volumes.list(filters=selector)]
+        + [f"network {n.name}" for n in client.networks.list(filters=selector)]
+    )
+
+
+def test_up_starts_hub_proxy_and_sso_and_says_where(
+    platform: Platform, docker_client: docker.DockerClient
+) -> None:
+    assert f"{platform.name}-hub: started" in platform.up_output
+    assert "image ct-reconstruction: registry.heps.ihep.ac.cn/heps/ct-reconstruction:1.0.0" in (
+        platform.up_output
+    )
+    status = platform.site.heps("platform", "status", "--name", platform.name)
+    assert status.returncode == 0, status.stderr
+    assert f"platform {platform.name}: {platform.url}" in status.stdout
+    assert re.search(r"SSO testbed: http://[\d.]+:\d+ \(running\)", status.stdout)
+    assert f"container {platform.name}-hub: running" in status.stdout
+    assert requests.get(f"{platform.url}/hub/health", timeout=10).ok
+
+
+def test_up_again_changes_nothing(platform: Platform) -> None:
+    again = platform.up()
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"{platform.name}-hub: unchanged" in again.stdout
+    assert f"{platform.name}-proxy: unchanged" in again.stdout
+    assert "(unchanged)" in again.stdout.split("SSO testbed:")[1].splitlines()[0]
+
+
+@pytest.mark.browser
+def test_scientist_logs_in_and_reconstructs_in_jupyterlab_as_herself(
+    platform: Platform, page: Page, docker_client: docker.DockerClient
+) -> None:
+    log_in(page, platform, "alice")
+    page.wait_for_url("**/hub/home")
+    page.goto(f"{platform.url}/hub/spawn")
+    ct = page.locator("label.heps-profile[data-slug=ct-reconstruction]")
+    expect(ct).to_contain_text("CT 3D reconstruction")
+    expect(ct).to_contain_text("FBP and iterative reconstruction")
+    expect(ct).to_contain_text("(asks 4; capped to this machine)")
+    expect(ct).to_contain_text("no GPU")
+    expect(ct).to_contain_text("image tag 1.0.0")
+    # built here, not pulled: nothing else was made present, and says so
+    spark = page.locator("label.heps-profile[data-slug=spark-driver]")
+    expect(spark).to_contain_text("not on this machine")
+    expect(spark.locator("input")).to_be_disabled()
+
+    spawn(page, platform, "ct-reconstruction")
+    page.wait_for_url("**/user/alice/lab**", timeout=180_000)
+    page.locator(".jp-LauncherCard[data-category=Notebook]").first.click(timeout=60_000)
+    expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=60_000)
+    page.locator(".jp-Cell .cm-content").first.click()
+    page.keyboard.insert_text(CELL)
+    page.keyboard.press("Shift+Enter")
+    output = page.locator(".jp-OutputArea-output").first
+    expect(output).to_contain_text("uid=", timeout=120_000)
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT))
+    text = output.inner_text()
+    assert re.search(r"fbp rmse=0\.\d+ sart rmse=0\.\d+ OK", text), text
+    assert "uid=20001(alice) gid=20001(heps-users) groups=20001(heps-users),20101(b1-users)" in (
+        text
+    )
+
+    server = docker_client.containers.get(f"{platform.name}-alice")
+    config, host = server.attrs["Config"], server.attrs["HostConfig"]
+    assert config["Image"] == "registry.heps.ihep.ac.cn/heps/ct-reconstruction:1.0.0"
+    assert config["User"] == "20001:20001"
+    assert config["Labels"]["heps.ihep.ac.cn/user"] == "alice"
+    assert sorted(host["GroupAdd"]) == ["20001", "20101"]
+    assert host["SecurityOpt"] == ["no-new-privileges"] and host["CapDrop"] == ["ALL"]
+    cpus = min(4, docker_client.info()["NCPU"])
+    assert host["CpuQuota"] == cpus * host["CpuPeriod"]
+    assert host["Memory"] == min(16 * 2**30, docker_client.info()["MemTotal"])
+
+
+@pytest.mark.browser
+def test_outsider_is_refused_with_the_reason(platform: Platform, page: Page) -> None:
+    log_in(page, platform, "oscar")
+    expect(page.locator("body")).to_contain_text(
+        "Login refused: oscar is in none of the groups allowed on this platform (heps-users)"
+    )
+    page.goto(f"{platform.url}/hub/spawn")
+    expect(page).to_have_url(re.compile(r"/hub/login"))
+
+
+@pytest.mark.browser
+def test_identity_the_site_policy_refuses_fails_the_spawn_with_the_reason(
+    platform: Platform, page: Page, docker_client: docker.DockerClient
+) -> None:
+    log_in(page, platform, "mallory")
+    page.wait_for_url("**/hub/home")
+    spawn(page, platform, "ct-reconstruction")
+    expect(page.locator("body")).to_contain_text(
+        "user-init refused this account: heps-user-init: refused: uid: 500 is outside "
+        "the allowed range",
+        timeout=60_000,
+    )
+    assert not docker_client.containers.list(all=True, filters={"name": f"{platform.name}-mallory"})
+
+
+def _session(platform: Platform, user: str) -> requests.Session:
+    """Logged in without a browser: the same redirects and form, followed by requests."""
+    session = requests.Session()
+    form = session.get(f"{platform.url}/hub/oauth_login?next=%2Fhub%2Fhome", timeout=30)
+    action = re.search(r'action="([^"]+)"', form.text)
+    assert action, form.text[-1000:]
+    issuer = form.url.split("/interaction/")[0]
+    done = session.post(
+        issuer + action.group(1), data={"username": user, "password": f"{user}-testbed"}
+    )
+    assert done.ok and done.url.endswith("/hub/home"), done.text[-1000:]
+    return session
+
+
+def _answers(response: requests.Response) -> bool:
+    """JupyterLab's /api itself, not the hub's spawn-pending page on the way."""
+    kind = response.headers.get("content-type", "")
+    return response.status_code == 200 and kind.startswith("application/json")
+
+
+def _started(client: docker.DockerClient, name: str) -> str:
+    return str(client.containers.get(name).attrs["State"]["StartedAt"])
+
+
+def test_promotion_reaches_users_without_restarting_the_hub(
+    platform: Platform, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    site = platform.site
+    report = tmp_path / "report.json"
+    ran = site.heps("run", "ct-reconstruction", "--report", str(report))
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    promoted = site.heps("promote", "--overlay", "testbed", "--report", str(report))
+    assert promoted.returncode == 0, promoted.stderr[-2000:]
+    pin = next(p for p in pins_from_report(report) if p.app == "ct-reconstruction")
+    pinned = pin.reference  # REPOSITORY:TAG@DIGEST, as promote writes it
+    assert pinned in (site.repo / "k8s-overlays/overlays/testbed/profile-list.yaml").read_text()
+    hub_started = _started(docker_client, f"{platform.name}-hub")
+
+    again = platform.up()
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"image ct-reconstruction: {pinned} (pulled)" in again.stdout or (
+        f"image ct-reconstruction: {pinned} (here)" in again.stdout
+    )
+    assert f"{platform.name}-hub: unchanged" in again.stdout
+
+    session = _session(platform, "bruno")
+    page = session.get(f"{platform.url}/hub/spawn", timeout=30).text
+    assert f"image tag <code>{pin.tag}</code>, digest <code>{pin.digest}</code>" in page
+    xsrf = session.cookies.get("_xsrf", path="/hub/") or ""
+    data = {"profile": "ct-reconstruction", "_xsrf": xsrf}
+    session.post(f"{platform.url}/hub/spawn", data=data, timeout=60)
+    deadline = time.monotonic() + 180
+    while not _answers(session.get(f"{platform.url}/user/bruno/api", timeout=30)):
+        assert time.monotonic() < deadline, "bruno's server never answered"
+        time.sleep(1)
+    server = docker_client.containers.get(f"{platform.name}-bruno")
+    assert server.attrs["Config"]["Image"] == pinned
+    assert _started(docker_client, f"{platform.name}-hub") == hub_started
+
+
+def test_down_removes_everything_it_made_and_nothing_else(
+    platform: Platform, docker_client: docker.DockerClient
+) -> None:
+    bystander = docker_client.volumes.create(f"{platform.name}-bystander")
+    try:
+        assert objects(docker_client, platform.name)
+        state = Path(platform.site.env["HEPS_STATE_DIR"]) / "platform" / platform.name
+        pid = json.loads((state / "provider.pid").read_text())["pid"]
+        down = platform.site.heps("platform", "down", "--name", platform.name)
+        assert down.returncode == 0, down.stderr
+        assert f"removed network {platform.name}" in down.stdout
+        assert objects(docker_client, platform.name) == []
+        assert not state.exists()
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "provider.mjs" not in Path(f"/proc/{pid}/cmdline").read_text()
+        )
+        docker_client.volumes.get(bystander.name)  # still there
+    finally:
+        bystander.remove()
