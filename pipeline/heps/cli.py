@@ -24,7 +24,7 @@ from heps.core.errors import ConfigError, HepsError, TemporaryError, with_retrie
 from heps.core.references import split_reference
 from heps.core.stages import Stage
 from heps.core.validation import schema
-from heps.gitops import promote
+from heps.gitops import promote, sources
 from heps.gitops.pin import Pin
 from heps.images import graph, lint, recipes, report, source, versions
 from heps.images.run import Runner, Selection, changed_recipes, prepare, summary
@@ -263,7 +263,7 @@ def _run(cfg: settings.Settings, args: argparse.Namespace) -> int:
         return code
     shipped = [r for r in results if r.status != report.FAILED and r.digest]
     if shipped:  # what was pushed (or found unchanged) is promoted, failed apps keep their pins
-        pins = promote.pins_from_results(shipped, "run --promote", cfg, _recipes(cfg))
+        pins = sources.pins_from_results(shipped, "run --promote", cfg, _recipes(cfg))
         code = max(code, _promote_pins(cfg, args, args.promote, pins, prepared.registry))
     if failed:
         print(
@@ -321,10 +321,10 @@ def _promote_pins(
 def _promote(cfg: settings.Settings, args: argparse.Namespace) -> int:
     registry = _registry(cfg)
     if args.report:
-        pins = promote.pins_from_report(args.report, cfg, _recipes(cfg))
+        pins = sources.pins_from_report(args.report, cfg, _recipes(cfg))
         return _promote_pins(cfg, args, args.overlay, pins, registry)
     apps = {name: cfg.registry.repository(name) for name in _recipes(cfg)}
-    pins = promote.pins_from_overlay(cfg.repo, cfg, args.source, apps)
+    pins = sources.pins_from_overlay(cfg.repo, cfg, args.source, apps)
     if not pins:
         raise ConfigError(f"--from {args.source}: that overlay pins no image by digest yet")
     branch = promote.production_branch([p.app for p in pins])
@@ -341,7 +341,7 @@ def _status(cfg: settings.Settings, args: argparse.Namespace) -> int:
         overlays = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
     rows = [("OVERLAY", "APP", "TAG", "DIGEST", "IN REGISTRY", "WHERE")]
     for overlay in overlays:
-        for item in promote.current(cfg.repo, cfg, overlay, apps):
+        for item in sources.current(cfg.repo, cfg, overlay, apps):
             _, tag, digest = split_reference(item["image"])
             if digest is None:
                 held = "not pinned"
@@ -367,7 +367,7 @@ def _rollback(cfg: settings.Settings, args: argparse.Namespace) -> int:
             )
         pin = Pin(args.app, repository, args.to, digest, args.to, f"rollback to {args.to}")
     else:
-        pin = promote.previous_pin(cfg.repo, cfg, args.overlay, args.app, repository)
+        pin = sources.previous_pin(cfg.repo, cfg, args.overlay, args.app, repository)
     return _promote_pins(cfg, args, args.overlay, [pin], registry)
 
 

@@ -3,19 +3,17 @@ edit and a job definition edit, with builds in the real engine and registry."""
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import subprocess
-import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from heps.ci import review
 from heps.core import log
 from heps.core.errors import ConfigError
+from heps.systems.git import Repository
 from tests.conftest import BUSYBOX, REPO_ROOT, Env, internal_from, simple_recipe, write_recipe
 
 
@@ -156,29 +154,26 @@ def test_secrets_are_masked_in_the_report(heps: Any, env: Env, history: str) -> 
     assert secret not in result.out
 
 
-def test_extraction_keeps_every_member_inside_on_python_3_11_2(tmp_path: Path) -> None:
-    """review extracts `git archive` output itself (TarFile.extractall's filter= exists
-    from 3.11.4 on only); a member that would leave the folder is refused, links skipped."""
-
-    def archive(*members: tarfile.TarInfo) -> tarfile.TarFile:
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            for member in members:
-                tar.addfile(member, io.BytesIO(b"x" * member.size))
-        buffer.seek(0)
-        return tarfile.open(fileobj=buffer)
-
-    good, link = tarfile.TarInfo("a/b.txt"), tarfile.TarInfo("a/link")
-    good.size, good.mode = 1, 0o755
-    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
-    with archive(good, link) as tar:
-        for member in tar.getmembers():
-            review._extract(tar, member, tmp_path / "out")
-    assert (tmp_path / "out/a/b.txt").read_text() == "x"
-    assert (tmp_path / "out/a/b.txt").stat().st_mode & 0o777 == 0o755
-    assert not (tmp_path / "out/a/link").exists()
-    evil = tarfile.TarInfo("../evil.txt")
-    evil.size = 1
-    with archive(evil) as tar, pytest.raises(ConfigError, match="would leave"):
-        review._extract(tar, tar.getmembers()[0], tmp_path / "out")
-    assert not (tmp_path / "evil.txt").exists()
+def test_old_trees_are_read_through_git_objects_regular_files_only(tmp_path: Path) -> None:
+    """review reads the base's tree through git's object model (no tar, so no
+    TarFile.extractall filter=, which Python 3.11.2 lacks): regular files keep their
+    executable bit, symlinks (which could point outside) are not written."""
+    repo = tmp_path / "repo"
+    (repo / "a").mkdir(parents=True)
+    (repo / "a/run.sh").write_text("x")
+    (repo / "a/run.sh").chmod(0o755)
+    (repo / "a/plain.txt").write_text("y")
+    (repo / "a/link").symlink_to("/etc/passwd")
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "tree"]):
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True
+        )
+    out = tmp_path / "out"
+    assert Repository(repo).export("HEAD", ["a", "missing"], out)
+    assert (out / "a/run.sh").read_text() == "x"
+    assert (out / "a/run.sh").stat().st_mode & 0o777 == 0o755
+    assert (out / "a/plain.txt").stat().st_mode & 0o777 == 0o644
+    assert not (out / "a/link").exists() and not (out / "a/link").is_symlink()
+    assert not Repository(repo).export("HEAD", ["missing"], tmp_path / "none")
+    with pytest.raises(ConfigError, match="not a git revision"):
+        Repository(repo).export("--output=/tmp/x", ["a"], out)

@@ -18,7 +18,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from heps.gitops.promote import pins_from_report
+from heps.gitops.sources import pins_from_report
 from tests.conftest import REPO_ROOT
 from tests.platform.conftest import CHROMIUM, Platform
 

@@ -21,7 +21,7 @@ from heps.core import log
 from heps.core.errors import ConfigError, HepsError
 from heps.core.references import split_reference
 from heps.core.settings import Settings
-from heps.gitops import promote
+from heps.gitops import sources
 from heps.images import graph, lint, recipes, source, versions
 from heps.images.run import changed_recipes
 from heps.systems import engine
@@ -177,7 +177,7 @@ def _add_sizes(settings: Settings, apps: list[AppReview], runs: dict[str, dict[s
     repositories = {name: settings.registry.repository(name) for name in built}
     running = {
         item["app"]: item["image"]
-        for item in promote.current(settings.repo, settings, "testbed", repositories)
+        for item in sources.current(settings.repo, settings, "testbed", repositories)
         if "@sha256:" in item["image"]
     }
     for app in apps:

@@ -199,6 +199,7 @@ class Repository:
                 target = into / blob.path
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(blob.data_stream.read())
+                target.chmod(0o755 if blob.mode & 0o111 else 0o644)
         return found
 
     def history(self, folder: str) -> list[str]:

@@ -1,0 +1,160 @@
+"""The overlay edit, pure: every file of an overlay with the pins applied, computed from
+what is on disk; nothing is written here (argocd-image-updater's edit apart from its
+git write-back). `promote` writes and commits the result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from heps.core.bounded import read_text
+from heps.core.errors import StageError
+from heps.core.kube_yaml import Document, PinError, get, profiles, text_of
+from heps.core.paths import inside, overlay_dir
+from heps.core.references import split_reference
+from heps.core.settings import Settings
+from heps.core.stages import Stage
+from heps.gitops.pin import (
+    PROFILE_FILE,
+    Pin,
+    add_kustomize_images,
+    pin_text,
+    profile_entry,
+    scan,
+)
+from heps.images.recipes import Recipe
+
+KUSTOMIZATION = "kustomization.yaml"
+
+
+@dataclass
+class OverlayEdit:
+    files: dict[Path, str] = field(default_factory=dict)
+    """New text of every file that changes."""
+    used: dict[str, list[str]] = field(default_factory=dict)
+    """App -> where the overlay refers to it (file:line)."""
+    unused: list[str] = field(default_factory=list)
+    """Apps pinned by nobody: the overlay and its bases do not use them."""
+    before: dict[str, str] = field(default_factory=dict)
+    """App -> the image its first pinned field named before this edit."""
+
+
+def yaml_files(root: Path, folder: Path) -> list[Path]:
+    """The overlay's YAML files, resolved: one that is a symlink leaving the repository
+    is refused before anything is read or written."""
+    found = sorted(p for p in folder.rglob("*.y*ml") if p.is_file())
+    return [inside(root, p, str(p.relative_to(root))) for p in found]
+
+
+def read_file(root: Path, path: Path) -> str:
+    return read_text(path, str(path.relative_to(root)))
+
+
+def edit_overlay(
+    root: Path, settings: Settings, overlay: str, pins: list[Pin], recipes: dict[str, Recipe]
+) -> OverlayEdit:
+    """What pinning `pins` into the overlay changes, computed without writing anything."""
+    root = root.resolve()
+    folder = overlay_dir(root, settings, overlay)
+    edit = OverlayEdit()
+    in_kustomization: set[str] = set()
+    for path in yaml_files(root, folder):
+        text = read_file(root, path)
+        shown = str(path.relative_to(root))
+        try:
+            new, found = pin_text(text, shown, pins)
+        except PinError as exc:
+            raise StageError(Stage.PROMOTE, str(exc)) from None
+        for item in found:
+            edit.used.setdefault(item.app, []).append(f"{shown}:{item.line + 1}")
+            edit.before.setdefault(item.app, item.value)
+            if item.kind == "kustomize" and path == folder / KUSTOMIZATION:
+                in_kustomization.add(item.app)
+        if new != text:
+            edit.files[path] = new
+    via_bases = _used_by_bases(root, root / settings.gitops.overlays_dir / "base", pins)
+    missing = [p for p in pins if p.app in via_bases and p.app not in in_kustomization]
+    names = {p.app: via_bases[p.app] for p in missing}
+    if missing:
+        kustomization = folder / KUSTOMIZATION
+        if not kustomization.exists():
+            raise StageError(
+                Stage.PROMOTE,
+                f"{kustomization.relative_to(root)}: missing; "
+                "an overlay needs a kustomization.yaml to pin images of its bases",
+            )
+        kustomization = inside(root, kustomization, str(kustomization.relative_to(root)))
+        current_text = edit.files.get(kustomization, read_file(root, kustomization))
+        edit.files[kustomization] = add_kustomize_images(
+            current_text, str(kustomization), missing, names
+        )
+        for pin in missing:
+            edit.used.setdefault(pin.app, []).append(f"{kustomization.relative_to(root)} (added)")
+    _add_missing_profiles(root, folder, pins, recipes, edit)
+    edit.unused = sorted(p.app for p in pins if p.app not in edit.used)
+    return edit
+
+
+def _used_by_bases(root: Path, base: Path, pins: list[Pin]) -> dict[str, str]:
+    """App -> the image name the bases write (what a kustomize `images:` entry must match)."""
+    used: dict[str, str] = {}
+    for path in yaml_files(root, base) if base.is_dir() else []:
+        try:
+            found = scan(Document(read_file(root, path), str(path.relative_to(root))), pins)
+        except PinError as exc:
+            raise StageError(Stage.PROMOTE, str(exc)) from None
+        for item in found:
+            if item.kind == "container":
+                used.setdefault(item.app, split_reference(item.value)[0])
+    return used
+
+
+def _add_missing_profiles(
+    root: Path, folder: Path, pins: list[Pin], recipes: dict[str, Recipe], edit: OverlayEdit
+) -> None:
+    """User-facing apps without a profile_list entry get one, generated from the recipe."""
+    path = folder / PROFILE_FILE
+    if not path.exists():
+        return
+    path = inside(root, path, str(path.relative_to(root)))
+    text = edit.files.get(path, read_file(root, path))
+    listed = {
+        text_of(get(entry, "slug"))
+        for doc in Document(text, str(path)).docs
+        for entry in profiles(doc)
+    }
+    added = ""
+    for pin in pins:
+        recipe = recipes.get(pin.app)
+        if recipe is None or recipe.profile is None or pin.app in listed:
+            continue
+        p = recipe.profile
+        entry = profile_entry(
+            pin.app,
+            p.display_name,
+            p.description,
+            pin.reference,
+            p.cpu,
+            p.memory,
+            p.gpu,
+            p.default,
+            p.node_selector,
+        )
+        added += entry
+        edit.used.setdefault(pin.app, []).append(f"{path.relative_to(root)} (added)")
+    if added:
+        edit.files[path] = text + ("" if text.endswith("\n") else "\n") + added
+
+
+def message(overlay: str, pins: list[Pin], edit: OverlayEdit) -> str:
+    changed = [p for p in pins if p.app in edit.used]
+    title = f"promote {overlay}: " + ", ".join(f"{p.app} {p.version or p.tag}" for p in changed)
+    lines = []
+    for p in changed:
+        old = split_reference(edit.before.get(p.app, ""))[2]
+        notes = [p.reason] if p.reason else []
+        notes += [f"was {old}"] if old and old != p.digest else []
+        note = f" ({'; '.join(notes)})" if notes else ""
+        lines.append(f"- {p.app} {p.version or p.tag} {p.digest}{note}")
+    return f"{title[:200]}\n\n" + "\n".join(lines) + f"\n\nHeps-Promotion: {overlay}\n"

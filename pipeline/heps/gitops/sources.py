@@ -1,0 +1,179 @@
+"""Which pins to write: from a run's own results, a report file, the overlay promoted from,
+or the overlay's history; each one built from settings, recipe name, tag and digest
+(never copied from the input) and confirmed by the registry before anything is edited.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from heps.core.bounded import read_text
+from heps.core.errors import ConfigError, StageError
+from heps.core.kube_yaml import Document, PinError
+from heps.core.paths import overlay_dir
+from heps.core.references import DIGEST, is_valid, split_reference, version_of
+from heps.core.settings import Settings
+from heps.core.stages import Stage
+from heps.gitops.overlay import read_file, yaml_files
+from heps.gitops.pin import (
+    Pin,
+    scan,
+)
+from heps.images.recipes import Recipe
+from heps.images.report import FAILED, RecipeReport
+from heps.systems.git import Repository
+from heps.systems.registry import Registry
+
+
+def verify_in_registry(registry: Registry, pins: list[Pin]) -> None:
+    """Never pin what the registry does not hold, nor a tag that names another image than
+    the digest beside it: one HEAD per pin, the tag must answer with the pin's digest."""
+    bad = [p.reference for p in pins if not is_valid(p.reference)]
+    if bad:
+        raise ConfigError(f"promote: not image references: {', '.join(map(repr, bad))}")
+    held = {p.app: registry.digest(p.app, p.tag) for p in pins}
+    wrong = [p for p in pins if held[p.app] != p.digest]
+    missing = [p for p in wrong if registry.manifest(p.app, p.digest) is None]
+    if missing:
+        names = ", ".join(f"{p.app}@{p.digest}" for p in missing)
+        raise StageError(
+            Stage.PROMOTE, f"not in registry {registry.settings.host}: {names}; nothing was changed"
+        )
+    for pin in wrong:
+        raise StageError(
+            Stage.PROMOTE,
+            f"{pin.repository}:{pin.tag} holds {held[pin.app] or 'nothing'}, not {pin.digest}; "
+            "nothing was changed",
+        )
+
+
+def pins_from_report(path: Path, settings: Settings, recipes: dict[str, Recipe]) -> list[Pin]:
+    """Pins for every image a `heps run --report` file says was pushed or found unchanged."""
+    where = f"--report {path}"
+    try:
+        data = json.loads(read_text(path, where))
+    except ValueError as exc:
+        raise ConfigError(f"{where}: not a heps run report: not JSON ({exc})") from None
+    entries = data.get("recipes") if isinstance(data, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ConfigError(f"{where}: recipes: not a list of entries; pass a heps run report")
+    return pins_from_results([_as_report(e) for e in entries], where, settings, recipes)
+
+
+def _as_report(entry: dict[str, Any]) -> RecipeReport:
+    """A report file's entry as the run's own record: the same checks then apply to both.
+    Values keep whatever type the file gave them; `_pin_of` checks each one it uses."""
+    known = {f.name for f in fields(RecipeReport)} - {"lint", "smoke", "seconds"}
+    values = {k: v for k, v in entry.items() if k in known}
+    return RecipeReport(**{"name": "", "version": "", "reason": ""} | values)
+
+
+_REASON = re.compile(r"[A-Za-z0-9 ,.:()/_-]{0,80}")
+
+
+def pins_from_results(
+    results: list[RecipeReport], where: str, settings: Settings, recipes: dict[str, Recipe]
+) -> list[Pin]:
+    """Pins for every result with a digest that did not fail, by its immutable tag.
+
+    A result is looked up, never copied: the pinned reference is built from the settings'
+    registry and namespace, the recipe's name, the result's tag and digest, each checked
+    against the reference grammar; the registry then confirms the tag holds the digest."""
+    pins = [
+        _pin_of(result, f"{where}: recipes[{index}]", settings, recipes)
+        for index, result in enumerate(results)
+        if result.digest and result.status != FAILED
+    ]
+    if not pins:
+        raise ConfigError(f"{where}: no pushed image to promote")
+    return pins
+
+
+def _pin_of(
+    result: RecipeReport, where: str, settings: Settings, recipes: dict[str, Recipe]
+) -> Pin:
+    def refuse(field_name: str, problem: str) -> ConfigError:
+        return ConfigError(f"{where}.{field_name}: {problem}; nothing was changed")
+
+    app, digest = result.name, result.digest
+    if not isinstance(app, str) or app not in recipes:
+        raise refuse("name", f"{app!r} is not a recipe of this repository")
+    if not isinstance(digest, str) or not re.fullmatch(DIGEST, digest):
+        raise refuse("digest", f"{digest!r} is not a sha256 digest")
+    refs = result.references or [result.image]
+    immutable = isinstance(refs, list) and len(refs) > 1
+    reference, field_name = (refs[1], "references[1]") if immutable else (refs[0], "image")
+    if not isinstance(reference, str) or not is_valid(reference):
+        raise refuse(field_name, f"{reference!r} is not an image reference")
+    repository = settings.registry.repository(app)
+    named, tag, _ = split_reference(reference)
+    if named != repository or not tag:
+        raise refuse(field_name, f"{reference!r} is not a tag of {repository}")
+    reason = result.detail or result.reason
+    if not isinstance(reason, str) or not _REASON.fullmatch(reason):
+        raise refuse("reason", "not a short line of plain text")
+    return Pin(app, repository, tag, digest, version_of(tag), reason)
+
+
+def pins_from_overlay(
+    root: Path, settings: Settings, overlay: str, apps: dict[str, str]
+) -> list[Pin]:
+    """What an overlay runs now, as pins (for promotion to the next environment)."""
+    pins: dict[str, Pin] = {}
+    for found in current(root, settings, overlay, apps):
+        _, tag, digest = split_reference(found["image"])
+        if digest and tag and found["app"] not in pins:  # the repository is ours, not copied
+            app = found["app"]
+            pins[app] = Pin(app, apps[app], tag, digest, version_of(tag), "promoted")
+    return list(pins.values())
+
+
+def current(
+    root: Path, settings: Settings, overlay: str, apps: dict[str, str]
+) -> list[dict[str, Any]]:
+    """Every pinned image field of an overlay: app, image, file, line."""
+    root = root.resolve()
+    folder = overlay_dir(root, settings, overlay)
+    texts = {str(p.relative_to(root)): read_file(root, p) for p in yaml_files(root, folder)}
+    return pinned_in(texts, apps)
+
+
+def pinned_in(texts: dict[str, str], apps: dict[str, str]) -> list[dict[str, Any]]:
+    probes = [Pin(app, repo, "", "") for app, repo in apps.items()]
+    result = []
+    for name, text in sorted(texts.items()):
+        for found in scan(Document(text, name), probes):
+            result.append(
+                {"app": found.app, "image": found.value, "where": f"{name}:{found.line + 1}"}
+            )
+    return result
+
+
+def previous_pin(root: Path, settings: Settings, overlay: str, app: str, repository: str) -> Pin:
+    """The last pin of `app` in the overlay's git history that differs from today's."""
+    folder = overlay_dir(root, settings, overlay).relative_to(root)
+    apps = {app: repository}
+    now = {i["image"] for i in current(root, settings, overlay, apps)}
+    git = Repository(root)
+    for sha in git.history(str(folder)):
+        texts = {
+            n: (git.show(sha, n) or b"").decode("utf-8", "replace")
+            for n in git.files_at(sha, str(folder))
+            if n.endswith((".yaml", ".yml"))
+        }
+        try:
+            images = {i["image"] for i in pinned_in(texts, apps)}
+        except PinError:
+            continue  # a commit with a broken file is no rollback target
+        for image in sorted(images - now):
+            _, tag, digest = split_reference(image)
+            if digest and tag:  # the repository is ours, the registry confirms tag and digest
+                why = f"rollback from {sha[:12]}"
+                return Pin(app, repository, tag, digest, version_of(tag), why)
+    raise ConfigError(
+        f"rollback {app}: no earlier pin in the history of {folder}; name one with --to VERSION"
+    )
