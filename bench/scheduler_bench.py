@@ -123,6 +123,17 @@ ABLATION: dict[str, ProfileSettings] = {
         "fgd", weights={"GpuFragmentation": 100, "LeastAllocated": 100}
     ),
     "heps, kube-scheduler's adaptive node cap": _variant("heps", percentage_of_nodes_to_score=0),
+    "heps before per-class weights (LeastAllocated 300 for every pod, no GpuNodeAvoidance)": (
+        _variant("heps", weights={"GpuFragmentation": 100, "LeastAllocated": 300})
+    ),
+    "heps without GpuNodeAvoidance": _variant(
+        "heps",
+        weights={"GpuFragmentation": 100, "LeastAllocated": 210, "LeastAllocatedLargePods": 90},
+    ),
+    "heps, LeastAllocated 300 for every pod (no LeastAllocatedLargePods)": _variant(
+        "heps",
+        weights={"GpuFragmentation": 100, "LeastAllocated": 300, "GpuNodeAvoidance": 300},
+    ),
 }
 """Variants beside the acceptance rows (FGD, heps and kube-default on the default trace)."""
 

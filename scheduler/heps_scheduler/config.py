@@ -27,13 +27,17 @@ PRESETS: dict[str, dict[str, float]] = {
     "fgd": {"GpuFragmentation": 1},
     # HEPS: FGD's truncated gradient, blended with LeastAllocated so that cpu and memory
     # stay spread (GPU nodes keep the cpu their idle GPUs need, and one multi-GPU job does
-    # not take a whole idle node from many single-GPU users); remaining ties to the node
-    # name sorting first, which packs consistently. Real load and QoS act on node
-    # metrics only (constant in a replay). Weights chosen on the openb traces
+    # not take a whole idle node from many single-GPU users), at 70% of that weight for
+    # pods of one GPU or a share (FGD packs those more); CPU-only pods go to CPU-only nodes
+    # first (GpuNodeAvoidance), leaving GPU nodes' cpu to GPU pods; remaining
+    # ties to the node name sorting first, which packs consistently. Real load and QoS act
+    # on node metrics only (constant in a replay). Weights chosen on the openb traces
     # (docs/scheduler.md, ablation).
     "heps": {
         "GpuFragmentation": 100,
-        "LeastAllocated": 300,
+        "LeastAllocated": 210,
+        "LeastAllocatedLargePods": 90,
+        "GpuNodeAvoidance": 300,
         "LoadAware": 30,
         "QosAware": 30,
     },
@@ -85,6 +89,7 @@ def build(
     fragmentation = fgd.GpuFragmentation(classes)
     plugins: dict[str, sc.ScorePlugin] = {
         "LeastAllocated": sc.LeastAllocated(),
+        "LeastAllocatedLargePods": sc.LeastAllocatedLargePods(),
         "MostAllocated": sc.MostAllocated(),
         "BalancedAllocation": sc.BalancedAllocation(),
         "GpuFragmentation": fragmentation,

@@ -44,6 +44,20 @@ class LeastAllocated:
         return result
 
 
+class LeastAllocatedLargePods(LeastAllocated):
+    """LeastAllocated for multi-GPU and CPU-only pods only (constant for a one-GPU or shared
+    pod): weighed beside LeastAllocated, pods that use at most one GPU spread less, so FGD
+    packs them, while the pods that need a node's cpu spread as before (docs/scheduler.md,
+    ablation)."""
+
+    name = "LeastAllocatedLargePods"
+
+    def score(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
+        if pod.gpus == 1:
+            return np.zeros(len(nodes))
+        return super().score(pod, snap, nodes)
+
+
 class MostAllocated:
     """Pack: prefer the fullest node (the JupyterHub user-scheduler's choice)."""
 

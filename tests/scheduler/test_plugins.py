@@ -170,6 +170,20 @@ def test_stale_metrics_count_as_unknown_not_idle() -> None:
     assert load.load(snap, np.arange(3)).tolist() == pytest.approx([0.9, 0.0, 0.5])
 
 
+def test_least_allocated_large_pods_spreads_only_pods_beyond_one_gpu() -> None:
+    snap = Snapshot([gpu_node("busy"), gpu_node("idle")])
+    snap.assume(Pod("used", cpu_milli=16000, memory_mib=65536), 0)
+    nodes = np.arange(2)
+    large = scores.LeastAllocatedLargePods()
+    for pod in (Pod("two", gpus=2), Pod("cpu-only", cpu_milli=1000)):
+        assert large.score(pod, snap, nodes).tolist() == pytest.approx(
+            scores.LeastAllocated().score(pod, snap, nodes).tolist()
+        )
+        assert large.score(pod, snap, nodes)[1] > large.score(pod, snap, nodes)[0]
+    for pod in (Pod("one", gpus=1), Pod("share", gpus=1, gpu_milli=500)):
+        assert large.score(pod, snap, nodes).tolist() == [0.0, 0.0]
+
+
 def test_gpu_node_avoidance() -> None:
     snap = Snapshot([gpu_node("g"), cpu_node("c")])
     avoid = scores.GpuNodeAvoidance().score(Pod("cpu-only", cpu_milli=1), snap, np.arange(2))
