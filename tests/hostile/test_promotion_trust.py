@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from heps.gitops.promote import production_branch
-from tests.conftest import BUSYBOX, Env, read_json, simple_recipe, write_recipe
-from tests.pipeline.test_promote import git, overlays
+from tests.conftest import BUSYBOX, Env, read_json
+from tests.pipeline.test_promote import git, pushed_and_committed
 
 APPS = ["alpha", "beta"]
 KUSTOMIZATION = "k8s-overlays/overlays/testbed/kustomization.yaml"
@@ -27,20 +27,7 @@ KUSTOMIZATION = "k8s-overlays/overlays/testbed/kustomization.yaml"
 @pytest.fixture
 def pushed(heps: Any, env: Env, tmp_path: Path) -> dict[str, Any]:
     """Two apps built and pushed, overlays using them, everything committed."""
-    for app in APPS:
-        write_recipe(
-            env.repo,
-            app,
-            simple_recipe(app),
-            Dockerfile=f"FROM {BUSYBOX}\nRUN echo {app} > /hello\n",
-        )
-    overlays(env.repo, APPS)
-    git(env.repo, "init", "-q", "-b", "main")
-    git(env.repo, "add", "-A")
-    git(env.repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "initial")
-    report = tmp_path / "report.json"
-    result = heps(env.repo, "run", "--all", "--report", str(report))
-    assert result.code == 0, result.text
+    report = pushed_and_committed(heps, env, APPS, tmp_path / "report.json")
     return {"report": report, "data": read_json(report)}
 
 

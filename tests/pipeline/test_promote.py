@@ -28,6 +28,24 @@ def git(repo: Path, *args: str) -> str:
     ).stdout.strip()
 
 
+def pushed_and_committed(heps: Any, env: Env, apps: list[str], report: Path) -> Path:
+    """Tiny apps built and pushed, overlays using them, everything committed; the report."""
+    for app in apps:
+        write_recipe(
+            env.repo,
+            app,
+            simple_recipe(app),
+            Dockerfile=f"FROM {BUSYBOX}\nRUN echo {app} > /hello\n",
+        )
+    overlays(env.repo, apps)
+    git(env.repo, "init", "-q", "-b", "main")
+    git(env.repo, "add", "-A")
+    git(env.repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "initial")
+    result = heps(env.repo, "run", "--all", "--report", str(report))
+    assert result.code == 0, result.text
+    return report
+
+
 def overlays(repo: Path, apps: list[str]) -> None:
     """A base using every app by recipe name, and testbed/production overlays."""
     base = repo / "k8s-overlays" / "base"
@@ -50,20 +68,7 @@ def overlays(repo: Path, apps: list[str]) -> None:
 @pytest.fixture
 def gitops_env(heps: Any, env: Env, tmp_path: Path) -> dict[str, Any]:
     """Eight tiny apps pushed to the registry, a repo with overlays, and a bare remote."""
-    for app in APPS:
-        write_recipe(
-            env.repo,
-            app,
-            simple_recipe(app),
-            Dockerfile=f"FROM {BUSYBOX}\nRUN echo {app} > /hello\n",
-        )
-    overlays(env.repo, APPS)
-    git(env.repo, "init", "-q", "-b", "main")
-    git(env.repo, "add", "-A")
-    git(env.repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "initial")
-    report = tmp_path / "report.json"
-    result = heps(env.repo, "run", "--all", "--report", str(report))
-    assert result.code == 0, result.text
+    report = pushed_and_committed(heps, env, APPS, tmp_path / "report.json")
     bare = tmp_path / "remote.git"
     git(tmp_path, "clone", "-q", "--bare", str(env.repo), str(bare))
     git(env.repo, "remote", "add", "origin", str(bare))

@@ -6,8 +6,11 @@ belongs to; an overlay is named by its folder name, never by a path.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from heps.core.errors import ConfigError
@@ -56,3 +59,15 @@ def output_file(path: Path, flag: str) -> Path:
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise ConfigError(f"{flag} {path}: {folder} is not a writable folder; name another path")
     return resolved
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on the file `path` (made if missing) while the block runs; a
+    second holder waits. The lock goes with the process, so a killed holder frees it."""
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

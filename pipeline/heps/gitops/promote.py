@@ -9,7 +9,6 @@ retries on a lost race.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from heps.core import log
 from heps.core.errors import ConfigError, StageError
+from heps.core.paths import locked
 from heps.core.settings import Identity, Settings
 from heps.core.stages import Stage
 from heps.gitops.overlay import OverlayEdit, edit_overlay, message
@@ -177,13 +177,8 @@ def fresh_branch(root: Path, name: str, url: str | None = None) -> str:
 def _checkout_lock(root: Path) -> Iterator[None]:
     """An exclusive lock on the checkout for the whole read-edit-commit, so two local
     promotions cannot interleave (nor commit each other's pins): the second waits."""
-    path = Repository(root).common_dir / "heps-promote.lock"
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with locked(Repository(root).common_dir / "heps-promote.lock"):
+        yield
 
 
 def _commit_here(

@@ -9,7 +9,6 @@ container whose run is gone (killed, even by SIGKILL) from one a live run still 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -32,6 +31,7 @@ from docker.utils.build import PatternMatcher, exclude_paths
 
 from heps.core.credentials import Credentials
 from heps.core.errors import ConfigError, HepsError, StageError
+from heps.core.paths import locked
 from heps.core.stages import Stage
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -235,13 +235,8 @@ class ContainerEngine:
             with _refusals():
                 self._id = str(self._client.info().get("ID", ""))
         key = hashlib.sha256(f"{self._id}\0{repository}".encode()).hexdigest()[:24]
-        path = Path(tempfile.gettempdir()) / f"heps-tags-{key}.lock"
-        with path.open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with locked(Path(tempfile.gettempdir()) / f"heps-tags-{key}.lock"):
+            yield
 
     def pull(self, repository: str, digest: str, creds: Credentials | None) -> str:
         """Pull REPOSITORY@DIGEST; the local image ID."""
