@@ -16,9 +16,9 @@ from pathlib import Path
 import docker
 import pytest
 import requests
+import yaml
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from heps.gitops.sources import pins_from_report
 from tests.conftest import REPO_ROOT
 from tests.platform.conftest import CHROMIUM, Platform
 
@@ -32,6 +32,10 @@ CHROMIUM_FLAGS = [
 ]
 LABEL = "heps.ihep.ac.cn/platform"
 SCREENSHOT = REPO_ROOT / "reports" / "platform-jupyterlab.png"
+CT = "ct-reconstruction"
+CT_VERSION = yaml.safe_load((REPO_ROOT / "app-recipes" / CT / "recipe.yaml").read_text())[
+    "version"
+]  # the testbed overlay offers it by this tag until a promotion pins a digest
 CELL = (
     "import runpy, subprocess\n"
     "runpy.run_path('/opt/heps/smoke/reconstruct_phantom.py', run_name='__main__')\n"
@@ -82,9 +86,7 @@ def test_up_starts_hub_proxy_and_sso_and_says_where(
     platform: Platform, docker_client: docker.DockerClient
 ) -> None:
     assert f"{platform.name}-hub: started" in platform.up_output
-    assert "image ct-reconstruction: registry.heps.ihep.ac.cn/heps/ct-reconstruction:1.0.0" in (
-        platform.up_output
-    )
+    assert f"image {CT}: registry.heps.ihep.ac.cn/heps/{CT}:{CT_VERSION}" in (platform.up_output)
     status = platform.site.heps("platform", "status", "--name", platform.name)
     assert status.returncode == 0, status.stderr
     assert f"platform {platform.name}: {platform.url}" in status.stdout
@@ -113,7 +115,7 @@ def test_scientist_logs_in_and_reconstructs_in_jupyterlab_as_herself(
     expect(ct).to_contain_text("FBP and iterative reconstruction")
     expect(ct).to_contain_text("(asks 4; capped to this machine)")
     expect(ct).to_contain_text("no GPU")
-    expect(ct).to_contain_text("image tag 1.0.0")
+    expect(ct).to_contain_text(f"image tag {CT_VERSION}")
     # built here, not pulled: nothing else was made present, and says so
     spark = page.locator("label.heps-profile[data-slug=spark-driver]")
     expect(spark).to_contain_text("not on this machine")
@@ -138,7 +140,7 @@ def test_scientist_logs_in_and_reconstructs_in_jupyterlab_as_herself(
 
     server = docker_client.containers.get(f"{platform.name}-alice")
     config, host = server.attrs["Config"], server.attrs["HostConfig"]
-    assert config["Image"] == "registry.heps.ihep.ac.cn/heps/ct-reconstruction:1.0.0"
+    assert config["Image"] == f"registry.heps.ihep.ac.cn/heps/{CT}:{CT_VERSION}"
     assert config["User"] == "20001:20001"
     assert config["Labels"]["heps.ihep.ac.cn/user"] == "alice"
     assert sorted(host["GroupAdd"]) == ["20001", "20101"]
@@ -206,8 +208,9 @@ def test_promotion_reaches_users_without_restarting_the_hub(
     assert ran.returncode == 0, ran.stderr[-2000:]
     promoted = site.heps("promote", "--overlay", "testbed", "--report", str(report))
     assert promoted.returncode == 0, promoted.stderr[-2000:]
-    pin = next(p for p in pins_from_report(report) if p.app == "ct-reconstruction")
-    pinned = pin.reference  # REPOSITORY:TAG@DIGEST, as promote writes it
+    entry = next(e for e in json.loads(report.read_text())["recipes"] if e["name"] == CT)
+    tag, digest = entry["references"][-1].rpartition(":")[2], entry["digest"]
+    pinned = f"{entry['references'][-1]}@{digest}"  # as promote writes it
     assert pinned in (site.repo / "k8s-overlays/overlays/testbed/profile-list.yaml").read_text()
     hub_started = _started(docker_client, f"{platform.name}-hub")
 
@@ -220,7 +223,7 @@ def test_promotion_reaches_users_without_restarting_the_hub(
 
     session = _session(platform, "bruno")
     page = session.get(f"{platform.url}/hub/spawn", timeout=30).text
-    assert f"image tag <code>{pin.tag}</code>, digest <code>{pin.digest}</code>" in page
+    assert f"image tag <code>{tag}</code>, digest <code>{digest}</code>" in page
     xsrf = session.cookies.get("_xsrf", path="/hub/") or ""
     data = {"profile": "ct-reconstruction", "_xsrf": xsrf}
     session.post(f"{platform.url}/hub/spawn", data=data, timeout=60)
