@@ -24,6 +24,7 @@ from typing import Any
 from docker.errors import NotFound
 from docker.types import Mount
 from dockerspawner import DockerSpawner
+from tornado import web
 from traitlets import Any as AnyTrait
 from traitlets import default
 
@@ -36,8 +37,13 @@ INIT_CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER"]
 POLICY_FILE = f"{POLICY_DIR}/policy.yaml"
 
 
-class SpawnRefused(RuntimeError):
-    """The user-init container refused the identity; the message is its one line."""
+class SpawnRefused(web.HTTPError):
+    """The user-init container refused the identity; the message is its one line. An
+    HTTPError, so JupyterHub shows it on the spawn page (fast failure) and in "Spawn
+    failed" (slow one), where any other exception reads "Unhandled error"."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(403, message)
 
 
 def _etc_archive(archive: bytes) -> bytes:
