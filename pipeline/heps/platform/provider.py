@@ -125,11 +125,8 @@ def _wait(provider: Provider, process: subprocess.Popen[bytes]) -> None:
         if process.poll() is not None:
             log = (provider.state / "provider.log").read_text().strip().splitlines()[-1:]
             raise HepsError(f"SSO testbed exited at start: {log[0] if log else 'no output'}")
-        try:
-            if requests.get(f"{provider.issuer}/.well-known/openid-configuration", timeout=2).ok:
-                return
-        except requests.ConnectionError:
-            pass
+        if answers(f"{provider.issuer}/.well-known/openid-configuration", timeout=2):
+            return
         time.sleep(0.2)
     raise HepsError(f"SSO testbed: no answer at {provider.issuer} within 30 s")
 
@@ -145,3 +142,11 @@ def stop(provider: Provider) -> bool:
             break
         time.sleep(0.1)
     return True
+
+
+def answers(url: str, timeout: float) -> bool:
+    """Does `url` answer 2xx now? Not yet listening or refusing counts as no."""
+    try:
+        return requests.get(url, timeout=timeout).ok
+    except requests.RequestException:
+        return False

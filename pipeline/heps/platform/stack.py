@@ -20,7 +20,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import requests
 import yaml
 
 from heps.core.errors import ConfigError, HepsError
@@ -176,11 +175,8 @@ def _wanted(pinned: dict[str, str], apps: tuple[str, ...] | None) -> dict[str, s
 def _wait_for_hub(docker: PlatformEngine, opts: Options) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        try:
-            if requests.get(f"{opts.public_url}/hub/health", timeout=3).ok:
-                return
-        except requests.RequestException:
-            pass
+        if provider.answers(f"{opts.public_url}/hub/health", timeout=3):
+            return
         time.sleep(0.5)
     tail = docker.logs(f"{opts.name}-hub").strip().splitlines()[-1:] or ["no output"]
     raise HepsError(f"the hub did not answer at {opts.public_url} within 120 s: {tail[0]}")
