@@ -198,11 +198,11 @@ def _add_sizes(settings: Settings, apps: list[AppReview], runs: dict[str, dict[s
     except HepsError:
         return
     repositories = {name: settings.registry.repository(name) for name in built}
-    running = {
-        item["app"]: item["image"]
-        for item in sources.current(settings.repo, settings, "testbed", repositories)
-        if "@sha256:" in item["image"]
-    }
+    try:
+        current = sources.current(settings.repo, settings, "testbed", repositories)
+    except ConfigError:  # no testbed overlay: nothing runs yet to compare with
+        current = []
+    running = {item["app"]: item["image"] for item in current if "@sha256:" in item["image"]}
     for app in apps:
         if app.name not in built:
             continue

@@ -1,0 +1,230 @@
+"""Merge-request code never runs with the pipeline's credentials (issue 23).
+
+Each hostile merge request is a real git checkout in a temporary folder, run through
+`heps ci merge-request` as a subprocess of this installation's `heps` (the trusted
+pipeline), with a canary registry password bound in the environment as Jenkins binds
+the pull-only credential. The registry is a real one whose pull-only account has that
+password. After each run: no marker file the merge request's code would write exists,
+the canary is in no file under --out and in no output, and the review flags the change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import pytest
+
+from heps.systems.services import RegistryService
+from tests.conftest import BUSYBOX, REPO_ROOT, free_port, remove_images, simple_recipe, write_recipe
+
+CANARY = "c4n\"ary'\\ü密码-" + uuid.uuid4().hex[:8]
+"""Quotes, a backslash and non-ASCII: what naive quoting or encoding would spill."""
+HEPS = Path(sys.executable).parent / "heps"
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), "-c", "user.name=dev", "-c", "user.email=dev@ihep.ac.cn", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def pull_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryService]:
+    """A real registry whose one account, the job's pull credential, has the canary."""
+    root = tmp_path_factory.mktemp("mr-registry")
+    service = RegistryService(root, f"127.0.0.1:{free_port()}", "heps-pull", CANARY)
+    process = service.start()
+    yield service
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@dataclass
+class Checkout:
+    path: Path
+    base: str
+    marker: Path
+
+
+def _base(path: Path, marker: Path) -> str:
+    """main: one recipe, the pipeline's files, the job definitions; committed."""
+    write_recipe(
+        path,
+        "lab",
+        simple_recipe("lab"),
+        Dockerfile=f"FROM {BUSYBOX}\nRUN echo lab > /hello\n",
+    )
+    shutil.copytree(REPO_ROOT / "jenkins", path / "jenkins")
+    (path / "scripts").mkdir()
+    (path / "scripts/bootstrap.sh").write_text("#!/bin/sh\necho bootstrap\n")
+    (path / "Makefile").write_text("all:\n\techo make\n")
+    (path / "pipeline/heps").mkdir(parents=True)
+    (path / "pipeline/heps/__init__.py").write_text('"""heps"""\n')
+    git(path, "init", "-q", "-b", "main")
+    git(path, "add", "-A")
+    git(path, "commit", "-qm", "main")
+    return git(path, "rev-parse", "HEAD")
+
+
+def _writes_env(marker: Path) -> str:
+    return f"env > '{marker}'"
+
+
+def pipeline_code(c: Checkout) -> list[str]:
+    (c.path / "pipeline/heps/__init__.py").write_text(
+        f"import os\nopen({str(c.marker)!r}, 'w').write(repr(dict(os.environ)))\n"
+    )
+    return ["pipeline/heps/__init__.py"]
+
+
+def bootstrap_and_makefile(c: Checkout) -> list[str]:
+    (c.path / "scripts/bootstrap.sh").write_text(f"#!/bin/sh\n{_writes_env(c.marker)}\n")
+    (c.path / "Makefile").write_text(f"all test lint:\n\t{_writes_env(c.marker)}\n")
+    (c.path / "tox.ini").write_text(f'[testenv]\ncommands = sh -c "{_writes_env(c.marker)}"\n')
+    return ["Makefile", "scripts/bootstrap.sh", "tox.ini"]
+
+
+def jenkinsfile_binding_git_write(c: Checkout) -> list[str]:
+    path = c.path / "jenkins/Jenkinsfile.merge-request"
+    text = path.read_text().replace("'heps-registry-pull'", "'heps-delivery-git'")
+    path.write_text(text.replace("ci merge-request", f"ci merge-request; {_writes_env(c.marker)}"))
+    return ["jenkins/Jenkinsfile.merge-request"]
+
+
+def git_hooks_and_filters(c: Checkout) -> list[str]:
+    """Hooks, a clean filter, a textconv and an fsmonitor, wired in the checkout's own
+    .git/config as a careless `git config core.hooksPath .githooks` would."""
+    hooks = c.path / ".githooks"
+    hooks.mkdir()
+    for hook in ("post-checkout", "pre-commit", "post-merge", "reference-transaction"):
+        (hooks / hook).write_text(f"#!/bin/sh\n{_writes_env(c.marker)}\n")
+        (hooks / hook).chmod(0o755)
+    (c.path / ".gitattributes").write_text("* filter=evil diff=evil\n")
+    return [".gitattributes", ".githooks/post-checkout"]
+
+
+def wire_git_config(c: Checkout) -> None:
+    """After the merge request's commit (our own git commands must not run them)."""
+    command = f'sh -c "{_writes_env(c.marker)}; cat"'
+    for key, value in (
+        ("core.hooksPath", ".githooks"),
+        ("core.fsmonitor", f'sh -c "{_writes_env(c.marker)}" #'),
+        ("filter.evil.clean", command),
+        ("filter.evil.smudge", command),
+        ("filter.evil.required", "true"),
+        ("diff.evil.textconv", command),
+        ("diff.external", command),
+        ("credential.helper", f"!{_writes_env(c.marker)}; echo"),
+    ):
+        git(c.path, "config", key, value)
+
+
+@dataclass
+class Run:
+    code: int
+    output: str
+    out: Path
+
+
+def run_merge_request(c: Checkout, registry: RegistryService, tmp: Path, ns: str) -> Run:
+    out = tmp / "reports"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HEPS_", "DOCKER_CONFIG"))}
+    env.update(
+        HEPS_REGISTRY=registry.address,
+        HEPS_NAMESPACE=ns,
+        HEPS_REGISTRY_USERNAME=registry.username,
+        HEPS_REGISTRY_PASSWORD=CANARY,
+        HEPS_STATE_DIR=str(tmp / "state"),
+        HEPS_CA_BUNDLE="",
+        DOCKER_CONFIG=str(tmp / "docker-config"),
+    )
+    command = [str(HEPS), "--repo", str(REPO_ROOT), "ci", "merge-request"]
+    command += ["--checkout", str(c.path), "--base", c.base, "--out", str(out)]
+    done = subprocess.run(command, env=env, cwd=tmp, capture_output=True, timeout=300)
+    output = (done.stdout + done.stderr).decode("utf-8", "replace")
+    return Run(done.returncode, output, out)
+
+
+def canary_forms() -> list[bytes]:
+    """The canary as bytes in any encoding a file or a log would hold it."""
+    return [
+        CANARY.encode(),
+        json.dumps(CANARY).encode(),
+        json.dumps(CANARY, ensure_ascii=False).encode(),
+        CANARY.encode("unicode_escape"),
+        CANARY.split("'")[0].encode(),  # the part before the first quote alone
+    ]
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [pipeline_code, bootstrap_and_makefile, jenkinsfile_binding_git_write, git_hooks_and_filters],
+)
+def test_merge_request_code_never_runs_and_never_sees_the_credential(
+    tmp_path: Path,
+    pull_registry: RegistryService,
+    busybox: str,
+    docker_client: docker.DockerClient,
+    hostile: Callable[[Checkout], list[str]],
+) -> None:
+    ns = f"mr{uuid.uuid4().hex[:10]}"
+    path = tmp_path / "mr"
+    path.mkdir()
+    marker = tmp_path / "marker"
+    checkout = Checkout(path, _base(path, marker), marker)
+    flagged = hostile(checkout)
+    # the merge request also changes its image: its RUN steps run, in a build container
+    write_recipe(
+        path,
+        "lab",
+        simple_recipe("lab", "1.0.1"),
+        Dockerfile=f"FROM {BUSYBOX}\nRUN env > /build-env && echo lab > /hello\n",
+    )
+    git(path, "add", "-A")
+    git(path, "commit", "-qm", "merge request")
+    if hostile is git_hooks_and_filters:
+        wire_git_config(checkout)
+    for changed in path.rglob("*"):  # stat-dirty: git would re-read them through filters
+        if ".git" not in changed.parts and changed.is_file():
+            os.utime(changed, (1, 1))
+    try:
+        run = run_merge_request(checkout, pull_registry, tmp_path, ns)
+    finally:
+        remove_images(docker_client, ns)
+
+    assert not marker.exists(), f"merge-request code ran: {marker.read_text()[:200]}"
+    assert run.code in (0, 1), run.output
+    written = sorted(p for p in run.out.rglob("*") if p.is_file())
+    assert [p.name for p in written] == ["junit.xml", "review.json", "review.md", "run.json"]
+    for form in canary_forms():
+        assert form not in run.output.encode(), "canary in the output"
+        for file in written:
+            assert form not in file.read_bytes(), f"canary in {file.name}"
+    entries = {e["name"]: e for e in json.loads((run.out / "run.json").read_text())["recipes"]}
+    assert entries["lab"]["status"] == "built", entries["lab"]
+    assert entries["lab"]["pushed"] is False
+    review = (run.out / "review.md").read_text()
+    first = review.splitlines()[0]
+    assert first.startswith("**This merge request changes the pipeline**"), review
+    assert "its code did not run with any credential; a maintainer must read it" in first
+    for name in flagged:
+        assert name in first
+    data = json.loads((run.out / "review.json").read_text())
+    assert set(flagged) <= set(data["pipeline"])
+    if hostile is jenkinsfile_binding_git_write:
+        assert run.code == 1
+        assert "binds heps-delivery-git, which no store in the reach of heps-mr/merge-request" in (
+            review
+        )
