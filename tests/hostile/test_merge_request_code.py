@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -42,13 +43,22 @@ def git(repo: Path, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def pull_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryService]:
-    """A real registry whose one account, the job's pull credential, has the canary."""
-    root = tmp_path_factory.mktemp("mr-registry")
-    service = RegistryService(root, f"127.0.0.1:{free_port()}", "heps-pull", CANARY)
-    process = service.start()
+    """A real registry as the embedded one runs: token auth, a push account and a pull-only
+    account, the job's credential, whose password is the canary."""
+    service = RegistryService(
+        tmp_path_factory.mktemp("mr-registry"),
+        f"127.0.0.1:{free_port()}",
+        "heps",
+        secrets.token_urlsafe(18),
+        "heps-pull",
+        CANARY,
+        f"127.0.0.1:{free_port()}",
+    )
+    processes = [service.start_token_service(), service.start()]
     yield service
-    process.terminate()
-    process.wait(timeout=10)
+    for process in processes:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 @dataclass
@@ -144,7 +154,7 @@ def run_merge_request(c: Checkout, registry: RegistryService, tmp: Path, ns: str
     env.update(
         HEPS_REGISTRY=registry.address,
         HEPS_NAMESPACE=ns,
-        HEPS_REGISTRY_USERNAME=registry.username,
+        HEPS_REGISTRY_USERNAME=registry.pull_username,
         HEPS_REGISTRY_PASSWORD=CANARY,
         HEPS_STATE_DIR=str(tmp / "state"),
         HEPS_CA_BUNDLE="",
