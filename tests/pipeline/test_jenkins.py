@@ -381,3 +381,31 @@ def test_refused_token_is_a_config_error_and_never_printed(
     assert result.code == 2
     assert "Jenkins refused listing jobs" in result.err and "JENKINS_API_TOKEN" in result.err
     assert wrong not in result.text
+
+
+def test_sync_keeps_the_credentials_an_admin_stored_in_a_folder(
+    heps: Any, repo: Path, server: Any
+) -> None:
+    if server is None:
+        pytest.skip("JENKINS_URL is set: this scenario plants a folder credential in FakeJenkins")
+    folder = f"{folder_of(repo)}-mr"
+    assert heps(repo, "jenkins", "sync").code == 0
+    store = (
+        f'<{jenkins_jobs.FOLDER_CREDENTIALS} plugin="cloudbees-folder">'
+        "<domainCredentialsMap><entry><id>heps-registry-pull</id>"
+        "<password>{AQAAABAAAAAQencrypted=}</password></entry></domainCredentialsMap>"
+        f"</{jenkins_jobs.FOLDER_CREDENTIALS}>"
+    )
+    config = server.configs[folder]
+    server.configs[folder] = server.stored(
+        config.replace("<properties/>", f"<properties>{store}</properties>")
+    )
+    again = heps(repo, "jenkins", "sync")
+    assert again.code == 0 and f"updated: {folder}," not in again.out + ","
+    path = repo / jenkins_jobs.JOBS_FILE
+    path.write_text(path.read_text().replace("read as data by main's pipeline", "read as data"))
+    done = heps(repo, "jenkins", "sync")
+    assert f"updated: {folder}" in done.out
+    kept = server.configs[folder]
+    assert "read as data;" in kept and "<id>heps-registry-pull</id>" in kept
+    assert "{AQAAABAAAAAQencrypted=}" in kept

@@ -231,5 +231,25 @@ def diff(name: str, before: str | None, after: str | None) -> str:
     )
 
 
+FOLDER_CREDENTIALS = (
+    "com.cloudbees.hudson.plugins.folder.properties.FolderCredentialsProvider_-"
+    "FolderCredentialsProperty"
+)
+
+
+def keeping_credentials(rendered: str, live: str) -> str:
+    """`rendered` with the credential store of the live folder config, if it has one.
+
+    A folder's credentials live in its config.xml (their secrets encrypted by Jenkins) and
+    jobs.yaml names only their ids: writing our XML as is would empty the store."""
+    store = _parse(live).find(f"properties/{FOLDER_CREDENTIALS}")
+    root = _parse(rendered)
+    properties = root.find("properties")
+    if store is None or properties is None:
+        return rendered
+    properties.append(store)
+    return "<?xml version='1.1' encoding='UTF-8'?>\n" + ET.tostring(root, encoding="unicode")
+
+
 def is_ours(xml: str) -> bool:
     return MARKER in (_parse(xml).findtext("description") or "")
