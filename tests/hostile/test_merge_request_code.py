@@ -92,6 +92,11 @@ def _writes_env(marker: Path) -> str:
     return f"env > '{marker}'"
 
 
+def recipe_only(c: Checkout) -> list[str]:
+    """The control: a merge request that changes only its image is not flagged."""
+    return []
+
+
 def pipeline_code(c: Checkout) -> list[str]:
     (c.path / "pipeline/heps/__init__.py").write_text(
         f"import os\nopen({str(c.marker)!r}, 'w').write(repr(dict(os.environ)))\n"
@@ -180,7 +185,13 @@ def canary_forms() -> list[bytes]:
 
 @pytest.mark.parametrize(
     "hostile",
-    [pipeline_code, bootstrap_and_makefile, jenkinsfile_binding_git_write, git_hooks_and_filters],
+    [
+        recipe_only,
+        pipeline_code,
+        bootstrap_and_makefile,
+        jenkinsfile_binding_git_write,
+        git_hooks_and_filters,
+    ],
 )
 def test_merge_request_code_never_runs_and_never_sees_the_credential(
     tmp_path: Path,
@@ -227,6 +238,10 @@ def test_merge_request_code_never_runs_and_never_sees_the_credential(
     assert entries["lab"]["pushed"] is False
     review = (run.out / "review.md").read_text()
     first = review.splitlines()[0]
+    if not flagged:
+        assert run.code == 0, run.output
+        assert first.startswith("# Review") and "changes the pipeline" not in review
+        return
     assert first.startswith("**This merge request changes the pipeline**"), review
     assert "its code did not run with any credential; a maintainer must read it" in first
     for name in flagged:
@@ -238,3 +253,30 @@ def test_merge_request_code_never_runs_and_never_sees_the_credential(
         assert "binds heps-delivery-git, which no store in the reach of heps-mr/merge-request" in (
             review
         )
+
+
+def test_host_side_settings_come_from_the_operator_never_the_checkout(tmp_path: Path) -> None:
+    """The checkout's heps.yaml names a registry, a CA bundle and a mirror of its own: the
+    merge-request run uses the operator's, so the pull credential goes nowhere else and
+    no host file is read for the build."""
+    from heps.ci import merge_request
+    from heps.core import settings
+
+    checkout = tmp_path / "mr"
+    (checkout / "app-recipes").mkdir(parents=True)
+    (checkout / "heps.yaml").write_text(
+        "registry: {host: 'evil.example:443', namespace: stolen}\n"
+        "build: {ca_bundle: /etc/hostname, debian_mirror: 'http://evil.example/debian', "
+        "parallel: 16}\n"
+        "smoke: {timeout: 12}\n"
+    )
+    trusted_repo = tmp_path / "main"
+    (trusted_repo / "app-recipes").mkdir(parents=True)
+    env = {"HEPS_STATE_DIR": str(tmp_path / "state"), "HEPS_CA_BUNDLE": ""}
+    trusted = settings.load(trusted_repo, registry="127.0.0.1:5999", env=env)
+    mine = merge_request.checkout_settings(trusted, checkout)
+    assert mine.repo == checkout.resolve()
+    assert mine.registry == trusted.registry and mine.registry.namespace == "heps"
+    assert mine.build == trusted.build and mine.build.ca_bundle is None
+    assert mine.state_dir == trusted.state_dir
+    assert mine.smoke.timeout == 12  # recipe-level settings stay the checkout's
