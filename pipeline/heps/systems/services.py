@@ -31,7 +31,7 @@ from heps.core import log
 from heps.core.errors import ConfigError
 from heps.core.settings import EMBEDDED_REGISTRY, Settings, embedded_credentials_file
 from heps.core.stages import Stage
-from heps.systems import engine, registry_auth
+from heps.systems import engine
 
 PACKAGES = {
     "dockerd": "docker.io",
@@ -117,6 +117,8 @@ class RegistryService:
 
     def config(self) -> str:
         if self.token_address:
+            from heps.systems import registry_auth  # JWT and X.509 only where tokens are used
+
             auth = (
                 f"auth: {{token: {{realm: 'http://{self.token_address}/token', "
                 f"service: {registry_auth.SERVICE}, issuer: {registry_auth.ISSUER}, "
@@ -134,6 +136,8 @@ class RegistryService:
 
     def start_token_service(self) -> subprocess.Popen[bytes]:
         """Keys (made once), accounts, then the token service, answering."""
+        from heps.systems import registry_auth
+
         assert self.token_address and self.pull_username and self.pull_password
         self.root.mkdir(parents=True, exist_ok=True)
         if not (self.root / "token.crt").exists():
