@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -280,3 +281,37 @@ def test_host_side_settings_come_from_the_operator_never_the_checkout(tmp_path: 
     assert mine.build == trusted.build and mine.build.ca_bundle is None
     assert mine.state_dir == trusted.state_dir
     assert mine.smoke.timeout == 12  # recipe-level settings stay the checkout's
+
+
+def test_bad_checkout_base_or_out_is_one_line_and_exit_2(
+    heps: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HEPS_CA_BUNDLE", "")
+    monkeypatch.setenv("HEPS_STATE_DIR", str(tmp_path / "state"))
+    checkout = tmp_path / "mr"
+    checkout.mkdir()
+    base = _base(checkout, tmp_path / "marker")
+    (tmp_path / "file").write_text("")
+    cases = [
+        (["--checkout", str(tmp_path / "nowhere"), "--base", base], "not a folder"),
+        (["--checkout", str(checkout / "app-recipes"), "--base", base], "not the top of a git"),
+        (["--checkout", str(checkout), "--base", "no-such-rev"], "--base no-such-rev: not a rev"),
+        (["--checkout", str(checkout), "--base=--output=x"], "not a git revision or name"),
+    ]
+    for args, message in cases:
+        result = heps(REPO_ROOT, "ci", "merge-request", *args, "--out", str(tmp_path / "out"))
+        assert result.code == 2 and message in result.err, (args, result.err)
+        assert len(result.err.splitlines()) == 1 and "Traceback" not in result.err
+    result = heps(
+        REPO_ROOT,
+        "ci",
+        "merge-request",
+        "--checkout",
+        str(checkout),
+        "--base",
+        base,
+        "--out",
+        str(tmp_path / "file"),
+    )
+    assert result.code == 2 and "--out" in result.err and "not a folder" in result.err
+    assert not (tmp_path / "out").exists()

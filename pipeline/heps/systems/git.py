@@ -13,6 +13,7 @@ the caller, anything else (a hook, a protected branch) fails with the remote's w
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 import time
@@ -68,6 +69,7 @@ def distrust(root: Path) -> None:
     _UNTRUSTED.add(root.resolve())
 
 
+@functools.cache  # one `git config --list` per checkout and process
 def _hardened(path: Path) -> dict[str, str]:
     """Environment for git on an untrusted checkout: no system or global config, no
     replace refs, no optional index writes, and every key of `_NEUTRAL` plus each driver
@@ -128,7 +130,7 @@ class Repository:
             self._repo = git.Repo(path, search_parent_directories=not bare)
         except (git.InvalidGitRepositoryError, git.NoSuchPathError):
             raise ConfigError(f"{path}: not a git repository; run from a git checkout") from None
-        top = self.toplevel.resolve()
+        top = self.toplevel.resolve() if _UNTRUSTED else self.toplevel
         if any(top == root or root in top.parents for root in _UNTRUSTED):
             self._repo.git.update_environment(**_hardened(top))
         else:
