@@ -18,6 +18,7 @@ a sandbox; debootstrap takes packages from the operator's mirror only. Only Dock
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,6 +70,13 @@ def run(trusted: Settings, checkout: Path, base: str, out: Path) -> Outcome:
     root = checkout.resolve()
     if not root.is_dir():
         raise ConfigError(f"--checkout {checkout}: not a folder; check the merge request out there")
+    for owned in (root, root / ".git"):
+        if owned.exists() and owned.stat().st_uid != os.geteuid():
+            raise ConfigError(
+                f"--checkout {checkout}: {owned} belongs to uid {owned.stat().st_uid}, not to "
+                "this user; check the merge request out as this user (git, too, refuses "
+                "another user's repository: safe.directory)"
+            )
     distrust(root)
     git = Repository(root)
     if git.toplevel.resolve() != root:
