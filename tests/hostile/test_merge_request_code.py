@@ -315,3 +315,20 @@ def test_bad_checkout_base_or_out_is_one_line_and_exit_2(
     )
     assert result.code == 2 and "--out" in result.err and "not a folder" in result.err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can hand a checkout to another user")
+def test_a_checkout_another_user_owns_is_refused(
+    heps: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HEPS_CA_BUNDLE", "")
+    monkeypatch.setenv("HEPS_STATE_DIR", str(tmp_path / "state"))
+    checkout = tmp_path / "mr"
+    checkout.mkdir()
+    base = _base(checkout, tmp_path / "marker")
+    os.chown(checkout / ".git", 65534, 65534)
+    out = tmp_path / "out"
+    args = ["--checkout", str(checkout), "--base", base, "--out", str(out)]
+    result = heps(REPO_ROOT, "ci", "merge-request", *args)
+    assert result.code == 2 and "belongs to uid 65534, not to this user" in result.err
+    assert len(result.err.splitlines()) == 1 and not out.exists()
