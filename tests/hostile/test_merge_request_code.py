@@ -98,6 +98,23 @@ def recipe_only(c: Checkout) -> list[str]:
     return []
 
 
+def structure_test_host_options(c: Checkout) -> list[str]:
+    """container-structure-test would pass the host's variables in (`envVars` names them),
+    mount host folders and run privileged, as the merge request's config asks."""
+    folder = c.path / "app-recipes/lab"
+    (folder / "structure.yaml").write_text(
+        "schemaVersion: 2.0.0\n"
+        "containerRunOptions:\n"
+        "  envVars: [HEPS_REGISTRY_PASSWORD, HEPS_REGISTRY_USERNAME]\n"
+        f"  bindMounts: ['{c.marker.parent}:/out']\n"
+        "commandTests:\n"
+        "  - name: leak\n"
+        "    command: sh\n"
+        "    args: ['-c', 'env > /out/marker']\n"
+    )
+    return []
+
+
 def pipeline_code(c: Checkout) -> list[str]:
     (c.path / "pipeline/heps/__init__.py").write_text(
         f"import os\nopen({str(c.marker)!r}, 'w').write(repr(dict(os.environ)))\n"
@@ -188,6 +205,7 @@ def canary_forms() -> list[bytes]:
     "hostile",
     [
         recipe_only,
+        structure_test_host_options,
         pipeline_code,
         bootstrap_and_makefile,
         jenkinsfile_binding_git_write,
@@ -208,10 +226,13 @@ def test_merge_request_code_never_runs_and_never_sees_the_credential(
     checkout = Checkout(path, _base(path, marker), marker)
     flagged = hostile(checkout)
     # the merge request also changes its image: its RUN steps run, in a build container
+    recipe = simple_recipe("lab", "1.0.1")
+    if (path / "app-recipes/lab/structure.yaml").exists():
+        recipe["smoke"]["structure"] = "structure.yaml"
     write_recipe(
         path,
         "lab",
-        simple_recipe("lab", "1.0.1"),
+        recipe,
         Dockerfile=f"FROM {BUSYBOX}\nRUN env > /build-env && echo lab > /hello\n",
     )
     git(path, "add", "-A")
@@ -235,9 +256,14 @@ def test_merge_request_code_never_runs_and_never_sees_the_credential(
         for file in written:
             assert form not in file.read_bytes(), f"canary in {file.name}"
     entries = {e["name"]: e for e in json.loads((run.out / "run.json").read_text())["recipes"]}
-    assert entries["lab"]["status"] == "built", entries["lab"]
-    assert entries["lab"]["pushed"] is False
     review = (run.out / "review.md").read_text()
+    if hostile is structure_test_host_options:  # refused before the tool starts
+        assert run.code == 1 and entries["lab"]["failed_stage"] == "smoke"
+        refusal = "containerRunOptions: bindMounts, envVars: not allowed; smoke containers run"
+        assert refusal in entries["lab"]["error"] and refusal in review
+        return
+    assert entries["lab"]["status"] == "built", json.dumps(entries["lab"], indent=1)[-1500:]
+    assert entries["lab"]["pushed"] is False
     first = review.splitlines()[0]
     if not flagged:
         assert run.code == 0, run.output
