@@ -247,6 +247,12 @@ def up(settings: Settings) -> list[str]:
             f"{folder / 'credentials.json'}; pull only: user {service.pull_username}, "
             f"password in {folder / PULL_CREDENTIALS})"
         )
+        challenge = requests.get(f"http://{service.address}/v2/", timeout=5).headers
+        if challenge.get("WWW-Authenticate", "").lower().startswith("basic"):
+            lines.append(
+                "registry: started before pull-only accounts (htpasswd: every account can "
+                "push); restart it: heps services down && heps services up"
+            )
     else:
         lines.append(f"registry: {settings.registry.host} (not embedded; nothing started)")
     return lines
