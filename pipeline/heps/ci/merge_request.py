@@ -101,6 +101,7 @@ def run(trusted: Settings, checkout: Path, base: str, out: Path) -> Outcome:
     report.write_atomic(targets["run.json"], report.as_json(results, meta))
     report.write_atomic(targets["junit.xml"], report.as_junit(results))
     done = review.make(cfg, base, targets["run.json"])
+    done.isolated = True  # only this job can say so: it ran the checkout as data
     report.write_atomic(targets["review.json"], done.as_json())
     report.write_atomic(targets["review.md"], done.markdown())
     return Outcome(results, done, list(targets.values()))

@@ -63,6 +63,8 @@ class Review:
     untracked files in a build context, job definitions `heps jenkins render` refuses."""
     pipeline: list[str] = field(default_factory=list)
     """Changed files of the pipeline itself (PIPELINE): a maintainer must read them."""
+    isolated: bool = False
+    """Made by `heps ci merge-request`: the change's own code ran nowhere, with nothing."""
 
     @property
     def empty(self) -> bool:
@@ -78,9 +80,10 @@ class Review:
         out = []
         if self.pipeline:
             shown = ", ".join(self.pipeline[:10]) + (", ..." if len(self.pipeline) > 10 else "")
+            isolated = "its code did not run with any credential; " if self.isolated else ""
             out.append(
-                f"**This merge request changes the pipeline** ({shown}): its code did not run "
-                "with any credential; a maintainer must read it.\n"
+                f"**This merge request changes the pipeline** ({shown}): {isolated}"
+                "a maintainer must read it.\n"
             )
         out.append(f"# Review {span}\n")
         if self.problems:
