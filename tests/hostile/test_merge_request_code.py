@@ -27,19 +27,11 @@ import pytest
 
 from heps.systems.services import RegistryService
 from tests.conftest import BUSYBOX, REPO_ROOT, free_port, remove_images, simple_recipe, write_recipe
+from tests.pipeline.test_review import git
 
 CANARY = "c4n\"ary'\\ü密码-" + uuid.uuid4().hex[:8]
 """Quotes, a backslash and non-ASCII: what naive quoting or encoding would spill."""
 HEPS = Path(sys.executable).parent / "heps"
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-C", str(repo), "-c", "user.name=dev", "-c", "user.email=dev@ihep.ac.cn", *args],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -309,14 +301,20 @@ def test_host_side_settings_come_from_the_operator_never_the_checkout(tmp_path: 
     assert mine.smoke.timeout == 12  # recipe-level settings stay the checkout's
 
 
-def test_bad_checkout_base_or_out_is_one_line_and_exit_2(
-    heps: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def committed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Checkout:
+    """A checkout of main alone, for `heps ci merge-request` run in this process."""
     monkeypatch.setenv("HEPS_CA_BUNDLE", "")
     monkeypatch.setenv("HEPS_STATE_DIR", str(tmp_path / "state"))
     checkout = tmp_path / "mr"
     checkout.mkdir()
-    base = _base(checkout, tmp_path / "marker")
+    return Checkout(checkout, _base(checkout, tmp_path / "marker"), tmp_path / "marker")
+
+
+def test_bad_checkout_base_or_out_is_one_line_and_exit_2(
+    heps: Any, tmp_path: Path, committed: Checkout
+) -> None:
+    checkout, base = committed.path, committed.base
     (tmp_path / "file").write_text("")
     cases = [
         (["--checkout", str(tmp_path / "nowhere"), "--base", base], "not a folder"),
@@ -345,16 +343,11 @@ def test_bad_checkout_base_or_out_is_one_line_and_exit_2(
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root can hand a checkout to another user")
 def test_a_checkout_another_user_owns_is_refused(
-    heps: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    heps: Any, tmp_path: Path, committed: Checkout
 ) -> None:
-    monkeypatch.setenv("HEPS_CA_BUNDLE", "")
-    monkeypatch.setenv("HEPS_STATE_DIR", str(tmp_path / "state"))
-    checkout = tmp_path / "mr"
-    checkout.mkdir()
-    base = _base(checkout, tmp_path / "marker")
-    os.chown(checkout / ".git", 65534, 65534)
+    os.chown(committed.path / ".git", 65534, 65534)
     out = tmp_path / "out"
-    args = ["--checkout", str(checkout), "--base", base, "--out", str(out)]
+    args = ["--checkout", str(committed.path), "--base", committed.base, "--out", str(out)]
     result = heps(REPO_ROOT, "ci", "merge-request", *args)
     assert result.code == 2 and "belongs to uid 65534, not to this user" in result.err
     assert len(result.err.splitlines()) == 1 and not out.exists()
