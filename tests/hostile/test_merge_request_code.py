@@ -236,8 +236,15 @@ def test_merge_request_code_never_runs_and_never_sees_the_credential(
             os.utime(changed, (1, 1))
     try:
         run = run_merge_request(checkout, pull_registry, tmp_path, ns)
+        built = docker_client.images.list(name=f"{pull_registry.address}/{ns}/lab")
+        # what the RUN step saw, read from the image itself (reports would be masked)
+        seen = [
+            docker_client.containers.run(i.id, ["cat", "/build-env"], remove=True) for i in built
+        ]
     finally:
         remove_images(docker_client, ns)
+    assert seen and all(b"HOSTNAME=" in env for env in seen)
+    assert not any(form in env for form in canary_forms() for env in seen)
 
     assert not marker.exists(), f"merge-request code ran: {marker.read_text()[:200]}"
     assert run.code in (0, 1), run.output
