@@ -203,6 +203,16 @@ def test_a_jenkinsfile_binding_what_its_folder_does_not_hold_is_refused(repo: Pa
         ConfigError, match=r"Jenkinsfile.merge-request: binds heps-delivery-git, which no store"
     ):
         jenkins_jobs.render(repo)
+    path.write_text(path.read_text().replace("'heps-delivery-git'", "'heps-registry-pull'"))
+    jobs = repo / jenkins_jobs.JOBS_FILE  # an id named by a choice: every choice is checked
+    jobs.write_text(jobs.read_text().replace("{id: kubeconfig-production,", "{id: kubeconfig-p,"))
+    with pytest.raises(ConfigError, match=r"Jenkinsfile.reconcile: binds kubeconfig-production,"):
+        jenkins_jobs.render(repo)
+    jobs.write_text(jobs.read_text().replace("choices: [testbed, production]", "choices: [x]"))
+    reconcile = repo / "jenkins/Jenkinsfile.reconcile"
+    reconcile.write_text(reconcile.read_text().replace("params.OVERLAY", "env.WHATEVER"))
+    with pytest.raises(ConfigError, match=r"binds a credential named at run time"):
+        jenkins_jobs.render(repo)
 
 
 def test_templates_render_in_a_sandbox(repo: Path, tmp_path: Path) -> None:

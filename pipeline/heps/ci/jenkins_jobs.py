@@ -40,6 +40,7 @@ TRUSTED_BRANCH = "*/main"
 FORBIDDEN = ("git-write", "registry-push", "kubeconfig")
 """What a job running merge-request content must never be able to bind."""
 _BINDING = re.compile(r"""credentialsId\s*:\s*(['"])(.*?)\1""")
+_PARAMETER = re.compile(r"\$\{params\.([A-Z][A-Z0-9_]*)\}")
 
 
 def load(repo: Path) -> dict[str, Any]:
@@ -113,19 +114,35 @@ def _reach(repo: Path, data: dict[str, Any]) -> list[str]:
         if not script.is_file():
             problems.append(f"{JOBS_FILE}: {name}: jenkinsfile {job['jenkinsfile']}: missing")
             continue
-        for _, cid in _BINDING.findall(read_text(script, job["jenkinsfile"])):
-            if "$" in cid and untrusted:
+        for _, bound in _BINDING.findall(read_text(script, job["jenkinsfile"])):
+            ids = _expanded(bound, job)
+            if ids is None or ("$" in bound and untrusted):
                 problems.append(
-                    f"{job['jenkinsfile']}: binds a credential named at run time ({cid}); "
-                    f"{name} runs merge-request content: name the id"
+                    f"{job['jenkinsfile']}: binds a credential named at run time ({bound}); "
+                    f"name the id, or a choice parameter of {name} in it"
+                    + (" (it runs merge-request content: name the id)" if untrusted else "")
                 )
-            elif "$" not in cid and cid not in reach:
-                problems.append(
-                    f"{job['jenkinsfile']}: binds {cid}, which no store in the reach of {name} "
-                    "holds; bind one it holds, or hold it in its folder (never push, git-write "
-                    "or kubeconfig where merge-request content runs)"
-                )
+                continue
+            for cid in ids:
+                if cid not in reach:
+                    problems.append(
+                        f"{job['jenkinsfile']}: binds {cid}, which no store in the reach of "
+                        f"{name} holds; bind one it holds, or hold it in its folder (never "
+                        "push, git-write or kubeconfig where merge-request content runs)"
+                    )
     return problems
+
+
+def _expanded(bound: str, job: dict[str, Any]) -> list[str] | None:
+    """The ids `bound` can name: itself, or one per choice of the parameter it names
+    (`kubeconfig-${params.OVERLAY}`); None when it depends on anything else."""
+    names = _PARAMETER.findall(bound)
+    if not names:
+        return None if "$" in bound else [bound]
+    choices = {p["name"]: p.get("choices") or [] for p in job.get("parameters") or []}
+    if len(set(names)) != 1 or not choices.get(names[0]) or "$" in _PARAMETER.sub("", bound):
+        return None
+    return [_PARAMETER.sub(choice, bound) for choice in choices[names[0]]]
 
 
 def _environment(repo: Path) -> jinja2.Environment:
