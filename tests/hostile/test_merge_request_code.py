@@ -358,3 +358,35 @@ def test_a_checkout_another_user_owns_is_refused(
     result = heps(REPO_ROOT, "ci", "merge-request", *args)
     assert result.code == 2 and "belongs to uid 65534, not to this user" in result.err
     assert len(result.err.splitlines()) == 1 and not out.exists()
+
+
+def test_a_bootstrap_recipe_may_not_name_its_own_mirror(
+    heps: Any,
+    tmp_path: Path,
+    committed: Checkout,
+    pull_registry: RegistryService,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """debootstrap runs the packages' scripts on the host: the mirror is the operator's."""
+    assert pull_registry.pull_username
+    monkeypatch.setenv("HEPS_REGISTRY", pull_registry.address)
+    monkeypatch.setenv("HEPS_NAMESPACE", f"mr{uuid.uuid4().hex[:10]}")
+    monkeypatch.setenv("HEPS_REGISTRY_USERNAME", pull_registry.pull_username)
+    monkeypatch.setenv("HEPS_REGISTRY_PASSWORD", CANARY)
+    evil = "http://127.0.0.1:9/debian"
+    recipe = simple_recipe("rootfs")
+    write_recipe(
+        committed.path, "rootfs", {**recipe, "bootstrap": {"suite": "bookworm", "mirror": evil}}
+    )
+    git(committed.path, "add", "-A")
+    git(committed.path, "commit", "-qm", "own mirror")
+    out = tmp_path / "out"
+    args = ["--checkout", str(committed.path), "--base", committed.base, "--out", str(out)]
+    result = heps(REPO_ROOT, "ci", "merge-request", *args)
+    assert result.code == 2, result.text
+    assert result.err == (
+        f"heps: error: app-recipes/rootfs/recipe.yaml: bootstrap.mirror: {evil} is not the "
+        "operator's mirror; a merge request builds from build.debian_mirror of the trusted "
+        "settings (drop the field)\n"
+    )
+    assert "[build]" not in result.text and not out.exists()
