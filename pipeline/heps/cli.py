@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -27,7 +26,7 @@ from heps.core.validation import schema
 from heps.gitops import promote, sources
 from heps.gitops.pin import Pin
 from heps.images import graph, lint, recipes, report, source, versions
-from heps.images.run import Runner, Selection, changed_recipes, prepare, summary
+from heps.images.run import Runner, Selection, changed_recipes, prepare, run_meta, summary
 from heps.platform import command as platform_command
 from heps.systems import engine, services
 from heps.systems.registry import Registry
@@ -163,6 +162,16 @@ def _ci_verbs(verb: Verb, common: _Parser) -> None:
     p.add_argument("--report", type=Path, help="the `heps run --report` of this change")
     p.add_argument("--out", type=Path, help="write the Markdown here (default: print it)")
     p.add_argument("--json", type=Path, help="also write the same data as JSON")
+    p = verb("ci", help="what the CI jobs run: the trusted pipeline on untrusted input")
+    ci_sub = p.add_subparsers(dest="ci_command", required=True, parser_class=_Parser)
+    m = ci_sub.add_parser(
+        "merge-request",
+        parents=[common],
+        help="lint, build and smoke-test a merge request's checkout as data; push nothing",
+    )
+    m.add_argument("--checkout", type=Path, required=True, metavar="DIR", help="the MR's checkout")
+    m.add_argument("--base", required=True, metavar="REV", help="the trusted revision in it")
+    m.add_argument("--out", type=Path, required=True, metavar="DIR", help="reports go here")
     p = verb("hook", help="git hooks for the shared bare repository")
     p.add_argument("name", choices=["post-receive"])
     p.add_argument("--git-dir", type=Path, default=Path("."), help="the bare repository")
@@ -240,17 +249,7 @@ def _run(cfg: settings.Settings, args: argparse.Namespace) -> int:
     runner = Runner(prepared, client, not args.no_push)
     results = runner.run()
     failed = [r.name for r in results if r.status == report.FAILED]
-    meta = {
-        "run": runner.run_id,
-        "interrupted": signal.Signals(runner.interrupted).name if runner.interrupted else None,
-        "started": started.isoformat(timespec="seconds"),
-        "registry": cfg.registry.host,
-        "namespace": cfg.registry.namespace,
-        "pushed": not args.no_push,
-        "parallel": cfg.build.parallel,
-        "plan_seconds": round(prepared.seconds["plan"], 3),
-        "seconds": round((datetime.now(UTC) - started).total_seconds(), 3),
-    }
+    meta = run_meta(runner, started, not args.no_push)
     if args.report:
         report.write_atomic(args.report, report.as_json(results, meta))
     if args.junit:
@@ -450,6 +449,17 @@ def _review(cfg: settings.Settings, args: argparse.Namespace) -> int:
     return EXIT_FAILED if done.problems else EXIT_OK
 
 
+def _ci(cfg: settings.Settings, args: argparse.Namespace) -> int:
+    from heps.ci import merge_request
+
+    done = merge_request.run(cfg, args.checkout, args.base, args.out)
+    print(summary(done.results))
+    print("\n".join(str(path) for path in done.written))
+    for problem in done.review.problems:
+        print(f"heps: error: {problem}", file=sys.stderr)
+    return EXIT_FAILED if done.failed else EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; every byte it prints is masked and terminal-safe."""
     with log.guarded_output():
@@ -474,9 +484,8 @@ def _main(argv: list[str] | None) -> int:
     try:
         args, extra = parser.parse_known_args(argv)
         if extra:
-            verb = " ".join(
-                filter(None, ["heps", args.command, getattr(args, "jenkins_command", None)])
-            )
+            sub_verb = getattr(args, "jenkins_command", None) or getattr(args, "ci_command", None)
+            verb = " ".join(filter(None, ["heps", args.command, sub_verb]))
             raise ConfigError(
                 f"usage: unrecognized arguments: {' '.join(extra)}; see `{verb} --help`"
             )
@@ -507,6 +516,7 @@ def _main(argv: list[str] | None) -> int:
             "reconcile": _reconcile,
             "jenkins": _jenkins,
             "review": _review,
+            "ci": _ci,
             "platform": platform_command.run,
         }[args.command]
         return command(cfg, args)

@@ -46,7 +46,7 @@ def test_control_characters_in_jobs_yaml_keep_job_xml_well_formed(
     out = jobs_repo / "build/jenkins"
     result = heps(jobs_repo, "jenkins", "render", "--out", str(out))
     assert result.code == 0, result.text
-    xml = (out / "heps/merge-request.xml").read_text()
+    xml = (out / "heps-mr/merge-request.xml").read_text()
     root = defusedxml.ElementTree.fromstring(xml.split("?>", 1)[1])
     assert "Lint\\x01\\x1b[31m\\x0c, build" in (root.findtext("description") or "")
 

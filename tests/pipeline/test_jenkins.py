@@ -64,13 +64,20 @@ def live_config(name: str) -> str | None:
     return connect(None).get_job_config(name)
 
 
+JOBS = ("heps-mr/merge-request", "heps-mr-code/pipeline-tests", "heps/main", "heps/reconcile")
+
+
+def xml_of(rendered: dict[str, str], name: str) -> Any:
+    return defusedxml.ElementTree.fromstring(rendered[name].split("?>", 1)[1])
+
+
 def test_every_job_renders_to_the_xml_jenkins_needs() -> None:
     rendered = jenkins_jobs.render(REPO_ROOT)
-    assert list(rendered) == ["heps", "heps/merge-request", "heps/main", "heps/reconcile"]
-    folder = defusedxml.ElementTree.fromstring(rendered["heps"].split("?>", 1)[1])
-    assert folder.tag == "com.cloudbees.hudson.plugins.folder.Folder"
-    for name in ("heps/merge-request", "heps/main", "heps/reconcile"):
-        root = defusedxml.ElementTree.fromstring(rendered[name].split("?>", 1)[1])
+    assert list(rendered) == ["heps", "heps-mr", "heps-mr-code", *JOBS]
+    for folder in ("heps", "heps-mr", "heps-mr-code"):
+        assert xml_of(rendered, folder).tag == "com.cloudbees.hudson.plugins.folder.Folder"
+    for name in JOBS:
+        root = xml_of(rendered, name)
         assert root.tag == "flow-definition"
         assert jenkins_jobs.MARKER in (root.findtext("description") or "")
         definition = root.find("definition")
@@ -83,13 +90,57 @@ def test_every_job_renders_to_the_xml_jenkins_needs() -> None:
         assert scm.findtext("userRemoteConfigs/hudson.plugins.git.UserRemoteConfig/url") == (
             "https://code.ihep.ac.cn/heps/delivery.git"
         )
-        assert scm.findtext("branches/hudson.plugins.git.BranchSpec/name")
-    reconcile = defusedxml.ElementTree.fromstring(rendered["heps/reconcile"].split("?>", 1)[1])
+    reconcile = xml_of(rendered, "heps/reconcile")
     choices = reconcile.findall(".//hudson.model.ChoiceParameterDefinition/choices/a/string")
     assert [c.text for c in choices] == ["testbed", "production"]
     assert reconcile.findtext(".//hudson.triggers.TimerTrigger/spec") == "H * * * *"
     main = rendered["heps/main"]
     assert "DisableConcurrentBuildsJobProperty" in main and "<spec>H/15 * * * *</spec>" in main
+
+
+def test_where_each_job_sits_and_where_its_script_comes_from() -> None:
+    """Read from the rendered XML alone: the folder of each job, the branch and file its
+    script is loaded from, the credentials its folder holds and what its script binds."""
+    rendered = jenkins_jobs.render(REPO_ROOT)
+    seen = {}
+    for name in JOBS:
+        definition = xml_of(rendered, name).find("definition")
+        branch = definition.findtext("scm/branches/hudson.plugins.git.BranchSpec/name")
+        script = definition.findtext("scriptPath")
+        folder = name.rpartition("/")[0]
+        held = xml_of(rendered, folder).findtext("description") or ""
+        binds = sorted(
+            set(re.findall(r"credentialsId: '([^']+)'", (REPO_ROOT / script).read_text()))
+        )
+        seen[name] = (folder, branch, script, binds)
+        if folder.startswith("heps-mr"):  # merge-request content: nothing that pushes or applies
+            assert not re.search(r"\((git-write|registry-push|kubeconfig)\)", held), name
+    assert seen == {
+        "heps-mr/merge-request": (
+            "heps-mr",
+            "*/main",
+            "jenkins/Jenkinsfile.merge-request",
+            ["heps-delivery-read", "heps-registry-pull"],
+        ),
+        "heps-mr-code/pipeline-tests": (
+            "heps-mr-code",
+            "*/main",
+            "jenkins/Jenkinsfile.pipeline-tests",
+            ["heps-delivery-read"],
+        ),
+        "heps/main": (
+            "heps",
+            "*/main",
+            "jenkins/Jenkinsfile.main",
+            ["heps-delivery-git", "heps-registry"],
+        ),
+        "heps/reconcile": ("heps", "*/main", "jenkins/Jenkinsfile.reconcile", []),
+    }
+    held = xml_of(rendered, "heps").findtext("description") or ""
+    assert "heps-delivery-git (git-write)" in held and "kubeconfig-production (kubeconfig)" in held
+    mr = (REPO_ROOT / "jenkins/Jenkinsfile.merge-request").read_text()
+    assert "heps ci merge-request --checkout mr" in mr and "scripts/bootstrap.sh" in mr
+    assert "withCredentials" not in (REPO_ROOT / "jenkins/Jenkinsfile.pipeline-tests").read_text()
 
 
 def test_jenkinsfiles_bind_credentials_and_publish_results() -> None:
@@ -100,9 +151,82 @@ def test_jenkinsfiles_bind_credentials_and_publish_results() -> None:
         assert not re.search(r"(?i)(password|token|secret)\s*[:=]\s*['\"]", text)  # no literal
     for name in ("merge-request", "main"):
         text = (REPO_ROOT / "jenkins" / f"Jenkinsfile.{name}").read_text()
-        assert "junit " in text and "archiveArtifacts" in text and "--report" in text
+        assert "junit " in text and "archiveArtifacts" in text and "reports/" in text
     assert "--promote testbed --push" in (REPO_ROOT / "jenkins/Jenkinsfile.main").read_text()
-    assert "heps review" in (REPO_ROOT / "jenkins/Jenkinsfile.merge-request").read_text()
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (  # the push credential moved into the merge-request folder
+            (
+                "      - {id: heps-registry-pull, grants: registry-pull}\n",
+                "      - {id: heps-registry, grants: registry-push}\n",
+            ),
+            r"^heps: error: jenkins/jobs.yaml: heps-test-\w+-mr/merge-request: runs merge-request "
+            r"content, yet folder heps-test-\w+-mr holds heps-registry \(registry-push\); move",
+        ),
+        (  # a kubeconfig in the global store reaches every job
+            ("credentials: []", "credentials: [{id: kubeconfig-production, grants: kubeconfig}]"),
+            r"merge-request: runs merge-request content, yet the global store holds "
+            r"kubeconfig-production \(kubeconfig\)",
+        ),
+        (  # the merge request's own Jenkinsfile
+            ('branch: "*/main"                  #', 'branch: "*/merge-requests/*"  #'),
+            r"merge-request: runs merge-request content with a Jenkinsfile from "
+            r"\*/merge-requests/\*; load it from \*/main",
+        ),
+        (  # the merge-request job moved into the folder that pushes
+            ("-mr/merge-request", "/merge-request"),
+            r"merge-request: runs merge-request content, yet folder heps-test-\w+ holds "
+            r"heps-delivery-git",
+        ),
+    ],
+)
+def test_render_refuses_credentials_within_reach_of_merge_request_content(
+    heps: Any, repo: Path, edit: tuple[str, str], message: str
+) -> None:
+    path = repo / jenkins_jobs.JOBS_FILE
+    text = path.read_text()
+    assert edit[0] in text, edit[0]
+    path.write_text(text.replace(edit[0], edit[1], 1))
+    result = heps(repo, "jenkins", "render", "--out", str(repo / "out"))
+    assert result.code == 2
+    assert re.search(message, result.err, re.M), result.err
+    assert not (repo / "out").exists()
+
+
+def test_a_jenkinsfile_binding_what_its_folder_does_not_hold_is_refused(repo: Path) -> None:
+    path = repo / "jenkins/Jenkinsfile.merge-request"
+    path.write_text(path.read_text().replace("'heps-registry-pull'", "'heps-delivery-git'"))
+    with pytest.raises(
+        ConfigError, match=r"Jenkinsfile.merge-request: binds heps-delivery-git, which no store"
+    ):
+        jenkins_jobs.render(repo)
+    path.write_text(path.read_text().replace("'heps-delivery-git'", "'heps-registry-pull'"))
+    jobs = repo / jenkins_jobs.JOBS_FILE  # an id named by a choice: every choice is checked
+    jobs.write_text(jobs.read_text().replace("{id: kubeconfig-production,", "{id: kubeconfig-p,"))
+    with pytest.raises(ConfigError, match=r"Jenkinsfile.reconcile: binds kubeconfig-production,"):
+        jenkins_jobs.render(repo)
+    jobs.write_text(jobs.read_text().replace("choices: [testbed, production]", "choices: [x]"))
+    reconcile = repo / "jenkins/Jenkinsfile.reconcile"
+    reconcile.write_text(reconcile.read_text().replace("params.OVERLAY", "env.WHATEVER"))
+    with pytest.raises(ConfigError, match=r"binds a credential named at run time"):
+        jenkins_jobs.render(repo)
+
+
+def test_templates_render_in_a_sandbox(repo: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "template-ran"
+    path = repo / "jenkins/templates/folder.xml.j2"
+    path.write_text(
+        path.read_text()
+        + "{{ cycler.__init__.__globals__.os.system('touch "
+        + str(marker)
+        + "') }}"
+    )
+    with pytest.raises(ConfigError, match=r"template error: .*unsafe"):
+        jenkins_jobs.render(repo)
+    assert not marker.exists()
 
 
 def test_descriptions_are_escaped_for_xml(repo: Path) -> None:
@@ -147,9 +271,12 @@ def test_render_command_writes_one_file_per_job(heps: Any, repo: Path, tmp_path:
     assert sorted(
         p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.xml")
     ) == [
+        f"{folder}-mr-code.xml",
+        f"{folder}-mr-code/pipeline-tests.xml",
+        f"{folder}-mr.xml",
+        f"{folder}-mr/merge-request.xml",
         f"{folder}.xml",
         f"{folder}/main.xml",
-        f"{folder}/merge-request.xml",
         f"{folder}/reconcile.xml",
     ]
 
@@ -160,12 +287,12 @@ def test_sync_creates_then_changes_nothing_then_updates_only_what_differs(
     folder = folder_of(repo)
     first = heps(repo, "jenkins", "sync")
     assert first.code == 0, first.err
-    assert (
-        f"created: {folder}, {folder}/merge-request, {folder}/main, {folder}/reconcile" in first.out
-    )
+    created = [f"{folder}{n}" for n in ("", "-mr", "-mr-code", "-mr/merge-request")]
+    created += [f"{folder}{n}" for n in ("-mr-code/pipeline-tests", "/main", "/reconcile")]
+    assert f"created: {', '.join(created)}" in first.out
     again = heps(repo, "jenkins", "sync")
     assert again.code == 0 and "created" not in again.out and "updated" not in again.out
-    assert f"unchanged: {folder}, {folder}/merge-request" in again.out
+    assert f"unchanged: {', '.join(created)}" in again.out
     path = repo / jenkins_jobs.JOBS_FILE
     path.write_text(path.read_text().replace("hourly, drift is corrected", "every hour"))
     dry = heps(repo, "jenkins", "sync", "--dry-run")
@@ -189,13 +316,13 @@ def test_sync_deletes_only_its_own_jobs(heps: Any, repo: Path, server: Any) -> N
     )
     path = repo / jenkins_jobs.JOBS_FILE
     text = path.read_text()
-    start = text.index(f"  - name: {folder}/merge-request")
-    path.write_text(text[:start] + text[text.index(f"  - name: {folder}/main") :])
+    start = text.index(f"  - name: {folder}-mr/merge-request")
+    path.write_text(text[:start] + text[text.index(f"  - name: {folder}-mr-code/") :])
     result = heps(repo, "jenkins", "sync")
     assert result.code == 0, result.err
-    assert f"deleted: {folder}/merge-request" in result.out
+    assert f"deleted: {folder}-mr/merge-request" in result.out
     assert f"{folder}/hand-made" in server.configs
-    assert f"{folder}/merge-request" not in server.configs
+    assert f"{folder}-mr/merge-request" not in server.configs
 
 
 def test_trigger_follows_the_build_to_its_result(heps: Any, repo: Path, server: Any) -> None:
@@ -264,3 +391,31 @@ def test_refused_token_is_a_config_error_and_never_printed(
     assert result.code == 2
     assert "Jenkins refused listing jobs" in result.err and "JENKINS_API_TOKEN" in result.err
     assert wrong not in result.text
+
+
+def test_sync_keeps_the_credentials_an_admin_stored_in_a_folder(
+    heps: Any, repo: Path, server: Any
+) -> None:
+    if server is None:
+        pytest.skip("JENKINS_URL is set: this scenario plants a folder credential in FakeJenkins")
+    folder = f"{folder_of(repo)}-mr"
+    assert heps(repo, "jenkins", "sync").code == 0
+    store = (
+        f'<{jenkins_jobs.FOLDER_CREDENTIALS} plugin="cloudbees-folder">'
+        "<domainCredentialsMap><entry><id>heps-registry-pull</id>"
+        "<password>{AQAAABAAAAAQencrypted=}</password></entry></domainCredentialsMap>"
+        f"</{jenkins_jobs.FOLDER_CREDENTIALS}>"
+    )
+    config = server.configs[folder]
+    server.configs[folder] = server.stored(
+        config.replace("<properties/>", f"<properties>{store}</properties>")
+    )
+    again = heps(repo, "jenkins", "sync")
+    assert again.code == 0 and f"updated: {folder}," not in again.out + ","
+    path = repo / jenkins_jobs.JOBS_FILE
+    path.write_text(path.read_text().replace("read as data by main's pipeline", "read as data"))
+    done = heps(repo, "jenkins", "sync")
+    assert f"updated: {folder}" in done.out
+    kept = server.configs[folder]
+    assert "read as data;" in kept and "<id>heps-registry-pull</id>" in kept
+    assert "{AQAAABAAAAAQencrypted=}" in kept

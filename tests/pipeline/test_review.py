@@ -110,6 +110,10 @@ def test_review_of_a_base_change_a_new_recipe_and_an_overlay_edit(
     assert "kB (" in rows["lab"] and " to " in rows["lab"]  # bigger by the 300 kB padding
     assert "| child | 1.0.0 | base changed | clean | built (1/1 smoke) |" in rows["child"]
     assert "| newapp | 1.0.0 | new | clean | built (1/1 smoke) |" in rows["newapp"]
+    assert text.splitlines()[0] == (  # made here, not by the merge-request job: no claim
+        "**This merge request changes the pipeline** (jenkins/jobs.yaml): a maintainer must "
+        "read it."
+    )
     assert "## Overlay testbed" in text and "+  name: tb-lab" in text
     assert "## Jenkins jobs" in text and "-  <description>Apply an overlay" in text
     assert (

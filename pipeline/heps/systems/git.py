@@ -3,13 +3,17 @@
 Every call goes through `Repository`, which sets `GIT_TERMINAL_PROMPT=0` (a missing
 credential fails instead of waiting for a terminal), refuses revisions and names that
 git could read as options (`--output=FILE` as a revision would make git write a file),
-and scrubs `user:password@` from every message that leaves this module. Pushes report
+and scrubs `user:password@` from every message that leaves this module. A checkout handed
+over with `distrust` (a merge request's) is read with no hook, filter, fsmonitor,
+textconv, external diff, credential helper or protocol of its own: only git's built-in
+code runs on it. Pushes report
 GitPython's structured flags: a lost race (`REJECTED`, the remote moved) is retried by
 the caller, anything else (a hook, a protected branch) fails with the remote's words.
 """
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 import time
@@ -26,6 +30,26 @@ from heps.core.stages import Stage
 _CREDENTIALS = re.compile(r"(\w+://)[^/\s]*@")
 _ENV = {"GIT_TERMINAL_PROMPT": "0"}
 _LOCK_RACE = re.compile(r"cannot lock ref|but expected|stale info|failed to update ref")
+_UNTRUSTED: set[Path] = set()
+"""Roots of checkouts whose git configuration and attributes may be hostile."""
+_NEUTRAL = {
+    "core.hooksPath": "/dev/null",
+    "core.fsmonitor": "false",
+    "core.sshCommand": "false",
+    "core.pager": "cat",
+    "credential.helper": "",  # an empty value empties the list of helpers
+    "diff.external": "",
+    "log.showSignature": "false",
+    "protocol.allow": "never",
+    "submodule.recurse": "false",
+    "diff.ignoreSubmodules": "all",
+    "status.submoduleSummary": "false",
+}
+"""Settings of an untrusted checkout that would run a program, each put back to none."""
+_DRIVER = re.compile(
+    r"(filter\..+\.(clean|smudge|process)|diff\..+\.(textconv|command)|merge\..+\.driver)"
+)
+"""Per-name drivers a checkout's config may define for its .gitattributes to call."""
 
 
 def scrub(text: str) -> str:
@@ -38,6 +62,43 @@ def checked(value: str, what: str) -> str:
     if not value or value.startswith("-") or any(c in value for c in "\0\n\r"):
         raise ConfigError(f"{what} {value!r}: not a git revision or name; name a commit or branch")
     return value
+
+
+def distrust(root: Path) -> None:
+    """From now on, read every repository at or under `root` as untrusted data."""
+    _UNTRUSTED.add(root.resolve())
+
+
+@functools.cache  # one `git config --list` per checkout and process
+def _hardened(path: Path) -> dict[str, str]:
+    """Environment for git on an untrusted checkout: no system or global config, no
+    replace refs, no optional index writes, and every key of `_NEUTRAL` plus each driver
+    its own config defines overridden on the command line's level (which wins)."""
+    env = {
+        **_ENV,
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "GIT_ATTR_NOSYSTEM": "1",
+        "GIT_NO_REPLACE_OBJECTS": "1",
+        "GIT_OPTIONAL_LOCKS": "0",
+        "GIT_CONFIG_COUNT": "0",
+    }
+    try:  # `git config --list` reads files and runs nothing
+        listed = git.Git(path).execute(
+            ["git", "config", "--list", "--name-only"], env=env, with_extended_output=False
+        )
+    except git.GitCommandError:
+        listed = ""
+    overrides = dict(_NEUTRAL)
+    for key in str(listed).splitlines():
+        if _DRIVER.fullmatch(key):
+            overrides[key] = ""
+            if key.startswith("filter."):
+                overrides[key.rsplit(".", 1)[0] + ".required"] = "false"
+    for index, (key, value) in enumerate(overrides.items()):
+        env[f"GIT_CONFIG_KEY_{index}"], env[f"GIT_CONFIG_VALUE_{index}"] = key, value
+    env["GIT_CONFIG_COUNT"] = str(len(overrides))
+    return env
 
 
 @dataclass(frozen=True)
@@ -69,7 +130,11 @@ class Repository:
             self._repo = git.Repo(path, search_parent_directories=not bare)
         except (git.InvalidGitRepositoryError, git.NoSuchPathError):
             raise ConfigError(f"{path}: not a git repository; run from a git checkout") from None
-        self._repo.git.update_environment(**_ENV)
+        top = self.toplevel.resolve() if _UNTRUSTED else self.toplevel
+        if any(top == root or root in top.parents for root in _UNTRUSTED):
+            self._repo.git.update_environment(**_hardened(top))
+        else:
+            self._repo.git.update_environment(**_ENV)
 
     @classmethod
     def clone(cls, url: str, into: Path, branch: str | None = None) -> Repository:
@@ -154,7 +219,14 @@ class Repository:
         """Tracked files under `paths` that differ between `rev` and the working tree."""
         rel = [str(p) for p in paths]
         out = self.run(
-            "diff", "--name-only", "--end-of-options", checked(rev, "revision"), "--", *rel
+            "diff",
+            "--name-only",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--end-of-options",
+            checked(rev, "revision"),
+            "--",
+            *rel,
         )
         return [n for n in out.splitlines() if n]
 
@@ -163,7 +235,13 @@ class Repository:
         if old is None:
             return self.files_at(new)
         return self.run(
-            "diff", "--name-only", "--end-of-options", checked(old, "old"), checked(new, "new")
+            "diff",
+            "--name-only",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--end-of-options",
+            checked(old, "old"),
+            checked(new, "new"),
         ).splitlines()
 
     def files_at(self, rev: str, folder: str | None = None) -> list[str]:

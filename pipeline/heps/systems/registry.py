@@ -61,7 +61,9 @@ class Registry:
             session = self._local.session = requests.Session()
         return session
 
-    def _request(self, method: str, path: str, scope: str, **kw: Any) -> requests.Response:
+    def _request(
+        self, method: str, path: str, scope: str, retried: bool = False, **kw: Any
+    ) -> requests.Response:
         url = f"{self.settings.url}/v2/{path}"
         headers = dict(kw.pop("headers", {}))
         if scope in self._tokens:
@@ -72,11 +74,12 @@ class Registry:
             response = self._session.request(
                 method, url, headers=headers, timeout=self.timeout, **kw
             )
-            if response.status_code == 401 and scope not in self._tokens:
+            if response.status_code == 401 and not retried:  # no token yet, or it expired
                 challenge = response.headers.get("WWW-Authenticate", "")
                 if challenge.lower().startswith("bearer"):
                     self._tokens[scope] = self._token(challenge, scope)
-                    return self._request(method, path, scope, headers=headers, **kw)
+                    kw.pop("auth", None)  # requests would let Basic auth replace the token
+                    return self._request(method, path, scope, True, headers=headers, **kw)
         except requests.ConnectionError as exc:
             raise ConfigError(
                 f"registry {self.settings.host}: cannot connect ({type(exc).__name__}); start it "
