@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from heps.ci import jenkins_server
+from heps.core import process
 from heps.core.errors import StageError
 from heps.systems.git import Repository
 
 ZERO = "0" * 40
 RECIPES = "app-recipes/"
+RUN_TIMEOUT = 6 * 3600.0
+"""Seconds the hook's own `heps run` may take (a first run takes 15 to 30 minutes)."""
 
 
 _SHA = re.compile(r"[0-9a-f]{40}")
@@ -78,4 +80,7 @@ def run_locally(git_dir: Path, old: str, new: str) -> int:
         print(f"heps: no Jenkins configured; running heps run --since {since[:12]} here")
         sys.stdout.flush()
         command = [sys.executable, "-m", "heps.cli", "--repo", str(work), "run"]
-        return subprocess.run([*command, "--since", since], stderr=subprocess.STDOUT).returncode
+        done = process.run(
+            [*command, "--since", since], timeout=RUN_TIMEOUT, merge=True, on_line=print
+        )
+        return done.returncode

@@ -8,7 +8,6 @@ hang the pipeline. A run told to stop (the `stop` event) ends the check under wa
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from functools import partial
 
 import requests
 
-from heps.core import log, tools
+from heps.core import log, process, tools
 from heps.core.stages import Stage
 from heps.images.recipes import HttpProbe, Recipe, SmokeCommand, expectation
 from heps.systems.engine import Container, ContainerEngine, Interrupted
@@ -88,13 +87,16 @@ def structure(checker: Checker, recipe: Recipe, image: str) -> SmokeResult:
     if binary is None:
         return SmokeResult(name, "structure", False, 0.0, "container-structure-test not installed")
     command = [binary, "test", "--image", image, "--config", str(recipe.smoke.structure)]
-    done = _run_tool(checker, [*command, "--output", "json", "--no-color"], timeout)
-    if done is None:
+    try:
+        done = process.run(
+            [*command, "--output", "json", "--no-color"], timeout=timeout, stop=checker.stop
+        )
+    except process.ProcessError as exc:
         # Killed: the containers it started (unlabelled: it has no option for labels) are
         # the ones from exactly this image, which nothing else runs before it is pushed.
         for leftover in checker.engine.started_from(image):
             checker.engine.remove_container(leftover)
-        return SmokeResult(name, "structure", False, timeout, f"timed out after {timeout:.0f}s")
+        return SmokeResult(name, "structure", False, time.monotonic() - started, str(exc))
     seconds = time.monotonic() - started
     try:
         report = json.loads(done.stdout.strip().splitlines()[-1])
@@ -110,24 +112,6 @@ def structure(checker: Checker, recipe: Recipe, image: str) -> SmokeResult:
         detail += ": " + " | ".join(failed)
     ok = done.returncode == 0 and not failed
     return SmokeResult(name, "structure", ok, seconds, _tail(detail))
-
-
-def _run_tool(
-    checker: Checker, command: list[str], timeout: float
-) -> subprocess.CompletedProcess[str] | None:
-    """Run a checking tool to its end; None when it was killed (timeout or stop)."""
-    with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    ) as process:
-        deadline = time.monotonic() + timeout
-        while process.poll() is None:
-            if checker.stop.is_set() or time.monotonic() > deadline:
-                process.kill()
-                process.communicate()
-                return None
-            time.sleep(0.1)
-        out, err = process.communicate()
-    return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 
 def _remove(container: Container) -> None:

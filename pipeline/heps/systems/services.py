@@ -14,7 +14,6 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import bcrypt
 import requests
 
-from heps.core import log
+from heps.core import log, process
 from heps.core.errors import ConfigError
 from heps.core.settings import EMBEDDED_REGISTRY, Settings, embedded_credentials_file
 from heps.core.stages import Stage
@@ -33,6 +32,7 @@ PACKAGES = {
     "docker-registry": "docker-registry",
     "debootstrap": "debootstrap",
 }
+APT_TIMEOUT = 1800.0
 
 
 def ensure_binaries(binaries: list[str]) -> None:
@@ -54,23 +54,9 @@ def ensure_binaries(binaries: list[str]) -> None:
         ["apt-get", "update", "-q"],
         ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
     ):
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
-            raise ConfigError(f"{' '.join(command)}: failed ({tail[0]}); run it by hand to see why")
-
-
-def _spawn(command: list[str], logfile: Path) -> subprocess.Popen[bytes]:
-    """Start a daemon in its own session so it outlives this command."""
-    logfile.parent.mkdir(parents=True, exist_ok=True)
-    with logfile.open("ab") as out:
-        return subprocess.Popen(
-            command,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        done = process.run(command, env=env, timeout=APT_TIMEOUT)
+        if not done.ok:
+            raise ConfigError(f"{done.failure()}; run `{' '.join(command)}` by hand to see why")
 
 
 def ensure_docker(state_dir: Path) -> None:
@@ -83,7 +69,7 @@ def ensure_docker(state_dir: Path) -> None:
     ensure_binaries(["dockerd"])
     dockerd = shutil.which("dockerd") or "/usr/sbin/dockerd"
     log.phase(Stage.SERVICES, None, f"starting dockerd (log: {state_dir / 'dockerd.log'})")
-    _spawn([dockerd], state_dir / "dockerd.log")
+    process.spawn([dockerd], state_dir / "dockerd.log")
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -115,7 +101,7 @@ class RegistryService:
             f"auth: {{htpasswd: {{realm: heps, path: {self.root / 'htpasswd'}}}}}\n"
         )
 
-    def start(self, config_text: str | None = None) -> subprocess.Popen[bytes]:
+    def start(self, config_text: str | None = None) -> process.Daemon:
         """Write config (default: `config()`) and htpasswd, start, wait until it answers."""
         ensure_binaries(["docker-registry"])
         self.root.mkdir(parents=True, exist_ok=True)
@@ -127,17 +113,17 @@ class RegistryService:
         htpasswd.chmod(0o600)
         (self.root / "config.yml").write_text(config_text or self.config())
         binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
-        process = _spawn(
+        daemon = process.spawn(
             [binary, "serve", str(self.root / "config.yml")], self.root / "registry.log"
         )
-        (self.root / "registry.pid").write_text(str(process.pid))
+        (self.root / "registry.pid").write_text(str(daemon.pid))
         deadline = time.monotonic() + 20
         while not self.answering():
-            if process.poll() is not None or time.monotonic() > deadline:
+            if daemon.poll() is not None or time.monotonic() > deadline:
                 tail = (self.root / "registry.log").read_text().strip().splitlines()[-3:]
                 raise ConfigError(f"registry on {self.address}: did not start: {' / '.join(tail)}")
             time.sleep(0.1)
-        return process
+        return daemon
 
     def answering(self) -> bool:
         try:
