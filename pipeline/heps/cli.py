@@ -14,12 +14,13 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
 from heps import __version__
-from heps.core import credentials, log, paths, settings
+from heps.core import boundary, credentials, log, paths, settings
 from heps.core.errors import ConfigError, HepsError, TemporaryError, with_retries
 from heps.core.references import split_reference
 from heps.core.stages import Stage
@@ -27,6 +28,7 @@ from heps.core.validation import schema
 from heps.gitops import promote, sources
 from heps.gitops.pin import Pin
 from heps.images import graph, lint, recipes, report, source, versions
+from heps.images.journal import Journal
 from heps.images.run import Runner, Selection, changed_recipes, prepare, summary
 from heps.platform import command as platform_command
 from heps.systems import engine, services
@@ -237,28 +239,38 @@ def _run(cfg: settings.Settings, args: argparse.Namespace) -> int:
     if not prepared.plan.to_build:
         log.phase(Stage.PLAN, None, "nothing to do: every image is in the registry")
     client = engine.connect() if prepared.plan.to_build else None
-    runner = Runner(prepared, client, not args.no_push)
-    results = runner.run()
+
+    def write(complete: bool) -> None:
+        """The report so far (each time a recipe finishes) or in full, atomically."""
+        results = runner.results()
+        meta = {
+            "run": runner.run_id,
+            "complete": complete,
+            "interrupted": signal.Signals(runner.interrupted).name if runner.interrupted else None,
+            "started": started.isoformat(timespec="seconds"),
+            "registry": cfg.registry.host,
+            "namespace": cfg.registry.namespace,
+            "pushed": not args.no_push,
+            "parallel": cfg.build.parallel,
+            "plan_seconds": round(prepared.seconds["plan"], 3),
+            "seconds": round((datetime.now(UTC) - started).total_seconds(), 3),
+        }
+        if args.report:
+            report.write_atomic(args.report, report.as_json(results, meta))
+        if args.junit:
+            report.write_atomic(args.junit, report.as_junit(results))
+
+    runner = Runner(prepared, client, not args.no_push, partial(write, False))
+    try:
+        results = runner.run()
+    finally:  # on errors and signals too: what was pushed is named
+        write(True)
+    runner.finished()
     failed = [r.name for r in results if r.status == report.FAILED]
-    meta = {
-        "run": runner.run_id,
-        "interrupted": signal.Signals(runner.interrupted).name if runner.interrupted else None,
-        "started": started.isoformat(timespec="seconds"),
-        "registry": cfg.registry.host,
-        "namespace": cfg.registry.namespace,
-        "pushed": not args.no_push,
-        "parallel": cfg.build.parallel,
-        "plan_seconds": round(prepared.seconds["plan"], 3),
-        "seconds": round((datetime.now(UTC) - started).total_seconds(), 3),
-    }
-    if args.report:
-        report.write_atomic(args.report, report.as_json(results, meta))
-    if args.junit:
-        report.write_atomic(args.junit, report.as_junit(results))
     print(summary(results))
     if runner.interrupted:
         return 128 + runner.interrupted  # as a shell reports a process ended by the signal
-    code = EXIT_FAILED if failed else EXIT_OK
+    code = EXIT_USAGE if runner.bad_input else EXIT_FAILED if failed else EXIT_OK
     if not args.promote:
         return code
     shipped = [r for r in results if r.status != report.FAILED and r.digest]
@@ -351,6 +363,12 @@ def _status(cfg: settings.Settings, args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row[:5], widths, strict=True)) + "  " + row[5])
+    for left in Journal(cfg.state_dir, None).leftovers():
+        print(
+            f"pushed by run {left.run}, which ended before its report: {left.name} "
+            f"{left.references[-1]}@{left.digest}; `heps run {left.name} --promote ENV` "
+            "reports and pins it without rebuilding"
+        )
     return EXIT_OK
 
 
@@ -468,61 +486,88 @@ def _check_outputs(args: argparse.Namespace) -> None:
             setattr(args, name, paths.output_file(value, f"--{name}"))
 
 
+@dataclass
+class _Where:
+    """What the boundary names when a command fails: the verb and the state folder."""
+
+    command: str = "heps"
+    state_dir: Path | None = None
+
+
+def exit_code(exc: BaseException, where: _Where) -> tuple[int, list[str]]:
+    """The one place an error becomes an exit code and its lines. Permanent errors of
+    input (ConfigError) exit 2, the environment's (a full disk, a read-only folder) too;
+    failures (a stage, a temporary error after its retries) exit 1; anything else is a
+    bug: one line, its traceback kept in the state folder, exit 1."""
+    if isinstance(exc, ConfigError):
+        return EXIT_USAGE, exc.problems
+    if isinstance(exc, TemporaryError):
+        return EXIT_FAILED, [f"{exc} (temporary; retry later)"]
+    if isinstance(exc, HepsError):
+        return EXIT_FAILED, [str(exc)]
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, ["interrupted"]
+    if isinstance(exc, OSError):
+        return EXIT_USAGE, [boundary.environment_line(exc)]
+    state = where.state_dir or settings.default_state_dir()
+    return EXIT_FAILED, [boundary.unexpected_line(exc, where.command, state)]
+
+
 def _main(argv: list[str] | None) -> int:
     parser = _parser()
     log.setup()
+    where = _Where()
     try:
-        args, extra = parser.parse_known_args(argv)
-        if extra:
-            verb = " ".join(
-                filter(None, ["heps", args.command, getattr(args, "jenkins_command", None)])
-            )
-            raise ConfigError(
-                f"usage: unrecognized arguments: {' '.join(extra)}; see `{verb} --help`"
-            )
-        log.setup(args.verbose)
-        if args.command == "schema":
-            print(json.dumps(schema(args.name), indent=2))
-            return EXIT_OK
-        if args.command == "hook":  # runs in a bare repository: no settings to load
-            from heps.ci import hook
+        return _command(parser, argv, where)
+    except SystemExit:
+        raise  # --help and --version
+    except BaseException as exc:  # the boundary: whatever happened, one line
+        code, lines = exit_code(exc, where)
+        for line in lines:
+            print(f"heps: {'' if code == 130 else 'error: '}{line}", file=sys.stderr)
+        return code
 
-            return hook.post_receive(args.git_dir.resolve(), sys.stdin, dict(os.environ))
-        _check_outputs(args)
-        cfg = settings.load(args.repo, registry=args.registry, namespace=args.namespace)
-        if args.command == "services":
-            action = services.up if args.action == "up" else services.down
-            print("\n".join(action(cfg)))
-            return EXIT_OK
-        credentials.credentials(
-            cfg, engine.config_auth
-        )  # known from now on: masked in whatever the command prints
-        command = {
-            "plan": _plan,
-            "lint": _lint,
-            "run": _run,
-            "promote": _promote,
-            "status": _status,
-            "rollback": _rollback,
-            "reconcile": _reconcile,
-            "jenkins": _jenkins,
-            "review": _review,
-            "platform": platform_command.run,
-        }[args.command]
-        return command(cfg, args)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"heps: error: {problem}", file=sys.stderr)
-        return EXIT_USAGE
-    except TemporaryError as exc:
-        print(f"heps: error: {exc} (temporary; retry later)", file=sys.stderr)
-        return EXIT_FAILED
-    except HepsError as exc:
-        print(f"heps: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("heps: interrupted", file=sys.stderr)
-        return 130
+
+def _command(parser: argparse.ArgumentParser, argv: list[str] | None, where: _Where) -> int:
+    args, extra = parser.parse_known_args(argv)
+    where.command = " ".join(
+        filter(None, ["heps", args.command, getattr(args, "jenkins_command", None)])
+    )
+    if extra:
+        raise ConfigError(
+            f"usage: unrecognized arguments: {' '.join(extra)}; see `{where.command} --help`"
+        )
+    log.setup(args.verbose)
+    if args.command == "schema":
+        print(json.dumps(schema(args.name), indent=2))
+        return EXIT_OK
+    if args.command == "hook":  # runs in a bare repository: no settings to load
+        from heps.ci import hook
+
+        return hook.post_receive(args.git_dir.resolve(), sys.stdin, dict(os.environ))
+    _check_outputs(args)
+    cfg = settings.load(args.repo, registry=args.registry, namespace=args.namespace)
+    where.state_dir = cfg.state_dir
+    if args.command == "services":
+        action = services.up if args.action == "up" else services.down
+        print("\n".join(action(cfg)))
+        return EXIT_OK
+    credentials.credentials(
+        cfg, engine.config_auth
+    )  # known from now on: masked in whatever the command prints
+    command = {
+        "plan": _plan,
+        "lint": _lint,
+        "run": _run,
+        "promote": _promote,
+        "status": _status,
+        "rollback": _rollback,
+        "reconcile": _reconcile,
+        "jenkins": _jenkins,
+        "review": _review,
+        "platform": platform_command.run,
+    }[args.command]
+    return command(cfg, args)
 
 
 if __name__ == "__main__":
