@@ -5,13 +5,10 @@ or the overlay's history; each one built from settings, recipe name, tag and dig
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from heps.core.bounded import read_text
 from heps.core.errors import ConfigError, StageError
 from heps.core.kube_yaml import Document, PinError
 from heps.core.paths import overlay_dir
@@ -23,6 +20,7 @@ from heps.gitops.pin import (
     Pin,
     scan,
 )
+from heps.images import report
 from heps.images.recipes import Recipe
 from heps.images.report import FAILED, RecipeReport
 from heps.systems.git import Repository
@@ -54,22 +52,7 @@ def verify_in_registry(registry: Registry, pins: list[Pin]) -> None:
 def pins_from_report(path: Path, settings: Settings, recipes: dict[str, Recipe]) -> list[Pin]:
     """Pins for every image a `heps run --report` file says was pushed or found unchanged."""
     where = f"--report {path}"
-    try:
-        data = json.loads(read_text(path, where))
-    except ValueError as exc:
-        raise ConfigError(f"{where}: not a heps run report: not JSON ({exc})") from None
-    entries = data.get("recipes") if isinstance(data, dict) else None
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise ConfigError(f"{where}: recipes: not a list of entries; pass a heps run report")
-    return pins_from_results([_as_report(e) for e in entries], where, settings, recipes)
-
-
-def _as_report(entry: dict[str, Any]) -> RecipeReport:
-    """A report file's entry as the run's own record: the same checks then apply to both.
-    Values keep whatever type the file gave them; `_pin_of` checks each one it uses."""
-    known = {f.name for f in fields(RecipeReport)} - {"lint", "smoke", "seconds"}
-    values = {k: v for k, v in entry.items() if k in known}
-    return RecipeReport(**{"name": "", "version": "", "reason": ""} | values)
+    return pins_from_results(report.read(path, where), where, settings, recipes)
 
 
 _REASON = re.compile(r"[A-Za-z0-9 ,.:()/_-]{0,80}")

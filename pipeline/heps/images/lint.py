@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,7 +162,7 @@ def own_rules(graph: Graph, name: str) -> list[Finding]:
     for step in node.dockerfile.instructions:
         if step.keyword not in ("ARG", "ENV"):
             continue
-        words = shlex.split(step.value)
+        words = dockerfile.words(step.value, f"{shown}:{step.line}")
         names = [w.split("=", 1)[0] for w in words]
         if step.keyword == "ENV" and len(words) >= 2 and "=" not in words[0]:
             names = names[:1]  # legacy `ENV NAME value`

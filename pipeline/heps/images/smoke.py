@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import partial
 
 import requests
@@ -24,11 +25,16 @@ from heps.systems.engine import Container, ContainerEngine, Interrupted
 OUTPUT_TAIL = 2000
 
 
+class SmokeKind(StrEnum):
+    STRUCTURE = "structure"
+    COMMAND = "command"
+    HTTP = "http"
+
+
 @dataclass(frozen=True)
 class SmokeResult:
     name: str
-    kind: str
-    """structure, command or http."""
+    kind: SmokeKind
     passed: bool
     seconds: float
     detail: str = ""
@@ -85,7 +91,9 @@ def structure(checker: Checker, recipe: Recipe, image: str) -> SmokeResult:
     name = recipe.show(recipe.smoke.structure)
     binary = tools.find("container-structure-test")
     if binary is None:
-        return SmokeResult(name, "structure", False, 0.0, "container-structure-test not installed")
+        return SmokeResult(
+            name, SmokeKind.STRUCTURE, False, 0.0, "container-structure-test not installed"
+        )
     command = [binary, "test", "--image", image, "--config", str(recipe.smoke.structure)]
     try:
         done = process.run(
@@ -96,12 +104,14 @@ def structure(checker: Checker, recipe: Recipe, image: str) -> SmokeResult:
         # the ones from exactly this image, which nothing else runs before it is pushed.
         for leftover in checker.engine.started_from(image):
             checker.engine.remove_container(leftover)
-        return SmokeResult(name, "structure", False, time.monotonic() - started, str(exc))
+        return SmokeResult(name, SmokeKind.STRUCTURE, False, time.monotonic() - started, str(exc))
     seconds = time.monotonic() - started
     try:
         report = json.loads(done.stdout.strip().splitlines()[-1])
     except (json.JSONDecodeError, IndexError):
-        return SmokeResult(name, "structure", False, seconds, _tail(done.stderr or done.stdout))
+        return SmokeResult(
+            name, SmokeKind.STRUCTURE, False, seconds, _tail(done.stderr or done.stdout)
+        )
     failed = [
         f"{r['Name']}: {'; '.join(r.get('Errors') or ['failed'])}"
         for r in report.get("Results", [])
@@ -111,7 +121,7 @@ def structure(checker: Checker, recipe: Recipe, image: str) -> SmokeResult:
     if failed:
         detail += ": " + " | ".join(failed)
     ok = done.returncode == 0 and not failed
-    return SmokeResult(name, "structure", ok, seconds, _tail(detail))
+    return SmokeResult(name, SmokeKind.STRUCTURE, ok, seconds, _tail(detail))
 
 
 def _remove(container: Container) -> None:
@@ -129,7 +139,11 @@ def command(checker: Checker, image: str, check: SmokeCommand) -> SmokeResult:
         if code is None:
             container.kill()
             return SmokeResult(
-                check.name, "command", False, timeout, f"killed after {timeout:.0f}s timeout"
+                check.name,
+                SmokeKind.COMMAND,
+                False,
+                timeout,
+                f"killed after {timeout:.0f}s timeout",
             )
         output = container.logs()
     finally:
@@ -142,8 +156,8 @@ def command(checker: Checker, image: str, check: SmokeCommand) -> SmokeResult:
         problems.append(f"output does not match /{check.expect_output}/")
     if problems:
         detail = "; ".join(problems) + (f"; output: {_tail(output.strip())}" if output else "")
-        return SmokeResult(check.name, "command", False, seconds, detail)
-    return SmokeResult(check.name, "command", True, seconds, _tail(output.strip()[-200:]))
+        return SmokeResult(check.name, SmokeKind.COMMAND, False, seconds, detail)
+    return SmokeResult(check.name, SmokeKind.COMMAND, True, seconds, _tail(output.strip()[-200:]))
 
 
 def http(checker: Checker, image: str, probe: HttpProbe) -> SmokeResult:
@@ -158,7 +172,7 @@ def http(checker: Checker, image: str, probe: HttpProbe) -> SmokeResult:
                 logs = container.logs()
                 return SmokeResult(
                     label,
-                    "http",
+                    SmokeKind.HTTP,
                     False,
                     time.monotonic() - started,
                     f"container exited before answering; output: {_tail(logs.strip())}",
@@ -171,7 +185,7 @@ def http(checker: Checker, image: str, probe: HttpProbe) -> SmokeResult:
                     if 200 <= answer.status_code < 300:
                         return SmokeResult(
                             label,
-                            "http",
+                            SmokeKind.HTTP,
                             True,
                             time.monotonic() - started,
                             f"{answer.status_code} from {probe.path}",
@@ -183,7 +197,7 @@ def http(checker: Checker, image: str, probe: HttpProbe) -> SmokeResult:
         logs = container.logs()
         return SmokeResult(
             label,
-            "http",
+            SmokeKind.HTTP,
             False,
             probe.timeout,
             f"no 2xx within {probe.timeout:.0f}s (last: {last}); output: {_tail(logs.strip())}",
