@@ -275,8 +275,10 @@ def _run(cfg: settings.Settings, args: argparse.Namespace) -> int:
         return code
     shipped = [r for r in results if r.status != report.FAILED and r.digest]
     if shipped:  # what was pushed (or found unchanged) is promoted, failed apps keep their pins
-        pins = sources.pins_from_results(shipped, "run --promote", cfg, _recipes(cfg))
-        code = max(code, _promote_pins(cfg, args, args.promote, pins, prepared.registry))
+        known = {name: node.recipe for name, node in prepared.graph.nodes.items()}
+        pins = sources.pins_from_results(shipped, "run --promote", cfg, known)
+        promoted = _promote_pins(cfg, args, prepared.registry, args.promote, pins, known)
+        code = max(code, promoted)
     if failed:
         print(
             f"heps: not promoted to {args.promote} (failed): {', '.join(failed)}; "
@@ -300,23 +302,16 @@ def _registry(cfg: settings.Settings) -> Registry:
 def _promote_pins(
     cfg: settings.Settings,
     args: argparse.Namespace,
+    registry: Registry,
     overlay: str,
     pins: list[Pin],
-    registry: Registry,
+    known: dict[str, recipes.Recipe],
     new_branch: str | None = None,
 ) -> int:
     remote = args.gitops_repo or cfg.gitops.remote
-    done = promote.promote(
-        cfg,
-        registry,
-        _recipes(cfg),
-        overlay,
-        pins,
-        args.push or bool(remote),
-        remote,
-        args.branch,
-        new_branch,
-    )
+    push = args.push or bool(remote)
+    request = promote.Request(overlay, pins, known, push, remote, args.branch, new_branch)
+    done = promote.promote(cfg, registry, request)
     for app in done.edit.unused:
         print(f"heps: {app}: not used by overlay {overlay} (nor its bases); not pinned")
     for app, places in sorted(done.edit.used.items()):
@@ -332,15 +327,16 @@ def _promote_pins(
 
 def _promote(cfg: settings.Settings, args: argparse.Namespace) -> int:
     registry = _registry(cfg)
+    known = _recipes(cfg)
     if args.report:
-        pins = sources.pins_from_report(args.report, cfg, _recipes(cfg))
-        return _promote_pins(cfg, args, args.overlay, pins, registry)
-    apps = {name: cfg.registry.repository(name) for name in _recipes(cfg)}
+        pins = sources.pins_from_report(args.report, cfg, known)
+        return _promote_pins(cfg, args, registry, args.overlay, pins, known)
+    apps = {name: cfg.registry.repository(name) for name in known}
     pins = sources.pins_from_overlay(cfg.repo, cfg, args.source, apps)
     if not pins:
         raise ConfigError(f"--from {args.source}: that overlay pins no image by digest yet")
     branch = promote.production_branch([p.app for p in pins])
-    return _promote_pins(cfg, args, args.overlay, pins, registry, branch)
+    return _promote_pins(cfg, args, registry, args.overlay, pins, known, branch)
 
 
 def _status(cfg: settings.Settings, args: argparse.Namespace) -> int:
@@ -374,7 +370,8 @@ def _status(cfg: settings.Settings, args: argparse.Namespace) -> int:
 
 def _rollback(cfg: settings.Settings, args: argparse.Namespace) -> int:
     registry = _registry(cfg)
-    if args.app not in _recipes(cfg):
+    known = _recipes(cfg)
+    if args.app not in known:
         raise ConfigError(f"rollback {args.app}: no such recipe")
     repository = cfg.registry.repository(args.app)
     if args.to:
@@ -386,7 +383,7 @@ def _rollback(cfg: settings.Settings, args: argparse.Namespace) -> int:
         pin = Pin(args.app, repository, args.to, digest, args.to, f"rollback to {args.to}")
     else:
         pin = sources.previous_pin(cfg.repo, cfg, args.overlay, args.app, repository)
-    return _promote_pins(cfg, args, args.overlay, [pin], registry)
+    return _promote_pins(cfg, args, registry, args.overlay, [pin], known)
 
 
 def _reconcile(cfg: settings.Settings, args: argparse.Namespace) -> int:

@@ -4,10 +4,12 @@ in one recipe; each with the real engine, registry, git and `heps` processes."""
 from __future__ import annotations
 
 import errno
+import http.server
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,8 +18,11 @@ from typing import Any
 
 import pytest
 
+from heps.core.errors import ConfigError, TemporaryError
+from heps.core.settings import RegistrySettings
 from heps.images import lint
 from heps.images.journal import HOLD
+from heps.systems.registry import Registry
 from tests.conftest import BUSYBOX, Env, read_json, simple_recipe, write_recipe
 from tests.pipeline.test_promote import git, overlays
 from tests.pipeline.test_run import registry_of
@@ -180,3 +185,31 @@ def test_an_unexpected_error_in_one_recipe_fails_it_alone_with_a_traceback_file(
     kept = Path(bad["error"].rsplit(" ", 1)[1])
     assert kept.parent == tmp_path / "state" / "tracebacks"
     assert "Traceback (most recent call last)" in kept.read_text()
+
+
+class _V2(http.server.BaseHTTPRequestHandler):
+    """Answers /v2/ as a distribution registry does, until the test stops it."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Docker-Distribution-API-Version", "registry/2.0")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *_: Any) -> None:
+        return
+
+
+def test_a_registry_lost_after_it_answered_is_an_outage_not_a_bad_setting() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _V2)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    registry = Registry(RegistrySettings(f"127.0.0.1:{server.server_address[1]}", "heps"), None)
+    registry.check()
+    server.shutdown()
+    server.server_close()
+    with pytest.raises(TemporaryError, match="connection lost"):
+        registry.digest("app", "1.0.0")
+    never = Registry(RegistrySettings(f"127.0.0.1:{server.server_address[1]}", "heps"), None)
+    with pytest.raises(ConfigError, match="cannot connect"):
+        never.check()  # never answered: the host or the service is wrong (exit 2)

@@ -83,21 +83,19 @@ def _pin_of(
         return ConfigError(f"{where}.{field_name}: {problem}; nothing was changed")
 
     app, digest = result.name, result.digest
-    if not isinstance(app, str) or app not in recipes:
+    if app not in recipes:
         raise refuse("name", f"{app!r} is not a recipe of this repository")
-    if not isinstance(digest, str) or not re.fullmatch(DIGEST, digest):
+    if digest is None or not re.fullmatch(DIGEST, digest):
         raise refuse("digest", f"{digest!r} is not a sha256 digest")
-    refs = result.references or [result.image]
-    immutable = isinstance(refs, list) and len(refs) > 1
-    reference, field_name = (refs[1], "references[1]") if immutable else (refs[0], "image")
-    if not isinstance(reference, str) or not is_valid(reference):
+    reference, field_name = (result.pin, "pin") if result.pin else (result.image, "image")
+    if not is_valid(reference):
         raise refuse(field_name, f"{reference!r} is not an image reference")
     repository = settings.registry.repository(app)
     named, tag, _ = split_reference(reference)
     if named != repository or not tag:
         raise refuse(field_name, f"{reference!r} is not a tag of {repository}")
     reason = result.detail or result.reason
-    if not isinstance(reason, str) or not _REASON.fullmatch(reason):
+    if not _REASON.fullmatch(reason):
         raise refuse("reason", "not a short line of plain text")
     return Pin(app, repository, tag, digest, version_of(tag), reason)
 

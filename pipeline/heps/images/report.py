@@ -46,6 +46,9 @@ class RecipeReport:
     tag VERSION-fp<fingerprint> when the version tag names an older image."""
     references: list[str] = field(default_factory=list)
     digest: str | None = None
+    pin: str = ""
+    """REPO:TAG promotion pins with `digest`: the immutable tag of this run's push
+    (`Pushed.immutable`), or the image found unchanged."""
     pushed: bool = False
     fingerprint: str = ""
     failed_stage: Stage | None = None
@@ -55,7 +58,7 @@ class RecipeReport:
     seconds: dict[Stage, float] = field(default_factory=dict)
 
 
-IDENTIFIERS = ("name", "version", "image", "references", "digest", "fingerprint")
+IDENTIFIERS = ("name", "version", "image", "references", "digest", "pin", "fingerprint")
 """Fields that name an image: public by construction (recipe.yaml, settings, the registry)
 and what promotion looks up, so never masked: a password equal to a version must not turn
 `1.0.0` into `***` there. Every other value is masked before encoding."""
@@ -187,6 +190,7 @@ def _entry(raw: object, where: str) -> RecipeReport:
         image=text("image"),
         references=list(refs),
         digest=text("digest", None),
+        pin=text("pin"),
         pushed=pushed,
         fingerprint=text("fingerprint"),
         failed_stage=choice("failed_stage", Stage, None),

@@ -215,7 +215,7 @@ class Runner:
             if completed is None:
                 self._ship(entry, report)
             else:
-                report.digest, report.pushed = completed.digest, True
+                self._pushed(report, completed)
             report.status = BUILT
         except (StageError, EngineError) as exc:  # EngineError: refused something mid-stage
             report.status = FAILED
@@ -318,7 +318,11 @@ class Runner:
                 ),
             )
             self.journal.pushed(intent, pushed.digest)
-            report.digest, report.pushed = pushed.digest, True
+            self._pushed(report, pushed)
+
+    @staticmethod
+    def _pushed(report: RecipeReport, pushed: push.Pushed) -> None:
+        report.digest, report.pin, report.pushed = pushed.digest, pushed.immutable, True
 
     def _signal_name(self) -> str:
         return signal.Signals(self.interrupted).name if self.interrupted else "stopped"
@@ -365,6 +369,7 @@ class Runner:
                 fingerprint=entry.fingerprint,
                 references=list(self.references(entry)) if entry.build else [entry.reference],
                 digest=entry.digest,
+                pin="" if entry.build else entry.reference,
             )
         self._recover()
         timings = self.p.settings.state_dir / TIMINGS_FILE
