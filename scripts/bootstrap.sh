@@ -5,7 +5,8 @@
 # JupyterHub login test, Chromium for the platform's browser tests), a virtualenv with
 # heps and its test tools, then the embedded services. Idempotent. Works from a minimal
 # Debian 12 (debootstrap minbase, a `debian:12` container), which has none of them.
-#   --check   only say which packages are missing, install nothing
+#   --check    only say which packages are missing, install nothing
+#   --system   install the missing packages, then stop (no .venv, no services)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,6 +53,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   rm -f "$log"
 fi
+[ "${1:-}" = --system ] && exit 0
 
 if [ ! -x .venv/bin/python ]; then
   /usr/bin/python3 -m venv .venv

@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
@@ -138,6 +138,9 @@ class Runner:
         """Why the report so far could not be written (a full disk), once said."""
         self.image_ids: dict[str, str] = {}
         self.reports: dict[str, RecipeReport] = {}
+        self.before: dict[str, RecipeReport] = {}
+        """Each report as planned, before a thread starts writing to it."""
+        self.running: set[str] = set()
         self.run_id = uuid.uuid4().hex[:12]
         """Labels every container this run starts (io.heps.run)."""
         self.journal = Journal(prepared.settings.state_dir, self.run_id)
@@ -372,6 +375,9 @@ class Runner:
                 pin="" if entry.build else entry.reference,
             )
         self._recover()
+        self.before = {
+            n: replace(r, seconds={}, lint=[], smoke=[]) for n, r in self.reports.items()
+        }
         timings = self.p.settings.state_dir / TIMINGS_FILE
         self.remove_containers({OWNER_LABEL: ""})  # left by runs that are gone
         try:
@@ -385,7 +391,12 @@ class Runner:
         return self.results()
 
     def results(self) -> list[RecipeReport]:
-        return [self.reports[e.name] for e in self.p.plan.entries]
+        """Every recipe's report; of those under way (their threads still write to them),
+        the state before they started, so a report written meanwhile reads consistent data."""
+        return [
+            self.before[e.name] if e.name in self.running else self.reports[e.name]
+            for e in self.p.plan.entries
+        ]
 
     def _recover(self) -> None:
         """Name in this run's report what runs gone before their report pushed (found
@@ -452,13 +463,14 @@ class Runner:
                         self.reports[b].status == BUILT for b in bases
                     ):
                         waiting.remove(entry)
+                        self.running.add(entry.name)
                         running[pool.submit(self.one, entry)] = entry.name
                 if not running:
                     continue
                 # A timeout, so a signal is acted on while recipes are still under way.
                 done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
                 for future in done:
-                    running.pop(future)
+                    self.running.discard(running.pop(future))
                     future.result()
                 if done:
                     self._progress()
