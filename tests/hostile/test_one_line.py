@@ -76,12 +76,13 @@ def test_a_malformed_report_for_review_and_promote_is_one_line(
 def test_the_hook_given_a_commit_the_repository_lacks_is_one_line(tmp_path: Path) -> None:
     repo = tmp_path / "shared.git"
     git(tmp_path, "init", "-q", "--bare", str(repo))
-    update = f"{'a' * 40} {'b' * 40} refs/heads/main\n"
-    code, _, err = heps_process(
-        tmp_path, "hook", "post-receive", "--git-dir", str(repo), stdin=update
+    updates = f"{'a' * 40} {'b' * 40} refs/heads/main\n{'a' * 40} {'c' * 40} refs/heads/topic\n"
+    code, out, err = heps_process(
+        tmp_path, "hook", "post-receive", "--git-dir", str(repo), stdin=updates
     )
     assert code == 1
-    assert "bad object" in one_error_line(err)
+    assert one_error_line(err).startswith("heps: error: bbbbbbbbbbbb: git diff failed: ")
+    assert "refs/heads/topic: not main; nothing to do here" in out  # the next update goes on
 
 
 @pytest.mark.parametrize(
