@@ -21,3 +21,34 @@ def test_git_is_started_from_the_git_seam_only() -> None:
 
 def test_the_pattern_finds_a_git_command() -> None:
     assert STARTS_GIT.search('subprocess.run(["git", "-C", repo, "status"])')
+
+
+PROCESS_SEAM = PACKAGE / "core" / "process.py"
+STARTS_PROCESS = re.compile(
+    r"^\s*(import subprocess|from subprocess import)|\bos\.(system|popen|spawn\w*|exec\w*)\(|"
+    r"\bPopen\(|\bpty\.spawn\(",
+    re.MULTILINE,
+)
+
+
+def test_programs_are_started_from_the_process_seam_only() -> None:
+    """Every external program runs through heps.core.process: time limit, bounded
+    output, masked one-line failures."""
+    offenders = [
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if path != PROCESS_SEAM and STARTS_PROCESS.search(path.read_text(encoding="utf-8"))
+    ]
+    assert offenders == []
+
+
+def test_the_pattern_finds_a_started_program() -> None:
+    for line in (
+        "import subprocess",
+        "from subprocess import run",
+        "os.system('ls')",
+        "os.execvp('ls', ['ls'])",
+        "x = Popen(['ls'])",
+    ):
+        assert STARTS_PROCESS.search(line), line
+    assert not STARTS_PROCESS.search("process.run(['ls'], timeout=1)")

@@ -13,12 +13,13 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
 from heps import __version__
-from heps.core import credentials, log, paths, settings
+from heps.core import boundary, credentials, log, paths, settings
 from heps.core.errors import ConfigError, HepsError, TemporaryError, with_retries
 from heps.core.references import split_reference
 from heps.core.stages import Stage
@@ -26,6 +27,7 @@ from heps.core.validation import schema
 from heps.gitops import promote, sources
 from heps.gitops.pin import Pin
 from heps.images import graph, lint, recipes, report, source, versions
+from heps.images.journal import Journal
 from heps.images.run import Runner, Selection, changed_recipes, prepare, run_meta, summary
 from heps.platform import command as platform_command
 from heps.systems import engine, services
@@ -246,24 +248,35 @@ def _run(cfg: settings.Settings, args: argparse.Namespace) -> int:
     if not prepared.plan.to_build:
         log.phase(Stage.PLAN, None, "nothing to do: every image is in the registry")
     client = engine.connect() if prepared.plan.to_build else None
-    runner = Runner(prepared, client, not args.no_push)
-    results = runner.run()
+
+    def write(complete: bool) -> None:
+        """The report so far (each time a recipe finishes) or in full, atomically."""
+        results = runner.results()
+        meta = run_meta(runner, started, not args.no_push, complete)
+        if args.report:
+            report.write_atomic(args.report, report.as_json(results, meta))
+        if args.junit:
+            report.write_atomic(args.junit, report.as_junit(results))
+
+    runner = Runner(prepared, client, not args.no_push, partial(write, False))
+    try:
+        results = runner.run()
+    finally:  # on errors and signals too: what was pushed is named
+        write(True)
+    runner.finished()
     failed = [r.name for r in results if r.status == report.FAILED]
-    meta = run_meta(runner, started, not args.no_push)
-    if args.report:
-        report.write_atomic(args.report, report.as_json(results, meta))
-    if args.junit:
-        report.write_atomic(args.junit, report.as_junit(results))
     print(summary(results))
     if runner.interrupted:
         return 128 + runner.interrupted  # as a shell reports a process ended by the signal
-    code = EXIT_FAILED if failed else EXIT_OK
+    code = EXIT_USAGE if runner.bad_input else EXIT_FAILED if failed else EXIT_OK
     if not args.promote:
         return code
     shipped = [r for r in results if r.status != report.FAILED and r.digest]
     if shipped:  # what was pushed (or found unchanged) is promoted, failed apps keep their pins
-        pins = sources.pins_from_results(shipped, "run --promote", cfg, _recipes(cfg))
-        code = max(code, _promote_pins(cfg, args, args.promote, pins, prepared.registry))
+        known = {name: node.recipe for name, node in prepared.graph.nodes.items()}
+        pins = sources.pins_from_results(shipped, "run --promote", cfg, known)
+        promoted = _promote_pins(cfg, args, prepared.registry, args.promote, pins, known)
+        code = max(code, promoted)
     if failed:
         print(
             f"heps: not promoted to {args.promote} (failed): {', '.join(failed)}; "
@@ -287,23 +300,16 @@ def _registry(cfg: settings.Settings) -> Registry:
 def _promote_pins(
     cfg: settings.Settings,
     args: argparse.Namespace,
+    registry: Registry,
     overlay: str,
     pins: list[Pin],
-    registry: Registry,
+    known: dict[str, recipes.Recipe],
     new_branch: str | None = None,
 ) -> int:
     remote = args.gitops_repo or cfg.gitops.remote
-    done = promote.promote(
-        cfg,
-        registry,
-        _recipes(cfg),
-        overlay,
-        pins,
-        args.push or bool(remote),
-        remote,
-        args.branch,
-        new_branch,
-    )
+    push = args.push or bool(remote)
+    request = promote.Request(overlay, pins, known, push, remote, args.branch, new_branch)
+    done = promote.promote(cfg, registry, request)
     for app in done.edit.unused:
         print(f"heps: {app}: not used by overlay {overlay} (nor its bases); not pinned")
     for app, places in sorted(done.edit.used.items()):
@@ -319,15 +325,16 @@ def _promote_pins(
 
 def _promote(cfg: settings.Settings, args: argparse.Namespace) -> int:
     registry = _registry(cfg)
+    known = _recipes(cfg)
     if args.report:
-        pins = sources.pins_from_report(args.report, cfg, _recipes(cfg))
-        return _promote_pins(cfg, args, args.overlay, pins, registry)
-    apps = {name: cfg.registry.repository(name) for name in _recipes(cfg)}
+        pins = sources.pins_from_report(args.report, cfg, known)
+        return _promote_pins(cfg, args, registry, args.overlay, pins, known)
+    apps = {name: cfg.registry.repository(name) for name in known}
     pins = sources.pins_from_overlay(cfg.repo, cfg, args.source, apps)
     if not pins:
         raise ConfigError(f"--from {args.source}: that overlay pins no image by digest yet")
     branch = promote.production_branch([p.app for p in pins])
-    return _promote_pins(cfg, args, args.overlay, pins, registry, branch)
+    return _promote_pins(cfg, args, registry, args.overlay, pins, known, branch)
 
 
 def _status(cfg: settings.Settings, args: argparse.Namespace) -> int:
@@ -350,12 +357,19 @@ def _status(cfg: settings.Settings, args: argparse.Namespace) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row[:5], widths, strict=True)) + "  " + row[5])
+    for left in Journal(cfg.state_dir, None).leftovers():
+        print(
+            f"pushed by run {left.run}, which ended before its report: {left.name} "
+            f"{left.references[-1]}@{left.digest}; `heps run {left.name} --promote ENV` "
+            "reports and pins it without rebuilding"
+        )
     return EXIT_OK
 
 
 def _rollback(cfg: settings.Settings, args: argparse.Namespace) -> int:
     registry = _registry(cfg)
-    if args.app not in _recipes(cfg):
+    known = _recipes(cfg)
+    if args.app not in known:
         raise ConfigError(f"rollback {args.app}: no such recipe")
     repository = cfg.registry.repository(args.app)
     if args.to:
@@ -367,7 +381,7 @@ def _rollback(cfg: settings.Settings, args: argparse.Namespace) -> int:
         pin = Pin(args.app, repository, args.to, digest, args.to, f"rollback to {args.to}")
     else:
         pin = sources.previous_pin(cfg.repo, cfg, args.overlay, args.app, repository)
-    return _promote_pins(cfg, args, args.overlay, [pin], registry)
+    return _promote_pins(cfg, args, registry, args.overlay, [pin], known)
 
 
 def _reconcile(cfg: settings.Settings, args: argparse.Namespace) -> int:
@@ -478,61 +492,88 @@ def _check_outputs(args: argparse.Namespace) -> None:
             setattr(args, name, paths.output_file(value, f"--{name}"))
 
 
+@dataclass
+class _Where:
+    """What the boundary names when a command fails: the verb and the state folder."""
+
+    command: str = "heps"
+    state_dir: Path | None = None
+
+
+def exit_code(exc: BaseException, where: _Where) -> tuple[int, list[str]]:
+    """The one place an error becomes an exit code and its lines. Permanent errors of
+    input (ConfigError) exit 2, the environment's (a full disk, a read-only folder) too;
+    failures (a stage, a temporary error after its retries) exit 1; anything else is a
+    bug: one line, its traceback kept in the state folder, exit 1."""
+    if isinstance(exc, ConfigError):
+        return EXIT_USAGE, exc.problems
+    if isinstance(exc, TemporaryError):
+        return EXIT_FAILED, [f"{exc} (temporary; retry later)"]
+    if isinstance(exc, HepsError):
+        return EXIT_FAILED, [str(exc)]
+    if isinstance(exc, KeyboardInterrupt):
+        return 130, ["interrupted"]
+    if isinstance(exc, OSError):
+        return EXIT_USAGE, [boundary.environment_line(exc)]
+    state = where.state_dir or settings.default_state_dir()
+    return EXIT_FAILED, [boundary.unexpected_line(exc, where.command, state)]
+
+
 def _main(argv: list[str] | None) -> int:
     parser = _parser()
     log.setup()
+    where = _Where()
     try:
-        args, extra = parser.parse_known_args(argv)
-        if extra:
-            sub_verb = getattr(args, "jenkins_command", None) or getattr(args, "ci_command", None)
-            verb = " ".join(filter(None, ["heps", args.command, sub_verb]))
-            raise ConfigError(
-                f"usage: unrecognized arguments: {' '.join(extra)}; see `{verb} --help`"
-            )
-        log.setup(args.verbose)
-        if args.command == "schema":
-            print(json.dumps(schema(args.name), indent=2))
-            return EXIT_OK
-        if args.command == "hook":  # runs in a bare repository: no settings to load
-            from heps.ci import hook
+        return _command(parser, argv, where)
+    except SystemExit:
+        raise  # --help and --version
+    except BaseException as exc:  # the boundary: whatever happened, one line
+        code, lines = exit_code(exc, where)
+        for line in lines:
+            print(f"heps: {'' if code == 130 else 'error: '}{line}", file=sys.stderr)
+        return code
 
-            return hook.post_receive(args.git_dir.resolve(), sys.stdin, dict(os.environ))
-        _check_outputs(args)
-        cfg = settings.load(args.repo, registry=args.registry, namespace=args.namespace)
-        if args.command == "services":
-            action = services.up if args.action == "up" else services.down
-            print("\n".join(action(cfg)))
-            return EXIT_OK
-        credentials.credentials(
-            cfg, engine.config_auth
-        )  # known from now on: masked in whatever the command prints
-        command = {
-            "plan": _plan,
-            "lint": _lint,
-            "run": _run,
-            "promote": _promote,
-            "status": _status,
-            "rollback": _rollback,
-            "reconcile": _reconcile,
-            "jenkins": _jenkins,
-            "review": _review,
-            "ci": _ci,
-            "platform": platform_command.run,
-        }[args.command]
-        return command(cfg, args)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(f"heps: error: {problem}", file=sys.stderr)
-        return EXIT_USAGE
-    except TemporaryError as exc:
-        print(f"heps: error: {exc} (temporary; retry later)", file=sys.stderr)
-        return EXIT_FAILED
-    except HepsError as exc:
-        print(f"heps: error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("heps: interrupted", file=sys.stderr)
-        return 130
+
+def _command(parser: argparse.ArgumentParser, argv: list[str] | None, where: _Where) -> int:
+    args, extra = parser.parse_known_args(argv)
+    sub_verb = getattr(args, "jenkins_command", None) or getattr(args, "ci_command", None)
+    where.command = " ".join(filter(None, ["heps", args.command, sub_verb]))
+    if extra:
+        raise ConfigError(
+            f"usage: unrecognized arguments: {' '.join(extra)}; see `{where.command} --help`"
+        )
+    log.setup(args.verbose)
+    if args.command == "schema":
+        print(json.dumps(schema(args.name), indent=2))
+        return EXIT_OK
+    if args.command == "hook":  # runs in a bare repository: no settings to load
+        from heps.ci import hook
+
+        return hook.post_receive(args.git_dir.resolve(), sys.stdin, dict(os.environ))
+    _check_outputs(args)
+    cfg = settings.load(args.repo, registry=args.registry, namespace=args.namespace)
+    where.state_dir = cfg.state_dir
+    if args.command == "services":
+        action = services.up if args.action == "up" else services.down
+        print("\n".join(action(cfg)))
+        return EXIT_OK
+    credentials.credentials(
+        cfg, engine.config_auth
+    )  # known from now on: masked in whatever the command prints
+    command = {
+        "plan": _plan,
+        "lint": _lint,
+        "run": _run,
+        "promote": _promote,
+        "status": _status,
+        "rollback": _rollback,
+        "reconcile": _reconcile,
+        "jenkins": _jenkins,
+        "review": _review,
+        "ci": _ci,
+        "platform": platform_command.run,
+    }[args.command]
+    return command(cfg, args)
 
 
 if __name__ == "__main__":

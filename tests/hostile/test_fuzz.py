@@ -159,7 +159,7 @@ def test_dockerfile_reading_refuses_or_reads(repo: Path, text: str, args: dict[s
     path = repo / "app-recipes/app/Dockerfile.fuzz"
     path.write_text(text, encoding="utf-8", errors="replace")
     try:
-        parsed = dockerfile.parse(path, args)
+        parsed = dockerfile.parse(path, args, path.name)
     except ConfigError:
         return
     assert all(step.line <= step.end_line for step in parsed.instructions)

@@ -52,15 +52,13 @@ EVIL = "\n  securityContext: {privileged: true}\n- name: x\n  newName: evil.exam
 
 TAMPERED = {
     "newline-in-reference": (
-        lambda e: e["references"].__setitem__(1, e["references"][1] + EVIL),
-        "recipes[0].references[1]: ",
+        lambda e: e.__setitem__("pin", e["pin"] + EVIL),
+        "recipes[0].pin: ",
         "is not an image reference",
     ),
     "foreign-registry": (
-        lambda e: e["references"].__setitem__(
-            1, "evil.example.com/heps/alpha:" + e["references"][1].rsplit(":", 1)[1]
-        ),
-        "recipes[0].references[1]: 'evil.example.com/heps/alpha:",
+        lambda e: e.__setitem__("pin", "evil.example.com/heps/alpha:" + e["pin"].rsplit(":", 1)[1]),
+        "recipes[0].pin: 'evil.example.com/heps/alpha:",
         "is not a tag of",
     ),
     "unknown-app": (

@@ -10,7 +10,7 @@ from heps.images import dockerfile
 def parse(tmp_path: Path, text: str, **args: str) -> dockerfile.Dockerfile:
     path = tmp_path / "Dockerfile"
     path.write_text(text)
-    return dockerfile.parse(path, args)
+    return dockerfile.parse(path, args, path.name)
 
 
 def test_multi_stage_with_arg_defaults_platform_and_aliases(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import docker
 import pytest
 
+from heps_user_init.__main__ import main as user_init_main
 from tests.conftest import REPO_ROOT, BundledBuild
 
 POLICY = REPO_ROOT / "k8s-overlays" / "base" / "hub" / "user-init-policy.yaml"
@@ -207,3 +208,26 @@ def test_hostile_file_systems_are_refused_without_writing_anything(
     result = run(docker_client, image, volumes, json.dumps(ALICE))
     assert result.code == 1 and reason in result.out, result.out
     assert tree(volumes) == before
+
+
+@pytest.mark.parametrize(
+    ("identity", "code", "line"),
+    [
+        (b'{"name": "\xff"}', 2, "not UTF-8; check the mounts"),
+        (None, 2, "No such file or directory; check the mounts"),
+    ],
+)
+def test_unreadable_input_is_one_line(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    identity: bytes | None,
+    code: int,
+    line: str,
+) -> None:
+    path = tmp_path / "identity.json"
+    if identity is not None:
+        path.write_bytes(identity)
+    argv = ["--identity", str(path), "--policy", str(POLICY), "--output", str(tmp_path)]
+    assert user_init_main(argv) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("heps-user-init: error: ") and line in err

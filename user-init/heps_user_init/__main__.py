@@ -2,8 +2,9 @@
 
 Reads the identity (JSON) from HEPS_USER_IDENTITY or --identity, checks it against the
 site policy, then writes passwd and group into DIR, creates the home directory and the
-group data paths. Exit 0 done, 1 refused (one line why; nothing written), 2 bad usage
-or policy file.
+group data paths. Exit 0 done, 1 refused (one line why; nothing written), 2 bad usage,
+policy file or mounts. Whatever goes wrong, one line: a bug's traceback goes to a file
+in the temporary folder, which the line names, never to the spawn page.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 
 from heps_user_init import __version__, files
@@ -19,6 +22,28 @@ from heps_user_init.policy import PolicyError, load
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The boundary: every failure is one line on stderr and an exit code."""
+    try:
+        return _main(argv)
+    except SystemExit:
+        raise  # --help, --version, and argparse's own usage errors (exit 2)
+    except (OSError, UnicodeDecodeError) as exc:  # the mounts and files it was given
+        where = getattr(exc, "filename", None) or "an input file"
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8"
+        print(f"heps-user-init: error: {where}: {why}; check the mounts", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug: one line, the traceback kept in a file
+        fd, kept = tempfile.mkstemp(prefix="heps-user-init-traceback-", suffix=".txt")
+        with os.fdopen(fd, "w") as handle:
+            handle.write("".join(traceback.format_exception(exc)))
+        print(
+            f"heps-user-init: error: unexpected {type(exc).__name__}; a bug, traceback in {kept}",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="heps-user-init", description=__doc__)
     parser.add_argument("--version", action="version", version=f"heps-user-init {__version__}")
     parser.add_argument("--identity", type=Path, help="JSON file (default: $HEPS_USER_IDENTITY)")

@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from heps.ci import jenkins_server
-from heps.core.errors import StageError
+from heps.core import process
+from heps.core.errors import HepsError, StageError
 from heps.systems.git import Repository
 
 ZERO = "0" * 40
 RECIPES = "app-recipes/"
+RUN_TIMEOUT = 6 * 3600.0
+"""Seconds the hook's own `heps run` may take (a first run takes 15 to 30 minutes)."""
 
 
 _SHA = re.compile(r"[0-9a-f]{40}")
@@ -46,19 +48,35 @@ def post_receive(git_dir: Path, updates: Iterable[str], env: dict[str, str]) -> 
         if ref != f"refs/heads/{branch}" or new == ZERO:
             print(f"heps: {ref}: not {branch}; nothing to do here")
             continue
-        changed = repo.names_changed(None if old == ZERO else old, new)
-        touched = [f for f in changed if f.startswith(RECIPES)]
-        if not touched:
-            print(f"heps: {new[:12]} changes no recipe; nothing to build")
-            continue
-        print(f"heps: {new[:12]} changes {len(touched)} file(s) under {RECIPES}")
-        if url:
-            server = jenkins_server.connect(url, env)
-            where, _ = jenkins_server.trigger(server, job, {}, wait=False)
-            print(f"heps: triggered Jenkins job {job}: {where}")
-        else:
-            status = max(status, run_locally(git_dir, old, new))
+        try:  # each update on its own: one that fails says why, the others go on
+            status = max(status, _update(repo, git_dir, old, new, url, job, env))
+        except HepsError as exc:
+            print(f"heps: error: {new[:12]}: {exc}", file=sys.stderr)
+            status = 1
     return status
+
+
+def _update(
+    repo: Repository,
+    git_dir: Path,
+    old: str,
+    new: str,
+    url: str | None,
+    job: str,
+    env: dict[str, str],
+) -> int:
+    changed = repo.names_changed(None if old == ZERO else old, new)
+    touched = [f for f in changed if f.startswith(RECIPES)]
+    if not touched:
+        print(f"heps: {new[:12]} changes no recipe; nothing to build")
+        return 0
+    print(f"heps: {new[:12]} changes {len(touched)} file(s) under {RECIPES}")
+    if not url:
+        return run_locally(git_dir, old, new)
+    server = jenkins_server.connect(url, env)
+    where, _ = jenkins_server.trigger(server, job, {}, wait=False)
+    print(f"heps: triggered Jenkins job {job}: {where}")
+    return 0
 
 
 def run_locally(git_dir: Path, old: str, new: str) -> int:
@@ -78,4 +96,7 @@ def run_locally(git_dir: Path, old: str, new: str) -> int:
         print(f"heps: no Jenkins configured; running heps run --since {since[:12]} here")
         sys.stdout.flush()
         command = [sys.executable, "-m", "heps.cli", "--repo", str(work), "run"]
-        return subprocess.run([*command, "--since", since], stderr=subprocess.STDOUT).returncode
+        done = process.run(
+            [*command, "--since", since], timeout=RUN_TIMEOUT, merge=True, on_line=print
+        )
+        return done.returncode

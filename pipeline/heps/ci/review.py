@@ -23,6 +23,8 @@ from heps.core.references import split_reference
 from heps.core.settings import Settings
 from heps.gitops import sources
 from heps.images import graph, lint, recipes, source, versions
+from heps.images import report as run_report
+from heps.images.report import BUILT, RecipeReport
 from heps.images.run import changed_recipes
 from heps.systems import engine
 from heps.systems.engine import ContainerEngine, EngineError
@@ -160,25 +162,19 @@ def make(settings: Settings, base: str, report: Path | None) -> Review:
     return review
 
 
-def _report(path: Path | None) -> dict[str, dict[str, Any]]:
-    if path is None:
-        return {}
-    try:
-        return {e["name"]: e for e in json.loads(path.read_text())["recipes"]}
-    except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"--report {path}: not a readable heps run report ({exc})") from None
+def _report(path: Path | None) -> dict[str, RecipeReport]:
+    return {} if path is None else {e.name: e for e in run_report.read(path, f"--report {path}")}
 
 
-def _add_run(app: AppReview, entry: dict[str, Any] | None) -> None:
+def _add_run(app: AppReview, entry: RecipeReport | None) -> None:
     if entry is None:
         return
-    app.status = entry["status"]
-    if entry.get("failed_stage"):
-        app.failed = f"{entry['failed_stage']}: {(entry.get('error') or '').splitlines()[0][:200]}"
+    app.status = entry.status
+    if entry.failed_stage:
+        app.failed = f"{entry.failed_stage}: {(entry.error or '').partition(chr(10))[0][:200]}"
     app.smoke = [
-        f"smoke {s['kind']} {s['name']}: "
-        + ("passed" if s["passed"] else f"FAILED {s['detail'][:200]}")
-        for s in entry.get("smoke", [])
+        f"smoke {s.kind} {s.name}: " + ("passed" if s.passed else f"FAILED {s.detail[:200]}")
+        for s in entry.smoke
     ]
 
 
@@ -190,10 +186,10 @@ def _human(size: float) -> str:
     raise AssertionError("unreachable")
 
 
-def _add_sizes(settings: Settings, apps: list[AppReview], runs: dict[str, dict[str, Any]]) -> None:
+def _add_sizes(settings: Settings, apps: list[AppReview], runs: dict[str, RecipeReport]) -> None:
     """The built image's size against the image the testbed overlay runs (both from the
     local engine, the old one pulled by digest if missing). Left blank without an engine."""
-    built = {a.name: runs[a.name] for a in apps if runs.get(a.name, {}).get("status") == "built"}
+    built = {a.name: runs[a.name] for a in apps if a.name in runs and runs[a.name].status == BUILT}
     if not built:
         return
     try:
@@ -209,7 +205,8 @@ def _add_sizes(settings: Settings, apps: list[AppReview], runs: dict[str, dict[s
     for app in apps:
         if app.name not in built:
             continue
-        new = _image_size(client, built[app.name]["references"][0], pull=False)
+        refs = built[app.name].references or [built[app.name].image]
+        new = _image_size(client, refs[0], pull=False)
         old = _image_size(client, running[app.name], pull=True) if app.name in running else None
         if new is None:
             continue

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from heps.core import tools
+from heps.core import process, tools
 from heps.core.errors import ConfigError
 from heps.core.kube_yaml import CONTAINER_LISTS, POD_PATHS, Document, PinError, config_images
 from heps.core.log import MASK
@@ -28,6 +27,7 @@ from heps.core.references import split_reference
 from heps.core.settings import ReconcileSettings
 
 ORIGIN = "config.kubernetes.io/origin"
+KUSTOMIZE_TIMEOUT = 120.0
 CONTAINER_RESOURCES = ("cpu", "memory")
 
 Key = tuple[str, str, str, str]
@@ -93,13 +93,14 @@ def render(repo: Path, overlay: Path) -> list[Manifest]:
             f"  - {os.path.relpath(overlay, wrapper)}\n"
             "buildMetadata: [originAnnotations]\n"
         )
-        done = subprocess.run(
-            [kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(wrapper)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if done.returncode != 0:
+        try:
+            done = process.run(
+                [kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(wrapper)],
+                timeout=KUSTOMIZE_TIMEOUT,
+            )
+        except process.ProcessError as exc:
+            raise ConfigError(f"{overlay.relative_to(repo)}: kustomize: {exc}") from None
+        if not done.ok:
             detail = (
                 done.stderr.strip()
                 .replace(str(wrapper), "")

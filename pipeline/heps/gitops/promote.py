@@ -72,24 +72,33 @@ def _target(settings: Settings, remote: str | None) -> str:
     return url
 
 
-def promote(
-    settings: Settings,
-    registry: Registry,
-    recipes: dict[str, Recipe],
-    overlay: str,
-    pins: list[Pin],
-    push: bool,
-    remote: str | None = None,
-    branch: str | None = None,
-    new_branch: str | None = None,
-) -> Promoted:
+@dataclass(frozen=True)
+class Request:
+    """One promotion: which pins go into which overlay, and where the commit goes."""
+
+    overlay: str
+    pins: list[Pin]
+    recipes: dict[str, Recipe]
+    """The repository's recipes (for profiles an overlay lacks)."""
+    push: bool = False
+    """Commit in a fresh clone and push with retries, not in this checkout."""
+    remote: str | None = None
+    """The GitOps repository to push to (default: this checkout's origin)."""
+    branch: str | None = None
+    """The branch to start from and push to (default: gitops.branch)."""
+    new_branch: str | None = None
+    """Commit on a new branch of this name (promotion to production, for review)."""
+
+
+def promote(settings: Settings, registry: Registry, request: Request) -> Promoted:
+    overlay, pins, recipes = request.overlay, request.pins, request.recipes
     verify_in_registry(registry, pins)
     author, committer = settings.gitops.author, settings.gitops.committer or settings.gitops.author
-    if not push:  # this working tree, no remote: one promotion at a time per checkout
+    if not request.push:  # this working tree, no remote: one promotion at a time per checkout
         with _checkout_lock(settings.repo):
             target = ""
-            if new_branch:
-                target = fresh_branch(settings.repo, new_branch)
+            if request.new_branch:
+                target = fresh_branch(settings.repo, request.new_branch)
                 Repository(settings.repo).switch_new(target)
             edit = edit_overlay(settings.repo, settings, overlay, pins, recipes)
             if not edit.files:
@@ -97,12 +106,12 @@ def promote(
             message_text = message(overlay, pins, edit)
             sha = _commit_here(settings.repo, edit.files, message_text, author, committer)
             return Promoted(sha, target, edit)
-    url = _target(settings, remote)
+    url = _target(settings, request.remote)
     with tempfile.TemporaryDirectory(prefix="heps-promote-") as tmp:
         work = Path(tmp) / "repo"
-        start = branch or settings.gitops.branch
+        start = request.branch or settings.gitops.branch
         clone = Repository.clone(url, work, branch=start)
-        target = fresh_branch(work, new_branch, url) if new_branch else start
+        target = fresh_branch(work, request.new_branch, url) if request.new_branch else start
         apps = {p.app: p.repository for p in pins}
         before = _pinned_images(work, settings, overlay, apps)
         for attempt in range(1, settings.gitops.attempts + 1):
@@ -121,7 +130,7 @@ def promote(
                 None,
                 f"push to {target} lost a race (attempt {attempt}); re-pinning on the new head",
             )
-            if new_branch:
+            if request.new_branch:
                 raise StageError(
                     Stage.PROMOTE, f"branch {target} already exists on the remote: {pushed.detail}"
                 )

@@ -5,13 +5,10 @@ or the overlay's history; each one built from settings, recipe name, tag and dig
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from heps.core.bounded import read_text
 from heps.core.errors import ConfigError, StageError
 from heps.core.kube_yaml import Document, PinError
 from heps.core.paths import overlay_dir
@@ -23,6 +20,7 @@ from heps.gitops.pin import (
     Pin,
     scan,
 )
+from heps.images import report
 from heps.images.recipes import Recipe
 from heps.images.report import FAILED, RecipeReport
 from heps.systems.git import Repository
@@ -54,22 +52,7 @@ def verify_in_registry(registry: Registry, pins: list[Pin]) -> None:
 def pins_from_report(path: Path, settings: Settings, recipes: dict[str, Recipe]) -> list[Pin]:
     """Pins for every image a `heps run --report` file says was pushed or found unchanged."""
     where = f"--report {path}"
-    try:
-        data = json.loads(read_text(path, where))
-    except ValueError as exc:
-        raise ConfigError(f"{where}: not a heps run report: not JSON ({exc})") from None
-    entries = data.get("recipes") if isinstance(data, dict) else None
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        raise ConfigError(f"{where}: recipes: not a list of entries; pass a heps run report")
-    return pins_from_results([_as_report(e) for e in entries], where, settings, recipes)
-
-
-def _as_report(entry: dict[str, Any]) -> RecipeReport:
-    """A report file's entry as the run's own record: the same checks then apply to both.
-    Values keep whatever type the file gave them; `_pin_of` checks each one it uses."""
-    known = {f.name for f in fields(RecipeReport)} - {"lint", "smoke", "seconds"}
-    values = {k: v for k, v in entry.items() if k in known}
-    return RecipeReport(**{"name": "", "version": "", "reason": ""} | values)
+    return pins_from_results(report.read(path, where), where, settings, recipes)
 
 
 _REASON = re.compile(r"[A-Za-z0-9 ,.:()/_-]{0,80}")
@@ -100,21 +83,19 @@ def _pin_of(
         return ConfigError(f"{where}.{field_name}: {problem}; nothing was changed")
 
     app, digest = result.name, result.digest
-    if not isinstance(app, str) or app not in recipes:
+    if app not in recipes:
         raise refuse("name", f"{app!r} is not a recipe of this repository")
-    if not isinstance(digest, str) or not re.fullmatch(DIGEST, digest):
+    if digest is None or not re.fullmatch(DIGEST, digest):
         raise refuse("digest", f"{digest!r} is not a sha256 digest")
-    refs = result.references or [result.image]
-    immutable = isinstance(refs, list) and len(refs) > 1
-    reference, field_name = (refs[1], "references[1]") if immutable else (refs[0], "image")
-    if not isinstance(reference, str) or not is_valid(reference):
+    reference, field_name = (result.pin, "pin") if result.pin else (result.image, "image")
+    if not is_valid(reference):
         raise refuse(field_name, f"{reference!r} is not an image reference")
     repository = settings.registry.repository(app)
     named, tag, _ = split_reference(reference)
     if named != repository or not tag:
         raise refuse(field_name, f"{reference!r} is not a tag of {repository}")
     reason = result.detail or result.reason
-    if not isinstance(reason, str) or not _REASON.fullmatch(reason):
+    if not _REASON.fullmatch(reason):
         raise refuse("reason", "not a short line of plain text")
     return Pin(app, repository, tag, digest, version_of(tag), reason)
 

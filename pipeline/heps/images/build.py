@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import subprocess
 import tarfile
 import tempfile
 import threading
@@ -22,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Protocol
 
-from heps.core import log
+from heps.core import log, process
 from heps.core.errors import StageError
 from heps.core.references import split_reference
 from heps.core.stages import Stage
@@ -40,6 +39,8 @@ from heps.systems.engine import ContainerEngine, Interrupted
 
 CA_FILE = "heps-site-ca.crt"
 """Name of the site CA bundle in every build context (empty when none is configured)."""
+DEBOOTSTRAP_TIMEOUT = 3600.0
+"""Seconds a debootstrap may take (3 to 4 minutes from a nearby mirror)."""
 PINNED_DOCKERFILE = ".heps.Dockerfile"
 
 
@@ -174,7 +175,7 @@ class BootstrapBuilder:
                     if path.is_file():
                         path.unlink()
             archive = Path(tmp) / "rootfs.tar"
-            subprocess.run(["tar", "-C", str(root), "-cf", str(archive), "."], check=True)
+            process.run(["tar", "-C", str(root), "-cf", str(archive), "."], timeout=600, check=True)
             changes = [f"LABEL {k}={json.dumps(v)}" for k, v in request.labels({}).items()]
             changes += [
                 "ENV LANG=C.UTF-8",
@@ -194,22 +195,20 @@ class BootstrapBuilder:
             command.append("--include=" + ",".join(spec.include))
         command += [spec.suite, str(root), mirror]
         log.phase(Stage.BUILD, name, " ".join(command))
-        process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
-        assert process.stdout is not None
-        tail = []
-        for line in process.stdout:
-            if self.stop.is_set():
-                process.terminate()
-                process.wait()
-                raise Interrupted(Stage.BUILD, "interrupted during debootstrap")
-            tail.append(line.rstrip())
-            if line.startswith(("I: Retrieving", "I: Validating")):
-                continue  # hundreds of lines per package; the rest is enough to follow
-            log.phase(Stage.BUILD, name, line.rstrip())
-        if process.wait() != 0:
-            raise StageError(Stage.BUILD, "debootstrap failed:\n" + "\n".join(tail[-8:]))
+
+        def show(line: str) -> None:
+            if not line.startswith(("I: Retrieving", "I: Validating")):
+                log.phase(Stage.BUILD, name, line)  # hundreds of those per package; not them
+
+        try:
+            done = process.run(
+                command, timeout=DEBOOTSTRAP_TIMEOUT, stop=self.stop, merge=True, on_line=show
+            )
+        except process.ProcessStopped:
+            raise Interrupted(Stage.BUILD, "interrupted during debootstrap") from None
+        if not done.ok:
+            tail = done.stdout.rstrip().splitlines()[-8:]
+            raise StageError(Stage.BUILD, "debootstrap failed:\n" + "\n".join(tail))
 
 
 def _install_ca(name: str, root: Path, bundle: Path) -> None:
@@ -218,9 +217,7 @@ def _install_ca(name: str, root: Path, bundle: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(bundle, target)
     if (root / "usr/sbin/update-ca-certificates").exists():
-        subprocess.run(
-            ["chroot", str(root), "update-ca-certificates"], check=True, capture_output=True
-        )
+        process.run(["chroot", str(root), "update-ca-certificates"], timeout=120, check=True)
         (root / "etc/pip.conf").write_text("[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n")
         log.phase(Stage.BUILD, name, "site CA bundle installed in the system trust store")
     else:

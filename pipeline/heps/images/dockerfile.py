@@ -20,6 +20,9 @@ from pathlib import Path
 
 from dockerfile_parse import DockerfileParser
 
+from heps.core.bounded import read_text
+from heps.core.errors import ConfigError
+
 _VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::([-+])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
@@ -79,24 +82,34 @@ def instructions(text: str) -> list[Instruction]:
     ]
 
 
-def parse_args(value: str) -> dict[str, str | None]:
+def words(value: str, where: str) -> list[str]:
+    """An ARG or ENV line's words, as the shell would split them; ConfigError naming the
+    line when a quotation is left open."""
+    try:
+        return shlex.split(value)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc} in {value[:60]!r}; close the quotation") from None
+
+
+def parse_args(value: str, where: str) -> dict[str, str | None]:
     """`ARG A=1 B` -> {"A": "1", "B": None}."""
     found: dict[str, str | None] = {}
-    for word in shlex.split(value):
+    for word in words(value, where):
         name, eq, default = word.partition("=")
         found[name] = default if eq else None
     return found
 
 
-def parse(path: Path, build_args: dict[str, str]) -> Dockerfile:
-    """Read `path`; resolve FROM images with global ARG defaults overridden by `build_args`."""
-    steps = instructions(path.read_text(encoding="utf-8"))
+def parse(path: Path, build_args: dict[str, str], shown: str) -> Dockerfile:
+    """Read `path` (`shown` in messages); resolve FROM images with global ARG defaults
+    overridden by `build_args`."""
+    steps = instructions(read_text(path, shown))
     scope: dict[str, str | None] = {}
     stages: list[Stage] = []
     aliases: set[str] = set()
     for step in steps:
         if step.keyword == "ARG" and not stages:  # global ARGs: the only ones FROM sees
-            for name, default in parse_args(step.value).items():
+            for name, default in parse_args(step.value, f"{shown}:{step.line}").items():
                 if name in build_args:
                     scope[name] = build_args[name]
                 else:

@@ -68,8 +68,8 @@ def _node(
     args = build_args(recipe, registry)
     if recipe.build is None:
         return Node(recipe, args, None, (), ())
-    parsed = dockerfile.parse(recipe.build.dockerfile, args)
     shown = recipe.show(recipe.build.dockerfile)
+    parsed = dockerfile.parse(recipe.build.dockerfile, args, shown)
     if not parsed.stages:
         problems.append(f"{shown}: no FROM instruction; start the Dockerfile with FROM")
     target = recipe.build.target

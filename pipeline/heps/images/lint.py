@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from heps.core import tools
+from heps.core import process, tools
 from heps.core.references import split_reference
 from heps.core.settings import LintSettings
 from heps.images import dockerfile
@@ -86,12 +84,9 @@ def hadolint(
     if level:
         command += ["--failure-threshold", level]
     try:
-        done = subprocess.run(
-            [*command, str(path)], capture_output=True, text=True, timeout=HADOLINT_TIMEOUT
-        )
-    except subprocess.TimeoutExpired:
-        problem = f"hadolint timed out after {HADOLINT_TIMEOUT:.0f} s"
-        return [Finding(shown, 1, "HEPS000", "error", problem)], True
+        done = process.run([*command, str(path)], timeout=HADOLINT_TIMEOUT)
+    except process.ProcessError as exc:
+        return [Finding(shown, 1, "HEPS000", "error", str(exc))], True
     try:
         raw = json.loads(done.stdout or "[]")
     except json.JSONDecodeError:
@@ -167,7 +162,7 @@ def own_rules(graph: Graph, name: str) -> list[Finding]:
     for step in node.dockerfile.instructions:
         if step.keyword not in ("ARG", "ENV"):
             continue
-        words = shlex.split(step.value)
+        words = dockerfile.words(step.value, f"{shown}:{step.line}")
         names = [w.split("=", 1)[0] for w in words]
         if step.keyword == "ENV" and len(words) >= 2 and "=" not in words[0]:
             names = names[:1]  # legacy `ENV NAME value`

@@ -29,9 +29,20 @@ from heps.systems.registry import Registry
 @dataclass(frozen=True)
 class Pushed:
     digest: str
+    image_id: str
+    """The tested image: the config digest every tag's manifest was verified to carry."""
     references: tuple[str, ...]
     """Every pushed REPO:TAG."""
+    immutable: str
+    """The REPO:TAG promotion pins beside the digest: the tag that never moves."""
     seconds: float
+
+
+def _pushed(digest: str, image_id: str, references: tuple[str, ...], started: float) -> Pushed:
+    # A run's references end with the immutable tag (VERSION-g<commit> after the version
+    # tag, or the rebuild tag alone): said here once, never rediscovered by position.
+    elapsed = time.monotonic() - started
+    return Pushed(digest, image_id, references, references[-1], elapsed)
 
 
 def refuse_taken_tags(registry: Registry, name: str, tags: list[str], fingerprint: str) -> None:
@@ -80,7 +91,7 @@ def push(
             done.append(ref)
     assert digest is not None  # references is never empty
     verify(registry, name, references, image_id, digest)
-    return Pushed(digest, references, time.monotonic() - started)
+    return _pushed(digest, image_id, references, started)
 
 
 def verify(
@@ -126,4 +137,4 @@ def complete(
         log.phase(Stage.PUSH, name, f"completing an interrupted push: {tag} -> {digest}")
         with_retries(partial(registry.tag, name, tag, digest))
     verify(registry, name, references, found[1], digest)
-    return Pushed(digest, references, time.monotonic() - started)
+    return _pushed(digest, found[1], references, started)

@@ -11,15 +11,25 @@ import os
 import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from heps.core.bounded import read_text
+from heps.core.errors import ConfigError
 from heps.core.log import mask, xml_safe
 from heps.core.stages import Stage
 from heps.images.lint import Finding
-from heps.images.smoke import SmokeResult
+from heps.images.smoke import SmokeKind, SmokeResult
 
-BUILT, SKIPPED, FAILED = "built", "skipped", "failed"
+
+class Status(StrEnum):
+    BUILT = "built"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+BUILT, SKIPPED, FAILED = Status.BUILT, Status.SKIPPED, Status.FAILED
 
 
 @dataclass
@@ -30,12 +40,15 @@ class RecipeReport:
     """Why it was considered: changed, base changed, not in registry, unchanged."""
     detail: str = ""
     """For `base changed`: what changed ("base debian-base changed")."""
-    status: str = SKIPPED
+    status: Status = SKIPPED
     image: str = ""
     """REGISTRY/NAMESPACE/NAME:TAG of this fingerprint: the version tag, or the rebuild
     tag VERSION-fp<fingerprint> when the version tag names an older image."""
     references: list[str] = field(default_factory=list)
     digest: str | None = None
+    pin: str = ""
+    """REPO:TAG promotion pins with `digest`: the immutable tag of this run's push
+    (`Pushed.immutable`), or the image found unchanged."""
     pushed: bool = False
     fingerprint: str = ""
     failed_stage: Stage | None = None
@@ -45,7 +58,7 @@ class RecipeReport:
     seconds: dict[Stage, float] = field(default_factory=dict)
 
 
-IDENTIFIERS = ("name", "version", "image", "references", "digest", "fingerprint")
+IDENTIFIERS = ("name", "version", "image", "references", "digest", "pin", "fingerprint")
 """Fields that name an image: public by construction (recipe.yaml, settings, the registry)
 and what promotion looks up, so never masked: a password equal to a version must not turn
 `1.0.0` into `***` there. Every other value is masked before encoding."""
@@ -109,12 +122,99 @@ def as_junit(reports: list[RecipeReport]) -> str:
 
 def write_atomic(path: Path, text: str) -> None:
     """Write via a temporary file and rename: readers never see half a report."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         os.unlink(tmp)
+        if isinstance(exc, OSError):  # a full disk says which file it refused
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
+
+
+def read(path: Path, where: str) -> list[RecipeReport]:
+    """A `heps run --report` file, the one reader of it (promote, review): size-capped,
+    UTF-8, and checked field by field; ConfigError naming the entry, field and fix.
+    Lint findings and timings are not read back: nothing downstream uses them."""
+    try:
+        data = json.loads(read_text(path, where))
+    except (ValueError, RecursionError) as exc:
+        raise ConfigError(f"{where}: not a heps run report: not JSON ({exc})") from None
+    entries = data.get("recipes") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise ConfigError(f"{where}: recipes: not a list of entries; pass a heps run report")
+    return [_entry(entry, f"{where}: recipes[{i}]") for i, entry in enumerate(entries)]
+
+
+def _entry(raw: object, where: str) -> RecipeReport:
+    def refuse(name: str, want: str) -> ConfigError:
+        return ConfigError(f"{where}.{name}: not {want}; pass a heps run report")
+
+    if not isinstance(raw, dict):
+        raise refuse("", "an object")
+
+    def text(name: str, default: str | None = "") -> Any:
+        value = raw.get(name, default)
+        if not (isinstance(value, str) or (value is None and default is None)):
+            raise refuse(name, "a string")
+        return value
+
+    def choice(name: str, kind: type[StrEnum], default: str | None) -> Any:
+        value = text(name, default)
+        try:
+            return None if value is None else kind(value)
+        except ValueError:
+            raise refuse(name, f"one of {', '.join(kind)}") from None
+
+    refs = raw.get("references", [])
+    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+        raise refuse("references", "a list of strings")
+    smoke = raw.get("smoke", [])
+    if not isinstance(smoke, list):
+        raise refuse("smoke", "a list")
+    pushed = raw.get("pushed", False)
+    if not isinstance(pushed, bool):
+        raise refuse("pushed", "true or false")
+    return RecipeReport(
+        name=text("name"),
+        version=text("version"),
+        reason=text("reason"),
+        detail=text("detail"),
+        status=choice("status", Status, SKIPPED),
+        image=text("image"),
+        references=list(refs),
+        digest=text("digest", None),
+        pin=text("pin"),
+        pushed=pushed,
+        fingerprint=text("fingerprint"),
+        failed_stage=choice("failed_stage", Stage, None),
+        error=text("error", None),
+        smoke=[_smoke(s, f"{where}.smoke[{i}]") for i, s in enumerate(smoke)],
+    )
+
+
+def _smoke(raw: object, where: str) -> SmokeResult:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: not an object; pass a heps run report")
+    try:
+        kind = SmokeKind(str(raw.get("kind")))
+    except ValueError:
+        raise ConfigError(f"{where}.kind: not one of {', '.join(SmokeKind)}") from None
+    name, passed, seconds, detail = (raw.get(k) for k in ("name", "passed", "seconds", "detail"))
+    if not (
+        isinstance(name, str)
+        and isinstance(passed, bool)
+        and isinstance(seconds, int | float)
+        and isinstance(detail, str)
+    ):
+        raise ConfigError(
+            f"{where}: needs name (string), passed (bool), seconds (number) and detail "
+            "(string); pass a heps run report"
+        )
+    return SmokeResult(name, kind, passed, float(seconds), detail)

@@ -19,18 +19,30 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from heps.core import log, references
+from heps.core import boundary, log, references
 from heps.core.credentials import Credentials, credentials
-from heps.core.errors import ConfigError, StageError
+from heps.core.errors import ConfigError, HepsError, StageError, TemporaryError, with_retries
 from heps.core.settings import Settings
 from heps.core.stages import Stage
-from heps.images import fingerprint, graph, lint, plan, push, recipes, smoke, source, versions
+from heps.images import (
+    fingerprint,
+    graph,
+    lint,
+    plan,
+    push,
+    recipes,
+    smoke,
+    source,
+    versions,
+)
 from heps.images.build import BuildRequest, builder_for
+from heps.images.journal import Entry, Journal
 from heps.images.report import BUILT, FAILED, SKIPPED, RecipeReport, write_atomic
 from heps.systems.engine import (
     OWNER_LABEL,
@@ -108,11 +120,15 @@ def prepare(settings: Settings, selection: Selection) -> Prepared:
     return Prepared(settings, tree, fps, registry, creds, made, seconds)
 
 
-def run_meta(runner: Runner, started: datetime, pushed: bool) -> dict[str, object]:
-    """The report's header: which run, on which registry, how long, whether it pushed."""
+def run_meta(
+    runner: Runner, started: datetime, pushed: bool, complete: bool = True
+) -> dict[str, object]:
+    """The report's header: which run, whether it is complete or a report so far, on which
+    registry, how long, whether it pushed."""
     cfg = runner.p.settings
     return {
         "run": runner.run_id,
+        "complete": complete,
         "interrupted": signal.Signals(runner.interrupted).name if runner.interrupted else None,
         "started": started.isoformat(timespec="seconds"),
         "registry": cfg.registry.host,
@@ -127,17 +143,37 @@ def run_meta(runner: Runner, started: datetime, pushed: bool) -> dict[str, objec
 class Runner:
     """Carries one run: which images exist locally, what failed, the per-recipe reports."""
 
-    def __init__(self, prepared: Prepared, client: ContainerEngine | None, do_push: bool):
+    def __init__(
+        self,
+        prepared: Prepared,
+        client: ContainerEngine | None,
+        do_push: bool,
+        progress: Callable[[], None] | None = None,
+    ):
         self.p = prepared
         self.client = client
         self.do_push = do_push
+        self.progress = progress
+        """Called as each recipe finishes: writes the report so far."""
+        self.report_problem: str | None = None
+        """Why the report so far could not be written (a full disk), once said."""
         self.image_ids: dict[str, str] = {}
         self.reports: dict[str, RecipeReport] = {}
+        self.before: dict[str, RecipeReport] = {}
+        """Each report as planned, before a thread starts writing to it."""
+        self.running: set[str] = set()
         self.run_id = uuid.uuid4().hex[:12]
         """Labels every container this run starts (io.heps.run)."""
+        self.journal = Journal(prepared.settings.state_dir, self.run_id)
+        self.recovered: list[Entry] = []
+        """Pushes of runs gone before their report, named in this run's report."""
         self.stop = threading.Event()
         self.interrupted: int | None = None
         """The signal that stopped the run, if one did."""
+        self.at: dict[str, Stage] = {}
+        """The stage each recipe is in (or failed in)."""
+        self.bad_input: set[str] = set()
+        """Recipes that failed on a ConfigError: the run exits 2, not 1."""
 
     def revision(self, name: str) -> source.Revision:
         """The commit, and whether this recipe's own sources differ from it."""
@@ -179,6 +215,7 @@ class Runner:
         if self.stop.is_set():
             raise Interrupted(stage, f"interrupted before the {stage} stage")
         started = time.monotonic()
+        self.at[report.name] = stage
         try:
             return action()
         finally:
@@ -187,6 +224,7 @@ class Runner:
     def one(self, entry: plan.PlanEntry) -> RecipeReport:
         """Lint, build, smoke-test and push one recipe; failures land in its report."""
         report = self.reports[entry.name]
+        self.at[entry.name] = Stage.PUSH if self.do_push else Stage.LINT
         try:
             if self.do_push and entry.version_taken:
                 node = self.p.graph.nodes[entry.name]
@@ -201,13 +239,33 @@ class Runner:
             if completed is None:
                 self._ship(entry, report)
             else:
-                report.digest, report.pushed = completed.digest, True
+                self._pushed(report, completed)
             report.status = BUILT
         except (StageError, EngineError) as exc:  # EngineError: refused something mid-stage
             report.status = FAILED
             report.failed_stage, report.error = self._failure(report, exc)
             log.phase(report.failed_stage, entry.name, f"FAILED: {report.error}")
+        except Exception as exc:  # the recipe's boundary: it fails alone, in one line
+            report.status, report.failed_stage = FAILED, self.at[entry.name]
+            report.error = self._unexpected(entry.name, exc)
+            log.phase(report.failed_stage, entry.name, f"FAILED: {report.error}")
         return report
+
+    def _unexpected(self, name: str, exc: Exception) -> str:
+        """One line for anything but a StageError: expected kinds as they say themselves
+        (a ConfigError makes the run exit 2), the environment's, or a bug's, whose
+        traceback is kept in the state folder."""
+        if isinstance(exc, ConfigError):
+            self.bad_input.add(name)
+            return "; ".join(exc.problems)
+        if isinstance(exc, TemporaryError):
+            return f"{exc} (temporary; gave up after retries)"
+        if isinstance(exc, HepsError):
+            return str(exc)
+        if isinstance(exc, OSError):
+            return boundary.environment_line(exc)
+        where = f"{self.at[name]} of {name}"
+        return boundary.unexpected_line(exc, where, self.p.settings.state_dir)
 
     def _failure(self, report: RecipeReport, exc: StageError | EngineError) -> tuple[Stage, str]:
         """The failed stage and what to report of it."""
@@ -261,21 +319,34 @@ class Runner:
         if failed:
             raise StageError(Stage.SMOKE, "; ".join(f"{r.name}: {r.detail}" for r in failed))
         if self.do_push:
+            refs = tuple(report.references)
+            self.at[entry.name] = Stage.PUSH
+            intent = self.journal.intend(
+                entry.name, entry.version, entry.fingerprint, built.image_id, refs
+            )
             pushed = self._timed(
                 report,
                 Stage.PUSH,
-                lambda: push.push(
-                    self.engine,
-                    self.p.registry,
-                    self.p.creds,
-                    entry.name,
-                    built.image_id,
-                    tuple(report.references),
-                    entry.fingerprint,
-                    self.stop,
+                lambda: with_retries(  # a registry outage: retried, for this recipe alone
+                    partial(
+                        push.push,
+                        self.engine,
+                        self.p.registry,
+                        self.p.creds,
+                        entry.name,
+                        built.image_id,
+                        refs,
+                        entry.fingerprint,
+                        self.stop,
+                    )
                 ),
             )
-            report.digest, report.pushed = pushed.digest, True
+            self.journal.pushed(intent, pushed.digest)
+            self._pushed(report, pushed)
+
+    @staticmethod
+    def _pushed(report: RecipeReport, pushed: push.Pushed) -> None:
+        report.digest, report.pin, report.pushed = pushed.digest, pushed.immutable, True
 
     def _signal_name(self) -> str:
         return signal.Signals(self.interrupted).name if self.interrupted else "stopped"
@@ -322,7 +393,12 @@ class Runner:
                 fingerprint=entry.fingerprint,
                 references=list(self.references(entry)) if entry.build else [entry.reference],
                 digest=entry.digest,
+                pin="" if entry.build else entry.reference,
             )
+        self._recover()
+        self.before = {
+            n: replace(r, seconds={}, lint=[], smoke=[]) for n, r in self.reports.items()
+        }
         timings = self.p.settings.state_dir / TIMINGS_FILE
         self.remove_containers({OWNER_LABEL: ""})  # left by runs that are gone
         try:
@@ -333,7 +409,48 @@ class Runner:
         finally:
             self.remove_containers({RUN_LABEL: self.run_id})
         _remember(timings, self.reports.values())
-        return [self.reports[e.name] for e in self.p.plan.entries]
+        return self.results()
+
+    def results(self) -> list[RecipeReport]:
+        """Every recipe's report; of those under way (their threads still write to them),
+        the state before they started, so a report written meanwhile reads consistent data."""
+        return [
+            self.before[e.name] if e.name in self.running else self.reports[e.name]
+            for e in self.p.plan.entries
+        ]
+
+    def _recover(self) -> None:
+        """Name in this run's report what runs gone before their report pushed (found
+        in the registry again by fingerprint, so skipped or completed here)."""
+        for left in self.journal.leftovers():
+            report = self.reports.get(left.name)
+            if report is None or report.fingerprint != left.fingerprint:
+                continue
+            self.recovered.append(left)
+            report.detail = f"pushed by interrupted run {left.run}"
+            log.phase(
+                Stage.RUN,
+                left.name,
+                f"{left.references[-1]}@{left.digest}: pushed by run {left.run}, "
+                "which ended before its report; reported here",
+            )
+
+    def finished(self) -> None:
+        """The run's report is written: its journal, and what it recovered, can go."""
+        self.journal.close()
+        self.journal.forget(self.recovered)
+
+    def _progress(self) -> None:
+        """The report so far, written as each recipe finishes; a failure is said once
+        (the pushes are in the journal meanwhile) and the run goes on."""
+        if self.progress is None:
+            return
+        try:
+            self.progress()
+        except OSError as exc:
+            if self.report_problem is None:
+                self.report_problem = boundary.environment_line(exc)
+                log.phase(Stage.RUN, None, f"report not written: {self.report_problem}")
 
     def _schedule(self, waiting: list[plan.PlanEntry]) -> None:
         """Start recipes as their bases are built and slots free up, in `waiting`'s order."""
@@ -367,14 +484,17 @@ class Runner:
                         self.reports[b].status == BUILT for b in bases
                     ):
                         waiting.remove(entry)
+                        self.running.add(entry.name)
                         running[pool.submit(self.one, entry)] = entry.name
                 if not running:
                     continue
                 # A timeout, so a signal is acted on while recipes are still under way.
                 done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
                 for future in done:
-                    running.pop(future)
+                    self.running.discard(running.pop(future))
                     future.result()
+                if done:
+                    self._progress()
 
 
 TIMINGS_FILE = "build-seconds.json"

@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import partial
 from pathlib import Path
 
 import requests
 
-from heps.core import log, tools
+from heps.core import log, process, tools
 from heps.core.errors import ConfigError
 from heps.core.stages import Stage
 from heps.core.validation import load_yaml
@@ -29,11 +29,16 @@ from heps.systems.engine import Container, ContainerEngine, Interrupted
 OUTPUT_TAIL = 2000
 
 
+class SmokeKind(StrEnum):
+    STRUCTURE = "structure"
+    COMMAND = "command"
+    HTTP = "http"
+
+
 @dataclass(frozen=True)
 class SmokeResult:
     name: str
-    kind: str
-    """structure, command or http."""
+    kind: SmokeKind
     passed: bool
     seconds: float
     detail: str = ""
@@ -90,25 +95,35 @@ def structure(checker: Checker, recipe: Recipe, image: str) -> SmokeResult:
     name = recipe.show(recipe.smoke.structure)
     binary = tools.find("container-structure-test")
     if binary is None:
-        return SmokeResult(name, "structure", False, 0.0, "container-structure-test not installed")
+        return SmokeResult(
+            name, SmokeKind.STRUCTURE, False, 0.0, "container-structure-test not installed"
+        )
     refused = _host_options(recipe.smoke.structure, name)
     if refused:
-        return SmokeResult(name, "structure", False, 0.0, refused)
+        return SmokeResult(name, SmokeKind.STRUCTURE, False, 0.0, refused)
     command = [binary, "test", "--image", image, "--config", str(recipe.smoke.structure)]
     # Only what reaches the engine: the host's variables (credentials) stay out of reach.
     env = {k: v for k, v in os.environ.items() if k in _TOOL_ENV}
-    done = _run_tool(checker, [*command, "--output", "json", "--no-color"], timeout, env)
-    if done is None:
+    try:
+        done = process.run(
+            [*command, "--output", "json", "--no-color"],
+            timeout=timeout,
+            stop=checker.stop,
+            env=env,
+        )
+    except process.ProcessError as exc:
         # Killed: the containers it started (unlabelled: it has no option for labels) are
         # the ones from exactly this image, which nothing else runs before it is pushed.
         for leftover in checker.engine.started_from(image):
             checker.engine.remove_container(leftover)
-        return SmokeResult(name, "structure", False, timeout, f"timed out after {timeout:.0f}s")
+        return SmokeResult(name, SmokeKind.STRUCTURE, False, time.monotonic() - started, str(exc))
     seconds = time.monotonic() - started
     try:
         report = json.loads(done.stdout.strip().splitlines()[-1])
     except (json.JSONDecodeError, IndexError):
-        return SmokeResult(name, "structure", False, seconds, _tail(done.stderr or done.stdout))
+        return SmokeResult(
+            name, SmokeKind.STRUCTURE, False, seconds, _tail(done.stderr or done.stdout)
+        )
     failed = [
         f"{r['Name']}: {'; '.join(r.get('Errors') or ['failed'])}"
         for r in report.get("Results", [])
@@ -118,7 +133,7 @@ def structure(checker: Checker, recipe: Recipe, image: str) -> SmokeResult:
     if failed:
         detail += ": " + " | ".join(failed)
     ok = done.returncode == 0 and not failed
-    return SmokeResult(name, "structure", ok, seconds, _tail(detail))
+    return SmokeResult(name, SmokeKind.STRUCTURE, ok, seconds, _tail(detail))
 
 
 _HOST_OPTIONS = ("privileged", "capabilities", "bindMounts", "envVars", "envFile")
@@ -144,24 +159,6 @@ def _host_options(path: Path, name: str) -> str:
     )
 
 
-def _run_tool(
-    checker: Checker, command: list[str], timeout: float, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str] | None:
-    """Run a checking tool to its end; None when it was killed (timeout or stop)."""
-    with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    ) as process:
-        deadline = time.monotonic() + timeout
-        while process.poll() is None:
-            if checker.stop.is_set() or time.monotonic() > deadline:
-                process.kill()
-                process.communicate()
-                return None
-            time.sleep(0.1)
-        out, err = process.communicate()
-    return subprocess.CompletedProcess(command, process.returncode, out, err)
-
-
 def _remove(container: Container) -> None:
     if not container.remove():
         log.phase(Stage.SMOKE, None, f"container {container.short_id} already gone")
@@ -177,7 +174,11 @@ def command(checker: Checker, image: str, check: SmokeCommand) -> SmokeResult:
         if code is None:
             container.kill()
             return SmokeResult(
-                check.name, "command", False, timeout, f"killed after {timeout:.0f}s timeout"
+                check.name,
+                SmokeKind.COMMAND,
+                False,
+                timeout,
+                f"killed after {timeout:.0f}s timeout",
             )
         output = container.logs()
     finally:
@@ -190,8 +191,8 @@ def command(checker: Checker, image: str, check: SmokeCommand) -> SmokeResult:
         problems.append(f"output does not match /{check.expect_output}/")
     if problems:
         detail = "; ".join(problems) + (f"; output: {_tail(output.strip())}" if output else "")
-        return SmokeResult(check.name, "command", False, seconds, detail)
-    return SmokeResult(check.name, "command", True, seconds, _tail(output.strip()[-200:]))
+        return SmokeResult(check.name, SmokeKind.COMMAND, False, seconds, detail)
+    return SmokeResult(check.name, SmokeKind.COMMAND, True, seconds, _tail(output.strip()[-200:]))
 
 
 def http(checker: Checker, image: str, probe: HttpProbe) -> SmokeResult:
@@ -206,7 +207,7 @@ def http(checker: Checker, image: str, probe: HttpProbe) -> SmokeResult:
                 logs = container.logs()
                 return SmokeResult(
                     label,
-                    "http",
+                    SmokeKind.HTTP,
                     False,
                     time.monotonic() - started,
                     f"container exited before answering; output: {_tail(logs.strip())}",
@@ -219,7 +220,7 @@ def http(checker: Checker, image: str, probe: HttpProbe) -> SmokeResult:
                     if 200 <= answer.status_code < 300:
                         return SmokeResult(
                             label,
-                            "http",
+                            SmokeKind.HTTP,
                             True,
                             time.monotonic() - started,
                             f"{answer.status_code} from {probe.path}",
@@ -231,7 +232,7 @@ def http(checker: Checker, image: str, probe: HttpProbe) -> SmokeResult:
         logs = container.logs()
         return SmokeResult(
             label,
-            "http",
+            SmokeKind.HTTP,
             False,
             probe.timeout,
             f"no 2xx within {probe.timeout:.0f}s (last: {last}); output: {_tail(logs.strip())}",

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +22,11 @@ from typing import Any
 
 import requests
 
+from heps.core import process
 from heps.core.errors import ConfigError, HepsError
 
 SOURCE = Path("hub") / "sso-testbed"
+NPM_TIMEOUT = 900.0
 
 
 @dataclass(frozen=True)
@@ -58,12 +59,9 @@ def install(repo: Path) -> None:
     digest = hashlib.sha256(lock.read_bytes()).hexdigest()
     if stamp.exists() and stamp.read_text() == digest:
         return
-    done = subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund"], cwd=folder, capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ConfigError(f"{SOURCE}: npm ci failed ({tail}); run it there to see why")
+    done = process.run([npm, "ci", "--no-audit", "--no-fund"], cwd=folder, timeout=NPM_TIMEOUT)
+    if not done.ok:
+        raise ConfigError(f"{SOURCE}: {done.failure()}; run `npm ci` there to see why")
     stamp.write_text(digest)
 
 
@@ -106,23 +104,21 @@ def start(provider: Provider, users: dict[str, dict[str, Any]], secret: str) -> 
     stop(provider)
     users_file.write_text(text)
     users_file.chmod(0o600)
-    with (provider.state / "provider.log").open("ab") as out:
-        process = subprocess.Popen(
-            command,
-            env={**os.environ, "HEPS_SSO_CLIENT_SECRET": secret},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # outlives this command, as a service does
-        )
-    provider.pid_file.write_text(json.dumps({"pid": process.pid, "spec": spec}))
-    _wait(provider, process)
+    # outlives this command, as a service does
+    daemon = process.spawn(
+        command,
+        provider.state / "provider.log",
+        env={**os.environ, "HEPS_SSO_CLIENT_SECRET": secret},
+    )
+    provider.pid_file.write_text(json.dumps({"pid": daemon.pid, "spec": spec}))
+    _wait(provider, daemon)
     return action
 
 
-def _wait(provider: Provider, process: subprocess.Popen[bytes]) -> None:
+def _wait(provider: Provider, daemon: process.Daemon) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if daemon.poll() is not None:
             log = (provider.state / "provider.log").read_text().strip().splitlines()[-1:]
             raise HepsError(f"SSO testbed exited at start: {log[0] if log else 'no output'}")
         if answers(f"{provider.issuer}/.well-known/openid-configuration", timeout=2):

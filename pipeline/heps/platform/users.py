@@ -10,9 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from heps.core.errors import ConfigError
+from heps.core.validation import load_yaml
 
 NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 CLAIMS = ("uidNumber", "gidNumber", "email", "email_verified", "groups")
@@ -47,12 +46,7 @@ def _entry(raw: Any, where: str) -> tuple[str, dict[str, Any]]:
 
 def load(path: Path) -> dict[str, dict[str, Any]]:
     """{username: {password, claims}}: the provider's accounts file."""
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror}); give --users FILE") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    raw = load_yaml(path, str(path))  # bounded: size, UTF-8, nesting, aliases
     if not isinstance(raw, list) or not raw:
         raise ConfigError(f"{path}: expected a non-empty list of accounts")
     accounts: dict[str, dict[str, Any]] = {}

@@ -169,6 +169,12 @@ class Repository:
             return self._repo.commit(checked(rev, what)).hexsha
         except (git.BadName, ValueError):
             return None
+        except NotImplementedError:  # GitPython parses only some @{...} forms: ask git
+            try:
+                found = self.run("rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+            except StageError:
+                return None
+            return found.strip() or None
 
     def head(self) -> str | None:
         return None if not self._repo.head.is_valid() else self._repo.head.commit.hexsha
@@ -180,12 +186,13 @@ class Repository:
 
     def changed_since(self, rev: str) -> list[Path]:
         """Absolute paths changed between `rev` and the working tree, untracked ones too."""
-        if self.commit_of(rev, "--since") is None:
+        commit = self.commit_of(rev, "--since")
+        if commit is None:
             raise ConfigError(
                 f"--since {rev}: git does not know this revision; "
                 "name a commit, branch or tag of this repository"
             )
-        names = self.diff_names(rev, []) + self.untracked()
+        names = self.diff_names(commit, []) + self.untracked()
         return [self.toplevel / n for n in names]
 
     def dirty_files(self, paths: list[Path]) -> list[str]:

@@ -53,6 +53,8 @@ class Registry:
         self.timeout = timeout
         self._local = threading.local()  # requests.Session is not safe across threads
         self._tokens: dict[str, str] = {}
+        self._reached = False
+        """Answered once: a lost connection from then on is an outage, not a bad host."""
 
     @property
     def _session(self) -> requests.Session:
@@ -81,6 +83,10 @@ class Registry:
                     kw.pop("auth", None)  # requests would let Basic auth replace the token
                     return self._request(method, path, scope, True, headers=headers, **kw)
         except requests.ConnectionError as exc:
+            if self._reached:  # it answered before: an outage, worth a retry
+                raise TemporaryError(
+                    f"registry {self.settings.host}: connection lost ({type(exc).__name__})"
+                ) from None
             raise ConfigError(
                 f"registry {self.settings.host}: cannot connect ({type(exc).__name__}); start it "
                 "with `heps services up` or set registry.host / --registry"
@@ -94,6 +100,7 @@ class Registry:
                 "HEPS_REGISTRY_USERNAME/HEPS_REGISTRY_PASSWORD or `docker login "
                 f"{self.settings.host}`"
             )
+        self._reached = True
         if response.status_code >= 500:
             raise TemporaryError(f"registry {self.settings.host}: {response.status_code} on {path}")
         return response

@@ -18,7 +18,6 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from pathlib import Path
 import bcrypt
 import requests
 
-from heps.core import log
+from heps.core import log, process
 from heps.core.errors import ConfigError
 from heps.core.settings import EMBEDDED_REGISTRY, Settings, embedded_credentials_file
 from heps.core.stages import Stage
@@ -38,6 +37,7 @@ PACKAGES = {
     "docker-registry": "docker-registry",
     "debootstrap": "debootstrap",
 }
+APT_TIMEOUT = 1800.0
 
 
 def ensure_binaries(binaries: list[str]) -> None:
@@ -59,23 +59,9 @@ def ensure_binaries(binaries: list[str]) -> None:
         ["apt-get", "update", "-q"],
         ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
     ):
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
-            raise ConfigError(f"{' '.join(command)}: failed ({tail[0]}); run it by hand to see why")
-
-
-def _spawn(command: list[str], logfile: Path) -> subprocess.Popen[bytes]:
-    """Start a daemon in its own session so it outlives this command."""
-    logfile.parent.mkdir(parents=True, exist_ok=True)
-    with logfile.open("ab") as out:
-        return subprocess.Popen(
-            command,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        done = process.run(command, env=env, timeout=APT_TIMEOUT)
+        if not done.ok:
+            raise ConfigError(f"{done.failure()}; run `{' '.join(command)}` by hand to see why")
 
 
 def ensure_docker(state_dir: Path) -> None:
@@ -88,7 +74,7 @@ def ensure_docker(state_dir: Path) -> None:
     ensure_binaries(["dockerd"])
     dockerd = shutil.which("dockerd") or "/usr/sbin/dockerd"
     log.phase(Stage.SERVICES, None, f"starting dockerd (log: {state_dir / 'dockerd.log'})")
-    _spawn([dockerd], state_dir / "dockerd.log")
+    process.spawn([dockerd], state_dir / "dockerd.log")
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -134,7 +120,7 @@ class RegistryService:
             f"http: {{addr: '{self.address}'}}\n" + auth
         )
 
-    def start_token_service(self) -> subprocess.Popen[bytes]:
+    def start_token_service(self) -> process.Daemon:
         """Keys (made once), accounts, then the token service, answering."""
         from heps.systems import registry_auth
 
@@ -150,12 +136,12 @@ class RegistryService:
             },
         )
         command = [sys.executable, "-m", "heps.systems.registry_auth", str(self.root)]
-        process = _spawn([*command, self.token_address], self.root / "token.log")
-        (self.root / "token.pid").write_text(str(process.pid))
-        self._wait(process, f"http://{self.token_address}/token", "token.log")
-        return process
+        daemon = process.spawn([*command, self.token_address], self.root / "token.log")
+        (self.root / "token.pid").write_text(str(daemon.pid))
+        self._wait(daemon, f"http://{self.token_address}/token", "token.log")
+        return daemon
 
-    def start(self, config_text: str | None = None) -> subprocess.Popen[bytes]:
+    def start(self, config_text: str | None = None) -> process.Daemon:
         """Write config (default: `config()`) and htpasswd, start, wait until it answers."""
         ensure_binaries(["docker-registry"])
         self.root.mkdir(parents=True, exist_ok=True)
@@ -167,17 +153,17 @@ class RegistryService:
         htpasswd.chmod(0o600)
         (self.root / "config.yml").write_text(config_text or self.config())
         binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
-        process = _spawn(
+        daemon = process.spawn(
             [binary, "serve", str(self.root / "config.yml")], self.root / "registry.log"
         )
-        (self.root / "registry.pid").write_text(str(process.pid))
-        self._wait(process, f"http://{self.address}/v2/", "registry.log")
-        return process
+        (self.root / "registry.pid").write_text(str(daemon.pid))
+        self._wait(daemon, f"http://{self.address}/v2/", "registry.log")
+        return daemon
 
-    def _wait(self, process: subprocess.Popen[bytes], url: str, logfile: str) -> None:
+    def _wait(self, daemon: process.Daemon, url: str, logfile: str) -> None:
         deadline = time.monotonic() + 20
         while not _answers(url):
-            if process.poll() is not None or time.monotonic() > deadline:
+            if daemon.poll() is not None or time.monotonic() > deadline:
                 tail = (self.root / logfile).read_text().strip().splitlines()[-3:]
                 raise ConfigError(f"{url}: did not start: {' / '.join(tail)}")
             time.sleep(0.1)

@@ -1,0 +1,56 @@
+"""What an error becomes at a boundary (one recipe, one command, the hook): one line.
+
+Expected errors (`heps.core.errors`) already are one line. The environment's (a full
+disk, a read-only folder) are said in one line naming the file and its folder. Anything
+else is a bug: its full traceback is kept, masked, in the state folder's `tracebacks/`
+and the line points there; the terminal never shows a traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+
+from heps.core.log import redact
+
+_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def environment_line(exc: OSError) -> str:
+    """One line for an OSError the environment caused: what, where, the fix."""
+    name = exc.filename or ""
+    folder = str(Path(name).parent) if name else "the state or output folder"
+    if exc.errno in _SPACE:
+        what = name or "a file"
+        return f"no space left on the device of {folder} (writing {what}); free space there"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{name or folder}: {exc.strerror}; make {folder} writable or choose another"
+    what = exc.strerror or type(exc).__name__
+    return f"{name + ': ' if name else ''}{what}"
+
+
+def unexpected_line(exc: BaseException, where: str, state_dir: Path) -> str:
+    """One line for a bug met in `where`, pointing to its traceback kept in `state_dir`."""
+    first = (str(exc).strip().splitlines() or [""])[0][:160]
+    head = f"{where}: unexpected {type(exc).__name__}" + (f" ({first})" if first else "")
+    kept = keep_traceback(exc, where, state_dir)
+    if isinstance(kept, Path):
+        return redact(f"{head}; a bug in heps, please report it with the traceback in {kept}")
+    return redact(f"{head}; a bug in heps (its traceback could not be kept: {kept})")
+
+
+def keep_traceback(exc: BaseException, where: str, state_dir: Path) -> Path | str:
+    """The file the masked traceback went to, or why it could not be written."""
+    folder = state_dir / "tracebacks"
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    path = folder / f"{stamp}-{os.getpid()}.txt"
+    text = "".join(traceback.format_exception(exc))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(redact(f"{where}\n{text}"), encoding="utf-8")
+    except OSError as problem:
+        return environment_line(problem)
+    return path
