@@ -229,7 +229,7 @@ def _lint(cfg: settings.Settings, args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed or problems else EXIT_OK
 
 
-def _run(cfg: settings.Settings, args: argparse.Namespace) -> int:
+def _run(cfg: settings.Settings, args: argparse.Namespace, masker: log.Masker) -> int:
     if args.promote and args.no_push:
         raise ConfigError("run --promote: drop --no-push; only pushed images can be pinned")
     started = datetime.now(UTC)
@@ -252,9 +252,9 @@ def _run(cfg: settings.Settings, args: argparse.Namespace) -> int:
         "seconds": round((datetime.now(UTC) - started).total_seconds(), 3),
     }
     if args.report:
-        report.write_atomic(args.report, report.as_json(results, meta))
+        report.write_atomic(args.report, report.as_json(results, meta, masker))
     if args.junit:
-        report.write_atomic(args.junit, report.as_junit(results))
+        report.write_atomic(args.junit, report.as_junit(results, masker))
     print(summary(results))
     if runner.interrupted:
         return 128 + runner.interrupted  # as a shell reports a process ended by the signal
@@ -371,7 +371,7 @@ def _rollback(cfg: settings.Settings, args: argparse.Namespace) -> int:
     return _promote_pins(cfg, args, args.overlay, [pin], registry)
 
 
-def _reconcile(cfg: settings.Settings, args: argparse.Namespace) -> int:
+def _reconcile(cfg: settings.Settings, args: argparse.Namespace, masker: log.Masker) -> int:
     from heps.cluster import kube_api, reconcile  # the commands below import only what they use
 
     rendered = reconcile.check(cfg, args.overlay)
@@ -382,13 +382,15 @@ def _reconcile(cfg: settings.Settings, args: argparse.Namespace) -> int:
                 "reconcile: no Kubernetes credentials (KUBECONFIG, ~/.kube/config or in-cluster); "
                 "set them, or add --dry-run to diff against the last applied render"
             )
-        outcome = reconcile.offline(cfg, args.overlay, rendered)
+        outcome = reconcile.offline(cfg, args.overlay, rendered, masker)
         where = "the render this machine last applied"
     else:
         revision = source.revision(cfg.repo, [cfg.repo / cfg.gitops.overlays_dir]).commit
         cluster = kube_api.KubeCluster(args.context)
         outcome = with_retries(
-            lambda: reconcile.online(cfg, args.overlay, rendered, cluster, args.dry_run, revision)
+            lambda: reconcile.online(
+                cfg, args.overlay, rendered, cluster, args.dry_run, revision, masker
+            )
         )
         where = "the cluster"
     print(outcome.diff or f"{args.overlay}: no difference from {where}", end="")
@@ -434,25 +436,26 @@ def _jenkins(cfg: settings.Settings, args: argparse.Namespace) -> int:
     return EXIT_OK if result in (None, jenkins_server.SUCCESS) else EXIT_FAILED
 
 
-def _review(cfg: settings.Settings, args: argparse.Namespace) -> int:
+def _review(cfg: settings.Settings, args: argparse.Namespace, masker: log.Masker) -> int:
     from heps.ci import review
 
-    done = review.make(cfg, args.base, args.report)
+    done = review.make(cfg, args.base, args.report, masker)
     if args.json:
-        report.write_atomic(args.json, done.as_json())
+        report.write_atomic(args.json, done.as_json(masker))
     if args.out:
-        report.write_atomic(args.out, done.markdown())
+        report.write_atomic(args.out, done.markdown(masker))
         print(f"review written to {args.out}")
     else:
-        print(done.markdown(), end="")
+        print(done.markdown(masker), end="")
     for problem in done.problems:
         print(f"heps: error: {problem}", file=sys.stderr)
     return EXIT_FAILED if done.problems else EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; every byte it prints is masked and terminal-safe."""
-    with log.guarded_output():
+    """Run one command; every byte it prints is masked and terminal-safe (URL passwords
+    from the start, the run's secrets once its credentials are known)."""
+    with log.guarded_output(log.Masker()):
         return _main(argv)
 
 
@@ -470,7 +473,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 def _main(argv: list[str] | None) -> int:
     parser = _parser()
-    log.setup()
+    masker = log.Masker()  # URL passwords only, until the run's credentials are known
+    log.setup(masker)
     try:
         args, extra = parser.parse_known_args(argv)
         if extra:
@@ -480,7 +484,7 @@ def _main(argv: list[str] | None) -> int:
             raise ConfigError(
                 f"usage: unrecognized arguments: {' '.join(extra)}; see `{verb} --help`"
             )
-        log.setup(args.verbose)
+        log.setup(masker, args.verbose)
         if args.command == "schema":
             print(json.dumps(schema(args.name), indent=2))
             return EXIT_OK
@@ -494,35 +498,43 @@ def _main(argv: list[str] | None) -> int:
             action = services.up if args.action == "up" else services.down
             print("\n".join(action(cfg)))
             return EXIT_OK
-        credentials.credentials(
-            cfg, engine.config_auth
-        )  # known from now on: masked in whatever the command prints
-        command = {
+        # Every secret the command holds, masked in whatever it prints from here on.
+        masker = credentials.masker(cfg, credentials.credentials(cfg, engine.config_auth))
+        commands: dict[str, Callable[[settings.Settings, argparse.Namespace], int]] = {
             "plan": _plan,
             "lint": _lint,
-            "run": _run,
+            "run": partial(_run, masker=masker),
             "promote": _promote,
             "status": _status,
             "rollback": _rollback,
-            "reconcile": _reconcile,
+            "reconcile": partial(_reconcile, masker=masker),
             "jenkins": _jenkins,
-            "review": _review,
+            "review": partial(_review, masker=masker),
             "platform": platform_command.run,
-        }[args.command]
-        return command(cfg, args)
-    except ConfigError as exc:
+        }
+        command = commands[args.command]
+        with log.guarded_output(masker):
+            log.setup(masker, args.verbose)
+            return command(cfg, args)
+    except (HepsError, KeyboardInterrupt) as exc:
+        with log.guarded_output(masker):  # an error's text may quote a secret too
+            return _failed(exc)
+
+
+def _failed(exc: HepsError | KeyboardInterrupt) -> int:
+    """The error's one line (a line per problem) on stderr, and its exit code."""
+    if isinstance(exc, ConfigError):
         for problem in exc.problems:
             print(f"heps: error: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    except TemporaryError as exc:
+    if isinstance(exc, TemporaryError):
         print(f"heps: error: {exc} (temporary; retry later)", file=sys.stderr)
         return EXIT_FAILED
-    except HepsError as exc:
+    if isinstance(exc, HepsError):
         print(f"heps: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("heps: interrupted", file=sys.stderr)
-        return 130
+    print("heps: interrupted", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

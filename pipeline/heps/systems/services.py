@@ -157,7 +157,6 @@ def embedded_registry(settings: Settings) -> RegistryService:
         fd = os.open(creds_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             json.dump(stored, handle)
-    log.register_secret(stored["password"])
     return RegistryService(
         creds_file.parent, EMBEDDED_REGISTRY, stored["username"], stored["password"]
     )
