@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from heps.systems.services import RegistryService
@@ -77,14 +77,16 @@ value = st.one_of(
 
 
 def options(fixed: list[str], flags: dict[str, bool]) -> st.SearchStrategy[list[str]]:
-    """`fixed`, then some of `flags` (True: takes a value) and stray values, shuffled."""
+    """`fixed` alone (so the files are read, not only the arguments), or followed by some
+    of `flags` (True: takes a value) and stray values."""
     one = st.one_of(
         st.sampled_from(sorted(flags)).flatmap(
             lambda f: st.tuples(st.just(f), value).map(list) if flags[f] else st.just([f])
         ),
         value.map(lambda v: [v]),
     )
-    return st.lists(one, max_size=4).map(lambda parts: fixed + [a for p in parts for a in p])
+    more = st.lists(one, min_size=1, max_size=4)
+    return st.one_of(st.just(fixed), more.map(lambda parts: fixed + [a for p in parts for a in p]))
 
 
 COMMON = {"--registry": True, "--namespace": True, "-v": False, "--repo": True}
@@ -187,6 +189,7 @@ def run(command: str, argv: list[str], cwd: Path, env: dict[str, str]) -> None:
     except subprocess.TimeoutExpired:
         pytest.fail(f"{command} {argv!r}: still running after {TIME_LIMIT} s")
     text = done.stdout.decode("utf-8", "replace") + done.stderr.decode("utf-8", "replace")
+    event(f"{command} {argv[0]}: exit {done.returncode}")
     assert "Traceback (most recent call last)" not in text, f"{command} {argv!r}:\n{text}"
     assert done.returncode in (0, 1, 2), f"{command} {argv!r}: exit {done.returncode}\n{text}"
 
@@ -321,9 +324,17 @@ def test_promote_from(
         run("heps", [*argv, "--overlay", target, "--from", source], repo, environment)
 
 
+# Known on this branch: a header-only node list divides by zero (issue 18; the scheduler's
+# hostile input is being fixed on its own branch).
+SCHEDULER_TRACEBACKS = pytest.mark.xfail(
+    reason="issue 18/19: heps-scheduler simulate ends in a traceback on some node lists "
+    "(a header-only one: ZeroDivisionError in simulate._state)",
+    strict=False,
+)
 SIMULATE = {"--policy": True, "--seed": True, "--seeds": True, "--load": True, "--json": True}
 
 
+@SCHEDULER_TRACEBACKS
 @RUN
 @given(
     argv=options(["simulate", "--nodes", "nodes.csv", "--pods", "pods.csv"], SIMULATE),
@@ -337,3 +348,12 @@ def test_scheduler_simulate(
         (tmp / "nodes.csv").write_text(nodes, "utf-8", errors="replace")
         (tmp / "pods.csv").write_text(pods, "utf-8", errors="replace")
         run("heps-scheduler", argv, tmp, environment)
+
+
+@SCHEDULER_TRACEBACKS
+def test_scheduler_simulate_with_a_header_only_node_list(tmp_path: Path) -> None:
+    """The first case the property found, kept as an example."""
+    (tmp_path / "nodes.csv").write_text(NODE_HEADER + "\n")
+    (tmp_path / "pods.csv").write_text(POD_HEADER + "\n")
+    argv = ["simulate", "--nodes", "nodes.csv", "--pods", "pods.csv"]
+    run("heps-scheduler", argv, tmp_path, {**os.environ})
