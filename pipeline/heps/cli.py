@@ -491,7 +491,9 @@ def _main(argv: list[str] | None) -> int:
         if args.command == "hook":  # runs in a bare repository: no settings to load
             from heps.ci import hook
 
-            return hook.post_receive(args.git_dir.resolve(), sys.stdin, dict(os.environ))
+            masker = log.Masker.of([os.environ.get(credentials.JENKINS_TOKEN, "")])
+            with log.guarded_output(masker):
+                return hook.post_receive(args.git_dir.resolve(), sys.stdin, dict(os.environ))
         _check_outputs(args)
         cfg = settings.load(args.repo, registry=args.registry, namespace=args.namespace)
         if args.command == "services":
