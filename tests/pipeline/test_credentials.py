@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import stat
 from pathlib import Path
 
@@ -152,12 +153,15 @@ def test_the_embedded_registry_file_names_itself_and_the_fix(tmp_path: Path) -> 
 
 
 def test_a_link_out_of_the_repository_is_not_read(tmp_path: Path) -> None:
-    """The search for ordinary text reads the repository's own files only."""
+    """The search for ordinary text reads the repository's own regular files only: not
+    through a link, and not from a FIFO (which would block the start)."""
     outside = tmp_path / "outside.yaml"
     outside.write_text("a-long-random-password\n")
     repo = tmp_path / "repo"
     (repo / "app-recipes/app").mkdir(parents=True)
     (repo / "app-recipes/app/recipe.yaml").symlink_to(outside)
+    (repo / "app-recipes/fifo").mkdir()
+    os.mkfifo(repo / "app-recipes/fifo/recipe.yaml")
     creds = credentials.Credentials("ci", credentials.Secret("a-long-random-password"), "test")
     masker = credentials.masker(cfg(repo), creds, env={})
     assert masker.redact("a-long-random-password") == "***"

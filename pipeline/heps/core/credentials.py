@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,10 +162,13 @@ def _ordinary_text(settings: Settings, creds: Credentials | None) -> Iterator[tu
 def _file_text(path: str, display: str) -> Iterator[tuple[str, str]]:
     """The file's text, if it is a regular file and not a link; what is malformed or too
     large is the loaders' to report, so this reads what it can."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:  # O_NONBLOCK: a FIFO named recipe.yaml must not hang the start
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:  # missing, or a link (ELOOP): nothing of the repository's to read
         return
     with os.fdopen(fd, "rb", buffering=0) as handle:  # unbuffered: no 4 MiB buffer per file
-        data = handle.readall() if os.fstat(fd).st_size <= MAX_BYTES else handle.read(MAX_BYTES)
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode):
+            return
+        data = handle.readall() if found.st_size <= MAX_BYTES else handle.read(MAX_BYTES)
     yield display, data.decode("utf-8", "replace")
