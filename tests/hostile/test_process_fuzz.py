@@ -337,6 +337,7 @@ def test_promote_from(
 SCHEDULER_TRACEBACKS = pytest.mark.xfail(
     reason="issue 18/19: heps-scheduler simulate ends in a traceback on some node lists "
     "(a header-only one: ZeroDivisionError in simulate._state)",
+    raises=(AssertionError, pytest.fail.Exception),  # a traceback or a hang, nothing else
     strict=False,
 )
 SIMULATE = {"--policy": True, "--seed": True, "--seeds": True, "--load": True, "--json": True}
