@@ -493,6 +493,7 @@ def _main(argv: list[str] | None) -> int:
 
             masker = log.Masker.of([os.environ.get(credentials.JENKINS_TOKEN, "")])
             with log.guarded_output(masker):
+                log.setup(masker, args.verbose)
                 return hook.post_receive(args.git_dir.resolve(), sys.stdin, dict(os.environ))
         _check_outputs(args)
         cfg = settings.load(args.repo, registry=args.registry, namespace=args.namespace)
