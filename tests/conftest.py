@@ -26,19 +26,11 @@ import pytest
 from ruamel.yaml import YAML
 
 from heps import cli
-from heps.core import log
 from heps.systems import services
 from heps.systems.services import RegistryService
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUSYBOX = "heps-test/busybox:1.35"
-
-
-@pytest.fixture(autouse=True)
-def _registered_secrets_are_per_test(monkeypatch: pytest.MonkeyPatch) -> None:
-    """What a test registers as secret (a password "1.0.0", say) is masked process-wide;
-    each test starts with none, as each `heps` process does."""
-    monkeypatch.setattr(log, "_secrets", set())
 
 
 def free_port() -> int:

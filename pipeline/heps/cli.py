@@ -13,7 +13,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -240,7 +240,7 @@ def _lint(cfg: settings.Settings, args: argparse.Namespace) -> int:
     return EXIT_FAILED if failed or problems else EXIT_OK
 
 
-def _run(cfg: settings.Settings, args: argparse.Namespace) -> int:
+def _run(cfg: settings.Settings, args: argparse.Namespace, masker: log.Masker) -> int:
     if args.promote and args.no_push:
         raise ConfigError("run --promote: drop --no-push; only pushed images can be pinned")
     started = datetime.now(UTC)
@@ -254,9 +254,9 @@ def _run(cfg: settings.Settings, args: argparse.Namespace) -> int:
         results = runner.results()
         meta = run_meta(runner, started, not args.no_push, complete)
         if args.report:
-            report.write_atomic(args.report, report.as_json(results, meta))
+            report.write_atomic(args.report, report.as_json(results, meta, masker))
         if args.junit:
-            report.write_atomic(args.junit, report.as_junit(results))
+            report.write_atomic(args.junit, report.as_junit(results, masker))
 
     runner = Runner(prepared, client, not args.no_push, partial(write, False))
     try:
@@ -384,7 +384,7 @@ def _rollback(cfg: settings.Settings, args: argparse.Namespace) -> int:
     return _promote_pins(cfg, args, registry, args.overlay, [pin], known)
 
 
-def _reconcile(cfg: settings.Settings, args: argparse.Namespace) -> int:
+def _reconcile(cfg: settings.Settings, args: argparse.Namespace, masker: log.Masker) -> int:
     from heps.cluster import kube_api, reconcile  # the commands below import only what they use
 
     rendered = reconcile.check(cfg, args.overlay)
@@ -395,13 +395,15 @@ def _reconcile(cfg: settings.Settings, args: argparse.Namespace) -> int:
                 "reconcile: no Kubernetes credentials (KUBECONFIG, ~/.kube/config or in-cluster); "
                 "set them, or add --dry-run to diff against the last applied render"
             )
-        outcome = reconcile.offline(cfg, args.overlay, rendered)
+        outcome = reconcile.offline(cfg, args.overlay, rendered, masker)
         where = "the render this machine last applied"
     else:
         revision = source.revision(cfg.repo, [cfg.repo / cfg.gitops.overlays_dir]).commit
         cluster = kube_api.KubeCluster(args.context)
         outcome = with_retries(
-            lambda: reconcile.online(cfg, args.overlay, rendered, cluster, args.dry_run, revision)
+            lambda: reconcile.online(
+                cfg, args.overlay, rendered, cluster, args.dry_run, revision, masker
+            )
         )
         where = "the cluster"
     print(outcome.diff or f"{args.overlay}: no difference from {where}", end="")
@@ -447,26 +449,26 @@ def _jenkins(cfg: settings.Settings, args: argparse.Namespace) -> int:
     return EXIT_OK if result in (None, jenkins_server.SUCCESS) else EXIT_FAILED
 
 
-def _review(cfg: settings.Settings, args: argparse.Namespace) -> int:
+def _review(cfg: settings.Settings, args: argparse.Namespace, masker: log.Masker) -> int:
     from heps.ci import review
 
-    done = review.make(cfg, args.base, args.report)
+    done = review.make(cfg, args.base, args.report, masker)
     if args.json:
-        report.write_atomic(args.json, done.as_json())
+        report.write_atomic(args.json, done.as_json(masker))
     if args.out:
-        report.write_atomic(args.out, done.markdown())
+        report.write_atomic(args.out, done.markdown(masker))
         print(f"review written to {args.out}")
     else:
-        print(done.markdown(), end="")
+        print(done.markdown(masker), end="")
     for problem in done.problems:
         print(f"heps: error: {problem}", file=sys.stderr)
     return EXIT_FAILED if done.problems else EXIT_OK
 
 
-def _ci(cfg: settings.Settings, args: argparse.Namespace) -> int:
+def _ci(cfg: settings.Settings, args: argparse.Namespace, masker: log.Masker) -> int:
     from heps.ci import merge_request
 
-    done = merge_request.run(cfg, args.checkout, args.base, args.out)
+    done = merge_request.run(cfg, args.checkout, args.base, args.out, masker)
     print(summary(done.results))
     print("\n".join(str(path) for path in done.written))
     for problem in done.review.problems:
@@ -475,8 +477,9 @@ def _ci(cfg: settings.Settings, args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; every byte it prints is masked and terminal-safe."""
-    with log.guarded_output():
+    """Run one command; every byte it prints is masked and terminal-safe (URL passwords
+    from the start, the run's secrets once its credentials are known)."""
+    with log.guarded_output(log.Masker()):
         return _main(argv)
 
 
@@ -498,6 +501,8 @@ class _Where:
 
     command: str = "heps"
     state_dir: Path | None = None
+    masker: log.Masker = field(default_factory=log.Masker)
+    """What the error line is masked with: the command's secrets once they are known."""
 
 
 def exit_code(exc: BaseException, where: _Where) -> tuple[int, list[str]]:
@@ -516,21 +521,22 @@ def exit_code(exc: BaseException, where: _Where) -> tuple[int, list[str]]:
     if isinstance(exc, OSError):
         return EXIT_USAGE, [boundary.environment_line(exc)]
     state = where.state_dir or settings.default_state_dir()
-    return EXIT_FAILED, [boundary.unexpected_line(exc, where.command, state)]
+    return EXIT_FAILED, [boundary.unexpected_line(exc, where.command, state, where.masker)]
 
 
 def _main(argv: list[str] | None) -> int:
     parser = _parser()
-    log.setup()
-    where = _Where()
+    where = _Where(masker=log.Masker())  # URL passwords only, until credentials are known
+    log.setup(where.masker)
     try:
         return _command(parser, argv, where)
     except SystemExit:
         raise  # --help and --version
     except BaseException as exc:  # the boundary: whatever happened, one line
         code, lines = exit_code(exc, where)
-        for line in lines:
-            print(f"heps: {'' if code == 130 else 'error: '}{line}", file=sys.stderr)
+        with log.guarded_output(where.masker):  # an error's text may quote a secret too
+            for line in lines:
+                print(f"heps: {'' if code == 130 else 'error: '}{line}", file=sys.stderr)
         return code
 
 
@@ -542,14 +548,17 @@ def _command(parser: argparse.ArgumentParser, argv: list[str] | None, where: _Wh
         raise ConfigError(
             f"usage: unrecognized arguments: {' '.join(extra)}; see `{where.command} --help`"
         )
-    log.setup(args.verbose)
+    log.setup(where.masker, args.verbose)
     if args.command == "schema":
         print(json.dumps(schema(args.name), indent=2))
         return EXIT_OK
     if args.command == "hook":  # runs in a bare repository: no settings to load
         from heps.ci import hook
 
-        return hook.post_receive(args.git_dir.resolve(), sys.stdin, dict(os.environ))
+        where.masker = log.Masker.of([os.environ.get(credentials.JENKINS_TOKEN, "")])
+        with log.guarded_output(where.masker):
+            log.setup(where.masker, args.verbose)
+            return hook.post_receive(args.git_dir.resolve(), sys.stdin, dict(os.environ))
     _check_outputs(args)
     cfg = settings.load(args.repo, registry=args.registry, namespace=args.namespace)
     where.state_dir = cfg.state_dir
@@ -557,23 +566,26 @@ def _command(parser: argparse.ArgumentParser, argv: list[str] | None, where: _Wh
         action = services.up if args.action == "up" else services.down
         print("\n".join(action(cfg)))
         return EXIT_OK
-    credentials.credentials(
-        cfg, engine.config_auth
-    )  # known from now on: masked in whatever the command prints
-    command = {
+    # Every secret the command holds, masked in whatever it prints from here on.
+    masker = credentials.masker(cfg, credentials.credentials(cfg, engine.config_auth))
+    where.masker = masker
+    commands: dict[str, Callable[[settings.Settings, argparse.Namespace], int]] = {
         "plan": _plan,
         "lint": _lint,
-        "run": _run,
+        "run": partial(_run, masker=masker),
         "promote": _promote,
         "status": _status,
         "rollback": _rollback,
-        "reconcile": _reconcile,
+        "reconcile": partial(_reconcile, masker=masker),
         "jenkins": _jenkins,
-        "review": _review,
-        "ci": _ci,
+        "review": partial(_review, masker=masker),
+        "ci": partial(_ci, masker=masker),
         "platform": platform_command.run,
-    }[args.command]
-    return command(cfg, args)
+    }
+    command = commands[args.command]
+    with log.guarded_output(masker):
+        log.setup(masker, args.verbose)
+        return command(cfg, args)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Secrets never reach an output, whatever characters they hold and however the output is
-encoded; and masking never touches what is written to git.
+encoded; masking touches output only, never data written to files; and a secret that
+would mask ordinary text is refused before anything runs.
 
 The registry passwords here hold a double quote, a backslash and non-ASCII characters,
 so a mask applied after JSON, YAML or XML encoding would miss their escaped forms.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 import secrets
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,8 +24,8 @@ from heps.cluster import manifests, reconcile
 from heps.core import log
 from heps.systems.git import scrub
 from heps.systems.services import RegistryService
-from tests.conftest import BUSYBOX, free_port, simple_recipe, write_recipe
-from tests.pipeline.test_promote import git, overlays
+from tests.conftest import BUSYBOX, REPO_ROOT, free_port, simple_recipe, write_recipe
+from tests.pipeline.test_promote import overlays
 
 
 def forms(password: str) -> list[str]:
@@ -98,55 +100,99 @@ def test_a_password_in_smoke_output_is_masked_everywhere(
     )
 
 
-@pytest.mark.parametrize("hostile_registry", ["1.0.0"], indirect=True)
-def test_a_password_equal_to_a_version_never_garbles_git(
-    heps: Any,
-    hostile_registry: RegistryService,
-    busybox: str,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("password", "where"),
+    [
+        ("heps", "is shorter than 8 characters"),
+        ("1.0.0", "is shorter than 8 characters"),
+        ("app-with-a-long-name", "appears in the name of app-recipes/app-with-a-long-name"),
+        ("1.2.3-rc.45678", "appears in app-recipes/app-with-a-long-name/recipe.yaml"),
+        ("production", "appears in the name of k8s-overlays/overlays/production"),
+        ("nsp-for-this-test", "appears in the registry namespace"),
+    ],
+)
+def test_a_password_that_would_mask_ordinary_text_is_refused_at_start(
+    heps: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, password: str, where: str
 ) -> None:
-    """Masked on the terminal, never in the overlay or the commit that pins it."""
-    repo = use(monkeypatch, tmp_path, hostile_registry)
+    """A password equal to a version, a name or a word of the configuration, or too short,
+    would turn ordinary output into *** (and used to garble job XML): one line, exit 2,
+    naming where the password came from and the fix; nothing runs, nothing is written."""
+    repo = tmp_path / "repo"
+    (repo / "app-recipes").mkdir(parents=True)
     write_recipe(
-        repo, "app", simple_recipe("app"), Dockerfile=f"FROM {BUSYBOX}\nRUN echo app > /hello\n"
+        repo, "app-with-a-long-name", simple_recipe("app-with-a-long-name", "1.2.3-rc.45678")
     )
-    overlays(repo, ["app"])
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "initial")
+    overlays(repo, ["app-with-a-long-name"])
+    for name, value in {
+        "HEPS_REGISTRY": f"127.0.0.1:{free_port()}",
+        "HEPS_NAMESPACE": "nsp-for-this-test",
+        "HEPS_REGISTRY_USERNAME": "robot",
+        "HEPS_REGISTRY_PASSWORD": password,
+        "HEPS_STATE_DIR": str(tmp_path / "state"),
+        "HEPS_CA_BUNDLE": "",
+        "DOCKER_CONFIG": str(tmp_path / "docker-config"),
+    }.items():
+        monkeypatch.setenv(name, value)
     report = tmp_path / "report.json"
-    assert heps(repo, "run", "--all", "--report", str(report)).code == 0
-    entry = json.loads(report.read_text())["recipes"][0]
-    assert entry["version"] == "1.0.0" and entry["references"][1].split(":")[-1].startswith(
-        "1.0.0-g"
+    result = heps(repo, "run", "--all", "--report", str(report))
+    assert result.code == 2 and result.out == ""
+    (line,) = result.err.splitlines()
+    assert line.startswith(f"heps: error: HEPS_REGISTRY_USERNAME/PASSWORD: the secret {where}")
+    assert "set HEPS_REGISTRY_PASSWORD" in line
+    assert not report.exists() and not (tmp_path / "state").exists()
+    assert password not in line.split(":", 3)[3].replace(where, "")  # never printed itself
+
+
+JOBS_PASSWORD = 'W\u00f6rk"flow\\Job-' + secrets.token_hex(4)
+
+
+def test_job_xml_is_data_and_never_masked(
+    heps: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A Jenkins token equal to a word of the job templates (not of jobs.yaml, so not
+    refused) and a hostile registry password mask what is printed, never the job XML
+    written: `heps jenkins render` writes the same bytes with and without them."""
+    repo = tmp_path / "repo"
+    (repo / "app-recipes").mkdir(parents=True)
+    shutil.copytree(REPO_ROOT / "jenkins", repo / "jenkins")
+    monkeypatch.setenv("HEPS_CA_BUNDLE", "")
+    monkeypatch.setenv("HEPS_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    monkeypatch.delenv("HEPS_REGISTRY_PASSWORD", raising=False)
+    plain = heps(repo, "jenkins", "render", "--out", str(tmp_path / "plain"))
+    assert plain.code == 0, plain.text
+    monkeypatch.setenv("JENKINS_API_TOKEN", "keepDependencies")
+    monkeypatch.setenv("HEPS_REGISTRY_USERNAME", "robot")
+    monkeypatch.setenv("HEPS_REGISTRY_PASSWORD", JOBS_PASSWORD)
+    masked = heps(repo, "jenkins", "render", "--out", str(tmp_path / "masked"))
+    assert masked.code == 0, masked.text
+    written, again = (
+        {p.relative_to(out): p.read_bytes() for p in out.rglob("*.xml")}
+        for out in (tmp_path / "plain", tmp_path / "masked")
     )
-    result = heps(repo, "promote", "--overlay", "testbed", "--report", str(report))
-    assert result.code == 0, result.text
-    pinned = (repo / "k8s-overlays/overlays/testbed/kustomization.yaml").read_text()
-    assert "newTag: 1.0.0-g" in pinned and "***" not in pinned
-    message = git(repo, "log", "-1", "--format=%B")
-    assert message.startswith("promote testbed: app 1.0.0\n") and "***" not in message
+    assert written == again and any(b"keepDependencies" in xml for xml in again.values())
+    assert all(b"***" not in xml for xml in again.values())
 
 
 def test_review_and_reconcile_diffs_mask_a_configmap_carrying_the_password() -> None:
     """What `heps review` shows per overlay: YAML of each object, masked before dumping
     (yaml escapes non-ASCII, so masking the dump would miss it)."""
-    log.register_secret(HOSTILE)
     config = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": "hub", "namespace": "heps"},
         "data": {"registry.json": json.dumps({"password": HOSTILE}), "plain": HOSTILE},
     }
-    text = reconcile.diff({}, {manifests.key_of(config): config})
+    text = reconcile.diff({}, {manifests.key_of(config): config}, log.Masker.of([HOSTILE]))
     assert "+kind: ConfigMap" in text
     assert leaked(HOSTILE, text) == []
+    unmasked = reconcile.diff({}, {manifests.key_of(config): config}, log.Masker())
+    assert leaked(HOSTILE, unmasked) != []  # what the masker prevents
 
 
 def test_an_at_sign_in_a_url_password_is_scrubbed_whole() -> None:
     line = "fatal: could not read from https://ci:p@ss:w@rd@git.example/heps.git"
-    for scrubbed in (log.redact(line), scrub(line)):
+    for scrubbed in (log.Masker().redact(line), log.redact_urls(line), scrub(line)):
         assert scrubbed == "fatal: could not read from https://***@git.example/heps.git"
 
 
@@ -160,4 +206,4 @@ def test_a_url_password_git_echoes_is_scrubbed() -> None:
     assert done.returncode != 0
     fragment = url.split("@")[1]
     assert fragment in done.stderr  # what would leak
-    assert fragment not in log.redact(done.stderr) and fragment not in scrub(done.stderr)
+    assert fragment not in log.redact_urls(done.stderr) and fragment not in scrub(done.stderr)

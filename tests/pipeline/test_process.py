@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from heps.core import log, process
+from heps.core import process
 
 
 def test_captures_both_streams_and_the_exit_code() -> None:
@@ -48,10 +48,13 @@ def test_a_missing_program_is_one_line() -> None:
         process.run(["/nonexistent/no-such-tool"], timeout=5)
 
 
-def test_a_failure_line_masks_secrets() -> None:
-    log.register_secret("hunter2-secret")
-    done = process.run(["sh", "-c", "echo 'denied for hunter2-secret' >&2; exit 1"], timeout=5)
-    assert done.failure() == "sh exited 1: denied for ***"
+def test_a_failure_line_masks_url_passwords() -> None:
+    """The line names no URL password; the run's own secrets are masked where it is shown
+    (the command's Masker on stdout and stderr)."""
+    url = "https://ci:hunter2-secret@git.example/x"
+    done = process.run(["sh", "-c", f"echo 'denied for {url}' >&2; exit 1"], timeout=5)
+    assert "hunter2-secret" not in done.failure()
+    assert done.failure() == "sh exited 1: denied for https://***@git.example/x"
     with pytest.raises(process.ProcessError) as caught:
-        process.run(["sh", "-c", "echo 'pw hunter2-secret' >&2; exit 1"], timeout=5, check=True)
-    assert str(caught.value) == "sh exited 1: pw ***"
+        process.run(["sh", "-c", f"echo 'pw {url}' >&2; exit 1"], timeout=5, check=True)
+    assert "hunter2-secret" not in str(caught.value)

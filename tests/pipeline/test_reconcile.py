@@ -204,7 +204,6 @@ def test_kustomize_errors_and_unknown_overlays_are_config_errors(repo: Path) -> 
 
 def test_secrets_are_masked_in_diffs() -> None:
     password = f"pw-{uuid.uuid4().hex}"
-    log.register_secret(password)
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -218,7 +217,9 @@ def test_secrets_are_masked_in_diffs() -> None:
         "metadata": {"name": "c", "namespace": "heps"},
         "data": {"url": f"https://user:{password}@example"},
     }
-    text = reconcile.diff({}, {manifests.key_of(o): o for o in (secret, config)})
+    text = reconcile.diff(
+        {}, {manifests.key_of(o): o for o in (secret, config)}, log.Masker.of([password])
+    )
     assert "client-secret: '***'" in text and "token: '***'" in text
     assert "s3cr3t-value" not in text and "dG9rZW4=" not in text and password not in text
     assert "+kind: Secret" in text
@@ -227,13 +228,13 @@ def test_secrets_are_masked_in_diffs() -> None:
 def test_offline_dry_run_diffs_against_the_last_applied_render(repo: Path) -> None:
     cfg = settings(repo)
     rendered = reconcile.check(cfg, "testbed")
-    first = reconcile.offline(cfg, "testbed", rendered)
+    first = reconcile.offline(cfg, "testbed", rendered, log.Masker())
     assert "+++ Deployment heps/hub (after)" in first.diff
     reconcile.save_state(reconcile.state_file(cfg, "testbed"), rendered)
-    assert reconcile.offline(cfg, "testbed", rendered).diff == ""
+    assert reconcile.offline(cfg, "testbed", rendered, log.Masker()).diff == ""
     scheduler = repo / "k8s-overlays/base/scheduler/scheduler.yaml"
     scheduler.write_text(scheduler.read_text().replace("memory: 512Mi", "memory: 768Mi"))
-    changed = reconcile.offline(cfg, "testbed", reconcile.check(cfg, "testbed")).diff
+    changed = reconcile.offline(cfg, "testbed", reconcile.check(cfg, "testbed"), log.Masker()).diff
     assert "-            memory: 512Mi\n+            memory: 768Mi\n" in changed
     assert changed.count("--- ") == 1  # only that object
 
@@ -332,18 +333,18 @@ def test_apply_is_idempotent_prunes_what_is_gone_and_reports_drift(
     cluster = cluster_under_test()
     try:
         rendered = reconcile.check(cfg, "small")
-        first = reconcile.online(cfg, "small", rendered, cluster, False, "rev1")
+        first = reconcile.online(cfg, "small", rendered, cluster, False, "rev1", log.Masker())
         assert sorted(first.changed) == sorted(m.ref for m in rendered)
-        again = reconcile.online(cfg, "small", rendered, cluster, False, "rev1")
+        again = reconcile.online(cfg, "small", rendered, cluster, False, "rev1", log.Masker())
         assert again.changed == [] and again.diff == "" and again.pruned == []
 
         objects = repo / "k8s-overlays" / "small" / "objects.yaml"
         objects.write_text(objects.read_text().split("---\napiVersion: v1\nkind: Service\n")[0])
         smaller = reconcile.check(cfg, "small")
-        dry = reconcile.online(cfg, "small", smaller, cluster, True, "rev2")
+        dry = reconcile.online(cfg, "small", smaller, cluster, True, "rev2", log.Masker())
         assert dry.pruned == [f"Service {namespace}/web"]
         assert cluster.get(("v1", "Service", namespace, "web")) is not None  # dry run
-        done = reconcile.online(cfg, "small", smaller, cluster, False, "rev2")
+        done = reconcile.online(cfg, "small", smaller, cluster, False, "rev2", log.Masker())
         assert done.pruned == [f"Service {namespace}/web"]
         assert cluster.get(("v1", "Service", namespace, "web")) is None
 
@@ -367,7 +368,7 @@ def test_apply_is_idempotent_prunes_what_is_gone_and_reports_drift(
             reconcile.OVERLAY_LABEL: "small",  # still reconcile's: kept
             "edited": "by-hand",
         }
-        drift = reconcile.online(cfg, "small", smaller, cluster, True, "rev2")
+        drift = reconcile.online(cfg, "small", smaller, cluster, True, "rev2", log.Masker())
         assert drift.changed == [f"ServiceAccount {namespace}/worker"]
         assert (
             "-    app.kubernetes.io/managed-by: kubectl\n"
@@ -379,7 +380,7 @@ def test_apply_is_idempotent_prunes_what_is_gone_and_reports_drift(
             objects.read_text().split("---\napiVersion: v1\nkind: ServiceAccount")[0]
         )
         without = reconcile.check(cfg, "small")
-        kept = reconcile.online(cfg, "small", without, cluster, False, "rev3")
+        kept = reconcile.online(cfg, "small", without, cluster, False, "rev3", log.Masker())
         assert kept.kept == [f"ServiceAccount {namespace}/worker"] and kept.pruned == []
         assert cluster.get(key) is not None  # no longer ours: never deleted
     finally:

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 
-from heps.core import log
 from heps.core.errors import ConfigError
 from heps.systems.git import Repository
 from tests.conftest import BUSYBOX, REPO_ROOT, Env, internal_from, simple_recipe, write_recipe
@@ -142,8 +141,8 @@ def test_unknown_base_is_a_usage_error(heps: Any, env: Env, history: str) -> Non
 
 
 def test_secrets_are_masked_in_the_report(heps: Any, env: Env, history: str) -> None:
-    secret = "s3cr3t-in-an-overlay-value"
-    log.register_secret(secret)
+    """A Secret's data, and the registry password wherever the overlay carries it."""
+    secret = env.registry.password
     kustomization = env.repo / "k8s-overlays/overlays/testbed/kustomization.yaml"
     kustomization.write_text(
         kustomization.read_text()

@@ -27,7 +27,7 @@ import jinja2.sandbox
 
 from heps.core.bounded import read_text
 from heps.core.errors import ConfigError
-from heps.core.log import map_strings, xml_safe
+from heps.core.log import map_strings, xml_text
 from heps.core.paths import inside
 from heps.core.validation import load_yaml, validate
 
@@ -56,7 +56,7 @@ def load(repo: Path) -> dict[str, Any]:
     for name in names:
         if not all(_SEGMENT.fullmatch(part) for part in name.split("/")):
             problems.append(
-                f"{JOBS_FILE}: {xml_safe(name)!r}: not a job name; use names of letters, "
+                f"{JOBS_FILE}: {name!r}: not a job name; use names of letters, "
                 "digits, '.', '_' and '-' joined by '/' (no empty, '.' or '..' parts)"
             )
             continue
@@ -74,8 +74,9 @@ def load(repo: Path) -> dict[str, Any]:
     if problems:
         raise ConfigError(problems)
     # Every string as XML 1.0 can hold it: a control character typed into jobs.yaml
-    # shows as an escape, and the job XML stays well-formed.
-    return map_strings(dict(data), xml_safe)
+    # shows as an escape, and the job XML stays well-formed. Nothing is masked: job XML
+    # is data, and Jenkins stores it as written.
+    return map_strings(dict(data), xml_text)
 
 
 def _reach(repo: Path, data: dict[str, Any]) -> list[str]:

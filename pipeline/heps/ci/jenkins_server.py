@@ -18,7 +18,6 @@ import requests
 import jenkins
 from heps.ci import jenkins_jobs
 from heps.core import log
-from heps.core.credentials import Secret
 from heps.core.errors import ConfigError, StageError, TemporaryError
 from heps.core.stages import Stage
 
@@ -47,8 +46,7 @@ def connect(url: str | None, env: dict[str, str] | None = None) -> Server:
     user, token = env.get("JENKINS_USER"), env.get("JENKINS_API_TOKEN")
     if bool(user) != bool(token):
         raise ConfigError("environment: set both JENKINS_USER and JENKINS_API_TOKEN, or neither")
-    password = Secret(token).value if token else None
-    return jenkins.Jenkins(url.rstrip("/"), username=user, password=password, timeout=30)
+    return jenkins.Jenkins(url.rstrip("/"), username=user, password=token or None, timeout=30)
 
 
 def _call(what: str, action: Callable[[], Any]) -> Any:
@@ -64,10 +62,10 @@ def _call(what: str, action: Callable[[], Any]) -> Any:
         code = response.status_code if response is not None else 0
         if code >= 500:
             raise TemporaryError(f"Jenkins: {what}: HTTP {code}") from None
-        body = log.redact(response.text[:200]) if response is not None else ""
+        body = log.redact_urls(response.text[:200]) if response is not None else ""
         raise StageError(Stage.JENKINS, f"{what}: HTTP {code} {body}".strip()) from None
     except jenkins.JenkinsException as exc:
-        text = log.redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        text = log.redact_urls(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         if any(code in text for code in ("[401]", "[403]", "Unauthorized", "Forbidden")):
             raise ConfigError(
                 f"Jenkins refused {what} ({text}); check JENKINS_USER / JENKINS_API_TOKEN "

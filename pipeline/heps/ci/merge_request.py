@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from heps.ci import review
-from heps.core import paths, settings
+from heps.core import log, paths, settings
 from heps.core.errors import ConfigError
 from heps.core.settings import Settings
 from heps.images import report
@@ -65,7 +65,7 @@ def _outputs(out: Path) -> dict[str, Path]:
     return {name: paths.output_file(out / name, "--out") for name in OUTPUTS}
 
 
-def run(trusted: Settings, checkout: Path, base: str, out: Path) -> Outcome:
+def run(trusted: Settings, checkout: Path, base: str, out: Path, masker: log.Masker) -> Outcome:
     targets = _outputs(out)
     root = checkout.resolve()
     if not root.is_dir():
@@ -98,12 +98,12 @@ def run(trusted: Settings, checkout: Path, base: str, out: Path) -> Outcome:
     results = runner.run()
     targets["run.json"].parent.mkdir(parents=True, exist_ok=True)
     meta = run_meta(runner, started, pushed=False)
-    report.write_atomic(targets["run.json"], report.as_json(results, meta))
-    report.write_atomic(targets["junit.xml"], report.as_junit(results))
-    done = review.make(cfg, base, targets["run.json"])
+    report.write_atomic(targets["run.json"], report.as_json(results, meta, masker))
+    report.write_atomic(targets["junit.xml"], report.as_junit(results, masker))
+    done = review.make(cfg, base, targets["run.json"], masker)
     done.isolated = True  # only this job can say so: it ran the checkout as data
-    report.write_atomic(targets["review.json"], done.as_json())
-    report.write_atomic(targets["review.md"], done.markdown())
+    report.write_atomic(targets["review.json"], done.as_json(masker))
+    report.write_atomic(targets["review.md"], done.markdown(masker))
     return Outcome(results, done, list(targets.values()))
 
 

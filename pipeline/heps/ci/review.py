@@ -72,10 +72,10 @@ class Review:
     def empty(self) -> bool:
         return not (self.apps or self.overlays or self.jenkins or self.problems or self.pipeline)
 
-    def as_json(self) -> str:
-        return json.dumps(log.mask(asdict(self)), indent=2) + "\n"  # mask, then encode
+    def as_json(self, masker: log.Masker) -> str:
+        return json.dumps(masker.mask(asdict(self)), indent=2) + "\n"  # mask, then encode
 
-    def markdown(self) -> str:
+    def markdown(self, masker: log.Masker) -> str:
         span = f"`{self.base[:12]}`..`{self.head}`"
         if self.empty:
             return f"# Review {span}\n\nNothing to review: no recipe, overlay or job changed.\n"
@@ -114,10 +114,12 @@ class Review:
             out.append(f"\n## Overlay {overlay}\n\n```diff\n{text.rstrip()}\n```")
         if self.jenkins:
             out.append(f"\n## Jenkins jobs\n\n```diff\n{self.jenkins.rstrip()}\n```")
-        return log.redact("\n".join(out) + "\n")
+        return masker.redact("\n".join(out) + "\n")
 
 
-def make(settings: Settings, base: str, report: Path | None) -> Review:
+def make(settings: Settings, base: str, report: Path | None, masker: log.Masker) -> Review:
+    """The review of the change since `base`; its overlay diffs already masked by
+    `masker` (they are encoded as YAML here, so masking later would miss escaped forms)."""
     repo = settings.repo
     git = Repository(repo)
     resolved = git.commit_of(base, "--base")
@@ -153,7 +155,7 @@ def make(settings: Settings, base: str, report: Path | None) -> Review:
     )
     overlays_dir = settings.gitops.overlays_dir
     if any(p.startswith(overlays_dir + "/") for p in paths):
-        review.overlays = _overlay_diffs(settings, review.base)
+        review.overlays = _overlay_diffs(settings, review.base, masker)
     if any(p.startswith("jenkins/") for p in paths):
         try:
             review.jenkins = _jobs_diff(repo, review.base)
@@ -229,7 +231,7 @@ def _image_size(client: ContainerEngine, reference: str, pull: bool) -> int | No
     return pulled.size if pulled else None
 
 
-def _overlay_diffs(settings: Settings, base: str) -> dict[str, str]:
+def _overlay_diffs(settings: Settings, base: str, masker: log.Masker) -> dict[str, str]:
     root = settings.repo / settings.gitops.overlays_dir
     overlays = sorted(p.name for p in (root / "overlays").iterdir() if p.is_dir())
     diffs = {}
@@ -240,7 +242,7 @@ def _overlay_diffs(settings: Settings, base: str) -> dict[str, str]:
             after = _objects(settings.repo, root / "overlays" / overlay)
             old_folder = old_root / settings.gitops.overlays_dir / "overlays" / overlay
             before = _objects(old_root, old_folder) if old_folder.is_dir() else {}
-            text = reconcile.diff(before, after)
+            text = reconcile.diff(before, after, masker)
             if text:
                 diffs[overlay] = text
     return diffs

@@ -94,15 +94,18 @@ def comparable(obj: dict[str, Any] | None) -> dict[str, Any] | None:
     }
 
 
-def _text(obj: dict[str, Any] | None) -> list[str]:
+def _text(obj: dict[str, Any] | None, masker: log.Masker) -> list[str]:
     if obj is None:
         return []
-    safe = yaml.safe_dump(log.mask(manifests.masked(obj)), sort_keys=True)  # mask, then encode
+    safe = yaml.safe_dump(masker.mask(manifests.masked(obj)), sort_keys=True)  # mask, then encode
     return safe.splitlines(keepends=True)
 
 
-def diff(before: dict[Key, dict[str, Any]], after: dict[Key, dict[str, Any]]) -> str:
-    """Per-object unified diff of two sets of objects, Secrets masked."""
+def diff(
+    before: dict[Key, dict[str, Any]], after: dict[Key, dict[str, Any]], masker: log.Masker
+) -> str:
+    """Per-object unified diff of two sets of objects, for people: Secrets' data and the
+    run's secrets masked."""
     chunks: list[str] = []
     for key in sorted(set(before) | set(after)):
         old, new = before.get(key), after.get(key)
@@ -111,8 +114,8 @@ def diff(before: dict[Key, dict[str, Any]], after: dict[Key, dict[str, Any]]) ->
         name = show(key)
         chunks.extend(
             difflib.unified_diff(
-                _text(old),
-                _text(new),
+                _text(old, masker),
+                _text(new, masker),
                 f"{name} (before)" if old else "/dev/null",
                 f"{name} (after)" if new else "/dev/null",
             )
@@ -213,11 +216,13 @@ def save_state(path: Path, rendered: list[Manifest]) -> None:
     tmp.replace(path)
 
 
-def offline(settings: Settings, overlay: str, rendered: list[Manifest]) -> Outcome:
+def offline(
+    settings: Settings, overlay: str, rendered: list[Manifest], masker: log.Masker
+) -> Outcome:
     """--dry-run without a cluster: the diff against this machine's last applied render."""
     before = load_state(state_file(settings, overlay))
     after = {m.key: manifests.masked(m.obj) for m in rendered}
-    return Outcome(diff(before, after))
+    return Outcome(diff(before, after, masker))
 
 
 def online(
@@ -227,6 +232,7 @@ def online(
     cluster: Cluster,
     dry_run: bool,
     revision: str,
+    masker: log.Masker,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Outcome:
@@ -256,7 +262,8 @@ def online(
             continue
         gone.append(key)
         live[key] = comparable(obj) or obj
-    outcome = Outcome(diff(live, planned), [m.ref for m in changed], [show(k) for k in gone], kept)
+    refs = [m.ref for m in changed]
+    outcome = Outcome(diff(live, planned, masker), refs, [show(k) for k in gone], kept)
     if dry_run:
         return outcome
     for m in changed:

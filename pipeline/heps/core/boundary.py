@@ -14,7 +14,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from heps.core.log import redact
+from heps.core.log import Masker
 
 _SPACE = (errno.ENOSPC, errno.EDQUOT)
 
@@ -32,17 +32,20 @@ def environment_line(exc: OSError) -> str:
     return f"{name + ': ' if name else ''}{what}"
 
 
-def unexpected_line(exc: BaseException, where: str, state_dir: Path) -> str:
-    """One line for a bug met in `where`, pointing to its traceback kept in `state_dir`."""
+def unexpected_line(exc: BaseException, where: str, state_dir: Path, masker: Masker) -> str:
+    """One line for a bug met in `where`, pointing to its traceback kept in `state_dir`
+    (masked: a traceback file is read by people)."""
     first = (str(exc).strip().splitlines() or [""])[0][:160]
     head = f"{where}: unexpected {type(exc).__name__}" + (f" ({first})" if first else "")
-    kept = keep_traceback(exc, where, state_dir)
+    kept = keep_traceback(exc, where, state_dir, masker)
     if isinstance(kept, Path):
-        return redact(f"{head}; a bug in heps, please report it with the traceback in {kept}")
-    return redact(f"{head}; a bug in heps (its traceback could not be kept: {kept})")
+        return masker.redact(
+            f"{head}; a bug in heps, please report it with the traceback in {kept}"
+        )
+    return masker.redact(f"{head}; a bug in heps (its traceback could not be kept: {kept})")
 
 
-def keep_traceback(exc: BaseException, where: str, state_dir: Path) -> Path | str:
+def keep_traceback(exc: BaseException, where: str, state_dir: Path, masker: Masker) -> Path | str:
     """The file the masked traceback went to, or why it could not be written."""
     folder = state_dir / "tracebacks"
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
@@ -50,7 +53,7 @@ def keep_traceback(exc: BaseException, where: str, state_dir: Path) -> Path | st
     text = "".join(traceback.format_exception(exc))
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        path.write_text(redact(f"{where}\n{text}"), encoding="utf-8")
+        path.write_text(masker.redact(f"{where}\n{text}"), encoding="utf-8")
     except OSError as problem:
         return environment_line(problem)
     return path

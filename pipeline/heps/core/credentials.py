@@ -1,4 +1,5 @@
-"""Registry credentials and the `Secret` type that keeps them out of every output.
+"""Registry credentials, the `Secret` type that keeps them out of reprs and messages,
+and the run's `Masker`, made from every secret the run holds.
 
 Credentials never come from files in the repository: only from the environment, the
 Docker config (through the engine's look-up, handed in), or the embedded registry's state
@@ -9,26 +10,29 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from requests.auth import HTTPBasicAuth
 
 from heps.core import log
-from heps.core.bounded import read_text
+from heps.core.bounded import MAX_BYTES, read_text
 from heps.core.errors import ConfigError
 from heps.core.settings import EMBEDDED_REGISTRY, Settings, embedded_credentials_file
+
+RECIPE_FILE = "recipe.yaml"
+MIN_SECRET = 8
+"""Shorter secrets are refused: masking them would hide ordinary text ("1.0.0", "heps")."""
+JENKINS_TOKEN = "JENKINS_API_TOKEN"  # noqa: S105 (the variable's name, not a token)
 
 
 @dataclass(frozen=True)
 class Secret:
-    """A string that prints as *** and is masked in every log line once created."""
+    """A string that prints as ***: never in a repr, an f-string or a message."""
 
     value: str = field(repr=False)
-
-    def __post_init__(self) -> None:
-        log.register_secret(self.value)
 
     def __str__(self) -> str:
         return log.MASK
@@ -87,3 +91,84 @@ def _stored_credentials(path: Path) -> Credentials:
             "fix it, or delete it and run `heps services up` to create a new one"
         )
     return Credentials(user, Secret(password), str(path))
+
+
+def masker(
+    settings: Settings, creds: Credentials | None, env: dict[str, str] | None = None
+) -> log.Masker:
+    """The run's masker, from its registry password and Jenkins token. A secret that would
+    mask ordinary text (short, or found in the configuration's names, versions and words)
+    is refused here, before the command starts, naming where it came from."""
+    env = dict(os.environ) if env is None else env
+    held: list[tuple[str, str, str]] = []  # (secret, where it came from, how to replace it)
+    if creds is not None:
+        held.append((creds.password.value, creds.source, _fix(creds.source, settings)))
+    if env.get(JENKINS_TOKEN):
+        fix = f"set {JENKINS_TOKEN} to an API token Jenkins generates (user > Security)"
+        held.append((env[JENKINS_TOKEN], JENKINS_TOKEN, fix))
+    problems = []
+    texts: list[tuple[str, str]] | None = None
+    for secret, source, fix in held:
+        if len(secret) < MIN_SECRET:
+            why = f"is shorter than {MIN_SECRET} characters"
+        else:
+            texts = texts if texts is not None else list(_ordinary_text(settings, creds))
+            why = next((f"appears in {where}" for where, text in texts if secret in text), "")
+        if why:
+            problems.append(
+                f"{source}: the secret {why}, so masking it would hide ordinary text in "
+                f"every output; {fix}"
+            )
+    if problems:
+        raise ConfigError(problems)
+    return log.Masker.of(secret for secret, _, _ in held)
+
+
+def _fix(source: str, settings: Settings) -> str:
+    new = f"a random password of at least {MIN_SECRET} characters found nowhere in the repository"
+    if source == "HEPS_REGISTRY_USERNAME/PASSWORD":
+        return f"set HEPS_REGISTRY_PASSWORD (and the registry's password) to {new}"
+    if source == "Docker config":
+        return f"give the registry {new}, then `docker login {settings.registry.host}`"
+    return f"delete {source} and run `heps services up` to make a new one"
+
+
+def _ordinary_text(settings: Settings, creds: Credentials | None) -> Iterator[tuple[str, str]]:
+    """(where, text) of what output shows and masking must not hide: the registry's host,
+    namespace and user, recipe and overlay folder names, and the configuration files
+    (names, versions, job names and every other word in them). Only the repository's own
+    files are read, never through a link; one pass of system calls (500 recipes: ~10 ms)."""
+    yield "the registry host", settings.registry.host
+    yield "the registry namespace", settings.registry.namespace
+    if creds is not None:
+        yield "the registry user name", creds.username
+    repo = settings.repo.resolve()
+    for name in ("heps.yaml", "jenkins/jobs.yaml"):
+        yield from _file_text(str(repo / name), name)
+    overlays = settings.repo / settings.gitops.overlays_dir / "overlays"
+    for folder, has_recipes in ((settings.recipes_path, True), (overlays, False)):
+        real = folder.resolve()
+        if not (real.is_dir() and real.is_relative_to(repo)):
+            continue
+        display = os.path.relpath(folder, settings.repo)
+        with os.scandir(real) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                yield f"the name of {display}/{entry.name}", entry.name
+                if has_recipes and entry.is_dir(follow_symlinks=False):
+                    file = f"{display}/{entry.name}/{RECIPE_FILE}"
+                    yield from _file_text(f"{entry.path}/{RECIPE_FILE}", file)
+
+
+def _file_text(path: str, display: str) -> Iterator[tuple[str, str]]:
+    """The file's text, if it is a regular file and not a link; what is malformed or too
+    large is the loaders' to report, so this reads what it can."""
+    try:  # O_NONBLOCK: a FIFO named recipe.yaml must not hang the start
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:  # missing, or a link (ELOOP): nothing of the repository's to read
+        return
+    with os.fdopen(fd, "rb", buffering=0) as handle:  # unbuffered: no 4 MiB buffer per file
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode):
+            return
+        data = handle.readall() if found.st_size <= MAX_BYTES else handle.read(MAX_BYTES)
+    yield display, data.decode("utf-8", "replace")

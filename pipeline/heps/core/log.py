@@ -1,16 +1,19 @@
 """Phase-tagged, secret-free, terminal-safe output.
 
 Every line names the phase that wrote it (``[build] ct-reconstruction: ...``), as
-repo2docker does, so a CI log can be grepped by stage. Secret values registered with
-`register_secret` are replaced by ``***``:
-- in data, before it is serialized (`mask`: reports, review, rendered diffs), so JSON or
-  YAML escaping cannot hide a password containing quotes, backslashes or non-ASCII;
-- in text (`redact`), in the forms a secret takes once encoded (JSON-escaped, URL-encoded,
-  XML-escaped), and in every ``scheme://user:password@`` of a URL, whole;
-- on the process's stdout and stderr (`guarded_output`), which also escapes control
-  characters, so a recipe folder name or a server's answer cannot drive the terminal.
-Data written to git (overlays, commit messages) never passes through here: a password
-equal to ordinary text ("1.0.0") cannot garble a pin.
+repo2docker does, so a CI log can be grepped by stage. What is shown to people passes
+through a `Masker` made from the run's credentials (no process-wide list of secrets):
+- data, before it is serialized (`Masker.mask`: reports, review, rendered diffs), so JSON
+  or YAML escaping cannot hide a password containing quotes, backslashes or non-ASCII;
+- text (`Masker.redact`), in the forms a secret takes once encoded (JSON-escaped,
+  URL-encoded, XML-escaped), and every ``scheme://user:password@`` of a URL, whole;
+- the process's stdout and stderr and the log (`guarded_output`, `setup`), which also
+  escape control characters, so a recipe folder name or a server's answer cannot drive
+  the terminal.
+Masking touches output only: data written to files (job XML, manifests, commits, the
+report's image fields) never passes through here, so it is never rewritten. A secret
+that would mask ordinary text is refused before a command starts
+(`heps.core.credentials.masker`).
 """
 
 from __future__ import annotations
@@ -21,16 +24,14 @@ import json
 import logging
 import re
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TextIO, TypeVar
 from urllib.parse import quote
 
 from heps.core.stages import Stage
 
-_secrets: set[str] = set()
-_lock = threading.Lock()
 MASK = "***"
 T = TypeVar("T")
 
@@ -58,25 +59,37 @@ def _forms(value: str) -> set[str]:
     }
 
 
-def register_secret(value: str | None) -> None:
-    """Mask `value` wherever it would be printed from now on."""
-    if value and len(value) >= 3:  # masking 1-2 chars would garble ordinary text
-        with _lock:
-            _secrets.update(_forms(value))
+def redact_urls(text: str) -> str:
+    """`text` with the user-info of every URL masked: for messages made where the run's
+    secrets are not known (an exception's text, a tool's answer)."""
+    return _URL_PASSWORD.sub(rf"\1{MASK}@", text)
 
 
-def redact(text: str) -> str:
-    """`text` with every registered secret (in any encoded form) and URL password masked."""
-    text = _URL_PASSWORD.sub(rf"\1{MASK}@", text)
-    for secret in sorted(_secrets, key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    return text
+@dataclass(frozen=True)
+class Masker:
+    """Masks one run's secrets in what is shown to people; made once, from the run's
+    credentials, and handed to what prints. `Masker()` masks URL passwords only."""
 
+    forms: tuple[str, ...] = ()
+    """Every encoded form of every secret, longest first (a form containing another is
+    masked whole)."""
 
-def mask(data: T) -> T:
-    """A copy of plain data (dicts, lists, tuples, strings) with every string redacted:
-    masking before serialization, whatever escaping the serializer then applies."""
-    return map_strings(data, redact)
+    @classmethod
+    def of(cls, secrets: Iterable[str]) -> Masker:
+        found = {form for secret in secrets if secret for form in _forms(secret)}
+        return cls(tuple(sorted(found, key=len, reverse=True)))
+
+    def redact(self, text: str) -> str:
+        """`text` with every secret (in any encoded form) and URL password masked."""
+        text = redact_urls(text)
+        for form in self.forms:
+            text = text.replace(form, MASK)
+        return text
+
+    def mask(self, data: T) -> T:
+        """A copy of plain data (dicts, lists, tuples, strings) with every string
+        redacted: masking before serialization, whatever escaping the serializer applies."""
+        return map_strings(data, self.redact)
 
 
 def map_strings(data: T, change: Callable[[str], str]) -> T:
@@ -96,19 +109,21 @@ def printable(text: str) -> str:
     return _CONTROL.sub(lambda m: ascii(m.group())[1:-1], text)
 
 
-def xml_safe(text: str) -> str:
-    """`text` redacted, with what XML 1.0 cannot hold shown as an escape instead."""
-    return _NOT_XML.sub(lambda m: ascii(m.group())[1:-1], redact(text))
+def xml_text(text: str) -> str:
+    """`text` with what XML 1.0 cannot hold shown as an escape instead (nothing masked)."""
+    return _NOT_XML.sub(lambda m: ascii(m.group())[1:-1], text)
 
 
 class _Guarded(io.TextIOBase):
     """A text stream that masks secrets and escapes control characters on the way out."""
 
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
+    def __init__(self, stream: TextIO, masker: Masker) -> None:
+        # Guarding a guarded stream replaces its masker rather than stacking both.
+        self.stream: TextIO = stream.stream if isinstance(stream, _Guarded) else stream
+        self.masker = masker
 
     def write(self, text: str) -> int:
-        self.stream.write(printable(redact(text)))
+        self.stream.write(printable(self.masker.redact(text)))
         return len(text)
 
     def flush(self) -> None:
@@ -119,10 +134,10 @@ class _Guarded(io.TextIOBase):
 
 
 @contextmanager
-def guarded_output() -> Iterator[None]:
-    """stdout and stderr masked and terminal-safe while the block runs."""
+def guarded_output(masker: Masker) -> Iterator[None]:
+    """stdout and stderr masked by `masker` and terminal-safe while the block runs."""
     out, err = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _Guarded(out), _Guarded(err)
+    sys.stdout, sys.stderr = _Guarded(out, masker), _Guarded(err, masker)
     try:
         yield
     finally:
@@ -130,14 +145,19 @@ def guarded_output() -> Iterator[None]:
 
 
 class _RedactingFormatter(logging.Formatter):
+    def __init__(self, masker: Masker) -> None:
+        super().__init__("%(message)s")
+        self.masker = masker
+
     def format(self, record: logging.LogRecord) -> str:
-        return printable(redact(super().format(record)))
+        return printable(self.masker.redact(super().format(record)))
 
 
-def setup(verbose: bool = False) -> None:
-    """Plain lines on stderr: readable on a terminal, unmangled in CI logs."""
+def setup(masker: Masker, verbose: bool = False) -> None:
+    """Plain lines on stderr, masked by `masker`: readable on a terminal, unmangled in CI
+    logs."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_RedactingFormatter("%(message)s"))
+    handler.setFormatter(_RedactingFormatter(masker))
     logger.handlers[:] = [handler]
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
     logger.propagate = False

@@ -5,8 +5,9 @@ tar, chroot, apt-get, npm, node, dockerd, the registry, `heps run` from the hook
 starts here, so each gets the same guarantees: a time limit (the process is killed
 past it), captured output bounded in memory, an optional stop event (SIGINT/SIGTERM
 of a run) that kills it, and failures as one line naming the program, never its
-arguments (they may carry a password), with secrets masked. `tests/test_architecture.py`
-fails when any other module of the pipeline imports `subprocess` or calls `os.system`.
+arguments (they may carry a password), with URL passwords masked (the run's secrets
+are masked where the line is shown). `tests/test_architecture.py` fails when any other
+module of the pipeline imports `subprocess` or calls `os.system`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from heps.core.errors import HepsError
-from heps.core.log import redact
+from heps.core.log import redact_urls
 
 OUTPUT_LIMIT = 32 << 20
 """Bytes of one stream kept in memory; a program printing more is killed and failed."""
@@ -57,7 +58,7 @@ class Completed:
         """One line: the program, its exit code and the last line it printed."""
         lines = (self.stderr.strip() or self.stdout.strip()).splitlines()
         last = lines[-1].strip()[:200] if lines else "no output"
-        return redact(f"{self.program} exited {self.returncode}: {last}")
+        return redact_urls(f"{self.program} exited {self.returncode}: {last}")
 
 
 class _Reader(threading.Thread):

@@ -17,7 +17,7 @@ from typing import Any
 
 from heps.core.bounded import read_text
 from heps.core.errors import ConfigError
-from heps.core.log import mask, xml_safe
+from heps.core.log import Masker, xml_text
 from heps.core.stages import Stage
 from heps.images.lint import Finding
 from heps.images.smoke import SmokeKind, SmokeResult
@@ -60,22 +60,27 @@ class RecipeReport:
 
 IDENTIFIERS = ("name", "version", "image", "references", "digest", "pin", "fingerprint")
 """Fields that name an image: public by construction (recipe.yaml, settings, the registry)
-and what promotion looks up, so never masked: a password equal to a version must not turn
-`1.0.0` into `***` there. Every other value is masked before encoding."""
+and what promotion looks up, so never masked. Every other value (errors, smoke output) is
+shown to people and masked before encoding."""
 
 
-def as_json(reports: list[RecipeReport], meta: dict[str, Any]) -> str:
+def as_json(reports: list[RecipeReport], meta: dict[str, Any], masker: Masker) -> str:
     entries = []
     for report in reports:
         entry = asdict(report)
         kept = {key: entry.pop(key) for key in IDENTIFIERS}
-        entries.append({**kept, **mask(entry)})
-    body = {**mask(meta), "recipes": entries}
+        entries.append({**kept, **masker.mask(entry)})
+    body = {**masker.mask(meta), "recipes": entries}
     return json.dumps(body, indent=2, default=str) + "\n"
 
 
-def as_junit(reports: list[RecipeReport]) -> str:
-    """One testcase per recipe and stage, as Jenkins' JUnit plugin reads them."""
+def as_junit(reports: list[RecipeReport], masker: Masker) -> str:
+    """One testcase per recipe and stage, as Jenkins' JUnit plugin shows them to people:
+    masked, and every string as XML 1.0 can hold it."""
+
+    def xml_safe(text: str) -> str:
+        return xml_text(masker.redact(text))
+
     suite = ET.Element("testsuite", name="heps")
     cases = failures = skipped = 0
     for report in reports:

@@ -157,6 +157,8 @@ class Runner:
         """Called as each recipe finishes: writes the report so far."""
         self.report_problem: str | None = None
         """Why the report so far could not be written (a full disk), once said."""
+        self.masker = log.Masker.of([prepared.creds.password.value] if prepared.creds else [])
+        """For the tracebacks a bug leaves in the state folder."""
         self.image_ids: dict[str, str] = {}
         self.reports: dict[str, RecipeReport] = {}
         self.before: dict[str, RecipeReport] = {}
@@ -265,7 +267,7 @@ class Runner:
         if isinstance(exc, OSError):
             return boundary.environment_line(exc)
         where = f"{self.at[name]} of {name}"
-        return boundary.unexpected_line(exc, where, self.p.settings.state_dir)
+        return boundary.unexpected_line(exc, where, self.p.settings.state_dir, self.masker)
 
     def _failure(self, report: RecipeReport, exc: StageError | EngineError) -> tuple[Stage, str]:
         """The failed stage and what to report of it."""

@@ -18,7 +18,7 @@ import requests
 
 from heps.core.credentials import Credentials
 from heps.core.errors import ConfigError, TemporaryError
-from heps.core.log import redact
+from heps.core.log import redact_urls
 from heps.core.settings import RegistrySettings
 
 MANIFEST_TYPES = ", ".join(
@@ -114,7 +114,7 @@ class Registry:
         try:
             response = self._session.get(realm, params=params, auth=auth, timeout=self.timeout)
         except requests.RequestException as exc:
-            raise ConfigError(redact(f"registry token service {realm}: {exc}")) from None
+            raise ConfigError(redact_urls(f"registry token service {realm}: {exc}")) from None
         if response.status_code != 200:
             raise ConfigError(
                 f"registry {self.settings.host}: token service refused the credentials "

@@ -194,7 +194,6 @@ def _account(path: Path, username: str) -> dict[str, str]:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             json.dump(stored, handle)
-    log.register_secret(stored["password"])
     return stored
 
 
