@@ -1,7 +1,9 @@
-"""Paths the tool reads and writes, resolved and kept inside the repository.
+"""Paths the tool reads and writes, resolved and kept inside the folder they belong to.
 
-Every file heps writes is resolved (symlinks followed) and must stay under the folder it
-belongs to; an overlay is named by its folder name, never by a path.
+`confine` is the one place a path from repository content or the command line is
+resolved: symlinks followed, then refused when it leaves its root or reaches into a
+`.git` folder (where a clone keeps its remote URL and hooks). Every loader calls it;
+an overlay is named by its folder name, never by a path.
 """
 
 from __future__ import annotations
@@ -12,22 +14,46 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from heps.core.errors import ConfigError
-from heps.core.settings import Settings
+
+if TYPE_CHECKING:
+    from heps.core.settings import Settings
 
 _OVERLAY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
-def inside(root: Path, path: Path, what: str) -> Path:
-    """`path` resolved; a ConfigError when it (or a symlink on the way) leaves `root`."""
-    resolved = path.resolve()
-    if not resolved.is_relative_to(root.resolve()):
+def confine(
+    root: Path, path: Path | str, *, file: str, field: str, base: Path | None = None
+) -> Path:
+    """`path` (relative to `base`, by default `root`) resolved with symlinks followed.
+
+    A ConfigError naming `file`, `field` and `root` when the result is outside `root`
+    or inside a `.git` folder under it. `root` is expected resolved (callers resolve it
+    once, not per path: plan resolves thousands of paths)."""
+    given = Path(path)
+    resolved = ((base or root) / given).resolve()
+    try:
+        rel = resolved.relative_to(root)
+    except ValueError:
         raise ConfigError(
-            f"{what}: {path} resolves to {resolved}, outside {root}; "
-            "replace the symlink by a real folder or file inside the repository"
+            f"{file}: {field}: '{path}' leaves {root} (it resolves to {resolved}); "
+            "use a path inside it, symlinks are followed"
+        ) from None
+    if ".git" in rel.parts:
+        raise ConfigError(
+            f"{file}: {field}: '{path}' reaches into .git; git's own files are never "
+            "inputs: name a tracked file instead"
         )
     return resolved
+
+
+def inside(root: Path, path: Path, what: str) -> Path:
+    """`path` resolved; a ConfigError when it (or a symlink on the way) leaves `root`.
+    `what` names the file or flag; the same check as `confine`."""
+    root = root.resolve()
+    return confine(root, path, file=what, field="path")
 
 
 def overlay_dir(root: Path, settings: Settings, overlay: str) -> Path:
