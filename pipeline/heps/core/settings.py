@@ -112,8 +112,6 @@ class ReconcileSettings:
     """Schemas (kubernetes-validate) every rendered object must pass."""
     digest_required: tuple[str, ...] = ("production",)
     """Overlays that may run images by digest only."""
-    privileged_allowed: tuple[str, ...] = ()
-    """Kind/namespace/name/container allowed to be privileged."""
     field_manager: str = "heps-reconcile"
     """Server-side apply field manager: who owns the fields heps sets."""
     rollout_timeout: float = 300.0
@@ -205,7 +203,6 @@ def load(
             ReconcileSettings,
             raw.get("reconcile", {}),
             digest_required=tuple,
-            privileged_allowed=tuple,
         ),
         jenkins=_section(JenkinsSettings, raw.get("jenkins", {})),
         largest_node=_node(raw.get("largest_node", {})),
