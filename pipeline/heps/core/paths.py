@@ -87,6 +87,17 @@ def output_file(path: Path, flag: str) -> Path:
     return resolved
 
 
+def output_dir(repo: Path, path: Path, flag: str) -> Path:
+    """A folder heps writes into (`heps jenkins render --out`): relative to the repository,
+    or absolute. Inside the repository (relative, or absolute under it) it must resolve
+    inside it, so `../x` and a committed symlink to elsewhere are refused; an absolute
+    path outside the repository is the operator's choice."""
+    absolute = Path(os.path.abspath(repo / path))
+    if absolute.is_relative_to(repo) or not path.is_absolute():
+        return confine(repo, path, file=flag, field="path")
+    return absolute
+
+
 @contextmanager
 def locked(path: Path) -> Iterator[None]:
     """An exclusive lock on the file `path` (made if missing) while the block runs; a
