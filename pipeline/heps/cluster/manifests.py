@@ -22,13 +22,15 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from heps.cluster import pod_security
-from heps.core import tools
+from heps.core import quantity, tools
+from heps.core.bounded import check_yaml
 from heps.core.errors import ConfigError
 from heps.core.kube_yaml import CONTAINER_LISTS, Document, PinError, config_images
 from heps.core.log import MASK
@@ -399,10 +401,41 @@ def policy_problems(
                         )
                     )
         problems += _security_problems(m)
+        problems += _profile_problems(m)
         for field, image in settings_images(m):
             problems.extend(
                 m.problem(field, text) for text in _image_problems(image, by_digest, folder)
             )
+    return problems
+
+
+_PROFILE_QUANTITIES = {
+    "cpu_guarantee": quantity.cpu,
+    "cpu_limit": quantity.cpu,
+    "mem_guarantee": quantity.memory,
+    "mem_limit": quantity.memory,
+}
+
+
+def _profile_problems(m: Manifest) -> list[str]:
+    """The hub's profile list (ConfigMap key profile-list.yaml): every cpu and memory a
+    Kubernetes quantity in bounds, so no entry reaches the hub that it cannot offer."""
+    text = (m.obj.get("data") or {}).get("profile-list.yaml") if m.kind == "ConfigMap" else None
+    if not isinstance(text, str):
+        return []
+    check_yaml(text, f"{m.source}: data.profile-list.yaml")
+    listed = (yaml.safe_load(text) or {}).get("profile_list") or []
+    problems = []
+    for index, entry in enumerate(listed if isinstance(listed, list) else []):
+        override = (entry.get("kubespawner_override") if isinstance(entry, dict) else None) or {}
+        for key, parse in _PROFILE_QUANTITIES.items():
+            if key not in override:
+                continue
+            try:
+                parse(override[key], Decimal(1 << 70))
+            except quantity.QuantityError as exc:
+                field = f"data.profile-list.yaml: profile_list[{index}].kubespawner_override.{key}"
+                problems.append(m.problem(field, f"{exc}; fix the recipe's profile or the entry"))
     return problems
 
 
