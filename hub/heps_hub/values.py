@@ -83,7 +83,7 @@ def quantity(value: Any) -> float:
     """A Kubernetes quantity (4, 0.5, 500m, 16Gi, 1e3) as a finite number; ValuesError for
     anything else (NaN, infinity, booleans, `16 GB`)."""
     text = repr(value) if isinstance(value, float) else str(value).strip()
-    match = None if isinstance(value, bool) else _QUANTITY.fullmatch(text[:64])
+    match = None if isinstance(value, bool) or len(text) > 64 else _QUANTITY.fullmatch(text)
     if match is None or (isinstance(value, float) and not math.isfinite(value)):
         raise ValuesError(f"not a Kubernetes quantity: {value!r}")
     number = Decimal(match["n"])
@@ -93,6 +93,8 @@ def quantity(value: Any) -> float:
         number = number.scaleb(int(match["exp"][1:]))
     else:
         number *= _SCALE[match["dec"]]
+    if abs(number) > 2**70:  # beyond any machine (and beyond a float's exact range)
+        raise ValuesError(f"not a Kubernetes quantity of any machine: {value!r}")
     return float(number)
 
 

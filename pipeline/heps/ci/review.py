@@ -9,6 +9,7 @@ left out. Markdown for people, JSON for tools; secrets masked in both.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import tempfile
@@ -217,6 +218,7 @@ def _image_size(client: ContainerEngine, reference: str, pull: bool) -> int | No
     return pulled.size if pulled else None
 
 
+_SYNTAX = re.compile(r"#\s*syntax\s*=", re.IGNORECASE)
 _URL = re.compile(r"(?i)\b(?:https?|ftp|git|ssh)://\S+|\bgit@\S+")
 
 
@@ -243,8 +245,20 @@ def _recipe_flags(tree: graph.Graph, name: str) -> list[str]:
     node = tree.nodes[name]
     recipe, build = node.recipe, node.recipe.build
     flags = []
+    if recipe.bootstrap is not None and recipe.bootstrap.mirror:
+        flags.append(
+            f"{recipe.display}: bootstrap.mirror: {recipe.bootstrap.mirror} is fetched by the "
+            "build host itself; check it is the site's mirror"
+        )
     if node.dockerfile is not None:
         shown = recipe.show(node.dockerfile.path)
+        lines = node.dockerfile.path.read_text(encoding="utf-8").lstrip().splitlines()
+        directives = itertools.takewhile(lambda line: line.startswith("#"), lines)
+        if any(_SYNTAX.match(line) for line in directives):
+            flags.append(
+                f"{shown}: a '# syntax=' directive names a builder frontend image, code "
+                "that BuildKit would run; the pipeline's builder ignores it, remove it"
+            )
         for ins in node.dockerfile.instructions:
             url = _URL.search(ins.value) if ins.keyword == "ADD" else None
             if url:

@@ -66,7 +66,13 @@ def overlay_dir(root: Path, settings: Settings, overlay: str) -> Path:
             f"--overlay {overlay}: not an overlay folder under "
             f"{base.relative_to(root)}; known overlays: {listed}"
         )
-    return inside(root, base / overlay, f"--overlay {overlay}")
+    folder = inside(root, base / overlay, f"--overlay {overlay}")
+    if folder != base.resolve() / overlay:  # a symlink to another overlay edits that one
+        raise ConfigError(
+            f"--overlay {overlay}: {base.relative_to(root)}/{overlay} is a symlink to "
+            f"{folder.relative_to(root.resolve())}; an overlay is a folder of its own"
+        )
+    return folder
 
 
 def output_file(path: Path, flag: str) -> Path:

@@ -186,6 +186,7 @@ def load(
     raw: dict[str, Any] = {}
     path = repo / SETTINGS_FILE
     if path.exists():
+        confine(repo, path, file=SETTINGS_FILE, field="the file itself")  # a symlink out
         raw = load_yaml(path, SETTINGS_FILE) or {}
         problems = validate(raw, "settings", path, SETTINGS_FILE)
         if problems:

@@ -171,7 +171,8 @@ def _unreadable(build: DockerBuild, repo: Path) -> list[str]:
     for path in (build.dockerfile, build.context / ".dockerignore"):
         if path.is_file():
             try:
-                read_text(path, str(path.relative_to(repo)))
+                shown = str(path.relative_to(repo))
+                read_text(confine(repo, path, file=shown, field="the file itself"), shown)
             except ConfigError as exc:
                 problems.extend(exc.problems)
     return problems
