@@ -577,3 +577,34 @@ def test_every_path_field_of_the_schemas_is_confined(schema: str) -> None:
     marked = {name for name, sub in found.items() if sub.get("format") == "repository-path"}
     assert set(found) == marked, f"path fields not marked repository-path: {set(found) - marked}"
     assert marked == CONFINED[schema]
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        '{"recipes": [{"name": "app", "status": "failed", "failed_stage": "build", "error": ""}]}',
+        '{"recipes": [{"name": "app"}]}',
+        '{"recipes": [{"name": "app", "status": "built", "smoke": [{"kind": 1}]}]}',
+        '{"recipes": ["app"]}',
+        '{"recipes": {"name": "app"}}',
+        "[1, 2]",
+        '{"recipes": [{"name": "app", "status": "built", "smoke": "passed"}]}',
+    ],
+)
+def test_review_reads_a_report_from_another_job_as_data(
+    heps: Any, repo: Path, tmp_path: Path, report: str
+) -> None:
+    """The run report reaches review from another job: a forged one is one line (exit 2)
+    or, when well formed, shown as data; never a traceback."""
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "base")
+    write_recipe(repo, "app", simple_recipe("app", version="1.0.1"), Dockerfile="FROM busybox:1\n")
+    forged = tmp_path / "forged.json"
+    forged.write_text(report)
+    result = heps(repo, "review", "--base", "HEAD", "--report", str(forged))
+    assert "Traceback" not in result.text
+    if result.code == 2:
+        one_line(result, f"--report {forged}: not a heps run report")
+    else:
+        assert "| app | 1.0.1 | changed |" in result.out, result.text

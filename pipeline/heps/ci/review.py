@@ -20,6 +20,7 @@ from typing import Any
 from heps.ci import jenkins_jobs
 from heps.cluster import manifests, reconcile
 from heps.core import log
+from heps.core.bounded import read_text
 from heps.core.errors import ConfigError, HepsError
 from heps.core.references import split_reference
 from heps.core.settings import SETTINGS_FILE, Settings
@@ -147,12 +148,45 @@ def make(settings: Settings, base: str, report: Path | None) -> Review:
 
 
 def _report(path: Path | None) -> dict[str, dict[str, Any]]:
+    """The run report's entries by name. It comes from another job: every field review
+    reads is checked for its type first, so a forged or truncated report is one line."""
     if path is None:
         return {}
     try:
-        return {e["name"]: e for e in json.loads(path.read_text())["recipes"]}
-    except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"--report {path}: not a readable heps run report ({exc})") from None
+        data = json.loads(read_text(path, f"--report {path}"))
+        entries = data["recipes"]
+        for index, entry in enumerate(entries):
+            _check_entry(entry, f"recipes[{index}]")
+        return {e["name"]: e for e in entries}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"--report {path}: not a heps run report ({exc})") from None
+
+
+_ENTRY: dict[str, type | tuple[type, ...]] = {
+    "name": str,
+    "status": str,
+    "failed_stage": (str, type(None)),
+    "error": (str, type(None)),
+}
+_SMOKE = {"kind": str, "name": str, "passed": bool, "detail": str}
+
+
+def _check_entry(entry: Any, where: str) -> None:
+    if not isinstance(entry, dict):
+        raise TypeError(f"{where}: not an object")
+    for key, kind in _ENTRY.items():
+        if key in entry and not isinstance(entry[key], kind):
+            raise TypeError(f"{where}.{key}: wrong type")
+    if not isinstance(entry.get("name"), str) or not isinstance(entry.get("status"), str):
+        raise TypeError(f"{where}: name and status are required strings")
+    smoke = entry.get("smoke", [])
+    if not isinstance(smoke, list):
+        raise TypeError(f"{where}.smoke: not a list")
+    for number, check in enumerate(smoke):
+        if not isinstance(check, dict) or any(
+            not isinstance(check.get(k), t) for k, t in _SMOKE.items()
+        ):
+            raise TypeError(f"{where}.smoke[{number}]: needs kind, name, passed, detail")
 
 
 def _add_run(app: AppReview, entry: dict[str, Any] | None) -> None:
@@ -160,7 +194,8 @@ def _add_run(app: AppReview, entry: dict[str, Any] | None) -> None:
         return
     app.status = entry["status"]
     if entry.get("failed_stage"):
-        app.failed = f"{entry['failed_stage']}: {(entry.get('error') or '').splitlines()[0][:200]}"
+        first = (entry.get("error") or "").splitlines() or [""]
+        app.failed = f"{entry['failed_stage']}: {first[0][:200]}"
     app.smoke = [
         f"smoke {s['kind']} {s['name']}: "
         + ("passed" if s["passed"] else f"FAILED {s['detail'][:200]}")
