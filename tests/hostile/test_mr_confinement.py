@@ -608,3 +608,25 @@ def test_review_reads_a_report_from_another_job_as_data(
         one_line(result, f"--report {forged}: not a heps run report")
     else:
         assert "| app | 1.0.1 | changed |" in result.out, result.text
+
+
+@pytest.mark.parametrize("key", ["../evil", "..", "a/b"])
+def test_platform_writes_config_map_keys_only_as_plain_file_names(
+    repo: Path, tmp_path: Path, key: str
+) -> None:
+    """`heps platform up` writes the hub-config ConfigMap's keys as files: a key is a
+    file name of Kubernetes' key grammar, never a path (kustomize does not check it)."""
+    from heps.platform import overlay as platform_overlay
+
+    kustomization = repo / "k8s-overlays" / "base" / "kustomization.yaml"
+    text = kustomization.read_text()
+    kustomization.write_text(
+        text.replace(
+            "    files: [hub/values.yaml]\n",
+            f"    files: [hub/values.yaml]\n    literals: ['{key}=x']\n",
+        )
+    )
+    state = tmp_path / "state" / "platform"
+    with pytest.raises(ConfigError, match=f"data key '{re.escape(key)}' is not a ConfigMap key"):
+        platform_overlay.render(load(repo), "testbed", state / "config", state / "policy.yaml")
+    assert not (tmp_path / "state").exists() or not any((tmp_path / "state").rglob("*"))
