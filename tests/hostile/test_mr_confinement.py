@@ -630,3 +630,91 @@ def test_platform_writes_config_map_keys_only_as_plain_file_names(
     with pytest.raises(ConfigError, match=f"data key '{re.escape(key)}' is not a ConfigMap key"):
         platform_overlay.render(load(repo), "testbed", state / "config", state / "policy.yaml")
     assert not (tmp_path / "state").exists() or not any((tmp_path / "state").rglob("*"))
+
+
+COMPLIANT_JOB = """apiVersion: batch/v1
+kind: Job
+metadata: {name: ok}
+spec:
+  template:
+    metadata: {annotations: {}}
+    spec:
+      restartPolicy: Never
+      securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
+      volumes: [{name: scratch, emptyDir: {}}]
+      initContainers: []
+      containers:
+        - name: main
+          image: busybox:1.36
+          resources: {requests: {cpu: 1m, memory: 1Mi}, limits: {cpu: 1m, memory: 1Mi}}
+          securityContext:
+            allowPrivilegeEscalation: false
+            capabilities: {drop: [ALL]}
+"""
+TRICKS = {
+    "runAsNonRoot": (
+        "capabilities: {drop: [ALL]}",
+        "capabilities: {drop: [ALL]}\n            runAsNonRoot: false",
+    ),
+    "runAsNonRoot ": (
+        "capabilities: {drop: [ALL]}",
+        "capabilities: {drop: [ALL]}\n            runAsUser: 0",
+    ),
+    "seccomp": (
+        "capabilities: {drop: [ALL]}",
+        "capabilities: {drop: [ALL]}\n            seccompProfile: {type: Unconfined}",
+    ),
+    "capabilities": ("{drop: [ALL]}", "{drop: [ALL], add: [CAP_SYS_ADMIN]}"),
+    "capabilities ": ("{drop: [ALL]}", "{drop: [all]}"),
+    "hostPort": (
+        "          securityContext:\n",
+        "          ports: [{containerPort: 80, hostPort: 80}]\n          securityContext:\n",
+    ),
+    "procMount": (
+        "capabilities: {drop: [ALL]}",
+        "capabilities: {drop: [ALL]}\n            procMount: Unmasked",
+    ),
+    "sysctls": (
+        "seccompProfile: {type: RuntimeDefault}}",
+        "seccompProfile: {type: RuntimeDefault}, sysctls: [{name: kernel.msgmax, value: '1'}]}",
+    ),
+    "volumeTypes": ("emptyDir: {}", "nfs: {server: nfs.example.org, path: /}"),
+    "privileged": (
+        "initContainers: []",
+        "initContainers: [{name: i, image: 'busybox:1.36', securityContext: "
+        "{privileged: true, allowPrivilegeEscalation: true}, resources: "
+        "{requests: {cpu: 1m, memory: 1Mi}, limits: {cpu: 1m, memory: 1Mi}}}]",
+    ),
+    "seLinux": (
+        "capabilities: {drop: [ALL]}",
+        "capabilities: {drop: [ALL]}\n            seLinuxOptions: {type: spc_t}",
+    ),
+    "appArmor": (
+        "capabilities: {drop: [ALL]}",
+        "capabilities: {drop: [ALL]}\n            appArmorProfile: {type: Unconfined}",
+    ),
+    "appArmor ": (
+        "annotations: {}",
+        "annotations: {container.apparmor.security.beta.kubernetes.io/main: unconfined}",
+    ),
+    "hostIPC": ("restartPolicy: Never", "restartPolicy: Never\n      hostIPC: true"),
+}
+
+
+def test_the_compliant_job_passes(repo: Path) -> None:
+    from heps.cluster import reconcile
+
+    _add_object(repo, COMPLIANT_JOB)
+    assert any(m.ref == "Job heps/ok" for m in reconcile.check(load(repo), "testbed"))
+
+
+@pytest.mark.parametrize("rule", sorted(TRICKS))
+def test_each_restricted_rule_is_checked_at_pod_and_container_level(
+    heps: Any, repo: Path, rule: str
+) -> None:
+    old, new = TRICKS[rule]
+    assert old in COMPLIANT_JOB
+    _add_object(repo, COMPLIANT_JOB.replace(old, new, 1))
+    one_line(
+        heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"), f"restricted: {rule.strip()})"
+    )

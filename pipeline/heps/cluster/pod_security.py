@@ -171,7 +171,7 @@ def _container_findings(
     added = [c for c in capabilities.get("add") or [] if c != "NET_BIND_SERVICE"]
     if added:
         yield "capabilities", f"{at}.capabilities.add", f"adds {', '.join(map(str, added))}"
-    if not (context.get("runAsNonRoot") is True or pod_non_root):
+    if context.get("runAsNonRoot") is False or not (context.get("runAsNonRoot") or pod_non_root):
         yield "runAsNonRoot", f"{at}.runAsNonRoot", "must be true (here or in the pod)"
     if not (_profile(context, "seccompProfile") in PROFILE_TYPES or pod_seccomp):
         yield (
