@@ -35,8 +35,9 @@ def _finite_number(checker: Any, instance: Any) -> bool:
     """JSON has no NaN or infinity, YAML has (`.nan`, `.inf`): a schema's `number` is a
     finite one, so `exclusiveMinimum: 0` cannot be passed by NaN (every comparison with
     NaN is false) and no timeout, size or count is infinite, in every file at once."""
-    number = jsonschema.Draft202012Validator.TYPE_CHECKER.is_type(instance, "number")
-    return bool(number) and (not isinstance(instance, float) or math.isfinite(instance))
+    if isinstance(instance, float):
+        return math.isfinite(instance)
+    return isinstance(instance, int) and not isinstance(instance, bool)
 
 
 def _integer(checker: Any, instance: Any) -> bool:

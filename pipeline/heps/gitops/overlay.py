@@ -5,7 +5,6 @@ git write-back). `promote` writes and commits the result.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,8 +50,9 @@ def yaml_files(root: Path, folder: Path) -> list[Path]:
 
 
 def _own(root: Path, folder: Path, path: Path) -> Path:
-    shown = os.path.relpath(path, root)
-    return confine(folder, path, file=shown, field=f"file of {os.path.relpath(folder, root)}")
+    """`path` resolved inside `folder`; both are under `root`, so names are slices."""
+    cut = len(str(root)) + 1
+    return confine(folder, path, file=str(path)[cut:], field=f"file of {str(folder)[cut:]}")
 
 
 def read_file(root: Path, path: Path) -> str:

@@ -77,7 +77,7 @@ def context_files(recipe: Recipe, build: DockerBuild) -> list[str]:
     own_recipe = os.path.relpath(recipe.folder / "recipe.yaml", root)
     found = []
     for rel in context_paths(root, patterns, dockerfile):
-        if rel == own_recipe or ".git" in Path(rel).parts:
+        if rel == own_recipe or _in_git(rel):
             continue
         mode = os.lstat(root / rel).st_mode
         if stat.S_ISLNK(mode):
@@ -85,6 +85,11 @@ def context_files(recipe: Recipe, build: DockerBuild) -> list[str]:
         if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
             found.append(rel)
     return sorted(found)
+
+
+def _in_git(rel: str) -> bool:
+    """Whether a context-relative path is, or is inside, a `.git` folder or file."""
+    return rel == ".git" or rel.startswith(".git/") or rel.endswith("/.git") or "/.git/" in rel
 
 
 def _check_link(recipe: Recipe, root: Path, rel: str) -> None:

@@ -147,7 +147,7 @@ def discover(settings: Settings) -> list[Recipe]:
             problems.append(f"{display}: missing; add a recipe.yaml or remove the folder")
             continue
         try:
-            confine(repo, file, file=display, field="recipe folder")
+            file = confine(repo, file, file=display, field="recipe folder")
             recipes.append(_load(file, display, repo, settings.largest_node))
         except ConfigError as exc:
             problems.extend(exc.problems)
@@ -206,7 +206,7 @@ def _load(file: Path, display: str, repo: Path, node: NodeSettings) -> Recipe:
     errors = validate(data, "recipe", file, display)
     if errors:
         raise ConfigError(errors)
-    paths = _Paths(file.parent.resolve(), repo, display)
+    paths = _Paths(file.parent, repo, display)  # `file` is resolved (confined) already
     if data["name"] != paths.folder.name:
         paths.problems.append(
             f"{display}: name: '{data['name']}' differs from the folder name "
