@@ -32,6 +32,15 @@ from heps.systems.services import RegistryService
 
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 """The host's trust store (it holds the site's CA): the operator's CA bundle in tests."""
+
+
+def site_ca_text(marker: str) -> str:
+    """A CA bundle as an operator passes one: a `#` label and a real certificate (from
+    the host's store); heps refuses anything that is not PEM certificates."""
+    first = Path(HOST_CA_BUNDLE).read_text().split("-----END CERTIFICATE-----")[0]
+    return f"# {marker}\n{first}-----END CERTIFICATE-----\n"
+
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUSYBOX = "heps-test/busybox:1.35"
 

@@ -718,3 +718,13 @@ def test_each_restricted_rule_is_checked_at_pod_and_container_level(
     one_line(
         heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"), f"restricted: {rule.strip()})"
     )
+
+
+def test_kustomize_that_does_not_finish_is_one_line(
+    heps: Any, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from heps.cluster import manifests
+
+    monkeypatch.setattr(manifests, "RENDER_TIMEOUT", 0.001)
+    line = one_line(heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"), "kustomize")
+    assert "did not finish in 0.001 s" in line
