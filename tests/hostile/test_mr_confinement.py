@@ -728,3 +728,38 @@ def test_kustomize_that_does_not_finish_is_one_line(
     monkeypatch.setattr(manifests, "RENDER_TIMEOUT", 0.001)
     line = one_line(heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"), "kustomize")
     assert "did not finish in 0.001 s" in line
+
+
+RBAC = {
+    "cluster-admin": "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\n"
+    "metadata: {name: mine}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, "
+    "name: cluster-admin}\nsubjects: [{kind: ServiceAccount, name: hub, namespace: heps}]\n",
+    "wildcard": "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\n"
+    "metadata: {name: all}\nrules: [{apiGroups: ['*'], resources: ['*'], verbs: [get]}]\n",
+    "escalate": "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n"
+    "metadata: {name: esc}\nrules: [{apiGroups: [''], resources: [roles], verbs: [escalate]}]\n",
+    "system-group": "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n"
+    "metadata: {name: anon}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, "
+    "name: hub}\nsubjects: [{kind: Group, name: 'system:unauthenticated'}]\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(RBAC))
+def test_an_overlay_grants_itself_no_cluster(heps: Any, repo: Path, case: str) -> None:
+    _add_object(repo, RBAC[case])
+    one_line(heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"), "project policy: rbac)")
+
+
+def test_objects_stay_in_the_overlays_namespaces(heps: Any, repo: Path) -> None:
+    """The base sets `namespace: heps`; an overlay's own resource is not rewritten."""
+    testbed = repo / "k8s-overlays" / "overlays" / "testbed"
+    (testbed / "extra.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: kube-system}\ndata: {}\n"
+    )
+    kustomization = testbed / "kustomization.yaml"
+    text = kustomization.read_text()
+    kustomization.write_text(text.replace("  - ../../base\n", "  - ../../base\n  - extra.yaml\n"))
+    line = one_line(
+        heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"), "project policy: namespace)"
+    )
+    assert "namespace kube-system is not one the overlay creates" in line

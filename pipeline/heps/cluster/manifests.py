@@ -384,6 +384,7 @@ def policy_problems(
     every pod spec (heps.cluster.pod_security) unless the object declares an exception."""
     by_digest = overlay in settings.digest_required
     problems = []
+    namespaces = {m.name for m in manifests if m.kind == "Namespace"}
     for m in manifests:
         for field, container in containers(m):
             name = container.get("name", "?")
@@ -400,7 +401,7 @@ def policy_problems(
                             "requests and limits so the scheduler can place it",
                         )
                     )
-        problems += _security_problems(m)
+        problems += _security_problems(m, namespaces)
         problems += _profile_problems(m)
         for field, image in settings_images(m):
             problems.extend(
@@ -439,11 +440,22 @@ def _profile_problems(m: Manifest) -> list[str]:
     return problems
 
 
-def _security_problems(m: Manifest) -> list[str]:
+def _security_problems(m: Manifest, namespaces: set[str]) -> list[str]:
+    """Pod Security Standards restricted, RBAC, and namespaces, with the object's
+    declared exceptions."""
     allowed, problems = pod_security.exceptions(m.obj)
     lines = [m.problem(f"metadata.annotations.{pod_security.EXCEPTION}", p) for p in problems]
     findings = [f for path, spec in pod_specs(m) for f in pod_security.pod_findings(spec, path)]
     findings += pod_security.volume_findings(m.obj)
+    findings += pod_security.rbac_findings(m.obj)
+    if m.namespace and m.namespace not in namespaces:
+        findings.append(
+            (
+                "namespace",
+                "metadata.namespace",
+                f"namespace {m.namespace} is not one the overlay creates",
+            )
+        )
     for meta in _metadata_of(m.obj):
         findings += pod_security.annotation_findings(meta)
     for rule, field, what in findings:
@@ -451,11 +463,15 @@ def _security_problems(m: Manifest) -> list[str]:
             lines.append(
                 m.problem(
                     field,
-                    f"{what} (Pod Security Standards restricted: {rule}); fix it, or declare "
+                    f"{what} ({_STANDARD.get(rule, 'Pod Security Standards restricted')}: {rule}); "
+                    "fix it, or declare "
                     f"'{rule}: <reason>' in the annotation {pod_security.EXCEPTION}",
                 )
             )
     return lines
+
+
+_STANDARD = {"rbac": "project policy", "namespace": "project policy"}
 
 
 def _metadata_of(obj: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -11,8 +11,11 @@ on the object, with a reason a reviewer reads:
           hostNetwork: reads the node's network counters from the host's /proc/net
 
 One `rule: reason` per line; an unknown rule or an empty reason is itself a problem.
-`heps review` lists every exception an overlay declares. Images, requests and limits
-are the project's own rules (heps.cluster.manifests) and have no exception.
+`heps review` lists every exception an overlay declares. Two project rules share
+the mechanism: `rbac` (no built-in powerful roles, wildcards, escalate/bind/impersonate
+verbs or system groups) and `namespace` (objects only in namespaces the overlay creates).
+Images, requests and limits are the project's own rules (heps.cluster.manifests) and
+have no exception.
 """
 
 from __future__ import annotations
@@ -68,7 +71,11 @@ RULES = {
     "seLinux": "SELinux type, user or role beyond the container defaults",
     "procMount": "procMount other than Default",
     "sysctls": "sysctls outside the safe set",
+    "rbac": "RBAC: cluster-admin/admin/edit, wildcards, escalate/bind/impersonate, system groups",
+    "namespace": "objects in a namespace the overlay does not create",
 }
+POWERFUL_ROLES = frozenset({"cluster-admin", "admin", "edit"})
+POWERFUL_VERBS = frozenset({"*", "escalate", "bind", "impersonate"})
 
 Finding = tuple[str, str, str]
 """(rule, field path, what is wrong)."""
@@ -194,6 +201,28 @@ def annotation_findings(holder: dict[str, Any]) -> Iterator[Finding]:
         apparmor = str(key).startswith("container.apparmor.security.beta.kubernetes.io/")
         if apparmor and value != "runtime/default" and not str(value).startswith("localhost/"):
             yield "appArmor", f"metadata.annotations.{key}", f"AppArmor profile {value}"
+
+
+def rbac_findings(obj: dict[str, Any]) -> Iterator[Finding]:
+    """Roles and bindings that hand out more than a workload needs: the project's own
+    rule beside Pod Security (a merge request must not grant itself the cluster)."""
+    kind = obj.get("kind")
+    if kind in ("Role", "ClusterRole"):
+        for index, rule in enumerate(obj.get("rules") or []):
+            if not isinstance(rule, dict):
+                continue
+            verbs = POWERFUL_VERBS & set(map(str, rule.get("verbs") or []))
+            if verbs or "*" in (rule.get("resources") or []):
+                what = f"verbs {sorted(verbs)}" if verbs else "every resource (*)"
+                yield "rbac", f"rules[{index}]", f"grants {what}"
+    if kind in ("RoleBinding", "ClusterRoleBinding"):
+        role = (obj.get("roleRef") or {}).get("name")
+        if role in POWERFUL_ROLES:
+            yield "rbac", "roleRef.name", f"binds the built-in role {role}"
+        for index, subject in enumerate(obj.get("subjects") or []):
+            name = str((subject or {}).get("name", "")) if isinstance(subject, dict) else ""
+            if name.startswith("system:"):
+                yield "rbac", f"subjects[{index}].name", f"binds the group or user {name}"
 
 
 def volume_findings(obj: dict[str, Any]) -> Iterator[Finding]:
