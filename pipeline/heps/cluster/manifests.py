@@ -187,7 +187,7 @@ def _local_problem(repo: Path, folder: Path, entry: str) -> str | None:
     try:
         resolved = confine(repo, entry, file="", field="", base=folder)
     except ConfigError:
-        return f"leaves the repository {repo} (symlinks are followed); use a path inside it"
+        return f"leaves the repository {repo} or reaches into .git (symlinks are followed)"
     if not resolved.exists():
         return "is not a file or folder of the repository (remote references are refused)"
     return None

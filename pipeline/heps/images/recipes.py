@@ -168,11 +168,14 @@ def _unreadable(build: DockerBuild, repo: Path) -> list[str]:
     """The Dockerfile and .dockerignore are read as text by every later stage: a size or
     encoding problem is reported here, once, naming the file, before anything runs."""
     problems = []
-    for path in (build.dockerfile, build.context / ".dockerignore"):
+    ignore = build.context / ".dockerignore"  # the Dockerfile is confined already
+    for path in (build.dockerfile, ignore):
         if path.is_file():
             try:
                 shown = str(path.relative_to(repo))
-                read_text(confine(repo, path, file=shown, field="the file itself"), shown)
+                if path is ignore:
+                    confine(repo, path, file=shown, field="the file itself")
+                read_text(path, shown)
             except ConfigError as exc:
                 problems.extend(exc.problems)
     return problems
