@@ -93,8 +93,8 @@ def set_recipe(repo: Path, field: str, value: str) -> None:
 def test_recipe_paths_stay_in_the_repository(heps: Any, repo: Path, field: str, case: str) -> None:
     value = HOSTILE_PATHS[case](repo)
     set_recipe(repo, field, value)
-    line = one_line(heps(repo, "plan"), "app-recipes/app/recipe.yaml", f"{field}: '{value}'")
-    assert "reaches into .git" in line if case == "dot-git" else " leaves " in line
+    line = one_line(heps(repo, "plan"), "app-recipes/app/recipe.yaml", f"{field}: {value} ")
+    assert "reaches into .git" in line if case == "dot-git" else ", outside " in line
 
 
 def _settings_value(repo: Path, case: str) -> str:
@@ -114,7 +114,7 @@ def test_settings_paths_stay_in_the_repository(
     text = f"{key}: {value}\n" if not section else f"{section}:\n  {key}: {value}\n"
     (repo / "heps.yaml").write_text(text)
     os.environ.pop("HEPS_CA_BUNDLE")
-    one_line(heps(repo, "plan"), "heps.yaml", f"{field}: '{value}'")
+    one_line(heps(repo, "plan"), "heps.yaml", f"{field}: {value} ")
 
 
 @pytest.mark.parametrize(
@@ -154,7 +154,7 @@ def test_recipe_folder_symlinked_out_is_refused(heps: Any, repo: Path) -> None:
     outside.mkdir()
     (outside / "recipe.yaml").write_text("name: elsewhere\n")
     (repo / "app-recipes" / "elsewhere").symlink_to(outside)
-    one_line(heps(repo, "plan"), "app-recipes/elsewhere/recipe.yaml", "recipe folder", "leaves")
+    one_line(heps(repo, "plan"), "app-recipes/elsewhere/recipe.yaml", "recipe folder", "outside")
 
 
 # --- numbers --------------------------------------------------------------------------
@@ -360,7 +360,11 @@ def test_base_symlinked_out_of_the_repository_is_refused(heps: Any, repo: Path) 
     shutil.copytree(repo / "k8s-overlays" / "base", elsewhere)
     shutil.rmtree(repo / "k8s-overlays" / "base")
     (repo / "k8s-overlays" / "base").symlink_to(elsewhere)
-    one_line(heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"), "resources[0]", "leaves")
+    one_line(
+        heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"),
+        "resources[0]",
+        "leaves the repository",
+    )
 
 
 # --- overlays: Pod Security Standards on every pod spec -------------------------------
@@ -486,7 +490,7 @@ def test_files_read_by_name_are_not_symlinks_out(heps: Any, repo: Path, name: st
     like any named path: a symlink to a host file is never read."""
     (repo / name).unlink(missing_ok=True)
     (repo / name).symlink_to(repo.parent / OUTSIDE)
-    line = one_line(heps(repo, "lint"), name.rsplit("/", 1)[-1], "leaves")
+    line = one_line(heps(repo, "lint"), name.rsplit("/", 1)[-1], "outside")
     assert "host secret" not in line
 
 
@@ -498,7 +502,9 @@ def test_promotion_edits_only_the_overlays_own_files(repo: Path) -> None:
     before = production.read_text()
     testbed.unlink()
     testbed.symlink_to(Path("../production/kustomization.yaml"))
-    with pytest.raises(ConfigError, match=r"overlays/testbed/kustomization.yaml: file of .*leaves"):
+    with pytest.raises(
+        ConfigError, match=r"overlays/testbed/kustomization.yaml: file of .*, outside"
+    ):
         edit_overlay(repo, load(repo), "testbed", [], {})
     assert production.read_text() == before
 

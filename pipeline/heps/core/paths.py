@@ -32,19 +32,19 @@ def confine(
     A ConfigError naming `file`, `field` and `root` when the result is outside `root`
     or inside a `.git` folder under it. `root` is expected resolved (callers resolve it
     once, not per path: plan resolves thousands of paths)."""
-    given = Path(path)
-    resolved = ((base or root) / given).resolve()
+    resolved = ((base or root) / path).resolve()
+    named = f"{file}: {field}: {path}" if field else f"{file}: {path}"
     try:
         rel = resolved.relative_to(root)
     except ValueError:
         raise ConfigError(
-            f"{file}: {field}: '{path}' leaves {root} (it resolves to {resolved}); "
-            "use a path inside it, symlinks are followed"
+            f"{named} resolves to {resolved}, outside {root}; "
+            "use a path inside it (symlinks are followed)"
         ) from None
     if ".git" in rel.parts:
         raise ConfigError(
-            f"{file}: {field}: '{path}' reaches into .git; git's own files are never "
-            "inputs: name a tracked file instead"
+            f"{named} reaches into .git; git's own files are never inputs or outputs: "
+            "name a tracked file instead"
         )
     return resolved
 
@@ -52,8 +52,7 @@ def confine(
 def inside(root: Path, path: Path, what: str) -> Path:
     """`path` resolved; a ConfigError when it (or a symlink on the way) leaves `root`.
     `what` names the file or flag; the same check as `confine`."""
-    root = root.resolve()
-    return confine(root, path, file=what, field="path")
+    return confine(root.resolve(), path, file=what, field="")
 
 
 def overlay_dir(root: Path, settings: Settings, overlay: str) -> Path:
