@@ -2,6 +2,10 @@
 # what it needs first (system packages, .venv, Docker engine, embedded registry).
 .PHONY: run test lint bench platform
 
+# The site CA bundle for pip inside builds (a TLS-intercepting proxy): the operator's
+# setting, never the repository's; the host's trust store holds the site CA on Debian.
+export HEPS_CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+
 run:
 	@scripts/bootstrap.sh
 	.venv/bin/heps run --all --report reports/run.json --junit reports/junit.xml

@@ -29,6 +29,17 @@ from heps import cli
 from heps.systems import services
 from heps.systems.services import RegistryService
 
+HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+"""The host's trust store (it holds the site's CA): the operator's CA bundle in tests."""
+
+
+def site_ca_text(marker: str) -> str:
+    """A CA bundle as an operator passes one: a `#` label and a real certificate (from
+    the host's store); heps refuses anything that is not PEM certificates."""
+    first = Path(HOST_CA_BUNDLE).read_text().split("-----END CERTIFICATE-----")[0]
+    return f"# {marker}\n{first}-----END CERTIFICATE-----\n"
+
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BUSYBOX = "heps-test/busybox:1.35"
 
@@ -109,10 +120,10 @@ def bundled_build(
 ) -> Iterator[BundledBuild]:
     """debian-base and heps-user-init of this repository, built, smoke-tested and pushed
     once per session (debootstrap takes a minute) into a namespace of their own, with
-    the site CA bundle that heps.yaml names."""
+    the host's CA bundle, as `make run` passes it (HEPS_CA_BUNDLE: the operator's)."""
     tmp = tmp_path_factory.mktemp("bundled")
     report = tmp / "report.json"
-    env = {k: v for k, v in os.environ.items() if k != "HEPS_CA_BUNDLE"}
+    env = dict(os.environ, HEPS_CA_BUNDLE=HOST_CA_BUNDLE)
     namespace = f"b{uuid.uuid4().hex[:10]}"
     env.update(
         HEPS_REGISTRY=registry.address,

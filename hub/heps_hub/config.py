@@ -3,6 +3,7 @@ jupyterhub_config.py, as a function so tests load it the way JupyterHub does."""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ def configure(c: Any, values: hub_values.HubValues) -> None:
     k.start_timeout = spawner.start_timeout
     k.node_selector = dict(spawner.node_selector)
     k.profile_list = values.profiles
+    for line in values.refused:  # one bad entry is left out, not the whole spawn page
+        logging.getLogger("heps_hub").warning("profile not offered: %s", line)
     k.automount_service_account_token = False
     k.allow_privilege_escalation = False
     k.cmd = ["jupyterhub-singleuser"]

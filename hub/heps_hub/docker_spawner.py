@@ -84,7 +84,10 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
         return lambda form: {"profile": (form.get("profile") or [""])[0]}
 
     def offers(self) -> list[local.Offer]:
-        return local.offers(hub_values.load(config.config_dir()).profiles, self.local_settings)
+        values = hub_values.load(config.config_dir())
+        for line in values.refused:  # one bad entry is left out, not the whole spawn page
+            self.log.warning("profile not offered: %s", line)
+        return local.offers(values.profiles, self.local_settings)
 
     def apply_identity(self, identity: Identity, spawner_values: hub_values.Spawner) -> None:
         """Called by the authenticator before each spawn (KubeSpawner gets traits)."""

@@ -10,7 +10,6 @@ rendered hub-config files; nothing in the overlay is edited for it.
 from __future__ import annotations
 
 import html
-import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -21,9 +20,7 @@ from heps_hub import values as hub_values
 
 LABEL_PLATFORM = "heps.ihep.ac.cn/platform"
 LABEL_USER = "heps.ihep.ac.cn/user"
-_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
-_UNITS.update({"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40})
-_QUANTITY = re.compile(r"^([0-9.]+)([KMGT]i?)?$")
+quantity = hub_values.quantity
 
 
 @dataclass(frozen=True)
@@ -58,17 +55,6 @@ def load(path: Path) -> Local:
     if not isinstance(raw, dict) or set(raw) != names:
         raise hub_values.ValuesError(f"{path}: expected exactly the keys {sorted(names)}")
     return Local(**raw)
-
-
-def quantity(text: Any) -> float:
-    """A Kubernetes quantity (4, 0.5, 500m, 16Gi) as a number."""
-    value = str(text)
-    if value.endswith("m"):
-        return float(value[:-1]) / 1000
-    match = _QUANTITY.match(value)
-    if not match:
-        raise hub_values.ValuesError(f"not a Kubernetes quantity: {value!r}")
-    return float(match.group(1)) * _UNITS[match.group(2) or ""]
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,10 @@ reach the hub as environment variables from Kubernetes Secrets.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -63,12 +66,78 @@ class Spawner:
     node_selector: dict[str, str] = field(default_factory=dict)
 
 
+# The Kubernetes quantity grammar (apimachinery resource.Quantity). The pipeline has its
+# own parser (heps.core.quantity) and writes the canonical form; the hub may not import
+# the pipeline, so it reads quantities with this one, as strictly.
+_QUANTITY = re.compile(
+    r"(?P<n>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))"
+    r"(?:(?P<bin>[KMGTPE]i)|(?P<exp>[eE][+-]?[0-9]{1,3})|(?P<dec>[mkMGTPE]?))"
+)
+_SCALE = {"m": Decimal("0.001"), "": Decimal(1), "k": Decimal(10) ** 3}
+_SCALE |= {s: Decimal(10) ** (3 * i) for i, s in enumerate("MGTPE", start=2)}
+MIN_MEMORY = 64 * 2**20
+"""64Mi: a smaller limit starts no session (and 0 would mean none at all)."""
+
+
+def quantity(value: Any) -> float:
+    """A Kubernetes quantity (4, 0.5, 500m, 16Gi, 1e3) as a finite number; ValuesError for
+    anything else (NaN, infinity, booleans, `16 GB`)."""
+    text = repr(value) if isinstance(value, float) else str(value).strip()
+    match = None if isinstance(value, bool) or len(text) > 64 else _QUANTITY.fullmatch(text)
+    if match is None or (isinstance(value, float) and not math.isfinite(value)):
+        raise ValuesError(f"not a Kubernetes quantity: {value!r}")
+    number = Decimal(match["n"])
+    if match["bin"]:
+        number *= Decimal(1024) ** ("KMGTPE".index(match["bin"][0]) + 1)
+    elif match["exp"]:
+        number = number.scaleb(int(match["exp"][1:]))
+    else:
+        number *= _SCALE[match["dec"]]
+    if abs(number) > 2**70:  # beyond any machine (and beyond a float's exact range)
+        raise ValuesError(f"not a Kubernetes quantity of any machine: {value!r}")
+    return float(number)
+
+
+_BOUNDS = {
+    "cpu_guarantee": (1e-3, "cores, at least 1m"),
+    "cpu_limit": (1e-3, "cores, at least 1m"),
+    "mem_guarantee": (MIN_MEMORY, "bytes, at least 64Mi"),
+    "mem_limit": (MIN_MEMORY, "bytes, at least 64Mi"),
+}
+
+
+def profile_problem(profile: Any) -> str | None:
+    """Why one profile_list entry cannot be offered, or None: a slug, an image, and
+    quantities the spawner and Kubernetes accept."""
+    if not isinstance(profile, dict) or not isinstance(profile.get("slug"), str):
+        return "an entry without a slug"
+    override = profile.get("kubespawner_override")
+    if not isinstance(override, dict) or not isinstance(override.get("image"), str):
+        return f"{profile['slug']}: kubespawner_override.image: missing"
+    for key, (least, what) in _BOUNDS.items():
+        if key in override:
+            try:
+                number = quantity(override[key])
+            except ValuesError as exc:
+                return f"{profile['slug']}: kubespawner_override.{key}: {exc}"
+            if number < least:
+                return f"{profile['slug']}: kubespawner_override.{key}: {override[key]!r}: {what}"
+    gpus = (override.get("extra_resource_limits") or {}).get("nvidia.com/gpu", "0")
+    if not str(gpus).isdigit() or int(str(gpus)) > 64:
+        return f"{profile['slug']}: extra_resource_limits.nvidia.com/gpu: {gpus!r}: 0 to 64"
+    return None
+
+
 @dataclass(frozen=True)
 class HubValues:
     public_url: str
     oauth: OAuth
     spawner: Spawner
     profiles: list[dict[str, Any]]
+    """The profiles that can be offered; the others are in `refused`."""
+    refused: list[str] = field(default_factory=list)
+    """One line per profile left out (`profile-list.yaml: slug: field: problem`): one
+    bad entry must not take the spawn page away from every user."""
     db_url: str = "sqlite:////srv/jupyterhub/jupyterhub.sqlite"
     proxy_api_url: str = "http://proxy-api:8001"
     hub_connect_url: str = "http://hub:8081"
@@ -113,9 +182,12 @@ def load(folder: Path) -> HubValues:
     """The hub's values from a mounted config folder; ValuesError on anything wrong."""
     where = f"{folder}/{{{VALUES},{OVERLAY}}}"
     data = _merge(_read(folder / VALUES), _read(folder / OVERLAY))
-    profiles = _read(folder / PROFILES).get("profile_list") or []
-    if not isinstance(profiles, list):
+    listed = _read(folder / PROFILES).get("profile_list") or []
+    if not isinstance(listed, list):
         raise ValuesError(f"{folder / PROFILES}: profile_list: expected a list of profiles")
+    problems = [(p, profile_problem(p)) for p in listed]
+    profiles = [p for p, problem in problems if problem is None]
+    refused = [f"{folder / PROFILES}: {problem}" for _, problem in problems if problem]
     spawner = dict(data.get("spawner") or {})
     spawner["storage"] = _make(Storage, spawner.get("storage", {}), f"{where}: spawner.storage")
     spawner["user_init"] = _make(UserInit, spawner.get("user_init"), f"{where}: spawner.user_init")
@@ -130,6 +202,7 @@ def load(folder: Path) -> HubValues:
             "oauth": _make(OAuth, data.get("oauth"), f"{where}: oauth"),
             "spawner": _make(Spawner, spawner, f"{where}: spawner"),
             "profiles": profiles,
+            "refused": refused,
         },
         f"{where}: hub",
     )

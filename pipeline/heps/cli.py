@@ -424,7 +424,7 @@ def _jenkins(cfg: settings.Settings, args: argparse.Namespace) -> int:
     from heps.ci import jenkins_jobs, jenkins_server
 
     if args.jenkins_command == "render":
-        out = args.out if args.out.is_absolute() else cfg.repo / args.out
+        out = paths.output_dir(cfg.repo, args.out, "heps jenkins render --out")
         for path in jenkins_jobs.write(jenkins_jobs.render(cfg.repo), out):
             print(path)
         return EXIT_OK

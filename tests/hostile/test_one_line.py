@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from heps.cluster import manifests
 from heps.gitops import sources
 from tests.conftest import BUSYBOX, Env, simple_recipe, write_recipe
 from tests.hostile.test_bounded_input import one_error_line
@@ -104,17 +103,6 @@ def test_a_hostile_users_file_is_one_line(tmp_path: Path, content: bytes, proble
     )
     assert done.returncode == 2, done.stderr
     assert problem in one_error_line(done.stderr)
-
-
-def test_kustomize_past_its_time_limit_is_one_line(
-    heps: Any, env: Env, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    committed(env)
-    monkeypatch.setattr(manifests, "KUSTOMIZE_TIMEOUT", 0.0)  # the real kubectl, given no time
-    result = heps(env.repo, "reconcile", "--overlay", "testbed", "--dry-run")
-    assert result.code == 2, result.text
-    line = one_error_line(result.err)
-    assert "k8s-overlays/overlays/testbed: kustomize: kubectl: no result within 0 s" in line
 
 
 def test_a_bug_in_a_verb_is_one_line_and_a_kept_traceback(

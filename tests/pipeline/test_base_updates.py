@@ -13,7 +13,15 @@ from typing import Any
 import docker
 import pytest
 
-from tests.conftest import BUSYBOX, Env, internal_from, read_json, simple_recipe, write_recipe
+from tests.conftest import (
+    BUSYBOX,
+    Env,
+    internal_from,
+    read_json,
+    simple_recipe,
+    site_ca_text,
+    write_recipe,
+)
 from tests.pipeline.test_promote import git, overlays
 from tests.pipeline.test_run import commit_all, registry_of
 
@@ -89,7 +97,7 @@ def test_base_change_rebuilds_two_generations_and_promotes_all_in_one_commit(
     }
     # A new site CA bundle flows the same way: everything rebuilt, nobody bumps.
     bundle = env.repo.parent / "site-ca.crt"
-    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    bundle.write_text(site_ca_text("a new site CA"))
     monkeypatch.setenv("HEPS_CA_BUNDLE", str(bundle))
     plan = {e["name"]: e for e in json.loads(heps(env.repo, "plan", "--json").out)}
     assert [(plan[n]["reason"], plan[n]["version_taken"]) for n in APPS] == [

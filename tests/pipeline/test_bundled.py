@@ -7,14 +7,15 @@ from typing import Any
 import pytest
 
 from heps.core.settings import SETTINGS_FILE
-from tests.conftest import REPO_ROOT, BundledBuild, Env, read_json
+from tests.conftest import HOST_CA_BUNDLE, REPO_ROOT, BundledBuild, Env, read_json
 
 
 @pytest.fixture
 def site_ca(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The repository's heps.yaml names the site CA bundle; pip needs it in the builds."""
-    assert "ca_bundle:" in (REPO_ROOT / SETTINGS_FILE).read_text()
-    monkeypatch.delenv("HEPS_CA_BUNDLE")
+    """The operator passes the site CA bundle (as `make run` does); pip needs it in the
+    builds. The repository's heps.yaml names no host file."""
+    assert "ca_bundle:" not in (REPO_ROOT / SETTINGS_FILE).read_text()
+    monkeypatch.setenv("HEPS_CA_BUNDLE", HOST_CA_BUNDLE)
 
 
 def test_debian_base_bootstraps_without_pulling_anything(bundled_build: BundledBuild) -> None:

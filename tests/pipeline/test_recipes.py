@@ -65,12 +65,12 @@ BAD = {
     "context-escapes": (
         "name: app\nversion: 1.0.0\ndescription: d\nbuild: {context: ../../..}\n"
         "smoke: {http: {port: 80}}\n",
-        ["build.context: '../../..' leaves the repository; use a path inside"],
+        ["build.context: ../../.. resolves to ", "; use a path inside it (symlinks are followed)"],
     ),
     "dockerfile-escapes": (
         "name: app\nversion: 1.0.0\ndescription: d\nbuild: {dockerfile: /etc/passwd}\n"
         "smoke: {http: {port: 80}}\n",
-        ["build.dockerfile: '/etc/passwd' leaves the repository"],
+        ["build.dockerfile: /etc/passwd resolves to /etc/passwd, outside "],
     ),
     "name-differs-from-folder": (
         "name: other\nversion: 1.0.0\ndescription: d\nsmoke: {http: {port: 80}}\n",

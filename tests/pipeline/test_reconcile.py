@@ -143,27 +143,47 @@ def test_policy_violations_name_file_object_and_field(repo: Path) -> None:
     with pytest.raises(ConfigError) as refused:
         reconcile.check(settings(repo), "testbed")
     prefix = "k8s-overlays/base/extra.yaml: Pod heps/debug: spec.containers[0]."
-    assert refused.value.problems == [
+    restricted = "(Pod Security Standards restricted: privileged); fix it, or declare "
+    assert refused.value.problems[:4] == [
         prefix + "image: 'debian:latest' runs whatever 'latest' is; pin a version (heps promote)",
         prefix + "resources.requests: no memory for container shell; set both requests and "
         "limits so the scheduler can place it",
         prefix + "resources.limits: no cpu or memory for container shell; set both requests "
         "and limits so the scheduler can place it",
-        prefix + "securityContext.privileged: container shell is privileged; drop it, or list "
-        "Pod/heps/debug/shell in heps.yaml reconcile.privileged_allowed",
+        prefix
+        + "securityContext.privileged: the container is privileged "
+        + restricted
+        + "'privileged: <reason>' in the annotation heps.ihep.ac.cn/policy-exception",
+    ]
+    rules = [p.split("restricted: ")[1].split(")")[0] for p in refused.value.problems[3:]]
+    assert rules == [
+        "privileged",
+        "allowPrivilegeEscalation",
+        "capabilities",
+        "runAsNonRoot",
+        "seccomp",
     ]
 
 
-def test_listed_privileged_container_is_allowed(repo: Path) -> None:
-    _add(
-        repo,
-        POD.replace("{cpu: 10m}", "{cpu: 10m, memory: 1Mi}, limits: {cpu: 1, memory: 1Mi}")
-        % "debian:12.5",
+def test_declared_exception_allows_exactly_its_rules(repo: Path) -> None:
+    pod = POD.replace("{cpu: 10m}", "{cpu: 10m, memory: 1Mi}, limits: {cpu: 1, memory: 1Mi}")
+    pod = pod.replace(
+        "metadata: {name: debug}",
+        "metadata:\n  name: debug\n  annotations:\n"
+        "    heps.ihep.ac.cn/policy-exception: |\n"
+        "      privileged: the debug shell inspects the node's devices\n"
+        "      allowPrivilegeEscalation: it runs sudo to read root-owned logs\n"
+        "      capabilities: privileged containers keep every capability\n"
+        "      runAsNonRoot: it starts as root and drops to the debug user\n"
+        "      seccomp: the node's tracing tools need the syscalls it blocks\n",
     )
-    (repo / "heps.yaml").write_text(
-        (repo / "heps.yaml").read_text() + "  privileged_allowed: [Pod/heps/debug/shell]\n"
+    _add(repo, pod % "debian:12.5")
+    rendered = reconcile.check(settings(repo), "testbed")
+    assert any(m.ref == "Pod heps/debug" for m in rendered)
+    assert (
+        "Pod heps/debug (k8s-overlays/base/extra.yaml): privileged: the debug shell inspects "
+        "the node's devices" in manifests.declared_exceptions(rendered)
     )
-    assert any(m.ref == "Pod heps/debug" for m in reconcile.check(settings(repo), "testbed"))
 
 
 @pytest.mark.parametrize(
@@ -193,12 +213,12 @@ def test_kustomize_errors_and_unknown_overlays_are_config_errors(repo: Path) -> 
             ConfigError, match=rf"--overlay {re.escape(name)}: not an overlay.*{known}"
         ):
             reconcile.check(settings(repo), name)
-    (repo / "k8s-overlays/overlays/testbed/kustomization.yaml").write_text(
-        "resources: [nope.yaml]\n"
-    )
-    with pytest.raises(
-        ConfigError, match=r"k8s-overlays/overlays/testbed: kustomize failed: .*nope"
-    ):
+    testbed = repo / "k8s-overlays/overlays/testbed"
+    (testbed / "kustomization.yaml").write_text("resources: [nope.yaml]\n")
+    with pytest.raises(ConfigError, match=r"resources\[0\]: 'nope.yaml' is not a file or folder"):
+        reconcile.check(settings(repo), "testbed")
+    (testbed / "nope.yaml").write_text("kind: Deployment\n")  # no apiVersion, no name
+    with pytest.raises(ConfigError, match=r"k8s-overlays/overlays/testbed: kustomize failed: .*"):
         reconcile.check(settings(repo), "testbed")
 
 

@@ -14,7 +14,15 @@ import pytest
 from heps.core.credentials import Credentials, Secret
 from heps.core.settings import RegistrySettings
 from heps.systems.registry import Registry
-from tests.conftest import BUSYBOX, Env, internal_from, read_json, simple_recipe, write_recipe
+from tests.conftest import (
+    BUSYBOX,
+    Env,
+    internal_from,
+    read_json,
+    simple_recipe,
+    site_ca_text,
+    write_recipe,
+)
 
 BASE_DOCKERFILE = f"FROM {BUSYBOX}\nRUN echo base > /hello\n"
 CHILD_DOCKERFILE = internal_from("base") + "RUN echo child > /hello\n"
@@ -272,7 +280,7 @@ def test_site_ca_bundle_reaches_every_build_and_no_secret_reaches_the_image(
     heps: Any, env: Env, monkeypatch: pytest.MonkeyPatch, docker_client: docker.DockerClient
 ) -> None:
     bundle = env.repo.parent / "site-ca.pem"
-    bundle.write_text("-----BEGIN CERTIFICATE-----\nSITE-CA-MARKER\n-----END CERTIFICATE-----\n")
+    bundle.write_text(site_ca_text("SITE-CA-MARKER"))
     monkeypatch.setenv("HEPS_CA_BUNDLE", str(bundle))
     recipe = simple_recipe("app")
     recipe["smoke"]["commands"] = [

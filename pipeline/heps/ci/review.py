@@ -9,7 +9,9 @@ left out. Markdown for people, JSON for tools; secrets masked in both.
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,9 +22,9 @@ from heps.cluster import manifests, reconcile
 from heps.core import log
 from heps.core.errors import ConfigError, HepsError
 from heps.core.references import split_reference
-from heps.core.settings import Settings
+from heps.core.settings import SETTINGS_FILE, Settings
 from heps.gitops import sources
-from heps.images import graph, lint, recipes, source, versions
+from heps.images import fingerprint, graph, lint, recipes, source, versions
 from heps.images import report as run_report
 from heps.images.report import BUILT, RecipeReport
 from heps.images.run import changed_recipes
@@ -67,10 +69,21 @@ class Review:
     """Changed files of the pipeline itself (PIPELINE): a maintainer must read them."""
     isolated: bool = False
     """Made by `heps ci merge-request`: the change's own code ran nowhere, with nothing."""
+    attention: list[str] = field(default_factory=list)
+    """What a security reviewer must look at: pipeline settings, jobs and production
+    changed, downloads at build time, build contexts beyond the recipe's folder,
+    symlinks in a context, and every policy exception the overlays declare."""
 
     @property
     def empty(self) -> bool:
-        return not (self.apps or self.overlays or self.jenkins or self.problems or self.pipeline)
+        return not (
+            self.apps
+            or self.overlays
+            or self.jenkins
+            or self.problems
+            or self.pipeline
+            or self.attention
+        )
 
     def as_json(self, masker: log.Masker) -> str:
         return json.dumps(masker.mask(asdict(self)), indent=2) + "\n"  # mask, then encode
@@ -91,6 +104,10 @@ class Review:
         if self.problems:
             out.append("## Refused\n")
             out.extend(f"- {p}" for p in self.problems)
+            out.append("")
+        if self.attention:
+            out.append("## Needs a maintainer's eye\n")
+            out.extend(f"- {p}" for p in self.attention)
             out.append("")
         if self.apps:
             out.append(
@@ -153,9 +170,11 @@ def make(settings: Settings, base: str, report: Path | None, masker: log.Masker)
         for p in paths
         if any(p == top or (top[-1] == "/" and p.startswith(top)) for top in PIPELINE)
     )
+    review.attention = _changed_settings(settings, paths)
+    review.attention += [line for name in sorted(changed) for line in _recipe_flags(tree, name)]
     overlays_dir = settings.gitops.overlays_dir
     if any(p.startswith(overlays_dir + "/") for p in paths):
-        review.overlays = _overlay_diffs(settings, review.base, masker)
+        review.overlays = _overlay_diffs(settings, review.base, review.attention, masker)
     if any(p.startswith("jenkins/") for p in paths):
         try:
             review.jenkins = _jobs_diff(repo, review.base)
@@ -231,7 +250,81 @@ def _image_size(client: ContainerEngine, reference: str, pull: bool) -> int | No
     return pulled.size if pulled else None
 
 
-def _overlay_diffs(settings: Settings, base: str, masker: log.Masker) -> dict[str, str]:
+_SYNTAX = re.compile(r"#\s*syntax\s*=", re.IGNORECASE)
+_URL = re.compile(r"(?i)\b(?:https?|ftp|git|ssh)://\S+|\bgit@\S+")
+
+
+def _changed_settings(settings: Settings, paths: list[str]) -> list[str]:
+    """Files that change the pipeline itself or production, by what they change."""
+    overlays = settings.gitops.overlays_dir
+    watched = (
+        (SETTINGS_FILE, "changes the pipeline's settings (heps.yaml)"),
+        ("jenkins/", "changes the Jenkins jobs or pipelines that hold the credentials"),
+        (f"{overlays}/overlays/production/", "changes the production overlay"),
+        (f"{overlays}/base/", "changes the base of every overlay, production included"),
+    )
+    found = []
+    for prefix, what in watched:
+        hits = [p for p in paths if p == prefix or (prefix.endswith("/") and p.startswith(prefix))]
+        if hits:
+            found.append(f"{what}: {', '.join(hits[:5])}" + (" ..." if len(hits) > 5 else ""))
+    return found
+
+
+def _recipe_flags(tree: graph.Graph, name: str) -> list[str]:
+    """A changed recipe's downloads at build time, a context beyond its folder, and
+    symlinks in its context (sent as links, never followed, but worth a look)."""
+    node = tree.nodes[name]
+    recipe, build = node.recipe, node.recipe.build
+    flags = []
+    if recipe.bootstrap is not None and recipe.bootstrap.mirror:
+        flags.append(
+            f"{recipe.display}: bootstrap.mirror: {recipe.bootstrap.mirror} is fetched by the "
+            "build host itself; check it is the site's mirror"
+        )
+    if node.dockerfile is not None:
+        shown = recipe.show(node.dockerfile.path)
+        lines = node.dockerfile.path.read_text(encoding="utf-8").lstrip().splitlines()
+        directives = itertools.takewhile(lambda line: line.startswith("#"), lines)
+        if any(_SYNTAX.match(line) for line in directives):
+            flags.append(
+                f"{shown}: a '# syntax=' directive names a builder frontend image, code "
+                "that BuildKit would run; the pipeline's builder ignores it, remove it"
+            )
+        for ins in node.dockerfile.instructions:
+            url = _URL.search(ins.value) if ins.keyword == "ADD" else None
+            if url:
+                flags.append(
+                    f"{shown}:{ins.line}: ADD {url.group(0)} downloads at build time what no "
+                    "commit holds; vendor the file, or pin it with ADD --checksum"
+                )
+    if build is not None:
+        if not build.context.is_relative_to(recipe.folder):
+            where = (
+                "the whole repository"
+                if build.context == recipe.repo
+                else recipe.show(build.context)
+            )
+            flags.append(
+                f"{recipe.display}: build.context: {where} is outside the recipe's folder; "
+                "everything in it can reach the image (.git never does)"
+            )
+        links = [
+            rel
+            for rel in fingerprint.context_files(recipe, build)
+            if (build.context / rel).is_symlink()
+        ]
+        if links:
+            flags.append(
+                f"{recipe.display}: build.context: symlinks {', '.join(links[:5])} "
+                "(sent as links, never followed)"
+            )
+    return flags
+
+
+def _overlay_diffs(
+    settings: Settings, base: str, attention: list[str], masker: log.Masker
+) -> dict[str, str]:
     root = settings.repo / settings.gitops.overlays_dir
     overlays = sorted(p.name for p in (root / "overlays").iterdir() if p.is_dir())
     diffs = {}
@@ -239,7 +332,7 @@ def _overlay_diffs(settings: Settings, base: str, masker: log.Masker) -> dict[st
         old_root = Path(tmp)
         Repository(settings.repo).export(base, [settings.gitops.overlays_dir], old_root)
         for overlay in overlays:
-            after = _objects(settings.repo, root / "overlays" / overlay)
+            after = _objects(settings.repo, root / "overlays" / overlay, attention, overlay)
             old_folder = old_root / settings.gitops.overlays_dir / "overlays" / overlay
             before = _objects(old_root, old_folder) if old_folder.is_dir() else {}
             text = reconcile.diff(before, after, masker)
@@ -248,9 +341,19 @@ def _overlay_diffs(settings: Settings, base: str, masker: log.Masker) -> dict[st
     return diffs
 
 
-def _objects(repo: Path, folder: Path) -> dict[manifests.Key, dict[str, Any]]:
+def _objects(
+    repo: Path, folder: Path, attention: list[str] | None = None, overlay: str = ""
+) -> dict[manifests.Key, dict[str, Any]]:
+    """The rendered objects; with `attention`, every policy exception they declare is
+    added to it."""
     try:
-        return {m.key: m.obj for m in manifests.render(repo, folder)}
+        rendered = manifests.render(repo, folder)
+        if attention is not None:
+            attention += [
+                f"overlay {overlay}: policy exception: {line}"
+                for line in manifests.declared_exceptions(rendered)
+            ]
+        return {m.key: m.obj for m in rendered}
     except ConfigError as exc:  # a broken overlay is worth showing, not a crash
         key = ("render", "error", "", folder.name)
         return {key: {"error": "; ".join(exc.problems)}}

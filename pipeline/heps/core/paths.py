@@ -1,7 +1,9 @@
-"""Paths the tool reads and writes, resolved and kept inside the repository.
+"""Paths the tool reads and writes, resolved and kept inside the folder they belong to.
 
-Every file heps writes is resolved (symlinks followed) and must stay under the folder it
-belongs to; an overlay is named by its folder name, never by a path.
+`confine` is the one place a path from repository content or the command line is
+resolved: symlinks followed, then refused when it leaves its root or reaches into a
+`.git` folder (where a clone keeps its remote URL and hooks). Every loader calls it;
+an overlay is named by its folder name, never by a path.
 """
 
 from __future__ import annotations
@@ -12,22 +14,45 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from heps.core.errors import ConfigError
-from heps.core.settings import Settings
+
+if TYPE_CHECKING:
+    from heps.core.settings import Settings
 
 _OVERLAY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 
 
-def inside(root: Path, path: Path, what: str) -> Path:
-    """`path` resolved; a ConfigError when it (or a symlink on the way) leaves `root`."""
-    resolved = path.resolve()
-    if not resolved.is_relative_to(root.resolve()):
+def confine(
+    root: Path, path: Path | str, *, file: str, field: str, base: Path | None = None
+) -> Path:
+    """`path` (relative to `base`, by default `root`) resolved with symlinks followed.
+
+    A ConfigError naming `file`, `field` and `root` when the result is outside `root`
+    or inside a `.git` folder under it. `root` is expected resolved (callers resolve it
+    once, not per path: plan resolves thousands of paths)."""
+    resolved = ((base or root) / path).resolve()
+    named = f"{file}: {field}: {path}" if field else f"{file}: {path}"
+    try:
+        rel = resolved.relative_to(root)
+    except ValueError:
         raise ConfigError(
-            f"{what}: {path} resolves to {resolved}, outside {root}; "
-            "replace the symlink by a real folder or file inside the repository"
+            f"{named} resolves to {resolved}, outside {root}; "
+            "use a path inside it (symlinks are followed)"
+        ) from None
+    if ".git" in rel.parts:
+        raise ConfigError(
+            f"{named} reaches into .git; git's own files are never inputs or outputs: "
+            "name a tracked file instead"
         )
     return resolved
+
+
+def inside(root: Path, path: Path, what: str) -> Path:
+    """`path` resolved; a ConfigError when it (or a symlink on the way) leaves `root`.
+    `what` names the file or flag; the same check as `confine`."""
+    return confine(root.resolve(), path, file=what, field="")
 
 
 def overlay_dir(root: Path, settings: Settings, overlay: str) -> Path:
@@ -40,7 +65,13 @@ def overlay_dir(root: Path, settings: Settings, overlay: str) -> Path:
             f"--overlay {overlay}: not an overlay folder under "
             f"{base.relative_to(root)}; known overlays: {listed}"
         )
-    return inside(root, base / overlay, f"--overlay {overlay}")
+    folder = inside(root, base / overlay, f"--overlay {overlay}")
+    if folder != base.resolve() / overlay:  # a symlink to another overlay edits that one
+        raise ConfigError(
+            f"--overlay {overlay}: {base.relative_to(root)}/{overlay} is a symlink to "
+            f"{folder.relative_to(root.resolve())}; an overlay is a folder of its own"
+        )
+    return folder
 
 
 def output_file(path: Path, flag: str) -> Path:
@@ -59,6 +90,17 @@ def output_file(path: Path, flag: str) -> Path:
     if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise ConfigError(f"{flag} {path}: {folder} is not a writable folder; name another path")
     return resolved
+
+
+def output_dir(repo: Path, path: Path, flag: str) -> Path:
+    """A folder heps writes into (`heps jenkins render --out`): relative to the repository,
+    or absolute. Inside the repository (relative, or absolute under it) it must resolve
+    inside it, so `../x` and a committed symlink to elsewhere are refused; an absolute
+    path outside the repository is the operator's choice."""
+    absolute = Path(os.path.abspath(repo / path))
+    if absolute.is_relative_to(repo) or not path.is_absolute():
+        return confine(repo, path, file=flag, field="path")
+    return absolute
 
 
 @contextmanager

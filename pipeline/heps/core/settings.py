@@ -8,14 +8,20 @@ state directory (outside the repository).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
+from heps.core import quantity
+from heps.core.bounded import read_bytes
 from heps.core.errors import ConfigError
+from heps.core.paths import confine
 from heps.core.references import is_repository_path
 from heps.core.validation import load_yaml, validate
 
@@ -106,11 +112,18 @@ class ReconcileSettings:
     """Schemas (kubernetes-validate) every rendered object must pass."""
     digest_required: tuple[str, ...] = ("production",)
     """Overlays that may run images by digest only."""
-    privileged_allowed: tuple[str, ...] = ()
-    """Kind/namespace/name/container allowed to be privileged."""
     field_manager: str = "heps-reconcile"
     """Server-side apply field manager: who owns the fields heps sets."""
     rollout_timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """The largest node sessions run on: what a recipe's profile may ask at most."""
+
+    cpu: Decimal = Decimal(128)
+    memory: Decimal = Decimal(2 * 1024**4)
+    gpus: int = 8
 
 
 @dataclass(frozen=True)
@@ -131,6 +144,7 @@ class Settings:
     gitops: GitOpsSettings = GitOpsSettings()
     reconcile: ReconcileSettings = ReconcileSettings()
     jenkins: JenkinsSettings = JenkinsSettings()
+    largest_node: NodeSettings = NodeSettings()
     state_dir: Path = field(default_factory=lambda: default_state_dir())
     """Where the embedded registry keeps its data and credentials (outside the repo)."""
 
@@ -161,7 +175,10 @@ def load(
     """Settings for `repo` from heps.yaml, the environment and flags, validated.
 
     Defaults live in the dataclasses above and nowhere else: a key heps.yaml leaves out
-    keeps the field's default."""
+    keeps the field's default. heps.yaml is repository content a merge request can
+    change: every path it names must resolve inside the repository (`recipes_dir`,
+    `gitops.overlays_dir`, `build.ca_bundle`); only the operator (environment, flags)
+    names host files such as a CA bundle outside it."""
     env = dict(os.environ) if env is None else env
     repo = repo.resolve()
     if not repo.is_dir():
@@ -169,6 +186,7 @@ def load(
     raw: dict[str, Any] = {}
     path = repo / SETTINGS_FILE
     if path.exists():
+        confine(repo, path, file=SETTINGS_FILE, field="the file itself")  # a symlink out
         raw = load_yaml(path, SETTINGS_FILE) or {}
         problems = validate(raw, "settings", path, SETTINGS_FILE)
         if problems:
@@ -186,9 +204,9 @@ def load(
             ReconcileSettings,
             raw.get("reconcile", {}),
             digest_required=tuple,
-            privileged_allowed=tuple,
         ),
         jenkins=_section(JenkinsSettings, raw.get("jenkins", {})),
+        largest_node=_node(raw.get("largest_node", {})),
         state_dir=Path(env["HEPS_STATE_DIR"]) if "HEPS_STATE_DIR" in env else default_state_dir(),
     )
     host = registry or env.get("HEPS_REGISTRY")
@@ -207,8 +225,68 @@ def load(
         settings = replace(
             settings, build=replace(settings.build, ca_bundle=Path(ca) if ca else None)
         )
+        if ca:
+            check_ca_bundle(Path(ca), "HEPS_CA_BUNDLE", comments=True)
+    else:
+        settings = _confined(settings)
     _check(settings)
     return settings
+
+
+def _confined(settings: Settings) -> Settings:
+    """heps.yaml's paths resolved inside the repository (ConfigError otherwise); the CA
+    bundle it names must also be what it claims."""
+    repo = settings.repo
+    for name, value in (
+        ("recipes_dir", settings.recipes_dir),
+        ("gitops.overlays_dir", settings.gitops.overlays_dir),
+    ):
+        confine(repo, value, file=SETTINGS_FILE, field=name)
+    ca = settings.build.ca_bundle
+    if ca is None:
+        return settings
+    resolved = confine(repo, ca, file=SETTINGS_FILE, field="build.ca_bundle")
+    check_ca_bundle(resolved, f"{SETTINGS_FILE}: build.ca_bundle", comments=False)
+    return replace(settings, build=replace(settings.build, ca_bundle=resolved))
+
+
+_PEM_BLOCK = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n([A-Za-z0-9+/=\r\n]+?)-----END CERTIFICATE-----"
+)
+
+
+def check_ca_bundle(path: Path, where: str, *, comments: bool) -> None:
+    """A CA bundle is PEM CERTIFICATE blocks and nothing else (blank lines, and `#`
+    comment lines where `comments`: system bundles of the operator carry labels): it is
+    copied into every build context, so a private key, a credentials file or any other
+    text is refused in one line."""
+    if not path.is_file():
+        raise ConfigError(
+            f"{where}: {path} is not a file; point it at a PEM bundle or set "
+            "HEPS_CA_BUNDLE= to disable"
+        )
+    data = read_bytes(path, where)
+    blocks = list(_PEM_BLOCK.finditer(data))
+    rest = _PEM_BLOCK.sub(b"", data)
+    stray = [
+        line
+        for line in rest.splitlines()
+        if line.strip() and not (comments and line.startswith(b"#"))
+    ]
+    bad = not blocks or bool(stray)
+    for block in blocks:
+        try:
+            der = base64.b64decode(b"".join(block.group(1).split()), validate=True)
+        except binascii.Error:
+            bad = True
+            continue
+        bad = bad or not der.startswith(b"\x30")  # an X.509 certificate is a DER SEQUENCE
+    if bad:
+        raise ConfigError(
+            f"{where}: {path} is not a PEM bundle of certificates only (found "
+            f"{len(blocks)} certificate block(s) and {len(stray)} other line(s)); "
+            "name a file of -----BEGIN CERTIFICATE----- blocks"
+        )
 
 
 def _section(cls: type[T], raw: dict[str, Any], **convert: Callable[[Any], Any]) -> T:
@@ -216,6 +294,18 @@ def _section(cls: type[T], raw: dict[str, Any], **convert: Callable[[Any], Any])
     names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     values = {k: convert[k](v) if k in convert else v for k, v in raw.items() if k in names}
     return cls(**values)
+
+
+def _node(raw: dict[str, Any]) -> NodeSettings:
+    try:
+        return _section(
+            NodeSettings,
+            raw,
+            cpu=lambda v: quantity.cpu(v, Decimal(1 << 20)),
+            memory=lambda v: quantity.memory(v, Decimal(1 << 70)),
+        )
+    except quantity.QuantityError as exc:
+        raise ConfigError(f"{SETTINGS_FILE}: largest_node: {exc}") from None
 
 
 _GITOPS_ENV = {
@@ -240,12 +330,6 @@ def _gitops(raw: dict[str, Any], env: dict[str, str]) -> GitOpsSettings:
 
 def _check(settings: Settings) -> None:
     problems = []
-    ca = settings.build.ca_bundle
-    if ca is not None and not ca.is_file():
-        problems.append(
-            f"{SETTINGS_FILE}: build.ca_bundle: {ca} is not a file; "
-            "point it at a PEM bundle or set HEPS_CA_BUNDLE= to disable"
-        )
     if not settings.recipes_path.is_dir():
         problems.append(
             f"{SETTINGS_FILE}: recipes_dir: {settings.recipes_path} is not a directory; "

@@ -8,6 +8,7 @@ that editors validate against and the messages the pipeline prints cannot drift 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from functools import cache
 from importlib import resources
@@ -30,9 +31,31 @@ def schema(name: str) -> dict[str, Any]:
     return loaded
 
 
+def _finite_number(checker: Any, instance: Any) -> bool:
+    """JSON has no NaN or infinity, YAML has (`.nan`, `.inf`): a schema's `number` is a
+    finite one, so `exclusiveMinimum: 0` cannot be passed by NaN (every comparison with
+    NaN is false) and no timeout, size or count is infinite, in every file at once."""
+    if isinstance(instance, float):
+        return math.isfinite(instance)
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+def _integer(checker: Any, instance: Any) -> bool:
+    """An integer is written as one: `2.0` is refused where a count or port is asked."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+_Validator = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {"number": _finite_number, "integer": _integer}
+    ),
+)
+
+
 @cache
-def _validator(name: str) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(schema(name))
+def _validator(name: str) -> Any:
+    return _Validator(schema(name))
 
 
 def load_yaml(path: Path, display: str) -> Any:
@@ -112,6 +135,12 @@ def _describe(error: jsonschema.ValidationError, root: dict[str, Any]) -> tuple[
         missing = str(error.message).split("'")[1]
         need = _subschema(root, [*error.absolute_path, missing]).get("description", "")
         return f"missing field '{missing}'", f"add it ({need})" if need else "add it"
+    if (
+        error.validator == "type"
+        and isinstance(error.instance, float)
+        and not math.isfinite(error.instance)
+    ):
+        return f"{error.instance!r} is not a finite number", hint or "write a number"
     if error.validator == "type":
         got = type(error.instance).__name__
         return f"expected {error.validator_value}, got {got} {error.instance!r}", (

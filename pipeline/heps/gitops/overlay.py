@@ -11,7 +11,7 @@ from pathlib import Path
 from heps.core.bounded import read_text
 from heps.core.errors import StageError
 from heps.core.kube_yaml import Document, PinError, get, profiles, text_of
-from heps.core.paths import inside, overlay_dir
+from heps.core.paths import confine, overlay_dir
 from heps.core.references import split_reference
 from heps.core.settings import Settings
 from heps.core.stages import Stage
@@ -41,10 +41,18 @@ class OverlayEdit:
 
 
 def yaml_files(root: Path, folder: Path) -> list[Path]:
-    """The overlay's YAML files, resolved: one that is a symlink leaving the repository
-    is refused before anything is read or written."""
+    """The overlay's YAML files, resolved: each must resolve inside the overlay's own
+    folder, so a symlink to another overlay's file (testbed's kustomization.yaml to
+    production's) or out of the repository is refused before anything is read or written."""
+    folder = folder.resolve()
     found = sorted(p for p in folder.rglob("*.y*ml") if p.is_file())
-    return [inside(root, p, str(p.relative_to(root))) for p in found]
+    return [_own(root, folder, p) for p in found]
+
+
+def _own(root: Path, folder: Path, path: Path) -> Path:
+    """`path` resolved inside `folder`; both are under `root`, so names are slices."""
+    cut = len(str(root)) + 1
+    return confine(folder, path, file=str(path)[cut:], field=f"file of {str(folder)[cut:]}")
 
 
 def read_file(root: Path, path: Path) -> str:
@@ -84,7 +92,7 @@ def edit_overlay(
                 f"{kustomization.relative_to(root)}: missing; "
                 "an overlay needs a kustomization.yaml to pin images of its bases",
             )
-        kustomization = inside(root, kustomization, str(kustomization.relative_to(root)))
+        kustomization = _own(root, folder, kustomization)
         current_text = edit.files.get(kustomization, read_file(root, kustomization))
         edit.files[kustomization] = add_kustomize_images(
             current_text, str(kustomization), missing, names
@@ -117,7 +125,7 @@ def _add_missing_profiles(
     path = folder / PROFILE_FILE
     if not path.exists():
         return
-    path = inside(root, path, str(path.relative_to(root)))
+    path = _own(root, folder, path)
     text = edit.files.get(path, read_file(root, path))
     listed = {
         text_of(get(entry, "slug"))

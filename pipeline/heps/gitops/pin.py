@@ -19,6 +19,7 @@ Three kinds of place refer to an image:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from decimal import Decimal
 from io import StringIO
 from typing import Any
 
@@ -187,7 +188,7 @@ def profile_entry(
     display_name: str,
     description: str,
     image: str,
-    cpu: float | None,
+    cpu: Decimal | None,
     memory: str | None,
     gpu: int,
     default: bool,
@@ -196,8 +197,11 @@ def profile_entry(
     """One KubeSpawner profile_list entry for a recipe's `profile:` block, as YAML text."""
     override: dict[str, Any] = {"image": image}
     if cpu:
-        override["cpu_guarantee"] = cpu
-        override["cpu_limit"] = cpu
+        # KubeSpawner's cpu_* are floats: an integer or a short decimal (whole
+        # millicores: never an exponent such as 1e-05, which the hub could not parse)
+        cores = int(cpu) if cpu == cpu.to_integral_value() else float(cpu)
+        override["cpu_guarantee"] = cores
+        override["cpu_limit"] = cores
     if memory:
         override["mem_guarantee"] = memory
         override["mem_limit"] = memory

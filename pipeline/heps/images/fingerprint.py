@@ -18,6 +18,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from heps.core.errors import ConfigError
 from heps.images.graph import Graph
 from heps.images.recipes import DockerBuild, Recipe
 from heps.systems.engine import context_paths
@@ -64,7 +65,11 @@ def ignore_patterns(build: DockerBuild) -> list[str]:
 def context_files(recipe: Recipe, build: DockerBuild) -> list[str]:
     """Files the build context holds, relative to it, sorted; `.dockerignore` honoured.
 
-    The recipe's own recipe.yaml is metadata (profile, smoke checks), never image content.
+    The one list of what a build sends (and the fingerprint covers). The recipe's own
+    recipe.yaml is metadata (profile, smoke checks), never image content. A `.git`
+    folder or file is never sent, whatever `.dockerignore` says: a clone keeps its remote
+    URL, perhaps with a token, there. A symlink is sent as a link, never followed, and
+    one whose target leaves the context is refused: it names a file of the build host.
     """
     root = build.context
     patterns = ignore_patterns(build)
@@ -72,12 +77,29 @@ def context_files(recipe: Recipe, build: DockerBuild) -> list[str]:
     own_recipe = os.path.relpath(recipe.folder / "recipe.yaml", root)
     found = []
     for rel in context_paths(root, patterns, dockerfile):
-        if rel == own_recipe:
+        if rel == own_recipe or _in_git(rel):
             continue
         mode = os.lstat(root / rel).st_mode
+        if stat.S_ISLNK(mode):
+            _check_link(recipe, root, rel)
         if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
             found.append(rel)
     return sorted(found)
+
+
+def _in_git(rel: str) -> bool:
+    """Whether a context-relative path is, or is inside, a `.git` folder or file."""
+    return rel == ".git" or rel.startswith(".git/") or rel.endswith("/.git") or "/.git/" in rel
+
+
+def _check_link(recipe: Recipe, root: Path, rel: str) -> None:
+    target = os.readlink(root / rel)
+    resolved = Path(os.path.normpath((root / rel).parent / target))
+    if os.path.isabs(target) or not resolved.is_relative_to(root):
+        raise ConfigError(
+            f"{recipe.display}: build.context: {recipe.show(root / rel)} is a symlink to "
+            f"'{target}', outside the build context; copy the file into the context instead"
+        )
 
 
 def _file_digest(path: Path) -> str:

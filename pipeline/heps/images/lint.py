@@ -21,6 +21,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from heps.core import process, tools
+from heps.core.paths import confine
 from heps.core.references import split_reference
 from heps.core.settings import LintSettings
 from heps.images import dockerfile
@@ -53,11 +54,16 @@ class LintResult:
     failed: bool
 
 
+def config_file(repo: Path) -> Path:
+    """The repository's `.hadolint.yaml`, which must not be a symlink out of it."""
+    return confine(repo.resolve(), HADOLINT_CONFIG, file=HADOLINT_CONFIG, field="the file itself")
+
+
 def threshold(repo: Path, configured: str | None) -> str | None:
     """The --failure-threshold to pass; None when .hadolint.yaml's own one applies."""
     if configured:
         return configured
-    config = repo / HADOLINT_CONFIG
+    config = config_file(repo)
     try:
         data = YAML(typ="safe").load(config.read_text(encoding="utf-8")) if config.exists() else {}
     except YAMLError:
@@ -77,7 +83,7 @@ def hadolint(
             )
         ], True
     command = [binary, "--format", "json", "--no-color"]
-    config = repo / HADOLINT_CONFIG
+    config = config_file(repo)
     if config.exists():
         command += ["--config", str(config)]
     level = threshold(repo, configured)

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import re2
 
+from heps.core import quantity
 from heps.core.bounded import read_text
 from heps.core.errors import ConfigError
-from heps.core.settings import Settings
+from heps.core.paths import confine
+from heps.core.settings import NodeSettings, Settings
 from heps.core.validation import load_yaml, validate
 
 RECIPE_FILE = "recipe.yaml"
@@ -78,8 +81,10 @@ class Smoke:
 class Profile:
     display_name: str
     description: str = ""
-    cpu: float | None = None
+    cpu: Decimal | None = None
+    """Cores, exact, in whole millicores."""
     memory: str | None = None
+    """Canonical quantity (`16Gi`, or whole bytes), what the hub and Kubernetes parse."""
     gpu: int = 0
     default: bool = False
     node_selector: dict[str, str] = field(default_factory=dict)
@@ -132,16 +137,18 @@ def discover(settings: Settings) -> list[Recipe]:
     """Every recipe under the recipes folder, sorted by name; ConfigError lists all problems."""
     problems: list[str] = []
     recipes: list[Recipe] = []
+    repo = settings.repo
     for folder in sorted(p for p in settings.recipes_path.iterdir() if p.is_dir()):
         if folder.name.startswith("."):
             continue
         file = folder / RECIPE_FILE
-        display = str(file.relative_to(settings.repo))
+        display = str(file.relative_to(repo))
         if not file.exists():
             problems.append(f"{display}: missing; add a recipe.yaml or remove the folder")
             continue
         try:
-            recipes.append(_load(file, display, settings.repo))
+            file = confine(repo, file, file=display, field="recipe folder")
+            recipes.append(_load(file, display, repo, settings.largest_node))
         except ConfigError as exc:
             problems.extend(exc.problems)
     seen: dict[str, str] = {}
@@ -157,18 +164,18 @@ def discover(settings: Settings) -> list[Recipe]:
     return recipes
 
 
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
-
-
 def _unreadable(build: DockerBuild, repo: Path) -> list[str]:
     """The Dockerfile and .dockerignore are read as text by every later stage: a size or
     encoding problem is reported here, once, naming the file, before anything runs."""
     problems = []
-    for path in (build.dockerfile, build.context / ".dockerignore"):
+    ignore = build.context / ".dockerignore"  # the Dockerfile is confined already
+    for path in (build.dockerfile, ignore):
         if path.is_file():
             try:
-                read_text(path, str(path.relative_to(repo)))
+                shown = str(path.relative_to(repo))
+                if path is ignore:
+                    confine(repo, path, file=shown, field="the file itself")
+                read_text(path, shown)
             except ConfigError as exc:
                 problems.extend(exc.problems)
     return problems
@@ -182,13 +189,12 @@ class _Paths:
         self.problems: list[str] = []
 
     def local(self, value: str, fld: str, must_exist: bool, is_dir: bool = False) -> Path:
-        path = (self.folder / value).resolve()
-        if not _inside(path, self.repo):
-            self.problems.append(
-                f"{self.display}: {fld}: '{value}' leaves the repository; "
-                "use a path inside the repository"
-            )
-        elif must_exist and not (path.is_dir() if is_dir else path.is_file()):
+        try:
+            path = confine(self.repo, value, file=self.display, field=fld, base=self.folder)
+        except ConfigError as exc:
+            self.problems.extend(exc.problems)
+            return self.folder
+        if must_exist and not (path.is_dir() if is_dir else path.is_file()):
             kind = "directory" if is_dir else "file"
             self.problems.append(
                 f"{self.display}: {fld}: '{value}' is not a {kind}; create it or fix the path"
@@ -196,14 +202,14 @@ class _Paths:
         return path
 
 
-def _load(file: Path, display: str, repo: Path) -> Recipe:
+def _load(file: Path, display: str, repo: Path, node: NodeSettings) -> Recipe:
     data: dict[str, Any] | None = load_yaml(file, display)
     if data is None:
         raise ConfigError(f"{display}: empty file; see pipeline/heps/schemas/recipe.schema.json")
     errors = validate(data, "recipe", file, display)
     if errors:
         raise ConfigError(errors)
-    paths = _Paths(file.parent.resolve(), repo, display)
+    paths = _Paths(file.parent, repo, display)  # `file` is resolved (confined) already
     if data["name"] != paths.folder.name:
         paths.problems.append(
             f"{display}: name: '{data['name']}' differs from the folder name "
@@ -211,6 +217,7 @@ def _load(file: Path, display: str, repo: Path) -> Recipe:
         )
     build, bootstrap = _build_of(data, paths)
     smoke = _smoke_of(data["smoke"], paths)
+    profile = _profile_of(data["profile"], node, paths) if "profile" in data else None
     if paths.problems:
         raise ConfigError(paths.problems)
     return Recipe(
@@ -223,8 +230,31 @@ def _load(file: Path, display: str, repo: Path) -> Recipe:
         smoke=smoke,
         build=build,
         bootstrap=bootstrap,
-        profile=Profile(**data["profile"]) if "profile" in data else None,
+        profile=profile,
     )
+
+
+def _profile_of(raw: dict[str, Any], node: NodeSettings, paths: _Paths) -> Profile:
+    """The profile with cpu and memory parsed by the Kubernetes grammar and bounded by
+    the largest node: what the hub offers must be something a node can run."""
+    values = dict(raw)
+    bounds = (
+        ("cpu", lambda v: quantity.cpu(v, node.cpu)),
+        ("memory", lambda v: quantity.canonical_memory(quantity.memory(v, node.memory))),
+    )
+    for key, parse in bounds:
+        if key in values:
+            try:
+                values[key] = parse(values[key])
+            except quantity.QuantityError as exc:
+                paths.problems.append(f"{paths.display}: profile.{key}: {exc}")
+                values[key] = None
+    if values.get("gpu", 0) > node.gpus:
+        paths.problems.append(
+            f"{paths.display}: profile.gpu: {values['gpu']} GPUs: more than the largest "
+            f"node's {node.gpus} (heps.yaml largest_node.gpus)"
+        )
+    return Profile(**values)
 
 
 def _build_of(data: dict[str, Any], paths: _Paths) -> tuple[DockerBuild | None, Bootstrap | None]:

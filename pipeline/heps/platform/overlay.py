@@ -8,6 +8,7 @@ hub here reads the very bytes the cluster's hub would read.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,9 @@ def _config_map(
     return dict(found.obj.get("data") or {})
 
 
+_KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}")
+
+
 def render(settings: Settings, overlay: str, config: Path, policy: Path) -> Rendered:
     """Write the hub's config files into `config` and the site policy to `policy`."""
     rendered = manifests.render(settings.repo, overlay_dir(settings.repo, settings, overlay))
@@ -63,6 +67,12 @@ def render(settings: Settings, overlay: str, config: Path, policy: Path) -> Rend
     ]
     if not policies or "policy.yaml" not in (policies[0].obj.get("data") or {}):
         raise ConfigError(f"overlay {overlay}: no user-init-policy ConfigMap with policy.yaml")
+    for name in files:  # the keys become file names: Kubernetes' key grammar, no paths
+        if not _KEY.fullmatch(name) or name in (".", ".."):
+            raise ConfigError(
+                f"overlay {overlay}: hub-config: data key '{name}' is not a ConfigMap key "
+                "(letters, digits, '-', '_', '.'); rename it"
+            )
     config.mkdir(parents=True, exist_ok=True)
     for name in sorted({*files, *(p.name for p in config.iterdir())}):
         if name in files:

@@ -1,0 +1,771 @@
+"""A merge request is untrusted: every entry point of docs/threat-model.md, by rule.
+
+Each test is a category (host path, traversal, symlink, `.git`, remote URL, unlisted
+kind, quantity, NaN), parametrized over the entry points it applies to, and asserts the
+exit code, the one line naming file and field, and that nothing was read, fetched or
+written outside the rules. No image is built: `plan`, `reconcile --dry-run`, `jenkins
+render` and `review` show every refusal.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import re
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from heps.core.errors import ConfigError
+from heps.core.settings import load
+from heps.gitops.overlay import edit_overlay
+from heps.images import fingerprint, recipes
+from heps_hub import values as hub_values
+from tests.conftest import HOST_CA_BUNDLE, REPO_ROOT, Result, simple_recipe, write_recipe
+
+HOST_FILE = "/etc/hostname"
+OUTSIDE = "outside-secret.txt"
+
+
+@pytest.fixture
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The repository's overlays and settings, one recipe, and a host file beside the
+    checkout (`../outside-secret.txt`) that nothing may read."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    shutil.copytree(REPO_ROOT / "k8s-overlays", root / "k8s-overlays")
+    shutil.copy(REPO_ROOT / "heps.yaml", root / "heps.yaml")
+    write_recipe(root, "app", simple_recipe("app"), Dockerfile="FROM busybox:1.36\n")
+    (tmp_path / OUTSIDE).write_text("host secret\n")
+    monkeypatch.setenv("HEPS_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("HEPS_CA_BUNDLE", "")
+    monkeypatch.setenv("HEPS_REGISTRY", "127.0.0.1:9")  # nothing answers: nothing pushed
+    monkeypatch.chdir(root)
+    return root
+
+
+def one_line(result: Result, *fragments: str) -> str:
+    """The refusal: exit 2, and a line holding every fragment."""
+    assert result.code == 2, result.text
+    lines = [line for line in result.err.splitlines() if all(f in line for f in fragments)]
+    assert lines, result.text
+    assert "Traceback" not in result.text
+    return lines[0]
+
+
+# --- repository paths: heps.yaml and recipe.yaml -------------------------------------
+
+HOSTILE_PATHS = {
+    "host-path": lambda repo: HOST_FILE,
+    "traversal": lambda repo: f"../../../{OUTSIDE}",
+    "symlink-out": lambda repo: _link(repo, "link-out", repo.parent / OUTSIDE),
+    "dot-git": lambda repo: _git_config(repo),
+}
+
+
+def _link(repo: Path, name: str, target: Path) -> str:
+    (repo / name).symlink_to(target)
+    return f"../../{name}"
+
+
+def _git_config(repo: Path) -> str:
+    (repo / ".git").mkdir(exist_ok=True)
+    (repo / ".git" / "config").write_text("[remote]\n url = https://token@example.org\n")
+    return "../../.git/config"
+
+
+def set_recipe(repo: Path, field: str, value: str) -> None:
+    recipe = simple_recipe("app")
+    section, key = field.split(".")
+    recipe.setdefault(section, {})[key] = value
+    write_recipe(repo, "app", recipe)
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_PATHS))
+@pytest.mark.parametrize("field", ["build.context", "build.dockerfile", "smoke.structure"])
+def test_recipe_paths_stay_in_the_repository(heps: Any, repo: Path, field: str, case: str) -> None:
+    value = HOSTILE_PATHS[case](repo)
+    set_recipe(repo, field, value)
+    line = one_line(heps(repo, "plan"), "app-recipes/app/recipe.yaml", f"{field}: {value} ")
+    assert "reaches into .git" in line if case == "dot-git" else ", outside " in line
+
+
+def _settings_value(repo: Path, case: str) -> str:
+    value = HOSTILE_PATHS[case](repo)
+    return value.replace("../../", "", 1) if value.startswith("../../") else value
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_PATHS))
+@pytest.mark.parametrize("field", ["recipes_dir", "gitops.overlays_dir", "build.ca_bundle"])
+def test_settings_paths_stay_in_the_repository(
+    heps: Any, repo: Path, field: str, case: str
+) -> None:
+    """heps.yaml is repository content: it names no host file; the CA bundle it names is
+    never read from outside (it would be copied into every build context)."""
+    value = _settings_value(repo, case)
+    section, _, key = field.rpartition(".")
+    text = f"{key}: {value}\n" if not section else f"{section}:\n  {key}: {value}\n"
+    (repo / "heps.yaml").write_text(text)
+    os.environ.pop("HEPS_CA_BUNDLE")
+    one_line(heps(repo, "plan"), "heps.yaml", f"{field}: {value} ")
+
+
+@pytest.mark.parametrize(
+    ("content", "found"),
+    [
+        ("-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n", "0 certificate"),
+        ("registry-password: hunter2\n", "0 certificate"),
+        ("# a comment hides nothing\n", "0 certificate"),
+    ],
+)
+def test_ca_bundle_named_by_the_repository_is_certificates_only(
+    heps: Any, repo: Path, monkeypatch: pytest.MonkeyPatch, content: str, found: str
+) -> None:
+    certificate = Path(HOST_CA_BUNDLE).read_text().split("-----END CERTIFICATE-----")[0]
+    (repo / "site-ca.crt").write_text(certificate + "-----END CERTIFICATE-----\n" + content)
+    (repo / "heps.yaml").write_text("build: {ca_bundle: site-ca.crt}\n")
+    monkeypatch.delenv("HEPS_CA_BUNDLE")
+    line = one_line(heps(repo, "plan"), "heps.yaml: build.ca_bundle", "not a PEM bundle")
+    assert "1 certificate block(s)" in line
+
+
+def test_operator_ca_bundle_may_live_outside(repo: Path) -> None:
+    cfg = load(repo, env={"HEPS_CA_BUNDLE": HOST_CA_BUNDLE})
+    assert cfg.build.ca_bundle == Path(HOST_CA_BUNDLE)
+    with pytest.raises(ConfigError, match="HEPS_CA_BUNDLE: /etc/passwd is not a PEM bundle"):
+        load(repo, env={"HEPS_CA_BUNDLE": "/etc/passwd"})
+
+
+@pytest.mark.parametrize("remote", ["/srv/other.git", "file:///srv/other.git", "../up.git"])
+def test_repository_names_no_local_gitops_remote(heps: Any, repo: Path, remote: str) -> None:
+    (repo / "heps.yaml").write_text(f"gitops: {{remote: '{remote}'}}\n")
+    one_line(heps(repo, "plan"), "heps.yaml", "gitops.remote")
+
+
+def test_recipe_folder_symlinked_out_is_refused(heps: Any, repo: Path) -> None:
+    outside = repo.parent / "elsewhere"
+    outside.mkdir()
+    (outside / "recipe.yaml").write_text("name: elsewhere\n")
+    (repo / "app-recipes" / "elsewhere").symlink_to(outside)
+    one_line(heps(repo, "plan"), "app-recipes/elsewhere/recipe.yaml", "recipe folder", "outside")
+
+
+# --- numbers --------------------------------------------------------------------------
+
+NUMBERS = {
+    "profile.cpu": [".nan", ".inf", "-1", "0", "0.00001", "'1e-05'", "100000", "'4 cores'"],
+    "profile.memory": [".nan", "'0'", "'-1Gi'", "'1Mi'", "'16 GB'", "'1Pi'", "true"],
+    "profile.gpu": ["-1", "2.0", "65", ".inf"],
+    "smoke.http.timeout": [".nan", ".inf", "-5", "0", "1e9"],
+    "smoke.http.port": ["0", "70000", "80.5"],
+}
+
+
+def _recipe_with(field: str, value: str) -> str:
+    smoke = "smoke: {http: {port: 8888}}\n"
+    profile = "profile: {display_name: App}\n"
+    if field.startswith("smoke.http."):
+        key = field.rsplit(".", 1)[1]
+        first = "" if key == "port" else "port: 8888, "
+        smoke = f"smoke: {{http: {{{first}{key}: {value}}}}}\n"
+    else:
+        profile = f"profile: {{display_name: App, {field.split('.')[1]}: {value}}}\n"
+    return "name: app\nversion: 1.0.0\ndescription: d\n" + smoke + profile
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [(f, v) for f, values in NUMBERS.items() for v in values]
+)
+def test_numbers_are_finite_and_in_range(heps: Any, repo: Path, field: str, value: str) -> None:
+    write_recipe(repo, "app", _recipe_with(field, value))
+    one_line(heps(repo, "plan"), "app-recipes/app/recipe.yaml", field)
+
+
+@pytest.mark.parametrize(
+    ("cpu", "memory", "written"),
+    [
+        ("0.001", "'64Mi'", ("cpu_limit: 0.001", "mem_limit: 64Mi")),
+        ("'500m'", "'1.5Gi'", ("cpu_limit: 0.5", "mem_limit: 1536Mi")),
+        ("1e1", "'2e9'", ("cpu_limit: 10", "mem_limit: 1953125Ki")),
+    ],
+)
+def test_quantities_are_written_back_in_a_form_the_hub_reads(
+    repo: Path, cpu: str, memory: str, written: tuple[str, str]
+) -> None:
+    from heps.gitops.pin import profile_entry
+
+    text = "name: app\nversion: 1.0.0\ndescription: d\nsmoke: {http: {port: 8888}}\n"
+    write_recipe(
+        repo, "app", text + f"profile: {{display_name: App, cpu: {cpu}, memory: {memory}}}\n"
+    )
+    (recipe,) = recipes.discover(load(repo))
+    p = recipe.profile
+    assert p is not None
+    entry = profile_entry("app", "App", "", "r/heps/app:1", p.cpu, p.memory, 0, False, {})
+    for fragment in written:
+        assert fragment in entry.replace('"', "'")
+    folder = repo / "hub"
+    folder.mkdir()
+    (folder / "profile-list.yaml").write_text("profile_list:\n" + entry)
+    loaded = _hub_profiles(folder)
+    assert loaded.refused == [] and [x["slug"] for x in loaded.profiles] == ["app"]
+
+
+def _hub_profiles(folder: Path) -> Any:
+    (folder / "values.yaml").write_text(
+        "hub: {public_url: http://x}\n"
+        "oauth: {authorize_url: a, token_url: t, userdata_url: u, callback_url: c}\n"
+        "spawner: {namespace: n, scheduler_name: s, user_init: {image: i}}\n"
+    )
+    return hub_values.load(folder)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "cpu_limit: .nan",
+        "cpu_limit: 1e-05",
+        "mem_limit: '0'",
+        "mem_limit: 16 GB",
+        "cpu_guarantee: -1",
+        "mem_guarantee: .inf",
+        "extra_resource_limits: {nvidia.com/gpu: '-1'}",
+        "cpu_limit: '1e400'",
+        "mem_limit: '" + "1" * 70 + "'",
+    ],
+)
+def test_hub_leaves_out_a_bad_profile_and_offers_the_rest(tmp_path: Path, override: str) -> None:
+    (tmp_path / "profile-list.yaml").write_text(
+        "profile_list:\n"
+        f"  - {{slug: bad, kubespawner_override: {{image: 'r/bad:1', {override}}}}}\n"
+        "  - {slug: good, kubespawner_override: {image: 'r/good:1', cpu_limit: 0.5}}\n"
+    )
+    loaded = _hub_profiles(tmp_path)
+    assert [p["slug"] for p in loaded.profiles] == ["good"]
+    assert len(loaded.refused) == 1 and "bad:" in loaded.refused[0]
+
+
+# --- build contexts -------------------------------------------------------------------
+
+
+def test_context_never_ships_git_whatever_dockerignore_says(repo: Path) -> None:
+    (repo / ".git").mkdir()
+    (repo / ".git" / "config").write_text("[remote]\n url = https://token@example.org\n")
+    (repo / "sub" / ".git").mkdir(parents=True)
+    (repo / "sub" / ".git" / "HEAD").write_text("ref: x\n")
+    (repo / ".dockerignore").write_text("!.git\n!**/.git\n")
+    recipe = simple_recipe("app", build={"context": "../.."})
+    write_recipe(repo, "app", recipe, Dockerfile="FROM busybox:1.36\nCOPY .git /g\n")
+    (found,) = recipes.discover(load(repo))
+    assert found.build is not None
+    files = fingerprint.context_files(found, found.build)
+    assert files and not [f for f in files if ".git" in Path(f).parts]
+
+
+@pytest.mark.parametrize("target", [HOST_FILE, f"../../../{OUTSIDE}", "../.."])
+def test_context_symlink_leaving_it_is_refused(heps: Any, repo: Path, target: str) -> None:
+    (repo / "app-recipes" / "app" / "data").symlink_to(target)
+    line = one_line(heps(repo, "plan"), "app-recipes/app/recipe.yaml: build.context")
+    assert "is a symlink to" in line and "outside the build context" in line
+
+
+# --- overlays: kustomize as Flux runs it ----------------------------------------------
+
+
+class Counter(http.server.BaseHTTPRequestHandler):
+    hits: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        Counter.hits.append(self.path)
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: evil}\n")
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+@pytest.fixture
+def web() -> Iterator[str]:
+    """A server that counts requests: a render must make none."""
+    Counter.hits = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Counter)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    assert Counter.hits == [], "a render fetched a URL"
+
+
+KUSTOMIZE_FIELDS = {
+    "resources": "resources: ['{v}']",
+    "bases": "bases: ['{v}']",
+    "components": "components: ['{v}']",
+    "crds": "crds: ['{v}']",
+    "configurations": "configurations: ['{v}']",
+    "patches[0].path": "patches: [{{path: '{v}'}}]",
+    "patchesJson6902[0].path": "patchesJson6902: [{{path: '{v}', target: {{kind: X, name: y}}}}]",
+    "patchesStrategicMerge[0]": "patchesStrategicMerge: ['{v}']",
+    "replacements[0].path": "replacements: [{{path: '{v}'}}]",
+    "openapi.path": "openapi: {{path: '{v}'}}",
+    "configMapGenerator[0].files[0]": "configMapGenerator: [{{name: x, files: ['k={v}']}}]",
+    "configMapGenerator[0].envs[0]": "configMapGenerator: [{{name: x, envs: ['{v}']}}]",
+    "secretGenerator[0].files[0]": "secretGenerator: [{{name: x, files: ['{v}']}}]",
+}
+KUSTOMIZE_VALUES = {
+    "remote-url": ("{web}/evil.yaml", "remote reference"),
+    "git-ref": ("github.com/evil/repo//deploy?ref=main", "remote reference"),
+    "ssh": ("ssh://git@example.org/evil.git", "remote reference"),
+    "absolute": ("/etc/hostname", "absolute path"),
+    "home": ("~/.ssh/id_rsa", "absolute path"),
+    "traversal": ("../../../../" + OUTSIDE, "leaves the repository"),
+    "symlink-out": ("link-out.yaml", "leaves the repository"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(KUSTOMIZE_VALUES))
+@pytest.mark.parametrize("field", sorted(KUSTOMIZE_FIELDS))
+def test_kustomization_entries_stay_local(
+    heps: Any, repo: Path, web: str, field: str, case: str
+) -> None:
+    value, why = KUSTOMIZE_VALUES[case]
+    value = value.format(web=web)
+    testbed = repo / "k8s-overlays" / "overlays" / "testbed"
+    (testbed / "link-out.yaml").symlink_to(repo.parent / OUTSIDE)
+    (testbed / "kustomization.yaml").write_text(KUSTOMIZE_FIELDS[field].format(v=value) + "\n")
+    line = one_line(
+        heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"),
+        "k8s-overlays/overlays/testbed/kustomization.yaml",
+        field.split("[")[0],
+    )
+    assert why in line
+    assert "host secret" not in line
+
+
+@pytest.mark.parametrize("key", ["helmCharts", "generators", "transformers", "validators"])
+def test_kustomize_features_that_run_programs_are_refused(heps: Any, repo: Path, key: str) -> None:
+    kustomization = repo / "k8s-overlays" / "overlays" / "testbed" / "kustomization.yaml"
+    kustomization.write_text(kustomization.read_text() + f"{key}: [{{name: x}}]\n")
+    one_line(heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"), f"{key}: not allowed")
+
+
+def test_base_symlinked_out_of_the_repository_is_refused(heps: Any, repo: Path) -> None:
+    elsewhere = repo.parent / "base-elsewhere"
+    shutil.copytree(repo / "k8s-overlays" / "base", elsewhere)
+    shutil.rmtree(repo / "k8s-overlays" / "base")
+    (repo / "k8s-overlays" / "base").symlink_to(elsewhere)
+    one_line(
+        heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"),
+        "resources[0]",
+        "leaves the repository",
+    )
+
+
+# --- overlays: Pod Security Standards on every pod spec -------------------------------
+
+HOSTILE_POD = """
+      hostPID: true
+      hostNetwork: true
+      volumes: [{name: root, hostPath: {path: /}}]
+      containers:
+        - name: x
+          image: busybox
+          securityContext: {privileged: true, capabilities: {add: [SYS_ADMIN]}}
+          resources: {requests: {cpu: 1m, memory: 1Mi}, limits: {cpu: 1m, memory: 1Mi}}
+"""
+KINDS = {
+    "ReplicationController": "apiVersion: v1\nkind: ReplicationController\nmetadata: {name: e}\n"
+    "spec:\n  selector: {a: b}\n  template:\n    metadata: {labels: {a: b}}\n    spec:",
+    "ReplicaSet": "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: e}\nspec:\n"
+    "  selector: {matchLabels: {a: b}}\n  template:\n    metadata: {labels: {a: b}}\n    spec:",
+    "Job": "apiVersion: batch/v1\nkind: Job\nmetadata: {name: e}\nspec:\n  template:\n    spec:",
+    "CronJob": "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: e}\nspec:\n"
+    "  schedule: '* * * * *'\n  jobTemplate:\n    spec:\n      template:\n        spec:",
+    "custom-kind": "apiVersion: example.org/v1\nkind: Runner\nmetadata: {name: e}\nspec:\n"
+    "  template:\n    spec:",
+}
+
+
+def _add_object(repo: Path, text: str) -> None:
+    base = repo / "k8s-overlays" / "base"
+    (base / "extra.yaml").write_text(text)
+    kustomization = base / "kustomization.yaml"
+    kustomization.write_text(
+        kustomization.read_text().replace(
+            "  - namespace.yaml\n", "  - namespace.yaml\n  - extra.yaml\n"
+        )
+    )
+
+
+def _indent(pod: str, kind: str) -> str:
+    depth = {"CronJob": 4}.get(kind, 0)
+    return "\n".join((" " * depth + line) if line else line for line in pod.splitlines())
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_pod_spec_meets_restricted(heps: Any, repo: Path, kind: str) -> None:
+    _add_object(repo, KINDS[kind] + _indent(HOSTILE_POD, kind) + "\n")
+    result = heps(repo, "reconcile", "--overlay", "testbed", "--dry-run")
+    assert result.code == 2, result.text
+    for rule in (
+        "hostPID",
+        "hostNetwork",
+        "hostPath",
+        "privileged",
+        "capabilities",
+        "runAsNonRoot",
+    ):
+        one_line(result, "k8s-overlays/base/extra.yaml", f"restricted: {rule})")
+    one_line(result, "'busybox' runs whatever 'latest' is")
+
+
+@pytest.mark.parametrize(
+    "annotation",
+    ["privileged", "privileged: ok", "everything: because the vendor says so"],
+)
+def test_an_exception_needs_a_known_rule_and_a_reason(
+    heps: Any, repo: Path, annotation: str
+) -> None:
+    head = KINDS["Job"].replace(
+        "metadata: {name: e}",
+        "metadata:\n  name: e\n  annotations:\n"
+        f"    heps.ihep.ac.cn/policy-exception: '{annotation}'",
+    )
+    _add_object(repo, head + HOSTILE_POD)
+    one_line(
+        heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"),
+        "metadata.annotations.heps.ihep.ac.cn/policy-exception",
+    )
+
+
+def test_persistent_volume_on_a_host_folder_needs_an_exception(heps: Any, repo: Path) -> None:
+    _add_object(
+        repo,
+        "apiVersion: v1\nkind: PersistentVolume\nmetadata: {name: root}\nspec:\n"
+        "  capacity: {storage: 1Gi}\n  accessModes: [ReadWriteOnce]\n  hostPath: {path: /}\n",
+    )
+    one_line(
+        heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"),
+        "PersistentVolume root: spec.hostPath",
+        "restricted: hostPath",
+    )
+
+
+# --- writes: outputs and promotion ----------------------------------------------------
+
+
+@pytest.mark.parametrize("out", ["../rendered", "link-out", "link-out/jobs", ".git/hooks"])
+def test_jenkins_render_writes_only_inside_the_repository(heps: Any, repo: Path, out: str) -> None:
+    shutil.copytree(REPO_ROOT / "jenkins", repo / "jenkins")
+    (repo.parent / "target").mkdir()
+    (repo / "link-out").symlink_to(repo.parent / "target")
+    (repo / ".git" / "hooks").mkdir(parents=True)
+    before = sorted(p.name for p in repo.parent.iterdir())
+    one_line(heps(repo, "jenkins", "render", "--out", out), "--out")
+    assert sorted(p.name for p in repo.parent.iterdir()) == before
+    assert list((repo.parent / "target").iterdir()) == []
+    assert list((repo / ".git" / "hooks").iterdir()) == []
+
+
+def test_an_overlay_symlinked_to_another_is_refused(heps: Any, repo: Path) -> None:
+    overlays = repo / "k8s-overlays" / "overlays"
+    shutil.rmtree(overlays / "testbed")
+    (overlays / "testbed").symlink_to("production")
+    before = (overlays / "production" / "kustomization.yaml").read_text()
+    one_line(heps(repo, "reconcile", "--dry-run", "--overlay", "testbed"), "testbed", "symlink")
+    with pytest.raises(ConfigError, match="is a symlink to"):
+        edit_overlay(repo, load(repo), "testbed", [], {})
+    assert (overlays / "production" / "kustomization.yaml").read_text() == before
+
+
+@pytest.mark.parametrize("name", ["heps.yaml", ".hadolint.yaml", "app-recipes/app/.dockerignore"])
+def test_files_read_by_name_are_not_symlinks_out(heps: Any, repo: Path, name: str) -> None:
+    """Files read by their fixed name (settings, lint config, .dockerignore) are confined
+    like any named path: a symlink to a host file is never read."""
+    (repo / name).unlink(missing_ok=True)
+    (repo / name).symlink_to(repo.parent / OUTSIDE)
+    line = one_line(heps(repo, "lint"), name.rsplit("/", 1)[-1], "outside")
+    assert "host secret" not in line
+
+
+def test_promotion_edits_only_the_overlays_own_files(repo: Path) -> None:
+    """testbed/kustomization.yaml as a symlink to production's: promoting testbed would
+    rewrite production. Refused before anything is read or written."""
+    testbed = repo / "k8s-overlays" / "overlays" / "testbed" / "kustomization.yaml"
+    production = repo / "k8s-overlays" / "overlays" / "production" / "kustomization.yaml"
+    before = production.read_text()
+    testbed.unlink()
+    testbed.symlink_to(Path("../production/kustomization.yaml"))
+    with pytest.raises(
+        ConfigError, match=r"overlays/testbed/kustomization.yaml: file of .*, outside"
+    ):
+        edit_overlay(repo, load(repo), "testbed", [], {})
+    assert production.read_text() == before
+
+
+# --- review: what needs a maintainer's eye --------------------------------------------
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+    )
+
+
+def test_review_flags_what_a_security_reviewer_must_see(heps: Any, repo: Path) -> None:
+    shutil.copytree(REPO_ROOT / "jenkins", repo / "jenkins")
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "base")
+    (repo / "heps.yaml").write_text((repo / "heps.yaml").read_text() + "\n# changed\n")
+    (repo / "jenkins" / "Jenkinsfile.main").write_text("// changed\n")
+    write_recipe(
+        repo,
+        "app",
+        simple_recipe("app", version="1.0.1", build={"context": "../.."}),
+        Dockerfile="# syntax=evil.example.org/frontend\nFROM busybox:1.36\n"
+        "ADD https://example.org/x.tgz /x\n",
+    )
+    (repo / "app-recipes" / "app" / "inside-link").symlink_to("Dockerfile")
+    result = heps(repo, "review", "--base", "HEAD")
+    text = result.out
+    assert "## Needs a maintainer's eye" in text, result.text
+    for fragment in (
+        "changes the pipeline's settings (heps.yaml)",
+        "changes the Jenkins jobs or pipelines",
+        "ADD https://example.org/x.tgz downloads at build time",
+        "build.context: the whole repository is outside the recipe's folder",
+        "symlinks app-recipes/app/inside-link",
+        "a '# syntax=' directive names a builder frontend image",
+    ):
+        assert fragment in text, text
+
+
+# --- every path-taking field goes through the one confinement function ----------------
+
+
+def _path_fields(node: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    for key, sub in node.get("properties", {}).items():
+        yield prefix + key, sub
+        yield from _path_fields(sub, f"{prefix}{key}.")
+        if isinstance(sub.get("items"), dict):
+            yield from _path_fields(sub["items"], f"{prefix}{key}[].")
+
+
+CONFINED = {
+    "recipe": {"build.context", "build.dockerfile", "smoke.structure"},
+    "settings": {"recipes_dir", "build.ca_bundle", "gitops.overlays_dir"},
+}
+PATH_WORDS = re.compile(r"\b(path|file|folder|directory)\b")
+
+
+@pytest.mark.parametrize("schema", sorted(CONFINED))
+def test_every_path_field_of_the_schemas_is_confined(schema: str) -> None:
+    """A field whose description speaks of a file or folder must be marked
+    `format: repository-path` and be one this suite proves confined; a new one fails here
+    until it goes through heps.core.paths.confine and gets its hostile case."""
+    text = resources.files("heps").joinpath(f"schemas/{schema}.schema.json").read_text()
+    found = {}
+    for name, sub in _path_fields(json.loads(text)):
+        description = str(sub.get("description", "")).lower()
+        constrained = "url" in description or "pattern" in sub  # a URL, a name, a version
+        if sub.get("type") == "string" and not constrained and PATH_WORDS.search(description):
+            found[name] = sub
+    marked = {name for name, sub in found.items() if sub.get("format") == "repository-path"}
+    assert set(found) == marked, f"path fields not marked repository-path: {set(found) - marked}"
+    assert marked == CONFINED[schema]
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        '{"recipes": [{"name": "app", "status": "failed", "failed_stage": "build", "error": ""}]}',
+        '{"recipes": [{"name": "app"}]}',
+        '{"recipes": [{"name": "app", "status": "built", "smoke": [{"kind": 1}]}]}',
+        '{"recipes": ["app"]}',
+        '{"recipes": {"name": "app"}}',
+        "[1, 2]",
+        '{"recipes": [{"name": "app", "status": "built", "smoke": "passed"}]}',
+    ],
+)
+def test_review_reads_a_report_from_another_job_as_data(
+    heps: Any, repo: Path, tmp_path: Path, report: str
+) -> None:
+    """The run report reaches review from another job: a forged one is one line (exit 2)
+    or, when well formed, shown as data; never a traceback."""
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", "base")
+    write_recipe(repo, "app", simple_recipe("app", version="1.0.1"), Dockerfile="FROM busybox:1\n")
+    forged = tmp_path / "forged.json"
+    forged.write_text(report)
+    result = heps(repo, "review", "--base", "HEAD", "--report", str(forged))
+    assert "Traceback" not in result.text
+    if result.code == 2:
+        one_line(result, f"--report {forged}: ")
+    else:
+        assert "| app | 1.0.1 | changed |" in result.out, result.text
+
+
+@pytest.mark.parametrize("key", ["../evil", "..", "a/b"])
+def test_platform_writes_config_map_keys_only_as_plain_file_names(
+    repo: Path, tmp_path: Path, key: str
+) -> None:
+    """`heps platform up` writes the hub-config ConfigMap's keys as files: a key is a
+    file name of Kubernetes' key grammar, never a path (kustomize does not check it)."""
+    from heps.platform import overlay as platform_overlay
+
+    kustomization = repo / "k8s-overlays" / "base" / "kustomization.yaml"
+    text = kustomization.read_text()
+    kustomization.write_text(
+        text.replace(
+            "    files: [hub/values.yaml]\n",
+            f"    files: [hub/values.yaml]\n    literals: ['{key}=x']\n",
+        )
+    )
+    state = tmp_path / "state" / "platform"
+    with pytest.raises(ConfigError, match=f"data key '{re.escape(key)}' is not a ConfigMap key"):
+        platform_overlay.render(load(repo), "testbed", state / "config", state / "policy.yaml")
+    assert not (tmp_path / "state").exists() or not any((tmp_path / "state").rglob("*"))
+
+
+COMPLIANT_JOB = """apiVersion: batch/v1
+kind: Job
+metadata: {name: ok}
+spec:
+  template:
+    metadata: {annotations: {}}
+    spec:
+      restartPolicy: Never
+      securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
+      volumes: [{name: scratch, emptyDir: {}}]
+      initContainers: []
+      containers:
+        - name: main
+          image: busybox:1.36
+          resources: {requests: {cpu: 1m, memory: 1Mi}, limits: {cpu: 1m, memory: 1Mi}}
+          securityContext:
+            allowPrivilegeEscalation: false
+            capabilities: {drop: [ALL]}
+"""
+TRICKS = {
+    "runAsNonRoot": (
+        "capabilities: {drop: [ALL]}",
+        "capabilities: {drop: [ALL]}\n            runAsNonRoot: false",
+    ),
+    "runAsNonRoot ": (
+        "capabilities: {drop: [ALL]}",
+        "capabilities: {drop: [ALL]}\n            runAsUser: 0",
+    ),
+    "seccomp": (
+        "capabilities: {drop: [ALL]}",
+        "capabilities: {drop: [ALL]}\n            seccompProfile: {type: Unconfined}",
+    ),
+    "capabilities": ("{drop: [ALL]}", "{drop: [ALL], add: [CAP_SYS_ADMIN]}"),
+    "capabilities ": ("{drop: [ALL]}", "{drop: [all]}"),
+    "hostPort": (
+        "          securityContext:\n",
+        "          ports: [{containerPort: 80, hostPort: 80}]\n          securityContext:\n",
+    ),
+    "procMount": (
+        "capabilities: {drop: [ALL]}",
+        "capabilities: {drop: [ALL]}\n            procMount: Unmasked",
+    ),
+    "sysctls": (
+        "seccompProfile: {type: RuntimeDefault}}",
+        "seccompProfile: {type: RuntimeDefault}, sysctls: [{name: kernel.msgmax, value: '1'}]}",
+    ),
+    "volumeTypes": ("emptyDir: {}", "nfs: {server: nfs.example.org, path: /}"),
+    "privileged": (
+        "initContainers: []",
+        "initContainers: [{name: i, image: 'busybox:1.36', securityContext: "
+        "{privileged: true, allowPrivilegeEscalation: true}, resources: "
+        "{requests: {cpu: 1m, memory: 1Mi}, limits: {cpu: 1m, memory: 1Mi}}}]",
+    ),
+    "seLinux": (
+        "capabilities: {drop: [ALL]}",
+        "capabilities: {drop: [ALL]}\n            seLinuxOptions: {type: spc_t}",
+    ),
+    "appArmor": (
+        "capabilities: {drop: [ALL]}",
+        "capabilities: {drop: [ALL]}\n            appArmorProfile: {type: Unconfined}",
+    ),
+    "appArmor ": (
+        "annotations: {}",
+        "annotations: {container.apparmor.security.beta.kubernetes.io/main: unconfined}",
+    ),
+    "hostIPC": ("restartPolicy: Never", "restartPolicy: Never\n      hostIPC: true"),
+}
+
+
+def test_the_compliant_job_passes(repo: Path) -> None:
+    from heps.cluster import reconcile
+
+    _add_object(repo, COMPLIANT_JOB)
+    assert any(m.ref == "Job heps/ok" for m in reconcile.check(load(repo), "testbed"))
+
+
+@pytest.mark.parametrize("rule", sorted(TRICKS))
+def test_each_restricted_rule_is_checked_at_pod_and_container_level(
+    heps: Any, repo: Path, rule: str
+) -> None:
+    old, new = TRICKS[rule]
+    assert old in COMPLIANT_JOB
+    _add_object(repo, COMPLIANT_JOB.replace(old, new, 1))
+    one_line(
+        heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"), f"restricted: {rule.strip()})"
+    )
+
+
+def test_kustomize_that_does_not_finish_is_one_line(
+    heps: Any, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from heps.cluster import manifests
+
+    monkeypatch.setattr(manifests, "RENDER_TIMEOUT", 0.001)
+    line = one_line(heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"), "kustomize")
+    assert "did not finish in 0.001 s" in line
+
+
+RBAC = {
+    "cluster-admin": "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\n"
+    "metadata: {name: mine}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, "
+    "name: cluster-admin}\nsubjects: [{kind: ServiceAccount, name: hub, namespace: heps}]\n",
+    "wildcard": "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\n"
+    "metadata: {name: all}\nrules: [{apiGroups: ['*'], resources: ['*'], verbs: [get]}]\n",
+    "escalate": "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n"
+    "metadata: {name: esc}\nrules: [{apiGroups: [''], resources: [roles], verbs: [escalate]}]\n",
+    "system-group": "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n"
+    "metadata: {name: anon}\nroleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, "
+    "name: hub}\nsubjects: [{kind: Group, name: 'system:unauthenticated'}]\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(RBAC))
+def test_an_overlay_grants_itself_no_cluster(heps: Any, repo: Path, case: str) -> None:
+    _add_object(repo, RBAC[case])
+    one_line(heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"), "project policy: rbac)")
+
+
+def test_objects_stay_in_the_overlays_namespaces(heps: Any, repo: Path) -> None:
+    """The base sets `namespace: heps`; an overlay's own resource is not rewritten."""
+    testbed = repo / "k8s-overlays" / "overlays" / "testbed"
+    (testbed / "extra.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: kube-system}\ndata: {}\n"
+    )
+    kustomization = testbed / "kustomization.yaml"
+    text = kustomization.read_text()
+    kustomization.write_text(text.replace("  - ../../base\n", "  - ../../base\n  - extra.yaml\n"))
+    line = one_line(
+        heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"), "project policy: namespace)"
+    )
+    assert "namespace kube-system is not one the overlay creates" in line
