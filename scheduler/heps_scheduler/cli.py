@@ -13,7 +13,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from heps_scheduler import __version__, config, report, serve, simulate, trace
+from heps_scheduler import __version__, boundary, config, report, serve, simulate, trace
+
+MAX_SEEDS = 1000
 
 
 def _simulate_parser(sub: Any) -> None:
@@ -37,6 +39,10 @@ def _simulate_parser(sub: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return boundary.guarded("heps-scheduler", lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="heps-scheduler")
     sub = parser.add_subparsers(dest="command", required=True)
     parser.add_argument("--version", action="version", version=f"heps-scheduler {__version__}")
@@ -53,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         return serve.main(args)
     try:
         return _simulate(args)
-    except trace.TraceError as exc:
+    except (trace.TraceError, simulate.WorkloadError) as exc:
         print(f"heps-scheduler: error: {exc}", file=sys.stderr)
         return 2
 
@@ -68,8 +74,15 @@ def _usage_error(args: argparse.Namespace, policies: list[str]) -> str | None:
         return f"{args.pods}: no such file"
     if args.all_traces is not None and not sorted(args.all_traces.glob("openb_pod_list_*.csv")):
         return f"{args.all_traces}: no openb_pod_list_*.csv here"
-    if args.seeds < 1:
-        return "--seeds: at least 1"
+    for option, target in (("--json", args.json), ("--plot", args.plot)):
+        if target is not None and not target.parent.is_dir():
+            return f"{option}: {target.parent} is not a folder"
+    if not 1 <= args.seeds <= MAX_SEEDS:
+        return f"--seeds: 1 to {MAX_SEEDS}"
+    if args.seed < 0:
+        return "--seed: 0 or more"
+    if not 0 < args.load <= simulate.MAX_LOAD:  # NaN fails too
+        return f"--load: {args.load} is outside 0..{simulate.MAX_LOAD:g} (1.3 is the paper's)"
     return None
 
 

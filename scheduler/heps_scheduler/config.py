@@ -6,6 +6,7 @@ HEPS policy so the simulator and the live scheduler build profiles the same way.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def build(
         "QosAware": sc.QosAware(load),
     }
     unknown = sorted(set(settings.weights) - set(plugins))
-    if unknown:
+    if unknown:  # SCORE_PLUGINS and this table list the same names
         raise ValueError(
             f"profile {settings.name}: unknown score plugins {', '.join(unknown)}; "
             f"known: {', '.join(sorted(plugins))}"
@@ -115,47 +116,110 @@ def build(
     )
 
 
-def load(path: Path) -> SchedulerConfig:
-    """Read a scheduler config file; ValueError naming the file and field on bad input."""
-    data = yaml.safe_load(path.read_text()) or {}
-    allowed = {"schedulerName", "profiles", "metrics"}
+MAX_CONFIG_BYTES = 1 << 20
+MAX_WEIGHT = 1e6
+SCORE_PLUGINS = (
+    "LeastAllocated",
+    "LeastAllocatedLargePods",
+    "MostAllocated",
+    "BalancedAllocation",
+    "GpuFragmentation",
+    "GpuNodeAvoidance",
+    "GpuPacking",
+    "LoadAware",
+    "QosAware",
+)
+
+
+def _number(where: str, value: object, low: float, high: float) -> float:
+    """A finite number within [low, high] (YAML booleans are not numbers)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where}: {value!r} is not a number; give one from {low:g} to {high:g}")
+    if not low <= value <= high:  # NaN and infinities fail here
+        raise ValueError(f"{where}: {value!r} is outside {low:g}..{high:g}")
+    return float(value)
+
+
+def _mapping(where: str, value: object) -> dict[str, object]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(value).__name__}")
+    return {str(k): v for k, v in value.items()}
+
+
+def _known(where: str, data: dict[str, object], allowed: set[str]) -> None:
     if set(data) - allowed:
         raise ValueError(
-            f"{path}: unknown keys {sorted(set(data) - allowed)}; use {sorted(allowed)}"
+            f"{where}: unknown keys {sorted(set(data) - allowed)}; use {sorted(allowed)}"
         )
-    profiles = []
-    for i, raw in enumerate(data.get("profiles") or [{"name": "heps"}]):
-        where = f"{path}: profiles[{i}]"
-        if "name" not in raw:
-            raise ValueError(f"{where}: missing name")
-        base = preset_settings(raw["name"]) if raw["name"] in PRESETS else None
-        weights = raw.get("scores", base.weights if base else None)
-        if not isinstance(weights, dict) or not all(
-            isinstance(v, int | float) and v >= 0 for v in weights.values()
-        ):
-            raise ValueError(f"{where}: scores must map plugin names to weights >= 0")
-        tie_break = raw.get("tieBreak", base.tie_break if base else "random")
-        if tie_break not in TIE_BREAKS:
-            raise ValueError(f"{where}: tieBreak must be one of {', '.join(TIE_BREAKS)}")
-        profiles.append(
-            ProfileSettings(
-                raw["name"],
-                {str(k): float(v) for k, v in weights.items()},
-                bool(raw.get("bestFitGpu", base.best_fit_gpu if base else True)),
-                float(
-                    raw.get(
-                        "percentageOfNodesToScore",
-                        base.percentage_of_nodes_to_score if base else 0,
-                    )
-                ),
-                tie_break,
-            )
-        )
-    metrics = data.get("metrics") or {}
+
+
+def _profile(where: str, raw: object) -> ProfileSettings:
+    data = _mapping(where, raw)
+    _known(where, data, {"name", "scores", "bestFitGpu", "percentageOfNodesToScore", "tieBreak"})
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{where}: name: give the profile a name (a preset: {', '.join(PRESETS)})")
+    base = preset_settings(name) if name in PRESETS else ProfileSettings(name, {})
+    raw_weights = data.get("scores", base.weights)
+    if not raw_weights:
+        raise ValueError(f"{where}: scores: map score plugins to weights (not a preset: {name})")
+    weights = {}
+    for plugin, weight in _mapping(f"{where}: scores", raw_weights).items():
+        if plugin not in SCORE_PLUGINS:
+            known = ", ".join(SCORE_PLUGINS)
+            raise ValueError(f"{where}: scores: unknown score plugins {plugin}; known: {known}")
+        weights[plugin] = _number(f"{where}: scores: {plugin}", weight, 0, MAX_WEIGHT)
+    best_fit = data.get("bestFitGpu", base.best_fit_gpu)
+    if not isinstance(best_fit, bool):
+        raise ValueError(f"{where}: bestFitGpu: {best_fit!r}; use true or false")
+    tie_break = data.get("tieBreak", base.tie_break)
+    if tie_break not in TIE_BREAKS:
+        raise ValueError(f"{where}: tieBreak must be one of {', '.join(TIE_BREAKS)}")
+    percentage = _number(
+        f"{where}: percentageOfNodesToScore",
+        data.get("percentageOfNodesToScore", base.percentage_of_nodes_to_score),
+        0,
+        100,
+    )
+    return ProfileSettings(name, weights, best_fit, percentage, str(tie_break))
+
+
+def load(path: Path) -> SchedulerConfig:
+    """Read a scheduler config file; ValueError naming the file and field on bad input.
+
+    Bounded: at most MAX_CONFIG_BYTES, strict UTF-8, every number finite and in range."""
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ValueError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a scheduler config")
+    try:
+        data = yaml.safe_load(raw.decode("utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not YAML"
+        raise ValueError(f"{path}{line}: {problem}; fix the YAML syntax") from None
+    data = _mapping(str(path), data)
+    _known(str(path), data, {"schedulerName", "profiles", "metrics"})
+    raw_profiles = data.get("profiles") or [{"name": "heps"}]
+    if not isinstance(raw_profiles, list):
+        raise ValueError(f"{path}: profiles: expected a list of profiles")
+    profiles = [_profile(f"{path}: profiles[{i}]", raw) for i, raw in enumerate(raw_profiles)]
+    name = data.get("schedulerName", "heps-scheduler")
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", name):
+        raise ValueError(f"{path}: schedulerName: {name!r} is not a DNS subdomain name")
+    metrics = _mapping(f"{path}: metrics", data.get("metrics") or {})
+    _known(f"{path}: metrics", metrics, {"maxAge", "unknownLoad"})
     return SchedulerConfig(
-        scheduler_name=data.get("schedulerName", "heps-scheduler"),
+        scheduler_name=name,
         profiles=profiles,
         metrics=MetricsSettings(
-            float(metrics.get("maxAge", 60)), float(metrics.get("unknownLoad", 0.5))
+            _number(f"{path}: metrics: maxAge", metrics.get("maxAge", 60.0), 1e-3, 86400),
+            _number(f"{path}: metrics: unknownLoad", metrics.get("unknownLoad", 0.5), 0, 1),
         ),
     )
