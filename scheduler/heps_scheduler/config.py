@@ -43,6 +43,7 @@ PRESETS: dict[str, dict[str, float]] = {
         "QosAware": 30,
     },
 }
+SPREADING = ("LeastAllocated", "LeastAllocatedLargePods")
 BEST_FIT = {"kube-default": False, "most-allocated": False, "fgd": True, "heps": True}
 TIE_BREAK = {"kube-default": "random", "most-allocated": "random", "fgd": "name", "heps": "name"}
 SCORE_ALL = {"kube-default": 0.0, "most-allocated": 0.0, "fgd": 100.0, "heps": 100.0}
@@ -64,6 +65,12 @@ class ProfileSettings:
     best_fit_gpu: bool = True
     percentage_of_nodes_to_score: float = 0
     tie_break: str = "random"
+    spread_threshold: float = 0.0
+    """Spreading plugins (SPREADING) count only while one-whole-GPU tasks make at least
+    this share of the target workload's GPU demand (fgd.whole_gpu_share); 0: always."""
+    guard_whole_gpus: bool = False
+    """LeastAllocated never pulls a pod onto a node it would break up for a multi-GPU
+    task of the target workload (scores.WholeGpuGuard)."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +84,7 @@ def preset_settings(name: str) -> ProfileSettings:
     if name not in PRESETS:
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(PRESETS)}")
     return ProfileSettings(
-        name, dict(PRESETS[name]), BEST_FIT[name], SCORE_ALL[name], TIE_BREAK[name]
+        name, dict(PRESETS[name]), BEST_FIT[name], SCORE_ALL[name], TIE_BREAK[name], name == "heps"
     )
 
 
@@ -88,9 +95,14 @@ def build(
 ) -> Profile:
     load = sc.LoadAware(metrics.max_age, metrics.unknown_load)
     fragmentation = fgd.GpuFragmentation(classes)
+    guard = sc.WholeGpuGuard([c.gpus for c in classes]) if settings.guard_whole_gpus else None
+    weights = dict(settings.weights)
+    if fgd.whole_gpu_share(classes) < settings.spread_threshold:
+        for name in SPREADING:  # any spreading weight breaks FGD's packing tie-break
+            weights.pop(name, None)
     plugins: dict[str, sc.ScorePlugin] = {
-        "LeastAllocated": sc.LeastAllocated(),
-        "LeastAllocatedLargePods": sc.LeastAllocatedLargePods(),
+        "LeastAllocated": sc.LeastAllocated(guard),
+        "LeastAllocatedLargePods": sc.LeastAllocatedLargePods(guard),
         "MostAllocated": sc.MostAllocated(),
         "BalancedAllocation": sc.BalancedAllocation(),
         "GpuFragmentation": fragmentation,
@@ -108,7 +120,7 @@ def build(
     return Profile(
         name=settings.name,
         filters=default_filters(),
-        scores=[(plugins[n], w) for n, w in settings.weights.items() if w],
+        scores=[(plugins[n], w) for n, w in weights.items() if w],
         best_fit_gpu=settings.best_fit_gpu,
         percentage_of_nodes_to_score=settings.percentage_of_nodes_to_score,
         tie_break=settings.tie_break,
@@ -155,7 +167,8 @@ def _known(where: str, data: dict[str, object], allowed: set[str]) -> None:
 
 def _profile(where: str, raw: object) -> ProfileSettings:
     data = _mapping(where, raw)
-    _known(where, data, {"name", "scores", "bestFitGpu", "percentageOfNodesToScore", "tieBreak"})
+    keys = {"name", "scores", "bestFitGpu", "percentageOfNodesToScore", "tieBreak"}
+    _known(where, data, keys | {"guardWholeGpus"})
     name = data.get("name")
     if not isinstance(name, str) or not name:
         raise ValueError(f"{where}: name: give the profile a name (a preset: {', '.join(PRESETS)})")
@@ -169,9 +182,13 @@ def _profile(where: str, raw: object) -> ProfileSettings:
             known = ", ".join(SCORE_PLUGINS)
             raise ValueError(f"{where}: scores: unknown score plugins {plugin}; known: {known}")
         weights[plugin] = _number(f"{where}: scores: {plugin}", weight, 0, MAX_WEIGHT)
-    best_fit = data.get("bestFitGpu", base.best_fit_gpu)
-    if not isinstance(best_fit, bool):
-        raise ValueError(f"{where}: bestFitGpu: {best_fit!r}; use true or false")
+    best_fit, guard = (
+        data.get("bestFitGpu", base.best_fit_gpu),
+        data.get("guardWholeGpus", base.guard_whole_gpus),
+    )
+    for key, value in (("bestFitGpu", best_fit), ("guardWholeGpus", guard)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: {key}: {value!r}; use true or false")
     tie_break = data.get("tieBreak", base.tie_break)
     if tie_break not in TIE_BREAKS:
         raise ValueError(f"{where}: tieBreak must be one of {', '.join(TIE_BREAKS)}")
@@ -181,7 +198,7 @@ def _profile(where: str, raw: object) -> ProfileSettings:
         0,
         100,
     )
-    return ProfileSettings(name, weights, best_fit, percentage, str(tie_break))
+    return ProfileSettings(name, weights, bool(best_fit), percentage, str(tie_break), bool(guard))
 
 
 def load(path: Path) -> SchedulerConfig:

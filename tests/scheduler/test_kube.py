@@ -10,7 +10,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -77,21 +77,6 @@ def k8s_pod(
         "spec": spec,
         "status": {"phase": "Pending" if not node else "Running"},
     }
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeApiServer]:
-    server = FakeApiServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def api(fake: FakeApiServer) -> tuple[Any, Any]:
-    configuration = client.Configuration()
-    configuration.host = fake.url
-    api_client = client.ApiClient(configuration)
-    return client.CoreV1Api(api_client), client.CoordinationV1Api(api_client)
 
 
 def make_scheduler(core: Any) -> kube.KubeScheduler:
