@@ -68,9 +68,6 @@ class ProfileSettings:
     spread_threshold: float = 0.0
     """Spreading plugins (SPREADING) count only while one-whole-GPU tasks make at least
     this share of the target workload's GPU demand (fgd.whole_gpu_share); 0: always."""
-    guard_whole_gpus: bool = False
-    """LeastAllocated never pulls a pod onto a node it would break up for a multi-GPU
-    task of the target workload (scores.WholeGpuGuard)."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +81,7 @@ def preset_settings(name: str) -> ProfileSettings:
     if name not in PRESETS:
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(PRESETS)}")
     return ProfileSettings(
-        name, dict(PRESETS[name]), BEST_FIT[name], SCORE_ALL[name], TIE_BREAK[name], name == "heps"
+        name, dict(PRESETS[name]), BEST_FIT[name], SCORE_ALL[name], TIE_BREAK[name]
     )
 
 
@@ -95,14 +92,13 @@ def build(
 ) -> Profile:
     load = sc.LoadAware(metrics.max_age, metrics.unknown_load)
     fragmentation = fgd.GpuFragmentation(classes)
-    guard = sc.WholeGpuGuard([c.gpus for c in classes]) if settings.guard_whole_gpus else None
     weights = dict(settings.weights)
     if fgd.whole_gpu_share(classes) < settings.spread_threshold:
         for name in SPREADING:  # any spreading weight breaks FGD's packing tie-break
             weights.pop(name, None)
     plugins: dict[str, sc.ScorePlugin] = {
-        "LeastAllocated": sc.LeastAllocated(guard),
-        "LeastAllocatedLargePods": sc.LeastAllocatedLargePods(guard),
+        "LeastAllocated": sc.LeastAllocated(),
+        "LeastAllocatedLargePods": sc.LeastAllocatedLargePods(),
         "MostAllocated": sc.MostAllocated(),
         "BalancedAllocation": sc.BalancedAllocation(),
         "GpuFragmentation": fragmentation,
@@ -168,7 +164,7 @@ def _known(where: str, data: dict[str, object], allowed: set[str]) -> None:
 def _profile(where: str, raw: object) -> ProfileSettings:
     data = _mapping(where, raw)
     keys = {"name", "scores", "bestFitGpu", "percentageOfNodesToScore", "tieBreak"}
-    _known(where, data, keys | {"guardWholeGpus"})
+    _known(where, data, keys | {"spreadThreshold"})
     name = data.get("name")
     if not isinstance(name, str) or not name:
         raise ValueError(f"{where}: name: give the profile a name (a preset: {', '.join(PRESETS)})")
@@ -182,13 +178,12 @@ def _profile(where: str, raw: object) -> ProfileSettings:
             known = ", ".join(SCORE_PLUGINS)
             raise ValueError(f"{where}: scores: unknown score plugins {plugin}; known: {known}")
         weights[plugin] = _number(f"{where}: scores: {plugin}", weight, 0, MAX_WEIGHT)
-    best_fit, guard = (
-        data.get("bestFitGpu", base.best_fit_gpu),
-        data.get("guardWholeGpus", base.guard_whole_gpus),
+    best_fit = data.get("bestFitGpu", base.best_fit_gpu)
+    if not isinstance(best_fit, bool):
+        raise ValueError(f"{where}: bestFitGpu: {best_fit!r}; use true or false")
+    threshold = _number(
+        f"{where}: spreadThreshold", data.get("spreadThreshold", base.spread_threshold), 0, 1
     )
-    for key, value in (("bestFitGpu", best_fit), ("guardWholeGpus", guard)):
-        if not isinstance(value, bool):
-            raise ValueError(f"{where}: {key}: {value!r}; use true or false")
     tie_break = data.get("tieBreak", base.tie_break)
     if tie_break not in TIE_BREAKS:
         raise ValueError(f"{where}: tieBreak must be one of {', '.join(TIE_BREAKS)}")
@@ -198,7 +193,7 @@ def _profile(where: str, raw: object) -> ProfileSettings:
         0,
         100,
     )
-    return ProfileSettings(name, weights, bool(best_fit), percentage, str(tie_break), bool(guard))
+    return ProfileSettings(name, weights, best_fit, percentage, str(tie_break), threshold)
 
 
 def load(path: Path) -> SchedulerConfig:

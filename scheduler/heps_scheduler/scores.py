@@ -15,7 +15,7 @@ import numpy as np
 
 from heps_scheduler.filters import Ints
 from heps_scheduler.model import BEST_EFFORT, GUARANTEED, Pod
-from heps_scheduler.snapshot import Floats, Mask, Snapshot
+from heps_scheduler.snapshot import Floats, Snapshot
 
 MAX_SCORE = 100.0
 
@@ -33,51 +33,14 @@ def _fractions(pod: Pod, snap: Snapshot, nodes: Ints) -> tuple[Floats, Floats]:
     return cpu, mem
 
 
-class WholeGpuGuard:
-    """Which placements would break up a node for a multi-GPU task of the target workload.
-
-    The sizes come from the same target workload FGD learns from arrivals (`TaskClass`es
-    of several GPUs): a placement breaks a node when, for some such size k above the pod's
-    own GPU count, the node has k wholly free GPUs before and fewer after. A share takes a
-    whole GPU only where no partly used GPU has room for it. With no multi-GPU class in
-    the workload, nothing breaks."""
-
-    def __init__(self, sizes: list[int]) -> None:
-        self.sizes = sorted({k for k in sizes if k > 1})
-
-    def breaks(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Mask:
-        free = snap.whole_free[nodes]
-        if not self.sizes:
-            return np.zeros(len(nodes), dtype=bool)
-        if pod.shares_gpu:
-            gpus = snap.gpu_free[nodes]
-            partial = ((gpus >= pod.gpu_milli) & (gpus < 1000)).any(axis=1)
-            taken = np.where(partial, 0, 1)
-        else:
-            taken = np.full(len(nodes), pod.gpus)
-        result: Mask = np.zeros(len(nodes), dtype=bool)
-        for k in self.sizes:
-            if k > pod.gpus:
-                result |= (free >= k) & (free - taken < k)
-        return result
-
-
 class LeastAllocated:
-    """kube-scheduler's default: prefer the node with the most room left.
-
-    With a guard, a node the placement would break up for a multi-GPU task of the
-    workload scores 0: spreading by cpu and memory never pulls a pod there."""
+    """kube-scheduler's default: prefer the node with the most room left."""
 
     name = "LeastAllocated"
-
-    def __init__(self, guard: WholeGpuGuard | None = None) -> None:
-        self.guard = guard
 
     def score(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
         cpu, mem = _fractions(pod, snap, nodes)
         result: Floats = ((1 - np.clip(cpu, 0, 1)) + (1 - np.clip(mem, 0, 1))) / 2 * MAX_SCORE
-        if self.guard is not None and pod.gpus:
-            result = np.where(self.guard.breaks(pod, snap, nodes), 0.0, result)
         return result
 
 

@@ -13,8 +13,9 @@ import time
 from typing import Any
 
 from heps_scheduler import agent, config, informer, kube, leader
-from heps_scheduler.fgd import TaskClass
+from heps_scheduler.fgd import TaskClass, typical_pods
 from heps_scheduler.framework import Scheduler
+from heps_scheduler.model import Pod
 from heps_scheduler.snapshot import Snapshot
 
 log = logging.getLogger("heps_scheduler")
@@ -44,6 +45,25 @@ def clients() -> tuple[Any, Any]:
     return client.CoreV1Api(), client.CoordinationV1Api()
 
 
+MIN_OBSERVED = 50
+"""Pods seen before the target workload is learned from them instead of DEFAULT_CLASSES."""
+
+
+def observed(scheduler: kube.KubeScheduler | None) -> list[Pod]:
+    """The pods the cache holds: placed ones and ours waiting."""
+    if scheduler is None:
+        return []
+    placed = [p.pod for p in scheduler.snap.placements.values()]
+    return placed + [kube.pod_from_k8s(obj) for obj in scheduler.pods.values()]
+
+
+def target_workload(pods: list[Pod]) -> list[TaskClass]:
+    """FGD's target workload (and the spreading threshold's share) learned from the pods
+    seen, as the paper learns it from arrivals; the platform's profiles until enough have
+    been seen. Relearned whenever the snapshot is rebuilt (a node set change, a relist)."""
+    return typical_pods(pods) if len(pods) >= MIN_OBSERVED else DEFAULT_CLASSES
+
+
 def apply(scheduler: kube.KubeScheduler, change: informer.Change) -> None:
     """One change from a reflector into the scheduler's cache."""
     kind, what, obj = change
@@ -64,9 +84,11 @@ def run(
     stop: threading.Event,
 ) -> None:
     profile = settings.profiles[0]
+    scheduler: kube.KubeScheduler | None = None
 
     def build(snap: Snapshot) -> Scheduler:
-        return Scheduler(snap, config.build(profile, DEFAULT_CLASSES, settings.metrics))
+        seen = observed(scheduler)
+        return Scheduler(snap, config.build(profile, target_workload(seen), settings.metrics))
 
     scheduler = kube.KubeScheduler(core, build, settings.scheduler_name)
     changes: queue.Queue[informer.Change] = queue.Queue()

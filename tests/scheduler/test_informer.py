@@ -144,3 +144,20 @@ def test_a_binding_conflict_requeues_the_pod(fake: FakeApiServer, api: tuple[Any
     assert [b["target"]["name"] for b in fake.bindings] == ["a"]
     assert fake.pods[("jhub", "erin")]["spec"]["nodeName"] == "a"
     assert kube.kube_key(fake.pods[("jhub", "erin")]) in scheduler.snap.placements
+
+
+def test_serve_learns_the_target_workload_from_the_pods_it_sees(
+    fake: FakeApiServer, api: tuple[Any, Any]
+) -> None:
+    fake.nodes = {"gpu": k8s_node("gpu", cpu="96", gpus=8)}
+    fake.pods = {("jhub", f"p{i}"): k8s_pod(f"p{i}", node="gpu", gpus=i % 2) for i in range(49)}
+    scheduler = make_scheduler(api[0])
+    scheduler.sync()
+    assert serve.target_workload(serve.observed(scheduler)) == serve.DEFAULT_CLASSES
+    fake.pods[("jhub", "p49")] = k8s_pod("p49", gpus=1)  # pending, ours: seen too
+    scheduler.sync()
+    learned = serve.target_workload(serve.observed(scheduler))
+    assert sorted((c.gpus, c.gpu_milli, round(c.weight, 2)) for c in learned) == [
+        (0, 0, 0.5),
+        (1, 1000, 0.5),
+    ]
