@@ -7,7 +7,7 @@ HEPS policy so the simulator and the live scheduler build profiles the same way.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -69,6 +69,8 @@ class ProfileSettings:
     spread_threshold: float = 0.0
     """Spreading plugins (SPREADING) count only while one-whole-GPU tasks make at least
     this share of the target workload's GPU demand (fgd.whole_gpu_share); 0: always."""
+    scheduler_name: str = ""
+    """The `schedulerName` of the pods this profile schedules ("": the config's)."""
 
 
 @dataclass(frozen=True)
@@ -174,10 +176,16 @@ def _known(where: str, data: dict[str, object], allowed: set[str]) -> None:
         )
 
 
+def _dns_name(where: str, name: object) -> str:
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", name):
+        raise ValueError(f"{where}: {name!r} is not a DNS subdomain name")
+    return name
+
+
 def _profile(where: str, raw: object) -> ProfileSettings:
     data = _mapping(where, raw)
     keys = {"name", "scores", "bestFitGpu", "percentageOfNodesToScore", "tieBreak"}
-    _known(where, data, keys | {"spreadThreshold"})
+    _known(where, data, keys | {"spreadThreshold", "schedulerName"})
     name = data.get("name")
     if not isinstance(name, str) or not name:
         raise ValueError(f"{where}: name: give the profile a name (a preset: {', '.join(PRESETS)})")
@@ -206,7 +214,127 @@ def _profile(where: str, raw: object) -> ProfileSettings:
         0,
         100,
     )
-    return ProfileSettings(name, weights, best_fit, percentage, str(tie_break), threshold)
+    scheduler = data.get("schedulerName")
+    scheduler = "" if scheduler is None else _dns_name(f"{where}: schedulerName", scheduler)
+    return ProfileSettings(
+        name, weights, best_fit, percentage, str(tie_break), threshold, scheduler
+    )
+
+
+V1 = "kubescheduler.config.k8s.io/v1"
+PROFILE_ARGS = "HepsProfile"
+"""The pluginConfig entry whose args choose a profile's preset and its settings."""
+
+
+def _items(where: str, value: object) -> list[dict[str, object]]:
+    if not isinstance(value, list):
+        raise ValueError(f"{where}: expected a list")
+    return [_mapping(f"{where}[{i}]", item) for i, item in enumerate(value)]
+
+
+def _v1_profile(where: str, raw: object) -> tuple[ProfileSettings, dict[str, object]]:
+    """A KubeSchedulerConfiguration profile and its LoadAware args (metrics settings)."""
+    data = _mapping(where, raw)
+    _known(where, data, {"schedulerName", "plugins", "pluginConfig", "percentageOfNodesToScore"})
+    scheduler = _dns_name(f"{where}: schedulerName", data.get("schedulerName"))
+    args: dict[str, dict[str, object]] = {}
+    for i, entry in enumerate(_items(f"{where}: pluginConfig", data.get("pluginConfig") or [])):
+        _known(f"{where}: pluginConfig[{i}]", entry, {"name", "args"})
+        name = entry.get("name")
+        if name not in (PROFILE_ARGS, "LoadAware"):
+            raise ValueError(
+                f"{where}: pluginConfig[{i}]: name {name!r}; args are read for "
+                f"{PROFILE_ARGS} (preset, tieBreak, bestFitGpu, spreadThreshold) and LoadAware"
+            )
+        args[str(name)] = _mapping(f"{where}: pluginConfig[{i}]: args", entry.get("args") or {})
+    settings = args.get(PROFILE_ARGS, {})
+    _known(
+        f"{where}: {PROFILE_ARGS} args",
+        settings,
+        {"preset", "tieBreak", "bestFitGpu", "spreadThreshold"},
+    )
+    preset = settings.get("preset", "heps")
+    if preset not in PRESETS:
+        raise ValueError(
+            f"{where}: {PROFILE_ARGS} args: preset {preset!r}; known: {', '.join(PRESETS)}"
+        )
+    weights: dict[str, object] = dict(preset_settings(str(preset)).weights)
+    plugins = _mapping(f"{where}: plugins", data.get("plugins") or {})
+    fixed = sorted(set(plugins) - {"score"})
+    if fixed:
+        raise ValueError(
+            f"{where}: plugins: {', '.join(fixed)}; only score plugins are configured here "
+            "(the filters are kube-scheduler's defaults, always on)"
+        )
+    score = _mapping(f"{where}: plugins: score", plugins.get("score") or {})
+    _known(f"{where}: plugins: score", score, {"enabled", "disabled"})
+    for i, entry in enumerate(
+        _items(f"{where}: plugins: score: disabled", score.get("disabled") or [])
+    ):
+        name = entry.get("name")
+        if name == "*":
+            weights.clear()
+        elif name in SCORE_PLUGINS:
+            weights.pop(str(name), None)
+        else:
+            raise ValueError(f"{where}: plugins: score: disabled[{i}]: unknown plugin {name!r}")
+    for i, entry in enumerate(
+        _items(f"{where}: plugins: score: enabled", score.get("enabled") or [])
+    ):
+        _known(f"{where}: plugins: score: enabled[{i}]", entry, {"name", "weight"})
+        weights[str(entry.get("name"))] = entry.get("weight", 1)  # checked by _profile
+    flat = {
+        "name": preset,
+        "scores": weights,
+        "schedulerName": scheduler,
+        **{k: v for k, v in settings.items() if k != "preset"},
+    }
+    if "percentageOfNodesToScore" in data:
+        flat["percentageOfNodesToScore"] = data["percentageOfNodesToScore"]
+    return _profile(where, flat), args.get("LoadAware", {})
+
+
+def _v1(path: Path, data: dict[str, object]) -> SchedulerConfig:
+    """A KubeSchedulerConfiguration (kubescheduler.config.k8s.io/v1): every profile by its
+    schedulerName, score plugins enabled (with weights) and disabled per profile."""
+    _known(str(path), data, {"apiVersion", "kind", "profiles"})
+    if data.get("apiVersion") != V1 or data.get("kind") != "KubeSchedulerConfiguration":
+        raise ValueError(f"{path}: apiVersion/kind: give {V1} / KubeSchedulerConfiguration")
+    raw_profiles = data.get("profiles")
+    if not isinstance(raw_profiles, list) or not raw_profiles:
+        raise ValueError(f"{path}: profiles: give at least one profile")
+    parsed = [_v1_profile(f"{path}: profiles[{i}]", raw) for i, raw in enumerate(raw_profiles)]
+    metrics = [m for _, m in parsed if m]
+    if any(m != metrics[0] for m in metrics):
+        raise ValueError(f"{path}: pluginConfig LoadAware args differ between profiles; give one")
+    profiles = [p for p, _ in parsed]
+    return _finish(path, profiles[0].scheduler_name, profiles, metrics[0] if metrics else {})
+
+
+def _finish(
+    path: Path, name: str, profiles: list[ProfileSettings], metrics: dict[str, object]
+) -> SchedulerConfig:
+    """Every profile named (the first by default after the config's schedulerName), names
+    unique, metrics settings checked."""
+    _known(f"{path}: metrics", metrics, {"maxAge", "unknownLoad"})
+    names = [p.scheduler_name or (name if i == 0 else "") for i, p in enumerate(profiles)]
+    for i, scheduler in enumerate(names):
+        if not scheduler:
+            raise ValueError(
+                f"{path}: profiles[{i}]: schedulerName: every profile after the first needs its own"
+            )
+        if scheduler in names[:i]:
+            raise ValueError(
+                f"{path}: profiles[{i}]: schedulerName {scheduler!r} is taken by an earlier profile"
+            )
+    return SchedulerConfig(
+        scheduler_name=name,
+        profiles=[replace(p, scheduler_name=n) for p, n in zip(profiles, names, strict=True)],
+        metrics=MetricsSettings(
+            _number(f"{path}: metrics: maxAge", metrics.get("maxAge", 60.0), 1e-3, 86400),
+            _number(f"{path}: metrics: unknownLoad", metrics.get("unknownLoad", 0.5), 0, 1),
+        ),
+    )
 
 
 def load(path: Path) -> SchedulerConfig:
@@ -230,21 +358,13 @@ def load(path: Path) -> SchedulerConfig:
         problem = getattr(exc, "problem", None) or "not YAML"
         raise ValueError(f"{path}{line}: {problem}; fix the YAML syntax") from None
     data = _mapping(str(path), data)
+    if "apiVersion" in data or "kind" in data:
+        return _v1(path, data)
     _known(str(path), data, {"schedulerName", "profiles", "metrics"})
     raw_profiles = data.get("profiles") or [{"name": "heps"}]
     if not isinstance(raw_profiles, list):
         raise ValueError(f"{path}: profiles: expected a list of profiles")
     profiles = [_profile(f"{path}: profiles[{i}]", raw) for i, raw in enumerate(raw_profiles)]
-    name = data.get("schedulerName", "heps-scheduler")
-    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", name):
-        raise ValueError(f"{path}: schedulerName: {name!r} is not a DNS subdomain name")
+    name = _dns_name(f"{path}: schedulerName", data.get("schedulerName", "heps-scheduler"))
     metrics = _mapping(f"{path}: metrics", data.get("metrics") or {})
-    _known(f"{path}: metrics", metrics, {"maxAge", "unknownLoad"})
-    return SchedulerConfig(
-        scheduler_name=name,
-        profiles=profiles,
-        metrics=MetricsSettings(
-            _number(f"{path}: metrics: maxAge", metrics.get("maxAge", 60.0), 1e-3, 86400),
-            _number(f"{path}: metrics: unknownLoad", metrics.get("unknownLoad", 0.5), 0, 1),
-        ),
-    )
+    return _finish(path, name, profiles, metrics)

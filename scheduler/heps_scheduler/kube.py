@@ -216,19 +216,25 @@ class BindResult:
     detail: str
 
 
+Builder = Callable[[Snapshot], Scheduler]
+"""Makes one profile's scheduling cycle on a snapshot."""
+
+
 class KubeScheduler:
-    """Keeps a snapshot of the cluster, schedules pods that name this scheduler, binds."""
+    """Keeps one snapshot of the cluster, schedules the pods that name one of its profiles
+    (by `schedulerName`, as kube-scheduler serves every profile of its configuration) with
+    that profile, and binds."""
 
     def __init__(
         self,
         core: Any,
-        build_scheduler: Callable[[Snapshot], Scheduler],
-        scheduler_name: str,
+        builders: dict[str, Builder],
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if not builders:
+            raise ValueError("KubeScheduler needs at least one profile")
         self.core = core
-        self.build_scheduler = build_scheduler
-        self.name = scheduler_name
+        self.builders = builders
         self.clock = clock
         self.queue = SchedulingQueue()
         self.pods: dict[str, dict[str, Any]] = {}
@@ -236,7 +242,15 @@ class KubeScheduler:
         self.node_objs: dict[str, dict[str, Any]] = {}
         self.orphans: dict[str, dict[str, Any]] = {}
         """Pods bound to a node not (yet) known, counted once their node appears."""
-        self.scheduler = build_scheduler(Snapshot([]))
+        self.schedulers = self._build(Snapshot([]))
+
+    def _build(self, snap: Snapshot) -> dict[str, Scheduler]:
+        return {name: build(snap) for name, build in self.builders.items()}
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The first profile's cycle (every profile shares the snapshot)."""
+        return next(iter(self.schedulers.values()))
 
     @property
     def snap(self) -> Snapshot:
@@ -246,7 +260,7 @@ class KubeScheduler:
         spec = obj.get("spec") or {}
         phase = (obj.get("status") or {}).get("phase")
         return (
-            spec.get("schedulerName") == self.name
+            spec.get("schedulerName") in self.builders
             and not spec.get("nodeName")
             and phase not in ("Succeeded", "Failed")
             and not obj["metadata"].get("deletionTimestamp")
@@ -285,7 +299,7 @@ class KubeScheduler:
             metrics = metrics_from_k8s(obj)
             if metrics is not None:
                 snap.set_metrics(name, metrics)
-        self.scheduler = self.build_scheduler(snap)
+        self.schedulers = self._build(snap)
         for placement in old.placements.values():
             node = old.nodes[placement.node].name
             if node in snap.index:
@@ -350,7 +364,7 @@ class KubeScheduler:
         obj = self.pods.get(pod.key)
         if obj is None:
             return None  # deleted while waiting
-        decision = self.scheduler.schedule(pod)
+        decision = self.schedulers[obj["spec"]["schedulerName"]].schedule(pod)
         if decision.node is None:
             backoff = self.queue.unschedulable(pod, self.clock(), self.snap.generation)
             message = decision.message(len(self.snap.nodes))
@@ -414,7 +428,8 @@ class KubeScheduler:
         return BindResult(False, "binding conflict (409); requeued")
 
     def event(self, obj: dict[str, Any], reason: str, message: str, warning: bool) -> None:
-        body = event_body(obj, reason, message, warning, self.name, datetime.now(UTC))
+        component = (obj.get("spec") or {}).get("schedulerName") or next(iter(self.builders))
+        body = event_body(obj, reason, message, warning, component, datetime.now(UTC))
         try:
             self.core.create_namespaced_event(
                 body["metadata"]["namespace"], body, _preload_content=False

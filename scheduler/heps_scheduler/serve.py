@@ -83,14 +83,17 @@ def run(
     lease_namespace: str,
     stop: threading.Event,
 ) -> None:
-    profile = settings.profiles[0]
     scheduler: kube.KubeScheduler | None = None
 
-    def build(snap: Snapshot) -> Scheduler:
-        seen = observed(scheduler)
-        return Scheduler(snap, config.build(profile, target_workload(seen), settings.metrics))
+    def builder(profile: config.ProfileSettings) -> kube.Builder:
+        def build(snap: Snapshot) -> Scheduler:
+            classes = target_workload(observed(scheduler))
+            return Scheduler(snap, config.build(profile, classes, settings.metrics))
 
-    scheduler = kube.KubeScheduler(core, build, settings.scheduler_name)
+        return build
+
+    builders = {p.scheduler_name or settings.scheduler_name: builder(p) for p in settings.profiles}
+    scheduler = kube.KubeScheduler(core, builders)
     changes: queue.Queue[informer.Change] = queue.Queue()
     for list_fn, kind in ((core.list_node, "node"), (core.list_pod_for_all_namespaces, "pod")):
         reflector = informer.Reflector(list_fn, kind, changes, stop)

@@ -83,7 +83,7 @@ def make_scheduler(core: Any) -> kube.KubeScheduler:
     def build(snap: Snapshot) -> Scheduler:
         return Scheduler(snap, config.build(config.preset_settings("heps"), CLASSES))
 
-    return kube.KubeScheduler(core, build, "heps-scheduler", clock=lambda: 1000.0)
+    return kube.KubeScheduler(core, {"heps-scheduler": build}, clock=lambda: 1000.0)
 
 
 def test_pod_from_a_jupyterhub_manifest_is_the_full_expected_object() -> None:
