@@ -25,6 +25,7 @@ import statistics
 import sys
 import time
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 
 from heps_scheduler import cli, config, report, simulate, trace, workload
@@ -248,16 +249,18 @@ def generalisation(seeds: range = SEEDS) -> None:
             shares.setdefault(label, []).append(whole_gpu_share(typical_pods(pods)))
             print(f"{label} seed {seed}: {outcome}", file=sys.stderr, flush=True)
     generated = [label for label, held in lists if held is None]
-    candidates = sorted({0.0, 1.01} | {round(x, 3) for v in shares.values() for x in v})
+    seen = sorted({round(x, 3) for v in shares.values() for x in v})
+    # thresholds halfway between the shares seen; ties go to the lowest
+    candidates = sorted({0.0, 1.01} | {round((a + b) / 2, 4) for a, b in pairwise(seen)})
     print("\n| held-out axis | threshold | worst heps/FGD, other axes | worst heps/FGD, held out |")
     print("| --- | --- | --- | --- |")
     for axis in workload.AXES:
         train = [label for label in generated if not label.startswith(axis)]
         test = [label for label in generated if label.startswith(axis)]
 
-        def rank(t: float, train: list[str] = train) -> tuple[float, int, float]:
+        def rank(t: float, train: list[str] = train) -> tuple[float, int, float, float]:
             worst, wins, mean = _judge(runs, shares, train, t)
-            return round(worst, 3), -wins, mean
+            return round(worst, 3), -wins, mean, t
 
         t = min(candidates, key=rank)
         print(
