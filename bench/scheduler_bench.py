@@ -12,6 +12,9 @@ all of them; every table is printed as Markdown for docs/scheduler.md):
 - acceptance: heps, kube-default, most-allocated and FGD at 130% on the default trace and
   the gpushare, multigpu and gpuspec families, 5 seeds each, on the 1,523-node cluster.
 - ablation: what each part of heps buys, default trace, 3 seeds.
+- generalisation: heps' spreadThreshold chosen by leave-one-family-out validation on
+  generated variants of the default list (workload.py), every axis at 0-100%, then heps,
+  FGD and kube-default there and on the seven lists, 5 seeds (hours on 2 cores).
 - all-traces: every pod list of the trace folder, one seed (`heps-scheduler simulate
   --all-traces`).
 """
@@ -22,11 +25,12 @@ import statistics
 import sys
 import time
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 
-from heps_scheduler import cli, config, report, simulate, trace
+from heps_scheduler import cli, config, report, simulate, trace, workload
 from heps_scheduler.config import ProfileSettings
-from heps_scheduler.fgd import typical_pods
+from heps_scheduler.fgd import typical_pods, whole_gpu_share
 from heps_scheduler.framework import Scheduler
 from heps_scheduler.model import GUARANTEED, Node, Pod
 from heps_scheduler.snapshot import Snapshot
@@ -62,6 +66,7 @@ def speed(count: int = 5000) -> None:
     print(f"\n{count} nodes, {capacity // 1000} GPUs, {len(arrived)} pods to 130% arrival\n")
     print("| policy | nodes scored per decision | decisions/s | p99 per decision | CPU s |")
     print("| --- | --- | --- | --- | --- |")
+    rates = {}
     for policy in ("heps", "kube-default"):
         settings = config.preset_settings(policy)
         scheduler = Scheduler(Snapshot(nodes), config.build(settings, classes), 0)
@@ -73,10 +78,16 @@ def speed(count: int = 5000) -> None:
         timings.sort()
         p99 = timings[int(0.99 * len(timings))] * 1000
         scored = "all feasible" if settings.percentage_of_nodes_to_score >= 100 else "adaptive"
+        rates[policy] = len(arrived) / wall
         print(
-            f"| {policy} | {scored} | {len(arrived) / wall:.0f} | {p99:.2f} ms | {cpu:.1f} |",
+            f"| {policy} | {scored} | {rates[policy]:.0f} | {p99:.2f} ms | {cpu:.1f} |",
             flush=True,
         )
+    ratio = rates["heps"] / rates["kube-default"]
+    print(
+        f"\nheps {rates['heps']:.0f} decisions/s (target >= 270), {ratio:.2f} x kube-default's "
+        "rate in the same run (target >= 0.5)"
+    )
 
 
 def fidelity() -> None:
@@ -162,6 +173,114 @@ def ablation(seeds: range = range(3)) -> None:
         )
 
 
+AXES_RATIOS = {
+    axis: [r * (3 if axis == "cpu" else 1) for r in (0, 25, 50, 75, 100)] for axis in workload.AXES
+}
+"""Every axis at 0, 25, 50, 75 and 100% of its range (cpu: 0..300 per mille, its family's)."""
+HELD = ["default", "cpu0", "cpu050", "gpushare40", "gpushare100", "gpuspec10", "multigpu20"]
+Outcome = tuple[float, int]
+"""Unallocated GPUs and failed Guaranteed pods at the end of a replay."""
+
+
+def _replay(nodes: list[Node], pods: list[Pod], settings: ProfileSettings, seed: int) -> Outcome:
+    capacity = sum(n.gpus for n in nodes) * 1000
+    snap = Snapshot(nodes)
+    scheduler = Scheduler(snap, config.build(settings, typical_pods(pods)), seed)
+    lost = 0
+    for pod in simulate.arrivals(pods, capacity, 1.3, seed):
+        lost += scheduler.schedule(pod).node is None and pod.qos == GUARANTEED
+    return (capacity - snap.gpu_allocated_milli()) / 1000, lost
+
+
+def _heps_with(
+    runs: dict[str, list[dict[str, Outcome]]], shares: dict[str, list[float]], label: str, t: float
+) -> list[Outcome]:
+    """heps at threshold t from the two runs it chooses between: spreading on, or FGD
+    (spreading off: FGD with GpuNodeAvoidance, which decided as FGD on every run measured)."""
+    return [
+        run["spreading"] if share >= t else run["fgd"]
+        for run, share in zip(runs[label], shares[label], strict=True)
+    ]
+
+
+def _judge(
+    runs: dict[str, list[dict[str, Outcome]]],
+    shares: dict[str, list[float]],
+    labels: list[str],
+    t: float,
+) -> tuple[float, int, float]:
+    """Worst heps/FGD ratio of mean unallocated GPUs, lists with fewer failed Guaranteed
+    pods than kube-default, mean ratio."""
+    ratios, wins = [], 0
+    for label in labels:
+        heps = _heps_with(runs, shares, label, t)
+        fgd = [r["fgd"] for r in runs[label]]
+        kube = [r["kube-default"] for r in runs[label]]
+        ratios.append(statistics.mean(h[0] for h in heps) / statistics.mean(f[0] for f in fgd))
+        wins += statistics.mean(h[1] for h in heps) < statistics.mean(k[1] for k in kube)
+    return max(ratios), wins, statistics.mean(ratios)
+
+
+def generalisation(seeds: range = SEEDS) -> None:
+    """Leave-one-family-out choice of heps' spreadThreshold on generated variants of the
+    default list, then heps, FGD and kube-default on every axis and the seven lists."""
+    nodes, base = trace.load_nodes(ALL_NODES), pods_of("default")
+    spreading = replace(config.preset_settings("heps"), spread_threshold=0.0)
+    policies = {
+        "spreading": spreading,
+        "fgd": config.preset_settings("fgd"),
+        "kube-default": config.preset_settings("kube-default"),
+    }
+    runs: dict[str, list[dict[str, Outcome]]] = {}
+    shares: dict[str, list[float]] = {}
+    lists: list[tuple[str, str | None]] = [
+        (f"{a}:{r}", None) for a, ratios in AXES_RATIOS.items() for r in ratios
+    ]
+    lists += [(name, name) for name in HELD]
+    for seed in seeds:
+        for label, held in lists:
+            pods = (
+                pods_of(held)
+                if held
+                else workload.generate(base, nodes, workload.parse(label), seed)
+            )
+            outcome = {name: _replay(nodes, pods, s, seed) for name, s in policies.items()}
+            runs.setdefault(label, []).append(outcome)
+            shares.setdefault(label, []).append(whole_gpu_share(typical_pods(pods)))
+            print(f"{label} seed {seed}: {outcome}", file=sys.stderr, flush=True)
+    generated = [label for label, held in lists if held is None]
+    seen = sorted({round(x, 3) for v in shares.values() for x in v})
+    # thresholds halfway between the shares seen; ties go to the lowest
+    candidates = sorted({0.0, 1.01} | {round((a + b) / 2, 4) for a, b in pairwise(seen)})
+    print("\n| held-out axis | threshold | worst heps/FGD, other axes | worst heps/FGD, held out |")
+    print("| --- | --- | --- | --- |")
+    for axis in workload.AXES:
+        train = [label for label in generated if not label.startswith(axis)]
+        test = [label for label in generated if label.startswith(axis)]
+
+        def rank(t: float, train: list[str] = train) -> tuple[float, int, float, float]:
+            worst, wins, mean = _judge(runs, shares, train, t)
+            return round(worst, 3), -wins, mean, t
+
+        t = min(candidates, key=rank)
+        print(
+            f"| {axis} | {t:.3f} | {_judge(runs, shares, train, t)[0]:.3f} | "
+            f"{_judge(runs, shares, test, t)[0]:.3f} |"
+        )
+    t = config.preset_settings("heps").spread_threshold
+    print(f"\nThe preset's threshold {t}:\n")
+    print("| workload | s | heps unalloc / failed G | FGD | kube-default |")
+    print("| --- | --- | --- | --- | --- |")
+    for label, _ in lists:
+        heps = _heps_with(runs, shares, label, t)
+        cells = [heps, [r["fgd"] for r in runs[label]], [r["kube-default"] for r in runs[label]]]
+        means = [
+            f"{statistics.mean(o[0] for o in c):.1f} / {statistics.mean(o[1] for o in c):.0f}"
+            for c in cells
+        ]
+        print(f"| {label} | {statistics.mean(shares[label]):.3f} | {' | '.join(means)} |")
+
+
 def all_traces() -> None:
     cli.main(["simulate", "--nodes", str(ALL_NODES), "--all-traces", str(OPENB)])
 
@@ -171,6 +290,7 @@ SECTIONS = {
     "fidelity": fidelity,
     "acceptance": acceptance,
     "ablation": ablation,
+    "generalisation": generalisation,
     "all-traces": all_traces,
 }
 

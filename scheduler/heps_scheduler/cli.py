@@ -13,7 +13,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from heps_scheduler import __version__, config, report, serve, simulate, trace
+from heps_scheduler import __version__, boundary, config, report, serve, simulate, trace, workload
+
+MAX_SEEDS = 1000
 
 
 def _simulate_parser(sub: Any) -> None:
@@ -29,6 +31,15 @@ def _simulate_parser(sub: Any) -> None:
         default="heps,kube-default,most-allocated,fgd",
         help="comma-separated: " + ", ".join(config.PRESETS),
     )
+    sim.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="AXIS:RATIO",
+        help="replay a variant of --pods instead (workload.py): multigpu, gpushare or gpuspec "
+        "0-100 (%% of GPU demand, of GPU demand, of GPU tasks), cpu 0-1000 (per mille of the "
+        "cluster's cpu asked by CPU-only tasks); repeat for several; generated per seed",
+    )
     sim.add_argument("--seed", type=int, default=0, help="the first seed")
     sim.add_argument("--seeds", type=int, default=1, help="how many seeds, from --seed on")
     sim.add_argument("--load", type=float, default=1.3, help="arrived GPU demand / capacity")
@@ -37,6 +48,10 @@ def _simulate_parser(sub: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    return boundary.guarded("heps-scheduler", lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="heps-scheduler")
     sub = parser.add_subparsers(dest="command", required=True)
     parser.add_argument("--version", action="version", version=f"heps-scheduler {__version__}")
@@ -53,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         return serve.main(args)
     try:
         return _simulate(args)
-    except trace.TraceError as exc:
+    except (trace.TraceError, simulate.WorkloadError, workload.VariantError) as exc:
         print(f"heps-scheduler: error: {exc}", file=sys.stderr)
         return 2
 
@@ -66,10 +81,19 @@ def _usage_error(args: argparse.Namespace, policies: list[str]) -> str | None:
         return f"{args.nodes}: no such file"
     if args.pods is not None and not args.pods.is_file():
         return f"{args.pods}: no such file"
+    if args.variant and args.pods is None:
+        return "--variant: give the base list with --pods (openb_pod_list_default.csv)"
     if args.all_traces is not None and not sorted(args.all_traces.glob("openb_pod_list_*.csv")):
         return f"{args.all_traces}: no openb_pod_list_*.csv here"
-    if args.seeds < 1:
-        return "--seeds: at least 1"
+    for option, target in (("--json", args.json), ("--plot", args.plot)):
+        if target is not None and not target.parent.is_dir():
+            return f"{option}: {target.parent} is not a folder"
+    if not 1 <= args.seeds <= MAX_SEEDS:
+        return f"--seeds: 1 to {MAX_SEEDS}"
+    if args.seed < 0:
+        return "--seed: 0 or more"
+    if not 0 < args.load <= simulate.MAX_LOAD:  # NaN fails too
+        return f"--load: {args.load} is outside 0..{simulate.MAX_LOAD:g} (1.3 is the paper's)"
     return None
 
 
@@ -79,31 +103,44 @@ def _simulate(args: argparse.Namespace) -> int:
     if problem:
         print(f"heps-scheduler: error: {problem}", file=sys.stderr)
         return 2
+    variants = [workload.parse(v) for v in args.variant]  # all checked before any run
     nodes = trace.load_nodes(args.nodes)
     files = [args.pods] if args.pods else sorted(args.all_traces.glob("openb_pod_list_*.csv"))
     pod_lists = {f: trace.load_pods(f) for f in files}  # every file checked before any run
     runs = []
-    if args.all_traces:
+    table = bool(args.all_traces or variants)
+    if table:
         print(report.markdown_header(policies), flush=True)
-    for path, pods in pod_lists.items():
-        for seed in range(args.seed, args.seed + args.seeds):
-            progress = report.TerminalProgress(f"{path.name} seed {seed}")
-            results = simulate.simulate(nodes, pods, policies, seed, args.load, progress)
-            progress.clear()
-            runs.append({"pods": str(path), "seed": seed, "load": args.load, "results": results})
-            if args.all_traces:
-                print(report.markdown_row(path.stem, seed, results), flush=True)
-            else:
-                print(f"{path.name}, seed {seed}, arrivals to {args.load:.0%} of GPU capacity")
-                print(report.summary(results) + "\n", flush=True)
+    for path, base in pod_lists.items():
+        options: list[workload.Variant | None] = [*variants] or [None]
+        for variant in options:
+            label = f"{path.stem}-{variant.label}" if variant else path.stem
+            for seed in range(args.seed, args.seed + args.seeds):
+                pods = workload.generate(base, nodes, variant, seed) if variant else base
+                progress = report.TerminalProgress(f"{label} seed {seed}")
+                results = simulate.simulate(nodes, pods, policies, seed, args.load, progress)
+                progress.clear()
+                runs.append(
+                    {
+                        "pods": str(path),
+                        "variant": variant.label if variant else None,
+                        "label": label,
+                        "seed": seed,
+                        "load": args.load,
+                        "results": results,
+                    }
+                )
+                if table:
+                    print(report.markdown_row(label, seed, results), flush=True)
+                else:
+                    print(f"{path.name}, seed {seed}, arrivals to {args.load:.0%} of GPU capacity")
+                    print(report.summary(results) + "\n", flush=True)
     if args.json:
         body = [{**run, "results": [asdict(r) for r in run["results"]]} for run in runs]
         args.json.write_text(json.dumps(body, indent=2))
     if args.plot:
         last = runs[-1]
-        simulate.plot(
-            last["results"], str(args.plot), f"{Path(last['pods']).name}, seed {last['seed']}"
-        )
+        simulate.plot(last["results"], str(args.plot), f"{last['label']}, seed {last['seed']}")
     return 0
 
 

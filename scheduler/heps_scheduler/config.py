@@ -6,7 +6,8 @@ HEPS policy so the simulator and the live scheduler build profiles the same way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -32,7 +33,8 @@ PRESETS: dict[str, dict[str, float]] = {
     # first (GpuNodeAvoidance), leaving GPU nodes' cpu to GPU pods; remaining
     # ties to the node name sorting first, which packs consistently. Real load and QoS act
     # on node metrics only (constant in a replay). Weights chosen on the openb traces
-    # (docs/scheduler.md, ablation).
+    # (docs/scheduler.md, ablation). The spreading drops out where the learned workload is
+    # mostly multi-GPU or shared tasks (SPREAD_THRESHOLD): there it only breaks FGD's packing.
     "heps": {
         "GpuFragmentation": 100,
         "LeastAllocated": 210,
@@ -42,6 +44,7 @@ PRESETS: dict[str, dict[str, float]] = {
         "QosAware": 30,
     },
 }
+SPREADING = ("LeastAllocated", "LeastAllocatedLargePods")
 BEST_FIT = {"kube-default": False, "most-allocated": False, "fgd": True, "heps": True}
 TIE_BREAK = {"kube-default": "random", "most-allocated": "random", "fgd": "name", "heps": "name"}
 SCORE_ALL = {"kube-default": 0.0, "most-allocated": 0.0, "fgd": 100.0, "heps": 100.0}
@@ -63,6 +66,11 @@ class ProfileSettings:
     best_fit_gpu: bool = True
     percentage_of_nodes_to_score: float = 0
     tie_break: str = "random"
+    spread_threshold: float = 0.0
+    """Spreading plugins (SPREADING) count only while one-whole-GPU tasks make at least
+    this share of the target workload's GPU demand (fgd.whole_gpu_share); 0: always."""
+    scheduler_name: str = ""
+    """The `schedulerName` of the pods this profile schedules ("": the config's)."""
 
 
 @dataclass(frozen=True)
@@ -72,11 +80,23 @@ class SchedulerConfig:
     metrics: MetricsSettings = MetricsSettings()
 
 
+SPREAD_THRESHOLD = {"heps": 0.566}
+"""heps spreads by cpu and memory only while one-whole-GPU tasks make at least this share
+of the learned target workload's GPU demand; below, it is FGD with CPU-only pods off GPU
+nodes. Chosen by leave-one-family-out validation on generated variants
+(docs/scheduler.md)."""
+
+
 def preset_settings(name: str) -> ProfileSettings:
     if name not in PRESETS:
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(PRESETS)}")
     return ProfileSettings(
-        name, dict(PRESETS[name]), BEST_FIT[name], SCORE_ALL[name], TIE_BREAK[name]
+        name,
+        dict(PRESETS[name]),
+        BEST_FIT[name],
+        SCORE_ALL[name],
+        TIE_BREAK[name],
+        SPREAD_THRESHOLD.get(name, 0.0),
     )
 
 
@@ -87,6 +107,10 @@ def build(
 ) -> Profile:
     load = sc.LoadAware(metrics.max_age, metrics.unknown_load)
     fragmentation = fgd.GpuFragmentation(classes)
+    weights = dict(settings.weights)
+    if fgd.whole_gpu_share(classes) < settings.spread_threshold:
+        for name in SPREADING:  # any spreading weight breaks FGD's packing tie-break
+            weights.pop(name, None)
     plugins: dict[str, sc.ScorePlugin] = {
         "LeastAllocated": sc.LeastAllocated(),
         "LeastAllocatedLargePods": sc.LeastAllocatedLargePods(),
@@ -99,7 +123,7 @@ def build(
         "QosAware": sc.QosAware(load),
     }
     unknown = sorted(set(settings.weights) - set(plugins))
-    if unknown:
+    if unknown:  # SCORE_PLUGINS and this table list the same names
         raise ValueError(
             f"profile {settings.name}: unknown score plugins {', '.join(unknown)}; "
             f"known: {', '.join(sorted(plugins))}"
@@ -107,7 +131,7 @@ def build(
     return Profile(
         name=settings.name,
         filters=default_filters(),
-        scores=[(plugins[n], w) for n, w in settings.weights.items() if w],
+        scores=[(plugins[n], w) for n, w in weights.items() if w],
         best_fit_gpu=settings.best_fit_gpu,
         percentage_of_nodes_to_score=settings.percentage_of_nodes_to_score,
         tie_break=settings.tie_break,
@@ -115,47 +139,232 @@ def build(
     )
 
 
-def load(path: Path) -> SchedulerConfig:
-    """Read a scheduler config file; ValueError naming the file and field on bad input."""
-    data = yaml.safe_load(path.read_text()) or {}
-    allowed = {"schedulerName", "profiles", "metrics"}
+MAX_CONFIG_BYTES = 1 << 20
+MAX_WEIGHT = 1e6
+SCORE_PLUGINS = (
+    "LeastAllocated",
+    "LeastAllocatedLargePods",
+    "MostAllocated",
+    "BalancedAllocation",
+    "GpuFragmentation",
+    "GpuNodeAvoidance",
+    "GpuPacking",
+    "LoadAware",
+    "QosAware",
+)
+
+
+def _number(where: str, value: object, low: float, high: float) -> float:
+    """A finite number within [low, high] (YAML booleans are not numbers)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{where}: {value!r} is not a number; give one from {low:g} to {high:g}")
+    if not low <= value <= high:  # NaN and infinities fail here
+        raise ValueError(f"{where}: {value!r} is outside {low:g}..{high:g}")
+    return float(value)
+
+
+def _mapping(where: str, value: object) -> dict[str, object]:
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: expected a mapping, got {type(value).__name__}")
+    return {str(k): v for k, v in value.items()}
+
+
+def _known(where: str, data: dict[str, object], allowed: set[str]) -> None:
     if set(data) - allowed:
         raise ValueError(
-            f"{path}: unknown keys {sorted(set(data) - allowed)}; use {sorted(allowed)}"
+            f"{where}: unknown keys {sorted(set(data) - allowed)}; use {sorted(allowed)}"
         )
-    profiles = []
-    for i, raw in enumerate(data.get("profiles") or [{"name": "heps"}]):
-        where = f"{path}: profiles[{i}]"
-        if "name" not in raw:
-            raise ValueError(f"{where}: missing name")
-        base = preset_settings(raw["name"]) if raw["name"] in PRESETS else None
-        weights = raw.get("scores", base.weights if base else None)
-        if not isinstance(weights, dict) or not all(
-            isinstance(v, int | float) and v >= 0 for v in weights.values()
-        ):
-            raise ValueError(f"{where}: scores must map plugin names to weights >= 0")
-        tie_break = raw.get("tieBreak", base.tie_break if base else "random")
-        if tie_break not in TIE_BREAKS:
-            raise ValueError(f"{where}: tieBreak must be one of {', '.join(TIE_BREAKS)}")
-        profiles.append(
-            ProfileSettings(
-                raw["name"],
-                {str(k): float(v) for k, v in weights.items()},
-                bool(raw.get("bestFitGpu", base.best_fit_gpu if base else True)),
-                float(
-                    raw.get(
-                        "percentageOfNodesToScore",
-                        base.percentage_of_nodes_to_score if base else 0,
-                    )
-                ),
-                tie_break,
+
+
+def _dns_name(where: str, name: object) -> str:
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", name):
+        raise ValueError(f"{where}: {name!r} is not a DNS subdomain name")
+    return name
+
+
+def _profile(where: str, raw: object) -> ProfileSettings:
+    data = _mapping(where, raw)
+    keys = {"name", "scores", "bestFitGpu", "percentageOfNodesToScore", "tieBreak"}
+    _known(where, data, keys | {"spreadThreshold", "schedulerName"})
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{where}: name: give the profile a name (a preset: {', '.join(PRESETS)})")
+    base = preset_settings(name) if name in PRESETS else ProfileSettings(name, {})
+    raw_weights = data.get("scores", base.weights)
+    if not raw_weights:
+        raise ValueError(f"{where}: scores: map score plugins to weights (not a preset: {name})")
+    weights = {}
+    for plugin, weight in _mapping(f"{where}: scores", raw_weights).items():
+        if plugin not in SCORE_PLUGINS:
+            known = ", ".join(SCORE_PLUGINS)
+            raise ValueError(f"{where}: scores: unknown score plugins {plugin}; known: {known}")
+        weights[plugin] = _number(f"{where}: scores: {plugin}", weight, 0, MAX_WEIGHT)
+    best_fit = data.get("bestFitGpu", base.best_fit_gpu)
+    if not isinstance(best_fit, bool):
+        raise ValueError(f"{where}: bestFitGpu: {best_fit!r}; use true or false")
+    threshold = _number(
+        f"{where}: spreadThreshold", data.get("spreadThreshold", base.spread_threshold), 0, 1
+    )
+    tie_break = data.get("tieBreak", base.tie_break)
+    if tie_break not in TIE_BREAKS:
+        raise ValueError(f"{where}: tieBreak must be one of {', '.join(TIE_BREAKS)}")
+    percentage = _number(
+        f"{where}: percentageOfNodesToScore",
+        data.get("percentageOfNodesToScore", base.percentage_of_nodes_to_score),
+        0,
+        100,
+    )
+    scheduler = data.get("schedulerName")
+    scheduler = "" if scheduler is None else _dns_name(f"{where}: schedulerName", scheduler)
+    return ProfileSettings(
+        name, weights, best_fit, percentage, str(tie_break), threshold, scheduler
+    )
+
+
+V1 = "kubescheduler.config.k8s.io/v1"
+PROFILE_ARGS = "HepsProfile"
+"""The pluginConfig entry whose args choose a profile's preset and its settings."""
+
+
+def _items(where: str, value: object) -> list[dict[str, object]]:
+    if not isinstance(value, list):
+        raise ValueError(f"{where}: expected a list")
+    return [_mapping(f"{where}[{i}]", item) for i, item in enumerate(value)]
+
+
+def _v1_profile(where: str, raw: object) -> tuple[ProfileSettings, dict[str, object]]:
+    """A KubeSchedulerConfiguration profile and its LoadAware args (metrics settings)."""
+    data = _mapping(where, raw)
+    _known(where, data, {"schedulerName", "plugins", "pluginConfig", "percentageOfNodesToScore"})
+    scheduler = _dns_name(f"{where}: schedulerName", data.get("schedulerName"))
+    args: dict[str, dict[str, object]] = {}
+    for i, entry in enumerate(_items(f"{where}: pluginConfig", data.get("pluginConfig") or [])):
+        _known(f"{where}: pluginConfig[{i}]", entry, {"name", "args"})
+        name = entry.get("name")
+        if name not in (PROFILE_ARGS, "LoadAware"):
+            raise ValueError(
+                f"{where}: pluginConfig[{i}]: name {name!r}; args are read for "
+                f"{PROFILE_ARGS} (preset, tieBreak, bestFitGpu, spreadThreshold) and LoadAware"
             )
+        args[str(name)] = _mapping(f"{where}: pluginConfig[{i}]: args", entry.get("args") or {})
+    settings = args.get(PROFILE_ARGS, {})
+    _known(
+        f"{where}: {PROFILE_ARGS} args",
+        settings,
+        {"preset", "tieBreak", "bestFitGpu", "spreadThreshold"},
+    )
+    preset = settings.get("preset", "heps")
+    if preset not in PRESETS:
+        raise ValueError(
+            f"{where}: {PROFILE_ARGS} args: preset {preset!r}; known: {', '.join(PRESETS)}"
         )
-    metrics = data.get("metrics") or {}
+    weights: dict[str, object] = dict(preset_settings(str(preset)).weights)
+    plugins = _mapping(f"{where}: plugins", data.get("plugins") or {})
+    fixed = sorted(set(plugins) - {"score"})
+    if fixed:
+        raise ValueError(
+            f"{where}: plugins: {', '.join(fixed)}; only score plugins are configured here "
+            "(the filters are kube-scheduler's defaults, always on)"
+        )
+    score = _mapping(f"{where}: plugins: score", plugins.get("score") or {})
+    _known(f"{where}: plugins: score", score, {"enabled", "disabled"})
+    for i, entry in enumerate(
+        _items(f"{where}: plugins: score: disabled", score.get("disabled") or [])
+    ):
+        name = entry.get("name")
+        if name == "*":
+            weights.clear()
+        elif name in SCORE_PLUGINS:
+            weights.pop(str(name), None)
+        else:
+            raise ValueError(f"{where}: plugins: score: disabled[{i}]: unknown plugin {name!r}")
+    for i, entry in enumerate(
+        _items(f"{where}: plugins: score: enabled", score.get("enabled") or [])
+    ):
+        _known(f"{where}: plugins: score: enabled[{i}]", entry, {"name", "weight"})
+        weights[str(entry.get("name"))] = entry.get("weight", 1)  # checked by _profile
+    flat = {
+        "name": preset,
+        "scores": weights,
+        "schedulerName": scheduler,
+        **{k: v for k, v in settings.items() if k != "preset"},
+    }
+    if "percentageOfNodesToScore" in data:
+        flat["percentageOfNodesToScore"] = data["percentageOfNodesToScore"]
+    return _profile(where, flat), args.get("LoadAware", {})
+
+
+def _v1(path: Path, data: dict[str, object]) -> SchedulerConfig:
+    """A KubeSchedulerConfiguration (kubescheduler.config.k8s.io/v1): every profile by its
+    schedulerName, score plugins enabled (with weights) and disabled per profile."""
+    _known(str(path), data, {"apiVersion", "kind", "profiles"})
+    if data.get("apiVersion") != V1 or data.get("kind") != "KubeSchedulerConfiguration":
+        raise ValueError(f"{path}: apiVersion/kind: give {V1} / KubeSchedulerConfiguration")
+    raw_profiles = data.get("profiles")
+    if not isinstance(raw_profiles, list) or not raw_profiles:
+        raise ValueError(f"{path}: profiles: give at least one profile")
+    parsed = [_v1_profile(f"{path}: profiles[{i}]", raw) for i, raw in enumerate(raw_profiles)]
+    metrics = [m for _, m in parsed if m]
+    if any(m != metrics[0] for m in metrics):
+        raise ValueError(f"{path}: pluginConfig LoadAware args differ between profiles; give one")
+    profiles = [p for p, _ in parsed]
+    return _finish(path, profiles[0].scheduler_name, profiles, metrics[0] if metrics else {})
+
+
+def _finish(
+    path: Path, name: str, profiles: list[ProfileSettings], metrics: dict[str, object]
+) -> SchedulerConfig:
+    """Every profile named (the first by default after the config's schedulerName), names
+    unique, metrics settings checked."""
+    _known(f"{path}: metrics", metrics, {"maxAge", "unknownLoad"})
+    names = [p.scheduler_name or (name if i == 0 else "") for i, p in enumerate(profiles)]
+    for i, scheduler in enumerate(names):
+        if not scheduler:
+            raise ValueError(
+                f"{path}: profiles[{i}]: schedulerName: every profile after the first needs its own"
+            )
+        if scheduler in names[:i]:
+            raise ValueError(
+                f"{path}: profiles[{i}]: schedulerName {scheduler!r} is taken by an earlier profile"
+            )
     return SchedulerConfig(
-        scheduler_name=data.get("schedulerName", "heps-scheduler"),
-        profiles=profiles,
+        scheduler_name=name,
+        profiles=[replace(p, scheduler_name=n) for p, n in zip(profiles, names, strict=True)],
         metrics=MetricsSettings(
-            float(metrics.get("maxAge", 60)), float(metrics.get("unknownLoad", 0.5))
+            _number(f"{path}: metrics: maxAge", metrics.get("maxAge", 60.0), 1e-3, 86400),
+            _number(f"{path}: metrics: unknownLoad", metrics.get("unknownLoad", 0.5), 0, 1),
         ),
     )
+
+
+def load(path: Path) -> SchedulerConfig:
+    """Read a scheduler config file; ValueError naming the file and field on bad input.
+
+    Bounded: at most MAX_CONFIG_BYTES, strict UTF-8, every number finite and in range."""
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ValueError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a scheduler config")
+    try:
+        data = yaml.safe_load(raw.decode("utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "not YAML"
+        raise ValueError(f"{path}{line}: {problem}; fix the YAML syntax") from None
+    data = _mapping(str(path), data)
+    if "apiVersion" in data or "kind" in data:
+        return _v1(path, data)
+    _known(str(path), data, {"schedulerName", "profiles", "metrics"})
+    raw_profiles = data.get("profiles") or [{"name": "heps"}]
+    if not isinstance(raw_profiles, list):
+        raise ValueError(f"{path}: profiles: expected a list of profiles")
+    profiles = [_profile(f"{path}: profiles[{i}]", raw) for i, raw in enumerate(raw_profiles)]
+    name = _dns_name(f"{path}: schedulerName", data.get("schedulerName", "heps-scheduler"))
+    metrics = _mapping(f"{path}: metrics", data.get("metrics") or {})
+    return _finish(path, name, profiles, metrics)

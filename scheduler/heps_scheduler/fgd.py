@@ -68,6 +68,15 @@ def typical_pods(pods: list[Pod], coverage: float = COVERAGE) -> list[TaskClass]
     ]
 
 
+def whole_gpu_share(classes: list[TaskClass]) -> float:
+    """The share of the target workload's GPU demand that tasks of one whole GPU make."""
+    demand = [
+        (c.weight * c.gpus * c.gpu_milli, c.gpus == 1 and c.gpu_milli >= 1000) for c in classes
+    ]
+    total = sum(d for d, _ in demand)
+    return sum(d for d, whole in demand if whole) / total if total else 0.0
+
+
 class Workload:
     """The target workload arranged for vectorised fragment computations on a snapshot.
 

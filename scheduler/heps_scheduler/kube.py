@@ -155,6 +155,12 @@ def metrics_from_k8s(obj: dict[str, Any]) -> NodeMetrics | None:
         return None
 
 
+def kube_key(obj: dict[str, Any]) -> str:
+    """namespace/name, as `Pod.key`."""
+    meta = obj.get("metadata") or {}
+    return f"{meta.get('namespace', 'default')}/{meta.get('name', '')}"
+
+
 def binding_body(pod: Pod, node: str) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
@@ -210,23 +216,41 @@ class BindResult:
     detail: str
 
 
+Builder = Callable[[Snapshot], Scheduler]
+"""Makes one profile's scheduling cycle on a snapshot."""
+
+
 class KubeScheduler:
-    """Keeps a snapshot of the cluster, schedules pods that name this scheduler, binds."""
+    """Keeps one snapshot of the cluster, schedules the pods that name one of its profiles
+    (by `schedulerName`, as kube-scheduler serves every profile of its configuration) with
+    that profile, and binds."""
 
     def __init__(
         self,
         core: Any,
-        build_scheduler: Callable[[Snapshot], Scheduler],
-        scheduler_name: str,
+        builders: dict[str, Builder],
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if not builders:
+            raise ValueError("KubeScheduler needs at least one profile")
         self.core = core
-        self.build_scheduler = build_scheduler
-        self.name = scheduler_name
+        self.builders = builders
         self.clock = clock
         self.queue = SchedulingQueue()
         self.pods: dict[str, dict[str, Any]] = {}
-        self.scheduler = build_scheduler(Snapshot([]))
+        """Pending pods of ours, by key, as last seen."""
+        self.node_objs: dict[str, dict[str, Any]] = {}
+        self.orphans: dict[str, dict[str, Any]] = {}
+        """Pods bound to a node not (yet) known, counted once their node appears."""
+        self.schedulers = self._build(Snapshot([]))
+
+    def _build(self, snap: Snapshot) -> dict[str, Scheduler]:
+        return {name: build(snap) for name, build in self.builders.items()}
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The first profile's cycle (every profile shares the snapshot)."""
+        return next(iter(self.schedulers.values()))
 
     @property
     def snap(self) -> Snapshot:
@@ -236,26 +260,54 @@ class KubeScheduler:
         spec = obj.get("spec") or {}
         phase = (obj.get("status") or {}).get("phase")
         return (
-            spec.get("schedulerName") == self.name
+            spec.get("schedulerName") in self.builders
             and not spec.get("nodeName")
             and phase not in ("Succeeded", "Failed")
             and not obj["metadata"].get("deletionTimestamp")
         )
 
     def sync(self) -> None:
-        """(Re)build the snapshot from a full list: nodes, their metrics, placed pods."""
-        nodes = raw(self.core.list_node(_preload_content=False))["items"]
-        pods = raw(self.core.list_pod_for_all_namespaces(_preload_content=False))["items"]
-        snap = Snapshot([node_from_k8s(n) for n in nodes])
-        for node in nodes:
-            metrics = metrics_from_k8s(node)
+        """Replace the cache with a full list of nodes, then of pods."""
+        self.replace("node", raw(self.core.list_node(_preload_content=False))["items"])
+        self.replace(
+            "pod", raw(self.core.list_pod_for_all_namespaces(_preload_content=False))["items"]
+        )
+
+    def replace(self, kind: str, items: list[dict[str, Any]]) -> None:
+        """A fresh list of one kind replaces what the cache holds of it: pods missing from
+        it were deleted (their capacity is freed, their queue entries dropped), nodes
+        missing from it are removed with the placements on them."""
+        if kind == "node":
+            self.node_objs = {n["metadata"]["name"]: n for n in items}
+            self._rebuild()
+            return
+        listed = {kube_key(obj) for obj in items}
+        for key in [k for k in self.snap.placements if k not in listed]:
+            self.snap.forget(key)
+        for known in (self.pods, self.orphans):
+            for key in [k for k in known if k not in listed]:
+                del known[key]  # a queue entry without its object is dropped
+        for obj in items:
+            self.observe_pod("MODIFIED", obj)
+        self.queue.flush(self.clock(), self.snap.generation)
+
+    def _rebuild(self) -> None:
+        """A new snapshot of the known nodes, keeping the placements on nodes still there."""
+        old = self.snap
+        snap = Snapshot([node_from_k8s(n) for n in self.node_objs.values()])
+        for name, obj in self.node_objs.items():
+            metrics = metrics_from_k8s(obj)
             if metrics is not None:
-                snap.set_metrics(node["metadata"]["name"], metrics)
-        self.scheduler = self.build_scheduler(snap)
-        self.queue = SchedulingQueue()
-        self.pods = {}
-        for obj in pods:
-            self.observe_pod("ADDED", obj)
+                snap.set_metrics(name, metrics)
+        self.schedulers = self._build(snap)
+        for placement in old.placements.values():
+            node = old.nodes[placement.node].name
+            if node in snap.index:
+                snap.assume(placement.pod, snap.index[node], self._slots(placement.pod, node))
+        for obj in list(self.orphans.values()):
+            self.observe_pod("MODIFIED", obj)
+        snap.generation = old.generation + 1
+        self.queue.flush(self.clock(), snap.generation)
 
     def observe_pod(self, kind: str, obj: dict[str, Any]) -> None:
         """A pod event from a list or watch: track placements, queue pods that are ours."""
@@ -264,12 +316,18 @@ class KubeScheduler:
         node = (obj.get("spec") or {}).get("nodeName")
         gone = kind == "DELETED" or phase in ("Succeeded", "Failed")
         placed = self.snap.placements.get(pod.key)
+        self.orphans.pop(pod.key, None)
         if gone:
             if self.snap.forget(pod.key) is not None:
                 self.queue.flush(self.clock(), self.snap.generation)
             self.pods.pop(pod.key, None)
             return
-        if node and node in self.snap.index:
+        if node and node not in self.snap.index:
+            self.snap.forget(pod.key)
+            self.orphans[pod.key] = obj
+            return
+        if node:
+            self.pods.pop(pod.key, None)  # bound, by us or by another scheduler
             if placed is None or self.snap.nodes[placed.node].name != node:
                 self.snap.forget(pod.key)  # bound elsewhere than we assumed (or by others)
                 self.snap.assume(pod, self.snap.index[node], self._slots(pod, node))
@@ -285,8 +343,13 @@ class KubeScheduler:
         """Node added, removed or changed: rebuild the snapshot when the node set changes."""
         name = obj["metadata"]["name"]
         if kind == "DELETED" or name not in self.snap.index:
-            self.sync()
+            if kind == "DELETED":
+                self.node_objs.pop(name, None)
+            else:
+                self.node_objs[name] = obj
+            self._rebuild()
             return
+        self.node_objs[name] = obj
         node = node_from_k8s(obj)
         self.snap.set_conditions(name, node.unschedulable, node.disk_pressure)
         metrics = metrics_from_k8s(obj)
@@ -301,7 +364,7 @@ class KubeScheduler:
         obj = self.pods.get(pod.key)
         if obj is None:
             return None  # deleted while waiting
-        decision = self.scheduler.schedule(pod)
+        decision = self.schedulers[obj["spec"]["schedulerName"]].schedule(pod)
         if decision.node is None:
             backoff = self.queue.unschedulable(pod, self.clock(), self.snap.generation)
             message = decision.message(len(self.snap.nodes))
@@ -330,13 +393,8 @@ class KubeScheduler:
         except Exception as exc:  # the client raises ApiException; only its status matters here
             status = _status(exc)
             self.scheduler.unreserve(pod)
-            if status == 409:  # already bound, by a retry of ours or by someone else
-                current = raw(
-                    self.core.read_namespaced_pod(pod.name, pod.namespace, _preload_content=False)
-                )
-                self.observe_pod("MODIFIED", current)
-                self.pods.pop(pod.key, None)
-                return BindResult(False, f"already bound to {current['spec'].get('nodeName')}")
+            if status == 409:  # a conflict: bound already (by us or another), or requeue
+                return self._conflict(pod)
             if status == 404:  # the pod is gone; a vanished node shows up as a node event
                 self.pods.pop(pod.key, None)
                 return BindResult(False, "pod deleted before binding")
@@ -346,8 +404,32 @@ class KubeScheduler:
             return BindResult(False, f"binding failed ({status}); will retry")
         return BindResult(True, f"bound to {node}")
 
+    def _conflict(self, pod: Pod) -> BindResult:
+        """After a 409: the pod's current state decides. Bound: count it where it is.
+        Gone: forget it. Still pending: back to the queue (with backoff) to try again."""
+        try:
+            current = raw(
+                self.core.read_namespaced_pod(pod.name, pod.namespace, _preload_content=False)
+            )
+        except Exception as exc:  # the client raises ApiException; only its status matters
+            if _status(exc) == 404:
+                self.pods.pop(pod.key, None)
+                return BindResult(False, "pod deleted before binding")
+            if _status(exc) is None:
+                raise
+            current = None
+        node = ((current or {}).get("spec") or {}).get("nodeName")
+        if current is not None:
+            self.observe_pod("MODIFIED", current)
+        if node:
+            self.pods.pop(pod.key, None)
+            return BindResult(False, f"already bound to {node}")
+        self.queue.unschedulable(pod, self.clock(), self.snap.generation - 1)
+        return BindResult(False, "binding conflict (409); requeued")
+
     def event(self, obj: dict[str, Any], reason: str, message: str, warning: bool) -> None:
-        body = event_body(obj, reason, message, warning, self.name, datetime.now(UTC))
+        component = (obj.get("spec") or {}).get("schedulerName") or next(iter(self.builders))
+        body = event_body(obj, reason, message, warning, component, datetime.now(UTC))
         try:
             self.core.create_namespaced_event(
                 body["metadata"]["namespace"], body, _preload_content=False

@@ -12,9 +12,10 @@ import threading
 import time
 from typing import Any
 
-from heps_scheduler import agent, config, kube, leader
-from heps_scheduler.fgd import TaskClass
+from heps_scheduler import agent, config, informer, kube, leader
+from heps_scheduler.fgd import TaskClass, typical_pods
 from heps_scheduler.framework import Scheduler
+from heps_scheduler.model import Pod
 from heps_scheduler.snapshot import Snapshot
 
 log = logging.getLogger("heps_scheduler")
@@ -44,21 +45,34 @@ def clients() -> tuple[Any, Any]:
     return client.CoreV1Api(), client.CoordinationV1Api()
 
 
-def _watch(
-    list_fn: Any,
-    kind: str,
-    events: queue.Queue[tuple[str, str, dict[str, Any]]],
-    stop: threading.Event,
-) -> None:
-    from kubernetes import watch
+MIN_OBSERVED = 50
+"""Pods seen before the target workload is learned from them instead of DEFAULT_CLASSES."""
 
-    while not stop.is_set():  # watches end on server timeouts; start again
-        try:
-            for event in watch.Watch().stream(list_fn, timeout_seconds=300):
-                events.put((kind, event["type"], event["raw_object"]))
-        except Exception as exc:  # a dropped watch is retried after a pause
-            log.warning("%s watch ended: %s; restarting", kind, exc)
-            stop.wait(2)
+
+def observed(scheduler: kube.KubeScheduler | None) -> list[Pod]:
+    """The pods the cache holds: placed ones and ours waiting."""
+    if scheduler is None:
+        return []
+    placed = [p.pod for p in scheduler.snap.placements.values()]
+    return placed + [kube.pod_from_k8s(obj) for obj in scheduler.pods.values()]
+
+
+def target_workload(pods: list[Pod]) -> list[TaskClass]:
+    """FGD's target workload (and the spreading threshold's share) learned from the pods
+    seen, as the paper learns it from arrivals; the platform's profiles until enough have
+    been seen. Relearned whenever the snapshot is rebuilt (a node set change, a relist)."""
+    return typical_pods(pods) if len(pods) >= MIN_OBSERVED else DEFAULT_CLASSES
+
+
+def apply(scheduler: kube.KubeScheduler, change: informer.Change) -> None:
+    """One change from a reflector into the scheduler's cache."""
+    kind, what, obj = change
+    if what == informer.RELIST:
+        scheduler.replace(kind, obj)
+    elif kind == "node":
+        scheduler.observe_node(what, obj)
+    else:
+        scheduler.observe_pod(what, obj)
 
 
 def run(
@@ -69,16 +83,22 @@ def run(
     lease_namespace: str,
     stop: threading.Event,
 ) -> None:
-    profile = settings.profiles[0]
+    scheduler: kube.KubeScheduler | None = None
 
-    def build(snap: Snapshot) -> Scheduler:
-        return Scheduler(snap, config.build(profile, DEFAULT_CLASSES, settings.metrics))
+    def builder(profile: config.ProfileSettings) -> kube.Builder:
+        def build(snap: Snapshot) -> Scheduler:
+            classes = target_workload(observed(scheduler))
+            return Scheduler(snap, config.build(profile, classes, settings.metrics))
 
-    scheduler = kube.KubeScheduler(core, build, settings.scheduler_name)
-    scheduler.sync()
-    events: queue.Queue[tuple[str, str, dict[str, Any]]] = queue.Queue()
+        return build
+
+    builders = {p.scheduler_name or settings.scheduler_name: builder(p) for p in settings.profiles}
+    scheduler = kube.KubeScheduler(core, builders)
+    changes: queue.Queue[informer.Change] = queue.Queue()
     for list_fn, kind in ((core.list_node, "node"), (core.list_pod_for_all_namespaces, "pod")):
-        threading.Thread(target=_watch, args=(list_fn, kind, events, stop), daemon=True).start()
+        reflector = informer.Reflector(list_fn, kind, changes, stop)
+        threading.Thread(target=reflector.run, daemon=True).start()
+    listed: set[str] = set()  # schedule only once both kinds have been listed
     identity = f"{socket.gethostname()}-{os.getpid()}"
     elector = leader.LeaseElector(coordination, lease_namespace, settings.scheduler_name, identity)
     leading, renewed = not leader_elect, 0.0
@@ -90,11 +110,13 @@ def run(
                 if leading:
                     scheduler.sync()  # another leader may have bound pods meanwhile
         try:
-            kind, change, obj = events.get(timeout=0.5)
-            (scheduler.observe_node if kind == "node" else scheduler.observe_pod)(change, obj)
+            change = changes.get(timeout=0.5)
+            apply(scheduler, change)
+            if change[1] == informer.RELIST:
+                listed.add(change[0])
         except queue.Empty:
             scheduler.queue.flush(time.time(), scheduler.snap.generation)
-        while leading and scheduler.schedule_next() is not None:
+        while leading and len(listed) == 2 and scheduler.schedule_next() is not None:
             pass
 
 

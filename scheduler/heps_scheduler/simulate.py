@@ -19,20 +19,40 @@ from heps_scheduler.framework import Scheduler
 from heps_scheduler.model import GUARANTEED, Node, Pod
 from heps_scheduler.snapshot import Snapshot
 
+MAX_LOAD = 10.0
+"""Highest arrived GPU demand / capacity a replay accepts (the paper goes to 1.3)."""
+MAX_ARRIVALS = 4_000_000
+"""Most tasks one replay may draw (the default list at 130% of openb draws about 9,500)."""
+
+
+class WorkloadError(ValueError):
+    """A replay that cannot run as asked (a load out of range, or too many draws)."""
+
 
 def arrivals(pods: list[Pod], capacity_milli: int, load: float, seed: int) -> list[Pod]:
     """The paper simulator's workload tuning, then its shuffle: every task once, plus tasks
     drawn at random (with replacement) while the GPU demand stays within `load` x
-    capacity (or random tasks dropped while it exceeds it), all in a shuffled order."""
-    rng = np.random.default_rng(seed)
+    capacity (or random tasks dropped while it exceeds it), all in a shuffled order.
+
+    Bounded: a load outside (0, MAX_LOAD] or a list whose tasks are too small to reach it
+    within MAX_ARRIVALS draws is a WorkloadError before anything is drawn."""
+    if not 0 < load <= MAX_LOAD:  # NaN fails too
+        raise WorkloadError(f"--load: {load} is outside 0..{MAX_LOAD:g} (1.3 is the paper's)")
+    gpu_pods = [p.gpu_demand_milli for p in pods if p.gpu_demand_milli]
     target = load * capacity_milli
+    if gpu_pods and target / (sum(gpu_pods) / len(pods)) > MAX_ARRIVALS:
+        raise WorkloadError(
+            f"reaching {load:g} x {capacity_milli / 1000:g} GPUs takes more than {MAX_ARRIVALS} "
+            "tasks of this list; lower --load or use fewer nodes"
+        )
+    rng = np.random.default_rng(seed)
     chosen = list(pods)
     demand = sum(p.gpu_demand_milli for p in chosen)
     while demand > target and chosen:
         demand -= chosen.pop(int(rng.integers(len(chosen)))).gpu_demand_milli
     extra = 0
-    gpu_tasks = any(p.gpu_demand_milli for p in pods)  # else no draw could ever end it
-    while gpu_tasks and demand < target:
+    # without GPU tasks no draw could ever end it; the cap holds whatever the estimate said
+    while gpu_pods and demand < target and len(chosen) < MAX_ARRIVALS:
         pod = pods[int(rng.integers(len(pods)))]
         if demand + pod.gpu_demand_milli > target:
             break

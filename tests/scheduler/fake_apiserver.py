@@ -3,27 +3,39 @@
 It speaks HTTP/1.1 to the real `kubernetes` client, only for what the scheduler and the
 agent call, and answers as the API server does:
 
-- nodes and pods: list (cluster-wide, pods also per namespace) and watch, both with
+- nodes and pods: list (cluster-wide, pods also per namespace), delete (200 with the
+  object; a watch sees DELETED) and watch, both with
   `labelSelector` (=, ==, !=, in, notin, exists, !exists) and `fieldSelector` (=, ==, !=
   on the fields the API server indexes for that kind; 400 `field label not supported`
   for others); a watch without `resourceVersion` (or "0") starts with ADDED for what
   exists, one from a resourceVersion sends only what changed after it; an object that
   starts or stops matching the selectors arrives as ADDED / DELETED; `timeoutSeconds`
   ends the stream. Every list carries the current resourceVersion.
+- watch expiry: after `compact()`, a watch from a resourceVersion older than the
+  compaction gets HTTP 200 and one ERROR event with a 410 Expired Status, as the API
+  server's watch cache answers; watches already open go on.
+- bookmarks: a watch with `allowWatchBookmarks=true` gets a BOOKMARK event (an object
+  with only kind, apiVersion and metadata.resourceVersion) whenever `bookmark()` is
+  called; others never do.
+- dropped connections: `drop_watches()` cuts every open watch without the closing chunk
+  (the client sees a broken stream); while `down` is set every request gets 503.
 - pods: read, create (defaults `schedulerName`, 409 when it exists), bind through the
   Binding API (201; 409 when the pod is already bound, 404 when it is gone; sets
-  `spec.nodeName` and the PodScheduled condition).
+  `spec.nodeName` and the PodScheduled condition); a test may name pods in `conflicts`
+  whose next binding fails with 409 Conflict, as a concurrent write to the pod makes it.
 - events: create (a name from `generateName`; 422 when the namespaces differ).
 - nodes: read, and merge patch or strategic merge patch without lists (RFC 7386: `null`
   deletes a key; a `metadata.resourceVersion` in the patch must match, 409).
 - leases: get, create, replace with resourceVersion conflicts (409).
 
 Every change bumps a resourceVersion and is seen by watches. What it does not model:
-pagination (`limit`, `continue`), `resourceVersionMatch`, `sendInitialEvents` and
-bookmarks (400, so no test relies on them silently), 410 Gone for old resourceVersions,
-JSON patch (415), strategic merge of lists, deleting pods and graceful deletion, other
-kinds, authentication and RBAC, validation beyond what is listed. Objects a test puts
-in `nodes` / `pods` directly show in lists but produce no watch event.
+pagination (`limit`, `continue`), `resourceVersionMatch`, `sendInitialEvents` (400, so
+no test relies on them silently), periodic bookmarks and compaction (only when a test
+calls them), 410 on lists, JSON patch (415), strategic merge of lists, graceful deletion
+(`deletionTimestamp`, grace periods, finalizers: a delete removes at once), delete
+options and preconditions, other kinds, authentication and RBAC, validation beyond what
+is listed. Objects a test puts in `nodes` / `pods` directly show in lists but produce no
+watch event.
 
 Of the tests that use it, the bind-and-event and the lease scenarios also run against a
 real API server in test_kube_live.py when KUBECONFIG is set; the others need the double.
@@ -98,6 +110,14 @@ class FakeApiServer:
         self.lock = threading.Condition()
         """Held while handling a request; notified on every change (watches wait on it)."""
         self.closed = False
+        self.down = False
+        """While set, every request gets 503 (the API server is unreachable)."""
+        self.conflicts: set[tuple[str, str]] = set()
+        """(namespace, name) of pods whose next binding fails with 409 Conflict."""
+        self.compacted = 0
+        """Watches from a resourceVersion older than this get 410 Expired."""
+        self.drops = 0
+        self.bookmarks = 0
         self._version = 0
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
@@ -110,6 +130,40 @@ class FakeApiServer:
             self.lock.notify_all()
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def compact(self) -> None:
+        """Forget history up to now: new watches from older versions get 410."""
+        with self.lock:
+            self.compacted = self._version
+
+    def drop_watches(self) -> None:
+        """Cut every open watch mid-stream."""
+        with self.lock:
+            self.drops += 1
+            self.lock.notify_all()
+
+    def bookmark(self) -> None:
+        """Send a BOOKMARK at the current resourceVersion to watches that allow them."""
+        with self.lock:
+            self.bookmarks += 1
+            self.lock.notify_all()
+
+    def delete(self, path: str) -> Response:
+        key: Any
+        if m := re.fullmatch(POD, path):
+            key, resource, what = (m[1], m[2]), "pods", f'pods "{m[2]}"'
+        elif m := re.fullmatch(r"/api/v1/nodes/([^/]+)", path):
+            key, resource, what = m[1], "nodes", f'nodes "{m[1]}"'
+        else:
+            return status(404, "NotFound", "the server could not find the requested resource")
+        store: dict[Any, dict[str, Any]] = self._store(resource)
+        obj = store.pop(key, None)
+        if obj is None:
+            return status(404, "NotFound", f"{what} not found")
+        obj["metadata"]["resourceVersion"] = self._rv()  # watches see its last state DELETED
+        self.changes.append(Change(self._version, resource, copy.deepcopy(obj), None))
+        self.lock.notify_all()
+        return 200, obj
 
     @property
     def version(self) -> int:
@@ -204,6 +258,9 @@ class FakeApiServer:
         pod = self.pods.get((namespace, name))
         if pod is None:
             return status(404, "NotFound", f'pods "{name}" not found')
+        if (namespace, name) in self.conflicts:
+            self.conflicts.discard((namespace, name))
+            return status(409, "Conflict", _modified("pods", name))
         if pod["spec"].get("nodeName"):
             return status(
                 409,
@@ -412,6 +469,30 @@ def _field(obj: dict[str, Any], path: str) -> str:
     return "" if value is None else str(value)
 
 
+_UNAVAILABLE = status(503, "ServiceUnavailable", "the API server is down (FakeApiServer.down)")
+
+
+@dataclass
+class Seen:
+    """What one watch has seen of the test's drops and bookmark requests."""
+
+    drops: int
+    bookmarks: int | None
+    """None: the watch did not allow bookmarks."""
+
+    def news(self, server: FakeApiServer) -> bool:
+        return self.drops != server.drops or (
+            self.bookmarks is not None and self.bookmarks != server.bookmarks
+        )
+
+    def bookmark(self, server: FakeApiServer) -> int:
+        """The version to bookmark at if one was requested since, else 0."""
+        if self.bookmarks is None or self.bookmarks == server.bookmarks:
+            return 0
+        self.bookmarks = server.bookmarks
+        return server.version
+
+
 def _handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive, and chunked watch streams
@@ -435,10 +516,18 @@ def _handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
             url = urlparse(self.path)
             return url.path, {k: v[-1] for k, v in parse_qs(url.query, True).items()}
 
+        def do_DELETE(self) -> None:
+            path, _ = self._query()
+            self._body()
+            with server.lock:
+                self._send(*(_UNAVAILABLE if server.down else server.delete(path)))
+
         def do_GET(self) -> None:
             path, query = self._query()
             refused = [name for name in NOT_MODELLED if name in query]
-            if refused:
+            if server.down:
+                self._send(*_UNAVAILABLE)
+            elif refused:
                 self._send(*status(400, "BadRequest", f"the double does not model {refused}"))
             elif query.get("watch", "false").lower() in ("true", "1", "t"):
                 self._watch(path, query)
@@ -450,7 +539,9 @@ def _handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
             path, _ = self._query()
             body = self._body()
             with server.lock:
-                if self.command == "PATCH":
+                if server.down:
+                    self._send(*_UNAVAILABLE)
+                elif self.command == "PATCH":
                     self._send(*server.patch(path, body, self.headers.get("Content-Type", "")))
                 else:
                     self._send(*(server.post if self.command == "POST" else server.put)(path, body))
@@ -474,32 +565,63 @@ def _handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                     self._send(*status(400, "BadRequest", f"invalid resourceVersion {version!r}"))
                     return
                 since = int(version)
+                expired = 0 < since < server.compacted
                 initial = [] if since else server.current(resource, selects)
                 since = since or server.version
+                marks = query.get("allowWatchBookmarks", "false").lower() in ("true", "1")
+                seen = Seen(server.drops, server.bookmarks if marks else None)
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            for obj in initial:
-                self._chunk({"type": "ADDED", "object": obj})
-            self._follow(resource, selects, since, float(query.get("timeoutSeconds") or 1800))
+            if expired:
+                message = f"too old resource version: {since} ({server.compacted})"
+                self._chunk({"type": "ERROR", "object": status(410, "Expired", message)[1]})
+            else:
+                for obj in initial:
+                    self._chunk({"type": "ADDED", "object": obj})
+                kind = "Pod" if resource == "pods" else "Node"
+                seconds = float(query.get("timeoutSeconds") or 1800)
+                if not self._follow(resource, kind, selects, since, seconds, seen):
+                    self.close_connection = True  # dropped: no closing chunk
+                    return
             self.wfile.write(b"0\r\n\r\n")
 
-        def _follow(self, resource: str, selects: Selector, since: int, seconds: float) -> None:
+        def _follow(
+            self,
+            resource: str,
+            kind: str,
+            selects: Selector,
+            since: int,
+            seconds: float,
+            seen: Seen,
+        ) -> bool:
+            """Stream changes until the timeout (True) or a drop (False)."""
             deadline = time.monotonic() + seconds
             while True:
                 with server.lock:
                     events = server.watch_events(resource, selects, since)
                     left = deadline - time.monotonic()
-                    if not events and not server.closed and left > 0:
+                    if not events and not server.closed and left > 0 and not seen.news(server):
                         server.lock.wait(left)
                         events = server.watch_events(resource, selects, since)
                     done = server.closed or time.monotonic() >= deadline
+                    dropped, mark = seen.drops != server.drops, seen.bookmark(server)
+                if dropped:
+                    return False
                 for version, event in events:
                     self._chunk(event)
                     since = version
+                if mark:
+                    meta = {"resourceVersion": str(max(since, mark))}
+                    self._chunk(
+                        {
+                            "type": "BOOKMARK",
+                            "object": {"kind": kind, "apiVersion": "v1", "metadata": meta},
+                        }
+                    )
                 if done:
-                    return
+                    return True
 
         def _chunk(self, event: dict[str, Any]) -> None:
             line = json.dumps(event).encode() + b"\n"

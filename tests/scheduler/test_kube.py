@@ -10,7 +10,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -79,26 +79,11 @@ def k8s_pod(
     }
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeApiServer]:
-    server = FakeApiServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def api(fake: FakeApiServer) -> tuple[Any, Any]:
-    configuration = client.Configuration()
-    configuration.host = fake.url
-    api_client = client.ApiClient(configuration)
-    return client.CoreV1Api(api_client), client.CoordinationV1Api(api_client)
-
-
 def make_scheduler(core: Any) -> kube.KubeScheduler:
     def build(snap: Snapshot) -> Scheduler:
         return Scheduler(snap, config.build(config.preset_settings("heps"), CLASSES))
 
-    return kube.KubeScheduler(core, build, "heps-scheduler", clock=lambda: 1000.0)
+    return kube.KubeScheduler(core, {"heps-scheduler": build}, clock=lambda: 1000.0)
 
 
 def test_pod_from_a_jupyterhub_manifest_is_the_full_expected_object() -> None:

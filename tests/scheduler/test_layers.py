@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import sys
 
 from tests.conftest import REPO_ROOT
 
@@ -33,27 +34,7 @@ def test_scheduler_image_installs_what_the_scheduler_imports() -> None:
         "__future__",
         "matplotlib",  # plots are optional, imported lazily
     }
-    stdlib = {
-        "argparse",
-        "ast",
-        "collections",
-        "csv",
-        "dataclasses",
-        "datetime",
-        "heapq",
-        "itertools",
-        "json",
-        "logging",
-        "os",
-        "pathlib",
-        "queue",
-        "re",
-        "socket",
-        "sys",
-        "threading",
-        "time",
-        "typing",
-    }
+    stdlib = set(sys.stdlib_module_names)
     pins = (REPO_ROOT / "scheduler" / "requirements.txt").read_text().lower()
     for module in sorted(third_party - stdlib):
         assert {"yaml": "pyyaml"}.get(module, module) in pins, f"{module} not in requirements.txt"

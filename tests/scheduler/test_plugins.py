@@ -233,3 +233,18 @@ def test_config_file_weights_and_errors(tmp_path: object) -> None:
     path.write_text("profile: []\n")
     with pytest.raises(ValueError, match="unknown keys"):
         config.load(path)
+
+
+def test_spreading_counts_only_while_whole_one_gpu_tasks_make_the_threshold() -> None:
+    from heps_scheduler.fgd import TaskClass, whole_gpu_share
+
+    settings = config.preset_settings("heps")
+    assert 0 < settings.spread_threshold < 1
+    whole = [TaskClass(8000, 1, 1000, 0.9), TaskClass(4000, 1, 500, 0.1)]  # 95% of demand
+    multi = [TaskClass(8000, 1, 1000, 0.5), TaskClass(64000, 8, 1000, 0.5)]  # 1/9 of it
+    assert whole_gpu_share(whole) == pytest.approx(0.9 / 0.95)
+    assert whole_gpu_share(multi) == pytest.approx(1 / 9)
+    spreading = {"LeastAllocated", "LeastAllocatedLargePods"}
+    assert spreading <= {p.name for p, _ in config.build(settings, whole).scores}
+    names = {p.name for p, _ in config.build(settings, multi).scores}
+    assert not spreading & names and "GpuFragmentation" in names
