@@ -12,25 +12,38 @@ capped to the machine, and the heps.ihep.ac.cn/user label.
 
 The profile list is read from the mounted profile-list.yaml at every spawn page and
 spawn, so a promotion reaches users without restarting the hub.
+
+Speed (docs/benchmarks.md): DockerSpawner sends every Docker call of every spawn through
+one thread, so ten spawns queued behind each other's user-init; here `engine_threads`
+calls run at once. The spawner waits for JupyterLab's /api itself, polling every
+50-250 ms, where the hub's own wait backs off to 5 s between polls. Each phase is
+timed (heps_hub.phases): the pending page shows them, the hub log has one line per spawn.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import tarfile
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import aiohttp
 from docker.errors import NotFound
 from docker.types import Mount
 from dockerspawner import DockerSpawner
+from jupyterhub.httpclient import fetch
+from jupyterhub.utils import exponential_backoff
 from tornado import web
 from traitlets import Any as AnyTrait
-from traitlets import default
+from traitlets import Integer, default
 
 from heps_hub import config, local
 from heps_hub import values as hub_values
 from heps_hub.identity import Identity
+from heps_hub.phases import PhaseLog
 from heps_hub.spawn import IDENTITY_DIR, POLICY_DIR
 
 INIT_CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER"]
@@ -64,6 +77,40 @@ def _etc_archive(archive: bytes) -> bytes:
 
 class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
     local_settings = AnyTrait(None, config=True, help="heps_hub.local.Local, from local.yaml")
+    engine_threads = Integer(
+        10, config=True, help="Docker calls in flight at once, for all spawns together"
+    )
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """One pool for every spawner (DockerSpawner's has a single thread)."""
+        cls = type(self)
+        if cls._executor is None:
+            cls._executor = ThreadPoolExecutor(self.engine_threads, thread_name_prefix="docker")
+        pool: ThreadPoolExecutor = cls._executor
+        return pool
+
+    def run_pre_spawn_hook(self) -> Any:
+        self.heps_phases = PhaseLog()
+        self.heps_phases.enter("requested")
+        return super().run_pre_spawn_hook()
+
+    async def progress(self) -> AsyncIterator[dict[str, object]]:
+        """The spawn's real phases, each as it is entered, for the pending page."""
+        shown = 0
+        while True:
+            phases: PhaseLog = getattr(self, "heps_phases", PhaseLog())
+            for index in range(shown, len(phases.marks)):
+                yield phases.event(index)
+            shown = len(phases.marks)
+            if self.pending != "spawn":
+                return
+            await asyncio.sleep(0.1)
+
+    def clear_state(self) -> None:
+        """A stopped server's phases are not the next spawn's."""
+        super().clear_state()
+        self.heps_phases = PhaseLog()
 
     @default("options_form")
     def _options_form_default(self) -> Any:
@@ -124,8 +171,34 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
             raise SpawnRefused("no identity for this session; log out and log in again")
         self.image, self.cpu_limit, self.mem_limit = offer.image, offer.cpu, offer.memory
         await self._require_image(offer.image)
+        phases = self.heps_phases
+        phases.enter("user-init")
         self.heps_etc = _etc_archive(await self._user_init())
-        return await super().start()
+        phases.enter("container")
+        ip, port = await super().start()
+        phases.enter("jupyterlab")
+        await self._wait_for_jupyterlab(f"http://{ip}:{port}{self.server.base_url}api")
+        phases.enter("answered")
+        self.log.info(phases.line(self.user.name))
+        return ip, port
+
+    async def _wait_for_jupyterlab(self, url: str) -> None:
+        """Poll until the server answers (any status below 500), every 50 to 250 ms."""
+
+        async def answers() -> bool:
+            try:
+                answer = await fetch(url, raise_for_status=False, allow_redirects=False)
+            except (TimeoutError, aiohttp.ClientError):
+                return False  # not listening yet
+            return bool(answer.status < 500)
+
+        await exponential_backoff(
+            answers,
+            f"JupyterLab did not answer within {self.http_timeout} s",
+            start_wait=0.05,
+            max_wait=0.25,
+            timeout=self.http_timeout,
+        )
 
     async def _require_image(self, image: str) -> None:
         try:

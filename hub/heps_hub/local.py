@@ -23,6 +23,8 @@ LABEL_PLATFORM = "heps.ihep.ac.cn/platform"
 LABEL_USER = "heps.ihep.ac.cn/user"
 _UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 _UNITS.update({"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40})
+ENGINE_THREADS = 10
+"""Docker calls of the spawner in flight at once: ten users starting at once each have one."""
 _QUANTITY = re.compile(r"^([0-9.]+)([KMGT]i?)?$")
 
 
@@ -180,6 +182,8 @@ def configure(c: Any, local: Local) -> None:
     spawner.use_internal_ip = True
     spawner.remove = True  # the container goes with the server; the home stays
     spawner.pull_policy = "never"  # `heps platform up` puts every pinned image here
+    spawner.engine_threads = ENGINE_THREADS  # spawns do not queue behind each other
+    spawner.client_kwargs = {"max_pool_size": ENGINE_THREADS}  # one connection per thread
     # ten JupyterLabs starting at once on a laptop's cores take longer than the default
     # 30 s to answer; a slow start is not a failed one
     spawner.http_timeout = 120

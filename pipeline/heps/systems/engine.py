@@ -149,6 +149,13 @@ class Container:
             self._sdk.reload()
         return bool(self._sdk.status not in ("exited", "dead"))
 
+    def cpu_seconds(self) -> float:
+        """CPU its processes have used so far: the cgroup's counter (cpu.stat usage_usec
+        on cgroup v2, cpuacct.usage on v1) as the engine reports it, read at once."""
+        with _refusals():
+            stats = self._sdk.client.api.stats(self.id, stream=False, one_shot=True)
+        return float(stats["cpu_stats"]["cpu_usage"]["total_usage"]) / 1e9
+
     def host_port(self, port: int) -> str | None:
         """The loopback port `port`/tcp is published on, once the engine has bound it."""
         bound = (self._sdk.ports.get(f"{port}/tcp") or [{}])[0]
