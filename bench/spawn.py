@@ -93,20 +93,25 @@ def log_in(url: str, user: str) -> requests.Session:
 
 def spawn(
     url: str, user: str, session: requests.Session, server: str, client: docker.DockerClient
-) -> tuple[float, Start]:
-    """POST the spawn form, then poll the server's /api: (the POST's Unix time, Start)."""
+) -> tuple[float, Start | None]:
+    """POST the spawn form, then poll the server's /api: (the POST's Unix time, Start),
+    None when the spawn failed (the hub stopped it) or took more than 300 s."""
     xsrf = session.cookies.get("_xsrf", path="/hub/") or ""
     posted, started = time.time(), time.perf_counter()
     session.post(f"{url}/hub/spawn", data={"profile": APP, "_xsrf": xsrf}, timeout=300)
-    while True:
+    while time.perf_counter() - started < 300:
         answer = session.get(f"{url}/user/{user}/api", timeout=30, allow_redirects=False)
         kind = answer.headers.get("content-type", "")
         if answer.status_code == 200 and kind.startswith("application/json"):
             seconds = time.perf_counter() - started
             return posted, Start(seconds, cpu_seconds(client.containers.get(server)))
-        if time.perf_counter() - started > 300:
-            raise RuntimeError(f"{user}: no answer from /user/{user}/api after 300 s")
+        model = session.get(f"{url}/hub/api/user", timeout=30).json()
+        if not (model.get("servers") or {}).get(""):
+            print(f"{user}: the spawn failed (see the hub's log above)", file=sys.stderr)
+            return posted, None
         time.sleep(0.05)
+    print(f"{user}: no answer from /user/{user}/api after 300 s", file=sys.stderr)
+    return posted, None
 
 
 def stop(url: str, user: str, session: requests.Session) -> None:
@@ -187,31 +192,39 @@ def main() -> None:
                 floors.append(floor(client, image.group(1)))
                 session = log_in(url, user)
                 posted[user], start = spawn(url, user, session, f"{name}-{user}", client)
-                answered[user] = posted[user] + start.seconds
-                single.append(start)
-                stop(url, user, session)
+                if start is not None:
+                    answered[user] = posted[user] + start.seconds
+                    single.append(start)
+                    stop(url, user, session)
+                print(f"{user}: floor {floors[-1]}, spawn {start}", file=sys.stderr, flush=True)
             sessions = [log_in(url, user) for user in ten]
             with ThreadPoolExecutor(len(ten)) as pool:
-                together = [
-                    start
-                    for _, start in pool.map(
-                        lambda pair: spawn(url, *pair, f"{name}-{pair[0]}", client),
-                        zip(ten, sessions, strict=True),
-                    )
-                ]
+                together = pool.map(
+                    lambda pair: spawn(url, pair[0], pair[1], f"{name}-{pair[0]}", client)[1],
+                    zip(ten, sessions, strict=True),
+                )
             log = client.containers.get(f"{name}-hub").logs().decode(errors="replace")
         finally:
             subprocess.run([*HEPS, "platform", "down", "--name", name], capture_output=True)
-    report(image.group(1), floors, single, together, shares(posted, answered, log))
+        failed = [line for line in log.splitlines() if "Error" in line or "failed" in line]
+        print("\n".join(failed[-10:]), file=sys.stderr)
+    report(image.group(1), floors, single, list(together), shares(posted, answered, log))
 
 
 def report(
-    image: str, floors: list[Start], single: list[Start], ten: list[Start], spent: dict[str, float]
+    image: str,
+    floors: list[Start],
+    single: list[Start],
+    started: list[Start | None],
+    spent: dict[str, float],
 ) -> None:
     p50, cores = statistics.median, os.cpu_count() or 1
     floor50 = p50(s.seconds for s in floors)
     one = [s.seconds for s in single]
-    many = [s.seconds for s in ten]
+    ten = [s for s in started if s is not None]
+    many = [s.seconds for s in ten] or [float("nan")]
+    if len(ten) < len(started):
+        print(f"{len(started) - len(ten)} of {len(started)} spawns at once failed or took > 300 s")
     base = BASELINE
     print(f"image {image}; {cores} cores; load average {os.getloadavg()[0]:.1f}")
     print(
@@ -220,7 +233,8 @@ def report(
     )
     print(
         f"CPU-seconds per JupyterLab start: floor p50 {p50(s.cpu for s in floors):.2f},"
-        f" spawned p50 {p50(s.cpu for s in single):.2f}"
+        f" spawned p50 {p50(s.cpu for s in single):.2f},"
+        f" {len(ten)} at once p50 {p50(s.cpu for s in ten) if ten else float('nan'):.2f}"
         f"   (target <= 1.5; baseline {base['cpu']})"
     )
     print(

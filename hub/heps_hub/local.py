@@ -216,8 +216,8 @@ def configure(c: Any, local: Local) -> None:
     spawner.pull_policy = "never"  # `heps platform up` puts every pinned image here
     spawner.engine_threads = ENGINE_THREADS  # spawns do not queue behind each other
     spawner.client_kwargs = {"max_pool_size": ENGINE_THREADS}  # one connection per thread
-    # ten JupyterLabs starting at once on a laptop's cores take longer than the default
+    # ten JupyterLabs starting at once on a loaded laptop take longer than the default
     # 30 s to answer; a slow start is not a failed one
-    spawner.http_timeout = 120
+    spawner.http_timeout = 300
     spawner.cmd = ["jupyterhub-singleuser"]
     spawner.default_url = "/lab"
