@@ -355,4 +355,4 @@ if __name__ == "__main__":
     if "scheduler" in wanted:
         bench_scheduler()
     if "platform" in wanted:
-        subprocess.run([sys.executable, str(REPO / "bench" / "platform.py")], check=True)
+        subprocess.run([sys.executable, str(REPO / "bench" / "spawn.py")], check=True)

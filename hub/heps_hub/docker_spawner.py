@@ -12,26 +12,45 @@ capped to the machine, and the heps.ihep.ac.cn/user label.
 
 The profile list is read from the mounted profile-list.yaml at every spawn page and
 spawn, so a promotion reaches users without restarting the hub.
+
+Speed (docs/benchmarks.md): DockerSpawner sends every Docker call of every spawn through
+one thread, so ten spawns queued behind each other's user-init; here `engine_threads`
+calls run at once. The spawner waits for JupyterLab's /api itself, polling every
+50-250 ms, where the hub's own wait backs off to 5 s between polls. Each phase is
+timed (heps_hub.phases): the pending page shows them, the hub log has one line per spawn.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
+import json
+import os
+import shlex
 import tarfile
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
+import aiohttp
+import yaml
 from docker.errors import NotFound
 from docker.types import Mount
 from dockerspawner import DockerSpawner
+from jupyterhub.httpclient import fetch
+from jupyterhub.utils import exponential_backoff
 from tornado import web
 from traitlets import Any as AnyTrait
-from traitlets import default
+from traitlets import Integer, default
 
 from heps_hub import config, local
 from heps_hub import values as hub_values
+from heps_hub.auth import IDENTITY_KEY
 from heps_hub.identity import Identity
-from heps_hub.spawn import IDENTITY_DIR, POLICY_DIR
+from heps_hub.phases import PhaseLog
+from heps_hub.spawn import IDENTITY_DIR, POLICY_DIR, data_link
 
 INIT_CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER"]
 POLICY_FILE = f"{POLICY_DIR}/policy.yaml"
@@ -44,6 +63,16 @@ class SpawnRefused(web.HTTPError):
 
     def __init__(self, message: str) -> None:
         super().__init__(403, message)
+
+
+def _policy() -> dict[str, Any]:
+    """The site policy as the hub sees it: `heps platform up` writes it beside local.yaml."""
+    path = Path(os.environ.get("HEPS_HUB_LOCAL", "local.yaml")).with_name("policy.yaml")
+    with contextlib.suppress(OSError, yaml.YAMLError):
+        found = yaml.safe_load(path.read_text())
+        if isinstance(found, dict):
+            return found
+    return {}  # no data folders to name: the page says "none yet"
 
 
 def _etc_archive(archive: bytes) -> bytes:
@@ -64,20 +93,63 @@ def _etc_archive(archive: bytes) -> bytes:
 
 class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
     local_settings = AnyTrait(None, config=True, help="heps_hub.local.Local, from local.yaml")
+    engine_threads = Integer(
+        10, config=True, help="Docker calls in flight at once, for all spawns together"
+    )
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """One pool for every spawner (DockerSpawner's has a single thread)."""
+        cls = type(self)
+        if cls._executor is None:
+            cls._executor = ThreadPoolExecutor(self.engine_threads, thread_name_prefix="docker")
+        pool: ThreadPoolExecutor = cls._executor
+        return pool
+
+    def run_pre_spawn_hook(self) -> Any:
+        self.heps_phases = PhaseLog()
+        self.heps_phases.enter("requested")
+        return super().run_pre_spawn_hook()
+
+    async def progress(self) -> AsyncIterator[dict[str, object]]:
+        """The spawn's real phases, each as it is entered, for the pending page."""
+        shown = 0
+        while True:
+            phases: PhaseLog = getattr(self, "heps_phases", PhaseLog())
+            for index in range(shown, len(phases.marks)):
+                yield phases.event(index)
+            shown = len(phases.marks)
+            if self.pending != "spawn":
+                return
+            await asyncio.sleep(0.1)
+
+    def clear_state(self) -> None:
+        """A stopped server's phases are not the next spawn's."""
+        super().clear_state()
+        self.heps_phases = PhaseLog()
 
     @default("options_form")
     def _options_form_default(self) -> Any:
         return lambda spawner: spawner.spawn_page()
 
     async def spawn_page(self) -> str:
-        """The profiles as pinned now; those whose image is not here are shown disabled."""
+        """The profiles as pinned now, with the folders she will see; those whose image
+        is not here are shown disabled."""
         found = self.offers()
         here = set()
         for offer in found:
             with contextlib.suppress(NotFound):
                 await self.docker("inspect_image", offer.image)
                 here.add(offer.slug)
-        return local.options_form(found, here)
+        auth_state = await self.user.get_auth_state() or {}
+        if IDENTITY_KEY not in auth_state:
+            return local.options_form(found, here)
+        groups = [g["name"] for g in json.loads(auth_state[IDENTITY_KEY])["groups"]]
+        storage = hub_values.load(config.config_dir()).spawner.storage
+        home, shared = local.folders(
+            _policy(), groups, self.user.name, storage.home_base, storage.data_base
+        )
+        return local.options_form(found, here, home, tuple(shared))
 
     @default("options_from_form")
     def _options_from_form_default(self) -> Any:
@@ -99,6 +171,7 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
             self.local_settings.home_volume: spawner_values.storage.home_base,
             self.local_settings.data_volume: spawner_values.storage.data_base,
         }
+        self.post_start_cmd = shlex.join(data_link(spawner_values.storage.data_base))
         self.extra_create_kwargs = {
             "user": f"{identity.uid}:{identity.gid}",
             "working_dir": home,
@@ -122,20 +195,49 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
         offer = found.get(slug) if slug else next((o for o in found.values() if o.default), None)
         if offer is None:
             known = ", ".join(sorted(found))
-            raise SpawnRefused(f"no application {slug!r} on this platform; pick one of {known}")
+            raise SpawnRefused(
+                f"There is no application {slug!r} here. Go back and pick one of: {known}."
+            )
         if not hasattr(self, "heps_identity"):
-            raise SpawnRefused("no identity for this session; log out and log in again")
+            raise SpawnRefused("This session has no identity. Log out, log in again, then Start.")
         self.image, self.cpu_limit, self.mem_limit = offer.image, offer.cpu, offer.memory
         await self._require_image(offer.image)
+        phases = self.heps_phases
+        phases.enter("user-init")
         self.heps_etc = _etc_archive(await self._user_init())
-        return await super().start()
+        phases.enter("container")
+        ip, port = await super().start()
+        phases.enter("jupyterlab")
+        await self._wait_for_jupyterlab(f"http://{ip}:{port}{self.server.base_url}api")
+        phases.enter("answered")
+        self.log.info(phases.line(self.user.name))
+        return ip, port
+
+    async def _wait_for_jupyterlab(self, url: str) -> None:
+        """Poll until the server answers (any status below 500), every 50 to 250 ms."""
+
+        async def answers() -> bool:
+            try:
+                answer = await fetch(url, raise_for_status=False, allow_redirects=False)
+            except (TimeoutError, aiohttp.ClientError):
+                return False  # not listening yet
+            return bool(answer.status < 500)
+
+        await exponential_backoff(
+            answers,
+            f"JupyterLab did not answer within {self.http_timeout} s",
+            start_wait=0.05,
+            max_wait=0.25,
+            timeout=self.http_timeout,
+        )
 
     async def _require_image(self, image: str) -> None:
         try:
             await self.docker("inspect_image", image)
         except NotFound:
             raise SpawnRefused(
-                f"{image} is not on this machine; run `heps platform up` again"
+                "This application is not ready on this machine yet. Pick another one, or "
+                f"ask the platform's operator to run `heps platform up` ({image} is missing)."
             ) from None
 
     async def _user_init(self) -> bytes:
@@ -177,7 +279,10 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
             output = (await self.docker("logs", name)).decode(errors="replace").strip()
             if code != 0:
                 reason = output.splitlines()[-1] if output else f"exit status {code}"
-                raise SpawnRefused(f"user-init refused this account: {reason}")
+                raise SpawnRefused(
+                    f"user-init refused this account: {reason}. Nothing was started. Send "
+                    "this message to the HEPS helpdesk: they fix accounts in the SSO service."
+                )
             stream, _ = await self.docker("get_archive", name, IDENTITY_DIR)
             return b"".join(stream)
         finally:

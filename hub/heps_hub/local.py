@@ -21,6 +21,8 @@ from heps_hub import values as hub_values
 LABEL_PLATFORM = "heps.ihep.ac.cn/platform"
 LABEL_USER = "heps.ihep.ac.cn/user"
 quantity = hub_values.quantity
+ENGINE_THREADS = 10
+"""Docker calls of the spawner in flight at once: ten users starting at once each have one."""
 
 
 @dataclass(frozen=True)
@@ -111,38 +113,70 @@ def _gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
 
 
-def _resources(offer: Offer) -> str:
-    cpu = f"{offer.cpu:g} CPU"
-    if offer.cpu < offer.cpu_asked:
-        cpu += f" (asks {offer.cpu_asked:g}; capped to this machine)"
-    memory = _gib(offer.memory)
-    if offer.memory < offer.memory_asked:
-        memory += f" (asks {_gib(offer.memory_asked)}; capped to this machine)"
-    gpu = f"{offer.gpus} GPU" if offer.gpus else "no GPU"
-    return f"{cpu}, {memory}, {gpu}"
+def _amounts(offer: Offer) -> str:
+    """What she gets, in her words."""
+    cores = f"{offer.cpu:g} CPU core" + ("" if offer.cpu == 1 else "s")
+    gpus = f"{offer.gpus} GPU" + ("s" if offer.gpus > 1 else "") if offer.gpus else "no GPU"
+    return f"{cores}, {_gib(offer.memory)} memory, {gpus}"
 
 
-def options_form(found: list[Offer], here: set[str]) -> str:
-    """The spawn page: one radio button per profile; the field is `profile` = slug.
-    Profiles not in `here` (image not on this machine) are shown, but disabled."""
+def _operators(offer: Offer, here: bool) -> str:
+    """Tags, digests and caps: for whoever runs the platform, folded away."""
+    e = html.escape
+    digest = e(offer.digest) if offer.digest else "not pinned by digest (built on this machine)"
+    parts = [f"image tag <code>{e(offer.tag)}</code>, digest <code>{digest}</code>"]
+    if offer.cpu < offer.cpu_asked or offer.memory < offer.memory_asked:
+        asked = f"{offer.cpu_asked:g} CPU and {_gib(offer.memory_asked)}"
+        parts.append(f"the profile asks {asked}; capped to this machine")
+    if not here:
+        parts.append(f"image not on this machine: heps platform up --apps {e(offer.slug)}")
+    return "; ".join(parts)
+
+
+def folders(
+    policy: dict[str, Any], groups: list[str], name: str, home_base: str, data_base: str
+) -> tuple[str, list[str]]:
+    """(her home, her groups' data folders) as the user-init container will make them."""
+    paths = policy.get("group_data") or {}
+    shared = [f"{data_base}/{paths[g]}" for g in groups if isinstance(paths.get(g), str)]
+    return f"{home_base}/{name}", sorted(shared)
+
+
+def options_form(
+    found: list[Offer], here: set[str], home: str = "", data: tuple[str, ...] = ()
+) -> str:
+    """The spawn page: one radio button per profile (the field is `profile` = slug) with
+    what it is for and what she gets; operators' details folded away below each. Those
+    not in `here` (image not on this machine) are shown, but disabled."""
     usable = [o.slug for o in found if o.slug in here]
     default = next((o.slug for o in found if o.default and o.slug in here), None)
     default = default or (usable[0] if usable else "")
-    rows = []
+    e = html.escape
+    rows = ['<div class="heps-profiles">']
     for o in found:
-        e = html.escape
         checked = " checked" if o.slug == default else ""
         if o.slug not in here:
             checked = " disabled"
-        digest = e(o.digest) if o.digest else "not pinned by digest (built on this machine)"
         rows.append(
-            f'<label class="heps-profile" data-slug="{e(o.slug)}" style="display:block">'
+            f'<div class="heps-profile" data-slug="{e(o.slug)}" style="margin:0 0 1em">'
+            f'<label style="display:block;font-weight:normal">'
             f'<input type="radio" name="profile" value="{e(o.slug)}"{checked}> '
-            f"<strong>{e(o.display_name)}</strong>: {e(o.description)}<br>"
-            f"<small>{e(_resources(o))}; image tag <code>{e(o.tag)}</code>, "
-            f"digest <code>{digest}</code>"
-            + ("" if o.slug in here else "; not on this machine (heps platform up --apps)")
-            + "</small></label>"
+            f'<strong>{e(o.display_name)}</strong><br><span class="heps-purpose">'
+            f"{e(o.description)}</span><br>"
+            f'<span class="heps-amounts">{e(_amounts(o))}</span>'
+            + ("" if o.slug in here else " <em>(not available right now)</em>")
+            + "</label>"
+            '<details class="heps-operator" style="margin-left:1.5em"><summary>'
+            "<small>Details for operators</small></summary>"
+            f"<small>{_operators(o, o.slug in here)}</small></details></div>"
+        )
+    rows.append("</div>")
+    if home:
+        shared = ", ".join(f"<code>{e(d)}</code>" for d in data) or "none yet"
+        rows.append(
+            f'<p class="heps-folders">Every environment opens in your home folder '
+            f"<code>{e(home)}</code>; the folder <code>data</code> in it holds your "
+            f"groups' data: {shared}.</p>"
         )
     return "\n".join(rows)
 
@@ -166,8 +200,10 @@ def configure(c: Any, local: Local) -> None:
     spawner.use_internal_ip = True
     spawner.remove = True  # the container goes with the server; the home stays
     spawner.pull_policy = "never"  # `heps platform up` puts every pinned image here
-    # ten JupyterLabs starting at once on a laptop's cores take longer than the default
+    spawner.engine_threads = ENGINE_THREADS  # spawns do not queue behind each other
+    spawner.client_kwargs = {"max_pool_size": ENGINE_THREADS}  # one connection per thread
+    # ten JupyterLabs starting at once on a loaded laptop take longer than the default
     # 30 s to answer; a slow start is not a failed one
-    spawner.http_timeout = 120
+    spawner.http_timeout = 300
     spawner.cmd = ["jupyterhub-singleuser"]
     spawner.default_url = "/lab"

@@ -9,6 +9,7 @@ privilege escalation, and sees those files as its /etc/passwd and /etc/group.
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 from heps_hub.identity import Identity
@@ -94,6 +95,12 @@ def user_init_container(identity: Identity, spawner: Spawner) -> dict[str, Any]:
     }
 
 
+def data_link(data_base: str) -> list[str]:
+    """Run as the user once her server starts: `data` in her home leads to the data
+    folders, so JupyterLab, which opens in her home, shows them (z2jh's postStart way)."""
+    return ["sh", "-c", f'[ -e "$HOME/data" ] || ln -s {shlex.quote(data_base)} "$HOME/data"']
+
+
 def identity_settings(identity: Identity, spawner: Spawner) -> dict[str, Any]:
     """KubeSpawner trait values for this user's pod (applied by the authenticator)."""
     home = f"{spawner.storage.home_base}/{identity.name}"
@@ -108,4 +115,7 @@ def identity_settings(identity: Identity, spawner: Spawner) -> dict[str, Any]:
         "environment": {"HOME": home, "USER": identity.name, "NB_USER": identity.name},
         "allow_privilege_escalation": False,
         "container_security_context": NOTEBOOK_SECURITY_CONTEXT,
+        "lifecycle_hooks": {
+            "postStart": {"exec": {"command": data_link(spawner.storage.data_base)}}
+        },
     }

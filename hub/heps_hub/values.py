@@ -139,6 +139,10 @@ class HubValues:
     """One line per profile left out (`profile-list.yaml: slug: field: problem`): one
     bad entry must not take the spawn page away from every user."""
     db_url: str = "sqlite:////srv/jupyterhub/jupyterhub.sqlite"
+    concurrent_spawn_limit: int = 20
+    """Spawns under way at once; the next user is asked to retry (HTTP 429). 0: none."""
+    active_server_limit: int = 0
+    """Servers running or starting at once; 0: no limit."""
     proxy_api_url: str = "http://proxy-api:8001"
     hub_connect_url: str = "http://hub:8081"
 

@@ -73,22 +73,38 @@ def test_limits_above_the_machine_are_capped_and_the_rest_kept() -> None:
     assert (lab.cpu, lab.memory, lab.tag, lab.digest) == (0.5, 512 * 2**20, "1.1.0", "")
 
 
-def test_the_spawn_page_offers_each_profile_by_slug_and_says_what_it_gets() -> None:
-    page = local.options_form(local.offers(PROFILES, MACHINE), here={"ct", "lab"})
+def test_the_spawn_page_offers_each_profile_in_her_words_with_details_folded() -> None:
+    home, data = local.folders(
+        {"group_data": {"b1-users": "beamlines/b1", "b7-users": "beamlines/b7"}},
+        ["heps-users", "b1-users"],
+        "alice",
+        "/home",
+        "/data",
+    )
+    assert (home, data) == ("/home/alice", ["/data/beamlines/b1"])
+    page = local.options_form(local.offers(PROFILES, MACHINE), {"ct", "lab"}, home, tuple(data))
     assert page.count('name="profile"') == 2
     assert 'value="lab" checked' in page  # the overlay's default
     assert "CT &lt;3D&gt;" in page and "FBP &amp; SART" in page  # escaped
-    assert "2 CPU (asks 4; capped to this machine)" in page
-    assert "8.0 GiB (asks 16.0 GiB; capped to this machine), 1 GPU" in page
-    assert "0.5 CPU, 0.5 GiB, no GPU" in page
-    assert "digest <code>sha256:1234</code>" in page
-    assert "not pinned by digest" in page  # lab
+    assert '<span class="heps-amounts">2 CPU cores, 8.0 GiB memory, 1 GPU</span>' in page
+    assert '<span class="heps-amounts">0.5 CPU cores, 0.5 GiB memory, no GPU</span>' in page
+    # tags, digests and caps only inside the folded operators' details
+    pairs = [p.split("<details", 1) for p in page.split("</details>")[:-1]]
+    scientist, operators = [p[0] for p in pairs], [p[1] for p in pairs]
+    assert not any("digest" in text or "capped" in text for text in scientist)
+    assert "digest <code>sha256:1234</code>" in operators[0]
+    assert "the profile asks 4 CPU and 16.0 GiB; capped to this machine" in operators[0]
+    assert "not pinned by digest (built on this machine)" in operators[1]
+    assert "your home folder <code>/home/alice</code>" in page
+    assert "groups' data: <code>/data/beamlines/b1</code>." in page
 
 
 def test_a_profile_whose_image_is_absent_is_shown_disabled() -> None:
     page = local.options_form(local.offers(PROFILES, MACHINE), here={"ct"})
     assert 'value="lab" disabled' in page and 'value="ct" checked' in page
-    assert page.count("not on this machine") == 1
+    assert page.count("(not available right now)") == 1
+    assert "image not on this machine: heps platform up --apps lab" in page
+    assert "heps-folders" not in page  # no identity, no folders to name
 
 
 def test_local_settings_are_read_whole(tmp_path: Path) -> None:

@@ -137,4 +137,10 @@ def test_identity_settings_are_the_whole_pod_wiring() -> None:
             "capabilities": {"drop": ["ALL"]},
             "seccompProfile": {"type": "RuntimeDefault"},
         },
+        # as the user, once started: `data` in her home leads to the data folders
+        "lifecycle_hooks": {
+            "postStart": {
+                "exec": {"command": ["sh", "-c", '[ -e "$HOME/data" ] || ln -s /data "$HOME/data"']}
+            }
+        },
     }

@@ -100,8 +100,14 @@ def test_testbed_passes_the_policies_and_production_needs_digests(repo: Path) ->
     path, line = where.rsplit(":", 1)
     assert path == "k8s-overlays/overlays/production/kustomization.yaml"
     assert "heps-hub" in (repo / path).read_text().splitlines()[int(line) - 1]
-    profile = next(p for p in refused.value.problems if "ct-reconstruction" in p)
-    assert "pin it in k8s-overlays/overlays/production/profile-list.yaml:" in profile
+    # the profile list's pin, and the pre-puller's in kustomization.yaml: both the overlay's
+    profile = next(
+        p for p in refused.value.problems if "data.profile-list.yaml" in p and "ct-rec" in p
+    )
+    where = profile.split("pin it in ")[1].split(" ")[0]
+    path, line = where.rsplit(":", 1)
+    assert path.startswith("k8s-overlays/overlays/production/")
+    assert "ct-reconstruction" in (repo / path).read_text().splitlines()[int(line) - 1]
     assert any(
         p.startswith("k8s-overlays/base/hub/hub.yaml: Deployment heps/hub: ")
         for p in refused.value.problems

@@ -19,7 +19,7 @@ import requests
 import yaml
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, free_port
 from tests.platform.conftest import CHROMIUM, Platform
 
 CHROMIUM_FLAGS = [
@@ -31,7 +31,8 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 LABEL = "heps.ihep.ac.cn/platform"
-SCREENSHOT = REPO_ROOT / "reports" / "platform-jupyterlab.png"
+SHOTS = REPO_ROOT / "reports" / "platform"
+"""Screenshots of what the scientist saw, kept with the test output."""
 CT = "ct-reconstruction"
 CT_VERSION = yaml.safe_load((REPO_ROOT / "app-recipes" / CT / "recipe.yaml").read_text())[
     "version"
@@ -110,19 +111,42 @@ def test_scientist_logs_in_and_reconstructs_in_jupyterlab_as_herself(
     log_in(page, platform, "alice")
     page.wait_for_url("**/hub/home")
     page.goto(f"{platform.url}/hub/spawn")
-    ct = page.locator("label.heps-profile[data-slug=ct-reconstruction]")
+    ct = page.locator(".heps-profile[data-slug=ct-reconstruction]")
     expect(ct).to_contain_text("CT 3D reconstruction")
-    expect(ct).to_contain_text("FBP and iterative reconstruction")
-    expect(ct).to_contain_text("(asks 4; capped to this machine)")
-    expect(ct).to_contain_text("no GPU")
-    expect(ct).to_contain_text(f"image tag {CT_VERSION}")
+    expect(ct).to_contain_text("FBP and iterative reconstruction")  # what it is for
+    cores = min(4, docker_client.info()["NCPU"])
+    expect(ct.locator(".heps-amounts")).to_contain_text(f"{cores} CPU cores")
+    expect(ct.locator(".heps-amounts")).to_contain_text("GiB memory, no GPU")
+    folders = page.locator(".heps-folders")
+    expect(folders).to_contain_text("your home folder /home/alice")
+    expect(folders).to_contain_text("/data/beamlines/b1")
+    # operators' details (tags, digests, "built on this machine") folded away
+    details = ct.locator(".heps-operator")
+    expect(details).not_to_have_attribute("open", "")
+    expect(details.get_by_text("image tag")).to_be_hidden()
+    expect(page.get_by_text("built on this machine").first).to_be_hidden()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "1-spawn-page.png"), full_page=True)
+    details.locator("summary").click()
+    expect(details).to_contain_text(f"image tag {CT_VERSION}")
     # built here, not pulled: nothing else was made present, and says so
-    spark = page.locator("label.heps-profile[data-slug=spark-driver]")
-    expect(spark).to_contain_text("not on this machine")
+    spark = page.locator(".heps-profile[data-slug=spark-driver]")
+    expect(spark).to_contain_text("not available right now")
     expect(spark.locator("input")).to_be_disabled()
 
     spawn(page, platform, "ct-reconstruction")
+    page.wait_for_url("**/hub/spawn-pending/alice**", timeout=60_000)
+    phase = re.compile(
+        r"Your request reached the hub|Preparing your account|Starting your environment"
+        r"|Waiting for JupyterLab|JupyterLab answers"
+    )
+    expect(page.locator("#progress-message")).to_have_text(phase, timeout=60_000)
+    page.screenshot(path=str(SHOTS / "2-pending-page.png"))
     page.wait_for_url("**/user/alice/lab**", timeout=180_000)
+    # JupyterLab opens in her home, where `data` leads to her groups' folders
+    listing = page.locator(".jp-DirListing-content")
+    expect(listing.get_by_text("data", exact=True)).to_be_visible(timeout=60_000)
+    page.screenshot(path=str(SHOTS / "3-jupyterlab-home.png"))
     page.locator(".jp-LauncherCard[data-category=Notebook]").first.click(timeout=60_000)
     expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=60_000)
     page.locator(".jp-Cell .cm-content").first.click()
@@ -130,8 +154,7 @@ def test_scientist_logs_in_and_reconstructs_in_jupyterlab_as_herself(
     page.keyboard.press("Shift+Enter")
     output = page.locator(".jp-OutputArea-output").first
     expect(output).to_contain_text("uid=", timeout=120_000)
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT))
+    page.screenshot(path=str(SHOTS / "4-reconstruction.png"))
     text = output.inner_text()
     assert re.search(r"fbp rmse=0\.\d+ sart rmse=0\.\d+ OK", text), text
     assert "uid=20001(alice) gid=20001(heps-users) groups=20001(heps-users),20101(b1-users)" in (
@@ -172,6 +195,9 @@ def test_identity_the_site_policy_refuses_fails_the_spawn_with_the_reason(
         "the allowed range",
         timeout=60_000,
     )
+    expect(page.locator("body")).to_contain_text("Send this message to the HEPS helpdesk")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "5-refused.png"))
     assert not docker_client.containers.list(all=True, filters={"name": f"{platform.name}-mallory"})
 
 
@@ -256,3 +282,32 @@ def test_down_removes_everything_it_made_and_nothing_else(
         docker_client.volumes.get(bystander.name)  # still there
     finally:
         bystander.remove()
+
+
+def test_down_during_a_spawn_leaves_nothing_behind(
+    platform: Platform, docker_client: docker.DockerClient
+) -> None:
+    """A platform of its own, taken down while a user's server is being made."""
+    other = Platform(
+        platform.site, f"{platform.name}-x", f"http://127.0.0.1:{free_port()}",
+        free_port(), platform.users,
+    )  # fmt: skip
+    done = other.up()
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    try:
+        session = _session(other, "bruno")
+        xsrf = session.cookies.get("_xsrf", path="/hub/") or ""
+        data = {"profile": "ct-reconstruction", "_xsrf": xsrf}
+        session.post(f"{other.url}/hub/spawn", data=data, timeout=60)  # returns at once
+        deadline = time.monotonic() + 60
+        while not any(
+            "-bruno" in o or "identity-bruno" in o for o in objects(docker_client, other.name)
+        ):
+            assert time.monotonic() < deadline, "the spawn never began"
+            time.sleep(0.05)
+    finally:
+        down = other.site.heps("platform", "down", "--name", other.name)
+    assert down.returncode == 0, down.stderr
+    assert objects(docker_client, other.name) == []
+    time.sleep(3)  # nothing the hub had under way appears afterwards
+    assert objects(docker_client, other.name) == []

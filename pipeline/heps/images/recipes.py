@@ -68,6 +68,8 @@ class HttpProbe:
     port: int
     path: str = "/"
     timeout: float = 60.0
+    cpu_seconds: float | None = None
+    """Budget: CPU the container may use until it answers (a start made costly fails)."""
 
 
 @dataclass(frozen=True)

@@ -195,6 +195,20 @@ def command(checker: Checker, image: str, check: SmokeCommand) -> SmokeResult:
     return SmokeResult(check.name, SmokeKind.COMMAND, True, seconds, _tail(output.strip()[-200:]))
 
 
+def _answered(
+    container: Container, probe: HttpProbe, seconds: float, answer: requests.Response
+) -> SmokeResult:
+    """A 2xx: passed, unless the start cost more CPU than the recipe's budget."""
+    label, detail = f"{probe.port}{probe.path}", f"{answer.status_code} from {probe.path}"
+    if probe.cpu_seconds is None:
+        return SmokeResult(label, SmokeKind.HTTP, True, seconds, detail)
+    used = container.cpu_seconds()
+    detail += f" after {used:.2f} CPU-s (budget {probe.cpu_seconds:g})"
+    if used > probe.cpu_seconds:
+        detail += "; the start got costlier: see docs/benchmarks.md, 'A cheaper floor'"
+    return SmokeResult(label, SmokeKind.HTTP, used <= probe.cpu_seconds, seconds, detail)
+
+
 def http(checker: Checker, image: str, probe: HttpProbe) -> SmokeResult:
     """Start the image's default command and wait for a 2xx on the probe's port and path."""
     started = time.monotonic()
@@ -218,13 +232,7 @@ def http(checker: Checker, image: str, probe: HttpProbe) -> SmokeResult:
                 try:
                     answer = requests.get(url, timeout=5)
                     if 200 <= answer.status_code < 300:
-                        return SmokeResult(
-                            label,
-                            SmokeKind.HTTP,
-                            True,
-                            time.monotonic() - started,
-                            f"{answer.status_code} from {probe.path}",
-                        )
+                        return _answered(container, probe, time.monotonic() - started, answer)
                     last = f"HTTP {answer.status_code}"
                 except requests.RequestException as exc:
                     last = type(exc).__name__

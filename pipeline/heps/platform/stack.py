@@ -17,12 +17,15 @@ import os
 import secrets
 import shutil
 import time
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from heps.core.errors import ConfigError, HepsError
+from heps.core.paths import locked
 from heps.core.settings import Settings
 from heps.platform import images, overlay, provider, users
 from heps.systems.engine import PlatformEngine, Service
@@ -55,14 +58,26 @@ def state_dir(cfg: Settings, name: str) -> Path:
     return cfg.state_dir / "platform" / name
 
 
+def _lock(cfg: Settings, name: str) -> AbstractContextManager[None]:
+    """One `up` or `down` of a platform at a time: a second one waits, then finds the
+    first one's work. Beside the state folder, which `down` removes."""
+    folder = cfg.state_dir / "platform"
+    folder.mkdir(parents=True, exist_ok=True)
+    return locked(folder / f".{name}.lock")
+
+
 def _secrets(folder: Path) -> dict[str, str]:
-    """The platform's secrets, made once: kept across `up`s so sessions survive."""
+    """The platform's secrets, made once (under the platform's lock) and written whole
+    by rename, so a reader never sees a partial file; kept across `up`s so sessions
+    survive."""
     path = folder / "secrets.json"
     if path.exists():
         return dict(json.loads(path.read_text()))
     made = {k: secrets.token_hex(32) for k in ("client", "crypt", "cookie", "proxy")}
-    path.touch(mode=0o600)
-    path.write_text(json.dumps(made))
+    partial = folder / f".secrets.{os.getpid()}.partial"
+    partial.touch(mode=0o600)
+    partial.write_text(json.dumps(made))
+    partial.replace(path)
     return made
 
 
@@ -139,7 +154,13 @@ def _local(opts: Options, state: Path, gateway: str, size: tuple[float, int]) ->
 
 
 def up(cfg: Settings, opts: Options) -> list[str]:
+    """Start or update the platform; a concurrent `up` or `down` of it waits its turn."""
     accounts = users.load(opts.users or cfg.repo / EXAMPLE_USERS)  # checked before any change
+    with _lock(cfg, opts.name):
+        return _up(cfg, opts, accounts)
+
+
+def _up(cfg: Settings, opts: Options, accounts: dict[str, dict[str, Any]]) -> list[str]:
     provider.install(cfg.repo)
     state = state_dir(cfg, opts.name)
     (state / "local").mkdir(parents=True, exist_ok=True)
@@ -183,14 +204,18 @@ def _wait_for_hub(docker: PlatformEngine, opts: Options) -> None:
 
 
 def down(cfg: Settings, opts: Options) -> list[str]:
-    state = state_dir(cfg, opts.name)
-    sso = provider.Provider(cfg.repo, state, "", CLIENT_ID, "")
-    lines = ["SSO testbed: stopped"] if provider.stop(sso) else []
-    lines += [f"removed {what}" for what in PlatformEngine(opts.name).remove_all()]
-    if state.exists():
-        shutil.rmtree(state)
-        lines.append(f"removed {state}")
-    return lines or ["nothing to remove"]
+    """Remove all of it: the hub first (it makes user containers), then everything
+    labelled as this platform's, again until nothing is left (a spawn under way)."""
+    with _lock(cfg, opts.name):
+        state = state_dir(cfg, opts.name)
+        sso = provider.Provider(cfg.repo, state, "", CLIENT_ID, "")
+        lines = ["SSO testbed: stopped"] if provider.stop(sso) else []
+        engine = PlatformEngine(opts.name)
+        lines += [f"removed {what}" for what in engine.remove_all(first=f"{opts.name}-hub")]
+        if state.exists():
+            shutil.rmtree(state)
+            lines.append(f"removed {state}")
+        return lines or ["nothing to remove"]
 
 
 def status(cfg: Settings, opts: Options) -> list[str]:

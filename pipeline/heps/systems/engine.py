@@ -16,6 +16,7 @@ import re
 import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -148,6 +149,13 @@ class Container:
         with _refusals():
             self._sdk.reload()
         return bool(self._sdk.status not in ("exited", "dead"))
+
+    def cpu_seconds(self) -> float:
+        """CPU its processes have used so far: the cgroup's counter (cpu.stat usage_usec
+        on cgroup v2, cpuacct.usage on v1) as the engine reports it, read at once."""
+        with _refusals():
+            stats = self._sdk.client.api.stats(self.id, stream=False, one_shot=True)
+        return float(stats["cpu_stats"]["cpu_usage"]["total_usage"]) / 1e9
 
     def host_port(self, port: int) -> str | None:
         """The loopback port `port`/tcp is published on, once the engine has bound it."""
@@ -489,17 +497,31 @@ class PlatformEngine:
         ]
         return found
 
-    def remove_all(self) -> list[str]:
-        """Remove every object labelled as this platform's: containers, volumes, network."""
+    def remove_all(self, first: str = "") -> list[str]:
+        """Remove every object labelled as this platform's: containers (`first` before
+        the others: the one that makes more), then volumes and the network, each kind
+        again until a pass finds none (objects made or freed while we remove)."""
         selector: dict[str, Any] = {"label": f"{LABEL}={self.platform}"}
-        removed = []
-        for container in self.client.containers.list(all=True, filters=selector):
-            container.remove(force=True)
-            removed.append(f"container {container.name}")
-        for volume in self.client.volumes.list(filters=selector):
-            volume.remove(force=True)
-            removed.append(f"volume {volume.name}")
-        for network in self.client.networks.list(filters=selector):
-            network.remove()
-            removed.append(f"network {network.name}")
+        removed: list[str] = []
+        kinds: tuple[tuple[str, Callable[[], list[Any]]], ...] = (
+            ("container", lambda: self.client.containers.list(all=True, filters=selector)),
+            ("volume", lambda: self.client.volumes.list(filters=selector)),
+            ("network", lambda: self.client.networks.list(filters=selector)),
+        )
+        for kind, listing in kinds:
+            for _ in range(50):
+                found = sorted(listing(), key=lambda o: o.name != first)
+                if not found:
+                    break
+                for thing in found:
+                    try:
+                        thing.remove(**({"force": True} if kind != "network" else {}))
+                    except docker.errors.NotFound:
+                        continue  # gone by itself (a spawn cleaning up after itself)
+                    except docker.errors.APIError:
+                        time.sleep(0.2)  # still in use by what is being removed
+                        continue
+                    removed.append(f"{kind} {thing.name}")
+            else:
+                raise EngineError(f"platform {self.platform}: {kind}s keep reappearing")
         return removed
