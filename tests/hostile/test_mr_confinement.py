@@ -769,3 +769,32 @@ def test_objects_stay_in_the_overlays_namespaces(heps: Any, repo: Path) -> None:
         heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"), "project policy: namespace)"
     )
     assert "namespace kube-system is not one the overlay creates" in line
+
+
+@pytest.mark.parametrize(
+    ("template", "why"),
+    [
+        ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "template error"),
+        ("{{ description.__class__ }}", "template error"),
+        (None, "outside"),  # the template a symlink to a host file
+    ],
+)
+def test_job_templates_are_sandboxed_and_confined(
+    heps: Any, repo: Path, template: str | None, why: str
+) -> None:
+    """jenkins/templates/ is merge-request content rendered by `heps review` and `heps
+    jenkins sync` (which holds the Jenkins token): no Python object, no host file."""
+    shutil.copytree(REPO_ROOT / "jenkins", repo / "jenkins")
+    folder = repo / "jenkins" / "templates" / "folder.xml.j2"
+    folder.unlink()
+    if template is None:
+        folder.symlink_to(repo.parent / OUTSIDE)
+    else:
+        folder.write_text(
+            f"<com.cloudbees.hudson.plugins.folder.Folder>{template}"
+            "</com.cloudbees.hudson.plugins.folder.Folder>"
+        )
+    result = heps(repo, "jenkins", "render", "--out", "rendered")
+    line = one_line(result, "jenkins/templates")
+    assert why in line and "host secret" not in result.text
+    assert not (repo / "rendered").exists() or not any((repo / "rendered").rglob("*.xml"))
