@@ -798,3 +798,12 @@ def test_job_templates_are_sandboxed_and_confined(
     line = one_line(result, "jenkins/templates")
     assert why in line and "host secret" not in result.text
     assert not (repo / "rendered").exists() or not any((repo / "rendered").rglob("*.xml"))
+
+
+def test_repository_cannot_send_credentials_in_clear(
+    heps: Any, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator names the registry (HEPS_REGISTRY); heps.yaml cannot turn its TLS off."""
+    (repo / "heps.yaml").write_text("registry: {tls: false}\n")
+    monkeypatch.setenv("HEPS_REGISTRY", "registry.example.org")
+    one_line(heps(repo, "plan"), "heps.yaml: registry.tls: false", "in clear")
