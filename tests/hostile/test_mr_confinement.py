@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -104,16 +103,26 @@ def _settings_value(repo: Path, case: str) -> str:
 
 @pytest.mark.parametrize("case", sorted(HOSTILE_PATHS))
 @pytest.mark.parametrize("field", ["recipes_dir", "gitops.overlays_dir", "build.ca_bundle"])
+@pytest.mark.parametrize("operator_ca", [None, HOST_CA_BUNDLE])
 def test_settings_paths_stay_in_the_repository(
-    heps: Any, repo: Path, field: str, case: str
+    heps: Any,
+    repo: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    field: str,
+    case: str,
+    operator_ca: str | None,
 ) -> None:
     """heps.yaml is repository content: it names no host file; the CA bundle it names is
-    never read from outside (it would be copied into every build context)."""
+    never read from outside (it would be copied into every build context). Checked with
+    and without the operator's own bundle set."""
     value = _settings_value(repo, case)
     section, _, key = field.rpartition(".")
     text = f"{key}: {value}\n" if not section else f"{section}:\n  {key}: {value}\n"
     (repo / "heps.yaml").write_text(text)
-    os.environ.pop("HEPS_CA_BUNDLE")
+    if operator_ca is None:
+        monkeypatch.delenv("HEPS_CA_BUNDLE")
+    else:
+        monkeypatch.setenv("HEPS_CA_BUNDLE", operator_ca)
     one_line(heps(repo, "plan"), "heps.yaml", f"{field}: {value} ")
 
 

@@ -223,6 +223,7 @@ def load(
                 namespace=ns or settings.registry.namespace,
             ),
         )
+    settings = _confined(settings)  # heps.yaml's own paths, before the operator's
     if "HEPS_CA_BUNDLE" in env:
         ca = env["HEPS_CA_BUNDLE"]
         settings = replace(
@@ -230,8 +231,6 @@ def load(
         )
         if ca:
             check_ca_bundle(Path(ca), "HEPS_CA_BUNDLE", comments=True)
-    else:
-        settings = _confined(settings)
     _check(settings)
     return settings
 
