@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -104,16 +103,26 @@ def _settings_value(repo: Path, case: str) -> str:
 
 @pytest.mark.parametrize("case", sorted(HOSTILE_PATHS))
 @pytest.mark.parametrize("field", ["recipes_dir", "gitops.overlays_dir", "build.ca_bundle"])
+@pytest.mark.parametrize("operator_ca", [None, HOST_CA_BUNDLE])
 def test_settings_paths_stay_in_the_repository(
-    heps: Any, repo: Path, field: str, case: str
+    heps: Any,
+    repo: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    field: str,
+    case: str,
+    operator_ca: str | None,
 ) -> None:
     """heps.yaml is repository content: it names no host file; the CA bundle it names is
-    never read from outside (it would be copied into every build context)."""
+    never read from outside (it would be copied into every build context). Checked with
+    and without the operator's own bundle set."""
     value = _settings_value(repo, case)
     section, _, key = field.rpartition(".")
     text = f"{key}: {value}\n" if not section else f"{section}:\n  {key}: {value}\n"
     (repo / "heps.yaml").write_text(text)
-    os.environ.pop("HEPS_CA_BUNDLE")
+    if operator_ca is None:
+        monkeypatch.delenv("HEPS_CA_BUNDLE")
+    else:
+        monkeypatch.setenv("HEPS_CA_BUNDLE", operator_ca)
     one_line(heps(repo, "plan"), "heps.yaml", f"{field}: {value} ")
 
 
@@ -769,3 +778,41 @@ def test_objects_stay_in_the_overlays_namespaces(heps: Any, repo: Path) -> None:
         heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"), "project policy: namespace)"
     )
     assert "namespace kube-system is not one the overlay creates" in line
+
+
+@pytest.mark.parametrize(
+    ("template", "why"),
+    [
+        ("{{ ''.__class__.__mro__[1].__subclasses__() }}", "template error"),
+        ("{{ description.__class__ }}", "template error"),
+        (None, "outside"),  # the template a symlink to a host file
+    ],
+)
+def test_job_templates_are_sandboxed_and_confined(
+    heps: Any, repo: Path, template: str | None, why: str
+) -> None:
+    """jenkins/templates/ is merge-request content rendered by `heps review` and `heps
+    jenkins sync` (which holds the Jenkins token): no Python object, no host file."""
+    shutil.copytree(REPO_ROOT / "jenkins", repo / "jenkins")
+    folder = repo / "jenkins" / "templates" / "folder.xml.j2"
+    folder.unlink()
+    if template is None:
+        folder.symlink_to(repo.parent / OUTSIDE)
+    else:
+        folder.write_text(
+            f"<com.cloudbees.hudson.plugins.folder.Folder>{template}"
+            "</com.cloudbees.hudson.plugins.folder.Folder>"
+        )
+    result = heps(repo, "jenkins", "render", "--out", "rendered")
+    line = one_line(result, "jenkins/templates")
+    assert why in line and "host secret" not in result.text
+    assert not (repo / "rendered").exists() or not any((repo / "rendered").rglob("*.xml"))
+
+
+def test_repository_cannot_send_credentials_in_clear(
+    heps: Any, repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The operator names the registry (HEPS_REGISTRY); heps.yaml cannot turn its TLS off."""
+    (repo / "heps.yaml").write_text("registry: {tls: false}\n")
+    monkeypatch.setenv("HEPS_REGISTRY", "registry.example.org")
+    one_line(heps(repo, "plan"), "heps.yaml: registry.tls: false", "in clear")

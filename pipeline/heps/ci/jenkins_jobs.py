@@ -18,17 +18,18 @@ from __future__ import annotations
 import difflib
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import defusedxml.ElementTree
 import jinja2
-import jinja2.sandbox
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from heps.core.bounded import read_text
 from heps.core.errors import ConfigError
 from heps.core.log import map_strings, xml_text
-from heps.core.paths import inside
+from heps.core.paths import confine, inside
 from heps.core.validation import load_yaml, validate
 
 JOBS_FILE = "jenkins/jobs.yaml"
@@ -47,6 +48,7 @@ def load(repo: Path) -> dict[str, Any]:
     path = repo / JOBS_FILE
     if not path.exists():
         raise ConfigError(f"{JOBS_FILE}: missing; define the Jenkins jobs there")
+    path = confine(repo.resolve(), path, file=JOBS_FILE, field="the file itself")
     data = load_yaml(path, JOBS_FILE)
     problems = validate(data, "jobs", path, JOBS_FILE)
     names = [f["name"] for f in data.get("folders") or []] + [j["name"] for j in data["jobs"]]
@@ -146,9 +148,28 @@ def _expanded(bound: str, job: dict[str, Any]) -> list[str] | None:
     return [_PARAMETER.sub(choice, bound) for choice in choices[names[0]]]
 
 
+class _Templates(jinja2.BaseLoader):
+    """Templates of `jenkins/templates/`, each resolved inside that folder (a symlink to
+    a host file is refused, never rendered into job XML) and read size-capped."""
+
+    def __init__(self, repo: Path) -> None:
+        self.root = (repo / TEMPLATES).resolve()
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        shown = f"{TEMPLATES}/{template}"
+        path = confine(self.root, template, file=shown, field="template")
+        if not path.is_file():
+            raise jinja2.TemplateNotFound(template)
+        return read_text(path, shown), str(path), lambda: True
+
+
 def _environment(repo: Path) -> jinja2.Environment:
-    return jinja2.sandbox.ImmutableSandboxedEnvironment(
-        loader=jinja2.FileSystemLoader(repo / TEMPLATES),
+    """A sandbox: templates are merge-request content, so they reach no Python object
+    beyond the values given (no `__class__`, no method calls that change anything)."""
+    return ImmutableSandboxedEnvironment(
+        loader=_Templates(repo),
         autoescape=True,  # XML: &, <, > and quotes in descriptions stay text
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,

@@ -99,7 +99,7 @@ def output_dir(repo: Path, path: Path, flag: str) -> Path:
     path outside the repository is the operator's choice."""
     absolute = Path(os.path.abspath(repo / path))
     if absolute.is_relative_to(repo) or not path.is_absolute():
-        return confine(repo, path, file=flag, field="path")
+        return confine(repo, path, file=flag, field="")
     return absolute
 
 

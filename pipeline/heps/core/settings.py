@@ -58,9 +58,12 @@ class RegistrySettings:
     """HTTPS or not; None means plain HTTP for loopback hosts only."""
 
     @property
+    def loopback(self) -> bool:
+        return self.host.split(":")[0] in ("127.0.0.1", "localhost", "[::1]")
+
+    @property
     def url(self) -> str:
-        loopback = self.host.split(":")[0] in ("127.0.0.1", "localhost", "[::1]")
-        secure = self.tls if self.tls is not None else not loopback
+        secure = self.tls if self.tls is not None else not self.loopback
         return f"{'https' if secure else 'http'}://{self.host}"
 
     def repository(self, name: str) -> str:
@@ -220,6 +223,7 @@ def load(
                 namespace=ns or settings.registry.namespace,
             ),
         )
+    settings = _confined(settings)  # heps.yaml's own paths, before the operator's
     if "HEPS_CA_BUNDLE" in env:
         ca = env["HEPS_CA_BUNDLE"]
         settings = replace(
@@ -227,8 +231,6 @@ def load(
         )
         if ca:
             check_ca_bundle(Path(ca), "HEPS_CA_BUNDLE", comments=True)
-    else:
-        settings = _confined(settings)
     _check(settings)
     return settings
 
@@ -334,6 +336,11 @@ def _check(settings: Settings) -> None:
         problems.append(
             f"{SETTINGS_FILE}: recipes_dir: {settings.recipes_path} is not a directory; "
             "create it or run from the repository root (--repo PATH)"
+        )
+    if settings.registry.tls is False and not settings.registry.loopback:
+        problems.append(
+            f"{SETTINGS_FILE}: registry.tls: false would send the registry credentials in "
+            f"clear to {settings.registry.host}; plain HTTP is for loopback registries only"
         )
     namespace = settings.registry.namespace
     if not is_repository_path(namespace):  # the flag and HEPS_NAMESPACE skip the schema
