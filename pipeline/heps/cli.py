@@ -11,26 +11,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from heps import __version__
-from heps.core import credentials, log, paths, settings
-from heps.core.errors import ConfigError, HepsError, TemporaryError, with_retries
-from heps.core.references import split_reference
-from heps.core.stages import Stage
-from heps.core.validation import schema
-from heps.gitops import promote, sources
-from heps.gitops.pin import Pin
-from heps.images import graph, lint, recipes, report, source, versions
-from heps.images.run import Runner, Selection, changed_recipes, prepare, summary
+from heps.core import log
+from heps.core.errors import ConfigError, HepsError, TemporaryError
 from heps.platform import command as platform_command
-from heps.systems import engine, services
-from heps.systems.registry import Registry
+
+# `heps --help` and a bad argument import nothing else: each verb imports what it uses.
+if TYPE_CHECKING:
+    from heps.core import settings
+    from heps.gitops.pin import Pin
+    from heps.images import graph, recipes
+    from heps.images.run import Selection
+    from heps.systems.registry import Registry
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -169,6 +167,8 @@ def _ci_verbs(verb: Verb, common: _Parser) -> None:
 
 
 def _selection(args: argparse.Namespace) -> Selection:
+    from heps.images.run import Selection
+
     if sum(bool(x) for x in (args.recipes, args.all, args.since)) > 1:
         raise ConfigError("usage: give recipe names, --all or --since, not several")
     return Selection(tuple(args.recipes), args.since, args.all or not (args.recipes or args.since))
@@ -176,6 +176,9 @@ def _selection(args: argparse.Namespace) -> Selection:
 
 def _unbumped(cfg: settings.Settings, tree: graph.Graph, since: str | None) -> list[str]:
     """With --since: own changes without a version bump, and untracked context files."""
+    from heps.images import source, versions
+    from heps.images.run import changed_recipes
+
     if not since:
         return []
     changed = changed_recipes(tree, source.changed_since(cfg.repo, since))
@@ -186,6 +189,8 @@ def _unbumped(cfg: settings.Settings, tree: graph.Graph, since: str | None) -> l
 
 
 def _plan(cfg: settings.Settings, args: argparse.Namespace) -> int:
+    from heps.images.run import prepare
+
     prepared = prepare(cfg, _selection(args))
     problems = _unbumped(cfg, prepared.graph, args.since)
     if args.json:
@@ -206,6 +211,9 @@ def _plan(cfg: settings.Settings, args: argparse.Namespace) -> int:
 
 
 def _lint(cfg: settings.Settings, args: argparse.Namespace) -> int:
+    from heps.images import graph, lint, recipes, source
+    from heps.images.run import changed_recipes
+
     tree = graph.resolve(recipes.discover(cfg), cfg.registry)
     if args.since and args.recipes:
         raise ConfigError("usage: give recipe names or --since, not both")
@@ -230,6 +238,15 @@ def _lint(cfg: settings.Settings, args: argparse.Namespace) -> int:
 
 
 def _run(cfg: settings.Settings, args: argparse.Namespace) -> int:
+    import signal
+    from datetime import UTC, datetime
+
+    from heps.core.stages import Stage
+    from heps.gitops import sources
+    from heps.images import report
+    from heps.images.run import Runner, prepare, summary
+    from heps.systems import engine
+
     if args.promote and args.no_push:
         raise ConfigError("run --promote: drop --no-push; only pushed images can be pinned")
     started = datetime.now(UTC)
@@ -275,10 +292,16 @@ def _run(cfg: settings.Settings, args: argparse.Namespace) -> int:
 
 
 def _recipes(cfg: settings.Settings) -> dict[str, recipes.Recipe]:
+    from heps.images import recipes
+
     return {r.name: r for r in recipes.discover(cfg)}
 
 
 def _registry(cfg: settings.Settings) -> Registry:
+    from heps.core import credentials
+    from heps.systems import engine
+    from heps.systems.registry import Registry
+
     creds = credentials.credentials(cfg, engine.config_auth)
     registry = Registry(cfg.registry, creds, cfg.state_dir / "cache" / "labels")
     registry.check()
@@ -293,6 +316,8 @@ def _promote_pins(
     registry: Registry,
     new_branch: str | None = None,
 ) -> int:
+    from heps.gitops import promote
+
     remote = args.gitops_repo or cfg.gitops.remote
     done = promote.promote(
         cfg,
@@ -319,6 +344,8 @@ def _promote_pins(
 
 
 def _promote(cfg: settings.Settings, args: argparse.Namespace) -> int:
+    from heps.gitops import promote, sources
+
     registry = _registry(cfg)
     if args.report:
         pins = sources.pins_from_report(args.report, cfg, _recipes(cfg))
@@ -332,6 +359,9 @@ def _promote(cfg: settings.Settings, args: argparse.Namespace) -> int:
 
 
 def _status(cfg: settings.Settings, args: argparse.Namespace) -> int:
+    from heps.core.references import split_reference
+    from heps.gitops import sources
+
     registry = _registry(cfg)
     apps = {name: cfg.registry.repository(name) for name in _recipes(cfg)}
     root = cfg.repo / cfg.gitops.overlays_dir / "overlays"
@@ -355,6 +385,9 @@ def _status(cfg: settings.Settings, args: argparse.Namespace) -> int:
 
 
 def _rollback(cfg: settings.Settings, args: argparse.Namespace) -> int:
+    from heps.gitops import sources
+    from heps.gitops.pin import Pin
+
     registry = _registry(cfg)
     if args.app not in _recipes(cfg):
         raise ConfigError(f"rollback {args.app}: no such recipe")
@@ -372,7 +405,9 @@ def _rollback(cfg: settings.Settings, args: argparse.Namespace) -> int:
 
 
 def _reconcile(cfg: settings.Settings, args: argparse.Namespace) -> int:
-    from heps.cluster import kube_api, reconcile  # the commands below import only what they use
+    from heps.cluster import kube_api, reconcile
+    from heps.core.errors import with_retries
+    from heps.images import source
 
     rendered = reconcile.check(cfg, args.overlay)
     print(f"{args.overlay}: {len(rendered)} objects rendered, valid, policies pass")
@@ -436,6 +471,7 @@ def _jenkins(cfg: settings.Settings, args: argparse.Namespace) -> int:
 
 def _review(cfg: settings.Settings, args: argparse.Namespace) -> int:
     from heps.ci import review
+    from heps.images import report
 
     done = review.make(cfg, args.base, args.report)
     if args.json:
@@ -462,6 +498,8 @@ _OUTPUTS = {"run": ("report", "junit"), "review": ("out", "json")}
 def _check_outputs(args: argparse.Namespace) -> None:
     """Every file a command will write is checked before it runs: a bad path must not
     surface after a push, with no report."""
+    from heps.core import paths
+
     for name in _OUTPUTS.get(args.command, ()):
         value = getattr(args, name)
         if value is not None:
@@ -482,6 +520,8 @@ def _main(argv: list[str] | None) -> int:
             )
         log.setup(args.verbose)
         if args.command == "schema":
+            from heps.core.validation import schema
+
             print(json.dumps(schema(args.name), indent=2))
             return EXIT_OK
         if args.command == "hook":  # runs in a bare repository: no settings to load
@@ -489,6 +529,9 @@ def _main(argv: list[str] | None) -> int:
 
             return hook.post_receive(args.git_dir.resolve(), sys.stdin, dict(os.environ))
         _check_outputs(args)
+        from heps.core import credentials, settings
+        from heps.systems import engine, services
+
         cfg = settings.load(args.repo, registry=args.registry, namespace=args.namespace)
         if args.command == "services":
             action = services.up if args.action == "up" else services.down
