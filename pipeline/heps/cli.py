@@ -315,6 +315,7 @@ def _promote_pins(
     pins: list[Pin],
     registry: Registry,
     new_branch: str | None = None,
+    known: dict[str, recipes.Recipe] | None = None,
 ) -> int:
     from heps.gitops import promote
 
@@ -322,7 +323,7 @@ def _promote_pins(
     done = promote.promote(
         cfg,
         registry,
-        _recipes(cfg),
+        _recipes(cfg) if known is None else known,
         overlay,
         pins,
         args.push or bool(remote),
@@ -348,8 +349,9 @@ def _promote(cfg: settings.Settings, args: argparse.Namespace) -> int:
 
     registry = _registry(cfg)
     if args.report:
-        pins = sources.pins_from_report(args.report, cfg, _recipes(cfg))
-        return _promote_pins(cfg, args, args.overlay, pins, registry)
+        found = _recipes(cfg)
+        pins = sources.pins_from_report(args.report, cfg, found)
+        return _promote_pins(cfg, args, args.overlay, pins, registry, known=found)
     apps = {name: cfg.registry.repository(name) for name in _recipes(cfg)}
     pins = sources.pins_from_overlay(cfg.repo, cfg, args.source, apps)
     if not pins:
