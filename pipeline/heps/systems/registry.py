@@ -145,6 +145,13 @@ class Registry:
         self._ahead = {(n, t): pool.submit(after_check, n, t) for n, t in tags}
         pool.shutdown(wait=False)
 
+    def drop_look_ahead(self) -> None:
+        """Cancel the look-ups not yet started: the caller stopped (a bad tree, Ctrl-C),
+        and the process must not wait for 5,000 answers nobody reads."""
+        for future in self._ahead.values():
+            future.cancel()
+        self._ahead = {}
+
     def check(self) -> None:
         """Reachable and accepting our credentials, or a ConfigError saying which fix."""
         checked, self._checked = self._checked, None
