@@ -14,24 +14,22 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from heps import __version__
-from heps.core import boundary, credentials, log, paths, settings
-from heps.core.errors import ConfigError, HepsError, TemporaryError, with_retries
-from heps.core.references import split_reference
-from heps.core.stages import Stage
-from heps.core.validation import schema
-from heps.gitops import promote, sources
-from heps.gitops.pin import Pin
-from heps.images import graph, lint, recipes, report, source, versions
-from heps.images.journal import Journal
-from heps.images.run import Runner, Selection, changed_recipes, prepare, run_meta, summary
-from heps.platform import command as platform_command
-from heps.systems import engine, services
-from heps.systems.registry import Registry
+from heps.core import log
+from heps.core.errors import ConfigError, HepsError, TemporaryError
+
+# `heps --help`, `--version` and a bad argument import nothing else (the standard library
+# and these): each verb imports what it uses, inside its function.
+if TYPE_CHECKING:
+    from heps.core import settings
+    from heps.gitops.pin import Pin
+    from heps.images import graph, recipes
+    from heps.images.run import Selection
+    from heps.systems.registry import Registry
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -67,6 +65,8 @@ Verb = Callable[..., argparse.ArgumentParser]
 
 
 def _parser() -> argparse.ArgumentParser:
+    from heps.platform import command as platform_command
+
     parser = _Parser(prog="heps", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--version", action="version", version=f"heps {__version__}")
     _global_options(parser, defaults=True)
@@ -180,6 +180,8 @@ def _ci_verbs(verb: Verb, common: _Parser) -> None:
 
 
 def _selection(args: argparse.Namespace) -> Selection:
+    from heps.images.run import Selection
+
     if sum(bool(x) for x in (args.recipes, args.all, args.since)) > 1:
         raise ConfigError("usage: give recipe names, --all or --since, not several")
     return Selection(tuple(args.recipes), args.since, args.all or not (args.recipes or args.since))
@@ -187,6 +189,9 @@ def _selection(args: argparse.Namespace) -> Selection:
 
 def _unbumped(cfg: settings.Settings, tree: graph.Graph, since: str | None) -> list[str]:
     """With --since: own changes without a version bump, and untracked context files."""
+    from heps.images import source, versions
+    from heps.images.run import changed_recipes
+
     if not since:
         return []
     changed = changed_recipes(tree, source.changed_since(cfg.repo, since))
@@ -197,6 +202,8 @@ def _unbumped(cfg: settings.Settings, tree: graph.Graph, since: str | None) -> l
 
 
 def _plan(cfg: settings.Settings, args: argparse.Namespace) -> int:
+    from heps.images.run import prepare
+
     prepared = prepare(cfg, _selection(args))
     problems = _unbumped(cfg, prepared.graph, args.since)
     if args.json:
@@ -217,6 +224,9 @@ def _plan(cfg: settings.Settings, args: argparse.Namespace) -> int:
 
 
 def _lint(cfg: settings.Settings, args: argparse.Namespace) -> int:
+    from heps.images import graph, lint, recipes, source
+    from heps.images.run import changed_recipes
+
     tree = graph.resolve(recipes.discover(cfg), cfg.registry)
     if args.since and args.recipes:
         raise ConfigError("usage: give recipe names or --since, not both")
@@ -241,6 +251,14 @@ def _lint(cfg: settings.Settings, args: argparse.Namespace) -> int:
 
 
 def _run(cfg: settings.Settings, args: argparse.Namespace, masker: log.Masker) -> int:
+    from datetime import UTC, datetime
+
+    from heps.core.stages import Stage
+    from heps.gitops import sources
+    from heps.images import report
+    from heps.images.run import Runner, prepare, run_meta, summary
+    from heps.systems import engine
+
     if args.promote and args.no_push:
         raise ConfigError("run --promote: drop --no-push; only pushed images can be pinned")
     started = datetime.now(UTC)
@@ -287,10 +305,16 @@ def _run(cfg: settings.Settings, args: argparse.Namespace, masker: log.Masker) -
 
 
 def _recipes(cfg: settings.Settings) -> dict[str, recipes.Recipe]:
+    from heps.images import recipes
+
     return {r.name: r for r in recipes.discover(cfg)}
 
 
 def _registry(cfg: settings.Settings) -> Registry:
+    from heps.core import credentials
+    from heps.systems import engine
+    from heps.systems.registry import Registry
+
     creds = credentials.credentials(cfg, engine.config_auth)
     registry = Registry(cfg.registry, creds, cfg.state_dir / "cache" / "labels")
     registry.check()
@@ -306,6 +330,8 @@ def _promote_pins(
     known: dict[str, recipes.Recipe],
     new_branch: str | None = None,
 ) -> int:
+    from heps.gitops import promote
+
     remote = args.gitops_repo or cfg.gitops.remote
     push = args.push or bool(remote)
     request = promote.Request(overlay, pins, known, push, remote, args.branch, new_branch)
@@ -324,6 +350,8 @@ def _promote_pins(
 
 
 def _promote(cfg: settings.Settings, args: argparse.Namespace) -> int:
+    from heps.gitops import promote, sources
+
     registry = _registry(cfg)
     known = _recipes(cfg)
     if args.report:
@@ -338,6 +366,10 @@ def _promote(cfg: settings.Settings, args: argparse.Namespace) -> int:
 
 
 def _status(cfg: settings.Settings, args: argparse.Namespace) -> int:
+    from heps.core.references import split_reference
+    from heps.gitops import sources
+    from heps.images.journal import Journal
+
     registry = _registry(cfg)
     apps = {name: cfg.registry.repository(name) for name in _recipes(cfg)}
     root = cfg.repo / cfg.gitops.overlays_dir / "overlays"
@@ -367,6 +399,9 @@ def _status(cfg: settings.Settings, args: argparse.Namespace) -> int:
 
 
 def _rollback(cfg: settings.Settings, args: argparse.Namespace) -> int:
+    from heps.gitops import sources
+    from heps.gitops.pin import Pin
+
     registry = _registry(cfg)
     known = _recipes(cfg)
     if args.app not in known:
@@ -386,6 +421,8 @@ def _rollback(cfg: settings.Settings, args: argparse.Namespace) -> int:
 
 def _reconcile(cfg: settings.Settings, args: argparse.Namespace, masker: log.Masker) -> int:
     from heps.cluster import kube_api, reconcile  # the commands below import only what they use
+    from heps.core.errors import with_retries
+    from heps.images import source
 
     rendered = reconcile.check(cfg, args.overlay)
     print(f"{args.overlay}: {len(rendered)} objects rendered, valid, policies pass")
@@ -422,6 +459,7 @@ def _reconcile(cfg: settings.Settings, args: argparse.Namespace, masker: log.Mas
 
 def _jenkins(cfg: settings.Settings, args: argparse.Namespace) -> int:
     from heps.ci import jenkins_jobs, jenkins_server
+    from heps.core import paths
 
     if args.jenkins_command == "render":
         out = paths.output_dir(cfg.repo, args.out, "heps jenkins render --out")
@@ -451,6 +489,7 @@ def _jenkins(cfg: settings.Settings, args: argparse.Namespace) -> int:
 
 def _review(cfg: settings.Settings, args: argparse.Namespace, masker: log.Masker) -> int:
     from heps.ci import review
+    from heps.images import report
 
     done = review.make(cfg, args.base, args.report, masker)
     if args.json:
@@ -467,6 +506,7 @@ def _review(cfg: settings.Settings, args: argparse.Namespace, masker: log.Masker
 
 def _ci(cfg: settings.Settings, args: argparse.Namespace, masker: log.Masker) -> int:
     from heps.ci import merge_request
+    from heps.images.run import summary
 
     done = merge_request.run(cfg, args.checkout, args.base, args.out, masker)
     print(summary(done.results))
@@ -489,6 +529,8 @@ _OUTPUTS = {"run": ("report", "junit"), "review": ("out", "json")}
 def _check_outputs(args: argparse.Namespace) -> None:
     """Every file a command will write is checked before it runs: a bad path must not
     surface after a push, with no report."""
+    from heps.core import paths
+
     for name in _OUTPUTS.get(args.command, ()):
         value = getattr(args, name)
         if value is not None:
@@ -510,6 +552,8 @@ def exit_code(exc: BaseException, where: _Where) -> tuple[int, list[str]]:
     input (ConfigError) exit 2, the environment's (a full disk, a read-only folder) too;
     failures (a stage, a temporary error after its retries) exit 1; anything else is a
     bug: one line, its traceback kept in the state folder, exit 1."""
+    from heps.core import boundary, settings
+
     if isinstance(exc, ConfigError):
         return EXIT_USAGE, exc.problems
     if isinstance(exc, TemporaryError):
@@ -541,6 +585,11 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _command(parser: argparse.ArgumentParser, argv: list[str] | None, where: _Where) -> int:
+    from heps.core import credentials, settings
+    from heps.core.validation import schema
+    from heps.platform import command as platform_command
+    from heps.systems import engine, services
+
     args, extra = parser.parse_known_args(argv)
     sub_verb = getattr(args, "jenkins_command", None) or getattr(args, "ci_command", None)
     where.command = " ".join(filter(None, ["heps", args.command, sub_verb]))

@@ -68,20 +68,22 @@ def check_yaml(text: str, display: str) -> None:
     sizes: list[int] = [0]  # nodes counted so far in each open collection, outermost first
     anchors: dict[str, int] = {}
     opened: list[str | None] = []
-    try:
-        for event in yaml.parse(text, Loader=_Parser):
-            if isinstance(event, _OPEN):
+    parser = _Parser(text)
+    try:  # event by event from the parser itself: this loop runs for every file read
+        while (event := parser.get_event()) is not None:
+            kind = type(event)
+            if kind is yaml.ScalarEvent:
+                size, anchor = 1, event.anchor
+            elif kind in _OPEN:
                 if len(opened) >= MAX_DEPTH:
                     _refuse(display, event, f"nests deeper than {MAX_DEPTH} levels; flatten it")
                 opened.append(event.anchor)
                 sizes.append(1)
                 continue
-            if isinstance(event, _CLOSE):
+            elif kind in _CLOSE:
                 size = sizes.pop()
                 anchor = opened.pop()
-            elif isinstance(event, yaml.ScalarEvent):
-                size, anchor = 1, event.anchor
-            elif isinstance(event, yaml.AliasEvent):
+            elif kind is yaml.AliasEvent:
                 size, anchor = anchors.get(event.anchor or "", 1), None
             else:
                 continue
@@ -107,6 +109,8 @@ def check_yaml(text: str, display: str) -> None:
             f"{display}:{line}: YAML cannot hold character {exc.character!r}; remove it "
             "or write it as an escape in a double-quoted string"
         ) from None
+    finally:
+        parser.dispose()
 
 
 def _refuse(display: str, event: yaml.Event, problem: str) -> None:

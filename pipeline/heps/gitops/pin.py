@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import lru_cache
 from io import StringIO
 from typing import Any
 
@@ -89,29 +90,56 @@ def _kustomize_image(entry: Any) -> str:
     return image + (f"@{digest}" if digest else "")
 
 
-def _pin_for(pins: list[Pin], *images: str | None) -> Pin | None:
-    return next((p for p in pins for image in images if image and p.matches(image)), None)
+class _Pins:
+    """The first pin that `Pin.matches` an image, found by two look-ups instead of a walk
+    over every pin for every image field (100 pins, 1,000 files: 150,000 calls)."""
+
+    def __init__(self, pins: list[Pin]) -> None:
+        self.pins = pins
+        self.index: dict[tuple[bool, str], int] = {}
+        for i, pin in enumerate(pins):
+            self.index.setdefault((True, pin.app), i)
+            self.index.setdefault((False, pin.repository.partition("/")[2]), i)
+
+    def first(self, *images: str | None) -> Pin | None:
+        """As `next(p for p in pins for image in images if image and p.matches(image))`."""
+        hits = [
+            i
+            for image in images
+            if image
+            for repo in [split_reference(image)[0]]
+            for i in (self.index.get((True, repo)), self.index.get((False, repo.partition("/")[2])))
+            if i is not None
+        ]
+        return self.pins[min(hits)] if hits else None
+
+
+@lru_cache(maxsize=4)
+def _index(pins: tuple[Pin, ...]) -> _Pins:
+    """One index for all the files of an overlay pinned with the same pins."""
+    return _Pins(list(pins))
 
 
 def scan(document: Document, pins: list[Pin]) -> list[Found]:
     """Every image field in the file that names one of the pinned apps."""
     found: list[Found] = []
+    index = _index(tuple(pins))
     for doc in document.docs:
         for container in containers(doc):
             node = get(container, "image")
-            pin = _pin_for(pins, node.value)
+            pin = index.first(node.value)
             if pin:
                 found.append(Found(pin.app, "container", node.value, node.start_mark.line, node))
         for entry in kustomize_entries(doc):
             name = get(entry, "name")
-            pin = _pin_for(pins, text_of(name), text_of(get(entry, "newName")))
+            pin = index.first(text_of(name), text_of(get(entry, "newName")))
             if pin:
                 line = (name or entry).start_mark.line
                 found.append(Found(pin.app, "kustomize", _kustomize_image(entry), line, entry))
         if is_kustomization(doc):
             continue
         for node in config_images(doc):
-            pin = _pin_for(pins, node.value)
+            pin = index.first(node.value)
             if pin:
                 found.append(Found(pin.app, "config", node.value, node.start_mark.line, node))
     return found

@@ -6,6 +6,8 @@ or the overlay's history; each one built from settings, recipe name, tag and dig
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,8 @@ def verify_in_registry(registry: Registry, pins: list[Pin]) -> None:
     bad = [p.reference for p in pins if not is_valid(p.reference)]
     if bad:
         raise ConfigError(f"promote: not image references: {', '.join(map(repr, bad))}")
-    held = {p.app: registry.digest(p.app, p.tag) for p in pins}
+    with ThreadPoolExecutor(8) as pool:  # the registry answers several at once
+        held = dict(zip([p.app for p in pins], pool.map(_digest(registry), pins), strict=True))
     wrong = [p for p in pins if held[p.app] != p.digest]
     missing = [p for p in wrong if registry.manifest(p.app, p.digest) is None]
     if missing:
@@ -47,6 +50,10 @@ def verify_in_registry(registry: Registry, pins: list[Pin]) -> None:
             f"{pin.repository}:{pin.tag} holds {held[pin.app] or 'nothing'}, not {pin.digest}; "
             "nothing was changed",
         )
+
+
+def _digest(registry: Registry) -> Callable[[Pin], str | None]:
+    return lambda pin: registry.digest(pin.app, pin.tag)
 
 
 def pins_from_report(path: Path, settings: Settings, recipes: dict[str, Recipe]) -> list[Pin]:

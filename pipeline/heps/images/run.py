@@ -108,11 +108,19 @@ def _touched(node: graph.Node, changed: list[Path]) -> bool:
 
 def prepare(settings: Settings, selection: Selection) -> Prepared:
     started = time.monotonic()
-    tree = graph.resolve(recipes.discover(settings), settings.registry)
-    fps = fingerprint.compute(tree, settings.build.ca_bundle)
+    found = recipes.discover(settings)
     creds = credentials(settings, config_auth)
     registry = Registry(settings.registry, creds, settings.state_dir / "cache" / "labels")
-    registry.check()
+    if selection.everything:  # every version tag is asked: the registry answers while the
+        # graph and the fingerprints are computed; check() raises a problem after the tree's
+        registry.look_ahead((r.name, r.version) for r in found)
+    try:
+        tree = graph.resolve(found, settings.registry)
+        fps = fingerprint.compute(tree, settings.build.ca_bundle)
+        registry.check()
+    except BaseException:
+        registry.drop_look_ahead()
+        raise
     chosen = _selected(settings, tree, selection)
     # A changed base rebuilds what is built on it; named recipes are built alone.
     made = plan.make(tree, fps, registry, chosen, with_dependents=selection.since is not None)

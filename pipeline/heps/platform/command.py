@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from heps.core.settings import Settings
+if TYPE_CHECKING:  # `heps --help` builds this parser: settings load only when a verb runs
+    from heps.core.settings import Settings
 
 VERBS = {
     "up": "start (or update) the platform of an overlay on this machine",

@@ -309,8 +309,10 @@ class Repository:
             "GIT_COMMITTER_NAME": committer.name,
             "GIT_COMMITTER_EMAIL": committer.email,
         }
-        try:
-            self._repo.git.add("--", *rel)
+        try:  # `commit -- paths` takes tracked files as they are: only new ones are added
+            new = self._repo.git.ls_files("--others", "--", *rel).splitlines()
+            if new:
+                self._repo.git.add("--", *new)
             self._repo.git.commit("-q", "-m", message, "--", *rel, env=env)
         except git.GitCommandError as exc:
             raise StageError(Stage.PROMOTE, f"git commit failed: {_why(exc)}") from None

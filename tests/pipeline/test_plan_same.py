@@ -1,0 +1,112 @@
+"""The faster plan is the same plan: the libyaml reader and the compiled schema check
+give the recipes the reference readers give, the registry look-ahead gives the same
+entries, and every input that reaches an image still changes the plan."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.run import generate_tree, upload_labels_only_images
+from heps import cli
+from heps.core import settings, validation, yaml12
+from heps.images import fingerprint, graph, recipes
+from heps.systems.registry import Registry
+from heps.systems.services import RegistryService
+
+BUNDLED = Path(__file__).resolve().parents[2]
+
+
+def reference_readers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every file read by ruamel and checked by jsonschema, as before this change."""
+
+    def unread(text: str) -> Any:
+        raise yaml12.Unread("reference")
+
+    monkeypatch.setattr(yaml12, "load", unread)
+    monkeypatch.setattr(validation, "_valid", lambda data, name: False)
+
+
+@pytest.mark.parametrize("where", ["bundled", "generated"])
+def test_fast_readers_give_the_reference_recipes(
+    where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = BUNDLED if where == "bundled" else tmp_path
+    if where == "generated":
+        generate_tree(tmp_path, count=30, roots=5)
+    cfg = settings.load(repo, env={})
+    fast = recipes.discover(cfg)
+    tree = graph.resolve(fast, cfg.registry)
+    with monkeypatch.context() as patched:
+        reference_readers(patched)
+        slow = recipes.discover(cfg)
+        slow_tree = graph.resolve(slow, cfg.registry)
+    assert fast == slow
+    assert tree.order == slow_tree.order
+    assert fingerprint.compute(tree, None) == fingerprint.compute(slow_tree, None)
+
+
+@pytest.fixture
+def planned(tmp_path: Path, registry: RegistryService, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Six recipes in two chains, every image in a real registry with its labels."""
+    repo = tmp_path / "repo"
+    generate_tree(repo, count=6, roots=2)
+    namespace = f"same{secrets.token_hex(4)}"
+    env = {
+        "HEPS_REGISTRY": registry.address,
+        "HEPS_NAMESPACE": namespace,
+        "HEPS_REGISTRY_USERNAME": registry.username,
+        "HEPS_REGISTRY_PASSWORD": registry.password,
+        "HEPS_CA_BUNDLE": "",
+        "HEPS_STATE_DIR": str(tmp_path / "state"),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    upload_labels_only_images(registry, namespace, repo)
+    return repo
+
+
+def plan(repo: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, dict[str, Any]]:
+    capsys.readouterr()
+    assert cli.main(["--repo", str(repo), "plan", "--json"]) == 0
+    return {e["name"]: e for e in json.loads(capsys.readouterr().out)}
+
+
+def test_look_ahead_gives_the_same_plan(
+    planned: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (planned / "app-recipes/app-003/file0.py").write_text("changed\n")
+    ahead = plan(planned, capsys)
+    monkeypatch.setattr(Registry, "look_ahead", lambda self, tags, parallel=8: None)
+    assert plan(planned, capsys) == ahead
+    assert {n: e["reason"] for n, e in ahead.items() if e["action"] == "build"} == {
+        "app-003": "changed",
+        "app-005": "base changed",
+    }
+
+
+CHANGES = {
+    "recipe": ("app-000/recipe.yaml", "build: {args: {EXTRA: '1'}}\n"),
+    "Dockerfile": ("app-000/Dockerfile", "ENV X=1\n"),
+    "context file": ("app-000/file2.py", "y = 2\n"),
+    ".dockerignore": ("app-000/.dockerignore", "file1.py\n"),
+}
+
+
+@pytest.mark.parametrize("what", sorted(CHANGES))
+def test_each_input_changes_the_plan(
+    what: str, planned: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The recipe, its Dockerfile, a context file or a .dockerignore change app-000; the
+    change reaches its children (app-002, app-004) as a changed base."""
+    assert {e["reason"] for e in plan(planned, capsys).values()} == {"unchanged"}
+    rel, extra = CHANGES[what]
+    path = planned / "app-recipes" / rel
+    path.write_text((path.read_text() if path.exists() else "") + extra)
+    after = plan(planned, capsys)
+    built = {n: e["reason"] for n, e in after.items() if e["action"] == "build"}
+    assert built == {"app-000": "changed", "app-002": "base changed", "app-004": "base changed"}
