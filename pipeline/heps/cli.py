@@ -21,7 +21,7 @@ from pathlib import Path
 
 from heps import __version__
 from heps.core import boundary, credentials, log, paths, settings
-from heps.core.errors import ConfigError, HepsError, TemporaryError, with_retries
+from heps.core.errors import ConfigError, with_retries
 from heps.core.references import split_reference
 from heps.core.stages import Stage
 from heps.core.validation import schema
@@ -491,23 +491,24 @@ class _Where:
     state_dir: Path | None = None
 
 
+EXIT_CODES = {
+    boundary.Kind.INPUT: EXIT_USAGE,
+    boundary.Kind.ENVIRONMENT: EXIT_USAGE,
+    boundary.Kind.FAILURE: EXIT_FAILED,
+    boundary.Kind.TEMPORARY: EXIT_FAILED,
+    boundary.Kind.BUG: EXIT_FAILED,
+}
+"""The one place an error becomes an exit code: permanent errors of input and of the
+environment exit 2; failures, temporary errors after their retries and bugs (one line,
+the traceback kept in the state folder) exit 1."""
+
+
 def exit_code(exc: BaseException, where: _Where) -> tuple[int, list[str]]:
-    """The one place an error becomes an exit code and its lines. Permanent errors of
-    input (ConfigError) exit 2, the environment's (a full disk, a read-only folder) too;
-    failures (a stage, a temporary error after its retries) exit 1; anything else is a
-    bug: one line, its traceback kept in the state folder, exit 1."""
-    if isinstance(exc, ConfigError):
-        return EXIT_USAGE, exc.problems
-    if isinstance(exc, TemporaryError):
-        return EXIT_FAILED, [f"{exc} (temporary; retry later)"]
-    if isinstance(exc, HepsError):
-        return EXIT_FAILED, [str(exc)]
     if isinstance(exc, KeyboardInterrupt):
         return 130, ["interrupted"]
-    if isinstance(exc, OSError):
-        return EXIT_USAGE, [boundary.environment_line(exc)]
     state = where.state_dir or settings.default_state_dir()
-    return EXIT_FAILED, [boundary.unexpected_line(exc, where.command, state)]
+    kind, lines = boundary.describe(exc, where.command, state)
+    return EXIT_CODES[kind], lines
 
 
 def _main(argv: list[str] | None) -> int:

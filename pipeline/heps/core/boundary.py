@@ -12,11 +12,42 @@ import errno
 import os
 import traceback
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 
+from heps.core.errors import ConfigError, HepsError, TemporaryError
 from heps.core.log import redact
 
 _SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class Kind(StrEnum):
+    """What an error is, permanent or temporary, as kopf sorts them; `heps.cli` maps
+    each kind to an exit code."""
+
+    INPUT = "input"
+    """Bad usage, settings or recipe (ConfigError): permanent."""
+    ENVIRONMENT = "environment"
+    """A full disk, a read-only folder (OSError): permanent until someone acts."""
+    FAILURE = "failure"
+    """A stage failed (StageError and the other HepsErrors)."""
+    TEMPORARY = "temporary"
+    """Still failing after its retries (TemporaryError)."""
+    BUG = "bug"
+    """Anything else: its traceback is kept."""
+
+
+def describe(exc: BaseException, where: str, state_dir: Path) -> tuple[Kind, list[str]]:
+    """The kind of `exc` and its lines (one, but a ConfigError's list of problems)."""
+    if isinstance(exc, ConfigError):
+        return Kind.INPUT, exc.problems
+    if isinstance(exc, TemporaryError):
+        return Kind.TEMPORARY, [f"{exc} (temporary; retry later)"]
+    if isinstance(exc, HepsError):
+        return Kind.FAILURE, [str(exc)]
+    if isinstance(exc, OSError):
+        return Kind.ENVIRONMENT, [environment_line(exc)]
+    return Kind.BUG, [unexpected_line(exc, where, state_dir)]
 
 
 def environment_line(exc: OSError) -> str:
