@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from heps import __version__
-from heps.core import log
-from heps.core.errors import ConfigError, HepsError, TemporaryError
+from heps.core import boundary, log
+from heps.core.errors import ConfigError
 
 # `heps --help`, `--version` and a bad argument import nothing else (the standard library
 # and these): each verb imports what it uses, inside its function.
@@ -547,25 +547,27 @@ class _Where:
     """What the error line is masked with: the command's secrets once they are known."""
 
 
-def exit_code(exc: BaseException, where: _Where) -> tuple[int, list[str]]:
-    """The one place an error becomes an exit code and its lines. Permanent errors of
-    input (ConfigError) exit 2, the environment's (a full disk, a read-only folder) too;
-    failures (a stage, a temporary error after its retries) exit 1; anything else is a
-    bug: one line, its traceback kept in the state folder, exit 1."""
-    from heps.core import boundary, settings
+EXIT_CODES = {
+    boundary.Kind.INPUT: EXIT_USAGE,
+    boundary.Kind.ENVIRONMENT: EXIT_USAGE,
+    boundary.Kind.FAILURE: EXIT_FAILED,
+    boundary.Kind.TEMPORARY: EXIT_FAILED,
+    boundary.Kind.BUG: EXIT_FAILED,
+}
+"""The one place an error becomes an exit code: permanent errors of input and of the
+environment exit 2; failures, temporary errors after their retries and bugs (one line,
+the traceback kept in the state folder) exit 1."""
 
-    if isinstance(exc, ConfigError):
-        return EXIT_USAGE, exc.problems
-    if isinstance(exc, TemporaryError):
-        return EXIT_FAILED, [f"{exc} (temporary; retry later)"]
-    if isinstance(exc, HepsError):
-        return EXIT_FAILED, [str(exc)]
+
+def exit_code(exc: BaseException, where: _Where) -> tuple[int, list[str]]:
+    """An error's exit code and its lines (EXIT_CODES), a bug's traceback kept."""
+    from heps.core import settings
+
     if isinstance(exc, KeyboardInterrupt):
         return 130, ["interrupted"]
-    if isinstance(exc, OSError):
-        return EXIT_USAGE, [boundary.environment_line(exc)]
     state = where.state_dir or settings.default_state_dir()
-    return EXIT_FAILED, [boundary.unexpected_line(exc, where.command, state, where.masker)]
+    kind, lines = boundary.describe(exc, where.command, state, where.masker)
+    return EXIT_CODES[kind], lines
 
 
 def _main(argv: list[str] | None) -> int:

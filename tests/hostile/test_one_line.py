@@ -120,4 +120,4 @@ def test_a_bug_in_a_verb_is_one_line_and_a_kept_traceback(
     assert line.startswith("heps: error: heps status: unexpected IndexError")
     kept = Path(line.rsplit(" ", 1)[1])
     assert kept.parent == tmp_path / "state" / "tracebacks"
-    assert "return [][1]" in kept.read_text()
+    assert kept.read_text().rstrip().endswith("IndexError: list index out of range")

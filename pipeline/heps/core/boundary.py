@@ -12,11 +12,44 @@ import errno
 import os
 import traceback
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 
+from heps.core.errors import ConfigError, HepsError, TemporaryError
 from heps.core.log import Masker
 
 _SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class Kind(StrEnum):
+    """What an error is, permanent or temporary, as kopf sorts them; `heps.cli` maps
+    each kind to an exit code."""
+
+    INPUT = "input"
+    """Bad usage, settings or recipe (ConfigError): permanent."""
+    ENVIRONMENT = "environment"
+    """A full disk, a read-only folder (OSError): permanent until someone acts."""
+    FAILURE = "failure"
+    """A stage failed (StageError and the other HepsErrors)."""
+    TEMPORARY = "temporary"
+    """Still failing after its retries (TemporaryError)."""
+    BUG = "bug"
+    """Anything else: its traceback is kept."""
+
+
+def describe(
+    exc: BaseException, where: str, state_dir: Path, masker: Masker
+) -> tuple[Kind, list[str]]:
+    """The kind of `exc` and its lines (one, but a ConfigError's list of problems)."""
+    if isinstance(exc, ConfigError):
+        return Kind.INPUT, exc.problems
+    if isinstance(exc, TemporaryError):
+        return Kind.TEMPORARY, [f"{exc} (temporary; retry later)"]
+    if isinstance(exc, HepsError):
+        return Kind.FAILURE, [str(exc)]
+    if isinstance(exc, OSError):
+        return Kind.ENVIRONMENT, [environment_line(exc)]
+    return Kind.BUG, [unexpected_line(exc, where, state_dir, masker)]
 
 
 def environment_line(exc: OSError) -> str:
@@ -33,8 +66,7 @@ def environment_line(exc: OSError) -> str:
 
 
 def unexpected_line(exc: BaseException, where: str, state_dir: Path, masker: Masker) -> str:
-    """One line for a bug met in `where`, pointing to its traceback kept in `state_dir`
-    (masked: a traceback file is read by people)."""
+    """One line for a bug met in `where`, pointing to its traceback kept in `state_dir`."""
     first = (str(exc).strip().splitlines() or [""])[0][:160]
     head = f"{where}: unexpected {type(exc).__name__}" + (f" ({first})" if first else "")
     kept = keep_traceback(exc, where, state_dir, masker)

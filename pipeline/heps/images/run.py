@@ -27,7 +27,7 @@ from typing import TypeVar
 
 from heps.core import boundary, log, references
 from heps.core.credentials import Credentials, credentials
-from heps.core.errors import ConfigError, HepsError, StageError, TemporaryError, with_retries
+from heps.core.errors import ConfigError, StageError, with_retries
 from heps.core.settings import Settings
 from heps.core.stages import Stage
 from heps.images import (
@@ -256,26 +256,14 @@ class Runner:
             report.failed_stage, report.error = self._failure(report, exc)
             log.phase(report.failed_stage, entry.name, f"FAILED: {report.error}")
         except Exception as exc:  # the recipe's boundary: it fails alone, in one line
-            report.status, report.failed_stage = FAILED, self.at[entry.name]
-            report.error = self._unexpected(entry.name, exc)
-            log.phase(report.failed_stage, entry.name, f"FAILED: {report.error}")
+            stage = self.at[entry.name]
+            where = f"{stage} of {entry.name}"
+            kind, lines = boundary.describe(exc, where, self.p.settings.state_dir, self.masker)
+            if kind == boundary.Kind.INPUT:
+                self.bad_input.add(entry.name)  # the run exits 2, as for bad input anywhere
+            report.status, report.failed_stage, report.error = FAILED, stage, "; ".join(lines)
+            log.phase(stage, entry.name, f"FAILED: {report.error}")
         return report
-
-    def _unexpected(self, name: str, exc: Exception) -> str:
-        """One line for anything but a StageError: expected kinds as they say themselves
-        (a ConfigError makes the run exit 2), the environment's, or a bug's, whose
-        traceback is kept in the state folder."""
-        if isinstance(exc, ConfigError):
-            self.bad_input.add(name)
-            return "; ".join(exc.problems)
-        if isinstance(exc, TemporaryError):
-            return f"{exc} (temporary; gave up after retries)"
-        if isinstance(exc, HepsError):
-            return str(exc)
-        if isinstance(exc, OSError):
-            return boundary.environment_line(exc)
-        where = f"{self.at[name]} of {name}"
-        return boundary.unexpected_line(exc, where, self.p.settings.state_dir, self.masker)
 
     def _failure(self, report: RecipeReport, exc: StageError | EngineError) -> tuple[Stage, str]:
         """The failed stage and what to report of it."""
