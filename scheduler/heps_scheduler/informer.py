@@ -42,6 +42,8 @@ class Reflector:
         self.list_fn, self.kind, self.changes, self.stop = list_fn, kind, changes, stop
         self.watch_seconds, self.pause = watch_seconds, pause
         self.relists = 0
+        self.version = ""
+        """The last resourceVersion seen (a list's, an event's or a bookmark's)."""
 
     def run(self) -> None:
         """List and watch until `stop`; every failure ends in a new list after a pause."""
@@ -56,7 +58,8 @@ class Reflector:
         body = _raw(self.list_fn(_preload_content=False))
         self.relists += 1
         self.changes.put((self.kind, RELIST, body.get("items") or []))
-        return str(body["metadata"]["resourceVersion"])
+        self.version = str(body["metadata"]["resourceVersion"])
+        return self.version
 
     def watch(self, version: str) -> None:
         """Watch from `version` until `stop` or until the stream breaks or expires."""
@@ -73,6 +76,7 @@ class Reflector:
                 ):
                     obj = event["raw_object"]
                     version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                    self.version = version
                     if event["type"] != "BOOKMARK":
                         self.changes.put((self.kind, event["type"], obj))
                     if self.stop.is_set():
