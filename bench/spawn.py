@@ -42,7 +42,14 @@ HEPS = [sys.executable, "-m", "heps.cli", "--repo", str(REPO)]
 APP = "ct-reconstruction"
 # the figures (2-core build host, before this work), printed beside ours
 BASELINE = {"floor": 2.67, "cpu": 3.3, "p50": 5.20, "p95": 8.15, "ten50": 40.2, "ten95": 41.5}
-SHOWN = ("hub, before the spawner", *list(phases.PHASES)[1:-1], "proxy and redirect")
+SHOWN = (  # between the POST, the hub's marks (heps_hub.phases) and the first /api answer
+    "hub, before the spawner",
+    "profile and image checks",
+    "user-init container",
+    "app container create, start",
+    "JupyterLab starting",
+    "proxy route and redirect",
+)
 
 
 @dataclass(frozen=True)
@@ -157,8 +164,8 @@ def shares(posted: dict[str, float], answered: dict[str, float], log: str) -> di
     spans: dict[str, list[float]] = {name: [] for name in SHOWN}
     for user, at in posted.items():
         times = marks.get(user)
-        if not times:
-            continue
+        if not times or list(times) != list(phases.PHASES):
+            continue  # a failed spawn
         edges = [at, *times.values(), answered[user]]
         for name, (begin, end) in zip(SHOWN, itertools.pairwise(edges), strict=True):
             spans[name].append(end - begin)

@@ -49,7 +49,7 @@ def configure(c: Any, values: hub_values.HubValues) -> None:
     k = c.KubeSpawner
     k.namespace = spawner.namespace
     k.scheduler_name = spawner.scheduler_name
-    k.start_timeout = spawner.start_timeout
+    c.Spawner.start_timeout = spawner.start_timeout  # any spawner's (DockerSpawner's too)
     k.node_selector = dict(spawner.node_selector)
     k.profile_list = values.profiles
     for line in values.refused:  # one bad entry is left out, not the whole spawn page

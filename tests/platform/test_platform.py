@@ -75,9 +75,12 @@ def spawn(page: Page, platform: Platform, slug: str) -> None:
 
 
 def objects(client: docker.DockerClient, name: str) -> list[str]:
+    """Everything labelled as platform `name`'s, listed in one call per kind (the SDK's
+    containers.list inspects each one, and fails on one removed meanwhile)."""
     selector = {"label": f"{LABEL}={name}"}
+    found = client.api.containers(all=True, filters=selector)
     return (
-        [f"container {c.name}" for c in client.containers.list(all=True, filters=selector)]
+        [f"container {c['Names'][0].lstrip('/')}" for c in found]
         + [f"volume {v.name}" for v in client.volumes.list(filters=selector)]
         + [f"network {n.name}" for n in client.networks.list(filters=selector)]
     )
