@@ -332,18 +332,9 @@ def test_promote_from(
         run("heps", [*argv, "--overlay", target, "--from", source], repo, environment)
 
 
-# Known on this branch: a header-only node list divides by zero (issue 18; the scheduler's
-# hostile input is being fixed on its own branch).
-SCHEDULER_TRACEBACKS = pytest.mark.xfail(
-    reason="issue 18/19: heps-scheduler simulate ends in a traceback on some node lists "
-    "(a header-only one: ZeroDivisionError in simulate._state)",
-    raises=(AssertionError, pytest.fail.Exception),  # a traceback or a hang, nothing else
-    strict=False,
-)
 SIMULATE = {"--policy": True, "--seed": True, "--seeds": True, "--load": True, "--json": True}
 
 
-@SCHEDULER_TRACEBACKS
 @RUN
 @given(
     argv=options(["simulate", "--nodes", "nodes.csv", "--pods", "pods.csv"], SIMULATE),
@@ -359,7 +350,6 @@ def test_scheduler_simulate(
         run("heps-scheduler", argv, tmp, environment)
 
 
-@SCHEDULER_TRACEBACKS
 def test_scheduler_simulate_with_a_header_only_node_list(tmp_path: Path) -> None:
     """The first case the property found, kept as an example."""
     (tmp_path / "nodes.csv").write_text(NODE_HEADER + "\n")
@@ -368,15 +358,6 @@ def test_scheduler_simulate_with_a_header_only_node_list(tmp_path: Path) -> None
     run("heps-scheduler", argv, tmp_path, {**os.environ})
 
 
-FIXED_ON_ISSUE_18_BRANCH = pytest.mark.xfail(
-    reason="issue 18 (items 1 and 4): a traceback on this branch; the error boundaries and "
-    "the typed run.json reader of the issue-18 branch end it in one line",
-    raises=AssertionError,
-    strict=False,
-)
-
-
-@FIXED_ON_ISSUE_18_BRANCH
 @pytest.mark.parametrize(
     ("argv", "report"),
     [
