@@ -25,6 +25,7 @@ from typing import Any
 import docker
 import pytest
 
+from heps.core.errors import ConfigError
 from heps.systems.services import RegistryService
 from tests.conftest import BUSYBOX, REPO_ROOT, free_port, remove_images, simple_recipe, write_recipe
 from tests.pipeline.test_review import git
@@ -290,16 +291,22 @@ def test_host_side_settings_come_from_the_operator_never_the_checkout(tmp_path: 
 
     checkout = tmp_path / "mr"
     (checkout / "app-recipes").mkdir(parents=True)
-    (checkout / "heps.yaml").write_text(
+    hostile = (
         "registry: {host: 'evil.example:443', namespace: stolen}\n"
         "build: {ca_bundle: /etc/hostname, debian_mirror: 'http://evil.example/debian', "
         "parallel: 16}\n"
         "smoke: {timeout: 12}\n"
     )
+    (checkout / "heps.yaml").write_text(hostile)
     trusted_repo = tmp_path / "main"
     (trusted_repo / "app-recipes").mkdir(parents=True)
     env = {"HEPS_STATE_DIR": str(tmp_path / "state"), "HEPS_CA_BUNDLE": ""}
     trusted = settings.load(trusted_repo, registry="127.0.0.1:5999", env=env)
+    # A host file named in the repository is refused outright (issue 17's confinement)...
+    with pytest.raises(ConfigError, match=r"heps.yaml: build.ca_bundle: /etc/hostname .*outside"):
+        merge_request.checkout_settings(trusted, checkout)
+    # ...and every other host-side setting of the checkout is replaced by the operator's.
+    (checkout / "heps.yaml").write_text(hostile.replace("ca_bundle: /etc/hostname, ", ""))
     mine = merge_request.checkout_settings(trusted, checkout)
     assert mine.repo == checkout.resolve()
     assert mine.registry == trusted.registry and mine.registry.namespace == "heps"
