@@ -561,12 +561,9 @@ the traceback kept in the state folder) exit 1."""
 
 def exit_code(exc: BaseException, where: _Where) -> tuple[int, list[str]]:
     """An error's exit code and its lines (EXIT_CODES), a bug's traceback kept."""
-    from heps.core import settings
-
     if isinstance(exc, KeyboardInterrupt):
         return 130, ["interrupted"]
-    state = where.state_dir or settings.default_state_dir()
-    kind, lines = boundary.describe(exc, where.command, state, where.masker)
+    kind, lines = boundary.describe(exc, where.command, where.state_dir, where.masker)
     return EXIT_CODES[kind], lines
 
 
@@ -587,11 +584,6 @@ def _main(argv: list[str] | None) -> int:
 
 
 def _command(parser: argparse.ArgumentParser, argv: list[str] | None, where: _Where) -> int:
-    from heps.core import credentials, settings
-    from heps.core.validation import schema
-    from heps.platform import command as platform_command
-    from heps.systems import engine, services
-
     args, extra = parser.parse_known_args(argv)
     sub_verb = getattr(args, "jenkins_command", None) or getattr(args, "ci_command", None)
     where.command = " ".join(filter(None, ["heps", args.command, sub_verb]))
@@ -600,6 +592,12 @@ def _command(parser: argparse.ArgumentParser, argv: list[str] | None, where: _Wh
             f"usage: unrecognized arguments: {' '.join(extra)}; see `{where.command} --help`"
         )
     log.setup(where.masker, args.verbose)
+    # Imported once the arguments parsed: `--help` and a usage error need none of it.
+    from heps.core import credentials, settings
+    from heps.core.validation import schema
+    from heps.platform import command as platform_command
+    from heps.systems import engine, services
+
     if args.command == "schema":
         print(json.dumps(schema(args.name), indent=2))
         return EXIT_OK

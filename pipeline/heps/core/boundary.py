@@ -38,9 +38,10 @@ class Kind(StrEnum):
 
 
 def describe(
-    exc: BaseException, where: str, state_dir: Path, masker: Masker
+    exc: BaseException, where: str, state_dir: Path | None, masker: Masker
 ) -> tuple[Kind, list[str]]:
-    """The kind of `exc` and its lines (one, but a ConfigError's list of problems)."""
+    """The kind of `exc` and its lines (one, but a ConfigError's list of problems). A bug's
+    traceback goes to `state_dir` (None: the default one, looked up only then)."""
     if isinstance(exc, ConfigError):
         return Kind.INPUT, exc.problems
     if isinstance(exc, TemporaryError):
@@ -49,6 +50,10 @@ def describe(
         return Kind.FAILURE, [str(exc)]
     if isinstance(exc, OSError):
         return Kind.ENVIRONMENT, [environment_line(exc)]
+    if state_dir is None:
+        from heps.core.settings import default_state_dir  # settings load YAML: only for bugs
+
+        state_dir = default_state_dir()
     return Kind.BUG, [unexpected_line(exc, where, state_dir, masker)]
 
 
