@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from heps.systems.services import RegistryService
-from tests.conftest import REPO_ROOT, free_port
+from tests.conftest import HOST_CA_BUNDLE, REPO_ROOT, free_port
 
 APPS = ("debian-base", "heps-user-init", "jupyterlab-base", "ct-reconstruction", "heps-hub")
 CHROMIUM = "/usr/bin/chromium"
@@ -77,7 +77,8 @@ def site(registry: RegistryService, tmp_path_factory: pytest.TempPathFactory) ->
     tmp = tmp_path_factory.mktemp("platform")
     repo = tmp / "repo"
     _copy_working_tree(repo)
-    env = {k: v for k, v in os.environ.items() if k != "HEPS_CA_BUNDLE"}
+    # The host's CA bundle from the operator, as `make run` passes it (pip needs it here).
+    env = dict(os.environ, HEPS_CA_BUNDLE=HOST_CA_BUNDLE)
     env.update(
         HEPS_REGISTRY=registry.address,
         HEPS_NAMESPACE="heps",
