@@ -256,7 +256,7 @@ def _run(cfg: settings.Settings, args: argparse.Namespace, masker: log.Masker) -
     from heps.core.stages import Stage
     from heps.gitops import sources
     from heps.images import report
-    from heps.images.run import Runner, prepare, run_meta, summary
+    from heps.images.run import prepare, run_reported, summary
     from heps.systems import engine
 
     if args.promote and args.no_push:
@@ -267,21 +267,9 @@ def _run(cfg: settings.Settings, args: argparse.Namespace, masker: log.Masker) -
         log.phase(Stage.PLAN, None, "nothing to do: every image is in the registry")
     client = engine.connect() if prepared.plan.to_build else None
 
-    def write(complete: bool) -> None:
-        """The report so far (each time a recipe finishes) or in full, atomically."""
-        results = runner.results()
-        meta = run_meta(runner, started, not args.no_push, complete)
-        if args.report:
-            report.write_atomic(args.report, report.as_json(results, meta, masker))
-        if args.junit:
-            report.write_atomic(args.junit, report.as_junit(results, masker))
-
-    runner = Runner(prepared, client, not args.no_push, partial(write, False))
-    try:
-        results = runner.run()
-    finally:  # on errors and signals too: what was pushed is named
-        write(True)
-    runner.finished()
+    runner, results = run_reported(
+        prepared, client, not args.no_push, started, (args.report, args.junit), masker
+    )
     failed = [r.name for r in results if r.status == report.FAILED]
     print(summary(results))
     if runner.interrupted:

@@ -28,7 +28,7 @@ from heps.core import log, paths, settings
 from heps.core.errors import ConfigError
 from heps.core.settings import Settings
 from heps.images import report
-from heps.images.run import Prepared, Runner, Selection, prepare, run_meta
+from heps.images.run import Prepared, Selection, prepare, run_reported
 from heps.systems import engine
 from heps.systems.git import Repository, distrust
 
@@ -94,12 +94,9 @@ def run(trusted: Settings, checkout: Path, base: str, out: Path, masker: log.Mas
     prepared = prepare(cfg, Selection(since=base))
     _refuse_own_mirrors(prepared)
     client = engine.connect() if prepared.plan.to_build else None
-    runner = Runner(prepared, client, do_push=False)
-    results = runner.run()
     targets["run.json"].parent.mkdir(parents=True, exist_ok=True)
-    meta = run_meta(runner, started, pushed=False)
-    report.write_atomic(targets["run.json"], report.as_json(results, meta, masker))
-    report.write_atomic(targets["junit.xml"], report.as_junit(results, masker))
+    outputs = (targets["run.json"], targets["junit.xml"])
+    _, results = run_reported(prepared, client, False, started, outputs, masker)
     done = review.make(cfg, base, targets["run.json"], masker)
     done.isolated = True  # only this job can say so: it ran the checkout as data
     report.write_atomic(targets["review.json"], done.as_json(masker))

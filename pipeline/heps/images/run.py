@@ -43,7 +43,15 @@ from heps.images import (
 )
 from heps.images.build import BuildRequest, builder_for
 from heps.images.journal import Entry, Journal
-from heps.images.report import BUILT, FAILED, SKIPPED, RecipeReport, write_atomic
+from heps.images.report import (
+    BUILT,
+    FAILED,
+    SKIPPED,
+    RecipeReport,
+    as_json,
+    as_junit,
+    write_atomic,
+)
 from heps.systems.engine import (
     OWNER_LABEL,
     RECIPE_LABEL,
@@ -128,9 +136,37 @@ def prepare(settings: Settings, selection: Selection) -> Prepared:
     return Prepared(settings, tree, fps, registry, creds, made, seconds)
 
 
-def run_meta(
-    runner: Runner, started: datetime, pushed: bool, complete: bool = True
-) -> dict[str, object]:
+def run_reported(
+    prepared: Prepared,
+    client: ContainerEngine | None,
+    do_push: bool,
+    started: datetime,
+    outputs: tuple[Path | None, Path | None],
+    masker: log.Masker,
+) -> tuple[Runner, list[RecipeReport]]:
+    """A run that always leaves its report: the (report, JUnit) `outputs` are rewritten
+    atomically as each recipe finishes and once more at the end, on errors and signals
+    too, so what was pushed is named; then the run's journal is closed."""
+    report_file, junit_file = outputs
+
+    def write(complete: bool) -> None:
+        results = runner.results()
+        meta = _meta(runner, started, do_push, complete)
+        if report_file:
+            write_atomic(report_file, as_json(results, meta, masker))
+        if junit_file:
+            write_atomic(junit_file, as_junit(results, masker))
+
+    runner = Runner(prepared, client, do_push, partial(write, False))
+    try:
+        results = runner.run()
+    finally:
+        write(True)
+    runner.finished()
+    return runner, results
+
+
+def _meta(runner: Runner, started: datetime, pushed: bool, complete: bool) -> dict[str, object]:
     """The report's header: which run, whether it is complete or a report so far, on which
     registry, how long, whether it pushed."""
     cfg = runner.p.settings
