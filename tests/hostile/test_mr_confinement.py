@@ -28,6 +28,7 @@ from heps.gitops.overlay import edit_overlay
 from heps.images import fingerprint, recipes
 from heps_hub import values as hub_values
 from tests.conftest import HOST_CA_BUNDLE, REPO_ROOT, Result, simple_recipe, write_recipe
+from tests.pipeline.test_reconcile import add_object
 
 HOST_FILE = "/etc/hostname"
 OUTSIDE = "outside-secret.txt"
@@ -401,17 +402,6 @@ KINDS = {
 }
 
 
-def _add_object(repo: Path, text: str) -> None:
-    base = repo / "k8s-overlays" / "base"
-    (base / "extra.yaml").write_text(text)
-    kustomization = base / "kustomization.yaml"
-    kustomization.write_text(
-        kustomization.read_text().replace(
-            "  - namespace.yaml\n", "  - namespace.yaml\n  - extra.yaml\n"
-        )
-    )
-
-
 def _indent(pod: str, kind: str) -> str:
     depth = {"CronJob": 4}.get(kind, 0)
     return "\n".join((" " * depth + line) if line else line for line in pod.splitlines())
@@ -419,7 +409,7 @@ def _indent(pod: str, kind: str) -> str:
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_every_pod_spec_meets_restricted(heps: Any, repo: Path, kind: str) -> None:
-    _add_object(repo, KINDS[kind] + _indent(HOSTILE_POD, kind) + "\n")
+    add_object(repo, KINDS[kind] + _indent(HOSTILE_POD, kind) + "\n")
     result = heps(repo, "reconcile", "--overlay", "testbed", "--dry-run")
     assert result.code == 2, result.text
     for rule in (
@@ -446,7 +436,7 @@ def test_an_exception_needs_a_known_rule_and_a_reason(
         "metadata:\n  name: e\n  annotations:\n"
         f"    heps.ihep.ac.cn/policy-exception: '{annotation}'",
     )
-    _add_object(repo, head + HOSTILE_POD)
+    add_object(repo, head + HOSTILE_POD)
     one_line(
         heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"),
         "metadata.annotations.heps.ihep.ac.cn/policy-exception",
@@ -454,7 +444,7 @@ def test_an_exception_needs_a_known_rule_and_a_reason(
 
 
 def test_persistent_volume_on_a_host_folder_needs_an_exception(heps: Any, repo: Path) -> None:
-    _add_object(
+    add_object(
         repo,
         "apiVersion: v1\nkind: PersistentVolume\nmetadata: {name: root}\nspec:\n"
         "  capacity: {storage: 1Gi}\n  accessModes: [ReadWriteOnce]\n  hostPath: {path: /}\n",
@@ -719,7 +709,7 @@ TRICKS = {
 def test_the_compliant_job_passes(repo: Path) -> None:
     from heps.cluster import reconcile
 
-    _add_object(repo, COMPLIANT_JOB)
+    add_object(repo, COMPLIANT_JOB)
     assert any(m.ref == "Job heps/ok" for m in reconcile.check(load(repo), "testbed"))
 
 
@@ -729,7 +719,7 @@ def test_each_restricted_rule_is_checked_at_pod_and_container_level(
 ) -> None:
     old, new = TRICKS[rule]
     assert old in COMPLIANT_JOB
-    _add_object(repo, COMPLIANT_JOB.replace(old, new, 1))
+    add_object(repo, COMPLIANT_JOB.replace(old, new, 1))
     one_line(
         heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"), f"restricted: {rule.strip()})"
     )
@@ -761,7 +751,7 @@ RBAC = {
 
 @pytest.mark.parametrize("case", sorted(RBAC))
 def test_an_overlay_grants_itself_no_cluster(heps: Any, repo: Path, case: str) -> None:
-    _add_object(repo, RBAC[case])
+    add_object(repo, RBAC[case])
     one_line(heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"), "project policy: rbac)")
 
 

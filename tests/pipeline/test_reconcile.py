@@ -121,7 +121,8 @@ def test_testbed_passes_the_policies_and_production_needs_digests(repo: Path) ->
     assert image == "registry.heps.ihep.ac.cn/heps/heps-scheduler:1.0.0-gabc@sha256:" + "2" * 64
 
 
-def _add(repo: Path, text: str) -> None:
+def add_object(repo: Path, text: str) -> None:
+    """`text` as a new file of the base, listed in its kustomization."""
     base = repo / "k8s-overlays" / "base"
     (base / "extra.yaml").write_text(text)
     kustomization = base / "kustomization.yaml"
@@ -145,7 +146,7 @@ spec:
 
 
 def test_policy_violations_name_file_object_and_field(repo: Path) -> None:
-    _add(repo, POD % "debian:latest")
+    add_object(repo, POD % "debian:latest")
     with pytest.raises(ConfigError) as refused:
         reconcile.check(settings(repo), "testbed")
     prefix = "k8s-overlays/base/extra.yaml: Pod heps/debug: spec.containers[0]."
@@ -183,7 +184,7 @@ def test_declared_exception_allows_exactly_its_rules(repo: Path) -> None:
         "      runAsNonRoot: it starts as root and drops to the debug user\n"
         "      seccomp: the node's tracing tools need the syscalls it blocks\n",
     )
-    _add(repo, pod % "debian:12.5")
+    add_object(repo, pod % "debian:12.5")
     rendered = reconcile.check(settings(repo), "testbed")
     assert any(m.ref == "Pod heps/debug" for m in rendered)
     assert (
