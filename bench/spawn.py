@@ -2,11 +2,20 @@
 for one user at a time and for ten at once, beside `docker run` of the same image to
 its first /api answer (the floor), measured in the same run, interleaved with the spawns.
 
+Two floors, both `docker run` of the pinned image: with the image's own CMD (`jupyter
+lab`, the issue's floor) and with the spawned server's own command and environment
+(`jupyterhub-singleuser`, on the platform's network so that it can reach the hub, as it
+must before it listens). The ratios use the second, like with like: what is left is the
+platform's overhead; the first shows what the hub's single-user extension itself costs.
+
+A spawn is timed as a browser sees it: the POST of the spawn form, then the hub's
+progress event stream (the pending page's), then the first answer of /user/NAME/api.
 Prints where a spawn's seconds go (the phases the hub logs, heps_hub.phases), the
 CPU-seconds a JupyterLab start costs (the container's cgroup counter when /api first
 answers), and the ratios the design sets: spawn p50 / floor p50 (target <= 1.2) and
 ten-at-once p95 / (10 x floor / cores) (target <= 1.5). The image is the one the
-testbed overlay pins for the profile, as `heps platform up` reports it.
+testbed overlay pins for the profile, as `heps platform up` reports it; the bench says
+so when another `heps platform up` retagged it during the run.
 
 Uses this repository's testbed overlay (images built when missing), a platform of its
 own on free ports and accounts made up for the run; it takes the platform down at the
@@ -17,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import re
 import socket
@@ -27,7 +37,7 @@ import tempfile
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
@@ -98,25 +108,43 @@ def log_in(url: str, user: str) -> requests.Session:
     return session
 
 
+def ready(url: str, user: str, session: requests.Session, xsrf: str) -> bool:
+    """Follow the spawn's progress events, as the pending page does, to "ready" (True)
+    or "failed" (False)."""
+    with session.get(
+        f"{url}/hub/api/users/{user}/server/progress",
+        params={"_xsrf": xsrf},
+        headers={"Accept": "text/event-stream"},
+        stream=True,
+        timeout=300,
+    ) as events:
+        for line in events.iter_lines(decode_unicode=True):
+            if line and line.startswith("data:"):
+                event = json.loads(line.removeprefix("data:"))
+                if event.get("ready") or event.get("failed"):
+                    return bool(event.get("ready"))
+    return False
+
+
 def spawn(
     url: str, user: str, session: requests.Session, server: str, client: docker.DockerClient
 ) -> tuple[float, Start | None]:
-    """POST the spawn form, then poll the server's /api: (the POST's Unix time, Start),
-    None when the spawn failed (the hub stopped it) or took more than 300 s."""
+    """POST the spawn form, follow the progress events, then GET the server's /api:
+    (the POST's Unix time, Start), None when the spawn failed or took more than 300 s."""
     xsrf = session.cookies.get("_xsrf", path="/hub/") or ""
     posted, started = time.time(), time.perf_counter()
     session.post(f"{url}/hub/spawn", data={"profile": APP, "_xsrf": xsrf}, timeout=300)
+    if not ready(url, user, session, xsrf):
+        print(f"{user}: the spawn failed (see the hub's log above)", file=sys.stderr)
+        return posted, None
     while time.perf_counter() - started < 300:
         answer = session.get(f"{url}/user/{user}/api", timeout=30, allow_redirects=False)
-        kind = answer.headers.get("content-type", "")
-        if answer.status_code == 200 and kind.startswith("application/json"):
+        if answer.status_code == 200 and answer.headers.get("content-type", "").startswith(
+            "application/json"
+        ):
             seconds = time.perf_counter() - started
             return posted, Start(seconds, cpu_seconds(client.containers.get(server)))
-        model = session.get(f"{url}/hub/api/user", timeout=30).json()
-        if not (model.get("servers") or {}).get(""):
-            print(f"{user}: the spawn failed (see the hub's log above)", file=sys.stderr)
-            return posted, None
-        time.sleep(0.05)
+        time.sleep(0.05)  # ready, but the route is not answering yet
     print(f"{user}: no answer from /user/{user}/api after 300 s", file=sys.stderr)
     return posted, None
 
@@ -131,17 +159,43 @@ def stop(url: str, user: str, session: requests.Session) -> None:
         time.sleep(0.2)
 
 
-def floor(client: docker.DockerClient, image: str) -> Start:
-    """`docker run` of the image (its own CMD: JupyterLab) to its first /api answer."""
-    port = free_port()
+@dataclass(frozen=True)
+class Server:
+    """What the spawner ran: its command, environment, network and /api path."""
+
+    command: list[str]
+    environment: list[str]
+    network: str
+    api: str
+
+
+def served(client: docker.DockerClient, container: str) -> Server:
+    config = client.api.inspect_container(container)
+    env = config["Config"]["Env"]
+    prefix = next(e.split("=", 1)[1] for e in env if e.startswith("JUPYTERHUB_SERVICE_PREFIX="))
+    network = next(iter(config["NetworkSettings"]["Networks"]))
+    hub = [e for e in env if e.startswith("JUPYTERHUB_")]  # the image's own HOME and user
+    return Server(config["Config"]["Cmd"], hub, network, f"{prefix}api")
+
+
+def floor(client: docker.DockerClient, image: str, like: Server | None = None) -> Start:
+    """`docker run` of the image to its first /api answer: with its own CMD (JupyterLab),
+    or with the command, environment and network the spawner gave a server (`like`)."""
+    port, path = free_port(), like.api if like else "/api"
+    extra = {"command": like.command, "environment": like.environment} if like else {}
     started = time.perf_counter()
     container = client.containers.run(
-        image, detach=True, ports={"8888/tcp": ("127.0.0.1", port)}, remove=False
+        image,
+        detach=True,
+        ports={"8888/tcp": ("127.0.0.1", port)},
+        network=like.network if like else None,
+        remove=False,
+        **extra,
     )
     try:
         while True:
             try:
-                if requests.get(f"http://127.0.0.1:{port}/api", timeout=2).status_code == 200:
+                if requests.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code == 200:
                     return Start(time.perf_counter() - started, cpu_seconds(container))
             except requests.ConnectionError:
                 pass  # not listening yet
@@ -190,77 +244,115 @@ def main() -> None:
         done = subprocess.run(up, capture_output=True, text=True)
         if done.returncode != 0:
             sys.exit(f"heps platform up failed:\n{done.stdout}{done.stderr}")
-        image = re.search(rf"^image {APP}: (\S+)", done.stdout, re.M)
-        if image is None:
+        found = re.search(rf"^image {APP}: (\S+)", done.stdout, re.M)
+        if found is None:
             sys.exit(f"heps platform up named no image for {APP}:\n{done.stdout}")
+        image = found.group(1)
+        image_id = client.images.get(image).id
+        runs = Runs()
         try:
-            floors, single, posted, answered = [], [], {}, {}
-            for user in one:  # a floor, then a spawn: both see the same load
-                floors.append(floor(client, image.group(1)))
+            for user in one:  # the floors beside each spawn: all see the same load
+                runs.floors.append(floor(client, image))
                 session = log_in(url, user)
-                posted[user], start = spawn(url, user, session, f"{name}-{user}", client)
+                runs.posted[user], start = spawn(url, user, session, f"{name}-{user}", client)
                 if start is not None:
-                    answered[user] = posted[user] + start.seconds
-                    single.append(start)
+                    runs.answered[user] = runs.posted[user] + start.seconds
+                    runs.single.append(start)
+                    like = served(client, f"{name}-{user}")
                     stop(url, user, session)
-                print(f"{user}: floor {floors[-1]}, spawn {start}", file=sys.stderr, flush=True)
+                    runs.like.append(floor(client, image, like))
+                print(
+                    f"{user}: floor {runs.floors[-1]}, spawn {start}", file=sys.stderr, flush=True
+                )
             sessions = [log_in(url, user) for user in ten]
             with ThreadPoolExecutor(len(ten)) as pool:
-                together = pool.map(
-                    lambda pair: spawn(url, pair[0], pair[1], f"{name}-{pair[0]}", client)[1],
-                    zip(ten, sessions, strict=True),
-                )
+                for user, (at, start) in zip(
+                    ten,
+                    pool.map(
+                        lambda pair: spawn(url, pair[0], pair[1], f"{name}-{pair[0]}", client),
+                        zip(ten, sessions, strict=True),
+                    ),
+                    strict=True,
+                ):
+                    runs.together.append(start)
+                    if start is not None:
+                        runs.posted_ten[user], runs.answered_ten[user] = at, at + start.seconds
             log = client.containers.get(f"{name}-hub").logs().decode(errors="replace")
         finally:
             subprocess.run([*HEPS, "platform", "down", "--name", name], capture_output=True)
         failed = [line for line in log.splitlines() if "Error" in line or "failed" in line]
         print("\n".join(failed[-10:]), file=sys.stderr)
-    report(image.group(1), floors, single, list(together), shares(posted, answered, log))
+    if client.images.get(image).id != image_id:
+        print(f"NOTE: {image} was retagged during the run (another `heps platform up`)")
+    report(image, image_id, runs, log)
 
 
-def report(
-    image: str,
-    floors: list[Start],
-    single: list[Start],
-    started: list[Start | None],
-    spent: dict[str, float],
-) -> None:
-    p50, cores = statistics.median, os.cpu_count() or 1
-    floor50 = p50(s.seconds for s in floors)
-    one = [s.seconds for s in single]
-    ten = [s for s in started if s is not None]
-    many = [s.seconds for s in ten] or [float("nan")]
-    if len(ten) < len(started):
-        print(f"{len(started) - len(ten)} of {len(started)} spawns at once failed or took > 300 s")
-    base = BASELINE
-    print(f"image {image}; {cores} cores; load average {os.getloadavg()[0]:.1f}")
-    print(
-        f"floor: docker run to /api, {len(floors)} runs: p50 {floor50:.2f} s"
-        f"   (baseline {base['floor']} s)"
-    )
-    print(
-        f"CPU-seconds per JupyterLab start: floor p50 {p50(s.cpu for s in floors):.2f},"
-        f" spawned p50 {p50(s.cpu for s in single):.2f},"
-        f" {len(ten)} at once p50 {p50(s.cpu for s in ten) if ten else float('nan'):.2f}"
-        f"   (target <= 1.5; baseline {base['cpu']})"
-    )
-    print(
-        f"spawn to /api, one user at a time ({len(one)}): p50 {p50(one):.2f} s"
-        f"  p95 {percentile(one, 95):.2f} s;  p50 / floor p50 = {p50(one) / floor50:.2f}"
-        f"   (target <= 1.2; baseline {base['p50']} / {base['floor']} ="
-        f" {base['p50'] / base['floor']:.2f})"
-    )
+@dataclass
+class Runs:
+    floors: list[Start] = field(default_factory=list)
+    """`docker run`, the image's CMD"""
+    like: list[Start] = field(default_factory=list)
+    """`docker run`, the spawned server's command and environment"""
+    single: list[Start] = field(default_factory=list)
+    together: list[Start | None] = field(default_factory=list)
+    posted: dict[str, float] = field(default_factory=dict)
+    answered: dict[str, float] = field(default_factory=dict)
+    posted_ten: dict[str, float] = field(default_factory=dict)
+    answered_ten: dict[str, float] = field(default_factory=dict)
+
+
+def phase_lines(spent: dict[str, float]) -> None:
     total = sum(spent.values()) or 1.0
     for name, seconds in spent.items():
         print(f"    {name:<28} {seconds:6.2f} s  {100 * seconds / total:5.1f} %")
-    bound = len(many) * floor50 / cores
+
+
+def report(image: str, image_id: str, runs: Runs, log: str) -> None:
+    p50, cores, base = statistics.median, os.cpu_count() or 1, BASELINE
+    floor50 = p50(s.seconds for s in runs.floors)
+    like50 = p50(s.seconds for s in runs.like) if runs.like else float("nan")
+    one = [s.seconds for s in runs.single] or [float("nan")]
+    ten = [s for s in runs.together if s is not None]
+    many = [s.seconds for s in ten] or [float("nan")]
+    if len(ten) < len(runs.together):
+        print(f"{len(runs.together) - len(ten)} of {len(runs.together)} spawns at once failed")
+    print(
+        f"image {image} ({image_id[7:19]}); {cores} cores;"
+        f" load average {' '.join(f'{a:.1f}' for a in os.getloadavg())}"
+    )
+    print(
+        f"floor, docker run to /api, {len(runs.floors)} runs: image CMD (jupyter lab) p50"
+        f" {floor50:.2f} s   (baseline {base['floor']} s); the spawned server's command"
+        f" (jupyterhub-singleuser) p50 {like50:.2f} s"
+    )
+    cpu = [
+        p50(s.cpu for s in group) if group else float("nan")
+        for group in (runs.floors, runs.like, runs.single, ten)
+    ]
+    print(
+        "CPU-seconds per JupyterLab start: floor p50 {:.2f} (CMD), {:.2f} (singleuser);"
+        " spawned p50 {:.2f}; {} at once p50 {:.2f}   (target <= 1.5; baseline {})".format(
+            cpu[0], cpu[1], cpu[2], len(ten), cpu[3], base["cpu"]
+        )
+    )
+    print(
+        f"spawn to /api, one user at a time ({len(one)}): p50 {p50(one):.2f} s"
+        f"  p95 {percentile(one, 95):.2f} s;  p50 / floor p50 = {p50(one) / like50:.2f}"
+        f" (like with like; {p50(one) / floor50:.2f} against the CMD floor)"
+        f"   (target <= 1.2; baseline {base['p50']} / {base['floor']} ="
+        f" {base['p50'] / base['floor']:.2f})"
+    )
+    phase_lines(shares(runs.posted, runs.answered, log))
+    bound = len(many) * like50 / cores
     print(
         f"spawn to /api, {len(many)} at once: p50 {p50(many):.2f} s"
         f"  p95 {percentile(many, 95):.2f} s;  p95 / ({len(many)} x floor / {cores} cores"
         f" = {bound:.1f} s) = {percentile(many, 95) / bound:.2f}"
+        f" ({percentile(many, 95) / (len(many) * floor50 / cores):.2f} against the CMD floor)"
         f"   (target <= 1.5; baseline p50 {base['ten50']} s, p95 {base['ten95']} s ="
         f" {base['ten95'] / (10 * base['floor'] / 2):.2f})"
     )
+    phase_lines(shares(runs.posted_ten, runs.answered_ten, log))
 
 
 if __name__ == "__main__":
