@@ -15,9 +15,11 @@ spawn, so a promotion reaches users without restarting the hub.
 
 Speed (docs/benchmarks.md): DockerSpawner sends every Docker call of every spawn through
 one thread, so ten spawns queued behind each other's user-init; here `engine_threads`
-calls run at once. The spawner waits for JupyterLab's /api itself, polling every
-50-250 ms, where the hub's own wait backs off to 5 s between polls. Each phase is
-timed (heps_hub.phases): the pending page shows them, the hub log has one line per spawn.
+calls run at once. User-init's container is removed, and the data link made, beside the
+spawn rather than on its path. The spawner waits for JupyterLab's /api itself,
+polling at most 50 ms apart, where the hub's own wait backs off to 5 s between polls.
+Each phase is timed (heps_hub.phases): the pending page shows them, the hub log has one
+line per spawn.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import tarfile
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import yaml
@@ -96,6 +98,8 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
     engine_threads = Integer(
         10, config=True, help="Docker calls in flight at once, for all spawns together"
     )
+    heps_aside: ClassVar[set[asyncio.Future[Any]]] = set()
+    """Work beside the spawns (HEPSDockerSpawner._aside), held until it ends."""
 
     @property
     def executor(self) -> ThreadPoolExecutor:
@@ -204,6 +208,8 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
         await self._require_image(offer.image)
         phases = self.heps_phases
         phases.enter("user-init")
+        # Not overlapped with creating the app container: Docker makes the container's
+        # working directory, her home, at create, as root, before user-init could.
         self.heps_etc = _etc_archive(await self._user_init())
         phases.enter("container")
         ip, port = await super().start()
@@ -227,7 +233,7 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
             answers,
             f"JupyterLab did not answer within {self.http_timeout} s",
             start_wait=0.05,
-            max_wait=0.25,
+            max_wait=0.05,  # a refused connection costs nothing; a late look costs the user
             timeout=self.http_timeout,
         )
 
@@ -276,19 +282,39 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
         try:
             await self.docker("start", name)
             code = (await self.docker("wait", name, timeout=120))["StatusCode"]
-            output = (await self.docker("logs", name)).decode(errors="replace").strip()
             if code != 0:
+                output = (await self.docker("logs", name)).decode(errors="replace").strip()
                 reason = output.splitlines()[-1] if output else f"exit status {code}"
                 raise SpawnRefused(
                     f"user-init refused this account: {reason}. Nothing was started. Send "
                     "this message to the HEPS helpdesk: they fix accounts in the SSO service."
                 )
             stream, _ = await self.docker("get_archive", name, IDENTITY_DIR)
-            return b"".join(stream)
-        finally:
+            archive = b"".join(stream)
+        except BaseException:
             await self.docker("remove_container", name, force=True)
+            raise
+        self._aside(self.docker("remove_container", name, force=True), f"removing {name}")
+        return archive
+
+    def _aside(self, work: Any, what: str) -> None:
+        """Run `work` beside the spawn: its end is logged, never waited for."""
+        task = asyncio.ensure_future(work)
+        self.heps_aside.add(task)
+
+        def done(finished: asyncio.Future[Any]) -> None:
+            self.heps_aside.discard(finished)
+            if not finished.cancelled() and finished.exception() is not None:
+                self.log.warning("%s: %s", what, finished.exception())
+
+        task.add_done_callback(done)
 
     async def create_object(self) -> Any:
         created = await super().create_object()
         await self.docker("put_archive", created["Id"], "/etc", self.heps_etc)
         return created
+
+    async def post_start_exec(self) -> None:
+        """The data link (post_start_cmd) is made beside JupyterLab's start: DockerSpawner
+        only logs its outcome, and JupyterLab answers before anyone can look for it."""
+        self._aside(super().post_start_exec(), "linking the data folders")

@@ -199,7 +199,9 @@ def configure(c: Any, local: Local) -> None:
     spawner.network_name = local.network
     spawner.use_internal_ip = True
     spawner.remove = True  # the container goes with the server; the home stays
-    spawner.pull_policy = "never"  # `heps platform up` puts every pinned image here
+    # `heps platform up` puts every pinned image here, and the spawner's start checks it
+    # (HEPSDockerSpawner._require_image, a refusal in plain words): no second look
+    spawner.pull_policy = "skip"
     spawner.engine_threads = ENGINE_THREADS  # spawns do not queue behind each other
     spawner.client_kwargs = {"max_pool_size": ENGINE_THREADS}  # one connection per thread
     # ten JupyterLabs starting at once on a loaded laptop take longer than the default

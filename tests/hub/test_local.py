@@ -137,5 +137,5 @@ def test_jupyterhub_loads_the_overlay_then_the_local_settings(
     assert c.IHEPSSOAuthenticator.oauth_callback_url == "http://127.0.0.1:8000/hub/oauth_callback"
     assert c.IHEPSSOAuthenticator.allowed_groups == {"heps-users"}  # the overlay's, kept
     assert c.HEPSDockerSpawner.local_settings == MACHINE
-    assert c.HEPSDockerSpawner.pull_policy == "never"
+    assert c.HEPSDockerSpawner.pull_policy == "skip"  # the spawner checks the image itself
     assert c.HEPSDockerSpawner.network_name == "p"
