@@ -228,7 +228,7 @@ def shares(posted: dict[str, float], answered: dict[str, float], log: str) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--single", type=int, default=5, help="spawns one at a time")
+    parser.add_argument("--single", type=int, default=10, help="spawns one at a time")
     parser.add_argument("--concurrent", type=int, default=10, help="spawns at once")
     args = parser.parse_args()
     client = docker.from_env()
