@@ -220,7 +220,7 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
         return ip, port
 
     async def _wait_for_jupyterlab(self, url: str) -> None:
-        """Poll until the server answers (any status below 500), every 50 to 250 ms."""
+        """Poll until the server answers (any status below 500), at most 50 ms apart."""
 
         async def answers() -> bool:
             try:
