@@ -208,8 +208,8 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
         await self._require_image(offer.image)
         phases = self.heps_phases
         phases.enter("user-init")
-        # Not overlapped with creating the app container: Docker makes the container's
-        # working directory, her home, at create, as root, before user-init could.
+        # Not overlapped with creating the app container: at create, Docker makes its
+        # working directory (her home) as root and copies it into an empty home volume.
         self.heps_etc = _etc_archive(await self._user_init())
         phases.enter("container")
         ip, port = await super().start()
