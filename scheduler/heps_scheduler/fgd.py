@@ -28,10 +28,13 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from heps_scheduler.cycle import CycleState
 from heps_scheduler.filters import Ints
 from heps_scheduler.model import Pod
 from heps_scheduler.snapshot import Floats, Snapshot
 
+FEW = 16
+"""Up to this many stale nodes, scores are looked up by node state (GpuFragmentation._memo)."""
 COVERAGE = 0.95
 """Share of tasks the target workload's most common specs must cover (the paper's 95%)."""
 
@@ -158,13 +161,16 @@ class GpuFragmentation:
         self._snap: Snapshot | None = None
         self._state: _NodeState | None = None
         self._scores: dict[tuple[float, int, int], _Scores] = {}
+        self._by_state: dict[
+            tuple[float, int, int], dict[tuple[int, float, bytes], tuple[float, int]]
+        ] = {}
 
     def _bind(self, snap: Snapshot) -> tuple[Workload, Ints]:
         if self._snap is not snap:
             models = sorted({n.gpu_model for n in snap.nodes})
             self._workload = Workload(self.classes, models)
             self._model = np.array([models.index(n.gpu_model) for n in snap.nodes])
-            self._snap, self._state, self._scores = snap, None, {}
+            self._snap, self._state, self._scores, self._by_state = snap, None, {}, {}
         return self._workload, self._model
 
     def state(self, snap: Snapshot) -> _NodeState:
@@ -177,7 +183,7 @@ class GpuFragmentation:
             self._state = state
         changed = np.flatnonzero(state.version != snap.node_version)
         if len(changed):
-            free, cpu = snap.gpu_free[changed], snap.cpu_free[changed]
+            free, cpu = snap.gpu_free[changed], snap.cpu_cap[changed] - snap.cpu_used[changed]
             count, usable = workload.stats(free)
             state.count[:, changed], state.usable[:, changed] = count, usable
             state.fragment[changed] = workload.fragment(
@@ -188,61 +194,97 @@ class GpuFragmentation:
 
     def decrease(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
         """Per candidate (and, for a GPU share, per GPU: shape nodes x GPUs, -inf where the
-        share does not fit) how much the expected fragment shrinks with the pod there."""
+        share does not fit) how much the expected fragment shrinks with the pod there.
+
+        The fragments before and after come from one computation: the node as it is joins
+        the placements as one more case (a last column where a share takes nothing; the
+        first half of the rows for whole GPUs)."""
         workload, model = self._bind(snap)
-        state = self.state(snap)
-        before = state.fragment[nodes]
-        cpu = snap.cpu_free[nodes] - pod.cpu_milli
-        count, usable = state.count[:, nodes], state.usable[:, nodes]
         free = snap.gpu_free[nodes]
+        count, usable = workload.stats(free)
+        cpu = snap.cpu_cap[nodes] - snap.cpu_used[nodes]
         total = free.sum(axis=1)
+        n = len(nodes)
         if pod.shares_gpu:
-            left = free - pod.gpu_milli
+            free = np.concatenate([free, np.zeros((n, 1), dtype=free.dtype)], axis=1)
+            take = np.full(free.shape[1], pod.gpu_milli, dtype=np.int64)
+            take[-1] = 0
+            left = free - take
             t = np.array(workload.thresholds, dtype=np.int64)[:, None, None]
             was, now = free[None] >= t, left[None] >= t
-            count_after = count[:, :, None] - was + now
-            usable_after = usable[:, :, None] - free[None] * was + left[None] * now
-            after = workload.fragment(
-                (total - pod.gpu_milli)[:, None],
-                cpu[:, None],
+            fragment = workload.fragment(
+                total[:, None] - take,
+                cpu[:, None] - np.where(take > 0, pod.cpu_milli, 0),
                 model[nodes][:, None],
-                count_after,
-                usable_after,
+                count[:, :, None] - was + now,
+                usable[:, :, None] - free[None] * was + left[None] * now,
             )
-            gain: Floats = np.where(free >= pod.gpu_milli, before[:, None] - after, -np.inf)
+            fits = free[:, :-1] >= pod.gpu_milli
+            gain: Floats = np.where(fits, fragment[:, -1:] - fragment[:, :-1], -np.inf)
             return gain
         taken = pod.gpus * 1000
-        if taken:
-            count, usable, total = count - pod.gpus, usable - taken, total - taken
-        after = workload.fragment(total, cpu, model[nodes], count, usable)
-        result: Floats = before - after
+        fragment = workload.fragment(
+            np.concatenate([total, total - taken]),
+            np.concatenate([cpu, cpu - pod.cpu_milli]),
+            np.concatenate([model[nodes], model[nodes]]),
+            np.concatenate([count, count - pod.gpus], axis=1),
+            np.concatenate([usable, usable - taken], axis=1),
+        )
+        result: Floats = fragment[:n] - fragment[n:]
         return result
 
+    def _compute(self, pod: Pod, snap: Snapshot, nodes: Ints) -> tuple[Floats, Ints]:
+        """Scores and chosen GPUs (a share: the best GPU, the first on ties) on `nodes`."""
+        gain = self.decrease(pod, snap, nodes)
+        if gain.ndim == 2:
+            per_gpu = np.where(np.isfinite(gain), _squash(gain), -1.0)
+            best: Ints = np.argmax(per_gpu, axis=1)
+            scores: Floats = per_gpu.max(axis=1)
+            return scores, best
+        return _squash(gain), np.zeros(len(nodes), dtype=np.int64)
+
     def _memo(self, pod: Pod, snap: Snapshot, nodes: Ints) -> _Scores:
-        """The pod's request shape's scores, brought up to date on `nodes`."""
-        self.state(snap)
+        """The pod's request shape's scores, brought up to date on `nodes`.
+
+        A few stale nodes (the usual case: the last decisions' nodes) are looked up by
+        their state (GPU model, free cpu, free share of each GPU), which recurs across a
+        cluster of alike nodes: a dict lookup instead of a dozen numpy calls. Many stale
+        nodes (a shape's first scoring) are computed at once."""
+        model = self._bind(snap)[1]
         version = snap.node_version
         key = (float(pod.cpu_milli), pod.gpus, pod.gpu_milli if pod.shares_gpu else 0)
         memo = self._scores.get(key)
         if memo is None:
             if len(self._scores) >= 4096:  # a live cluster's shapes are unbounded
                 self._scores.clear()
+                self._by_state.clear()
             n = len(snap.nodes)
             memo = _Scores(np.zeros(n), np.zeros(n, dtype=np.int64), np.full(n, -1))
             self._scores[key] = memo
         stale = nodes[memo.version[nodes] != version[nodes]]
-        if len(stale):
-            gain = self.decrease(pod, snap, stale)
-            if gain.ndim == 2:  # a share: the best GPU, the first on ties
-                per_gpu = np.where(np.isfinite(gain), _squash(gain), -1.0)
-                memo.gpu[stale] = np.argmax(per_gpu, axis=1)
-                memo.score[stale] = per_gpu.max(axis=1)
-            else:
-                memo.score[stale] = _squash(gain)
-            memo.version[stale] = version[stale]
+        if len(stale) > FEW:
+            memo.score[stale], memo.gpu[stale] = self._compute(pod, snap, stale)
+        elif len(stale):
+            known = self._by_state.setdefault(key, {})
+            if len(known) >= 1 << 16:  # bounded: alike states recur, the rest are dropped
+                known.clear()
+            cpu = (snap.cpu_cap[stale] - snap.cpu_used[stale]).tolist()
+            states = [
+                (m, c, row.tobytes())
+                for m, c, row in zip(model[stale].tolist(), cpu, snap.gpu_free[stale], strict=True)
+            ]
+            missing = [i for i, s in enumerate(states) if s not in known]
+            if missing:
+                score, gpu = self._compute(pod, snap, stale[missing])
+                for i, sc, g in zip(missing, score.tolist(), gpu.tolist(), strict=True):
+                    known[states[i]] = (sc, g)
+            found = [known[s] for s in states]
+            memo.score[stale] = [f[0] for f in found]
+            memo.gpu[stale] = [f[1] for f in found]
+        memo.version[stale] = version[stale]
         return memo
 
-    def score(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
+    def score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
         result: Floats = self._memo(pod, snap, nodes).score[nodes]
         return result
 

@@ -13,6 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
+from heps_scheduler.cycle import CycleState
 from heps_scheduler.filters import Ints
 from heps_scheduler.model import BEST_EFFORT, GUARANTEED, Pod
 from heps_scheduler.snapshot import Floats, Snapshot
@@ -23,13 +24,22 @@ MAX_SCORE = 100.0
 class ScorePlugin(Protocol):
     name: str
 
-    def score(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats: ...
+    def score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats: ...
 
 
-def _fractions(pod: Pod, snap: Snapshot, nodes: Ints) -> tuple[Floats, Floats]:
-    """cpu and memory requested on each node after placing the pod, as fractions."""
-    cpu: Floats = (snap.cpu_used[nodes] + pod.cpu_milli) / snap.cpu_cap[nodes]
-    mem: Floats = (snap.mem_used[nodes] + pod.memory_mib) / snap.mem_cap[nodes]
+FRACTIONS = "NodeResources/fractions"
+"""CycleState key: the candidates' cpu and memory fractions, clipped to 0..1, computed once
+a cycle for every plugin that scores by them (kube-scheduler's PreScore state pattern)."""
+
+
+def _fractions(state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> tuple[Floats, Floats]:
+    """cpu and memory requested on each node after placing the pod, as fractions 0..1."""
+    cached = state.data.get(FRACTIONS)
+    if isinstance(cached, tuple) and cached[0] is nodes:
+        return cached[1], cached[2]
+    cpu: Floats = np.clip((snap.cpu_used[nodes] + pod.cpu_milli) / snap.cpu_cap[nodes], 0, 1)
+    mem: Floats = np.clip((snap.mem_used[nodes] + pod.memory_mib) / snap.mem_cap[nodes], 0, 1)
+    state.data[FRACTIONS] = (nodes, cpu, mem)
     return cpu, mem
 
 
@@ -38,9 +48,9 @@ class LeastAllocated:
 
     name = "LeastAllocated"
 
-    def score(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
-        cpu, mem = _fractions(pod, snap, nodes)
-        result: Floats = ((1 - np.clip(cpu, 0, 1)) + (1 - np.clip(mem, 0, 1))) / 2 * MAX_SCORE
+    def score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
+        cpu, mem = _fractions(state, pod, snap, nodes)
+        result: Floats = ((1 - cpu) + (1 - mem)) / 2 * MAX_SCORE
         return result
 
 
@@ -52,10 +62,10 @@ class LeastAllocatedLargePods(LeastAllocated):
 
     name = "LeastAllocatedLargePods"
 
-    def score(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
+    def score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
         if pod.gpus == 1:
             return np.zeros(len(nodes))
-        return super().score(pod, snap, nodes)
+        return super().score(state, pod, snap, nodes)
 
 
 class MostAllocated:
@@ -63,9 +73,9 @@ class MostAllocated:
 
     name = "MostAllocated"
 
-    def score(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
-        cpu, mem = _fractions(pod, snap, nodes)
-        result: Floats = (np.clip(cpu, 0, 1) + np.clip(mem, 0, 1)) / 2 * MAX_SCORE
+    def score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
+        cpu, mem = _fractions(state, pod, snap, nodes)
+        result: Floats = (cpu + mem) / 2 * MAX_SCORE
         return result
 
 
@@ -74,9 +84,9 @@ class BalancedAllocation:
 
     name = "BalancedAllocation"
 
-    def score(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
-        cpu, mem = _fractions(pod, snap, nodes)
-        std = np.abs(np.clip(cpu, 0, 1) - np.clip(mem, 0, 1)) / 2  # std of two values
+    def score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
+        cpu, mem = _fractions(state, pod, snap, nodes)
+        std = np.abs(cpu - mem) / 2  # std of two values
         result: Floats = (1 - std) * MAX_SCORE
         return result
 
@@ -94,7 +104,7 @@ class GpuNodeAvoidance:
 
     name = "GpuNodeAvoidance"
 
-    def score(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
+    def score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
         if pod.gpus:
             return np.full(len(nodes), MAX_SCORE)
         count = snap.gpu_count[nodes]
@@ -110,7 +120,7 @@ class GpuPacking:
 
     name = "GpuPacking"
 
-    def score(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
+    def score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
         capacity = snap.gpu_count[nodes] * 1000
         free = snap.gpu_free[nodes].sum(axis=1) - pod.gpu_demand_milli
         used = np.where(capacity > 0, 1 - free / np.maximum(capacity, 1), 1.0)
@@ -148,7 +158,7 @@ class LoadAware:
         result: Floats = np.where(fresh, np.clip(measured, 0, 1), self.unknown_load)
         return result
 
-    def score(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
+    def score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
         result: Floats = (1 - self.load(snap, nodes)) * MAX_SCORE
         return result
 
@@ -165,7 +175,7 @@ class QosAware:
     def __init__(self, load: LoadAware) -> None:
         self.load = load
 
-    def score(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
+    def score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
         if pod.qos == GUARANTEED:
             quiet: Floats = (1 - self.load.load(snap, nodes)) * MAX_SCORE
             return quiet
