@@ -41,3 +41,5 @@ class CycleState:
     data: dict[str, object] = field(default_factory=dict)
     skip_filter: set[str] = field(default_factory=set)
     skip_score: set[str] = field(default_factory=set)
+    rejected: Status | None = None
+    """The PreFilter status that made the pod unschedulable, if one did."""

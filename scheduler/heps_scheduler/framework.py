@@ -212,6 +212,7 @@ class Scheduler:
         state = state or CycleState()
         candidates, status = self.pre_filter(state, pod)
         if not status.ok:
+            state.rejected = status
             return candidates, {status.message or status.code: len(self.snap.nodes)}
         reasons: dict[str, int] = {}
         if len(candidates) < len(self.snap.nodes):  # PreFilter's narrowing is a reason too
@@ -272,6 +273,8 @@ class Scheduler:
         candidates, reasons = self.feasible(pod, state)
         if not len(candidates):
             status, nominated = self.post_filter(state, pod, reasons)
+            if not status.ok and state.rejected is not None:
+                status = state.rejected
             return Decision(
                 pod, None, (), reasons, time.perf_counter() - started, status, state, nominated
             )
@@ -368,7 +371,10 @@ class Scheduler:
                 return Status(WAIT, f"waiting on {', '.join(sorted(waiting.pending))}")
             if waiting.pending:
                 self.unreserve(state, pod, node)
-                return Status(UNSCHEDULABLE, "rejected due to timeout after waiting on permit")
+                late = ", ".join(sorted(waiting.pending))
+                return Status(
+                    UNSCHEDULABLE, "rejected due to timeout after waiting on permit", late
+                )
             del self.profile.handle.waiting[pod.key]
         for plugin in self.profile.binders:
             status = plugin.bind(state, pod, node)
