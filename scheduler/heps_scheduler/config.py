@@ -92,8 +92,11 @@ nodes. Chosen by leave-one-family-out validation on generated variants
 
 
 def preset_settings(name: str) -> ProfileSettings:
+    """A preset's profile: its score plugins, each also at preScore where it has one (as
+    kube-scheduler's multiPoint enables a plugin at every point it extends)."""
     if name not in PRESETS:
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(PRESETS)}")
+    pre_score = tuple(n for n in PRESETS[name] if "preScore" in REGISTRY[n].points)
     return ProfileSettings(
         name,
         dict(PRESETS[name]),
@@ -101,6 +104,7 @@ def preset_settings(name: str) -> ProfileSettings:
         SCORE_ALL[name],
         TIE_BREAK[name],
         SPREAD_THRESHOLD.get(name, 0.0),
+        plugins={**DEFAULT_PLUGINS, "preScore": pre_score},
     )
 
 

@@ -249,7 +249,7 @@ class Scheduler:
                 state.skip_score.add(pre.name)
             elif not status.ok:
                 return _named(status, pre.name)
-        total = np.zeros(len(candidates))
+        total: Floats | None = None
         for plugin, weight in self.profile.scores:
             if plugin.name in state.skip_score:
                 continue
@@ -262,8 +262,11 @@ class Scheduler:
                         f"plugin {plugin.name} returns scores outside 0..{MAX_SCORE:g} "
                         "after normalizing"
                     )
-            total += weight * scores
-        return total
+            if total is None:
+                total = weight * scores
+            else:
+                total += weight * scores
+        return np.zeros(len(candidates)) if total is None else total
 
     def schedule(self, pod: Pod) -> Decision:
         """Place `pod`: the chosen node is assumed in the snapshot and reserved (or held by

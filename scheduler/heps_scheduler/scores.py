@@ -1,5 +1,10 @@
 """Score plugins: each rates the candidate nodes 0..100 (higher is better).
 
+Where a plugin would give every node the same score for a pod (a GPU pod for
+GpuNodeAvoidance, no metrics yet for the load plugins), its PreScore says Skip, as
+kube-scheduler's plugins do, and the framework skips its Score: a constant changes no
+choice.
+
 The baselines are kube-scheduler's own formulas (NodeResourcesFit LeastAllocated and
 MostAllocated, NodeResourcesBalancedAllocation) over cpu and memory with weight 1 each,
 and FGD's fragmentation gradient (fgd.py).
@@ -13,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from heps_scheduler.cycle import CycleState
+from heps_scheduler.cycle import OK, SKIP, CycleState, Status
 from heps_scheduler.filters import Ints
 from heps_scheduler.model import BEST_EFFORT, GUARANTEED, Pod
 from heps_scheduler.snapshot import Floats, Snapshot
@@ -30,6 +35,10 @@ class ScorePlugin(Protocol):
 FRACTIONS = "NodeResources/fractions"
 """CycleState key: the candidates' cpu and memory fractions, clipped to 0..1, computed once
 a cycle for every plugin that scores by them (kube-scheduler's PreScore state pattern)."""
+
+
+LEAST_ALLOCATED = "LeastAllocated/scores"
+"""CycleState key: LeastAllocated's scores, which LeastAllocatedLargePods repeats."""
 
 
 def _fractions(state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> tuple[Floats, Floats]:
@@ -49,8 +58,13 @@ class LeastAllocated:
     name = "LeastAllocated"
 
     def score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
+        cached = state.data.get(LEAST_ALLOCATED)
+        if isinstance(cached, tuple) and cached[0] is nodes:  # LeastAllocatedLargePods too
+            same: Floats = cached[1]
+            return same
         cpu, mem = _fractions(state, pod, snap, nodes)
         result: Floats = ((1 - cpu) + (1 - mem)) / 2 * MAX_SCORE
+        state.data[LEAST_ALLOCATED] = (nodes, result)
         return result
 
 
@@ -61,6 +75,9 @@ class LeastAllocatedLargePods(LeastAllocated):
     ablation)."""
 
     name = "LeastAllocatedLargePods"
+
+    def pre_score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Status:
+        return Status(SKIP) if pod.gpus == 1 else OK
 
     def score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
         if pod.gpus == 1:
@@ -104,11 +121,14 @@ class GpuNodeAvoidance:
 
     name = "GpuNodeAvoidance"
 
+    def pre_score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Status:
+        return Status(SKIP) if pod.gpus else OK
+
     def score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
         if pod.gpus:
             return np.full(len(nodes), MAX_SCORE)
         count = snap.gpu_count[nodes]
-        idle = (snap.gpu_free[nodes] == 1000).sum(axis=1)
+        idle = snap.whole_free[nodes]
         result: Floats = np.where(count > 0, (1 - idle / np.maximum(count, 1)) * 50, MAX_SCORE)
         return result
 
@@ -158,6 +178,9 @@ class LoadAware:
         result: Floats = np.where(fresh, np.clip(measured, 0, 1), self.unknown_load)
         return result
 
+    def pre_score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Status:
+        return OK if snap.metrics_seen else Status(SKIP)
+
     def score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
         result: Floats = (1 - self.load(snap, nodes)) * MAX_SCORE
         return result
@@ -174,6 +197,10 @@ class QosAware:
 
     def __init__(self, load: LoadAware) -> None:
         self.load = load
+
+    def pre_score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Status:
+        varies = snap.metrics_seen and pod.qos in (GUARANTEED, BEST_EFFORT)
+        return OK if varies else Status(SKIP)
 
     def score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
         if pod.qos == GUARANTEED:
