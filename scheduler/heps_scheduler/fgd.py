@@ -17,7 +17,9 @@ ones. Equal scores go to the node whose name sorts first (`Profile.tie_break`).
 A node's score for a pod depends only on the node's state and the pod's cpu and GPU
 request, so scores are kept per request shape and node, and recomputed only for the nodes
 whose state changed since that shape was last scored: in a replay, a few dozen nodes per
-decision instead of the whole cluster.
+decision instead of the whole cluster. The pod's cpu matters only through the interval
+of class cpu requests the node's remaining cpu falls in, so shapes that differ in cpu
+alone share one table per GPU request and interval (`GpuFragmentation._memo`).
 """
 
 from __future__ import annotations
@@ -320,6 +322,10 @@ class GpuFragmentation:
 
     def select_gpu(self, pod: Pod, snap: Snapshot, node: int) -> int:
         """The GPU a share takes on `node`: the best score, the lowest index on ties."""
+        memo = self._scores.get((float(pod.cpu_milli), pod.gpus, pod.gpu_milli))
+        if self._snap is snap and memo is not None:  # just scored: read it
+            if memo.version[node] == snap.node_version[node]:
+                return int(memo.gpu[node])
         return int(self._memo(pod, snap, np.array([node])).gpu[node])
 
     def cluster_fragment(self, snap: Snapshot) -> float:

@@ -46,8 +46,9 @@ def _fractions(state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> tupl
     cached = state.data.get(FRACTIONS)
     if isinstance(cached, tuple) and cached[0] is nodes:
         return cached[1], cached[2]
-    cpu: Floats = np.clip((snap.cpu_used[nodes] + pod.cpu_milli) / snap.cpu_cap[nodes], 0, 1)
-    mem: Floats = np.clip((snap.mem_used[nodes] + pod.memory_mib) / snap.mem_cap[nodes], 0, 1)
+    # requests and use are never negative: only the top needs a bound
+    cpu: Floats = np.minimum((snap.cpu_used[nodes] + pod.cpu_milli) / snap.cpu_cap[nodes], 1)
+    mem: Floats = np.minimum((snap.mem_used[nodes] + pod.memory_mib) / snap.mem_cap[nodes], 1)
     state.data[FRACTIONS] = (nodes, cpu, mem)
     return cpu, mem
 
