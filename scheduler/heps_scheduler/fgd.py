@@ -323,9 +323,9 @@ class GpuFragmentation:
     def select_gpu(self, pod: Pod, snap: Snapshot, node: int) -> int:
         """The GPU a share takes on `node`: the best score, the lowest index on ties."""
         memo = self._scores.get((float(pod.cpu_milli), pod.gpus, pod.gpu_milli))
-        if self._snap is snap and memo is not None:  # just scored: read it
-            if memo.version[node] == snap.node_version[node]:
-                return int(memo.gpu[node])
+        fresh = memo is not None and memo.version[node] == snap.node_version[node]
+        if self._snap is snap and memo is not None and fresh:  # just scored: read it
+            return int(memo.gpu[node])
         return int(self._memo(pod, snap, np.array([node])).gpu[node])
 
     def cluster_fragment(self, snap: Snapshot) -> float:
