@@ -323,8 +323,12 @@ class GpuFragmentation:
     def select_gpu(self, pod: Pod, snap: Snapshot, node: int) -> int:
         """The GPU a share takes on `node`: the best score, the lowest index on ties."""
         memo = self._scores.get((float(pod.cpu_milli), pod.gpus, pod.gpu_milli))
-        fresh = memo is not None and memo.version[node] == snap.node_version[node]
-        if self._snap is snap and memo is not None and fresh:  # just scored: read it
+        just_scored = (
+            self._snap is snap
+            and memo is not None
+            and memo.version[node] == snap.node_version[node]
+        )
+        if just_scored and memo is not None:
             return int(memo.gpu[node])
         return int(self._memo(pod, snap, np.array([node])).gpu[node])
 
