@@ -220,11 +220,12 @@ def _collect(
     rerun resumes where the file stops. Seeds are the outer loop, so a partial file holds
     whole seeds of every workload."""
     nodes, base = trace.load_nodes(ALL_NODES), pods_of("default")
-    done = {(r["workload"], r["seed"], r["policy"]) for r in _records(path)}
     path.parent.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
         for label in labels:
             pods: list[Pod] | None = None
+            # read again each time: other workers (seeds in another order) may share the file
+            done = {(r["workload"], r["seed"], r["policy"]) for r in _records(path)}
             for name, settings in policies.items():
                 if (label, seed, name) in done:
                     continue
@@ -245,10 +246,14 @@ def _collect(
 
 
 def _outcomes(records: list[Record]) -> dict[str, dict[str, list[Record]]]:
-    """workload -> policy -> records, in seed order."""
+    """workload -> policy -> records, in seed order (a run two workers both made, once)."""
     table: dict[str, dict[str, list[Record]]] = {}
+    seen = set()
     for r in sorted(records, key=lambda r: int(str(r["seed"]))):
-        table.setdefault(str(r["workload"]), {}).setdefault(str(r["policy"]), []).append(r)
+        key = (r["workload"], r["seed"], r["policy"])
+        if key not in seen:
+            seen.add(key)
+            table.setdefault(str(r["workload"]), {}).setdefault(str(r["policy"]), []).append(r)
     return table
 
 
@@ -405,6 +410,15 @@ def main(sections: list[str]) -> None:
     for name in sections or list(SECTIONS):
         print(f"\n## scheduler: {name}", flush=True)
         SECTIONS[name]()
+
+
+def table_worker(order: str) -> None:
+    """One more worker on the table's results file, its seeds in `order` (e.g. 43210):
+    `python -c 'import scheduler_bench as b; b.table_worker("43210")'` beside `table`."""
+    policies = {name: config.preset_settings(name) for name in TABLE_POLICIES}
+    seeds = [int(c) for c in order]
+    for seed in seeds:
+        _collect(RESULTS / "scheduler-table.jsonl", TABLE_LABELS, range(seed, seed + 1), policies)
 
 
 if __name__ == "__main__":
