@@ -96,7 +96,6 @@ def preset_settings(name: str) -> ProfileSettings:
     kube-scheduler's multiPoint enables a plugin at every point it extends)."""
     if name not in PRESETS:
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(PRESETS)}")
-    pre_score = tuple(n for n in PRESETS[name] if "preScore" in REGISTRY[n].points)
     return ProfileSettings(
         name,
         dict(PRESETS[name]),
@@ -104,8 +103,14 @@ def preset_settings(name: str) -> ProfileSettings:
         SCORE_ALL[name],
         TIE_BREAK[name],
         SPREAD_THRESHOLD.get(name, 0.0),
-        plugins={**DEFAULT_PLUGINS, "preScore": pre_score},
+        plugins=with_pre_score(PRESETS[name]),
     )
+
+
+def with_pre_score(weights: dict[str, float]) -> dict[str, tuple[str, ...]]:
+    """The default plugins of every point, and at preScore the score plugins that have one."""
+    pre_score = tuple(n for n in weights if n in REGISTRY and "preScore" in REGISTRY[n].points)
+    return {**DEFAULT_PLUGINS, "preScore": pre_score}
 
 
 def build(
@@ -228,7 +233,14 @@ def _profile(where: str, raw: object, allow_empty: bool = False) -> ProfileSetti
     scheduler = data.get("schedulerName")
     scheduler = "" if scheduler is None else _dns_name(f"{where}: schedulerName", scheduler)
     return ProfileSettings(
-        name, weights, best_fit, percentage, str(tie_break), threshold, scheduler
+        name,
+        weights,
+        best_fit,
+        percentage,
+        str(tie_break),
+        threshold,
+        scheduler,
+        plugins=with_pre_score(weights),
     )
 
 

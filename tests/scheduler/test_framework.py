@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from heps_scheduler import config, kube
+from heps_scheduler import config, kube, simulate, trace
 from heps_scheduler.cycle import OK, SKIP, UNSCHEDULABLE, WAIT, CycleState, Status
-from heps_scheduler.fgd import TaskClass
+from heps_scheduler.fgd import GpuFragmentation, TaskClass, typical_pods
 from heps_scheduler.framework import FrameworkError, Handle, Scheduler
 from heps_scheduler.model import Node, Pod
 from heps_scheduler.plugins import DEFAULT_PLUGINS, REGISTRY, Registration
@@ -341,3 +341,34 @@ def test_serve_holds_a_pod_permit_waits_on_and_binds_it_once_allowed(
     failed = [e for e in fake.events if e["reason"] == "FailedScheduling"]
     assert [e["involvedObject"]["name"] for e in failed] == ["finn"]
     assert "Gate: rejected due to timeout" in failed[0]["message"]
+
+
+SAMPLE = Path(__file__).resolve().parents[2] / "scheduler" / "examples" / "openb-sample"
+
+
+@pytest.mark.parametrize("preset", ["heps", "fgd"])
+def test_pre_score_skips_change_no_decision(preset: str) -> None:
+    """The presets' PreScore Skips (a constant score left out) and FGD's shared tables
+    decide exactly as every score computed afresh for every pod would."""
+    nodes, pods = trace.load_nodes(SAMPLE / "nodes.csv"), trace.load_pods(SAMPLE / "pods.csv")
+    classes = typical_pods(pods)
+    arrived = simulate.arrivals(pods, sum(n.gpus for n in nodes) * 1000, 1.3, seed=1)
+    settings = config.preset_settings(preset)
+    assert settings.plugins["preScore"] == tuple(
+        n
+        for n in ("LeastAllocatedLargePods", "GpuNodeAvoidance", "LoadAware", "QosAware")
+        if n in settings.weights
+    )
+    fast = Scheduler(Snapshot(nodes), config.build(settings, classes))
+    plain = replace(settings, plugins={**settings.plugins, "preScore": ()})
+    slow = Scheduler(Snapshot(nodes), config.build(plain, classes))
+    decided = 0
+    for pod in arrived:
+        a, b = fast.schedule(pod), slow.schedule(pod)
+        fragmentation = slow.profile.scores[0][0]
+        assert isinstance(fragmentation, GpuFragmentation)
+        fragmentation._scores.clear()  # every score afresh
+        fragmentation._tables.clear()
+        assert (a.node, a.gpu_slots) == (b.node, b.gpu_slots), pod.name
+        decided += a.node is not None
+    assert decided > len(arrived) // 2
