@@ -23,6 +23,7 @@ all of them; every table is printed as Markdown for docs/scheduler.md):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 import sys
@@ -213,19 +214,32 @@ def _workload(label: str, seed: int, nodes: list[Node], base: list[Pod]) -> list
     return workload.generate(base, nodes, workload.parse(label), seed)
 
 
+def fingerprint(settings: ProfileSettings) -> str:
+    """Which settings a record was replayed with: a record of other settings (a changed
+    preset) is neither reused nor reported."""
+    return hashlib.sha256(repr(settings).encode()).hexdigest()[:12]
+
+
+def _current(records: list[Record], policies: dict[str, ProfileSettings]) -> list[Record]:
+    marks = {name: fingerprint(settings) for name, settings in policies.items()}
+    return [r for r in records if marks.get(str(r["policy"])) == r.get("settings")]
+
+
 def _collect(
     path: Path, labels: list[str], seeds: range, policies: dict[str, ProfileSettings]
 ) -> list[Record]:
     """One record per (workload, seed, policy), appended to `path` as each replay ends; a
     rerun resumes where the file stops. Seeds are the outer loop, so a partial file holds
-    whole seeds of every workload."""
+    whole seeds of every workload. Returns the records of these settings."""
     nodes, base = trace.load_nodes(ALL_NODES), pods_of("default")
     path.parent.mkdir(parents=True, exist_ok=True)
     for seed in seeds:
         for label in labels:
             pods: list[Pod] | None = None
             # read again each time: other workers (seeds in another order) may share the file
-            done = {(r["workload"], r["seed"], r["policy"]) for r in _records(path)}
+            done = {
+                (r["workload"], r["seed"], r["policy"]) for r in _current(_records(path), policies)
+            }
             for name, settings in policies.items():
                 if (label, seed, name) in done:
                     continue
@@ -238,11 +252,12 @@ def _collect(
                     "unallocated": unallocated,
                     "failed_guaranteed": failed,
                     "share": whole_gpu_share(typical_pods(pods)),
+                    "settings": fingerprint(settings),
                 }
                 with path.open("a") as handle:
                     handle.write(json.dumps(record) + "\n")
                 print(json.dumps(record), file=sys.stderr, flush=True)
-    return _records(path)
+    return _current(_records(path), policies)
 
 
 def _outcomes(records: list[Record]) -> dict[str, dict[str, list[Record]]]:
@@ -345,7 +360,8 @@ TABLE_LABELS = GENERATED + [f"openb {name}" for name in HELD]
 def table_report() -> None:
     """The table from the results file as it stands (a row per workload, with the seeds
     every policy has finished), without running anything."""
-    runs = _outcomes(_records(RESULTS / "scheduler-table.jsonl"))
+    policies = {name: config.preset_settings(name) for name in TABLE_POLICIES}
+    runs = _outcomes(_current(_records(RESULTS / "scheduler-table.jsonl"), policies))
     rows = []
     for label in TABLE_LABELS:
         run = runs.get(label, {})
