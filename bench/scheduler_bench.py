@@ -12,15 +12,19 @@ all of them; every table is printed as Markdown for docs/scheduler.md):
 - acceptance: heps, kube-default, most-allocated and FGD at 130% on the default trace and
   the gpushare, multigpu and gpuspec families, 5 seeds each, on the 1,523-node cluster.
 - ablation: what each part of heps buys, default trace, 3 seeds.
-- generalisation: heps' spreadThreshold chosen by leave-one-family-out validation on
-  generated variants of the default list (workload.py), every axis at 0-100%, then heps,
-  FGD and kube-default there and on the seven lists, 5 seeds (hours on 2 cores).
+- tuning: heps' spreadThreshold by leave-one-family-out validation on generated variants
+  of the default list (workload.py) only, seeds 100-104, every axis at 0-100%
+  (results/scheduler-tuning.jsonl, resumable).
+- table: heps (the preset itself), FGD and kube-default on every generated axis and the
+  seven lists, seeds 0-4 (results/scheduler-table.jsonl, resumable; hours on 2 cores).
 - all-traces: every pod list of the trace folder, one seed (`heps-scheduler simulate
   --all-traces`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import statistics
 import sys
 import time
@@ -192,93 +196,214 @@ def _replay(nodes: list[Node], pods: list[Pod], settings: ProfileSettings, seed:
     return (capacity - snap.gpu_allocated_milli()) / 1000, lost
 
 
-def _heps_with(
-    runs: dict[str, list[dict[str, Outcome]]], shares: dict[str, list[float]], label: str, t: float
-) -> list[Outcome]:
-    """heps at threshold t from the two runs it chooses between: spreading on, or FGD
-    (spreading off: FGD with GpuNodeAvoidance, which decided as FGD on every run measured)."""
-    return [
-        run["spreading"] if share >= t else run["fgd"]
-        for run, share in zip(runs[label], shares[label], strict=True)
-    ]
+RESULTS = Path(__file__).resolve().parent / "results"
+TUNING_SEEDS = range(100, 105)
+"""The tuning's own seeds: its arrivals and variants are none of the table's (seeds 0-4)."""
+Record = dict[str, object]
+
+
+def _records(path: Path) -> list[Record]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _workload(label: str, seed: int, nodes: list[Node], base: list[Pod]) -> list[Pod]:
+    if label.startswith("openb "):
+        return pods_of(label.removeprefix("openb "))
+    return workload.generate(base, nodes, workload.parse(label), seed)
+
+
+def fingerprint(settings: ProfileSettings) -> str:
+    """Which settings a record was replayed with: a record of other settings (a changed
+    preset) is neither reused nor reported."""
+    return hashlib.sha256(repr(settings).encode()).hexdigest()[:12]
+
+
+def _current(records: list[Record], policies: dict[str, ProfileSettings]) -> list[Record]:
+    marks = {name: fingerprint(settings) for name, settings in policies.items()}
+    return [r for r in records if marks.get(str(r["policy"])) == r.get("settings")]
+
+
+def _collect(
+    path: Path, labels: list[str], seeds: range, policies: dict[str, ProfileSettings]
+) -> list[Record]:
+    """One record per (workload, seed, policy), appended to `path` as each replay ends; a
+    rerun resumes where the file stops. Seeds are the outer loop, so a partial file holds
+    whole seeds of every workload. Returns the records of these settings."""
+    nodes, base = trace.load_nodes(ALL_NODES), pods_of("default")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for seed in seeds:
+        for label in labels:
+            pods: list[Pod] | None = None
+            # read again each time: other workers (seeds in another order) may share the file
+            done = {
+                (r["workload"], r["seed"], r["policy"]) for r in _current(_records(path), policies)
+            }
+            for name, settings in policies.items():
+                if (label, seed, name) in done:
+                    continue
+                pods = pods or _workload(label, seed, nodes, base)
+                unallocated, failed = _replay(nodes, pods, settings, seed)
+                record = {
+                    "workload": label,
+                    "seed": seed,
+                    "policy": name,
+                    "unallocated": unallocated,
+                    "failed_guaranteed": failed,
+                    "share": whole_gpu_share(typical_pods(pods)),
+                    "settings": fingerprint(settings),
+                }
+                with path.open("a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+                print(json.dumps(record), file=sys.stderr, flush=True)
+    return _current(_records(path), policies)
+
+
+def _outcomes(records: list[Record]) -> dict[str, dict[str, list[Record]]]:
+    """workload -> policy -> records, in seed order (a run two workers both made, once)."""
+    table: dict[str, dict[str, list[Record]]] = {}
+    seen = set()
+    for r in sorted(records, key=lambda r: int(str(r["seed"]))):
+        key = (r["workload"], r["seed"], r["policy"])
+        if key not in seen:
+            seen.add(key)
+            table.setdefault(str(r["workload"]), {}).setdefault(str(r["policy"]), []).append(r)
+    return table
+
+
+def _mean(records: list[Record], key: str) -> float:
+    return statistics.mean(float(str(r[key])) for r in records)
+
+
+GENERATED = [f"{a}:{r}" for a, ratios in AXES_RATIOS.items() for r in ratios]
 
 
 def _judge(
-    runs: dict[str, list[dict[str, Outcome]]],
-    shares: dict[str, list[float]],
-    labels: list[str],
-    t: float,
+    runs: dict[str, dict[str, list[Record]]], labels: list[str], t: float
 ) -> tuple[float, int, float]:
-    """Worst heps/FGD ratio of mean unallocated GPUs, lists with fewer failed Guaranteed
+    """heps at threshold t (per run: the spreading run where the workload's one-GPU share
+    reaches t, else the packing run; the two are what heps decides at either side of t):
+    worst heps/FGD ratio of mean unallocated GPUs, workloads with fewer failed Guaranteed
     pods than kube-default, mean ratio."""
     ratios, wins = [], 0
     for label in labels:
-        heps = _heps_with(runs, shares, label, t)
-        fgd = [r["fgd"] for r in runs[label]]
-        kube = [r["kube-default"] for r in runs[label]]
-        ratios.append(statistics.mean(h[0] for h in heps) / statistics.mean(f[0] for f in fgd))
-        wins += statistics.mean(h[1] for h in heps) < statistics.mean(k[1] for k in kube)
+        run = runs[label]
+        heps = [
+            spread if float(str(spread["share"])) >= t else pack
+            for spread, pack in zip(run["spreading"], run["packing"], strict=True)
+        ]
+        ratios.append(_mean(heps, "unallocated") / _mean(run["fgd"], "unallocated"))
+        wins += _mean(heps, "failed_guaranteed") < _mean(run["kube-default"], "failed_guaranteed")
     return max(ratios), wins, statistics.mean(ratios)
 
 
-def generalisation(seeds: range = SEEDS) -> None:
-    """Leave-one-family-out choice of heps' spreadThreshold on generated variants of the
-    default list, then heps, FGD and kube-default on every axis and the seven lists."""
-    nodes, base = trace.load_nodes(ALL_NODES), pods_of("default")
-    spreading = replace(config.preset_settings("heps"), spread_threshold=0.0)
+def _choose(runs: dict[str, dict[str, list[Record]]], labels: list[str]) -> float:
+    """The threshold minimising the worst heps/FGD ratio on `labels` (rounded to 0.001),
+    then most Guaranteed wins over kube-default, then the mean ratio, then the lowest:
+    candidates halfway between the one-GPU shares seen."""
+    seen = sorted({round(float(str(r["share"])), 3) for v in runs.values() for r in v["fgd"]})
+    candidates = sorted({0.0, 1.01} | {round((a + b) / 2, 4) for a, b in pairwise(seen)})
+
+    def rank(t: float) -> tuple[float, int, float, float]:
+        worst, wins, mean = _judge(runs, labels, t)
+        return round(worst, 3), -wins, mean, t
+
+    return min(candidates, key=rank)
+
+
+def tuning(seeds: range = TUNING_SEEDS) -> None:
+    """heps' spreadThreshold by leave-one-family-out on generated variants only, seeds
+    100-104 (none of the table's), the openb lists unused: per fold, the threshold chosen
+    on three axes and judged on the fourth; then the rule on all four (the preset's)."""
+    heps = config.preset_settings("heps")
     policies = {
-        "spreading": spreading,
+        "spreading": replace(heps, spread_threshold=0.0),
+        "packing": replace(heps, spread_threshold=1.01),
         "fgd": config.preset_settings("fgd"),
         "kube-default": config.preset_settings("kube-default"),
     }
-    runs: dict[str, list[dict[str, Outcome]]] = {}
-    shares: dict[str, list[float]] = {}
-    lists: list[tuple[str, str | None]] = [
-        (f"{a}:{r}", None) for a, ratios in AXES_RATIOS.items() for r in ratios
-    ]
-    lists += [(name, name) for name in HELD]
-    for seed in seeds:
-        for label, held in lists:
-            pods = (
-                pods_of(held)
-                if held
-                else workload.generate(base, nodes, workload.parse(label), seed)
-            )
-            outcome = {name: _replay(nodes, pods, s, seed) for name, s in policies.items()}
-            runs.setdefault(label, []).append(outcome)
-            shares.setdefault(label, []).append(whole_gpu_share(typical_pods(pods)))
-            print(f"{label} seed {seed}: {outcome}", file=sys.stderr, flush=True)
-    generated = [label for label, held in lists if held is None]
-    seen = sorted({round(x, 3) for v in shares.values() for x in v})
-    # thresholds halfway between the shares seen; ties go to the lowest
-    candidates = sorted({0.0, 1.01} | {round((a + b) / 2, 4) for a, b in pairwise(seen)})
-    print("\n| held-out axis | threshold | worst heps/FGD, other axes | worst heps/FGD, held out |")
+    runs = _outcomes(_collect(RESULTS / "scheduler-tuning.jsonl", GENERATED, seeds, policies))
+    complete = [label for label in GENERATED if label in runs and len(runs[label]) == 4]
+    n = min(len(v) for label in complete for v in runs[label].values())
+    print(f"\n{len(complete)} generated workloads, seeds {seeds.start}..{seeds.start + n - 1}\n")
+    print("| held-out axis | threshold | worst heps/FGD, other axes | worst heps/FGD, held out |")
     print("| --- | --- | --- | --- |")
     for axis in workload.AXES:
-        train = [label for label in generated if not label.startswith(axis)]
-        test = [label for label in generated if label.startswith(axis)]
+        train = [label for label in complete if not label.startswith(axis)]
+        test = [label for label in complete if label.startswith(axis)]
+        t = _choose(runs, train)
+        seen, held = _judge(runs, train, t)[0], _judge(runs, test, t)[0]
+        print(f"| {axis} | {t:.4f} | {seen:.3f} | {held:.3f} |")
+    t = _choose(runs, complete)
+    worst, wins, mean = _judge(runs, complete, t)
+    print(
+        f"\nAll four axes: threshold {t:.4f}, worst heps/FGD {worst:.3f}, mean {mean:.3f}, "
+        f"fewer failed Guaranteed than kube-default on {wins}/{len(complete)}"
+    )
 
-        def rank(t: float, train: list[str] = train) -> tuple[float, int, float, float]:
-            worst, wins, mean = _judge(runs, shares, train, t)
-            return round(worst, 3), -wins, mean, t
 
-        t = min(candidates, key=rank)
-        print(
-            f"| {axis} | {t:.3f} | {_judge(runs, shares, train, t)[0]:.3f} | "
-            f"{_judge(runs, shares, test, t)[0]:.3f} |"
+TABLE_POLICIES = ["heps", "fgd", "kube-default"]
+
+
+def table(seeds: range = SEEDS) -> None:
+    """heps (the preset itself), FGD and kube-default on every axis at 0-100% generated and
+    on the seven lists, 5 seeds, 1,523 nodes, 130% arrival; the worst case in bold."""
+    policies = {name: config.preset_settings(name) for name in TABLE_POLICIES}
+    _collect(RESULTS / "scheduler-table.jsonl", TABLE_LABELS, seeds, policies)
+    table_report()
+
+
+TABLE_LABELS = GENERATED + [f"openb {name}" for name in HELD]
+
+
+def table_report() -> None:
+    """The table from the results file as it stands (a row per workload, with the seeds
+    every policy has finished), without running anything."""
+    policies = {name: config.preset_settings(name) for name in TABLE_POLICIES}
+    runs = _outcomes(_current(_records(RESULTS / "scheduler-table.jsonl"), policies))
+    rows = []
+    for label in TABLE_LABELS:
+        run = runs.get(label, {})
+        n = min(len(run.get(p, [])) for p in TABLE_POLICIES)
+        if not n:
+            continue
+        heps, fgd, kube = (run[p][:n] for p in TABLE_POLICIES)
+        ratio = _mean(heps, "unallocated") / _mean(fgd, "unallocated")
+        worst_seed = max(
+            float(str(h["unallocated"])) / float(str(f["unallocated"]))
+            for h, f in zip(heps, fgd, strict=True)
         )
-    t = config.preset_settings("heps").spread_threshold
-    print(f"\nThe preset's threshold {t}:\n")
-    print("| workload | s | heps unalloc / failed G | FGD | kube-default |")
-    print("| --- | --- | --- | --- | --- |")
-    for label, _ in lists:
-        heps = _heps_with(runs, shares, label, t)
-        cells = [heps, [r["fgd"] for r in runs[label]], [r["kube-default"] for r in runs[label]]]
-        means = [
-            f"{statistics.mean(o[0] for o in c):.1f} / {statistics.mean(o[1] for o in c):.0f}"
-            for c in cells
-        ]
-        print(f"| {label} | {statistics.mean(shares[label]):.3f} | {' | '.join(means)} |")
+        failed = [_mean(x, "failed_guaranteed") for x in (heps, fgd, kube)]
+        unalloc = [_mean(x, "unallocated") for x in (heps, fgd, kube)]
+        rows.append((label, n, _mean(heps, "share"), unalloc, ratio, worst_seed, failed))
+    if not rows:
+        return
+    worst = max(r[4] for r in rows)
+    worst_seed = max(r[5] for r in rows)
+    worst_gap = max(r[6][0] - r[6][2] for r in rows)
+    columns = ["workload", "seeds", "one-GPU share"]
+    columns += [f"{p} unalloc" for p in TABLE_POLICIES] + ["heps / FGD", "worst seed"]
+    columns += [f"{p} failed G" for p in TABLE_POLICIES]
+    print("\n| " + " | ".join(columns) + " |\n|" + " --- |" * len(columns))
+
+    def bold(text: str, on: bool) -> str:
+        return f"**{text}**" if on else text
+
+    for label, n, share, unalloc, ratio, seed_ratio, failed in rows:
+        cells = [label, str(n), f"{share:.3f}", *(f"{u:.1f}" for u in unalloc)]
+        cells += [bold(f"{ratio:.3f}", ratio == worst)]
+        cells += [bold(f"{seed_ratio:.3f}", seed_ratio == worst_seed)]
+        cells += [bold(f"{failed[0]:.0f}", failed[0] - failed[2] == worst_gap)]
+        cells += [f"{failed[1]:.0f}", f"{failed[2]:.0f}"]
+        print("| " + " | ".join(cells) + " |")
+    ratios = [r[4] for r in rows]
+    print(
+        f"\n{len(rows)} workloads: mean heps/FGD {statistics.mean(ratios):.3f}, worst "
+        f"{worst:.3f}; within FGD+1% on {sum(x <= 1.01 for x in ratios)}/{len(rows)}; "
+        f"failed Guaranteed below kube-default on "
+        f"{sum(r[6][0] < r[6][2] for r in rows)}/{len(rows)}"
+    )
 
 
 def all_traces() -> None:
@@ -290,7 +415,9 @@ SECTIONS = {
     "fidelity": fidelity,
     "acceptance": acceptance,
     "ablation": ablation,
-    "generalisation": generalisation,
+    "tuning": tuning,
+    "table": table,
+    "table-report": table_report,
     "all-traces": all_traces,
 }
 
@@ -299,6 +426,15 @@ def main(sections: list[str]) -> None:
     for name in sections or list(SECTIONS):
         print(f"\n## scheduler: {name}", flush=True)
         SECTIONS[name]()
+
+
+def table_worker(order: str) -> None:
+    """One more worker on the table's results file, its seeds in `order` (e.g. 43210):
+    `python -c 'import scheduler_bench as b; b.table_worker("43210")'` beside `table`."""
+    policies = {name: config.preset_settings(name) for name in TABLE_POLICIES}
+    seeds = [int(c) for c in order]
+    for seed in seeds:
+        _collect(RESULTS / "scheduler-table.jsonl", TABLE_LABELS, range(seed, seed + 1), policies)
 
 
 if __name__ == "__main__":

@@ -9,13 +9,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from heps_scheduler import fgd
-from heps_scheduler import scores as sc
-from heps_scheduler.filters import default_filters
-from heps_scheduler.framework import Profile
+from heps_scheduler.framework import Handle, Profile
+from heps_scheduler.plugins import DEFAULT_PLUGINS, POINTS, REGISTRY, Registration
 
 PRESETS: dict[str, dict[str, float]] = {
     # kube-scheduler defaults: NodeResourcesFit (LeastAllocated) and BalancedAllocation,
@@ -71,6 +71,10 @@ class ProfileSettings:
     this share of the target workload's GPU demand (fgd.whole_gpu_share); 0: always."""
     scheduler_name: str = ""
     """The `schedulerName` of the pods this profile schedules ("": the config's)."""
+    plugins: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_PLUGINS))
+    """The plugins at every point but score (whose plugins are `weights`), in order."""
+    args: dict[str, dict[str, object]] = field(default_factory=dict)
+    """pluginConfig args by plugin name."""
 
 
 @dataclass(frozen=True)
@@ -80,14 +84,16 @@ class SchedulerConfig:
     metrics: MetricsSettings = MetricsSettings()
 
 
-SPREAD_THRESHOLD = {"heps": 0.566}
+SPREAD_THRESHOLD = {"heps": 0.67}
 """heps spreads by cpu and memory only while one-whole-GPU tasks make at least this share
 of the learned target workload's GPU demand; below, it is FGD with CPU-only pods off GPU
-nodes. Chosen by leave-one-family-out validation on generated variants
-(docs/scheduler.md)."""
+nodes. The leave-one-family-out rule's choice on generated variants only, seeds 100-104
+(`bench/scheduler_bench.py tuning`, docs/scheduler.md); no openb list took part."""
 
 
 def preset_settings(name: str) -> ProfileSettings:
+    """A preset's profile: its score plugins, each also at preScore where it has one (as
+    kube-scheduler's multiPoint enables a plugin at every point it extends)."""
     if name not in PRESETS:
         raise ValueError(f"unknown policy {name!r}; known: {', '.join(PRESETS)}")
     return ProfileSettings(
@@ -97,61 +103,71 @@ def preset_settings(name: str) -> ProfileSettings:
         SCORE_ALL[name],
         TIE_BREAK[name],
         SPREAD_THRESHOLD.get(name, 0.0),
+        plugins=with_pre_score(PRESETS[name]),
     )
+
+
+def with_pre_score(weights: dict[str, float]) -> dict[str, tuple[str, ...]]:
+    """The default plugins of every point, and at preScore the score plugins that have one."""
+    pre_score = tuple(n for n in weights if n in REGISTRY and "preScore" in REGISTRY[n].points)
+    return {**DEFAULT_PLUGINS, "preScore": pre_score}
 
 
 def build(
     settings: ProfileSettings,
     classes: list[fgd.TaskClass],
     metrics: MetricsSettings = MetricsSettings(),
+    registry: dict[str, Registration] = REGISTRY,
 ) -> Profile:
-    load = sc.LoadAware(metrics.max_age, metrics.unknown_load)
-    fragmentation = fgd.GpuFragmentation(classes)
+    """The profile's plugins made from the registry, one instance per plugin name shared by
+    every point it is enabled at; ValueError naming the plugin when one is unknown or does
+    not extend a point it is enabled at."""
+    handle = Handle(classes, metrics.max_age, metrics.unknown_load)
     weights = dict(settings.weights)
     if fgd.whole_gpu_share(classes) < settings.spread_threshold:
         for name in SPREADING:  # any spreading weight breaks FGD's packing tie-break
             weights.pop(name, None)
-    plugins: dict[str, sc.ScorePlugin] = {
-        "LeastAllocated": sc.LeastAllocated(),
-        "LeastAllocatedLargePods": sc.LeastAllocatedLargePods(),
-        "MostAllocated": sc.MostAllocated(),
-        "BalancedAllocation": sc.BalancedAllocation(),
-        "GpuFragmentation": fragmentation,
-        "GpuNodeAvoidance": sc.GpuNodeAvoidance(),
-        "GpuPacking": sc.GpuPacking(),
-        "LoadAware": load,
-        "QosAware": sc.QosAware(load),
-    }
-    unknown = sorted(set(settings.weights) - set(plugins))
-    if unknown:  # SCORE_PLUGINS and this table list the same names
-        raise ValueError(
-            f"profile {settings.name}: unknown score plugins {', '.join(unknown)}; "
-            f"known: {', '.join(sorted(plugins))}"
-        )
+    made: dict[str, object] = {}
+
+    def plugin(name: str, point: str) -> object:
+        registration = registry.get(name)
+        if registration is None:
+            raise ValueError(
+                f"profile {settings.name}: unknown {point} plugin {name}; "
+                f"known: {', '.join(sorted(registry))}"
+            )
+        if point not in registration.points:
+            raise ValueError(f"profile {settings.name}: plugin {name} does not extend {point}")
+        if name not in made:
+            made[name] = registration.make(settings.args.get(name, {}), handle)
+        return made[name]
+
+    def at(point: str) -> list[Any]:
+        return [plugin(name, point) for name in settings.plugins.get(point, ())]
+
+    scores: list[tuple[Any, float]] = [(plugin(n, "score"), w) for n, w in weights.items() if w]
+    fragmentation = made.get("GpuFragmentation")
     return Profile(
         name=settings.name,
-        filters=default_filters(),
-        scores=[(plugins[n], w) for n, w in weights.items() if w],
+        filters=at("filter"),
+        scores=scores,
         best_fit_gpu=settings.best_fit_gpu,
         percentage_of_nodes_to_score=settings.percentage_of_nodes_to_score,
         tie_break=settings.tie_break,
-        gpu_selector=fragmentation if settings.weights.get("GpuFragmentation") else None,
+        gpu_selector=fragmentation if isinstance(fragmentation, fgd.GpuFragmentation) else None,
+        pre_filters=at("preFilter"),
+        post_filters=at("postFilter"),
+        pre_scores=at("preScore"),
+        reserves=at("reserve"),
+        permits=at("permit"),
+        binders=at("bind"),
+        handle=handle,
     )
 
 
 MAX_CONFIG_BYTES = 1 << 20
 MAX_WEIGHT = 1e6
-SCORE_PLUGINS = (
-    "LeastAllocated",
-    "LeastAllocatedLargePods",
-    "MostAllocated",
-    "BalancedAllocation",
-    "GpuFragmentation",
-    "GpuNodeAvoidance",
-    "GpuPacking",
-    "LoadAware",
-    "QosAware",
-)
+SCORE_PLUGINS = tuple(name for name, r in REGISTRY.items() if "score" in r.points)
 
 
 def _number(where: str, value: object, low: float, high: float) -> float:
@@ -182,7 +198,7 @@ def _dns_name(where: str, name: object) -> str:
     return name
 
 
-def _profile(where: str, raw: object) -> ProfileSettings:
+def _profile(where: str, raw: object, allow_empty: bool = False) -> ProfileSettings:
     data = _mapping(where, raw)
     keys = {"name", "scores", "bestFitGpu", "percentageOfNodesToScore", "tieBreak"}
     _known(where, data, keys | {"spreadThreshold", "schedulerName"})
@@ -191,10 +207,10 @@ def _profile(where: str, raw: object) -> ProfileSettings:
         raise ValueError(f"{where}: name: give the profile a name (a preset: {', '.join(PRESETS)})")
     base = preset_settings(name) if name in PRESETS else ProfileSettings(name, {})
     raw_weights = data.get("scores", base.weights)
-    if not raw_weights:
+    if not raw_weights and not allow_empty:
         raise ValueError(f"{where}: scores: map score plugins to weights (not a preset: {name})")
     weights = {}
-    for plugin, weight in _mapping(f"{where}: scores", raw_weights).items():
+    for plugin, weight in _mapping(f"{where}: scores", raw_weights or {}).items():
         if plugin not in SCORE_PLUGINS:
             known = ", ".join(SCORE_PLUGINS)
             raise ValueError(f"{where}: scores: unknown score plugins {plugin}; known: {known}")
@@ -217,19 +233,74 @@ def _profile(where: str, raw: object) -> ProfileSettings:
     scheduler = data.get("schedulerName")
     scheduler = "" if scheduler is None else _dns_name(f"{where}: schedulerName", scheduler)
     return ProfileSettings(
-        name, weights, best_fit, percentage, str(tie_break), threshold, scheduler
+        name,
+        weights,
+        best_fit,
+        percentage,
+        str(tie_break),
+        threshold,
+        scheduler,
+        plugins=with_pre_score(weights),
     )
 
 
 V1 = "kubescheduler.config.k8s.io/v1"
 PROFILE_ARGS = "HepsProfile"
 """The pluginConfig entry whose args choose a profile's preset and its settings."""
+PROFILE_KEYS = {"preset", "tieBreak", "bestFitGpu", "spreadThreshold"}
 
 
 def _items(where: str, value: object) -> list[dict[str, object]]:
     if not isinstance(value, list):
         raise ValueError(f"{where}: expected a list")
     return [_mapping(f"{where}[{i}]", item) for i, item in enumerate(value)]
+
+
+UNSUPPORTED_POINTS = ("multiPoint", "queueSort", "preEnqueue", "preBind", "postBind")
+
+
+def _merge(
+    where: str, point: str, defaults: list[tuple[str, float]], raw: object
+) -> list[tuple[str, float]]:
+    """kube-scheduler's mergePluginSet: the defaults minus the disabled ('*': all of them),
+    a default enabled again keeps its place (with the new weight), the others follow."""
+    data = _mapping(where, raw or {})
+    _known(where, data, {"enabled", "disabled"})
+    disabled: set[str] = set()
+    for i, entry in enumerate(_items(f"{where}: disabled", data.get("disabled") or [])):
+        _known(f"{where}: disabled[{i}]", entry, {"name"})
+        name = entry.get("name")
+        if name != "*" and name not in REGISTRY:
+            raise ValueError(f"{where}: disabled[{i}]: unknown plugin {name!r}")
+        disabled.add(str(name))
+    enabled: dict[str, float] = {}
+    for i, entry in enumerate(_items(f"{where}: enabled", data.get("enabled") or [])):
+        _known(f"{where}: enabled[{i}]", entry, {"name", "weight"})
+        name = str(entry.get("name"))
+        if name not in REGISTRY:
+            known = SCORE_PLUGINS if point == "score" else sorted(REGISTRY)
+            raise ValueError(
+                f"{where}: enabled[{i}]: unknown {point} plugins {name}; known: {', '.join(known)}"
+            )
+        if point not in REGISTRY[name].points:
+            raise ValueError(f"{where}: enabled[{i}]: plugin {name} does not extend {point}")
+        if name in enabled:
+            raise ValueError(f"{where}: enabled[{i}]: plugin {name} is enabled twice")
+        if "weight" in entry and point != "score":
+            raise ValueError(f"{where}: enabled[{i}]: weight: only score plugins have weights")
+        weight = entry.get("weight", 0)
+        # as kube-scheduler: an omitted (or zero) weight is 1
+        enabled[name] = (
+            _number(f"{where}: enabled[{i}]: {name}: weight", weight, 0, MAX_WEIGHT) or 1
+        )
+    merged = (
+        []
+        if "*" in disabled
+        else [
+            (name, enabled.pop(name, weight)) for name, weight in defaults if name not in disabled
+        ]
+    )
+    return merged + list(enabled.items())
 
 
 def _v1_profile(where: str, raw: object) -> tuple[ProfileSettings, dict[str, object]]:
@@ -240,58 +311,66 @@ def _v1_profile(where: str, raw: object) -> tuple[ProfileSettings, dict[str, obj
     args: dict[str, dict[str, object]] = {}
     for i, entry in enumerate(_items(f"{where}: pluginConfig", data.get("pluginConfig") or [])):
         _known(f"{where}: pluginConfig[{i}]", entry, {"name", "args"})
-        name = entry.get("name")
-        if name not in (PROFILE_ARGS, "LoadAware"):
+        name = str(entry.get("name"))
+        allowed = PROFILE_KEYS if name == PROFILE_ARGS else None
+        if name in REGISTRY:
+            allowed = set(REGISTRY[name].args)
+        if allowed is None:
             raise ValueError(
-                f"{where}: pluginConfig[{i}]: name {name!r}; args are read for "
-                f"{PROFILE_ARGS} (preset, tieBreak, bestFitGpu, spreadThreshold) and LoadAware"
+                f"{where}: pluginConfig[{i}]: name {name!r} is no plugin; args are read for "
+                f"{PROFILE_ARGS} ({', '.join(sorted(PROFILE_KEYS))}) and registered plugins"
             )
-        args[str(name)] = _mapping(f"{where}: pluginConfig[{i}]: args", entry.get("args") or {})
-    settings = args.get(PROFILE_ARGS, {})
-    _known(
-        f"{where}: {PROFILE_ARGS} args",
-        settings,
-        {"preset", "tieBreak", "bestFitGpu", "spreadThreshold"},
-    )
+        if name in args:
+            raise ValueError(f"{where}: pluginConfig[{i}]: {name} is configured twice")
+        given = _mapping(f"{where}: pluginConfig[{i}]: args", entry.get("args") or {})
+        if given and not allowed:
+            raise ValueError(f"{where}: pluginConfig[{i}]: {name} takes no args")
+        _known(f"{where}: pluginConfig[{i}]: args", given, allowed)
+        args[name] = given
+    settings = args.pop(PROFILE_ARGS, {})
     preset = settings.get("preset", "heps")
     if preset not in PRESETS:
         raise ValueError(
             f"{where}: {PROFILE_ARGS} args: preset {preset!r}; known: {', '.join(PRESETS)}"
         )
-    weights: dict[str, object] = dict(preset_settings(str(preset)).weights)
+    base = preset_settings(str(preset))
     plugins = _mapping(f"{where}: plugins", data.get("plugins") or {})
-    fixed = sorted(set(plugins) - {"score"})
-    if fixed:
+    unsupported = sorted(set(plugins) & set(UNSUPPORTED_POINTS))
+    if unsupported:
         raise ValueError(
-            f"{where}: plugins: {', '.join(fixed)}; only score plugins are configured here "
-            "(the filters are kube-scheduler's defaults, always on)"
+            f"{where}: plugins: {', '.join(unsupported)} not supported by heps-scheduler; "
+            f"name plugins per point: {', '.join(POINTS)}"
         )
-    score = _mapping(f"{where}: plugins: score", plugins.get("score") or {})
-    _known(f"{where}: plugins: score", score, {"enabled", "disabled"})
-    for i, entry in enumerate(
-        _items(f"{where}: plugins: score: disabled", score.get("disabled") or [])
-    ):
-        name = entry.get("name")
-        if name == "*":
-            weights.clear()
-        elif name in SCORE_PLUGINS:
-            weights.pop(str(name), None)
-        else:
-            raise ValueError(f"{where}: plugins: score: disabled[{i}]: unknown plugin {name!r}")
-    for i, entry in enumerate(
-        _items(f"{where}: plugins: score: enabled", score.get("enabled") or [])
-    ):
-        _known(f"{where}: plugins: score: enabled[{i}]", entry, {"name", "weight"})
-        weights[str(entry.get("name"))] = entry.get("weight", 1)  # checked by _profile
+    _known(f"{where}: plugins", plugins, set(POINTS))
+    points = {
+        point: [
+            name
+            for name, _ in _merge(
+                f"{where}: plugins: {point}",
+                point,
+                [(n, 1.0) for n in base.plugins.get(point, ())],
+                plugins.get(point),
+            )
+        ]
+        for point in POINTS
+        if point != "score"
+    }
+    weights = _merge(
+        f"{where}: plugins: score", "score", list(base.weights.items()), plugins.get("score")
+    )
     flat = {
         "name": preset,
-        "scores": weights,
+        "scores": dict(weights) or {},
         "schedulerName": scheduler,
         **{k: v for k, v in settings.items() if k != "preset"},
     }
     if "percentageOfNodesToScore" in data:
         flat["percentageOfNodesToScore"] = data["percentageOfNodesToScore"]
-    return _profile(where, flat), args.get("LoadAware", {})
+    profile = _profile(where, flat, allow_empty=True)
+    return (
+        replace(profile, plugins={p: tuple(n) for p, n in points.items()}, args=args),
+        args.get("LoadAware", {}),
+    )
 
 
 def _v1(path: Path, data: dict[str, object]) -> SchedulerConfig:

@@ -17,7 +17,9 @@ ones. Equal scores go to the node whose name sorts first (`Profile.tie_break`).
 A node's score for a pod depends only on the node's state and the pod's cpu and GPU
 request, so scores are kept per request shape and node, and recomputed only for the nodes
 whose state changed since that shape was last scored: in a replay, a few dozen nodes per
-decision instead of the whole cluster.
+decision instead of the whole cluster. The pod's cpu matters only through the interval
+of class cpu requests the node's remaining cpu falls in, so shapes that differ in cpu
+alone share one table per GPU request and interval (`GpuFragmentation._memo`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from heps_scheduler.cycle import CycleState
 from heps_scheduler.filters import Ints
 from heps_scheduler.model import Pod
 from heps_scheduler.snapshot import Floats, Snapshot
@@ -100,11 +103,12 @@ class Workload:
                 if not c.gpu_models or model in c.gpu_models:
                     weights[g, m, column] += c.weight
         self.table = np.cumsum(weights, axis=2)
+        self.t3 = np.array(self.thresholds, dtype=np.int64)[:, None, None]
+        """The thresholds, shaped to broadcast against [node, GPU] arrays."""
 
     def stats(self, free: npt.NDArray[np.int64]) -> tuple[Ints, Ints]:
         """Per threshold t and node: GPUs with at least t free, and their free capacity."""
-        t = np.array(self.thresholds, dtype=np.int64)[:, None, None]
-        usable = free[None, :, :] >= t
+        usable = free[None, :, :] >= self.t3
         return usable.sum(axis=2), (free[None, :, :] * usable).sum(axis=2)
 
     def fragment(
@@ -112,12 +116,12 @@ class Workload:
     ) -> Floats:
         """Expected fragment: free capacity minus what each admitted class could use.
 
-        `count` and `usable` are indexed [threshold, ...] and broadcast with the rest."""
-        shape = np.broadcast_shapes(np.shape(total), cpu_free.shape, model.shape, count.shape[1:])
-        column = np.searchsorted(self.breakpoints, np.broadcast_to(cpu_free, shape), "right")
-        admitted = self.table[:, np.broadcast_to(model, shape), column]
+        `count` and `usable` are indexed [threshold, ...] and broadcast with the rest (the
+        table lookup broadcasts `model` with the cpu column as numpy indexing does)."""
+        column = np.searchsorted(self.breakpoints, cpu_free, "right")
+        admitted = self.table[:, model, column]
         group_count = count[self.group_threshold]
-        fits = group_count >= self.group_gpus.reshape((-1,) + (1,) * len(shape))
+        fits = group_count >= self.group_gpus.reshape((-1,) + (1,) * (count.ndim - 1))
         used = (admitted * np.where(fits, usable[self.group_threshold], 0)).sum(axis=0)
         result: Floats = total - used
         return result
@@ -135,7 +139,8 @@ class _NodeState:
 
 @dataclass
 class _Scores:
-    """One request shape's scores and chosen GPUs, with the node version they hold for."""
+    """Scores and chosen GPUs per node (a shape's), or per node and cpu interval (a GPU
+    request's table; NaN: not computed yet), with the node version they hold for."""
 
     score: Floats
     gpu: Ints
@@ -158,13 +163,14 @@ class GpuFragmentation:
         self._snap: Snapshot | None = None
         self._state: _NodeState | None = None
         self._scores: dict[tuple[float, int, int], _Scores] = {}
+        self._tables: dict[tuple[int, int], _Scores] = {}
 
     def _bind(self, snap: Snapshot) -> tuple[Workload, Ints]:
         if self._snap is not snap:
             models = sorted({n.gpu_model for n in snap.nodes})
             self._workload = Workload(self.classes, models)
             self._model = np.array([models.index(n.gpu_model) for n in snap.nodes])
-            self._snap, self._state, self._scores = snap, None, {}
+            self._snap, self._state, self._scores, self._tables = snap, None, {}, {}
         return self._workload, self._model
 
     def state(self, snap: Snapshot) -> _NodeState:
@@ -177,7 +183,7 @@ class GpuFragmentation:
             self._state = state
         changed = np.flatnonzero(state.version != snap.node_version)
         if len(changed):
-            free, cpu = snap.gpu_free[changed], snap.cpu_free[changed]
+            free, cpu = snap.gpu_free[changed], snap.cpu_cap[changed] - snap.cpu_used[changed]
             count, usable = workload.stats(free)
             state.count[:, changed], state.usable[:, changed] = count, usable
             state.fragment[changed] = workload.fragment(
@@ -188,66 +194,142 @@ class GpuFragmentation:
 
     def decrease(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
         """Per candidate (and, for a GPU share, per GPU: shape nodes x GPUs, -inf where the
-        share does not fit) how much the expected fragment shrinks with the pod there."""
+        share does not fit) how much the expected fragment shrinks with the pod there.
+
+        The fragments before and after come from one computation: the node as it is joins
+        the placements as one more case (a last column where a share takes nothing; the
+        first half of the rows for whole GPUs)."""
         workload, model = self._bind(snap)
-        state = self.state(snap)
-        before = state.fragment[nodes]
-        cpu = snap.cpu_free[nodes] - pod.cpu_milli
-        count, usable = state.count[:, nodes], state.usable[:, nodes]
         free = snap.gpu_free[nodes]
+        count, usable = workload.stats(free)
+        cpu = snap.cpu_cap[nodes] - snap.cpu_used[nodes]
         total = free.sum(axis=1)
+        n = len(nodes)
         if pod.shares_gpu:
-            left = free - pod.gpu_milli
-            t = np.array(workload.thresholds, dtype=np.int64)[:, None, None]
-            was, now = free[None] >= t, left[None] >= t
-            count_after = count[:, :, None] - was + now
-            usable_after = usable[:, :, None] - free[None] * was + left[None] * now
-            after = workload.fragment(
-                (total - pod.gpu_milli)[:, None],
-                cpu[:, None],
-                model[nodes][:, None],
-                count_after,
-                usable_after,
-            )
-            gain: Floats = np.where(free >= pod.gpu_milli, before[:, None] - after, -np.inf)
-            return gain
+            return self._share_decrease(pod, workload, model[nodes], free, cpu, count, usable)
         taken = pod.gpus * 1000
-        if taken:
-            count, usable, total = count - pod.gpus, usable - taken, total - taken
-        after = workload.fragment(total, cpu, model[nodes], count, usable)
-        result: Floats = before - after
+        fragment = workload.fragment(
+            np.concatenate([total, total - taken]),
+            np.concatenate([cpu, cpu - pod.cpu_milli]),
+            np.concatenate([model[nodes], model[nodes]]),
+            np.concatenate([count, count - pod.gpus], axis=1),
+            np.concatenate([usable, usable - taken], axis=1),
+        )
+        result: Floats = fragment[:n] - fragment[n:]
         return result
 
+    @staticmethod
+    def _share_decrease(
+        pod: Pod,
+        workload: Workload,
+        model: Ints,
+        free: npt.NDArray[np.int64],
+        cpu: Floats,
+        count: Ints,
+        usable: Ints,
+    ) -> Floats:
+        """decrease() for a share, per GPU. GPUs of one node with equal free capacity give
+        equal fragments, so each distinct free value that fits is computed once (most
+        nodes have one to three), plus a last column where the share takes nothing (the
+        node as it is), and the GPUs take their value's result."""
+        n, gpus = free.shape
+        values = np.where(free >= pod.gpu_milli, free, -1)
+        ordered = -np.sort(-values, axis=1)  # descending, the GPUs that do not fit last
+        distinct = ordered >= 0
+        distinct[:, 1:] &= ordered[:, 1:] != ordered[:, :-1]
+        k = int(distinct.sum(axis=1).max(initial=0))
+        first = np.argsort(~distinct, axis=1, kind="stable")[:, :k]
+        valid = np.take_along_axis(distinct, first, axis=1)
+        unique = np.where(valid, np.take_along_axis(ordered, first, axis=1), 0)
+        column = np.concatenate([unique, np.zeros((n, 1), dtype=unique.dtype)], axis=1)
+        take = np.full(k + 1, pod.gpu_milli, dtype=np.int64)
+        take[-1] = 0
+        left = column - take
+        was, now = column[None] >= workload.t3, left[None] >= workload.t3
+        fragment = workload.fragment(
+            free.sum(axis=1)[:, None] - take,
+            cpu[:, None] - np.where(take > 0, pod.cpu_milli, 0),
+            model[:, None],
+            count[:, :, None] - was + now,
+            usable[:, :, None] - column[None] * was + left[None] * now,
+        )
+        gain = fragment[:, -1:] - fragment[:, :-1]  # per distinct value
+        match = (free[:, :, None] == unique[:, None, :]) & valid[:, None, :]
+        per_gpu = np.take_along_axis(gain, match.argmax(axis=2), axis=1) if k else gain
+        result: Floats = (
+            np.where(match.any(axis=2), per_gpu, -np.inf) if k else np.full((n, gpus), -np.inf)
+        )
+        return result
+
+    def _compute(self, pod: Pod, snap: Snapshot, nodes: Ints) -> tuple[Floats, Ints]:
+        """Scores and chosen GPUs (a share: the best GPU, the first on ties) on `nodes`."""
+        gain = self.decrease(pod, snap, nodes)
+        if gain.ndim == 2:
+            per_gpu = np.where(np.isfinite(gain), _squash(gain), -1.0)
+            best: Ints = np.argmax(per_gpu, axis=1)
+            scores: Floats = per_gpu.max(axis=1)
+            return scores, best
+        return _squash(gain), np.zeros(len(nodes), dtype=np.int64)
+
     def _memo(self, pod: Pod, snap: Snapshot, nodes: Ints) -> _Scores:
-        """The pod's request shape's scores, brought up to date on `nodes`."""
-        self.state(snap)
+        """The pod's request shape's scores, brought up to date on `nodes`.
+
+        The pod's cpu matters only through the cpu breakpoint interval the node's free cpu
+        falls in once the pod is there (which task classes the node still admits), so the
+        nodes stale for this shape are looked up in one table per GPU request (GPUs,
+        share) holding a score per node and interval, filled on demand and cleared for a
+        node when its state changes: shapes that differ only in cpu share the work."""
+        workload, _ = self._bind(snap)
         version = snap.node_version
-        key = (float(pod.cpu_milli), pod.gpus, pod.gpu_milli if pod.shares_gpu else 0)
-        memo = self._scores.get(key)
+        gpu_request = (pod.gpus, pod.gpu_milli if pod.shares_gpu else 0)
+        shape = (float(pod.cpu_milli), *gpu_request)
+        memo = self._scores.get(shape)
         if memo is None:
             if len(self._scores) >= 4096:  # a live cluster's shapes are unbounded
                 self._scores.clear()
+                self._tables.clear()
             n = len(snap.nodes)
             memo = _Scores(np.zeros(n), np.zeros(n, dtype=np.int64), np.full(n, -1))
-            self._scores[key] = memo
+            self._scores[shape] = memo
         stale = nodes[memo.version[nodes] != version[nodes]]
-        if len(stale):
-            gain = self.decrease(pod, snap, stale)
-            if gain.ndim == 2:  # a share: the best GPU, the first on ties
-                per_gpu = np.where(np.isfinite(gain), _squash(gain), -1.0)
-                memo.gpu[stale] = np.argmax(per_gpu, axis=1)
-                memo.score[stale] = per_gpu.max(axis=1)
-            else:
-                memo.score[stale] = _squash(gain)
-            memo.version[stale] = version[stale]
+        if not len(stale):
+            return memo
+        table = self._tables.get(gpu_request)
+        if table is None:
+            n, columns = len(snap.nodes), len(workload.breakpoints) + 1
+            table = _Scores(
+                np.full((n, columns), np.nan),
+                np.zeros((n, columns), dtype=np.int64),
+                np.full(n, -1),
+            )
+            self._tables[gpu_request] = table
+        changed = stale[table.version[stale] != version[stale]]
+        table.score[changed] = np.nan
+        table.version[changed] = version[changed]
+        cpu = snap.cpu_cap[stale] - snap.cpu_used[stale] - pod.cpu_milli
+        column = np.searchsorted(workload.breakpoints, cpu, "right")
+        missing = np.isnan(table.score[stale, column])
+        if missing.any():
+            todo, where = stale[missing], column[missing]
+            table.score[todo, where], table.gpu[todo, where] = self._compute(pod, snap, todo)
+        memo.score[stale], memo.gpu[stale] = table.score[stale, column], table.gpu[stale, column]
+        memo.version[stale] = version[stale]
         return memo
 
-    def score(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
+    def score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
         result: Floats = self._memo(pod, snap, nodes).score[nodes]
         return result
 
     def select_gpu(self, pod: Pod, snap: Snapshot, node: int) -> int:
         """The GPU a share takes on `node`: the best score, the lowest index on ties."""
+        memo = self._scores.get((float(pod.cpu_milli), pod.gpus, pod.gpu_milli))
+        just_scored = (
+            self._snap is snap
+            and memo is not None
+            and memo.version[node] == snap.node_version[node]
+        )
+        if just_scored and memo is not None:
+            return int(memo.gpu[node])
         return int(self._memo(pod, snap, np.array([node])).gpu[node])
 
     def cluster_fragment(self, snap: Snapshot) -> float:

@@ -12,6 +12,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
+from heps_scheduler.cycle import CycleState
 from heps_scheduler.model import GPU_MODEL_LABEL, Node, Pod, Taint, selector_matches
 from heps_scheduler.snapshot import Mask, Snapshot
 
@@ -23,7 +24,7 @@ class FilterPlugin(Protocol):
     reason: str
     """What FailedScheduling says about a node this plugin dropped."""
 
-    def filter(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Mask: ...
+    def filter(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Mask: ...
 
 
 def _tolerated(pod: Pod, taint: Taint) -> bool:
@@ -40,7 +41,7 @@ class _ConditionFilter:
     column: str
     """The snapshot's boolean column holding the condition."""
 
-    def filter(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Mask:
+    def filter(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Mask:
         if _tolerated(pod, self.taint):
             return np.ones(len(nodes), dtype=bool)
         ok: Mask = ~getattr(snap, self.column)[nodes]
@@ -71,7 +72,7 @@ class _StaticFilter:
     def allows(self, pod: Pod, node: Node) -> bool:
         raise NotImplementedError
 
-    def filter(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Mask:
+    def filter(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Mask:
         key = (id(snap), self.shape(pod))
         mask = self._cache.get(key)
         if mask is None:
@@ -121,7 +122,7 @@ class NodeResourcesFit:
 
     name, reason = "NodeResourcesFit", "Insufficient resources"
 
-    def filter(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Mask:
+    def filter(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Mask:
         ok: Mask = (snap.cpu_free[nodes] >= pod.cpu_milli) & (
             snap.mem_free[nodes] >= pod.memory_mib
         )
@@ -149,7 +150,7 @@ class InterPodAntiAffinity:
         "node(s) didn't satisfy existing pods anti-affinity rules",
     )
 
-    def filter(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Mask:
+    def filter(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Mask:
         banned: set[tuple[str, str]] = set()
         # Without terms of its own, only placed pods that carry terms can ban a node.
         placed_pods = snap.placements if pod.anti_affinity else snap.anti_affine
@@ -181,11 +182,13 @@ class PodTopologySpread:
     def __init__(self, affinity: NodeAffinity) -> None:
         self.affinity = affinity
 
-    def filter(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Mask:
+    def filter(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Mask:
         ok = np.ones(len(nodes), dtype=bool)
         if not pod.spread:
             return ok
-        eligible = np.flatnonzero(self.affinity.filter(pod, snap, np.arange(len(snap.nodes))))
+        eligible = np.flatnonzero(
+            self.affinity.filter(state, pod, snap, np.arange(len(snap.nodes)))
+        )
         for constraint in pod.spread:
             counts: Counter[str] = Counter()
             for n in eligible:  # every eligible domain counts, even when empty
@@ -203,16 +206,3 @@ class PodTopologySpread:
                 if domain is None or counts[domain] + 1 - least > constraint.max_skew:
                     ok[i] = False
         return ok
-
-
-def default_filters() -> list[FilterPlugin]:
-    affinity = NodeAffinity()
-    return [
-        NodeUnschedulable(),
-        DiskPressure(),
-        TaintToleration(),
-        affinity,
-        NodeResourcesFit(),
-        InterPodAntiAffinity(),
-        PodTopologySpread(affinity),
-    ]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from heps_scheduler.cycle import ERROR, OK, WAIT, Status
 from heps_scheduler.framework import Decision, Scheduler
 from heps_scheduler.model import (
     GPU_MODEL_LABEL,
@@ -242,10 +243,22 @@ class KubeScheduler:
         self.node_objs: dict[str, dict[str, Any]] = {}
         self.orphans: dict[str, dict[str, Any]] = {}
         """Pods bound to a node not (yet) known, counted once their node appears."""
+        self.waiting: dict[str, tuple[dict[str, Any], Scheduler, Decision]] = {}
+        """Pods a Permit plugin holds, reserved, with their profile's cycle."""
         self.schedulers = self._build(Snapshot([]))
 
     def _build(self, snap: Snapshot) -> dict[str, Scheduler]:
-        return {name: build(snap) for name, build in self.builders.items()}
+        """Every profile's cycle on `snap`, binding through the API on this cache's clock;
+        pods Permit held on the old snapshot go back to the queue."""
+        schedulers = {name: build(snap) for name, build in self.builders.items()}
+        for scheduler in schedulers.values():
+            scheduler.profile.handle.binder = self.bind_api
+            scheduler.profile.handle.clock = lambda: self.clock()
+        for _, _, decision in self.waiting.values():  # still in the old snapshot: forget
+            self.snap.forget(decision.pod.key)
+            self.queue.unschedulable(decision.pod, self.clock(), snap.generation - 1)
+        self.waiting.clear()
+        return schedulers
 
     @property
     def scheduler(self) -> Scheduler:
@@ -358,51 +371,76 @@ class KubeScheduler:
         self.queue.flush(self.clock(), self.snap.generation)
 
     def schedule_next(self) -> Decision | None:
+        """Finish what Permit released, then one pod's scheduling and binding cycles."""
+        self.poll_waiting()
         pod = self.queue.pop()
         if pod is None:
             return None
         obj = self.pods.get(pod.key)
         if obj is None:
             return None  # deleted while waiting
-        decision = self.schedulers[obj["spec"]["schedulerName"]].schedule(pod)
+        scheduler = self.schedulers[obj["spec"]["schedulerName"]]
+        decision = scheduler.schedule(pod)
         if decision.node is None:
-            backoff = self.queue.unschedulable(pod, self.clock(), self.snap.generation)
-            message = decision.message(len(self.snap.nodes))
-            self.event(obj, "FailedScheduling", message, warning=True)
-            log.info("%s: unschedulable, retry in %.0fs: %s", pod.key, backoff, message)
+            self._unschedulable(obj, pod, decision.message(len(self.snap.nodes)))
             return decision
-        result = self.bind(pod, decision.node)
-        if result.bound:
-            self.queue.scheduled(pod)
-            self.pods.pop(pod.key, None)
-            self.event(
-                obj,
-                "Scheduled",
-                f"Successfully assigned {pod.key} to {decision.node}",
-                warning=False,
-            )
-        log.info("%s: %s", pod.key, result.detail)
+        self._bind(obj, scheduler, decision)
         return decision
 
-    def bind(self, pod: Pod, node: str) -> BindResult:
-        """Bind through the Binding API; never twice, never to a vanished node."""
+    def poll_waiting(self) -> None:
+        """Bind the pods Permit plugins have allowed since; requeue those rejected or timed
+        out; the others keep waiting, reserved."""
+        for obj, scheduler, decision in list(self.waiting.values()):
+            self._bind(obj, scheduler, decision)
+
+    def _unschedulable(self, obj: dict[str, Any], pod: Pod, message: str) -> None:
+        backoff = self.queue.unschedulable(pod, self.clock(), self.snap.generation)
+        self.event(obj, "FailedScheduling", message, warning=True)
+        log.info("%s: unschedulable, retry in %.0fs: %s", pod.key, backoff, message)
+
+    def _bind(self, obj: dict[str, Any], scheduler: Scheduler, decision: Decision) -> None:
+        """The binding cycle (the profile's Bind plugins call `bind_api`), then what its
+        outcome means for the queue; the framework has unreserved a pod that failed."""
+        pod = decision.pod
+        status = scheduler.bind(decision)
+        if status.code == WAIT:
+            self.waiting[pod.key] = (obj, scheduler, decision)
+            return
+        self.waiting.pop(pod.key, None)
+        if status.ok:
+            self.queue.scheduled(pod)
+            self.pods.pop(pod.key, None)
+            message = f"Successfully assigned {pod.key} to {decision.node}"
+            self.event(obj, "Scheduled", message, warning=False)
+            log.info("%s: bound to %s", pod.key, decision.node)
+            return
+        http = _status(status.cause) if isinstance(status.cause, Exception) else None
+        if http is None:  # a Permit plugin rejected it, or its wait timed out
+            self._unschedulable(obj, pod, f"{status.plugin}: {status.message}")
+            return
+        if http == 409:  # a conflict: bound already (by us or another), or requeue
+            detail = self._conflict(pod).detail
+        elif http == 404:  # the pod is gone; a vanished node shows up as a node event
+            self.pods.pop(pod.key, None)
+            detail = "pod deleted before binding"
+        else:
+            self.queue.unschedulable(pod, self.clock(), self.snap.generation - 1)
+            detail = f"binding failed ({http}); will retry"
+        log.info("%s: %s", pod.key, detail)
+
+    def bind_api(self, pod: Pod, node: str) -> Status:
+        """Bind through the Binding API (the profiles' binder); an API error comes back as
+        an Error status carrying the exception."""
         try:
             self.core.create_namespaced_binding(
                 pod.namespace, binding_body(pod, node), _preload_content=False
             )
         except Exception as exc:  # the client raises ApiException; only its status matters here
             status = _status(exc)
-            self.scheduler.unreserve(pod)
-            if status == 409:  # a conflict: bound already (by us or another), or requeue
-                return self._conflict(pod)
-            if status == 404:  # the pod is gone; a vanished node shows up as a node event
-                self.pods.pop(pod.key, None)
-                return BindResult(False, "pod deleted before binding")
             if status is None:
                 raise
-            self.queue.unschedulable(pod, self.clock(), self.snap.generation - 1)
-            return BindResult(False, f"binding failed ({status}); will retry")
-        return BindResult(True, f"bound to {node}")
+            return Status(ERROR, f"binding failed ({status})", cause=exc)
+        return OK
 
     def _conflict(self, pod: Pod) -> BindResult:
         """After a 409: the pod's current state decides. Bound: count it where it is.

@@ -1,5 +1,10 @@
 """Score plugins: each rates the candidate nodes 0..100 (higher is better).
 
+Where a plugin would give every node the same score for a pod (a GPU pod for
+GpuNodeAvoidance, no metrics yet for the load plugins), its PreScore says Skip, as
+kube-scheduler's plugins do, and the framework skips its Score: a constant changes no
+choice.
+
 The baselines are kube-scheduler's own formulas (NodeResourcesFit LeastAllocated and
 MostAllocated, NodeResourcesBalancedAllocation) over cpu and memory with weight 1 each,
 and FGD's fragmentation gradient (fgd.py).
@@ -13,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
+from heps_scheduler.cycle import OK, SKIP, CycleState, Status
 from heps_scheduler.filters import Ints
 from heps_scheduler.model import BEST_EFFORT, GUARANTEED, Pod
 from heps_scheduler.snapshot import Floats, Snapshot
@@ -23,13 +29,27 @@ MAX_SCORE = 100.0
 class ScorePlugin(Protocol):
     name: str
 
-    def score(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats: ...
+    def score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats: ...
 
 
-def _fractions(pod: Pod, snap: Snapshot, nodes: Ints) -> tuple[Floats, Floats]:
-    """cpu and memory requested on each node after placing the pod, as fractions."""
-    cpu: Floats = (snap.cpu_used[nodes] + pod.cpu_milli) / snap.cpu_cap[nodes]
-    mem: Floats = (snap.mem_used[nodes] + pod.memory_mib) / snap.mem_cap[nodes]
+FRACTIONS = "NodeResources/fractions"
+"""CycleState key: the candidates' cpu and memory fractions, clipped to 0..1, computed once
+a cycle for every plugin that scores by them (kube-scheduler's PreScore state pattern)."""
+
+
+LEAST_ALLOCATED = "LeastAllocated/scores"
+"""CycleState key: LeastAllocated's scores, which LeastAllocatedLargePods repeats."""
+
+
+def _fractions(state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> tuple[Floats, Floats]:
+    """cpu and memory requested on each node after placing the pod, as fractions 0..1."""
+    cached = state.data.get(FRACTIONS)
+    if isinstance(cached, tuple) and cached[0] is nodes:
+        return cached[1], cached[2]
+    # requests and use are never negative: only the top needs a bound
+    cpu: Floats = np.minimum((snap.cpu_used[nodes] + pod.cpu_milli) / snap.cpu_cap[nodes], 1)
+    mem: Floats = np.minimum((snap.mem_used[nodes] + pod.memory_mib) / snap.mem_cap[nodes], 1)
+    state.data[FRACTIONS] = (nodes, cpu, mem)
     return cpu, mem
 
 
@@ -38,9 +58,14 @@ class LeastAllocated:
 
     name = "LeastAllocated"
 
-    def score(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
-        cpu, mem = _fractions(pod, snap, nodes)
-        result: Floats = ((1 - np.clip(cpu, 0, 1)) + (1 - np.clip(mem, 0, 1))) / 2 * MAX_SCORE
+    def score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
+        cached = state.data.get(LEAST_ALLOCATED)
+        if isinstance(cached, tuple) and cached[0] is nodes:  # LeastAllocatedLargePods too
+            same: Floats = cached[1]
+            return same
+        cpu, mem = _fractions(state, pod, snap, nodes)
+        result: Floats = ((1 - cpu) + (1 - mem)) / 2 * MAX_SCORE
+        state.data[LEAST_ALLOCATED] = (nodes, result)
         return result
 
 
@@ -52,10 +77,13 @@ class LeastAllocatedLargePods(LeastAllocated):
 
     name = "LeastAllocatedLargePods"
 
-    def score(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
+    def pre_score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Status:
+        return Status(SKIP) if pod.gpus == 1 else OK
+
+    def score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
         if pod.gpus == 1:
             return np.zeros(len(nodes))
-        return super().score(pod, snap, nodes)
+        return super().score(state, pod, snap, nodes)
 
 
 class MostAllocated:
@@ -63,9 +91,9 @@ class MostAllocated:
 
     name = "MostAllocated"
 
-    def score(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
-        cpu, mem = _fractions(pod, snap, nodes)
-        result: Floats = (np.clip(cpu, 0, 1) + np.clip(mem, 0, 1)) / 2 * MAX_SCORE
+    def score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
+        cpu, mem = _fractions(state, pod, snap, nodes)
+        result: Floats = (cpu + mem) / 2 * MAX_SCORE
         return result
 
 
@@ -74,9 +102,9 @@ class BalancedAllocation:
 
     name = "BalancedAllocation"
 
-    def score(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
-        cpu, mem = _fractions(pod, snap, nodes)
-        std = np.abs(np.clip(cpu, 0, 1) - np.clip(mem, 0, 1)) / 2  # std of two values
+    def score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
+        cpu, mem = _fractions(state, pod, snap, nodes)
+        std = np.abs(cpu - mem) / 2  # std of two values
         result: Floats = (1 - std) * MAX_SCORE
         return result
 
@@ -94,11 +122,14 @@ class GpuNodeAvoidance:
 
     name = "GpuNodeAvoidance"
 
-    def score(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
+    def pre_score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Status:
+        return Status(SKIP) if pod.gpus else OK
+
+    def score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
         if pod.gpus:
             return np.full(len(nodes), MAX_SCORE)
         count = snap.gpu_count[nodes]
-        idle = (snap.gpu_free[nodes] == 1000).sum(axis=1)
+        idle = snap.whole_free[nodes]
         result: Floats = np.where(count > 0, (1 - idle / np.maximum(count, 1)) * 50, MAX_SCORE)
         return result
 
@@ -110,7 +141,7 @@ class GpuPacking:
 
     name = "GpuPacking"
 
-    def score(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
+    def score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
         capacity = snap.gpu_count[nodes] * 1000
         free = snap.gpu_free[nodes].sum(axis=1) - pod.gpu_demand_milli
         used = np.where(capacity > 0, 1 - free / np.maximum(capacity, 1), 1.0)
@@ -148,7 +179,10 @@ class LoadAware:
         result: Floats = np.where(fresh, np.clip(measured, 0, 1), self.unknown_load)
         return result
 
-    def score(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
+    def pre_score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Status:
+        return OK if snap.metrics_seen else Status(SKIP)
+
+    def score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
         result: Floats = (1 - self.load(snap, nodes)) * MAX_SCORE
         return result
 
@@ -165,7 +199,11 @@ class QosAware:
     def __init__(self, load: LoadAware) -> None:
         self.load = load
 
-    def score(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
+    def pre_score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Status:
+        varies = snap.metrics_seen and pod.qos in (GUARANTEED, BEST_EFFORT)
+        return OK if varies else Status(SKIP)
+
+    def score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
         if pod.qos == GUARANTEED:
             quiet: Floats = (1 - self.load.load(snap, nodes)) * MAX_SCORE
             return quiet

@@ -7,6 +7,7 @@ order; tasks never leave, and a task that fits nowhere fails (no retry).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -118,6 +119,8 @@ def run_policy(
     started = time.perf_counter()
     for i, pod in enumerate(arrived):
         decision = scheduler.schedule(pod)
+        if decision.node is not None and not scheduler.bind(decision, now=math.inf).ok:
+            decision.node = None  # a replay has no clock: a pod Permit holds times out
         timings[i] = decision.seconds
         demand += pod.gpu_demand_milli
         if decision.node is None:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from heps_scheduler import config
+from heps_scheduler.cycle import CycleState
 from heps_scheduler.fgd import GpuFragmentation, TaskClass, Workload, typical_pods
 from heps_scheduler.framework import Scheduler
 from heps_scheduler.model import GPU_MODEL_LABEL, Node, Pod
@@ -74,7 +75,10 @@ def test_score_is_the_squashed_decrease_and_a_share_takes_its_best_gpu() -> None
     pod = Pod("b", cpu_milli=1000, gpus=1, gpu_milli=400)
     # g1: 600 left on either GPU, a fragment for whole GPUs only: +300.
     # g2: GPU 1 emptied: its 400 was a fragment for both classes: -400; GPU 0: +300.
-    assert plugin.score(pod, snap, np.array([0, 1])).tolist() == [squash(-300), squash(400)]
+    assert plugin.score(CycleState(), pod, snap, np.array([0, 1])).tolist() == [
+        squash(-300),
+        squash(400),
+    ]
     assert plugin.select_gpu(pod, snap, 1) == 1
     assert plugin.select_gpu(pod, snap, 0) == 0  # equal GPUs: the first
 
@@ -102,9 +106,9 @@ def test_cached_scores_match_a_fresh_computation_after_many_placements() -> None
         scheduler.schedule(Pod(f"{shape.name}{i}", shape.cpu_milli, gpus=shape.gpus,
                                gpu_milli=shape.gpu_milli))  # fmt: skip
         if i % 10 == 0:  # some pods leave, so nodes change both ways
-            scheduler.unreserve(next(iter(snap.placements.values())).pod)
+            scheduler.snap.forget(next(iter(snap.placements.values())).pod.key)
     cached = scheduler.profile.scores[0][0]
     for shape in shapes:
         feasible, _ = scheduler.feasible(shape)
-        fresh = GpuFragmentation(classes).score(shape, snap, feasible)
-        assert cached.score(shape, snap, feasible).tolist() == fresh.tolist()
+        fresh = GpuFragmentation(classes).score(CycleState(), shape, snap, feasible)
+        assert cached.score(CycleState(), shape, snap, feasible).tolist() == fresh.tolist()

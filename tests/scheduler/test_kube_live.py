@@ -66,7 +66,7 @@ def test_binds_a_real_pod_and_records_the_event(cluster: tuple[Any, Any, str]) -
             config.build(config.preset_settings("heps"), [TaskClass(1000, 1, 1000, 1.0)]),
         )
 
-    scheduler = kube.KubeScheduler(core, build, name)
+    scheduler = kube.KubeScheduler(core, {name: build})
     scheduler.sync()
     decision = scheduler.schedule_next()
     assert decision is not None and decision.node is not None
@@ -75,15 +75,10 @@ def test_binds_a_real_pod_and_records_the_event(cluster: tuple[Any, Any, str]) -
     time.sleep(1)
     events = core.list_namespaced_event(namespace).items
     assert any(e.reason == "Scheduled" and e.involved_object.name == "sleeper" for e in events)
-    assert (
-        scheduler.bind(
-            kube.pod_from_k8s(
-                kube.raw(core.read_namespaced_pod("sleeper", namespace, _preload_content=False))
-            ),
-            decision.node,
-        ).bound
-        is False
-    )  # 409
+    again = kube.pod_from_k8s(
+        kube.raw(core.read_namespaced_pod("sleeper", namespace, _preload_content=False))
+    )
+    assert scheduler.bind_api(again, decision.node).message == "binding failed (409)"
 
 
 def test_lease_has_one_holder(cluster: tuple[Any, Any, str]) -> None:

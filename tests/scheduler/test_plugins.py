@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from heps_scheduler import config, scores
+from heps_scheduler.cycle import CycleState
 from heps_scheduler.fgd import TaskClass
 from heps_scheduler.filters import (
     DiskPressure,
@@ -42,7 +43,7 @@ def cpu_node(name: str, **kw: object) -> Node:
 
 
 def allowed(plugin: object, pod: Pod, snap: Snapshot) -> list[str]:
-    mask = plugin.filter(pod, snap, np.arange(len(snap.nodes)))  # type: ignore[attr-defined]
+    mask = plugin.filter(CycleState(), pod, snap, np.arange(len(snap.nodes)))  # type: ignore[attr-defined]
     return [snap.nodes[i].name for i in np.flatnonzero(mask)]
 
 
@@ -143,13 +144,13 @@ def test_least_most_and_balanced_allocation_formulas() -> None:
     pod = Pod("p", cpu_milli=1000, memory_mib=0)
     nodes = np.array([0])
     # after: cpu 2000/4000 = 0.5, memory 3072/4096 = 0.75
-    assert scores.LeastAllocated().score(pod, snap, nodes)[0] == pytest.approx(
+    assert scores.LeastAllocated().score(CycleState(), pod, snap, nodes)[0] == pytest.approx(
         (0.5 + 0.25) / 2 * 100
     )
-    assert scores.MostAllocated().score(pod, snap, nodes)[0] == pytest.approx(
+    assert scores.MostAllocated().score(CycleState(), pod, snap, nodes)[0] == pytest.approx(
         (0.5 + 0.75) / 2 * 100
     )
-    assert scores.BalancedAllocation().score(pod, snap, nodes)[0] == pytest.approx(
+    assert scores.BalancedAllocation().score(CycleState(), pod, snap, nodes)[0] == pytest.approx(
         (1 - 0.125) * 100
     )
 
@@ -162,8 +163,8 @@ def test_stale_metrics_count_as_unknown_not_idle() -> None:
     values = load.load(snap, np.arange(3))
     assert values.tolist() == pytest.approx([0.9, 0.5, 0.5])
     qos = scores.QosAware(load)
-    guaranteed = qos.score(Pod("g", qos=GUARANTEED), snap, np.arange(3))
-    besteffort = qos.score(Pod("b", qos=BEST_EFFORT), snap, np.arange(3))
+    guaranteed = qos.score(CycleState(), Pod("g", qos=GUARANTEED), snap, np.arange(3))
+    besteffort = qos.score(CycleState(), Pod("b", qos=BEST_EFFORT), snap, np.arange(3))
     assert guaranteed.tolist() == pytest.approx([10.0, 50.0, 50.0])  # loaded node avoided
     assert besteffort.tolist() == pytest.approx([90.0, 50.0, 50.0])  # may take the busy one
     snap.metrics_time[:] = 1000.0  # fresh everywhere now: the formerly stale node is idle
@@ -176,17 +177,22 @@ def test_least_allocated_large_pods_spreads_only_pods_beyond_one_gpu() -> None:
     nodes = np.arange(2)
     large = scores.LeastAllocatedLargePods()
     for pod in (Pod("two", gpus=2), Pod("cpu-only", cpu_milli=1000)):
-        assert large.score(pod, snap, nodes).tolist() == pytest.approx(
-            scores.LeastAllocated().score(pod, snap, nodes).tolist()
+        assert large.score(CycleState(), pod, snap, nodes).tolist() == pytest.approx(
+            scores.LeastAllocated().score(CycleState(), pod, snap, nodes).tolist()
         )
-        assert large.score(pod, snap, nodes)[1] > large.score(pod, snap, nodes)[0]
+        assert (
+            large.score(CycleState(), pod, snap, nodes)[1]
+            > large.score(CycleState(), pod, snap, nodes)[0]
+        )
     for pod in (Pod("one", gpus=1), Pod("share", gpus=1, gpu_milli=500)):
-        assert large.score(pod, snap, nodes).tolist() == [0.0, 0.0]
+        assert large.score(CycleState(), pod, snap, nodes).tolist() == [0.0, 0.0]
 
 
 def test_gpu_node_avoidance() -> None:
     snap = Snapshot([gpu_node("g"), cpu_node("c")])
-    avoid = scores.GpuNodeAvoidance().score(Pod("cpu-only", cpu_milli=1), snap, np.arange(2))
+    avoid = scores.GpuNodeAvoidance().score(
+        CycleState(), Pod("cpu-only", cpu_milli=1), snap, np.arange(2)
+    )
     assert avoid.tolist() == [0.0, 100.0]
 
 
@@ -204,7 +210,7 @@ def test_assumed_pods_count_at_once() -> None:
     assert scheduler.schedule(Pod("first", gpus=1, gpu_milli=1000)).node == "g"
     second: Decision = scheduler.schedule(Pod("second", gpus=1, gpu_milli=1000))
     assert second.node is None and second.reasons == {"Insufficient resources": 1}
-    scheduler.unreserve(Pod("first", gpus=1, gpu_milli=1000))
+    scheduler.snap.forget(Pod("first", gpus=1, gpu_milli=1000).key)
     assert scheduler.schedule(Pod("third", gpus=1, gpu_milli=1000)).node == "g"
 
 

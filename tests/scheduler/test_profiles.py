@@ -57,12 +57,28 @@ V1 = "kubescheduler.config.k8s.io/v1"
 BAD = [
     ((V1, V1 + "beta3"), "apiVersion/kind: give"),
     (("score:\n        disabled: [{name: QosAware}]", "filter:\n        disabled: []"),
-     "plugins: filter; only score plugins"),
+     "plugins: filter: enabled[0]: plugin GpuPacking does not extend filter"),
+    (("score:\n        disabled: [{name: QosAware}]", "multiPoint:\n        disabled: []"),
+     "plugins: multiPoint not supported by heps-scheduler"),
+    (("score:\n        disabled: [{name: QosAware}]", "queue:\n        disabled: []"),
+     "plugins: unknown keys ['queue']"),
+    (("weight: 2}]", "weight: 2}]\n      bind: {enabled: [{name: DefaultBinder, weight: 3}]}"),
+     "bind: enabled[0]: weight: only score plugins have weights"),
+    (("weight: 2}]", "weight: 2}, {name: GpuPacking}]"),
+     "score: enabled[1]: plugin GpuPacking is enabled twice"),
+    (("weight: 2}]", "weight: 2}]\n      permit: {enabled: [{name: DefaultBinder}]}"),
+     "permit: enabled[0]: plugin DefaultBinder does not extend permit"),
+    (("weight: 2}]", "weight: 2}]\n      postFilter:\n        enabled: [{name: LoadAware}]"),
+     "postFilter: enabled[0]: plugin LoadAware does not extend postFilter"),
+    (("args: {maxAge: 30, unknownLoad: 0.25}", "args: {maxAge: 30, window: 2}"),
+     "pluginConfig[1]: args: unknown keys ['window']"),
+    (("name: LoadAware", "name: GpuPacking"), "pluginConfig[1]: GpuPacking takes no args"),
+    (("name: LoadAware", "name: HepsProfile"), "pluginConfig[1]: HepsProfile is configured twice"),
     (("schedulerName: packer", "schedulerName: heps-scheduler"),
      "profiles[1]: schedulerName 'heps-scheduler' is taken"),
     (("name: MostAllocated}", "name: Nope}"), "unknown score plugins Nope"),
-    (("GpuPacking, weight: 2}", "GpuPacking, weight: .inf}"), "GpuPacking: inf is outside"),
-    (("name: LoadAware", "name: NodeResourcesFit"), "pluginConfig[1]: name 'NodeResourcesFit'"),
+    (("GpuPacking, weight: 2}", "GpuPacking, weight: .inf}"), "GpuPacking: weight: inf is outside"),
+    (("name: LoadAware", "name: NodeResourcesFit"), "NodeResourcesFit takes no args"),
     (("preset: most-allocated", "preset: fastest"), "preset 'fastest'; known"),
     (('{name: "*"}', "{name: Everything}"), "disabled[0]: unknown plugin 'Everything'"),
 ]  # fmt: skip
@@ -100,7 +116,7 @@ def test_every_profile_is_served_at_once(
     )
     loop.start()
     try:
-        until(fake, lambda: len(fake.bindings) == 2, seconds=20)
+        until(fake, lambda: len(fake.bindings) == len(fake.events) == 2, seconds=20)
     finally:
         stop.set()
         fake.close()
