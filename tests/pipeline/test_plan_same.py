@@ -110,3 +110,11 @@ def test_each_input_changes_the_plan(
     after = plan(planned, capsys)
     built = {n: e["reason"] for n, e in after.items() if e["action"] == "build"}
     assert built == {"app-000": "changed", "app-002": "base changed", "app-004": "base changed"}
+
+
+
+@pytest.mark.parametrize("name", ["recipe", "settings"])
+def test_every_schema_has_its_compiled_check(name: str) -> None:
+    """A keyword fastjsonschema would read otherwise (`format`: an annotation for
+    jsonschema, which is given no format checker) must not send every file to jsonschema."""
+    assert validation._compiled(name) is not None

@@ -63,7 +63,7 @@ def _validator(name: str) -> Any:
 _DRAFT7_ALIKE = frozenset(
     {"$id", "$schema", "title", "description", "type", "properties", "required"}
     | {"additionalProperties", "items", "anyOf", "not", "enum", "pattern", "minLength"}
-    | {"minItems", "minimum", "maximum", "exclusiveMinimum"}
+    | {"minItems", "minimum", "maximum", "exclusiveMinimum", "format"}
 )
 
 
@@ -90,9 +90,23 @@ def _compiled(name: str) -> Callable[[Any], Any] | None:
         return None
     import fastjsonschema
 
-    draft7 = {**root, "$schema": "http://json-schema.org/draft-07/schema#"}
+    draft7 = {**_annotations_dropped(root), "$schema": "http://json-schema.org/draft-07/schema#"}
     check: Callable[[Any], Any] = fastjsonschema.compile(draft7)
     return check
+
+
+def _annotations_dropped(node: Any) -> Any:
+    """The schema without `format`: jsonschema, given no format checker, reads it as an
+    annotation (`repository-path` is checked by `confine`), fastjsonschema would assert it."""
+    if isinstance(node, dict):
+        return {
+            k: _annotations_dropped(v)
+            for k, v in node.items()
+            if not (k == "format" and isinstance(v, str))
+        }
+    if isinstance(node, list):
+        return [_annotations_dropped(v) for v in node]
+    return node
 
 
 def _has_float(data: Any) -> bool:
