@@ -112,7 +112,6 @@ def test_each_input_changes_the_plan(
     assert built == {"app-000": "changed", "app-002": "base changed", "app-004": "base changed"}
 
 
-
 @pytest.mark.parametrize("name", ["recipe", "settings"])
 def test_every_schema_has_its_compiled_check(name: str) -> None:
     """A keyword fastjsonschema would read otherwise (`format`: an annotation for
