@@ -5,7 +5,9 @@ entries, and every input that reaches an image still changes the plan."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import pytest
 
 from bench.run import generate_tree, upload_labels_only_images
 from heps import cli
-from heps.core import settings, validation, yaml12
+from heps.core import cache, settings, validation, yaml12
 from heps.images import fingerprint, graph, recipes
 from heps.systems.registry import Registry
 from heps.systems.services import RegistryService
@@ -99,11 +101,20 @@ CHANGES = {
 
 @pytest.mark.parametrize("what", sorted(CHANGES))
 def test_each_input_changes_the_plan(
-    what: str, planned: Path, capsys: pytest.CaptureFixture[str]
+    what: str, planned: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The recipe, its Dockerfile, a context file or a .dockerignore change app-000; the
-    change reaches its children (app-002, app-004) as a changed base."""
+    change reaches its children (app-002, app-004) as a changed base: with the caches
+    warm, every file digest served from them (the fixture's files are older than the
+    racy window, as a checkout's are: the clock is moved on, not the files' ctimes)."""
+    later = time.time_ns() + 2 * cache.RACY_NS
+    monkeypatch.setattr(cache.time, "time_ns", lambda: later)
     assert {e["reason"] for e in plan(planned, capsys).values()} == {"unchanged"}
+    hashed = []
+    digest = cache.hashlib.file_digest
+    monkeypatch.setattr(cache.hashlib, "file_digest", lambda f, h: hashed.append(f) or digest(f, h))
+    assert {e["reason"] for e in plan(planned, capsys).values()} == {"unchanged"}
+    assert hashed == []  # the second plan read every digest from the cache
     rel, extra = CHANGES[what]
     path = planned / "app-recipes" / rel
     path.write_text((path.read_text() if path.exists() else "") + extra)
@@ -117,3 +128,43 @@ def test_every_schema_has_its_compiled_check(name: str) -> None:
     """A keyword fastjsonschema would read otherwise (`format`: an annotation for
     jsonschema, which is given no format checker) must not send every file to jsonschema."""
     assert validation._compiled(name) is not None
+
+
+def plan_run(repo: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = cli.main(["--repo", str(repo), "plan", "--json"])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_corrupt_cache_is_one_warning_then_the_same_plan(
+    planned: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, before, _ = plan_run(planned, capsys)
+    stored = Path(os.environ["HEPS_STATE_DIR"]) / "cache" / "recipes"
+    data = bytearray(stored.read_bytes())
+    data[-10] ^= 1  # one bit flipped in the body: the header's digest no longer matches
+    stored.write_bytes(data)
+    code_damaged, damaged, err = plan_run(planned, capsys)
+    assert (code_damaged, damaged) == (code, before)
+    (line,) = err.splitlines()
+    assert f"cache {stored}: its digest does not match its content; ignored" in line
+    assert plan_run(planned, capsys) == (code, before, "")  # rewritten whole: no warning
+
+
+def test_bad_input_gets_the_same_line_with_the_cache_warm(
+    planned: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert plan_run(planned, capsys)[0] == 0  # every recipe's text is in the cache now
+    recipe = planned / "app-recipes/app-001/recipe.yaml"
+    good = recipe.read_text()
+    recipe.write_text(good.replace("version: 1.0.1", "version: [1]"))
+    warm = plan_run(planned, capsys)
+    monkeypatch.setenv("HEPS_STATE_DIR", str(planned.parent / "cold-state"))
+    cold = plan_run(planned, capsys)
+    assert warm == cold
+    assert warm[0] == 2 and warm[1] == ""
+    (line,) = warm[2].splitlines()
+    assert line.startswith("heps: error: app-recipes/app-001/recipe.yaml:2: version:"), line
+    recipe.write_text(good)  # the good text again: served from the cache, same plan
+    assert plan_run(planned, capsys)[0] == 0

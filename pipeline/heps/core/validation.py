@@ -143,7 +143,11 @@ def load_yaml(path: Path, display: str) -> Any:
     what it can decide exactly as ruamel's safe loader would; ruamel reads the rest, and
     its round-trip loader, which knows every key's line, runs only to report errors.
     """
-    text = read_text(path, display)
+    return load_yaml_text(read_text(path, display), display)
+
+
+def load_yaml_text(text: str, display: str) -> Any:
+    """`load_yaml` of a file's text, read already."""
     check_yaml(text, display)  # before any loader builds objects: alias bombs, deep nesting
     try:
         return yaml12.load(text)
