@@ -17,6 +17,7 @@ from bench.run import generate_tree, upload_labels_only_images
 from heps import cli
 from heps.core import cache, settings, validation, yaml12
 from heps.images import fingerprint, graph, recipes
+from heps.systems import registry as registry_module
 from heps.systems.registry import Registry
 from heps.systems.services import RegistryService
 
@@ -141,7 +142,7 @@ def test_a_corrupt_cache_is_one_warning_then_the_same_plan(
     planned: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, before, _ = plan_run(planned, capsys)
-    stored = Path(os.environ["HEPS_STATE_DIR"]) / "cache" / "recipes"
+    stored = Path(os.environ["HEPS_STATE_DIR"]) / "cache" / "parsed"
     data = bytearray(stored.read_bytes())
     data[-10] ^= 1  # one bit flipped in the body: the header's digest no longer matches
     stored.write_bytes(data)
@@ -168,3 +169,79 @@ def test_bad_input_gets_the_same_line_with_the_cache_warm(
     assert line.startswith("heps: error: app-recipes/app-001/recipe.yaml:2: version:"), line
     recipe.write_text(good)  # the good text again: served from the cache, same plan
     assert plan_run(planned, capsys)[0] == 0
+
+
+def test_a_context_without_dockerignore_holds_what_the_engines_walk_finds(tmp_path: Path) -> None:
+    from docker.utils.build import exclude_paths
+
+    from heps.systems.engine import context_paths
+
+    (tmp_path / "a/b/c").mkdir(parents=True)
+    for rel in ("Dockerfile", ".hidden", "a/x", "a/b/.y", "a/b/c/z", "a/b/c/Dockerfile"):
+        (tmp_path / rel).write_text(rel)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a/to-b").symlink_to("b")  # a link to a folder: listed, not entered
+    (tmp_path / "dangling").symlink_to("nowhere")
+    found = context_paths(tmp_path, [], "Dockerfile")
+    assert found == set(exclude_paths(str(tmp_path), [], dockerfile="Dockerfile"))
+    assert {"a/to-b", "dangling", "empty", "a/b/c/z"} <= found and "a/to-b/c" not in found
+
+
+@pytest.fixture
+def half_pushed(tmp_path: Path, registry: RegistryService, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """40 recipes, the first 30 of them in a namespace of their own in a real registry."""
+    namespace = f"cat{secrets.token_hex(4)}"
+    generate_tree(tmp_path / "pushed", count=30, roots=5)
+    upload_labels_only_images(registry, namespace, tmp_path / "pushed")
+    repo = tmp_path / "repo"
+    generate_tree(repo, count=40, roots=5)
+    env = {
+        "HEPS_REGISTRY": registry.address,
+        "HEPS_NAMESPACE": namespace,
+        "HEPS_REGISTRY_USERNAME": registry.username,
+        "HEPS_REGISTRY_PASSWORD": registry.password,
+        "HEPS_CA_BUNDLE": "",
+        "HEPS_STATE_DIR": str(tmp_path / "state"),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return repo
+
+
+@pytest.mark.parametrize("page", [1000, 7])
+def test_the_catalog_gives_the_same_plan(
+    page: int,
+    half_pushed: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Names the catalog does not list are not asked one by one (one probe excepted),
+    in one page or several; the plan is the one of asking each."""
+    monkeypatch.setattr(registry_module, "CATALOG_PAGE", page)
+    asked: list[str] = []
+    image = Registry._image
+    monkeypatch.setattr(Registry, "_image", lambda s, n, t: asked.append(n) or image(s, n, t))
+    listed = plan_run(half_pushed, capsys)
+    assert len(asked) == 31  # the 30 there, and one of the 10 absent to trust the catalog
+    monkeypatch.setattr(Registry, "_unlisted", lambda self, tags: set())
+    assert plan_run(half_pushed, capsys) == listed
+    reasons = [e["reason"] for e in json.loads(listed[1])]
+    assert reasons.count("unchanged") == 30 and reasons.count("not in registry") == 10
+
+
+def test_a_catalog_that_leaves_out_what_is_there_is_not_trusted(
+    half_pushed: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    every = plan_run(half_pushed, capsys)
+    request = Registry._request
+
+    def forgetful(self: Registry, method: str, path: str, *args: Any, **kw: Any) -> Any:
+        response = request(self, method, path, *args, **kw)
+        if path.startswith("_catalog"):  # the registry's real answer, one repository short
+            body = response.json()
+            body["repositories"] = [r for r in body["repositories"] if not r.endswith("-000")]
+            response._content = json.dumps(body).encode()
+        return response
+
+    monkeypatch.setattr(Registry, "_request", forgetful)
+    assert plan_run(half_pushed, capsys) == every

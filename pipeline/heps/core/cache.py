@@ -1,5 +1,5 @@
-"""Content-keyed caches in the operator's state folder: parsed recipes by their bytes,
-file digests by the file's identity.
+"""Content-keyed caches in the operator's state folder: parsed recipes and Dockerfiles by
+their text, file digests by the file's identity.
 
 A `Store` is one file of entries, each under a key that hashes exactly what the value
 was computed from (the input's bytes, the code that read them): an entry can only
@@ -44,9 +44,9 @@ MAX_FILE = 64 << 20
 RACY_NS = 2_000_000_000
 """How old a file's ctime must be before its digest is kept: 2 s, far above any
 timestamp granularity a filesystem or clock has."""
-RECIPES_LIMIT = 20_000
+PARSED_LIMIT = 40_000
 FILES_LIMIT = 100_000
-"""Entries kept: four times the 5,000 recipes of the scale benchmark, and their files."""
+"""Entries kept: four times what the 5,000 recipes of the scale benchmark need."""
 
 
 def code_digest(*modules: str) -> str:
@@ -198,17 +198,18 @@ class Caches:
     """What a plan keeps under the state folder's `cache/` (never in the repository,
     which a merge request writes)."""
 
-    recipes: Store
-    """Validated recipe data by the digest of recipe.yaml's text and the reading code."""
+    parsed: Store
+    """Validated recipe data and Dockerfile instructions, by the digest of the file's
+    text and of the code that read it."""
     files: FileDigests
 
     @classmethod
     def under(cls, state_dir: Path) -> Caches:
         folder = state_dir / "cache"
         files = Store(folder / "files", FILES_LIMIT)
-        return cls(Store(folder / "recipes", RECIPES_LIMIT), FileDigests(files))
+        return cls(Store(folder / "parsed", PARSED_LIMIT), FileDigests(files))
 
     def save(self) -> None:
-        self.recipes.save()
+        self.parsed.save()
         if self.files.store is not None:
             self.files.store.save()

@@ -118,14 +118,14 @@ def _touched(node: graph.Node, changed: list[Path]) -> bool:
 def prepare(settings: Settings, selection: Selection) -> Prepared:
     started = time.monotonic()
     caches = Caches.under(settings.state_dir)
-    found = recipes.discover(settings, caches.recipes)
+    found = recipes.discover(settings, caches.parsed)
     creds = credentials(settings, config_auth)
     registry = Registry(settings.registry, creds, settings.state_dir / "cache" / "labels")
     if selection.everything:  # every version tag is asked: the registry answers while the
         # graph and the fingerprints are computed; check() raises a problem after the tree's
         registry.look_ahead((r.name, r.version) for r in found)
     try:
-        tree = graph.resolve(found, settings.registry)
+        tree = graph.resolve(found, settings.registry, caches.parsed)
         fps = fingerprint.compute(tree, settings.build.ca_bundle, caches.files)
         registry.check()
     except BaseException:

@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -32,6 +33,9 @@ MANIFEST_TYPES = ", ".join(
     ]
 )
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+CATALOG_PAGE = 1000
+CATALOG_WORTH = 20
+"""Names looked up at once from which one catalog listing costs less than their look-ups."""
 
 
 @dataclass(frozen=True)
@@ -146,14 +150,55 @@ class Registry:
         the registry answers while the caller computes; `check` and `image` then return
         what was found, and raise any failure there, where it was always raised."""
         pool = ThreadPoolExecutor(parallel, thread_name_prefix="registry")
+        pairs = dict(tags)
         checked = self._checked = pool.submit(self._check)
 
-        def after_check(name: str, tag: str) -> RemoteImage | None:
+        def unlisted() -> set[str]:
             checked.result()  # nothing is asked of a registry that refused us
-            return self._image(name, tag)
+            return self._unlisted(pairs)
 
-        self._ahead = {(n, t): pool.submit(after_check, n, t) for n, t in tags}
+        absent = pool.submit(unlisted)
+
+        def after_check(name: str, tag: str) -> RemoteImage | None:
+            return None if name in absent.result() else self._image(name, tag)
+
+        self._ahead = {(n, t): pool.submit(after_check, n, t) for n, t in pairs.items()}
         pool.shutdown(wait=False)
+
+    def _unlisted(self, tags: dict[str, str]) -> set[str]:
+        """Of the names in `tags`, those with no repository in the registry's catalog: one
+        request per page of the namespace instead of one per name, where the catalog is
+        complete. Empty (every name asked one by one) on a token registry, whose catalog
+        is filtered or refused (Harbor, GitLab, a pull-only account); on any refusal,
+        malformed or endless answer; and when the first unlisted name is found after all."""
+        if self._tokens or len(tags) < CATALOG_WORTH:
+            return set()
+        prefix = f"{self.settings.namespace}/"
+        listed: set[str] = set()
+        last = prefix  # the catalog is sorted: the namespace's names come after this
+        pages = len(tags) // min(CATALOG_PAGE, 100) + 3  # pages of 100 or more, and the end
+        for _ in range(pages):
+            try:
+                response = self._request(
+                    "GET", f"_catalog?n={CATALOG_PAGE}&last={quote(last)}", "registry:catalog:*"
+                )
+                repositories = response.json()["repositories"] if response.ok else None
+            except (ConfigError, TemporaryError, ValueError, TypeError, KeyError):
+                return set()
+            if not isinstance(repositories, list) or not all(
+                isinstance(r, str) for r in repositories
+            ):
+                return set()
+            listed.update(r[len(prefix) :] for r in repositories if r.startswith(prefix))
+            if "next" not in response.links or (repositories and repositories[-1] > prefix + "~"):
+                break  # the catalog's end, or past every name of the namespace
+            last = repositories[-1] if repositories else last
+        else:
+            return set()
+        unlisted = sorted(set(tags) - listed)
+        if unlisted and self._image(unlisted[0], tags[unlisted[0]]) is not None:
+            return set()  # a catalog that leaves out what is there: not one to trust
+        return set(unlisted)
 
     def drop_look_ahead(self) -> None:
         """Cancel the look-ups not yet started: the caller stopped (a bad tree, Ctrl-C),
