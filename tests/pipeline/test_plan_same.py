@@ -4,6 +4,7 @@ entries, and every input that reaches an image still changes the plan."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -240,7 +241,7 @@ def test_a_catalog_that_leaves_out_what_is_there_is_not_trusted(
         if path.startswith("_catalog"):  # the registry's real answer, one repository short
             body = response.json()
             body["repositories"] = [r for r in body["repositories"] if not r.endswith("-000")]
-            response._content = json.dumps(body).encode()
+            return dataclasses.replace(response, content=json.dumps(body).encode())
         return response
 
     monkeypatch.setattr(Registry, "_request", forgetful)
