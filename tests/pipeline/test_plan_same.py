@@ -54,22 +54,29 @@ def test_fast_readers_give_the_reference_recipes(
     assert fingerprint.compute(tree, None) == fingerprint.compute(slow_tree, None)
 
 
-@pytest.fixture
-def planned(tmp_path: Path, registry: RegistryService, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Six recipes in two chains, every image in a real registry with its labels."""
-    repo = tmp_path / "repo"
-    generate_tree(repo, count=6, roots=2)
-    namespace = f"same{secrets.token_hex(4)}"
+def use_registry(
+    monkeypatch: pytest.MonkeyPatch, registry: RegistryService, namespace: str, state: Path
+) -> None:
+    """`heps` in this process plans against `namespace` of the real registry."""
     env = {
         "HEPS_REGISTRY": registry.address,
         "HEPS_NAMESPACE": namespace,
         "HEPS_REGISTRY_USERNAME": registry.username,
         "HEPS_REGISTRY_PASSWORD": registry.password,
         "HEPS_CA_BUNDLE": "",
-        "HEPS_STATE_DIR": str(tmp_path / "state"),
+        "HEPS_STATE_DIR": str(state),
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+
+
+@pytest.fixture
+def planned(tmp_path: Path, registry: RegistryService, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Six recipes in two chains, every image in a real registry with its labels."""
+    repo = tmp_path / "repo"
+    generate_tree(repo, count=6, roots=2)
+    namespace = f"same{secrets.token_hex(4)}"
+    use_registry(monkeypatch, registry, namespace, tmp_path / "state")
     upload_labels_only_images(registry, namespace, repo)
     return repo
 
@@ -196,16 +203,7 @@ def half_pushed(tmp_path: Path, registry: RegistryService, monkeypatch: pytest.M
     upload_labels_only_images(registry, namespace, tmp_path / "pushed")
     repo = tmp_path / "repo"
     generate_tree(repo, count=40, roots=5)
-    env = {
-        "HEPS_REGISTRY": registry.address,
-        "HEPS_NAMESPACE": namespace,
-        "HEPS_REGISTRY_USERNAME": registry.username,
-        "HEPS_REGISTRY_PASSWORD": registry.password,
-        "HEPS_CA_BUNDLE": "",
-        "HEPS_STATE_DIR": str(tmp_path / "state"),
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
+    use_registry(monkeypatch, registry, namespace, tmp_path / "state")
     return repo
 
 

@@ -230,9 +230,17 @@ def _parsed(file: Path, display: str, parsed: cache.Store | None) -> dict[str, A
     errors = validate(data, "recipe", file, display)
     if errors:
         raise ConfigError(errors)
-    if parsed is not None and json.loads(json.dumps(data)) == data:  # kept only if JSON holds it
+    if parsed is not None and _as_json(data) == data:  # kept only if JSON holds it exactly
         parsed.put(entry, data)
     return data
+
+
+def _as_json(data: dict[str, Any]) -> Any:
+    """`data` through JSON and back; None when JSON cannot hold it (a timestamp)."""
+    try:
+        return json.loads(json.dumps(data))
+    except (TypeError, ValueError):
+        return None
 
 
 def _load(
