@@ -38,6 +38,8 @@ MANIFEST_TYPES = ", ".join(
 )
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 CATALOG_PAGE = 1000
+SCOPES_PER_TOKEN = 50
+"""Repositories one shared token covers: its JWT grows by each (about 60 bytes)."""
 CATALOG_WORTH = 20
 """Names looked up at once from which one catalog listing costs less than their look-ups."""
 
@@ -99,6 +101,8 @@ class Registry:
             else ""
         )
         self._tokens: dict[str, str] = {}
+        self._challenge = ""
+        """The registry's Bearer challenge (its token service and realm), once seen."""
         self._reached = False
         """Answered once: a lost connection from then on is an outage, not a bad host."""
         self._checked: Future[None] | None = None
@@ -163,7 +167,8 @@ class Registry:
             if response.status_code == 401 and not retried:  # no token yet, or it expired
                 challenge = response.headers.get("WWW-Authenticate", "")
                 if challenge.lower().startswith("bearer"):
-                    self._tokens[scope] = self._token(challenge, scope)
+                    self._challenge = challenge
+                    self._tokens[scope] = self._token(challenge, [scope] if scope else [])
                     return self._request(method, path, scope, True, headers=headers, **kw)
         except urllib3.exceptions.MaxRetryError as exc:
             raise self._unreached(exc.reason or exc, path) from None
@@ -196,11 +201,11 @@ class Registry:
             "with `heps services up` or set registry.host / --registry"
         )
 
-    def _token(self, challenge: str, scope: str) -> str:
-        params = dict(_CHALLENGE.findall(challenge))
-        realm = params.pop("realm", "")
-        if scope:
-            params["scope"] = scope
+    def _token(self, challenge: str, scopes: list[str]) -> str:
+        params: dict[str, str | list[str]] = dict(_CHALLENGE.findall(challenge))
+        realm = str(params.pop("realm", ""))
+        if scopes:
+            params["scope"] = scopes  # one `scope` parameter each, as the token spec asks
         auth = self.creds.basic_auth if self.creds else None
         try:
             # another host: its own proxy settings, so not the registry's session
@@ -219,6 +224,20 @@ class Registry:
     def _scope(self, name: str, actions: str = "pull") -> str:
         return f"repository:{self.settings.namespace}/{name}:{actions}"
 
+    def _share_tokens(self, names: Iterable[str]) -> None:
+        """On a token registry, one token for the pull of up to SCOPES_PER_TOKEN
+        repositories: asked once per batch, not once per image. A repository the token
+        service leaves out of it (a pull-only account, Harbor's project rights) is answered
+        401 and gets a token of its own, as before; a service that refuses a batch, too."""
+        wanted = [self._scope(n) for n in names if self._scope(n) not in self._tokens]
+        for start in range(0, len(wanted), SCOPES_PER_TOKEN):
+            batch = wanted[start : start + SCOPES_PER_TOKEN]
+            try:
+                token = self._token(self._challenge, batch)
+            except ConfigError:
+                return
+            self._tokens.update(dict.fromkeys(batch, token))
+
     def look_ahead(self, tags: Iterable[tuple[str, str]], parallel: int = 8) -> None:
         """Check the registry and look up these (name, tag) pairs in the background, so
         the registry answers while the caller computes; `check` and `image` then return
@@ -229,6 +248,9 @@ class Registry:
 
         def unlisted() -> set[str]:
             checked.result()  # nothing is asked of a registry that refused us
+            if self._tokens:  # a token registry: its catalog is filtered or refused
+                self._share_tokens(pairs)
+                return set()
             return self._unlisted(pairs)
 
         absent = pool.submit(unlisted)
@@ -242,10 +264,10 @@ class Registry:
     def _unlisted(self, tags: dict[str, str]) -> set[str]:
         """Of the names in `tags`, those with no repository in the registry's catalog: one
         request per page of the namespace instead of one per name, where the catalog is
-        complete. Empty (every name asked one by one) on a token registry, whose catalog
-        is filtered or refused (Harbor, GitLab, a pull-only account); on any refusal,
-        malformed or endless answer; and when the first unlisted name is found after all."""
-        if self._tokens or len(tags) < CATALOG_WORTH:
+        complete (a registry with Basic or no auth). Empty (every name asked one by one)
+        on any refusal, malformed or endless answer, and when the first unlisted name is
+        found after all."""
+        if len(tags) < CATALOG_WORTH:
             return set()
         prefix = f"{self.settings.namespace}/"
         listed: set[str] = set()
