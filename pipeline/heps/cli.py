@@ -293,9 +293,14 @@ def _run(cfg: settings.Settings, args: argparse.Namespace, masker: log.Masker) -
 
 
 def _recipes(cfg: settings.Settings) -> dict[str, recipes.Recipe]:
+    from heps.core.cache import Caches
     from heps.images import recipes
 
-    return {r.name: r for r in recipes.discover(cfg)}
+    parsed = Caches.under(cfg.state_dir).parsed
+    try:
+        return {r.name: r for r in recipes.discover(cfg, parsed)}
+    finally:
+        parsed.save()
 
 
 def _registry(cfg: settings.Settings) -> Registry:

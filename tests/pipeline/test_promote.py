@@ -15,7 +15,7 @@ import pytest
 from heps.core import tools
 from heps.core.errors import StageError
 from heps.gitops.pin import Pin
-from heps.gitops.promote import _refuse_conflicts, production_branch
+from heps.gitops.promote import _refuse_conflicts, production_branch, write_all
 from heps.systems.git import scrub
 from tests.conftest import BUSYBOX, Env, read_json, simple_recipe, write_recipe
 
@@ -304,3 +304,20 @@ def test_run_promote_pins_what_the_run_just_pushed(
     pinned = (env.repo / "k8s-overlays/overlays/testbed/kustomization.yaml").read_text()
     digest = next(line.split()[3] for line in message.splitlines() if line.startswith("- app1"))
     assert "newTag: 1.0.1-g" in pinned and f"digest: {digest}" in pinned
+
+
+def test_write_all_replaces_every_file_or_none(tmp_path: Path) -> None:
+    """Written 8 at a time: one file that cannot be staged (its folder is gone) leaves
+    every other file as it was and no temporary file behind."""
+    files = {tmp_path / f"f{i:03d}.yaml": f"new {i}\n" for i in range(100)}
+    for path in files:
+        path.write_text("old\n")
+    broken = dict(files)
+    broken[tmp_path / "gone" / "x.yaml"] = "new\n"
+    with pytest.raises(FileNotFoundError):
+        write_all(broken)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in files)
+    assert {p.read_text() for p in files} == {"old\n"}
+    write_all(files)
+    assert all(path.read_text() == text for path, text in files.items())
+    assert len(list(tmp_path.iterdir())) == 100

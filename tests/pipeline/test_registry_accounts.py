@@ -6,6 +6,7 @@ and through the registry's HTTP API alike)."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import secrets
 import uuid
@@ -143,3 +144,61 @@ def test_the_embedded_registry_has_a_pull_only_account_beside_the_push_account(
     for name in ("credentials.json", services.PULL_CREDENTIALS):
         assert (folder / name).stat().st_mode & 0o777 == 0o600
     assert "token: {realm: 'http://127.0.0.1:5001/token'" in service.config()
+
+
+def test_a_look_ahead_on_a_token_registry_asks_one_token_per_batch(
+    two_accounts: RegistryService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """60 look-ups with the pull-only account: three tokens (the check's, 50 repositories,
+    10), not 61; an image pushed with the push account is found through the shared one."""
+    s = two_accounts
+    assert s.pull_username and s.pull_password
+    namespace = f"t{uuid.uuid4().hex[:8]}"
+    scope = {"service": "heps-registry", "scope": f"repository:{namespace}/app-007:pull,push"}
+    push_token = requests.get(
+        f"http://{s.token_address}/token",
+        params=scope,
+        auth=(s.username.encode(), s.password.encode()),
+        timeout=10,
+    ).json()["token"]
+    bearer = {"Authorization": f"Bearer {push_token}"}
+    base = f"http://{s.address}/v2/{namespace}/app-007"
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {}}).encode()
+    digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    location = requests.post(f"{base}/blobs/uploads/", headers=bearer, timeout=10).headers
+    put = requests.put(
+        f"{location['Location']}&digest={digest}", data=config, headers=bearer, timeout=10
+    )
+    assert put.status_code == 201, put.text
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "size": len(config),
+            "digest": digest,
+        },
+        "layers": [],
+    }
+    media = {"Content-Type": manifest["mediaType"]}
+    put = requests.put(
+        f"{base}/manifests/1.0", json=manifest, headers={**bearer, **media}, timeout=10
+    )
+    assert put.status_code == 201, put.text
+    asked: list[int] = []
+    token = Registry._token
+    monkeypatch.setattr(
+        Registry,
+        "_token",
+        lambda self, c, wanted: asked.append(len(wanted)) or token(self, c, wanted),
+    )
+    reader = Registry(
+        RegistrySettings(host=s.address, namespace=namespace),
+        Credentials(s.pull_username, Secret(s.pull_password), "test"),
+    )
+    names = [f"app-{i:03d}" for i in range(60)]
+    reader.look_ahead((name, "1.0") for name in names)
+    reader.check()
+    found = {name: reader.image(name, "1.0") for name in names}
+    assert [name for name, image in found.items() if image is not None] == ["app-007"]
+    assert asked == [0, 50, 10]

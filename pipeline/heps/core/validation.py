@@ -63,7 +63,7 @@ def _validator(name: str) -> Any:
 _DRAFT7_ALIKE = frozenset(
     {"$id", "$schema", "title", "description", "type", "properties", "required"}
     | {"additionalProperties", "items", "anyOf", "not", "enum", "pattern", "minLength"}
-    | {"minItems", "minimum", "maximum", "exclusiveMinimum"}
+    | {"minItems", "minimum", "maximum", "exclusiveMinimum", "format"}
 )
 
 
@@ -90,9 +90,23 @@ def _compiled(name: str) -> Callable[[Any], Any] | None:
         return None
     import fastjsonschema
 
-    draft7 = {**root, "$schema": "http://json-schema.org/draft-07/schema#"}
+    draft7 = {**_annotations_dropped(root), "$schema": "http://json-schema.org/draft-07/schema#"}
     check: Callable[[Any], Any] = fastjsonschema.compile(draft7)
     return check
+
+
+def _annotations_dropped(node: Any) -> Any:
+    """The schema without `format`: jsonschema, given no format checker, reads it as an
+    annotation (`repository-path` is checked by `confine`), fastjsonschema would assert it."""
+    if isinstance(node, dict):
+        return {
+            k: _annotations_dropped(v)
+            for k, v in node.items()
+            if not (k == "format" and isinstance(v, str))
+        }
+    if isinstance(node, list):
+        return [_annotations_dropped(v) for v in node]
+    return node
 
 
 def _has_float(data: Any) -> bool:
@@ -129,7 +143,11 @@ def load_yaml(path: Path, display: str) -> Any:
     what it can decide exactly as ruamel's safe loader would; ruamel reads the rest, and
     its round-trip loader, which knows every key's line, runs only to report errors.
     """
-    text = read_text(path, display)
+    return load_yaml_text(read_text(path, display), display)
+
+
+def load_yaml_text(text: str, display: str) -> Any:
+    """`load_yaml` of a file's text, read already."""
     check_yaml(text, display)  # before any loader builds objects: alias bombs, deep nesting
     try:
         return yaml12.load(text)

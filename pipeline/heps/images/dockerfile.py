@@ -16,10 +16,13 @@ import io
 import re
 import shlex
 from dataclasses import dataclass
+from functools import cache as cache_once
 from pathlib import Path
 
+import dockerfile_parse
 from dockerfile_parse import DockerfileParser
 
+from heps.core import cache
 from heps.core.bounded import read_text
 from heps.core.errors import ConfigError
 
@@ -72,14 +75,27 @@ def substitute(text: str, values: dict[str, str | None]) -> str:
     return _VAR.sub(expand, text)
 
 
-def instructions(text: str) -> list[Instruction]:
-    """Instructions with 1-based line spans; comments and parser directives dropped."""
+@cache_once
+def _parser_code() -> str:
+    """What parsed a Dockerfile: this module and dockerfile-parse's version."""
+    return cache.key(dockerfile_parse.__version__, cache.code_digest("images/dockerfile.py"))
+
+
+def instructions(text: str, parsed: cache.Store | None = None) -> list[Instruction]:
+    """Instructions with 1-based line spans; comments and parser directives dropped.
+    From `parsed` when this exact text was parsed before."""
+    entry = cache.key("dockerfile", _parser_code(), text) if parsed is not None else ""
+    if parsed is not None and isinstance(known := parsed.get(entry), list):
+        return [Instruction(*step) for step in known]
     parser = DockerfileParser(fileobj=io.StringIO(text))
-    return [
+    found = [
         Instruction(i["instruction"], i["value"].strip(), i["startline"] + 1, i["endline"] + 1)
         for i in parser.structure
         if i["instruction"] != "COMMENT"
     ]
+    if parsed is not None:
+        parsed.put(entry, [[i.keyword, i.value, i.line, i.end_line] for i in found])
+    return found
 
 
 def words(value: str, where: str) -> list[str]:
@@ -100,10 +116,12 @@ def parse_args(value: str, where: str) -> dict[str, str | None]:
     return found
 
 
-def parse(path: Path, build_args: dict[str, str], shown: str) -> Dockerfile:
+def parse(
+    path: Path, build_args: dict[str, str], shown: str, parsed: cache.Store | None = None
+) -> Dockerfile:
     """Read `path` (`shown` in messages); resolve FROM images with global ARG defaults
     overridden by `build_args`."""
-    steps = instructions(read_text(path, shown))
+    steps = instructions(read_text(path, shown), parsed)
     scope: dict[str, str | None] = {}
     stages: list[Stage] = []
     aliases: set[str] = set()

@@ -18,6 +18,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from heps.core.cache import FileDigests
 from heps.core.errors import ConfigError
 from heps.images.graph import Graph
 from heps.images.recipes import DockerBuild, Recipe
@@ -29,6 +30,7 @@ LABEL_FULL = "io.heps.fingerprint"
 LABEL_INPUTS = "io.heps.fingerprint.inputs"
 LABEL_PARTS = "io.heps.fingerprint.parts"
 CA_PART = "site CA bundle"
+UNCACHED = FileDigests(None)
 
 
 @dataclass(frozen=True)
@@ -102,16 +104,7 @@ def _check_link(recipe: Recipe, root: Path, rel: str) -> None:
         )
 
 
-def _file_digest(path: Path) -> str:
-    mode = os.lstat(path).st_mode
-    if stat.S_ISLNK(mode):
-        return "link:" + os.readlink(path)
-    with path.open("rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    return f"{'x' if mode & 0o111 else '-'}:{digest}"
-
-
-def inputs(recipe: Recipe) -> str:
+def inputs(recipe: Recipe, digests: FileDigests = UNCACHED) -> str:
     """The recipe's own inputs fingerprint (neither bases nor the CA bundle)."""
     h = hashlib.sha256()
 
@@ -129,16 +122,19 @@ def inputs(recipe: Recipe) -> str:
         add("dockerfile", build.dockerfile.read_text(encoding="utf-8"))
         add("args", json.dumps(args, sort_keys=True), "target", build.target or "")
         for rel in context_files(recipe, build):
-            add(rel, _file_digest(build.context / rel))
+            add(rel, digests.digest(build.context / rel))
     return h.hexdigest()
 
 
-def compute(graph: Graph, ca_bundle: Path | None) -> dict[str, Fingerprint]:
-    """Fingerprints of every recipe in the graph, bases first."""
+def compute(
+    graph: Graph, ca_bundle: Path | None, digests: FileDigests = UNCACHED
+) -> dict[str, Fingerprint]:
+    """Fingerprints of every recipe in the graph, bases first; files hashed by `digests`
+    (the plan's passes the state folder's cache)."""
     result: dict[str, Fingerprint] = {}
-    ca = {CA_PART: _file_digest(ca_bundle)} if ca_bundle is not None else {}
+    ca = {CA_PART: digests.digest(ca_bundle)} if ca_bundle is not None else {}
     for name in graph.order:
-        own = inputs(graph.nodes[name].recipe)
+        own = inputs(graph.nodes[name].recipe, digests)
         parts = {f"base {b}": result[b].full for b in graph.base_names(name)} | ca
         h = hashlib.sha256(own.encode())
         for key, value in sorted(parts.items()):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 
+from heps.core.cache import Store
 from heps.core.errors import ConfigError
 from heps.core.references import split_reference, version_of
 from heps.core.settings import RegistrySettings
@@ -63,13 +64,17 @@ def build_args(recipe: Recipe, registry: RegistrySettings) -> dict[str, str]:
 
 
 def _node(
-    recipe: Recipe, registry: RegistrySettings, versions: dict[str, str], problems: list[str]
+    recipe: Recipe,
+    registry: RegistrySettings,
+    versions: dict[str, str],
+    problems: list[str],
+    texts: Store | None,
 ) -> Node:
     args = build_args(recipe, registry)
     if recipe.build is None:
         return Node(recipe, args, None, (), ())
     shown = recipe.show(recipe.build.dockerfile)
-    parsed = dockerfile.parse(recipe.build.dockerfile, args, shown)
+    parsed = dockerfile.parse(recipe.build.dockerfile, args, shown, texts)
     if not parsed.stages:
         problems.append(f"{shown}: no FROM instruction; start the Dockerfile with FROM")
     target = recipe.build.target
@@ -110,11 +115,12 @@ def _node(
     return Node(recipe, args, parsed, tuple(bases), tuple(external))
 
 
-def resolve(recipes: list[Recipe], registry: RegistrySettings) -> Graph:
-    """Link every recipe to its bases and order them; ConfigError on unknown bases or cycles."""
+def resolve(recipes: list[Recipe], registry: RegistrySettings, texts: Store | None = None) -> Graph:
+    """Link every recipe to its bases and order them; ConfigError on unknown bases or cycles.
+    Dockerfiles whose exact text `texts` holds are not parsed again."""
     versions = {r.name: r.version for r in recipes}
     problems: list[str] = []
-    nodes = {r.name: _node(r, registry, versions, problems) for r in recipes}
+    nodes = {r.name: _node(r, registry, versions, problems, texts) for r in recipes}
     if problems:
         raise ConfigError(problems)
     waiting = {n: {b.recipe for b in node.bases} for n, node in nodes.items()}

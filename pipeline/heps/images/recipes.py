@@ -6,21 +6,22 @@ tree in one pass; any problem stops the pipeline with exit 2 and nothing built.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import cache
+from functools import cache as cache_once
 from pathlib import Path
 from typing import Any
 
 import re2
 
-from heps.core import quantity
+from heps.core import cache, quantity
 from heps.core.bounded import read_text
 from heps.core.errors import ConfigError
 from heps.core.paths import confine
 from heps.core.settings import NodeSettings, Settings
-from heps.core.validation import load_yaml, validate
+from heps.core.validation import load_yaml_text, validate
 
 RECIPE_FILE = "recipe.yaml"
 _RE2_OPTIONS = re2.Options()
@@ -28,7 +29,7 @@ _RE2_OPTIONS.max_mem = 8 << 20  # a pattern that needs more is refused at load, 
 _RE2_OPTIONS.log_errors = False  # the problem is reported once, as one line naming the field
 
 
-@cache
+@cache_once
 def expectation(pattern: str) -> re2._Regexp:
     """`expect_output` compiled by RE2, multi-line: linear time in the output whatever the
     pattern, so `^(a+)+$` cannot hang a smoke test (Python's `re` backtracks forever)."""
@@ -135,8 +136,11 @@ class Recipe:
         return self.profile is not None
 
 
-def discover(settings: Settings) -> list[Recipe]:
-    """Every recipe under the recipes folder, sorted by name; ConfigError lists all problems."""
+def discover(settings: Settings, parsed: cache.Store | None = None) -> list[Recipe]:
+    """Every recipe under the recipes folder, sorted by name; ConfigError lists all problems.
+
+    With `parsed`, a recipe.yaml whose exact text was read and validated before is not
+    read again; everything it names on disk is checked afresh all the same."""
     problems: list[str] = []
     recipes: list[Recipe] = []
     repo = settings.repo
@@ -150,7 +154,7 @@ def discover(settings: Settings) -> list[Recipe]:
             continue
         try:
             file = confine(repo, file, file=display, field="recipe folder")
-            recipes.append(_load(file, display, repo, settings.largest_node))
+            recipes.append(_load(file, display, repo, settings.largest_node, parsed))
         except ConfigError as exc:
             problems.extend(exc.problems)
     seen: dict[str, str] = {}
@@ -204,13 +208,45 @@ class _Paths:
         return path
 
 
-def _load(file: Path, display: str, repo: Path, node: NodeSettings) -> Recipe:
-    data: dict[str, Any] | None = load_yaml(file, display)
+_READERS = ("core/bounded.py", "core/yaml12.py", "core/validation.py", "schemas/recipe.schema.json")
+
+
+@cache_once
+def _readers() -> str:
+    """The digest of the code that reads and validates a recipe: part of every key."""
+    return cache.code_digest(*_READERS)
+
+
+def _parsed(file: Path, display: str, parsed: cache.Store | None) -> dict[str, Any]:
+    """recipe.yaml as validated data: from `parsed` when this exact text was validated
+    before, else read (errors are never kept, so bad input is refused afresh each time)."""
+    text = read_text(file, display)
+    entry = cache.key("recipe", _readers(), text) if parsed is not None else ""
+    if parsed is not None and isinstance(known := parsed.get(entry), dict):
+        return known
+    data: dict[str, Any] | None = load_yaml_text(text, display)
     if data is None:
         raise ConfigError(f"{display}: empty file; see pipeline/heps/schemas/recipe.schema.json")
     errors = validate(data, "recipe", file, display)
     if errors:
         raise ConfigError(errors)
+    if parsed is not None and _as_json(data) == data:  # kept only if JSON holds it exactly
+        parsed.put(entry, data)
+    return data
+
+
+def _as_json(data: dict[str, Any]) -> Any:
+    """`data` through JSON and back; None when JSON cannot hold it (a timestamp)."""
+    try:
+        return json.loads(json.dumps(data))
+    except (TypeError, ValueError):
+        return None
+
+
+def _load(
+    file: Path, display: str, repo: Path, node: NodeSettings, parsed: cache.Store | None = None
+) -> Recipe:
+    data = _parsed(file, display, parsed)
     paths = _Paths(file.parent, repo, display)  # `file` is resolved (confined) already
     if data["name"] != paths.folder.name:
         paths.problems.append(

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from heps.core import boundary, log, references
+from heps.core.cache import Caches
 from heps.core.credentials import Credentials, credentials
 from heps.core.errors import ConfigError, StageError, with_retries
 from heps.core.settings import Settings
@@ -116,19 +117,22 @@ def _touched(node: graph.Node, changed: list[Path]) -> bool:
 
 def prepare(settings: Settings, selection: Selection) -> Prepared:
     started = time.monotonic()
-    found = recipes.discover(settings)
+    caches = Caches.under(settings.state_dir)
+    found = recipes.discover(settings, caches.parsed)
     creds = credentials(settings, config_auth)
     registry = Registry(settings.registry, creds, settings.state_dir / "cache" / "labels")
     if selection.everything:  # every version tag is asked: the registry answers while the
         # graph and the fingerprints are computed; check() raises a problem after the tree's
         registry.look_ahead((r.name, r.version) for r in found)
     try:
-        tree = graph.resolve(found, settings.registry)
-        fps = fingerprint.compute(tree, settings.build.ca_bundle)
+        tree = graph.resolve(found, settings.registry, caches.parsed)
+        fps = fingerprint.compute(tree, settings.build.ca_bundle, caches.files)
         registry.check()
     except BaseException:
         registry.drop_look_ahead()
         raise
+    finally:
+        caches.save()  # what was read stands for exactly those bytes, whatever came next
     chosen = _selected(settings, tree, selection)
     # A changed base rebuilds what is built on it; named recipes are built alone.
     made = plan.make(tree, fps, registry, chosen, with_dependents=selection.since is not None)

@@ -73,7 +73,21 @@ def config_auth(host: str) -> dict[str, str]:
 def context_paths(root: Path, patterns: list[str], dockerfile: str) -> set[str]:
     """Paths under `root` a build context holds, `.dockerignore` patterns applied as the
     engine applies them."""
-    return set(exclude_paths(str(root), patterns, dockerfile=dockerfile))
+    if patterns:
+        return set(exclude_paths(str(root), patterns, dockerfile=dockerfile))
+    # Nothing to drop: the set the matcher's walk finds (every file and folder, links to
+    # folders listed, not entered), from os.walk, without matching each path in Python.
+    found: set[str] = set()
+    skip = len(str(root)) + 1
+
+    def fail(exc: OSError) -> None:
+        raise exc
+
+    for top, folders, files in os.walk(root, onerror=fail):
+        prefix = top[skip:] + "/" if len(top) >= skip else ""
+        found.update(prefix + name for name in folders)
+        found.update(prefix + name for name in files)
+    return found
 
 
 def ignored_by(patterns: list[str]) -> Callable[[str], bool]:

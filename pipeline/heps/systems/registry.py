@@ -8,6 +8,7 @@ and the Bearer token flow that Harbor, GitLab and Docker Hub use.
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from collections.abc import Iterable
@@ -15,8 +16,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote, urlsplit
 
 import requests
+import urllib3
+from requests.auth import _basic_auth_str
+from urllib3 import HTTPHeaderDict
 
 from heps.core.credentials import Credentials
 from heps.core.errors import ConfigError, TemporaryError
@@ -32,6 +37,41 @@ MANIFEST_TYPES = ", ".join(
     ]
 )
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+CATALOG_PAGE = 1000
+SCOPES_PER_TOKEN = 50
+"""Repositories one shared token covers: its JWT grows by each (about 60 bytes)."""
+CATALOG_WORTH = 20
+"""Names looked up at once from which one catalog listing costs less than their look-ups."""
+
+
+_REDIRECTS = urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=5)
+"""Redirects followed (a blob store's), Authorization dropped on another host; no retry:
+`with_retries` decides those."""
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A registry's answer, read whole (manifests and configs are small)."""
+
+    status_code: int
+    headers: HTTPHeaderDict
+    content: bytes
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code < 400
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    @property
+    def links(self) -> dict[str, dict[str, str]]:
+        """The Link header by relation, as requests parses it."""
+        header = self.headers.get("Link", "")
+        return {
+            link.get("rel") or link.get("url", ""): link
+            for link in requests.utils.parse_header_links(header)
+        }
 
 
 @dataclass(frozen=True)
@@ -53,59 +93,87 @@ class Registry:
         self.cache_dir = cache_dir
         """Labels by manifest digest: content-addressed, so never stale."""
         self.timeout = timeout
-        self._local = threading.local()  # requests.Session is not safe across threads
+        self._lock = threading.Lock()
+        self._manager: urllib3.PoolManager | None = None
+        self._basic = (
+            _basic_auth_str(self.creds.username.encode(), self.creds.password.value.encode())
+            if self.creds
+            else ""
+        )
         self._tokens: dict[str, str] = {}
+        self._challenge = ""
+        """The registry's Bearer challenge (its token service and realm), once seen."""
         self._reached = False
         """Answered once: a lost connection from then on is an outage, not a bad host."""
         self._checked: Future[None] | None = None
         self._ahead: dict[tuple[str, str], Future[RemoteImage | None]] = {}
 
     @property
-    def _session(self) -> requests.Session:
-        session: requests.Session | None = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = requests.Session()
-            # What requests reads from the environment on every request (proxies, the CA
-            # bundle, .netrc), read once: it does not change during a run, and reading
-            # it was most of the client's time on 500 look-ups.
-            found = session.merge_environment_settings(self.settings.url, {}, None, None, None)
-            session.proxies.update(found["proxies"])
-            session.verify = found["verify"]
-            if self.creds is None:
-                session.auth = requests.utils.get_netrc_auth(self.settings.url)
-            session.trust_env = False
-        return session
+    def _pool(self) -> urllib3.PoolManager:
+        """One pool of connections for every thread, set up once as requests would for
+        this URL (proxy, CA bundle, .netrc from the environment): urllib3 itself on the
+        hot path, where requests' own per-call work doubled the client's CPU per look-up."""
+        with self._lock:
+            if self._manager is None:
+                self._manager = self._connect()
+            return self._manager
+
+    def _connect(self) -> urllib3.PoolManager:
+        found = requests.Session().merge_environment_settings(
+            self.settings.url, {}, None, None, None
+        )
+        verify = found["verify"]
+        tls: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED" if verify else "CERT_NONE"}
+        if verify:
+            bundle = requests.utils.DEFAULT_CA_BUNDLE_PATH if verify is True else str(verify)
+            tls["ca_cert_dir" if os.path.isdir(bundle) else "ca_certs"] = bundle
+        if self.creds is None:
+            netrc = requests.utils.get_netrc_auth(self.settings.url)
+            if netrc:
+                self._basic = _basic_auth_str(*netrc)
+        proxy = requests.utils.select_proxy(self.settings.url, found["proxies"])
+        if proxy:
+            login = urlsplit(proxy)
+            headers = (
+                urllib3.make_headers(
+                    proxy_basic_auth=f"{unquote(login.username)}:{unquote(login.password or '')}"
+                )
+                if login.username
+                else None
+            )
+            return urllib3.ProxyManager(proxy, maxsize=16, proxy_headers=headers, **tls)
+        return urllib3.PoolManager(maxsize=16, **tls)
 
     def _request(
         self, method: str, path: str, scope: str, retried: bool = False, **kw: Any
-    ) -> requests.Response:
+    ) -> _Answer:
         url = f"{self.settings.url}/v2/{path}"
         headers = dict(kw.pop("headers", {}))
+        pool = self._pool
         if scope in self._tokens:
             headers["Authorization"] = f"Bearer {self._tokens[scope]}"
-        elif self.creds is not None:
-            kw["auth"] = self.creds.basic_auth
+        elif self._basic:
+            headers["Authorization"] = self._basic
         try:
-            response = self._session.request(
-                method, url, headers=headers, timeout=self.timeout, **kw
+            raw = pool.request(
+                method,
+                url,
+                headers=headers,
+                body=kw.get("data"),
+                timeout=self.timeout,
+                retries=_REDIRECTS,
             )
+            response = _Answer(raw.status, raw.headers, raw.data)
             if response.status_code == 401 and not retried:  # no token yet, or it expired
                 challenge = response.headers.get("WWW-Authenticate", "")
                 if challenge.lower().startswith("bearer"):
-                    self._tokens[scope] = self._token(challenge, scope)
-                    kw.pop("auth", None)  # requests would let Basic auth replace the token
+                    self._challenge = challenge
+                    self._tokens[scope] = self._token(challenge, [scope] if scope else [])
                     return self._request(method, path, scope, True, headers=headers, **kw)
-        except requests.ConnectionError as exc:
-            if self._reached:  # it answered before: an outage, worth a retry
-                raise TemporaryError(
-                    f"registry {self.settings.host}: connection lost ({type(exc).__name__})"
-                ) from None
-            raise ConfigError(
-                f"registry {self.settings.host}: cannot connect ({type(exc).__name__}); start it "
-                "with `heps services up` or set registry.host / --registry"
-            ) from None
-        except requests.Timeout:
-            raise TemporaryError(f"registry {self.settings.host}: timed out on {path}") from None
+        except urllib3.exceptions.MaxRetryError as exc:
+            raise self._unreached(exc.reason or exc, path) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise self._unreached(exc, path) from None
         if response.status_code == 401:
             who = f"the credentials from {self.creds.source}" if self.creds else "anonymous access"
             raise ConfigError(
@@ -118,11 +186,26 @@ class Registry:
             raise TemporaryError(f"registry {self.settings.host}: {response.status_code} on {path}")
         return response
 
-    def _token(self, challenge: str, scope: str) -> str:
-        params = dict(_CHALLENGE.findall(challenge))
-        realm = params.pop("realm", "")
-        if scope:
-            params["scope"] = scope
+    def _unreached(self, exc: BaseException, path: str) -> Exception:
+        """What a failed exchange means, as requests' ConnectionError and Timeout did:
+        a read timeout is a slow registry; anything else, before the registry first
+        answered, a wrong address or a registry not started, after it, an outage."""
+        if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+            return TemporaryError(f"registry {self.settings.host}: timed out on {path}")
+        if self._reached:  # it answered before: an outage, worth a retry
+            return TemporaryError(
+                f"registry {self.settings.host}: connection lost ({type(exc).__name__})"
+            )
+        return ConfigError(
+            f"registry {self.settings.host}: cannot connect ({type(exc).__name__}); start it "
+            "with `heps services up` or set registry.host / --registry"
+        )
+
+    def _token(self, challenge: str, scopes: list[str]) -> str:
+        params: dict[str, str | list[str]] = dict(_CHALLENGE.findall(challenge))
+        realm = str(params.pop("realm", ""))
+        if scopes:
+            params["scope"] = scopes  # one `scope` parameter each, as the token spec asks
         auth = self.creds.basic_auth if self.creds else None
         try:
             # another host: its own proxy settings, so not the registry's session
@@ -141,19 +224,77 @@ class Registry:
     def _scope(self, name: str, actions: str = "pull") -> str:
         return f"repository:{self.settings.namespace}/{name}:{actions}"
 
+    def _share_tokens(self, names: Iterable[str]) -> None:
+        """On a token registry, one token for the pull of up to SCOPES_PER_TOKEN
+        repositories: asked once per batch, not once per image. A repository the token
+        service leaves out of it (a pull-only account, Harbor's project rights) is answered
+        401 and gets a token of its own, as before; a service that refuses a batch, too."""
+        wanted = [self._scope(n) for n in names if self._scope(n) not in self._tokens]
+        for start in range(0, len(wanted), SCOPES_PER_TOKEN):
+            batch = wanted[start : start + SCOPES_PER_TOKEN]
+            try:
+                token = self._token(self._challenge, batch)
+            except ConfigError:
+                return
+            self._tokens.update(dict.fromkeys(batch, token))
+
     def look_ahead(self, tags: Iterable[tuple[str, str]], parallel: int = 8) -> None:
         """Check the registry and look up these (name, tag) pairs in the background, so
         the registry answers while the caller computes; `check` and `image` then return
         what was found, and raise any failure there, where it was always raised."""
         pool = ThreadPoolExecutor(parallel, thread_name_prefix="registry")
+        pairs = dict(tags)
         checked = self._checked = pool.submit(self._check)
 
-        def after_check(name: str, tag: str) -> RemoteImage | None:
+        def unlisted() -> set[str]:
             checked.result()  # nothing is asked of a registry that refused us
-            return self._image(name, tag)
+            if self._tokens:  # a token registry: its catalog is filtered or refused
+                self._share_tokens(pairs)
+                return set()
+            return self._unlisted(pairs)
 
-        self._ahead = {(n, t): pool.submit(after_check, n, t) for n, t in tags}
+        absent = pool.submit(unlisted)
+
+        def after_check(name: str, tag: str) -> RemoteImage | None:
+            return None if name in absent.result() else self._image(name, tag)
+
+        self._ahead = {(n, t): pool.submit(after_check, n, t) for n, t in pairs.items()}
         pool.shutdown(wait=False)
+
+    def _unlisted(self, tags: dict[str, str]) -> set[str]:
+        """Of the names in `tags`, those with no repository in the registry's catalog: one
+        request per page of the namespace instead of one per name, where the catalog is
+        complete (a registry with Basic or no auth). Empty (every name asked one by one)
+        on any refusal, malformed or endless answer, and when the first unlisted name is
+        found after all."""
+        if len(tags) < CATALOG_WORTH:
+            return set()
+        prefix = f"{self.settings.namespace}/"
+        listed: set[str] = set()
+        last = prefix  # the catalog is sorted: the namespace's names come after this
+        pages = len(tags) // min(CATALOG_PAGE, 100) + 3  # pages of 100 or more, and the end
+        for _ in range(pages):
+            try:
+                response = self._request(
+                    "GET", f"_catalog?n={CATALOG_PAGE}&last={quote(last)}", "registry:catalog:*"
+                )
+                repositories = response.json()["repositories"] if response.ok else None
+            except (ConfigError, TemporaryError, ValueError, TypeError, KeyError):
+                return set()
+            if not isinstance(repositories, list) or not all(
+                isinstance(r, str) for r in repositories
+            ):
+                return set()
+            listed.update(r[len(prefix) :] for r in repositories if r.startswith(prefix))
+            if "next" not in response.links or (repositories and repositories[-1] > prefix + "~"):
+                break  # the catalog's end, or past every name of the namespace
+            last = repositories[-1] if repositories else last
+        else:
+            return set()
+        unlisted = sorted(set(tags) - listed)
+        if unlisted and self._image(unlisted[0], tags[unlisted[0]]) is not None:
+            return set()  # a catalog that leaves out what is there: not one to trust
+        return set(unlisted)
 
     def drop_look_ahead(self) -> None:
         """Cancel the look-ups not yet started: the caller stopped (a bad tree, Ctrl-C),
