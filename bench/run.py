@@ -83,12 +83,49 @@ def generate_tree(root: Path, count: int = 500, roots: int = 20) -> None:
             (folder / f"file{j}.py").write_text(f"# {name} {j}\n" + "x = 1\n" * 200)
 
 
+def put_layerless_image(
+    session: requests.Session, repository: str, tag: str, labels: dict[str, str]
+) -> str:
+    """Put `repository:tag` (its /v2/ URL) through the registry's API: a config blob
+    carrying `labels` and a manifest without layers, as a pushed image would have.
+    Returns the manifest's digest."""
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Labels": labels},
+            "rootfs": {"type": "layers", "diff_ids": []},
+        }
+    ).encode()
+    digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    start = session.post(f"{repository}/blobs/uploads/")
+    start.raise_for_status()
+    location = start.headers["Location"]
+    sep = "&" if "?" in location else "?"
+    session.put(f"{location}{sep}digest={digest}", data=config).raise_for_status()
+    media = "application/vnd.docker.distribution.manifest.v2+json"
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": media,
+        "config": {
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+            "size": len(config),
+            "digest": digest,
+        },
+        "layers": [],
+    }
+    put = session.put(
+        f"{repository}/manifests/{tag}", json=manifest, headers={"Content-Type": media}
+    )
+    put.raise_for_status()
+    return put.headers["Docker-Content-Digest"]
+
+
 def upload_labels_only_images(
     registry: RegistryService, namespace: str, repo: Path
 ) -> dict[str, str]:
-    """Put an image per recipe in the registry through its API: a config blob carrying the
-    fingerprint labels and a manifest without layers, as a pushed image would have.
-    Returns each recipe's manifest digest."""
+    """Put an image per recipe in the registry (`put_layerless_image`) carrying its
+    fingerprint labels. Returns each recipe's manifest digest."""
     cfg = settings.Settings(
         repo=repo, registry=settings.RegistrySettings(registry.address, namespace)
     )
@@ -97,46 +134,19 @@ def upload_labels_only_images(
     session = requests.Session()
     session.auth = (registry.username, registry.password)
     url = f"http://{registry.address}/v2/{namespace}"
-    digests = {}
-    for name in tree.order:
-        labels = {
-            fingerprint.LABEL_FULL: fps[name].full,
-            fingerprint.LABEL_INPUTS: fps[name].inputs,
-            fingerprint.LABEL_PARTS: json.dumps(fps[name].parts, sort_keys=True),
-        }
-        config = json.dumps(
+    return {
+        name: put_layerless_image(
+            session,
+            f"{url}/{name}",
+            tree.nodes[name].recipe.version,
             {
-                "architecture": "amd64",
-                "os": "linux",
-                "config": {"Labels": labels},
-                "rootfs": {"type": "layers", "diff_ids": []},
-            }
-        ).encode()
-        digest = "sha256:" + hashlib.sha256(config).hexdigest()
-        start = session.post(f"{url}/{name}/blobs/uploads/")
-        start.raise_for_status()
-        location = start.headers["Location"]
-        sep = "&" if "?" in location else "?"
-        session.put(f"{location}{sep}digest={digest}", data=config).raise_for_status()
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-            "config": {
-                "mediaType": "application/vnd.docker.container.image.v1+json",
-                "size": len(config),
-                "digest": digest,
+                fingerprint.LABEL_FULL: fps[name].full,
+                fingerprint.LABEL_INPUTS: fps[name].inputs,
+                fingerprint.LABEL_PARTS: json.dumps(fps[name].parts, sort_keys=True),
             },
-            "layers": [],
-        }
-        version = tree.nodes[name].recipe.version
-        put = session.put(
-            f"{url}/{name}/manifests/{version}",
-            json=manifest,
-            headers={"Content-Type": "application/vnd.docker.distribution.manifest.v2+json"},
         )
-        put.raise_for_status()
-        digests[name] = put.headers["Docker-Content-Digest"]
-    return digests
+        for name in tree.order
+    }
 
 
 @contextmanager

@@ -6,7 +6,6 @@ and through the registry's HTTP API alike)."""
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import secrets
 import uuid
@@ -17,6 +16,7 @@ import docker
 import pytest
 import requests
 
+from bench.run import put_layerless_image
 from heps.core.credentials import Credentials, Secret
 from heps.core.settings import RegistrySettings
 from heps.systems import services
@@ -161,30 +161,9 @@ def test_a_look_ahead_on_a_token_registry_asks_one_token_per_batch(
         auth=(s.username.encode(), s.password.encode()),
         timeout=10,
     ).json()["token"]
-    bearer = {"Authorization": f"Bearer {push_token}"}
-    base = f"http://{s.address}/v2/{namespace}/app-007"
-    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {}}).encode()
-    digest = "sha256:" + hashlib.sha256(config).hexdigest()
-    location = requests.post(f"{base}/blobs/uploads/", headers=bearer, timeout=10).headers
-    put = requests.put(
-        f"{location['Location']}&digest={digest}", data=config, headers=bearer, timeout=10
-    )
-    assert put.status_code == 201, put.text
-    manifest = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-        "config": {
-            "mediaType": "application/vnd.docker.container.image.v1+json",
-            "size": len(config),
-            "digest": digest,
-        },
-        "layers": [],
-    }
-    media = {"Content-Type": manifest["mediaType"]}
-    put = requests.put(
-        f"{base}/manifests/1.0", json=manifest, headers={**bearer, **media}, timeout=10
-    )
-    assert put.status_code == 201, put.text
+    pusher = requests.Session()
+    pusher.headers["Authorization"] = f"Bearer {push_token}"
+    put_layerless_image(pusher, f"http://{s.address}/v2/{namespace}/app-007", "1.0", {})
     asked: list[int] = []
     token = Registry._token
     monkeypatch.setattr(
