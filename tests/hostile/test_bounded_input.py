@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from heps.core.credentials import Credentials, Secret
+from heps.core.errors import ConfigError
 from heps.core.settings import RegistrySettings
 from heps.images import lint
 from heps.systems.registry import Registry
@@ -226,3 +227,39 @@ def test_broken_overlay_is_one_line(
     assert result.code == 2
     line = one_error_line(result.err)
     assert "k8s-overlays/overlays/testbed/kustomization.yaml" in line and expected in line
+
+
+class _HugeAnswers(http.server.BaseHTTPRequestHandler):
+    """A registry whose catalog page and manifests are 80 MiB, sent without a length
+    (a hostile or broken registry's endless answer, cut where a test can wait for it)."""
+
+    protocol_version = "HTTP/1.0"  # the body ends when the connection closes
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Docker-Distribution-API-Version", "registry/2.0")
+        self.end_headers()
+        if self.path == "/v2/":
+            return
+        head = b'{"repositories": ["ns/n0"' if "_catalog" in self.path else b'{"x": "'
+        self.wfile.write(head)
+        for _ in range(80):
+            self.wfile.write(b"," * (1 << 20) if "_catalog" in self.path else b"x" * (1 << 20))
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+def test_a_registry_answer_past_the_bound_is_refused_unread() -> None:
+    """The catalog is given up (every name asked), a manifest is one line naming the
+    registry: neither is read whole into memory."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _HugeAnswers)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        registry = Registry(RegistrySettings(f"127.0.0.1:{server.server_address[1]}", "ns"), None)
+        assert registry._unlisted({f"n{i}": "1" for i in range(30)}) == set()
+        with pytest.raises(ConfigError, match=r"^registry 127\.0\.0\.1:\d+: the answer to "):
+            registry.manifest("n1", "1")
+    finally:
+        server.shutdown()
+        server.server_close()

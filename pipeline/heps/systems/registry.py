@@ -41,6 +41,9 @@ CATALOG_PAGE = 1000
 SCOPES_PER_TOKEN = 50
 """Repositories one shared token covers: its JWT grows by each (about 60 bytes)."""
 CATALOG_WORTH = 20
+MAX_ANSWER = 16 << 20
+"""The largest answer read (16 MiB): four times distribution's limit on a manifest, far
+above a catalog page or an image config; a registry cannot make a run read without end."""
 """Names looked up at once from which one catalog listing costs less than their look-ups."""
 
 
@@ -162,8 +165,17 @@ class Registry:
                 body=kw.get("data"),
                 timeout=self.timeout,
                 retries=_REDIRECTS,
+                preload_content=False,
             )
-            response = _Answer(raw.status, raw.headers, raw.data)
+            content = raw.read(MAX_ANSWER + 1)
+            if len(content) > MAX_ANSWER:
+                raw.close()  # the rest is never read: the connection is not reused
+                raise ConfigError(
+                    f"registry {self.settings.host}: the answer to {path.split('?')[0]} is "
+                    f"larger than {MAX_ANSWER >> 20} MiB; is this a Docker registry?"
+                )
+            raw.release_conn()
+            response = _Answer(raw.status, raw.headers, content)
             if response.status_code == 401 and not retried:  # no token yet, or it expired
                 challenge = response.headers.get("WWW-Authenticate", "")
                 if challenge.lower().startswith("bearer"):
