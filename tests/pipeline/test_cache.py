@@ -138,3 +138,23 @@ def test_a_cache_nested_past_the_parser_is_ignored_not_a_crash(
     )
     assert cache.Store(path, 10).get("x") is None
     assert "not a cache file; ignored" in caplog.text
+
+
+@pytest.mark.parametrize("attribute", ["__version__", "__with_libyaml__"])
+def test_recipes_read_by_another_yaml_library_are_read_afresh(
+    attribute: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PyYAML upgraded, or installed without libyaml (yaml12 then reads with the Python
+    parser, which differs on a few scalars): the recipe data kept is not served."""
+    import yaml
+
+    from heps.images import recipes
+
+    recipes._readers.cache_clear()
+    before = recipes._readers()
+    monkeypatch.setattr(yaml, attribute, "other")
+    recipes._readers.cache_clear()
+    try:
+        assert recipes._readers() != before
+    finally:
+        recipes._readers.cache_clear()
