@@ -263,3 +263,16 @@ def test_a_registry_answer_past_the_bound_is_refused_unread() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.parametrize("host", ["user:s3cretpw@127.0.0.1:1", "http://user:s3cretpw@127.0.0.1:1"])
+def test_a_registry_flag_with_a_password_in_it_is_refused_unechoed(
+    heps: Any, env: Env, host: str
+) -> None:
+    """--registry and HEPS_REGISTRY skip heps.yaml's schema: a URL with user and password
+    in it is refused there, before any message could print it."""
+    app(env)
+    result = heps(env.repo, "--registry", host, "plan")
+    assert result.code == 2
+    assert "registry.host: not HOST[:PORT]" in one_error_line(result.err)
+    assert "s3cretpw" not in result.text
