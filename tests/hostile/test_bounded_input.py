@@ -276,3 +276,52 @@ def test_a_registry_flag_with_a_password_in_it_is_refused_unechoed(
     assert result.code == 2
     assert "registry.host: not HOST[:PORT]" in one_error_line(result.err)
     assert "s3cretpw" not in result.text
+
+
+def _serve(handler: type[http.server.BaseHTTPRequestHandler]) -> http.server.ThreadingHTTPServer:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_a_redirect_to_another_host_takes_that_hosts_proxy_as_requests_would(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The registry is in NO_PROXY, the blob store it redirects to is not (an internal
+    registry keeping its blobs in a cloud store): the redirect goes through the proxy,
+    without the registry's Authorization, as requests sends it."""
+    seen: list[tuple[str, str, str | None]] = []
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            who = "proxy" if self.server is proxy else "direct"
+            seen.append((who, self.path, self.headers.get("Authorization")))
+            moved = who == "direct" and "/manifests/" in self.path
+            self.send_response(307 if moved else 200)
+            self.send_header("Docker-Distribution-API-Version", "registry/2.0")
+            if moved:
+                self.send_header("Location", f"http://localhost:{store.server_port}/blob")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    registry, store, proxy = _serve(Answer), _serve(Answer), _serve(Answer)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_port}")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    try:
+        client = Registry(
+            RegistrySettings(f"127.0.0.1:{registry.server_port}", "ns"),
+            Credentials("user", Secret("pw"), "test"),
+        )
+        assert client.manifest("img", "1") == ("", {})
+    finally:
+        for server in (registry, store, proxy):
+            server.shutdown()
+            server.server_close()
+    assert [(who, path.split("/", 3)[-1], bool(auth)) for who, path, auth in seen] == [
+        ("direct", "img/manifests/1", True),
+        ("proxy", "blob", False),
+    ]
