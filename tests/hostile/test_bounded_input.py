@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from heps.core.credentials import Credentials, Secret
+from heps.core.errors import ConfigError
 from heps.core.settings import RegistrySettings
 from heps.images import lint
 from heps.systems.registry import Registry
@@ -226,3 +227,101 @@ def test_broken_overlay_is_one_line(
     assert result.code == 2
     line = one_error_line(result.err)
     assert "k8s-overlays/overlays/testbed/kustomization.yaml" in line and expected in line
+
+
+class _HugeAnswers(http.server.BaseHTTPRequestHandler):
+    """A registry whose catalog page and manifests are 80 MiB, sent without a length
+    (a hostile or broken registry's endless answer, cut where a test can wait for it)."""
+
+    protocol_version = "HTTP/1.0"  # the body ends when the connection closes
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Docker-Distribution-API-Version", "registry/2.0")
+        self.end_headers()
+        if self.path == "/v2/":
+            return
+        head = b'{"repositories": ["ns/n0"' if "_catalog" in self.path else b'{"x": "'
+        self.wfile.write(head)
+        for _ in range(80):
+            self.wfile.write(b"," * (1 << 20) if "_catalog" in self.path else b"x" * (1 << 20))
+
+    def log_message(self, *args: Any) -> None:
+        return
+
+
+def test_a_registry_answer_past_the_bound_is_refused_unread() -> None:
+    """The catalog is given up (every name asked), a manifest is one line naming the
+    registry: neither is read whole into memory."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _HugeAnswers)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        registry = Registry(RegistrySettings(f"127.0.0.1:{server.server_address[1]}", "ns"), None)
+        assert registry._unlisted({f"n{i}": "1" for i in range(30)}) == set()
+        with pytest.raises(ConfigError, match=r"^registry 127\.0\.0\.1:\d+: the answer to "):
+            registry.manifest("n1", "1")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("host", ["user:s3cretpw@127.0.0.1:1", "http://user:s3cretpw@127.0.0.1:1"])
+def test_a_registry_flag_with_a_password_in_it_is_refused_unechoed(
+    heps: Any, env: Env, host: str
+) -> None:
+    """--registry and HEPS_REGISTRY skip heps.yaml's schema: a URL with user and password
+    in it is refused there, before any message could print it."""
+    app(env)
+    result = heps(env.repo, "--registry", host, "plan")
+    assert result.code == 2
+    assert "registry.host: not HOST[:PORT]" in one_error_line(result.err)
+    assert "s3cretpw" not in result.text
+
+
+def _serve(handler: type[http.server.BaseHTTPRequestHandler]) -> http.server.ThreadingHTTPServer:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_a_redirect_to_another_host_takes_that_hosts_proxy_as_requests_would(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The registry is in NO_PROXY, the blob store it redirects to is not (an internal
+    registry keeping its blobs in a cloud store): the redirect goes through the proxy,
+    without the registry's Authorization, as requests sends it."""
+    seen: list[tuple[str, str, str | None]] = []
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            who = "proxy" if self.server is proxy else "direct"
+            seen.append((who, self.path, self.headers.get("Authorization")))
+            moved = who == "direct" and "/manifests/" in self.path
+            self.send_response(307 if moved else 200)
+            self.send_header("Docker-Distribution-API-Version", "registry/2.0")
+            if moved:
+                self.send_header("Location", f"http://localhost:{store.server_port}/blob")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    registry, store, proxy = _serve(Answer), _serve(Answer), _serve(Answer)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_port}")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    try:
+        client = Registry(
+            RegistrySettings(f"127.0.0.1:{registry.server_port}", "ns"),
+            Credentials("user", Secret("pw"), "test"),
+        )
+        assert client.manifest("img", "1") == ("", {})
+    finally:
+        for server in (registry, store, proxy):
+            server.shutdown()
+            server.server_close()
+    assert [(who, path.split("/", 3)[-1], bool(auth)) for who, path, auth in seen] == [
+        ("direct", "img/manifests/1", True),
+        ("proxy", "blob", False),
+    ]

@@ -124,3 +124,37 @@ def test_a_file_is_hashed_again_when_its_identity_changes(
     assert digests.digest(file) != first and len(hashed) == 4
     file.chmod(0o755)
     assert digests.digest(file).startswith("x:") and len(hashed) == 5
+
+
+def test_a_cache_nested_past_the_parser_is_ignored_not_a_crash(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A body with its digest right (not damage: written by whoever can write the state
+    folder) but nested deeper than the JSON parser goes: one warning, no cache."""
+    path = tmp_path / "store"
+    body = b"[" * 200_000 + b"]" * 200_000
+    path.write_bytes(
+        cache.FORMAT + b" " + cache.hashlib.sha256(body).hexdigest().encode() + b"\n" + body
+    )
+    assert cache.Store(path, 10).get("x") is None
+    assert "not a cache file; ignored" in caplog.text
+
+
+@pytest.mark.parametrize("attribute", ["__version__", "__with_libyaml__"])
+def test_recipes_read_by_another_yaml_library_are_read_afresh(
+    attribute: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PyYAML upgraded, or installed without libyaml (yaml12 then reads with the Python
+    parser, which differs on a few scalars): the recipe data kept is not served."""
+    import yaml
+
+    from heps.images import recipes
+
+    recipes._readers.cache_clear()
+    before = recipes._readers()
+    monkeypatch.setattr(yaml, attribute, "other")
+    recipes._readers.cache_clear()
+    try:
+        assert recipes._readers() != before
+    finally:
+        recipes._readers.cache_clear()

@@ -100,7 +100,7 @@ class Store:
             return self._corrupt("its digest does not match its content")
         try:
             entries = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past the parser
             entries = None
         if not isinstance(entries, dict):
             return self._corrupt("not a cache file")

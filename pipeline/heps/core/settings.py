@@ -342,6 +342,13 @@ def _check(settings: Settings) -> None:
             f"{SETTINGS_FILE}: registry.tls: false would send the registry credentials in "
             f"clear to {settings.registry.host}; plain HTTP is for loopback registries only"
         )
+    if not re.fullmatch(r"[A-Za-z0-9.-]+(:[0-9]+)?", settings.registry.host):
+        problems.append(  # the flag and HEPS_REGISTRY skip the schema; never echoed: it
+            # may hold a password (user:password@host)
+            f"{SETTINGS_FILE}: registry.host: not HOST[:PORT] (from heps.yaml, HEPS_REGISTRY "
+            "or --registry); no scheme, user or password: credentials come from "
+            "HEPS_REGISTRY_USERNAME/PASSWORD or the Docker config"
+        )
     namespace = settings.registry.namespace
     if not is_repository_path(namespace):  # the flag and HEPS_NAMESPACE skip the schema
         problems.append(

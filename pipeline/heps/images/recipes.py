@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import re2
+import yaml
 
 from heps.core import cache, quantity
 from heps.core.bounded import read_text
@@ -213,8 +214,9 @@ _READERS = ("core/bounded.py", "core/yaml12.py", "core/validation.py", "schemas/
 
 @cache_once
 def _readers() -> str:
-    """The digest of the code that reads and validates a recipe: part of every key."""
-    return cache.code_digest(*_READERS)
+    """The digest of the code that reads and validates a recipe, PyYAML's version and
+    parser among it (yaml12 reads with libyaml where it is built): part of every key."""
+    return cache.key(yaml.__version__, str(yaml.__with_libyaml__), cache.code_digest(*_READERS))
 
 
 def _parsed(file: Path, display: str, parsed: cache.Store | None) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import requests
 import urllib3
@@ -41,12 +41,15 @@ CATALOG_PAGE = 1000
 SCOPES_PER_TOKEN = 50
 """Repositories one shared token covers: its JWT grows by each (about 60 bytes)."""
 CATALOG_WORTH = 20
+MAX_ANSWER = 16 << 20
+"""The largest answer read (16 MiB): four times distribution's limit on a manifest, far
+above a catalog page or an image config; a registry cannot make a run read without end."""
 """Names looked up at once from which one catalog listing costs less than their look-ups."""
 
 
-_REDIRECTS = urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=5)
-"""Redirects followed (a blob store's), Authorization dropped on another host; no retry:
-`with_retries` decides those."""
+_NO_RETRY = urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=0)
+"""No retry: `with_retries` decides those. Redirects are followed by `_send`."""
+REDIRECTS = 5
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ class Registry:
         """Labels by manifest digest: content-addressed, so never stale."""
         self.timeout = timeout
         self._lock = threading.Lock()
-        self._manager: urllib3.PoolManager | None = None
+        self._managers: dict[tuple[str, str], urllib3.PoolManager] = {}
         self._basic = (
             _basic_auth_str(self.creds.username.encode(), self.creds.password.value.encode())
             if self.creds
@@ -108,30 +111,30 @@ class Registry:
         self._checked: Future[None] | None = None
         self._ahead: dict[tuple[str, str], Future[RemoteImage | None]] = {}
 
-    @property
-    def _pool(self) -> urllib3.PoolManager:
-        """One pool of connections for every thread, set up once as requests would for
-        this URL (proxy, CA bundle, .netrc from the environment): urllib3 itself on the
-        hot path, where requests' own per-call work doubled the client's CPU per look-up."""
+    def _pool(self, url: str) -> urllib3.PoolManager:
+        """One pool of connections per host for every thread, set up once as requests
+        would for that URL (proxy, CA bundle, .netrc from the environment): urllib3 itself
+        on the hot path, where requests' own per-call work doubled the client's CPU per
+        look-up. A blob store the registry redirects to gets its own (its proxy, NO_PROXY)."""
+        where = urlsplit(url)
         with self._lock:
-            if self._manager is None:
-                self._manager = self._connect()
-            return self._manager
+            pool = self._managers.get((where.scheme, where.netloc))
+            if pool is None:
+                pool = self._managers[where.scheme, where.netloc] = self._connect(url)
+            return pool
 
-    def _connect(self) -> urllib3.PoolManager:
-        found = requests.Session().merge_environment_settings(
-            self.settings.url, {}, None, None, None
-        )
+    def _connect(self, url: str) -> urllib3.PoolManager:
+        found = requests.Session().merge_environment_settings(url, {}, None, None, None)
         verify = found["verify"]
         tls: dict[str, Any] = {"cert_reqs": "CERT_REQUIRED" if verify else "CERT_NONE"}
         if verify:
             bundle = requests.utils.DEFAULT_CA_BUNDLE_PATH if verify is True else str(verify)
             tls["ca_cert_dir" if os.path.isdir(bundle) else "ca_certs"] = bundle
-        if self.creds is None:
+        if self.creds is None and url.startswith(f"{self.settings.url}/"):
             netrc = requests.utils.get_netrc_auth(self.settings.url)
             if netrc:
                 self._basic = _basic_auth_str(*netrc)
-        proxy = requests.utils.select_proxy(self.settings.url, found["proxies"])
+        proxy = requests.utils.select_proxy(url, found["proxies"])
         if proxy:
             login = urlsplit(proxy)
             headers = (
@@ -149,21 +152,21 @@ class Registry:
     ) -> _Answer:
         url = f"{self.settings.url}/v2/{path}"
         headers = dict(kw.pop("headers", {}))
-        pool = self._pool
         if scope in self._tokens:
             headers["Authorization"] = f"Bearer {self._tokens[scope]}"
         elif self._basic:
             headers["Authorization"] = self._basic
         try:
-            raw = pool.request(
-                method,
-                url,
-                headers=headers,
-                body=kw.get("data"),
-                timeout=self.timeout,
-                retries=_REDIRECTS,
-            )
-            response = _Answer(raw.status, raw.headers, raw.data)
+            raw = self._send(method, url, headers, kw.get("data"))
+            content = raw.read(MAX_ANSWER + 1)
+            if len(content) > MAX_ANSWER:
+                raw.close()  # the rest is never read: the connection is not reused
+                raise ConfigError(
+                    f"registry {self.settings.host}: the answer to {path.split('?')[0]} is "
+                    f"larger than {MAX_ANSWER >> 20} MiB; is this a Docker registry?"
+                )
+            raw.release_conn()
+            response = _Answer(raw.status, raw.headers, content)
             if response.status_code == 401 and not retried:  # no token yet, or it expired
                 challenge = response.headers.get("WWW-Authenticate", "")
                 if challenge.lower().startswith("bearer"):
@@ -185,6 +188,38 @@ class Registry:
         if response.status_code >= 500:
             raise TemporaryError(f"registry {self.settings.host}: {response.status_code} on {path}")
         return response
+
+    def _send(
+        self, method: str, url: str, headers: dict[str, str], body: Any
+    ) -> urllib3.BaseHTTPResponse:
+        """The answer at the end of up to REDIRECTS redirects (a blob store's), each
+        through its host's pool; Authorization never sent to another host than the one
+        it was given for, as urllib3 and requests drop it."""
+        for _ in range(REDIRECTS + 1):
+            raw = self._pool(url).request(
+                method,
+                url,
+                headers=headers,
+                body=body,
+                timeout=self.timeout,
+                retries=_NO_RETRY,
+                redirect=False,
+                preload_content=False,
+            )
+            location = raw.get_redirect_location()
+            if not location:
+                return raw
+            raw.close()  # a redirect's body is not read
+            target = urljoin(url, location)
+            if urlsplit(target)[:2] != urlsplit(url)[:2]:
+                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            if raw.status == 303:
+                method, body = "GET", None
+            url = target
+        raise ConfigError(
+            f"registry {self.settings.host}: more than {REDIRECTS} redirects; is this a "
+            "Docker registry?"
+        )
 
     def _unreached(self, exc: BaseException, path: str) -> Exception:
         """What a failed exchange means, as requests' ConnectionError and Timeout did:
