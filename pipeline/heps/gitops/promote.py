@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -109,16 +109,29 @@ class Request:
 
 
 def promote(settings: Settings, registry: Registry, request: Request) -> Promoted:
+    """The registry is asked while the overlay is read and edited (its answers are network
+    waits, the edit is CPU); nothing is written before it has answered, and its error wins
+    over any later one, as when it ran first."""
+    with ThreadPoolExecutor(1) as background:
+        verified = background.submit(verify_in_registry, registry, request.pins)
+        try:
+            return _promote(settings, request, verified.result)
+        finally:
+            verified.result()
+
+
+def _promote(settings: Settings, request: Request, verified: Callable[[], None]) -> Promoted:
     overlay, pins, recipes = request.overlay, request.pins, request.recipes
-    verify_in_registry(registry, pins)
     author, committer = settings.gitops.author, settings.gitops.committer or settings.gitops.author
     if not request.push:  # this working tree, no remote: one promotion at a time per checkout
         with _checkout_lock(settings.repo):
             target = ""
-            if request.new_branch:
+            if request.new_branch:  # a branch is a write: only once the registry agreed
+                verified()
                 target = fresh_branch(settings.repo, request.new_branch)
                 Repository(settings.repo).switch_new(target)
             edit = edit_overlay(settings.repo, settings, overlay, pins, recipes)
+            verified()
             if not edit.files:
                 return Promoted(None, target, edit)
             message_text = message(overlay, pins, edit)
@@ -132,6 +145,7 @@ def promote(settings: Settings, registry: Registry, request: Request) -> Promote
         target = fresh_branch(work, request.new_branch, url) if request.new_branch else start
         apps = {p.app: p.repository for p in pins}
         before = _pinned_images(work, settings, overlay, apps)
+        verified()
         for attempt in range(1, settings.gitops.attempts + 1):
             if attempt > 1:
                 _refuse_conflicts(before, _pinned_images(work, settings, overlay, apps), pins)
