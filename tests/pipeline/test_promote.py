@@ -15,7 +15,7 @@ import pytest
 from heps.core import tools
 from heps.core.errors import StageError
 from heps.gitops.pin import Pin
-from heps.gitops.promote import _refuse_conflicts, production_branch, write_all
+from heps.gitops.promote import Staging, _refuse_conflicts, production_branch, write_all
 from heps.systems.git import scrub
 from tests.conftest import BUSYBOX, Env, read_json, simple_recipe, write_recipe
 
@@ -321,3 +321,25 @@ def test_write_all_replaces_every_file_or_none(tmp_path: Path) -> None:
     write_all(files)
     assert all(path.read_text() == text for path, text in files.items())
     assert len(list(tmp_path.iterdir())) == 100
+
+
+def test_staging_changes_no_target_before_replace(tmp_path: Path) -> None:
+    """Files are staged while the edit goes on: a text staged again replaces its earlier
+    temporary file, and a discarded staging leaves the targets and the folder as they were."""
+    files = {tmp_path / f"f{i}.yaml": f"new {i}\n" for i in range(20)}
+    for path in files:
+        path.write_text("old\n")
+    first = tmp_path / "f0.yaml"
+    staging = Staging()
+    staging.add(first, "draft\n")
+    for path, text in files.items():
+        staging.add(path, text)
+    assert {p.read_text() for p in files} == {"old\n"}
+    staging.discard()
+    assert sorted(tmp_path.iterdir()) == sorted(files)
+    assert {p.read_text() for p in files} == {"old\n"}
+    staging = Staging()
+    staging.add(first, "draft\n")
+    staging.replace(files)
+    assert sorted(tmp_path.iterdir()) == sorted(files)
+    assert all(path.read_text() == text for path, text in files.items())

@@ -5,6 +5,7 @@ git write-back). `promote` writes and commits the result.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,9 +61,17 @@ def read_file(root: Path, path: Path) -> str:
 
 
 def edit_overlay(
-    root: Path, settings: Settings, overlay: str, pins: list[Pin], recipes: dict[str, Recipe]
+    root: Path,
+    settings: Settings,
+    overlay: str,
+    pins: list[Pin],
+    recipes: dict[str, Recipe],
+    changed: Callable[[Path, str], None] | None = None,
 ) -> OverlayEdit:
-    """What pinning `pins` into the overlay changes, computed without writing anything."""
+    """What pinning `pins` into the overlay changes, computed without writing anything.
+
+    `changed` is told each file's new text as soon as it is known (a caller stages it
+    meanwhile); the returned edit is what counts, a file may change again later."""
     root = root.resolve()
     folder = overlay_dir(root, settings, overlay)
     edit = OverlayEdit()
@@ -81,6 +90,8 @@ def edit_overlay(
                 in_kustomization.add(item.app)
         if new != text:
             edit.files[path] = new
+            if changed:
+                changed(path, new)
     via_bases = _used_by_bases(root, root / settings.gitops.overlays_dir / "base", pins)
     missing = [p for p in pins if p.app in via_bases and p.app not in in_kustomization]
     names = {p.app: via_bases[p.app] for p in missing}

@@ -13,7 +13,7 @@ import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,39 +34,82 @@ from heps.systems.git import Repository, backoff
 from heps.systems.registry import Registry
 
 
-def write_all(files: dict[Path, str], parallel: int = 8) -> None:
-    """Replace every file or none: all temporary files are written before any rename.
+class Staging:
+    """Temporary files beside their targets, written `parallel` at a time in the background
+    from the moment each new text is known (while the next files are still being parsed);
+    `replace` renames them over their targets, `discard` removes them. No target changes
+    before `replace`, and `replace` starts only when every file is staged: all or none.
 
-    Both steps run `parallel` at a time: each is a wait on the file system (a rename over
-    a file makes ext4 start writing the new one out), so on a busy disk 1,000 of them
-    one after the other took most of a promotion."""
-    staged: list[tuple[str, Path]] = []
+    Each step is a wait on the file system (a rename over a file makes ext4 start writing
+    the new one out), so on a busy disk 1,000 of them one after the other took most of a
+    promotion."""
 
-    def stage(path: Path, text: str) -> None:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        staged.append((tmp, path))
+    def __init__(self, parallel: int = 8) -> None:
+        self._pool = ThreadPoolExecutor(parallel)
+        self._staged: dict[Path, tuple[str, Future[str]]] = {}
+        self._stale: list[Future[str]] = []
+        """Temporary files of texts replaced by a later `add` of the same path."""
+
+    def add(self, path: Path, text: str) -> None:
+        if path in self._staged:
+            if self._staged[path][0] == text:
+                return
+            self._stale.append(self._staged[path][1])
+        self._staged[path] = (text, self._pool.submit(_stage, path, text))
+
+    def replace(self, files: dict[Path, str]) -> None:
+        """Stage what `files` adds or changes, then rename every file of `files` over its
+        target; the temporary files of anything else are removed."""
+        try:
+            for path, text in files.items():
+                self.add(path, text)
+            staged = [(self._staged[path][1].result(), path) for path in files]
+        except BaseException:
+            self.discard()
+            raise
+        stale = self._stale + [f for path, (_, f) in self._staged.items() if path not in files]
+        self._stale, self._staged = [], {}
+        _remove(stale)
+        with self._pool:
+            for done in [self._pool.submit(_replace, tmp, path) for tmp, path in staged]:
+                done.result()
+
+    def discard(self) -> None:
+        """Remove every temporary file not renamed (waits for the running stagings)."""
+        self._pool.shutdown(cancel_futures=True)
+        _remove(self._stale + [f for _, f in self._staged.values()])
+        self._stale, self._staged = [], {}
+
+
+def _remove(staged: list[Future[str]]) -> None:
+    for future in staged:  # a failed one removed its own file
+        if not future.cancelled() and future.exception() is None:
+            os.unlink(future.result())
+
+
+def _stage(path: Path, text: str) -> str:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
         os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    return tmp
 
-    def replace(tmp: str, path: Path) -> None:
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
 
-    with ThreadPoolExecutor(parallel) as pool:
-        try:
-            for done in [pool.submit(stage, path, text) for path, text in files.items()]:
-                done.result()
-        except BaseException:
-            pool.shutdown(cancel_futures=True)  # waits for the running ones: all staged known
-            for tmp, _ in staged:
-                os.unlink(tmp)
-            raise
-        for done in [pool.submit(replace, tmp, path) for tmp, path in staged]:
-            done.result()
+def _replace(tmp: str, path: Path) -> None:
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_all(files: dict[Path, str]) -> None:
+    """Replace every file or none."""
+    Staging().replace(files)
 
 
 @dataclass
@@ -130,12 +173,16 @@ def _promote(settings: Settings, request: Request, verified: Callable[[], None])
                 verified()
                 target = fresh_branch(settings.repo, request.new_branch)
                 Repository(settings.repo).switch_new(target)
-            edit = edit_overlay(settings.repo, settings, overlay, pins, recipes)
-            verified()
-            if not edit.files:
-                return Promoted(None, target, edit)
-            message_text = message(overlay, pins, edit)
-            sha = _commit_here(settings.repo, edit.files, message_text, author, committer)
+            staging = Staging()
+            try:
+                edit = edit_overlay(settings.repo, settings, overlay, pins, recipes, staging.add)
+                verified()
+                if not edit.files:
+                    return Promoted(None, target, edit)
+                text = message(overlay, pins, edit)
+                sha = _commit_here(settings.repo, edit.files, staging, text, author, committer)
+            finally:
+                staging.discard()
             return Promoted(sha, target, edit)
     url = _target(settings, request.remote)
     with tempfile.TemporaryDirectory(prefix="heps-promote-") as tmp:
@@ -223,7 +270,12 @@ def _checkout_lock(root: Path) -> Iterator[None]:
 
 
 def _commit_here(
-    root: Path, files: dict[Path, str], text: str, author: Identity, committer: Identity
+    root: Path,
+    files: dict[Path, str],
+    staging: Staging,
+    text: str,
+    author: Identity,
+    committer: Identity,
 ) -> str:
     """Write and commit `files` in the checkout; when the commit fails, every file and the
     index are as before. Files with uncommitted edits are refused, not swept in."""
@@ -237,7 +289,7 @@ def _commit_here(
         )
     created = [p for p in files if not p.exists()]
     existed = [p for p in files if p not in created]
-    write_all(files)
+    staging.replace(files)
     try:
         return git.commit(list(files), text, author, committer)
     except BaseException:  # clean before (checked above): HEAD's version is the old text
