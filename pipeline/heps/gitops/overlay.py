@@ -5,8 +5,10 @@ git write-back). `promote` writes and commits the result.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from heps.core.bounded import read_text
@@ -46,8 +48,26 @@ def yaml_files(root: Path, folder: Path) -> list[Path]:
     folder, so a symlink to another overlay's file (testbed's kustomization.yaml to
     production's) or out of the repository is refused before anything is read or written."""
     folder = folder.resolve()
-    found = sorted(p for p in folder.rglob("*.y*ml") if p.is_file())
-    return [_own(root, folder, p) for p in found]
+    cut = len(str(folder)) + 1
+    return [
+        _own(root, folder, p) if link or ".git" in str(p)[cut:].split("/") else p
+        for p, link in sorted(_found(folder))
+    ]
+
+
+def _found(folder: Path) -> Iterator[tuple[Path, bool]]:
+    """(file, is a symlink) for what `folder.rglob("*.y*ml")` finds that is a file, from
+    the directory entries: a plain file under a resolved folder, reached through no
+    symlinked folder (none is entered, as rglob), is resolved already and needs no `confine`."""
+    try:
+        entries = list(os.scandir(folder))
+    except PermissionError:  # as rglob: an unreadable folder holds nothing
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from _found(Path(entry.path))
+        elif fnmatchcase(entry.name, "*.y*ml") and entry.is_file():
+            yield Path(entry.path), entry.is_symlink()
 
 
 def _own(root: Path, folder: Path, path: Path) -> Path:
