@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from heps.core import tools
-from heps.core.errors import StageError
+from heps.core.errors import ConfigError, StageError
+from heps.gitops.overlay import yaml_files
 from heps.gitops.pin import Pin
 from heps.gitops.promote import Staging, _refuse_conflicts, production_branch, write_all
 from heps.systems.git import scrub
@@ -343,3 +344,31 @@ def test_staging_changes_no_target_before_replace(tmp_path: Path) -> None:
     staging.replace(files)
     assert sorted(tmp_path.iterdir()) == sorted(files)
     assert all(path.read_text() == text for path, text in files.items())
+
+
+def test_overlay_files_are_what_rglob_finds(tmp_path: Path) -> None:
+    """The overlay's files come from directory entries, not `rglob` and `resolve()` each:
+    the same files in the same order, a symlink within the folder resolved, no folder
+    reached through a symlink, and a link out of the folder still refused."""
+    folder = tmp_path / "overlay"
+    for name in ["a.yaml", "B.YAML", "c.yml", "a.b.yaml", "x.yaml.bak", "sub/d.yaml"]:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("{}\n")
+    for name in [".hidden/e.yaml", "a.b/z.yaml", "dir.yaml/f.yaml", "../elsewhere/o.yaml"]:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("{}\n")
+    (folder / "linked").symlink_to("../elsewhere")
+    (folder / "link.yaml").symlink_to("sub/d.yaml")
+    (folder / "broken.yaml").symlink_to("nowhere.yaml")
+    (folder / "folder.yaml").symlink_to("sub")
+    found = sorted(p for p in folder.rglob("*.y*ml") if p.is_file())
+    assert yaml_files(tmp_path, folder) == [p.resolve() for p in found]
+    assert folder / "sub" / "d.yaml" in yaml_files(tmp_path, folder)
+    (folder / "out.yaml").symlink_to("../elsewhere/o.yaml")
+    with pytest.raises(ConfigError, match=r"out\.yaml: .*outside"):
+        yaml_files(tmp_path, folder)
+    (folder / "out.yaml").unlink()
+    (folder / "sub" / ".git").mkdir()
+    (folder / "sub" / ".git" / "config.yaml").write_text("{}\n")
+    with pytest.raises(ConfigError, match=r"reaches into \.git"):
+        yaml_files(tmp_path, folder)
