@@ -301,7 +301,7 @@ def _commit_here(
     existed = [p for p in files if p not in created]
     staging.replace(files)
     try:
-        return git.commit(list(files), text, author, committer)
+        return git.commit(list(files), text, author, committer, created)
     except BaseException:  # clean before (checked above): HEAD's version is the old text
         git.unstage(list(files))
         if existed:
