@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from heps.core import tools
-from heps.core.errors import StageError
+from heps.core.errors import ConfigError, StageError
+from heps.gitops.overlay import yaml_files
 from heps.gitops.pin import Pin
-from heps.gitops.promote import _refuse_conflicts, production_branch, write_all
+from heps.gitops.promote import Staging, _refuse_conflicts, production_branch, write_all
 from heps.systems.git import scrub
 from tests.conftest import BUSYBOX, Env, read_json, simple_recipe, write_recipe
 
@@ -321,3 +322,53 @@ def test_write_all_replaces_every_file_or_none(tmp_path: Path) -> None:
     write_all(files)
     assert all(path.read_text() == text for path, text in files.items())
     assert len(list(tmp_path.iterdir())) == 100
+
+
+def test_staging_changes_no_target_before_replace(tmp_path: Path) -> None:
+    """Files are staged while the edit goes on: a text staged again replaces its earlier
+    temporary file, and a discarded staging leaves the targets and the folder as they were."""
+    files = {tmp_path / f"f{i}.yaml": f"new {i}\n" for i in range(20)}
+    for path in files:
+        path.write_text("old\n")
+    first = tmp_path / "f0.yaml"
+    staging = Staging()
+    staging.add(first, "draft\n")
+    for path, text in files.items():
+        staging.add(path, text)
+    assert {p.read_text() for p in files} == {"old\n"}
+    staging.discard()
+    assert sorted(tmp_path.iterdir()) == sorted(files)
+    assert {p.read_text() for p in files} == {"old\n"}
+    staging = Staging()
+    staging.add(first, "draft\n")
+    staging.replace(files)
+    assert sorted(tmp_path.iterdir()) == sorted(files)
+    assert all(path.read_text() == text for path, text in files.items())
+
+
+def test_overlay_files_are_what_rglob_finds(tmp_path: Path) -> None:
+    """The overlay's files come from directory entries, not `rglob` and `resolve()` each:
+    the same files in the same order, a symlink within the folder resolved, no folder
+    reached through a symlink, and a link out of the folder still refused."""
+    folder = tmp_path / "overlay"
+    for name in ["a.yaml", "B.YAML", "c.yml", "a.b.yaml", "x.yaml.bak", "sub/d.yaml"]:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("{}\n")
+    for name in [".hidden/e.yaml", "a.b/z.yaml", "dir.yaml/f.yaml", "../elsewhere/o.yaml"]:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text("{}\n")
+    (folder / "linked").symlink_to("../elsewhere")
+    (folder / "link.yaml").symlink_to("sub/d.yaml")
+    (folder / "broken.yaml").symlink_to("nowhere.yaml")
+    (folder / "folder.yaml").symlink_to("sub")
+    found = sorted(p for p in folder.rglob("*.y*ml") if p.is_file())
+    assert yaml_files(tmp_path, folder) == [p.resolve() for p in found]
+    assert folder / "sub" / "d.yaml" in yaml_files(tmp_path, folder)
+    (folder / "out.yaml").symlink_to("../elsewhere/o.yaml")
+    with pytest.raises(ConfigError, match=r"out\.yaml: .*outside"):
+        yaml_files(tmp_path, folder)
+    (folder / "out.yaml").unlink()
+    (folder / "sub" / ".git").mkdir()
+    (folder / "sub" / ".git" / "config.yaml").write_text("{}\n")
+    with pytest.raises(ConfigError, match=r"reaches into \.git"):
+        yaml_files(tmp_path, folder)

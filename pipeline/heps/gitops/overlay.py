@@ -5,7 +5,10 @@ git write-back). `promote` writes and commits the result.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from heps.core.bounded import read_text
@@ -45,8 +48,26 @@ def yaml_files(root: Path, folder: Path) -> list[Path]:
     folder, so a symlink to another overlay's file (testbed's kustomization.yaml to
     production's) or out of the repository is refused before anything is read or written."""
     folder = folder.resolve()
-    found = sorted(p for p in folder.rglob("*.y*ml") if p.is_file())
-    return [_own(root, folder, p) for p in found]
+    cut = len(str(folder)) + 1
+    return [
+        _own(root, folder, p) if link or ".git" in str(p)[cut:].split("/") else p
+        for p, link in sorted(_found(folder))
+    ]
+
+
+def _found(folder: Path) -> Iterator[tuple[Path, bool]]:
+    """(file, is a symlink) for what `folder.rglob("*.y*ml")` finds that is a file, from
+    the directory entries: a plain file under a resolved folder, reached through no
+    symlinked folder (none is entered, as rglob), is resolved already and needs no `confine`."""
+    try:
+        entries = list(os.scandir(folder))
+    except PermissionError:  # as rglob: an unreadable folder holds nothing
+        return
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            yield from _found(Path(entry.path))
+        elif fnmatchcase(entry.name, "*.y*ml") and entry.is_file():
+            yield Path(entry.path), entry.is_symlink()
 
 
 def _own(root: Path, folder: Path, path: Path) -> Path:
@@ -60,9 +81,17 @@ def read_file(root: Path, path: Path) -> str:
 
 
 def edit_overlay(
-    root: Path, settings: Settings, overlay: str, pins: list[Pin], recipes: dict[str, Recipe]
+    root: Path,
+    settings: Settings,
+    overlay: str,
+    pins: list[Pin],
+    recipes: dict[str, Recipe],
+    changed: Callable[[Path, str], None] | None = None,
 ) -> OverlayEdit:
-    """What pinning `pins` into the overlay changes, computed without writing anything."""
+    """What pinning `pins` into the overlay changes, computed without writing anything.
+
+    `changed` is told each file's new text as soon as it is known (a caller stages it
+    meanwhile); the returned edit is what counts, a file may change again later."""
     root = root.resolve()
     folder = overlay_dir(root, settings, overlay)
     edit = OverlayEdit()
@@ -81,6 +110,8 @@ def edit_overlay(
                 in_kustomization.add(item.app)
         if new != text:
             edit.files[path] = new
+            if changed:
+                changed(path, new)
     via_bases = _used_by_bases(root, root / settings.gitops.overlays_dir / "base", pins)
     missing = [p for p in pins if p.app in via_bases and p.app not in in_kustomization]
     names = {p.app: via_bases[p.app] for p in missing}

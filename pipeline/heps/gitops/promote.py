@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,39 +34,92 @@ from heps.systems.git import Repository, backoff
 from heps.systems.registry import Registry
 
 
-def write_all(files: dict[Path, str], parallel: int = 8) -> None:
-    """Replace every file or none: all temporary files are written before any rename.
+class Staging:
+    """Temporary files beside their targets, written `parallel` at a time in the background
+    from the moment each new text is known (while the next files are still being parsed);
+    `replace` renames them over their targets, `discard` removes them. No target changes
+    before `replace`, and `replace` starts only when every file is staged: all or none.
 
-    Both steps run `parallel` at a time: each is a wait on the file system (a rename over
-    a file makes ext4 start writing the new one out), so on a busy disk 1,000 of them
-    one after the other took most of a promotion."""
-    staged: list[tuple[str, Path]] = []
+    Each step is a wait on the file system (a rename over a file makes ext4 start writing
+    the new one out), so on a busy disk 1,000 of them one after the other took most of a
+    promotion."""
 
-    def stage(path: Path, text: str) -> None:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        staged.append((tmp, path))
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+    def __init__(self, parallel: int = 8) -> None:
+        self._pool = ThreadPoolExecutor(parallel)
+        self._staged: dict[Path, tuple[str, Future[str]]] = {}
+        self._stale: list[Future[str]] = []
+        """Temporary files of texts replaced by a later `add` of the same path."""
 
-    def replace(tmp: str, path: Path) -> None:
+    def add(self, path: Path, text: str) -> None:
+        if path in self._staged:
+            if self._staged[path][0] == text:
+                return
+            self._stale.append(self._staged[path][1])
+        self._staged[path] = (text, self._pool.submit(_stage, path, text))
+
+    def replace(self, files: dict[Path, str]) -> None:
+        """Stage what `files` adds or changes, then rename every file of `files` over its
+        target; the temporary files of anything else are removed."""
         try:
-            os.replace(tmp, path)
+            for path, text in files.items():
+                self.add(path, text)
+            staged = [(self._staged[path][1].result(), path) for path in files]
         except BaseException:
-            os.unlink(tmp)
+            self.discard()
             raise
-
-    with ThreadPoolExecutor(parallel) as pool:
-        try:
-            for done in [pool.submit(stage, path, text) for path, text in files.items()]:
+        stale = self._stale + [f for path, (_, f) in self._staged.items() if path not in files]
+        self._stale, self._staged = [], {}
+        _remove(stale)
+        with self._pool:
+            for done in [self._pool.submit(_replace, tmp, path) for tmp, path in staged]:
                 done.result()
-        except BaseException:
-            pool.shutdown(cancel_futures=True)  # waits for the running ones: all staged known
-            for tmp, _ in staged:
-                os.unlink(tmp)
-            raise
-        for done in [pool.submit(replace, tmp, path) for tmp, path in staged]:
-            done.result()
+
+    def discard(self) -> None:
+        """Remove every temporary file not renamed (waits for the running stagings)."""
+        self._pool.shutdown(cancel_futures=True)
+        _remove(self._stale + [f for _, f in self._staged.values()])
+        self._stale, self._staged = [], {}
+
+
+def _remove(staged: list[Future[str]]) -> None:
+    for future in staged:  # a failed one removed its own file
+        if not future.cancelled() and future.exception() is None:
+            os.unlink(future.result())
+
+
+def _stage(path: Path, text: str) -> str:
+    """A temporary file beside `path` with `text` and `path`'s permissions (0644 when new),
+    written with bare system calls: the parser holds the GIL meanwhile, and a file object
+    would add five calls (and GIL hand-overs) per file."""
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except FileNotFoundError:
+        mode = 0o644
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        data = memoryview(text.encode())
+        while data:
+            data = data[os.write(fd, data) :]
+        os.fchmod(fd, mode)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    finally:
+        os.close(fd)
+    return tmp
+
+
+def _replace(tmp: str, path: Path) -> None:
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_all(files: dict[Path, str]) -> None:
+    """Replace every file or none."""
+    Staging().replace(files)
 
 
 @dataclass
@@ -109,20 +162,37 @@ class Request:
 
 
 def promote(settings: Settings, registry: Registry, request: Request) -> Promoted:
+    """The registry is asked while the overlay is read and edited (its answers are network
+    waits, the edit is CPU); nothing is written before it has answered, and its error wins
+    over any later one, as when it ran first."""
+    with ThreadPoolExecutor(1) as background:
+        verified = background.submit(verify_in_registry, registry, request.pins)
+        try:
+            return _promote(settings, request, verified.result)
+        finally:
+            verified.result()
+
+
+def _promote(settings: Settings, request: Request, verified: Callable[[], None]) -> Promoted:
     overlay, pins, recipes = request.overlay, request.pins, request.recipes
-    verify_in_registry(registry, pins)
     author, committer = settings.gitops.author, settings.gitops.committer or settings.gitops.author
     if not request.push:  # this working tree, no remote: one promotion at a time per checkout
         with _checkout_lock(settings.repo):
             target = ""
-            if request.new_branch:
+            if request.new_branch:  # a branch is a write: only once the registry agreed
+                verified()
                 target = fresh_branch(settings.repo, request.new_branch)
                 Repository(settings.repo).switch_new(target)
-            edit = edit_overlay(settings.repo, settings, overlay, pins, recipes)
-            if not edit.files:
-                return Promoted(None, target, edit)
-            message_text = message(overlay, pins, edit)
-            sha = _commit_here(settings.repo, edit.files, message_text, author, committer)
+            staging = Staging()
+            try:
+                edit = edit_overlay(settings.repo, settings, overlay, pins, recipes, staging.add)
+                verified()
+                if not edit.files:
+                    return Promoted(None, target, edit)
+                text = message(overlay, pins, edit)
+                sha = _commit_here(settings.repo, edit.files, staging, text, author, committer)
+            finally:
+                staging.discard()
             return Promoted(sha, target, edit)
     url = _target(settings, request.remote)
     with tempfile.TemporaryDirectory(prefix="heps-promote-") as tmp:
@@ -132,6 +202,7 @@ def promote(settings: Settings, registry: Registry, request: Request) -> Promote
         target = fresh_branch(work, request.new_branch, url) if request.new_branch else start
         apps = {p.app: p.repository for p in pins}
         before = _pinned_images(work, settings, overlay, apps)
+        verified()
         for attempt in range(1, settings.gitops.attempts + 1):
             if attempt > 1:
                 _refuse_conflicts(before, _pinned_images(work, settings, overlay, apps), pins)
@@ -209,7 +280,12 @@ def _checkout_lock(root: Path) -> Iterator[None]:
 
 
 def _commit_here(
-    root: Path, files: dict[Path, str], text: str, author: Identity, committer: Identity
+    root: Path,
+    files: dict[Path, str],
+    staging: Staging,
+    text: str,
+    author: Identity,
+    committer: Identity,
 ) -> str:
     """Write and commit `files` in the checkout; when the commit fails, every file and the
     index are as before. Files with uncommitted edits are refused, not swept in."""
@@ -223,9 +299,9 @@ def _commit_here(
         )
     created = [p for p in files if not p.exists()]
     existed = [p for p in files if p not in created]
-    write_all(files)
+    staging.replace(files)
     try:
-        return git.commit(list(files), text, author, committer)
+        return git.commit(list(files), text, author, committer, created)
     except BaseException:  # clean before (checked above): HEAD's version is the old text
         git.unstage(list(files))
         if existed:

@@ -300,9 +300,18 @@ class Repository:
     def switch_new(self, branch: str) -> None:
         self.run("switch", "-q", "-c", checked(branch, "branch"))
 
-    def commit(self, paths: list[Path], message: str, author: Identity, committer: Identity) -> str:
-        """Commit exactly `paths` (nothing else staged sneaks in); the new commit id."""
-        rel = [str(p.relative_to(self.toplevel)) for p in paths]
+    def commit(
+        self,
+        paths: list[Path],
+        message: str,
+        author: Identity,
+        committer: Identity,
+        new: list[Path] | None = None,
+    ) -> str:
+        """Commit exactly `paths` (nothing else staged sneaks in); the new commit id.
+        `new`: which of them are untracked, when the caller knows (else git is asked)."""
+        top = self.toplevel
+        rel = [str(p.relative_to(top)) for p in paths]
         env = {
             "GIT_AUTHOR_NAME": author.name,
             "GIT_AUTHOR_EMAIL": author.email,
@@ -310,9 +319,13 @@ class Repository:
             "GIT_COMMITTER_EMAIL": committer.email,
         }
         try:  # `commit -- paths` takes tracked files as they are: only new ones are added
-            new = self._repo.git.ls_files("--others", "--", *rel).splitlines()
-            if new:
-                self._repo.git.add("--", *new)
+            untracked = (
+                [str(p.relative_to(top)) for p in new]
+                if new is not None
+                else self._repo.git.ls_files("--others", "--", *rel).splitlines()
+            )
+            if untracked:
+                self._repo.git.add("--", *untracked)
             self._repo.git.commit("-q", "-m", message, "--", *rel, env=env)
         except git.GitCommandError as exc:
             raise StageError(Stage.PROMOTE, f"git commit failed: {_why(exc)}") from None
