@@ -482,13 +482,13 @@ def _jenkins(cfg: settings.Settings, args: argparse.Namespace) -> int:
 
 def _review(cfg: settings.Settings, args: argparse.Namespace, masker: log.Masker) -> int:
     from heps.ci import review
-    from heps.images import report
+    from heps.core import paths
 
     done = review.make(cfg, args.base, args.report, masker)
     if args.json:
-        report.write_atomic(args.json, done.as_json(masker))
+        paths.write_atomic(args.json, done.as_json(masker))
     if args.out:
-        report.write_atomic(args.out, done.markdown(masker))
+        paths.write_atomic(args.out, done.markdown(masker))
         print(f"review written to {args.out}")
     else:
         print(done.markdown(masker), end="")

@@ -99,8 +99,8 @@ def run(trusted: Settings, checkout: Path, base: str, out: Path, masker: log.Mas
     _, results = run_reported(prepared, client, False, started, outputs, masker)
     done = review.make(cfg, base, targets["run.json"], masker)
     done.isolated = True  # only this job can say so: it ran the checkout as data
-    report.write_atomic(targets["review.json"], done.as_json(masker))
-    report.write_atomic(targets["review.md"], done.markdown(masker))
+    paths.write_atomic(targets["review.json"], done.as_json(masker))
+    paths.write_atomic(targets["review.md"], done.markdown(masker))
     return Outcome(results, done, list(targets.values()))
 
 

@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import stat
-import tempfile
 import time
 from dataclasses import dataclass
 from importlib import resources
@@ -36,6 +35,7 @@ from typing import Any
 
 import heps
 from heps.core import log
+from heps.core.paths import write_atomic
 from heps.core.stages import Stage
 
 FORMAT = b"heps-cache-1"
@@ -140,22 +140,12 @@ class Store:
                 break
             kept.setdefault(entry, value)
         body = json.dumps(kept, separators=(",", ":")).encode()
+        digest = hashlib.sha256(body).hexdigest().encode()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._drop_leftovers()
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+            write_atomic(self.path, FORMAT + b" " + digest + b"\n" + body)
         except OSError:
             return
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(FORMAT + b" " + hashlib.sha256(body).hexdigest().encode() + b"\n")
-                handle.write(body)
-            os.replace(tmp, self.path)
-        except BaseException as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            if not isinstance(exc, OSError):
-                raise
         self._added = False
 
     def _drop_leftovers(self) -> None:

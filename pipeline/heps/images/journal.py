@@ -20,8 +20,8 @@ from pathlib import Path
 from heps.core.boundary import environment_line
 from heps.core.bounded import read_text
 from heps.core.errors import ConfigError, StageError
+from heps.core.paths import write_atomic
 from heps.core.stages import Stage
-from heps.images.report import write_atomic
 from heps.systems.engine import owner, owner_gone
 
 FOLDER = "journal"

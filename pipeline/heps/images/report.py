@@ -7,8 +7,6 @@ Status per recipe: ``built`` (built, smoke-tested and, unless --no-push, pushed)
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -123,24 +121,6 @@ def as_junit(reports: list[RecipeReport], masker: Masker) -> str:
     suite.set("failures", str(failures))
     suite.set("skipped", str(skipped))
     return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and rename: readers never see half a report."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, str(path)) from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        os.unlink(tmp)
-        if isinstance(exc, OSError):  # a full disk says which file it refused
-            raise OSError(exc.errno, exc.strerror, str(path)) from None
-        raise
 
 
 def read(path: Path, where: str) -> list[RecipeReport]:

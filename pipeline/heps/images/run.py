@@ -29,6 +29,7 @@ from heps.core import boundary, log, references
 from heps.core.cache import Caches
 from heps.core.credentials import Credentials, credentials
 from heps.core.errors import ConfigError, StageError, with_retries
+from heps.core.paths import write_atomic
 from heps.core.settings import Settings
 from heps.core.stages import Stage
 from heps.images import (
@@ -51,7 +52,6 @@ from heps.images.report import (
     RecipeReport,
     as_json,
     as_junit,
-    write_atomic,
 )
 from heps.systems.engine import (
     OWNER_LABEL,
