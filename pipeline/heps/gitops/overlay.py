@@ -12,6 +12,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from heps.core.bounded import read_text
+from heps.core.cache import Store
 from heps.core.errors import StageError
 from heps.core.kube_yaml import Document, PinError, get, profiles, text_of
 from heps.core.paths import confine, overlay_dir
@@ -22,6 +23,7 @@ from heps.gitops.pin import (
     PROFILE_FILE,
     Pin,
     add_kustomize_images,
+    image_fields,
     pin_text,
     profile_entry,
     scan,
@@ -87,11 +89,13 @@ def edit_overlay(
     pins: list[Pin],
     recipes: dict[str, Recipe],
     changed: Callable[[Path, str], None] | None = None,
+    store: Store | None = None,
 ) -> OverlayEdit:
     """What pinning `pins` into the overlay changes, computed without writing anything.
 
     `changed` is told each file's new text as soon as it is known (a caller stages it
-    meanwhile); the returned edit is what counts, a file may change again later."""
+    meanwhile); the returned edit is what counts, a file may change again later. `store`
+    keeps the files' image fields by their text (`image_fields`)."""
     root = root.resolve()
     folder = overlay_dir(root, settings, overlay)
     edit = OverlayEdit()
@@ -100,7 +104,7 @@ def edit_overlay(
         text = read_file(root, path)
         shown = str(path.relative_to(root))
         try:
-            new, found = pin_text(text, shown, pins)
+            new, found = pin_text(text, shown, pins, store)
         except PinError as exc:
             raise StageError(Stage.PROMOTE, str(exc)) from None
         for item in found:
@@ -140,7 +144,8 @@ def _used_by_bases(root: Path, base: Path, pins: list[Pin]) -> dict[str, str]:
     used: dict[str, str] = {}
     for path in yaml_files(root, base) if base.is_dir() else []:
         try:
-            found = scan(Document(read_file(root, path), str(path.relative_to(root))), pins)
+            text, shown = read_file(root, path), str(path.relative_to(root))
+            found = scan(image_fields(text, shown), pins)
         except PinError as exc:
             raise StageError(Stage.PROMOTE, str(exc)) from None
         for item in found:

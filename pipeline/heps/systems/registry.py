@@ -20,7 +20,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import requests
 import urllib3
-from requests.auth import _basic_auth_str
+from requests.auth import HTTPBasicAuth, _basic_auth_str
 from urllib3 import HTTPHeaderDict
 
 from heps.core.credentials import Credentials
@@ -241,7 +241,7 @@ class Registry:
         realm = str(params.pop("realm", ""))
         if scopes:
             params["scope"] = scopes  # one `scope` parameter each, as the token spec asks
-        auth = self.creds.basic_auth if self.creds else None
+        auth = HTTPBasicAuth(*self.creds.basic_auth) if self.creds else None
         try:
             # another host: its own proxy settings, so not the registry's session
             response = requests.get(realm, params=params, auth=auth, timeout=self.timeout)
