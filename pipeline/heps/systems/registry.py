@@ -252,8 +252,18 @@ class Registry:
                 f"registry {self.settings.host}: token service refused the credentials "
                 f"({response.status_code}); check HEPS_REGISTRY_USERNAME/PASSWORD"
             )
-        body = response.json()
-        token: str = body.get("token") or body.get("access_token", "")
+        try:
+            body = response.json()
+        except ValueError:  # requests' JSONDecodeError, whatever JSON library it uses
+            body = None
+        token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise ConfigError(
+                redact_urls(
+                    f"registry {self.settings.host}: token service {realm} answered no token "
+                    "(not a JSON object with a `token`); check the registry's auth settings"
+                )
+            )
         return token
 
     def _scope(self, name: str, actions: str = "pull") -> str:
