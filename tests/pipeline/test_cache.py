@@ -158,3 +158,17 @@ def test_recipes_read_by_another_yaml_library_are_read_afresh(
         assert recipes._readers() != before
     finally:
         recipes._readers.cache_clear()
+
+
+def test_putting_what_is_kept_already_does_not_write_the_file_again(tmp_path: Path) -> None:
+    store = cache.Store(tmp_path / "c", 10)
+    store.put("k", ["v", 1])
+    store.save()
+    before = (tmp_path / "c").stat()
+    again = cache.Store(tmp_path / "c", 10)
+    again.put("k", ["v", 1])  # a promotion meeting a text it wrote before
+    again.save()
+    assert (tmp_path / "c").stat().st_ino == before.st_ino  # not replaced
+    again.put("k", ["v", 2])
+    again.save()
+    assert cache.Store(tmp_path / "c", 10).get("k") == ["v", 2]

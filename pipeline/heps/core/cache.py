@@ -130,6 +130,8 @@ class Store:
         return value
 
     def put(self, entry: str, value: Any) -> None:
+        if self.get(entry) == value:  # known already: no reason to write the file again
+            return
         self._used[entry] = value
         self._added = True
 
