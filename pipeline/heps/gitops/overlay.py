@@ -118,7 +118,7 @@ def edit_overlay(
             edit.files[path] = new
             if changed:
                 changed(path, new)
-    via_bases = _used_by_bases(root, root / settings.gitops.overlays_dir / "base", pins)
+    via_bases = _used_by_bases(root, root / settings.gitops.overlays_dir / "base", pins, store)
     missing = [p for p in pins if p.app in via_bases and p.app not in in_kustomization]
     names = {p.app: via_bases[p.app] for p in missing}
     if missing:
@@ -141,13 +141,15 @@ def edit_overlay(
     return edit
 
 
-def _used_by_bases(root: Path, base: Path, pins: list[Pin]) -> dict[str, str]:
+def _used_by_bases(
+    root: Path, base: Path, pins: list[Pin], store: Store | None = None
+) -> dict[str, str]:
     """App -> the image name the bases write (what a kustomize `images:` entry must match)."""
     used: dict[str, str] = {}
     for path in yaml_files(root, base) if base.is_dir() else []:
         try:
             text, shown = read_file(root, path), str(path.relative_to(root))
-            found = scan(image_fields(text, shown), pins)
+            found = scan(image_fields(text, shown, store), pins)
         except PinError as exc:
             raise StageError(Stage.PROMOTE, str(exc)) from None
         for item in found:
