@@ -22,6 +22,7 @@ from heps.core.stages import Stage
 from heps.gitops.pin import (
     PROFILE_FILE,
     Pin,
+    Pins,
     add_kustomize_images,
     image_fields,
     pin_text,
@@ -103,10 +104,11 @@ def edit_overlay(
     # Every file is read before the first is staged: beside the staging threads, whose
     # system calls each hand the GIL over, the reads took 0.7 s instead of 0.05 s.
     texts = [(path, read_file(root, path)) for path in yaml_files(root, folder)]
+    indexed = Pins(pins)
     for path, text in texts:
         shown = str(path.relative_to(root))
         try:
-            new, found = pin_text(text, shown, pins, store)
+            new, found = pin_text(text, shown, indexed, store)
         except PinError as exc:
             raise StageError(Stage.PROMOTE, str(exc)) from None
         for item in found:
@@ -146,10 +148,11 @@ def _used_by_bases(
 ) -> dict[str, str]:
     """App -> the image name the bases write (what a kustomize `images:` entry must match)."""
     used: dict[str, str] = {}
+    indexed = Pins(pins)
     for path in yaml_files(root, base) if base.is_dir() else []:
         try:
             text, shown = read_file(root, path), str(path.relative_to(root))
-            found = scan(image_fields(text, shown, store), pins)
+            found = scan(image_fields(text, shown, store), indexed)
         except PinError as exc:
             raise StageError(Stage.PROMOTE, str(exc)) from None
         for item in found:

@@ -18,10 +18,10 @@ Three kinds of place refer to an image:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cache as cache_once
-from functools import lru_cache
 from io import StringIO
 from typing import Any
 
@@ -240,19 +240,21 @@ def _well_typed(f: Field) -> bool:
     )
 
 
-class _Pins:
-    """The first pin that `Pin.matches` an image, found by two look-ups instead of a walk
-    over every pin for every image field (100 pins, 1,000 files: 150,000 calls)."""
+class Pins:
+    """Pins indexed once for all the files of an overlay: the first that `Pin.matches` an
+    image, found by two look-ups instead of a walk over every pin for every image field
+    (100 pins, 1,000 files: 150,000 calls), and the pin written for each app."""
 
-    def __init__(self, pins: list[Pin]) -> None:
-        self.pins = pins
+    def __init__(self, pins: Iterable[Pin]) -> None:
+        self.pins = list(pins)
+        self.by_app = {p.app: p for p in self.pins}
         self.index: dict[tuple[bool, str], int] = {}
-        for i, pin in enumerate(pins):
+        for i, pin in enumerate(self.pins):
             self.index.setdefault((True, pin.app), i)
             self.index.setdefault((False, pin.repository.partition("/")[2]), i)
 
     def first(self, images: tuple[str, ...]) -> Pin | None:
-        """As `next(p for p in pins for image in images if p.matches(image))`."""
+        """As `next(p for p in pins for image in images if image and p.matches(image))`."""
         hits = [
             i
             for image in images
@@ -264,37 +266,35 @@ class _Pins:
         return self.pins[min(hits)] if hits else None
 
 
-@lru_cache(maxsize=4)
-def _index(pins: tuple[Pin, ...]) -> _Pins:
-    """One index for all the files of an overlay pinned with the same pins."""
-    return _Pins(list(pins))
+def _indexed(pins: Pins | list[Pin]) -> Pins:
+    return pins if isinstance(pins, Pins) else Pins(pins)
 
 
-def scan(fields: list[Field], pins: list[Pin]) -> list[Found]:
+def scan(fields: list[Field], pins: Pins | list[Pin]) -> list[Found]:
     """Every image field of a file that names one of the pinned apps."""
-    index = _index(tuple(pins))
+    index = _indexed(pins)
     return [Found(pin.app, f) for f in fields if (pin := index.first(f.names))]
 
 
 def pin_text(
-    text: str, name: str, pins: list[Pin], store: cache.Store | None = None
+    text: str, name: str, pins: Pins | list[Pin], store: cache.Store | None = None
 ) -> tuple[str, list[Found]]:
     """The file with every image of a pinned app pinned; and what was found. With
     `store`, a text composed before is not composed again (`image_fields`)."""
+    pins = _indexed(pins)
     fields = image_fields(text, name, store)
     found = scan(fields, pins)
     if not found:
         return text, found
     edit = Text(text, name)
-    by_app = {p.app: p for p in pins}
     for item in found:
-        pin = by_app[item.app]
+        pin = pins.by_app[item.app]
         if item.kind == "kustomize":
             _pin_kustomize(edit, item.field, pin)
         else:
             edit.replace_at(item.field.places[0], pin.reference)  # type: ignore[arg-type]
     new = edit.rendered()
-    if store is not None and (after := _fields_after(edit, new, fields, found, by_app)):
+    if store is not None and (after := _fields_after(edit, new, fields, found, pins.by_app)):
         store.put(cache.key("manifest", _reader(), new), [_encoded(f) for f in after])
     return new, found
 
