@@ -6,7 +6,9 @@ that scalar's characters in the original text. Nothing is dumped back: a YAML du
 would normalise indentation, quoting and line wrapping of hand-written files, so every
 line that is not a pinned image stays byte-identical only this way. The composer is the
 C one because it is 40 times faster than a pure-Python round-trip parser, which is what
-lets 1,000 manifests be pinned in well under the 2 s target.
+lets 1,000 manifests be pinned in well under the 2 s target. What pinning needs of a
+composed file is plain data (`Field`), kept in the manifest cache by the file's exact
+text (`image_fields`): a file met before is not checked and composed again.
 
 Three kinds of place refer to an image:
 - kustomize `images:` entries (name / newName / newTag / digest);
@@ -89,7 +91,8 @@ class Field:
     places: tuple[Place | None, ...]
     """The image's scalar; a kustomize entry's newName, newTag and digest (None: absent)."""
     start: int = 0
-    """A kustomize entry's first line, last line, the column of its keys, flow style:"""
+    """For a kustomize entry (0 otherwise): its first line, its last line (keys it lacks
+    go after it), the column of its keys, and whether it is in flow style."""
     last: int = 0
     indent: int = 0
     flow: bool = False
