@@ -303,12 +303,25 @@ def _recipes(cfg: settings.Settings) -> dict[str, recipes.Recipe]:
         parsed.save()
 
 
+def _docker_auth(host: str) -> dict[str, str]:
+    """The Docker config's credentials, through the engine's SDK: imported only when the
+    environment holds none (its import is a tenth of a second of every command)."""
+    from heps.systems import engine
+
+    return engine.config_auth(host)
+
+
+def _platform(cfg: settings.Settings, args: argparse.Namespace) -> int:
+    from heps.platform import command
+
+    return command.run(cfg, args)
+
+
 def _registry(cfg: settings.Settings) -> Registry:
     from heps.core import credentials
-    from heps.systems import engine
     from heps.systems.registry import Registry
 
-    creds = credentials.credentials(cfg, engine.config_auth)
+    creds = credentials.credentials(cfg, _docker_auth)
     registry = Registry(cfg.registry, creds, cfg.state_dir / "cache" / "labels")
     registry.check()
     return registry
@@ -588,8 +601,6 @@ def _command(parser: argparse.ArgumentParser, argv: list[str] | None, where: _Wh
     # Imported once the arguments parsed: `--help` and a usage error need none of it.
     from heps.core import credentials, settings
     from heps.core.validation import schema
-    from heps.platform import command as platform_command
-    from heps.systems import engine, services
 
     if args.command == "schema":
         print(json.dumps(schema(args.name), indent=2))
@@ -605,11 +616,13 @@ def _command(parser: argparse.ArgumentParser, argv: list[str] | None, where: _Wh
     cfg = settings.load(args.repo, registry=args.registry, namespace=args.namespace)
     where.state_dir = cfg.state_dir
     if args.command == "services":
+        from heps.systems import services
+
         action = services.up if args.action == "up" else services.down
         print("\n".join(action(cfg)))
         return EXIT_OK
     # Every secret the command holds, masked in whatever it prints from here on.
-    masker = credentials.masker(cfg, credentials.credentials(cfg, engine.config_auth))
+    masker = credentials.masker(cfg, credentials.credentials(cfg, _docker_auth))
     where.masker = masker
     commands: dict[str, Callable[[settings.Settings, argparse.Namespace], int]] = {
         "plan": _plan,
@@ -622,7 +635,7 @@ def _command(parser: argparse.ArgumentParser, argv: list[str] | None, where: _Wh
         "jenkins": _jenkins,
         "review": partial(_review, masker=masker),
         "ci": partial(_ci, masker=masker),
-        "platform": platform_command.run,
+        "platform": _platform,
     }
     command = commands[args.command]
     with log.guarded_output(masker):

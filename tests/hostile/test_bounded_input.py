@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -169,14 +171,24 @@ class _HtmlPage(http.server.BaseHTTPRequestHandler):
         return
 
 
+@contextmanager
+def served(
+    handler: type[http.server.BaseHTTPRequestHandler],
+) -> Iterator[http.server.ThreadingHTTPServer]:
+    """A local HTTP server answering with `handler`, shut down and closed on leaving."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture
 def html_server() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _HtmlPage)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with served(_HtmlPage) as server:
+        yield f"127.0.0.1:{server.server_port}"
 
 
 @pytest.mark.parametrize("command", [["plan"], ["status"], ["run", "--all"]])
@@ -253,16 +265,11 @@ class _HugeAnswers(http.server.BaseHTTPRequestHandler):
 def test_a_registry_answer_past_the_bound_is_refused_unread() -> None:
     """The catalog is given up (every name asked), a manifest is one line naming the
     registry: neither is read whole into memory."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _HugeAnswers)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        registry = Registry(RegistrySettings(f"127.0.0.1:{server.server_address[1]}", "ns"), None)
+    with served(_HugeAnswers) as server:
+        registry = Registry(RegistrySettings(f"127.0.0.1:{server.server_port}", "ns"), None)
         assert registry._unlisted({f"n{i}": "1" for i in range(30)}) == set()
         with pytest.raises(ConfigError, match=r"^registry 127\.0\.0\.1:\d+: the answer to "):
             registry.manifest("n1", "1")
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.parametrize("host", ["user:s3cretpw@127.0.0.1:1", "http://user:s3cretpw@127.0.0.1:1"])
@@ -276,12 +283,6 @@ def test_a_registry_flag_with_a_password_in_it_is_refused_unechoed(
     assert result.code == 2
     assert "registry.host: not HOST[:PORT]" in one_error_line(result.err)
     assert "s3cretpw" not in result.text
-
-
-def _serve(handler: type[http.server.BaseHTTPRequestHandler]) -> http.server.ThreadingHTTPServer:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
 
 
 def test_a_redirect_to_another_host_takes_that_hosts_proxy_as_requests_would(
@@ -308,20 +309,52 @@ def test_a_redirect_to_another_host_takes_that_hosts_proxy_as_requests_would(
         def log_message(self, *args: Any) -> None:
             return
 
-    registry, store, proxy = _serve(Answer), _serve(Answer), _serve(Answer)
-    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_port}")
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-    try:
+    with served(Answer) as registry, served(Answer) as store, served(Answer) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_port}")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
         client = Registry(
             RegistrySettings(f"127.0.0.1:{registry.server_port}", "ns"),
             Credentials("user", Secret("pw"), "test"),
         )
         assert client.manifest("img", "1") == ("", {})
-    finally:
-        for server in (registry, store, proxy):
-            server.shutdown()
-            server.server_close()
     assert [(who, path.split("/", 3)[-1], bool(auth)) for who, path, auth in seen] == [
         ("direct", "img/manifests/1", True),
         ("proxy", "blob", False),
     ]
+
+
+@pytest.mark.parametrize(
+    "body", [b"<html>Welcome to nginx!</html>", b"[1]", b'"token"', b"{}", b'{"token": 1}']
+)
+def test_a_token_service_answering_no_token_is_one_line_naming_it(body: bytes) -> None:
+    """A token service (the operator's) answering 200 with a body that is no JSON object
+    carrying a token: one ConfigError line naming it, not an internal error."""
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            token = self.path.startswith("/token")
+            self.send_response(200 if token else 401)
+            if not token:
+                realm = f"http://127.0.0.1:{self.server.server_port}/token"
+                self.send_header("WWW-Authenticate", f'Bearer realm="{realm}",service="r"')
+                self.send_header("Docker-Distribution-API-Version", "registry/2.0")
+            self.send_header("Content-Length", str(len(body) if token else 0))
+            self.end_headers()
+            self.wfile.write(body if token else b"")
+
+        def log_message(self, *args: Any) -> None:
+            return
+
+    with served(Answer) as server:
+        client = Registry(
+            RegistrySettings(f"127.0.0.1:{server.server_port}", "ns"),
+            Credentials("user", Secret("pw-of-the-test"), "test"),
+        )
+        with pytest.raises(ConfigError) as refused:
+            client.manifest("img", "1")
+    (line,) = str(refused.value).splitlines()
+    assert re.fullmatch(
+        rf"registry 127\.0\.0\.1:{server.server_port}: token service "
+        rf"http://127\.0\.0\.1:{server.server_port}/token answered no token .*",
+        line,
+    ), line

@@ -19,9 +19,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from heps.core import settings as heps_settings
+from heps.core.cache import Store
 from heps.core.errors import ConfigError
 from heps.core.kube_yaml import PinError
-from heps.gitops.pin import Pin, pin_text
+from heps.gitops.pin import Pin, image_fields, pin_text
 from heps.images import dockerfile, recipes
 
 LONG = os.environ.get("HEPS_FUZZ") == "long"
@@ -201,11 +202,20 @@ overlay_text = st.one_of(manifest, kustomization, hostile_text)
 @RUN
 @given(text=st.one_of(overlay_text, st.lists(overlay_text, max_size=3).map("---\n".join)))
 def test_pin_editor_refuses_or_pins_idempotently(text: str) -> None:
+    store = Store(Path("/nonexistent/manifests"), 100)  # in memory: never saved
     try:
         new, found = pin_text(text, "overlay.yaml", PINS)
     except PinError as exc:
         _one_line_each(exc.problems, "overlay.yaml")
+        for _ in range(2):  # the manifest cache, cold then warm: the same line
+            with pytest.raises(PinError) as cached:
+                pin_text(text, "overlay.yaml", PINS, store)
+            assert cached.value.problems == exc.problems
         return
+    for _ in range(2):
+        assert pin_text(text, "overlay.yaml", PINS, store) == (new, found)
+    # what the store keeps for the text it wrote is what composing that text gives
+    assert image_fields(new, "overlay.yaml", store) == image_fields(new, "overlay.yaml")
     if not found:
         assert new == text
         return

@@ -141,20 +141,39 @@ def test_a_cache_nested_past_the_parser_is_ignored_not_a_crash(
 
 
 @pytest.mark.parametrize("attribute", ["__version__", "__with_libyaml__"])
-def test_recipes_read_by_another_yaml_library_are_read_afresh(
-    attribute: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("module", "reader"), [("heps.images.recipes", "_readers"), ("heps.gitops.pin", "_reader")]
+)
+def test_what_another_yaml_library_read_is_read_afresh(
+    attribute: str, module: str, reader: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PyYAML upgraded, or installed without libyaml (yaml12 then reads with the Python
-    parser, which differs on a few scalars): the recipe data kept is not served."""
+    parser, which differs on a few scalars): the recipe data and the overlay files'
+    image fields kept are not served."""
+    import importlib
+
     import yaml
 
-    from heps.images import recipes
-
-    recipes._readers.cache_clear()
-    before = recipes._readers()
+    readers = getattr(importlib.import_module(module), reader)
+    readers.cache_clear()
+    before = readers()
     monkeypatch.setattr(yaml, attribute, "other")
-    recipes._readers.cache_clear()
+    readers.cache_clear()
     try:
-        assert recipes._readers() != before
+        assert readers() != before
     finally:
-        recipes._readers.cache_clear()
+        readers.cache_clear()
+
+
+def test_putting_what_is_kept_already_does_not_write_the_file_again(tmp_path: Path) -> None:
+    store = cache.Store(tmp_path / "c", 10)
+    store.put("k", ["v", 1])
+    store.save()
+    before = (tmp_path / "c").stat()
+    again = cache.Store(tmp_path / "c", 10)
+    again.put("k", ["v", 1])  # a promotion meeting a text it wrote before
+    again.save()
+    assert (tmp_path / "c").stat().st_ino == before.st_ino  # not replaced
+    again.put("k", ["v", 2])
+    again.save()
+    assert cache.Store(tmp_path / "c", 10).get("k") == ["v", 2]

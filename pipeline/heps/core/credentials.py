@@ -15,8 +15,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from requests.auth import HTTPBasicAuth
-
 from heps.core import log
 from heps.core.bounded import MAX_BYTES, read_text
 from heps.core.errors import ConfigError
@@ -45,10 +43,10 @@ class Credentials:
     source: str  # where they came from, for messages ("environment", "Docker config", ...)
 
     @property
-    def basic_auth(self) -> HTTPBasicAuth:
-        """For HTTP basic auth, as UTF-8 (as docker login sends them): requests would
-        encode str as Latin-1, refusing or mangling a non-ASCII password."""
-        return HTTPBasicAuth(self.username.encode(), self.password.value.encode())
+    def basic_auth(self) -> tuple[bytes, bytes]:
+        """For HTTP basic auth, as UTF-8 (as docker login sends them):
+        requests would encode str as Latin-1, refusing or mangling a non-ASCII password."""
+        return self.username.encode(), self.password.value.encode()
 
 
 def credentials(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -76,37 +77,31 @@ def _quoted(old: str, new: str) -> str:
 _PROPERTIES = re.compile(r"(?:[&!]\S*\s+)*")  # an anchor or tag before the scalar itself
 
 
-class Document:
-    """One YAML file: its text, its composed documents, and pending edits."""
+@dataclass(frozen=True)
+class Place:
+    """Where a scalar's characters are on its line (0-based), or why it cannot be pinned:
+    plain data, so what a file's composed nodes said can be kept and used without them."""
+
+    line: int
+    col: int = 0
+    end: int = 0
+    problem: str = ""
+
+
+class Text:
+    """One file's text and edits to it, by position: nothing else of it changes."""
 
     def __init__(self, text: str, name: str):
         self.text, self.name = text, name
         self.lines = text.splitlines(keepends=True)
-        try:
-            check_yaml(text, name)  # the composer below recurses: bound the nesting first
-        except ConfigError as exc:
-            raise PinError(exc.problems) from None
-        try:
-            self.docs = [d for d in yaml.compose_all(text, Loader=_Loader) if d is not None]
-        except yaml.YAMLError as exc:
-            raise PinError(f"{name}: not valid YAML: {str(exc).splitlines()[0]}") from None
         self.edits: dict[tuple[int, int], tuple[int, str]] = {}
         self.inserts: list[tuple[int, str]] = []
 
-    def span(self, node: Any) -> tuple[int, int, int]:
-        """(line, start col, end col) of a one-line scalar, past its anchor or tag.
-
-        An alias is the same node as its anchor, so it is edited where the anchor stands."""
-        start, end = node.start_mark, node.end_mark
-        if not isinstance(node, yaml.ScalarNode) or node.style in ("|", ">"):
-            raise PinError(f"{self.name}:{start.line + 1}: an image must be a one-line string")
-        if end.line != start.line:
-            raise PinError(f"{self.name}:{start.line + 1}: write the image on one line")
-        col = _PROPERTIES.match(self.lines[start.line], start.column).end()  # type: ignore[union-attr]
-        return start.line, col, end.column
-
-    def replace(self, node: Any, value: str) -> None:
-        line, col, end = self.span(node)
+    def replace_at(self, place: Place, value: str) -> None:
+        """The scalar at `place` becomes `value`, written the way it was (same quotes)."""
+        if place.problem:
+            raise PinError(f"{self.name}:{place.line + 1}: {place.problem}")
+        line, col, end = place.line, place.col, place.end
         new = _quoted(self.lines[line][col:end], value)
         if col == end and self.lines[line][col - 1 : col] in (":", "-"):
             new = " " + new  # an empty value is marked right after its `key:`
@@ -114,6 +109,22 @@ class Document:
 
     def insert_after(self, line: int, text: str) -> None:
         self.inserts.append((line, text))
+
+    def moved(self, place: Place) -> Place:
+        """Where the scalar at `place` stands in the rendered text: moved along its line by
+        the edits left of it, or the new value itself. Only when no line is inserted."""
+        line = place.line
+        shift = sum(
+            len(new) - (end - col)
+            for (at, col), (end, new) in self.edits.items()
+            if at == line and col < place.col
+        )
+        start = place.col + shift
+        if (line, place.col) not in self.edits:
+            return Place(line, start, place.end + shift, place.problem)
+        _, new = self.edits[(line, place.col)]
+        lead = 1 if place.col == place.end and new.startswith(" ") else 0  # `key:` + " value"
+        return Place(line, start + lead, start + len(new))
 
     def rendered(self) -> str:
         lines = list(self.lines)
@@ -127,6 +138,36 @@ class Document:
                 lines[line] += "\n"
             lines.insert(line + 1, text)
         return "".join(lines)
+
+
+class Document(Text):
+    """One YAML file: its text, its composed documents, and pending edits."""
+
+    def __init__(self, text: str, name: str):
+        super().__init__(text, name)
+        try:
+            check_yaml(text, name)  # the composer below recurses: bound the nesting first
+        except ConfigError as exc:
+            raise PinError(exc.problems) from None
+        try:
+            self.docs = [d for d in yaml.compose_all(text, Loader=_Loader) if d is not None]
+        except yaml.YAMLError as exc:
+            raise PinError(f"{name}: not valid YAML: {str(exc).splitlines()[0]}") from None
+
+    def place(self, node: Any) -> Place:
+        """Where a one-line scalar's characters are, past its anchor or tag.
+
+        An alias is the same node as its anchor, so it is edited where the anchor stands."""
+        start, end = node.start_mark, node.end_mark
+        if not isinstance(node, yaml.ScalarNode) or node.style in ("|", ">"):
+            return Place(start.line, problem="an image must be a one-line string")
+        if end.line != start.line:
+            return Place(start.line, problem="write the image on one line")
+        col = _PROPERTIES.match(self.lines[start.line], start.column).end()  # type: ignore[union-attr]
+        return Place(start.line, col, end.column)
+
+    def replace(self, node: Any, value: str) -> None:
+        self.replace_at(self.place(node), value)
 
 
 def containers(doc: Any) -> Iterator[Any]:

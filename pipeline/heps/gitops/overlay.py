@@ -12,6 +12,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from heps.core.bounded import read_text
+from heps.core.cache import Store
 from heps.core.errors import StageError
 from heps.core.kube_yaml import Document, PinError, get, profiles, text_of
 from heps.core.paths import confine, overlay_dir
@@ -21,7 +22,9 @@ from heps.core.stages import Stage
 from heps.gitops.pin import (
     PROFILE_FILE,
     Pin,
+    Pins,
     add_kustomize_images,
+    image_fields,
     pin_text,
     profile_entry,
     scan,
@@ -87,20 +90,25 @@ def edit_overlay(
     pins: list[Pin],
     recipes: dict[str, Recipe],
     changed: Callable[[Path, str], None] | None = None,
+    store: Store | None = None,
 ) -> OverlayEdit:
     """What pinning `pins` into the overlay changes, computed without writing anything.
 
     `changed` is told each file's new text as soon as it is known (a caller stages it
-    meanwhile); the returned edit is what counts, a file may change again later."""
+    meanwhile); the returned edit is what counts, a file may change again later. `store`
+    keeps the files' image fields by their text (`image_fields`)."""
     root = root.resolve()
     folder = overlay_dir(root, settings, overlay)
     edit = OverlayEdit()
     in_kustomization: set[str] = set()
-    for path in yaml_files(root, folder):
-        text = read_file(root, path)
+    # Every file is read before the first is staged: beside the staging threads, whose
+    # system calls each hand the GIL over, the reads took 0.7 s instead of 0.05 s.
+    texts = [(path, read_file(root, path)) for path in yaml_files(root, folder)]
+    indexed = Pins(pins)
+    for path, text in texts:
         shown = str(path.relative_to(root))
         try:
-            new, found = pin_text(text, shown, pins)
+            new, found = pin_text(text, shown, indexed, store)
         except PinError as exc:
             raise StageError(Stage.PROMOTE, str(exc)) from None
         for item in found:
@@ -112,7 +120,7 @@ def edit_overlay(
             edit.files[path] = new
             if changed:
                 changed(path, new)
-    via_bases = _used_by_bases(root, root / settings.gitops.overlays_dir / "base", pins)
+    via_bases = _used_by_bases(root, root / settings.gitops.overlays_dir / "base", pins, store)
     missing = [p for p in pins if p.app in via_bases and p.app not in in_kustomization]
     names = {p.app: via_bases[p.app] for p in missing}
     if missing:
@@ -135,12 +143,16 @@ def edit_overlay(
     return edit
 
 
-def _used_by_bases(root: Path, base: Path, pins: list[Pin]) -> dict[str, str]:
+def _used_by_bases(
+    root: Path, base: Path, pins: list[Pin], store: Store | None = None
+) -> dict[str, str]:
     """App -> the image name the bases write (what a kustomize `images:` entry must match)."""
     used: dict[str, str] = {}
+    indexed = Pins(pins)
     for path in yaml_files(root, base) if base.is_dir() else []:
         try:
-            found = scan(Document(read_file(root, path), str(path.relative_to(root))), pins)
+            text, shown = read_file(root, path), str(path.relative_to(root))
+            found = scan(image_fields(text, shown, store), indexed)
         except PinError as exc:
             raise StageError(Stage.PROMOTE, str(exc)) from None
         for item in found:

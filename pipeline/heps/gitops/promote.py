@@ -20,14 +20,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from heps.core import log
+from heps.core.cache import Caches, Store
 from heps.core.errors import ConfigError, StageError
 from heps.core.paths import locked
 from heps.core.settings import Identity, Settings
 from heps.core.stages import Stage
 from heps.gitops.overlay import OverlayEdit, edit_overlay, message
-from heps.gitops.pin import (
-    Pin,
-)
+from heps.gitops.pin import Pin
 from heps.gitops.sources import current, verify_in_registry
 from heps.images.recipes import Recipe
 from heps.systems.git import Repository, backoff
@@ -165,15 +164,19 @@ def promote(settings: Settings, registry: Registry, request: Request) -> Promote
     """The registry is asked while the overlay is read and edited (its answers are network
     waits, the edit is CPU); nothing is written before it has answered, and its error wins
     over any later one, as when it ran first."""
+    store = Caches.under(settings.state_dir).manifests
     with ThreadPoolExecutor(1) as background:
         verified = background.submit(verify_in_registry, registry, request.pins)
         try:
-            return _promote(settings, request, verified.result)
+            return _promote(settings, request, verified.result, store)
         finally:
+            store.save()
             verified.result()
 
 
-def _promote(settings: Settings, request: Request, verified: Callable[[], None]) -> Promoted:
+def _promote(
+    settings: Settings, request: Request, verified: Callable[[], None], store: Store
+) -> Promoted:
     overlay, pins, recipes = request.overlay, request.pins, request.recipes
     author, committer = settings.gitops.author, settings.gitops.committer or settings.gitops.author
     if not request.push:  # this working tree, no remote: one promotion at a time per checkout
@@ -185,7 +188,9 @@ def _promote(settings: Settings, request: Request, verified: Callable[[], None])
                 Repository(settings.repo).switch_new(target)
             staging = Staging()
             try:
-                edit = edit_overlay(settings.repo, settings, overlay, pins, recipes, staging.add)
+                edit = edit_overlay(
+                    settings.repo, settings, overlay, pins, recipes, staging.add, store
+                )
                 verified()
                 if not edit.files:
                     return Promoted(None, target, edit)
@@ -206,7 +211,7 @@ def _promote(settings: Settings, request: Request, verified: Callable[[], None])
         for attempt in range(1, settings.gitops.attempts + 1):
             if attempt > 1:
                 _refuse_conflicts(before, _pinned_images(work, settings, overlay, apps), pins)
-            edit = edit_overlay(work, settings, overlay, pins, recipes)
+            edit = edit_overlay(work, settings, overlay, pins, recipes, store=store)
             if not edit.files:
                 return Promoted(None, target, edit, attempt)
             write_all(edit.files)

@@ -12,16 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from heps.core.errors import ConfigError, StageError
-from heps.core.kube_yaml import Document, PinError
+from heps.core.kube_yaml import PinError
 from heps.core.paths import overlay_dir
 from heps.core.references import DIGEST, is_valid, split_reference, version_of
 from heps.core.settings import Settings
 from heps.core.stages import Stage
 from heps.gitops.overlay import read_file, yaml_files
-from heps.gitops.pin import (
-    Pin,
-    scan,
-)
+from heps.gitops.pin import Pin, Pins, image_fields, scan
 from heps.images import report
 from heps.images.recipes import Recipe
 from heps.images.report import FAILED, RecipeReport
@@ -131,10 +128,10 @@ def current(
 
 
 def pinned_in(texts: dict[str, str], apps: dict[str, str]) -> list[dict[str, Any]]:
-    probes = [Pin(app, repo, "", "") for app, repo in apps.items()]
+    probes = Pins(Pin(app, repo, "", "") for app, repo in apps.items())
     result = []
     for name, text in sorted(texts.items()):
-        for found in scan(Document(text, name), probes):
+        for found in scan(image_fields(text, name), probes):
             result.append(
                 {"app": found.app, "image": found.value, "where": f"{name}:{found.line + 1}"}
             )

@@ -26,6 +26,7 @@ from heps.core.references import split_reference
 from heps.core.settings import LintSettings
 from heps.images import dockerfile
 from heps.images.graph import Graph
+from heps.images.report import Finding
 
 HADOLINT_CONFIG = ".hadolint.yaml"
 HADOLINT_TIMEOUT = 60.0
@@ -33,18 +34,6 @@ HADOLINT_TIMEOUT = 60.0
 DEFAULT_THRESHOLD = "error"
 _SECRET_NAME = re.compile(r"passw(or)?d|secret|token|api[_-]?key|private[_-]?key|credential", re.I)
 _ROOT_USERS = {"root", "0", "0:0", "root:root"}
-
-
-@dataclass(frozen=True)
-class Finding:
-    file: str
-    line: int
-    code: str
-    level: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.code} {self.level}: {self.message}"
 
 
 @dataclass(frozen=True)

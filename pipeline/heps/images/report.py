@@ -17,8 +17,6 @@ from heps.core.bounded import read_text
 from heps.core.errors import ConfigError
 from heps.core.log import Masker, xml_text
 from heps.core.stages import Stage
-from heps.images.lint import Finding
-from heps.images.smoke import SmokeKind, SmokeResult
 
 
 class Status(StrEnum):
@@ -28,6 +26,38 @@ class Status(StrEnum):
 
 
 BUILT, SKIPPED, FAILED = Status.BUILT, Status.SKIPPED, Status.FAILED
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One lint finding (hadolint's or heps's own rules). The results' plain types live
+    here, not in the stages that make them, so reading a report imports no stage."""
+
+    file: str
+    line: int
+    code: str
+    level: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.code} {self.level}: {self.message}"
+
+
+class SmokeKind(StrEnum):
+    STRUCTURE = "structure"
+    COMMAND = "command"
+    HTTP = "http"
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    """One smoke check's outcome."""
+
+    name: str
+    kind: SmokeKind
+    passed: bool
+    seconds: float
+    detail: str = ""
 
 
 @dataclass

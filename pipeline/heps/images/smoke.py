@@ -13,7 +13,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from functools import partial
 from pathlib import Path
 
@@ -24,24 +23,10 @@ from heps.core.errors import ConfigError
 from heps.core.stages import Stage
 from heps.core.validation import load_yaml
 from heps.images.recipes import HttpProbe, Recipe, SmokeCommand, expectation
+from heps.images.report import SmokeKind, SmokeResult
 from heps.systems.engine import Container, ContainerEngine, Interrupted
 
 OUTPUT_TAIL = 2000
-
-
-class SmokeKind(StrEnum):
-    STRUCTURE = "structure"
-    COMMAND = "command"
-    HTTP = "http"
-
-
-@dataclass(frozen=True)
-class SmokeResult:
-    name: str
-    kind: SmokeKind
-    passed: bool
-    seconds: float
-    detail: str = ""
 
 
 def _tail(text: str) -> str:

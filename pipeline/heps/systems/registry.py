@@ -20,7 +20,7 @@ from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import requests
 import urllib3
-from requests.auth import _basic_auth_str
+from requests.auth import HTTPBasicAuth, _basic_auth_str
 from urllib3 import HTTPHeaderDict
 
 from heps.core.credentials import Credentials
@@ -241,7 +241,7 @@ class Registry:
         realm = str(params.pop("realm", ""))
         if scopes:
             params["scope"] = scopes  # one `scope` parameter each, as the token spec asks
-        auth = self.creds.basic_auth if self.creds else None
+        auth = HTTPBasicAuth(*self.creds.basic_auth) if self.creds else None
         try:
             # another host: its own proxy settings, so not the registry's session
             response = requests.get(realm, params=params, auth=auth, timeout=self.timeout)
@@ -252,8 +252,18 @@ class Registry:
                 f"registry {self.settings.host}: token service refused the credentials "
                 f"({response.status_code}); check HEPS_REGISTRY_USERNAME/PASSWORD"
             )
-        body = response.json()
-        token: str = body.get("token") or body.get("access_token", "")
+        try:
+            body = response.json()
+        except ValueError:  # requests' JSONDecodeError, whatever JSON library it uses
+            body = None
+        token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise ConfigError(
+                redact_urls(
+                    f"registry {self.settings.host}: token service {realm} answered no token "
+                    "(not a JSON object with a `token`); check the registry's auth settings"
+                )
+            )
         return token
 
     def _scope(self, name: str, actions: str = "pull") -> str:
