@@ -253,12 +253,17 @@ class Scheduler:
     def post_filter(
         self, state: CycleState, pod: Pod, reasons: dict[str, int]
     ) -> tuple[Status, str | None]:
-        """Until one plugin makes the pod schedulable (a nominated node) or errs."""
+        """Until one plugin makes the pod schedulable (a nominated node) or errs; else
+        Unschedulable with every plugin's reasons, named after the first, and the last
+        node one of them named (kube-scheduler's RunPostFilterPlugins)."""
+        messages, rejector, named = [], "", None
         for plugin in self.profile.post_filters:
             status, nominated = plugin.post_filter(state, pod, self.snap, reasons)
             if status.ok or status.code == ERROR:
                 return _named(status, plugin.name), nominated
-        return Status(UNSCHEDULABLE), None
+            messages += [status.message] if status.message else []
+            rejector, named = rejector or plugin.name, nominated or named
+        return Status(UNSCHEDULABLE, "; ".join(messages), rejector), named
 
     def score(self, state: CycleState, pod: Pod, candidates: Ints) -> Floats | Status:
         """PreScore, Score and NormalizeScore, weighted and summed per candidate."""
