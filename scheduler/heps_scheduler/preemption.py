@@ -196,6 +196,9 @@ class ClassPreemption:
         if state.rejected is not None:
             return Status(UNSCHEDULABLE, "preemption: rejected at PreFilter"), None
         prio = self.priority(pod)
+        classes = self.args.class_priority
+        if not any(n and (p, classes.get(q, 0)) < prio for (p, q), n in snap.kinds.items()):
+            return Status(UNSCHEDULABLE, "preemption: no pod of lower priority"), None
         lower = self._lower_than(prio, snap)
         tried = self._tried_for(pod, prio, snap)
         possible = self._possible(state, pod, snap, lower, tried)
@@ -303,9 +306,8 @@ class ClassPreemption:
         """Nodes where the pod would fit with every lower-priority pod gone: first those
         with the cpu and memory it needs, then those needing the fewest GPUs freed, then
         those where lower-priority pods hold the least GPU."""
-        ok = (snap.cpu_free + lower.cpu >= pod.cpu_milli) & (
-            snap.mem_free + lower.mem >= pod.memory_mib
-        )
+        cpu_free, mem_free = snap.cpu_free, snap.mem_free
+        ok = (cpu_free + lower.cpu >= pod.cpu_milli) & (mem_free + lower.mem >= pod.memory_mib)
         if pod.ephemeral_mib:
             ok &= snap.eph_cap - snap.eph_used + lower.eph >= pod.ephemeral_mib
         if pod.shares_gpu:
@@ -336,8 +338,8 @@ class ClassPreemption:
             candidates, cost = candidates[keep], cost[keep]
         elif pod.gpus:  # whole GPUs: every pod on a GPU to free goes
             cost = lower.cost[candidates, pod.gpus - 1]
-        short = (snap.cpu_free[candidates] < pod.cpu_milli) | (
-            snap.mem_free[candidates] < pod.memory_mib
+        short = (cpu_free[candidates] < pod.cpu_milli) | (
+            mem_free[candidates] < pod.memory_mib
         )  # cpu or memory to free as well: more victims, perhaps holding GPUs
         order = np.lexsort((candidates, lower.held[candidates], cost, short))
         result: Ints = candidates[order]
