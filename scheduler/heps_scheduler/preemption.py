@@ -63,6 +63,7 @@ RESOLVABLE = "NodeResourcesFit"
 MAX_CANDIDATES = 1000
 NONE = 10**6
 """More thousandths than any GPU has: no pod, or no way."""
+COST_BITS = NONE.bit_length()
 
 
 @dataclass(frozen=True)
@@ -341,8 +342,14 @@ class ClassPreemption:
         short = (cpu_free[candidates] < pod.cpu_milli) | (
             mem_free[candidates] < pod.memory_mib
         )  # cpu or memory to free as well: more victims, perhaps holding GPUs
-        order = np.lexsort((candidates, lower.held[candidates], cost, short))
-        result: Ints = candidates[order]
+        held = lower.held[candidates]
+        held_bits, node_bits = int(held.max(initial=0)).bit_length(), len(snap.nodes).bit_length()
+        if 1 + COST_BITS + held_bits + node_bits > 63:  # a cluster beyond any seen: lexsort
+            order = np.lexsort((candidates, held, cost, short))
+            return candidates[order]
+        # one sort of one key (short, cost, held, node): several times a lexsort's speed
+        key = ((short.astype(np.int64) << COST_BITS | cost) << held_bits | held) << node_bits
+        result: Ints = np.sort(key | candidates) & ((1 << node_bits) - 1)
         return result
 
     def _pick(
