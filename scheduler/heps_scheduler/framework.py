@@ -241,6 +241,7 @@ class Scheduler:
         for plugin in self.profile.filters:
             if plugin.name in state.skip_filter:
                 continue
+            state.seen[plugin.name] = candidates
             ok = plugin.filter(state, pod, self.snap, candidates)
             dropped = int(len(candidates) - ok.sum())
             if dropped:

@@ -316,8 +316,18 @@ class ClassPreemption:
         elif pod.gpus:
             ok &= lower.whole >= pod.gpus
         ok &= ~(tried.failed & (tried.version == snap.node_version))
+        filters = self.filters()
+        names = [plugin.name for plugin in filters]
+        if RESOLVABLE in names:  # the nodes that passed every filter before it, this cycle
+            reached = state.seen.get(RESOLVABLE)
+            if not isinstance(reached, np.ndarray):
+                return np.zeros(0, dtype=np.int64)  # another filter ruled out every node
+            passed = np.zeros(len(ok), dtype=bool)
+            passed[reached] = True
+            ok &= passed
+            filters = filters[names.index(RESOLVABLE) + 1 :]
         candidates = np.flatnonzero(ok)
-        for plugin in self.filters():
+        for plugin in filters:
             if plugin.name != RESOLVABLE and len(candidates):
                 candidates = candidates[plugin.filter(state, pod, snap, candidates)]
         if not len(candidates):
@@ -379,57 +389,56 @@ class ClassPreemption:
     def _victims(self, pod: Pod, prio: Priority, snap: Snapshot, node: int) -> _Candidate | None:
         """kube-scheduler's selectVictimsOnNode: every lower-priority pod removed, then each
         put back, most important first, while the pod still fits."""
-        free = [
-            float(snap.cpu_cap[node] - snap.cpu_used[node]),
-            float(snap.mem_cap[node] - snap.mem_used[node]),
-            float(snap.eph_cap[node] - snap.eph_used[node]),
-        ]
+        cpu = float(snap.cpu_cap[node] - snap.cpu_used[node])
+        mem = float(snap.mem_cap[node] - snap.mem_used[node])
+        eph = float(snap.eph_cap[node] - snap.eph_used[node])
         gpu: list[int] = snap.gpu_free[node].tolist()
+        classes, placements = self.args.class_priority, snap.placements
         potential = []
         for key, placed in snap.pods_on[node].items():
-            rank = self.priority(placed)
+            rank = (placed.priority, classes.get(placed.qos, 0))
             if rank < prio:
-                held = _held(placed)
-                for i, amount in enumerate(held[:3]):
-                    free[i] += amount
-                slots = snap.placements[key].gpu_slots
+                cpu, mem = cpu + placed.cpu_milli, mem + placed.memory_mib
+                eph += placed.ephemeral_mib
+                slots = placements[key].gpu_slots
+                share = placed.gpu_milli if placed.shares_gpu else 1000
                 for slot in slots:
-                    gpu[slot] += held[3]
+                    gpu[slot] += share
                 # most important first: priority, then more GPU held, then the older
-                potential.append(((rank, held[3], -placed.created), placed, held, slots))
-        if not _fits(pod, free, gpu):
+                potential.append((rank, share * len(slots), -placed.created, placed, share, slots))
+        fits = _gpu_fit(pod)
+        if cpu < pod.cpu_milli or mem < pod.memory_mib or eph < pod.ephemeral_mib or not fits(gpu):
             return None
-        potential.sort(key=lambda p: p[0], reverse=True)
+        potential.sort(key=lambda p: p[:3], reverse=True)
         victims: list[Pod] = []
         top: Priority = (0, 0)
         gpus = 0
-        for (rank, _, _), placed, held, slots in potential:
-            for slot in slots:
-                gpu[slot] -= held[3]
-            kept = [f - h for f, h in zip(free, held[:3], strict=True)]
-            if _fits(pod, kept, gpu):
-                free = kept
-                continue
-            for slot in slots:
-                gpu[slot] += held[3]
+        for rank, held, _, placed, share, slots in potential:
+            kept = (cpu - placed.cpu_milli, mem - placed.memory_mib, eph - placed.ephemeral_mib)
+            if (
+                kept[0] >= pod.cpu_milli
+                and kept[1] >= pod.memory_mib
+                and kept[2] >= pod.ephemeral_mib
+            ):
+                for slot in slots:
+                    gpu[slot] -= share
+                if fits(gpu):
+                    cpu, mem, eph = kept
+                    continue
+                for slot in slots:
+                    gpu[slot] += share
             top = rank if not victims else max(top, rank)
-            gpus += placed.gpu_demand_milli
+            gpus += held
             victims.append(placed)
         if not victims or (self.args.keep_allocated_gpus and gpus > pod.gpu_demand_milli):
             return None  # no victims: another filter than resources keeps the pod out
         return _Candidate(node, victims, (top, gpus, len(victims), node))
 
 
-def _held(pod: Pod) -> tuple[int, int, int, int]:
-    """cpu, memory, ephemeral storage and the thousandths of each of its GPUs."""
-    share = pod.gpu_milli if pod.shares_gpu else 1000
-    return (pod.cpu_milli, pod.memory_mib, pod.ephemeral_mib, share)
-
-
-def _fits(pod: Pod, free: list[float], gpu: list[int]) -> bool:
-    """NodeResourcesFit on one node's free cpu, memory, ephemeral storage and GPUs."""
-    if free[0] < pod.cpu_milli or free[1] < pod.memory_mib or free[2] < pod.ephemeral_mib:
-        return False
+def _gpu_fit(pod: Pod) -> Callable[[list[int]], bool]:
+    """Whether one node's free thousandths of each GPU hold the pod's GPUs."""
     if pod.shares_gpu:
-        return max(gpu) >= pod.gpu_milli
-    return not pod.gpus or gpu.count(1000) >= pod.gpus
+        return lambda gpu: max(gpu) >= pod.gpu_milli
+    if pod.gpus:
+        return lambda gpu: gpu.count(1000) >= pod.gpus
+    return lambda gpu: True
