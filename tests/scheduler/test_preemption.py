@@ -56,7 +56,9 @@ class Cluster:
 
 
 def test_the_victims_are_the_fewest_of_the_lowest_priority_and_the_pod_lands_there() -> None:
-    cluster = Cluster([gpu_node("a"), gpu_node("b")])
+    cordoned = replace(gpu_node("c"), unschedulable=True)  # its batch pods are no help
+    cluster = Cluster([cordoned, gpu_node("a"), gpu_node("b")])  # c would win the tie
+    cluster.put("c", *((pod(f"c-best-effort-{i}", BEST_EFFORT), (i,)) for i in range(4)))
     cluster.put(
         "a",
         (pod("a-best-effort", BEST_EFFORT), (0,)),
@@ -72,7 +74,7 @@ def test_the_victims_are_the_fewest_of_the_lowest_priority_and_the_pod_lands_the
     assert cluster.evicted == [("a-best-effort", "alice", "a")]
     again = cluster.scheduler.schedule(alice, first.nominated)
     assert (again.node, again.gpu_slots) == ("a", (0,))
-    assert sorted(cluster.snap.pods_on[0]) == [
+    assert sorted(cluster.snap.pods_on[cluster.snap.index["a"]]) == [
         "default/a-burstable",
         "default/a-guaranteed-1",
         "default/a-guaranteed-2",
@@ -81,7 +83,7 @@ def test_the_victims_are_the_fewest_of_the_lowest_priority_and_the_pod_lands_the
     # a Burstable pod may take a BestEffort pod's place, never a Guaranteed one's
     bob = pod("bob", BURSTABLE)
     assert cluster.scheduler.schedule(bob).nominated is None
-    assert len(cluster.evicted) == 1 and len(cluster.snap.placements) == 8
+    assert len(cluster.evicted) == 1 and len(cluster.snap.placements) == 12
 
 
 def test_reprieve_keeps_every_pod_the_preemptor_does_not_need() -> None:
