@@ -61,6 +61,7 @@ CLASS_PRIORITY = {GUARANTEED: 2, BURSTABLE: 1, BEST_EFFORT: 0}
 RESOLVABLE = "NodeResourcesFit"
 """The one filter whose failures evicting pods can resolve here."""
 MAX_CANDIDATES = 1000
+"""Most candidate nodes a configuration may ask the dry run to find (a bound on its work)."""
 NONE = 10**6
 """More thousandths than any GPU has: no pod, or no way."""
 COST_BITS = NONE.bit_length()
@@ -83,7 +84,8 @@ def parse_args(where: str, args: dict[str, object]) -> PreemptionArgs:
     """The plugin's pluginConfig args; ValueError naming the field and the fix."""
     unknown = sorted(set(args) - ARGS)
     if unknown:
-        raise ValueError(f"{where}: unknown args {', '.join(unknown)}; known: {', '.join(ARGS)}")
+        known = ", ".join(sorted(ARGS))
+        raise ValueError(f"{where}: unknown args {', '.join(unknown)}; known: {known}")
     classes = args.get("classPriority", CLASS_PRIORITY)
     if not isinstance(classes, dict) or set(classes) - set(CLASS_PRIORITY):
         raise ValueError(

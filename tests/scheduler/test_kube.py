@@ -171,9 +171,8 @@ def test_schedules_binds_and_posts_events(fake: FakeApiServer, api: tuple[Any, A
     reasons = [(e["reason"], e["type"], e["involvedObject"]["name"]) for e in fake.events]
     assert reasons == [("Scheduled", "Normal", "alice"), ("FailedScheduling", "Warning", "huge")]
     assert fake.events[1]["message"] == (
-        "0/2 nodes are available: 2 Insufficient resources. preemption: no node where "
-        "evicting lower-priority pods makes it fit without lowering the allocated GPUs."
-    )
+        "0/2 nodes are available: 2 Insufficient resources. preemption: no pod of lower priority."
+    )  # every pod here is Guaranteed
     assert scheduler.queue.parked == 1
 
 
