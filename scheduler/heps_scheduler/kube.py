@@ -301,7 +301,7 @@ class KubeScheduler:
         listed = {kube_key(obj) for obj in items}
         for key in [k for k in self.snap.placements if k not in listed]:
             self.snap.forget(key)
-        for known in (self.pods, self.orphans):
+        for known in (self.pods, self.orphans, self.nominated):
             for key in [k for k in known if k not in listed]:
                 del known[key]  # a queue entry without its object is dropped
         for obj in items:

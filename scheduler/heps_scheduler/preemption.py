@@ -229,15 +229,16 @@ class ClassPreemption:
 
     def _still_leaving(self, pod: Pod, snap: Snapshot) -> tuple[Status, str | None] | None:
         """kube-scheduler's PodEligibleToPreemptOthers: a pod whose victims are still on its
-        nominated node waits for them instead of preempting again."""
-        pending = self.pending.pop(pod.key, None)
-        if pending is None:
+        nominated node waits for them instead of preempting again. Entries whose victims
+        are all gone are dropped (their preemptor may have been deleted meanwhile)."""
+        self.pending = {
+            key: (node, left)
+            for key, (node, victims) in self.pending.items()
+            if (left := frozenset(k for k in victims if k in snap.placements))
+        }
+        if pod.key not in self.pending:
             return None
-        node, victims = pending
-        left = frozenset(k for k in victims if k in snap.placements)
-        if not left:
-            return None
-        self.pending[pod.key] = (node, left)
+        node, left = self.pending[pod.key]
         message = f"preemption: waiting for {len(left)} victim(s) to leave {node}"
         return Status(UNSCHEDULABLE, message), node
 

@@ -124,8 +124,13 @@ def test_a_preemptor_waits_for_its_victims_instead_of_preempting_again() -> None
     assert (second.node, second.nominated) == (None, "a")
     assert second.status.message == "preemption: waiting for 1 victim(s) to leave a"
     assert len(waiting) == 1
+    [plugin] = cluster.scheduler.profile.post_filters
+    assert set(plugin.pending) == {"default/alice"}
     cluster.snap.forget("default/batch-1")  # the watch says DELETED
     assert cluster.scheduler.schedule(alice, "a").node == "a"
+    late = cluster.scheduler.schedule(pod("late", BEST_EFFORT))  # fits nowhere either
+    assert late.status.message == "preemption: no pod of lower priority"
+    assert plugin.pending == {}  # what alice waited for is gone: forgotten
 
 
 CONFIG = """\
