@@ -90,8 +90,9 @@ PRESET_ARGS: dict[str, dict[str, dict[str, object]]] = {
 }
 """heps preempts lower-priority pods (by QoS class: the trace's pods carry no priority) for
 a pod that fits nowhere (preemption.py), choosing among 10 candidate nodes, not
-kube-scheduler's 10% (at least 100): on generated variants (seeds 7-9) 1, 10 and 152
-candidates gave the same outcomes within noise, and fewer cost less time. The baselines
+kube-scheduler's 10% (at least 100): on three generated variants (seed 7) 1, 10 and 152
+candidates gave outcomes within about 10 pods and 10 GPUs of each other (docs/scheduler.md),
+and fewer cost less time. The baselines
 run as their authors simulate them: kube-default's DefaultPreemption could never act on
 pods of one priority."""
 
