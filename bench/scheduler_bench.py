@@ -15,8 +15,9 @@ all of them; every table is printed as Markdown for docs/scheduler.md):
 - tuning: heps' spreadThreshold by leave-one-family-out validation on generated variants
   of the default list (workload.py) only, seeds 100-104, every axis at 0-100%
   (results/scheduler-tuning.jsonl, resumable).
-- table: heps (the preset itself), FGD and kube-default on every generated axis and the
-  seven lists, seeds 0-4 (results/scheduler-table.jsonl, resumable; hours on 2 cores).
+- table: heps (the preset itself), FGD, kube-default and kube-default with heps'
+  preemption on every generated axis and the seven lists, seeds 0-4
+  (results/scheduler-table.jsonl, resumable; about an hour on 2 shared cores).
 - all-traces: every pod list of the trace folder, one seed (`heps-scheduler simulate
   --all-traces`).
 """
@@ -34,10 +35,8 @@ from pathlib import Path
 
 from heps_scheduler import cli, config, report, simulate, trace, workload
 from heps_scheduler.config import ProfileSettings
-from heps_scheduler.fgd import typical_pods, whole_gpu_share
-from heps_scheduler.framework import Scheduler
+from heps_scheduler.fgd import TaskClass, typical_pods, whole_gpu_share
 from heps_scheduler.model import GUARANTEED, Node, Pod
-from heps_scheduler.snapshot import Snapshot
 
 OPENB = Path(__file__).resolve().parents[2] / "shared" / "traces" / "openb"
 ALL_NODES = OPENB / "openb_node_list_all_node.csv"
@@ -68,29 +67,40 @@ def speed(count: int = 5000) -> None:
     arrived = simulate.arrivals(pods, capacity, 1.3, seed=0)
     classes = typical_pods(pods)
     print(f"\n{count} nodes, {capacity // 1000} GPUs, {len(arrived)} pods to 130% arrival\n")
-    print("| policy | nodes scored per decision | decisions/s | p99 per decision | CPU s |")
-    print("| --- | --- | --- | --- | --- |")
-    rates = {}
+    print(
+        "| policy | nodes scored per decision | decisions/s | p99 per decision | CPU s "
+        "| pods preempted | decisions/s where a node fit at once |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    rates, cpus, common = {}, {}, {}
     for policy in ("heps", "kube-default"):
         settings = config.preset_settings(policy)
-        scheduler = Scheduler(Snapshot(nodes), config.build(settings, classes), 0)
-        timings = []
+        replay = simulate.Replay(nodes, settings, classes, 0)
+        timings, at_once = [], []
         cpu, wall = time.process_time(), time.perf_counter()
         for pod in arrived:
-            timings.append(scheduler.schedule(pod).seconds)
+            before = len(replay.victims)
+            decision = replay.place(pod)
+            timings.append(decision.seconds)
+            if decision.node is not None and len(replay.victims) == before:
+                at_once.append(decision.seconds)
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         timings.sort()
         p99 = timings[int(0.99 * len(timings))] * 1000
         scored = "all feasible" if settings.percentage_of_nodes_to_score >= 100 else "adaptive"
-        rates[policy] = len(arrived) / wall
+        rates[policy], cpus[policy] = len(arrived) / wall, cpu
+        common[policy] = len(at_once) / sum(at_once)
         print(
-            f"| {policy} | {scored} | {rates[policy]:.0f} | {p99:.2f} ms | {cpu:.1f} |",
+            f"| {policy} | {scored} | {rates[policy]:.0f} | {p99:.2f} ms | {cpu:.1f} | "
+            f"{len(replay.victims)} | {common[policy]:.0f} ({len(at_once)} pods) |",
             flush=True,
         )
     ratio = rates["heps"] / rates["kube-default"]
     print(
         f"\nheps {rates['heps']:.0f} decisions/s (target >= 270), {ratio:.2f} x kube-default's "
-        "rate in the same run (target >= 0.5)"
+        f"rate in the same run, {cpus['kube-default'] / cpus['heps']:.2f} x per CPU second "
+        f"(target >= 0.5); where a node fit at once (no PostFilter, no preemption), "
+        f"{common['heps'] / common['kube-default']:.2f} x"
     )
 
 
@@ -156,7 +166,6 @@ ABLATION: dict[str, ProfileSettings] = {
 def ablation(seeds: range = range(3)) -> None:
     nodes, pods = trace.load_nodes(ALL_NODES), pods_of("default")
     classes = typical_pods(pods)
-    capacity = sum(n.gpus for n in nodes) * 1000
     print(
         f"\n| variant | unallocated GPUs (mean of {len(seeds)} seeds) | failed Guaranteed (mean) |"
     )
@@ -164,13 +173,9 @@ def ablation(seeds: range = range(3)) -> None:
     for label, settings in ABLATION.items():
         unallocated, failed = [], []
         for seed in seeds:
-            snap = Snapshot(nodes)
-            scheduler = Scheduler(snap, config.build(settings, classes), seed)
-            lost = 0
-            for pod in simulate.arrivals(pods, capacity, 1.3, seed):
-                lost += scheduler.schedule(pod).node is None and pod.qos == GUARANTEED
-            unallocated.append((capacity - snap.gpu_allocated_milli()) / 1000)
-            failed.append(lost)
+            outcome = _replay(nodes, pods, settings, seed, classes)
+            unallocated.append(outcome[0])
+            failed.append(outcome[1])
         print(
             f"| {label} | {statistics.mean(unallocated):.1f} | {statistics.mean(failed):.0f} |",
             flush=True,
@@ -182,18 +187,26 @@ AXES_RATIOS = {
 }
 """Every axis at 0, 25, 50, 75 and 100% of its range (cpu: 0..300 per mille, its family's)."""
 HELD = ["default", "cpu0", "cpu050", "gpushare40", "gpushare100", "gpuspec10", "multigpu20"]
-Outcome = tuple[float, int]
-"""Unallocated GPUs and failed Guaranteed pods at the end of a replay."""
+Outcome = tuple[float, int, int]
+"""Unallocated GPUs, failed Guaranteed pods (never placed or preempted) and pods preempted
+(any class) at the end of a replay."""
 
 
-def _replay(nodes: list[Node], pods: list[Pod], settings: ProfileSettings, seed: int) -> Outcome:
+def _replay(
+    nodes: list[Node],
+    pods: list[Pod],
+    settings: ProfileSettings,
+    seed: int,
+    classes: list[TaskClass] | None = None,
+) -> Outcome:
     capacity = sum(n.gpus for n in nodes) * 1000
-    snap = Snapshot(nodes)
-    scheduler = Scheduler(snap, config.build(settings, typical_pods(pods)), seed)
+    replay = simulate.Replay(nodes, settings, classes or typical_pods(pods), seed)
     lost = 0
     for pod in simulate.arrivals(pods, capacity, 1.3, seed):
-        lost += scheduler.schedule(pod).node is None and pod.qos == GUARANTEED
-    return (capacity - snap.gpu_allocated_milli()) / 1000, lost
+        lost += replay.place(pod).node is None and pod.qos == GUARANTEED
+    lost += sum(victim.qos == GUARANTEED for victim, _ in replay.victims)
+    unallocated = (capacity - replay.snap.gpu_allocated_milli()) / 1000
+    return unallocated, lost, len(replay.victims)
 
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -244,13 +257,14 @@ def _collect(
                 if (label, seed, name) in done:
                     continue
                 pods = pods or _workload(label, seed, nodes, base)
-                unallocated, failed = _replay(nodes, pods, settings, seed)
+                unallocated, failed, preempted = _replay(nodes, pods, settings, seed)
                 record = {
                     "workload": label,
                     "seed": seed,
                     "policy": name,
                     "unallocated": unallocated,
                     "failed_guaranteed": failed,
+                    "preempted": preempted,
                     "share": whole_gpu_share(typical_pods(pods)),
                     "settings": fingerprint(settings),
                 }
@@ -316,7 +330,9 @@ def tuning(seeds: range = TUNING_SEEDS) -> None:
     """heps' spreadThreshold by leave-one-family-out on generated variants only, seeds
     100-104 (none of the table's), the openb lists unused: per fold, the threshold chosen
     on three axes and judged on the fourth; then the rule on all four (the preset's)."""
-    heps = config.preset_settings("heps")
+    preset = config.preset_settings("heps")
+    # the threshold was chosen before heps preempted: its replays stay those it was chosen on
+    heps = replace(preset, plugins={**preset.plugins, "postFilter": ()}, args={})
     policies = {
         "spreading": replace(heps, spread_threshold=0.0),
         "packing": replace(heps, spread_threshold=1.01),
@@ -343,14 +359,25 @@ def tuning(seeds: range = TUNING_SEEDS) -> None:
     )
 
 
-TABLE_POLICIES = ["heps", "fgd", "kube-default"]
+TABLE_POLICIES = ["heps", "fgd", "kube-default", "kube-default+preemption"]
+"""The last: kube-default's scoring with heps' preemption (same plugin and args), beside
+the baselines as their authors simulate them, to show what preemption alone buys."""
+
+
+def table_policies() -> dict[str, ProfileSettings]:
+    policies = {name: config.preset_settings(name) for name in TABLE_POLICIES[:3]}
+    heps, kube = policies["heps"], policies["kube-default"]
+    policies["kube-default+preemption"] = replace(
+        kube, plugins={**kube.plugins, "postFilter": heps.plugins["postFilter"]}, args=heps.args
+    )
+    return policies
 
 
 def table(seeds: range = SEEDS) -> None:
-    """heps (the preset itself), FGD and kube-default on every axis at 0-100% generated and
-    on the seven lists, 5 seeds, 1,523 nodes, 130% arrival; the worst case in bold."""
-    policies = {name: config.preset_settings(name) for name in TABLE_POLICIES}
-    _collect(RESULTS / "scheduler-table.jsonl", TABLE_LABELS, seeds, policies)
+    """heps (the preset itself), FGD, kube-default and kube-default with heps' preemption
+    on every axis at 0-100% generated and on the seven lists, 5 seeds, 1,523 nodes, 130%
+    arrival; the worst case in bold."""
+    _collect(RESULTS / "scheduler-table.jsonl", TABLE_LABELS, seeds, table_policies())
     table_report()
 
 
@@ -359,24 +386,25 @@ TABLE_LABELS = GENERATED + [f"openb {name}" for name in HELD]
 
 def table_report() -> None:
     """The table from the results file as it stands (a row per workload, with the seeds
-    every policy has finished), without running anything."""
-    policies = {name: config.preset_settings(name) for name in TABLE_POLICIES}
-    runs = _outcomes(_current(_records(RESULTS / "scheduler-table.jsonl"), policies))
+    every policy has finished), without running anything. Failed Guaranteed pods: never
+    placed, or placed and then preempted (none are: nothing outranks them)."""
+    runs = _outcomes(_current(_records(RESULTS / "scheduler-table.jsonl"), table_policies()))
     rows = []
     for label in TABLE_LABELS:
         run = runs.get(label, {})
         n = min(len(run.get(p, [])) for p in TABLE_POLICIES)
         if not n:
             continue
-        heps, fgd, kube = (run[p][:n] for p in TABLE_POLICIES)
+        heps, fgd, kube, kube_pre = (run[p][:n] for p in TABLE_POLICIES)
         ratio = _mean(heps, "unallocated") / _mean(fgd, "unallocated")
         worst_seed = max(
             float(str(h["unallocated"])) / float(str(f["unallocated"]))
             for h, f in zip(heps, fgd, strict=True)
         )
-        failed = [_mean(x, "failed_guaranteed") for x in (heps, fgd, kube)]
-        unalloc = [_mean(x, "unallocated") for x in (heps, fgd, kube)]
-        rows.append((label, n, _mean(heps, "share"), unalloc, ratio, worst_seed, failed))
+        failed = [_mean(x, "failed_guaranteed") for x in (heps, fgd, kube, kube_pre)]
+        unalloc = [_mean(x, "unallocated") for x in (heps, fgd, kube, kube_pre)]
+        preempted = _mean(heps, "preempted")
+        rows.append((label, n, _mean(heps, "share"), unalloc, ratio, worst_seed, failed, preempted))
     if not rows:
         return
     worst = max(r[4] for r in rows)
@@ -384,25 +412,27 @@ def table_report() -> None:
     worst_gap = max(r[6][0] - r[6][2] for r in rows)
     columns = ["workload", "seeds", "one-GPU share"]
     columns += [f"{p} unalloc" for p in TABLE_POLICIES] + ["heps / FGD", "worst seed"]
-    columns += [f"{p} failed G" for p in TABLE_POLICIES]
+    columns += [f"{p} failed G" for p in TABLE_POLICIES] + ["heps preempted"]
     print("\n| " + " | ".join(columns) + " |\n|" + " --- |" * len(columns))
 
     def bold(text: str, on: bool) -> str:
         return f"**{text}**" if on else text
 
-    for label, n, share, unalloc, ratio, seed_ratio, failed in rows:
+    for label, n, share, unalloc, ratio, seed_ratio, failed, preempted in rows:
         cells = [label, str(n), f"{share:.3f}", *(f"{u:.1f}" for u in unalloc)]
         cells += [bold(f"{ratio:.3f}", ratio == worst)]
         cells += [bold(f"{seed_ratio:.3f}", seed_ratio == worst_seed)]
         cells += [bold(f"{failed[0]:.0f}", failed[0] - failed[2] == worst_gap)]
-        cells += [f"{failed[1]:.0f}", f"{failed[2]:.0f}"]
+        cells += [f"{f:.0f}" for f in failed[1:]] + [f"{preempted:.0f}"]
         print("| " + " | ".join(cells) + " |")
     ratios = [r[4] for r in rows]
     print(
         f"\n{len(rows)} workloads: mean heps/FGD {statistics.mean(ratios):.3f}, worst "
         f"{worst:.3f}; within FGD+1% on {sum(x <= 1.01 for x in ratios)}/{len(rows)}; "
         f"failed Guaranteed below kube-default on "
-        f"{sum(r[6][0] < r[6][2] for r in rows)}/{len(rows)}"
+        f"{sum(r[6][0] < r[6][2] for r in rows)}/{len(rows)}, below FGD on "
+        f"{sum(r[6][0] < r[6][1] for r in rows)}/{len(rows)}, below kube-default with "
+        f"preemption on {sum(r[6][0] < r[6][3] for r in rows)}/{len(rows)}"
     )
 
 
@@ -431,7 +461,7 @@ def main(sections: list[str]) -> None:
 def table_worker(order: str) -> None:
     """One more worker on the table's results file, its seeds in `order` (e.g. 43210):
     `python -c 'import scheduler_bench as b; b.table_worker("43210")'` beside `table`."""
-    policies = {name: config.preset_settings(name) for name in TABLE_POLICIES}
+    policies = table_policies()
     seeds = [int(c) for c in order]
     for seed in seeds:
         _collect(RESULTS / "scheduler-table.jsonl", TABLE_LABELS, range(seed, seed + 1), policies)

@@ -43,3 +43,6 @@ class CycleState:
     skip_score: set[str] = field(default_factory=set)
     rejected: Status | None = None
     """The PreFilter status that made the pod unschedulable, if one did."""
+    seen: dict[str, object] = field(default_factory=dict)
+    """The nodes (an index array) each Filter plugin was given in this cycle: those that
+    passed every filter before it (for PostFilter, as kube-scheduler's filter statuses)."""

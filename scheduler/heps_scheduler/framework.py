@@ -2,12 +2,13 @@
 
 One scheduling cycle (`Scheduler.schedule`), as kube-scheduler runs it
 (pkg/scheduler/schedule_one.go): PreFilter (a plugin may narrow the nodes, reject the
-pod, or Skip its own Filter), Filter, PostFilter when no node fits (no plugin preempts
-here, but the point is called), PreScore (Skip drops the plugin's Score), Score, each
-plugin's NormalizeScore, then the 0..100 check and the weights, host selection, assume,
-Reserve (a failure runs every Unreserve in reverse order and forgets the pod), Permit
-(Unschedulable rejects; Wait holds the pod reserved until each waiting plugin allows it,
-one rejects it, or the shortest timeout passes). The binding cycle
+pod, or Skip its own Filter), Filter (a pod nominated to a node by an earlier
+preemption tries that node alone first: evaluateNominatedNode), PostFilter when no node
+fits (preemption.py's plugin evicts and nominates there), PreScore (Skip drops the
+plugin's Score), Score, each plugin's NormalizeScore, then the 0..100 check and the
+weights, host selection, assume, Reserve (a failure runs every Unreserve in reverse order
+and forgets the pod), Permit (Unschedulable rejects; Wait holds the pod reserved until
+each waiting plugin allows it, one rejects it, or the shortest timeout passes). The binding cycle
 (`Scheduler.bind`) waits on Permit, then runs the Bind plugins in order until one does
 not Skip; any failure unreserves.
 
@@ -36,6 +37,7 @@ from heps_scheduler.cycle import (
 from heps_scheduler.fgd import TaskClass
 from heps_scheduler.filters import FilterPlugin, Ints
 from heps_scheduler.model import Pod
+from heps_scheduler.preemption import Evictor
 from heps_scheduler.scores import MAX_SCORE, ScorePlugin, pick_gpus
 from heps_scheduler.snapshot import Floats, Snapshot
 
@@ -118,12 +120,16 @@ class WaitingPod:
 @dataclass
 class Handle:
     """What plugins get at construction (kube-scheduler's framework.Handle): the learned
-    target workload, the metrics settings, the cluster binder and the waiting pods."""
+    target workload, the metrics settings, the cluster binder, the profile's filters (for
+    preemption's dry run), the evictor and the waiting pods."""
 
     classes: list[TaskClass]
     max_age: float = 60.0
     unknown_load: float = 0.5
     binder: Binder | None = None
+    filters: list[FilterPlugin] = field(default_factory=list)
+    evictor: Evictor | None = None
+    """Deletes preemption's victims in the cluster; None (a replay): they leave the snapshot."""
     waiting: dict[str, WaitingPod] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
 
@@ -208,20 +214,34 @@ class Scheduler:
                 candidates = np.intersect1d(candidates, allowed)
         return candidates, OK
 
-    def feasible(self, pod: Pod, state: CycleState | None = None) -> tuple[Ints, dict[str, int]]:
+    def feasible(
+        self, pod: Pod, state: CycleState | None = None, nominated: str | None = None
+    ) -> tuple[Ints, dict[str, int]]:
+        """The nodes that pass every filter; only the nominated node when it does."""
         state = state or CycleState()
         candidates, status = self.pre_filter(state, pod)
         if not status.ok:
             state.rejected = status
             return candidates, {status.message or status.code: len(self.snap.nodes)}
+        if nominated in self.snap.index:
+            first = candidates[candidates == self.snap.index[nominated]]
+            if len(first) and len(self._filter(state, pod, first, {})):
+                return first, {}
         reasons: dict[str, int] = {}
         if len(candidates) < len(self.snap.nodes):  # PreFilter's narrowing is a reason too
             reasons["node(s) were not among the PreFilter result"] = len(self.snap.nodes) - len(
                 candidates
             )
+        return self._filter(state, pod, candidates, reasons), reasons
+
+    def _filter(
+        self, state: CycleState, pod: Pod, candidates: Ints, reasons: dict[str, int]
+    ) -> Ints:
+        """The Filter plugins in order, counting what each drops in `reasons`."""
         for plugin in self.profile.filters:
             if plugin.name in state.skip_filter:
                 continue
+            state.seen[plugin.name] = candidates
             ok = plugin.filter(state, pod, self.snap, candidates)
             dropped = int(len(candidates) - ok.sum())
             if dropped:
@@ -229,17 +249,22 @@ class Scheduler:
                 candidates = candidates[ok]
             if not len(candidates):
                 break
-        return candidates, reasons
+        return candidates
 
     def post_filter(
         self, state: CycleState, pod: Pod, reasons: dict[str, int]
     ) -> tuple[Status, str | None]:
-        """Until one plugin makes the pod schedulable (a nominated node) or errs."""
+        """Until one plugin makes the pod schedulable (a nominated node) or errs; else
+        Unschedulable with every plugin's reasons, named after the first, and the last
+        node one of them named (kube-scheduler's RunPostFilterPlugins)."""
+        messages, rejector, named = [], "", None
         for plugin in self.profile.post_filters:
             status, nominated = plugin.post_filter(state, pod, self.snap, reasons)
             if status.ok or status.code == ERROR:
                 return _named(status, plugin.name), nominated
-        return Status(UNSCHEDULABLE), None
+            messages += [status.message] if status.message else []
+            rejector, named = rejector or plugin.name, nominated or named
+        return Status(UNSCHEDULABLE, "; ".join(messages), rejector), named
 
     def score(self, state: CycleState, pod: Pod, candidates: Ints) -> Floats | Status:
         """PreScore, Score and NormalizeScore, weighted and summed per candidate."""
@@ -268,12 +293,13 @@ class Scheduler:
                 total += weight * scores
         return np.zeros(len(candidates)) if total is None else total
 
-    def schedule(self, pod: Pod) -> Decision:
-        """Place `pod`: the chosen node is assumed in the snapshot and reserved (or held by
-        Permit, status Wait) before this returns."""
+    def schedule(self, pod: Pod, nominated: str | None = None) -> Decision:
+        """Place `pod` (nominated to a node by an earlier preemption: that node first): the
+        chosen node is assumed in the snapshot and reserved (or held by Permit, status
+        Wait) before this returns."""
         started = time.perf_counter()
         state = CycleState()
-        candidates, reasons = self.feasible(pod, state)
+        candidates, reasons = self.feasible(pod, state, nominated)
         if not len(candidates):
             status, nominated = self.post_filter(state, pod, reasons)
             if not status.ok and state.rejected is not None:

@@ -76,6 +76,7 @@ def pod_from_k8s(obj: dict[str, Any]) -> Pod:
     return Pod(
         name=meta.get("name", ""),
         namespace=meta.get("namespace", "default"),
+        uid=str(meta.get("uid") or ""),
         cpu_milli=round(requests.get("cpu", 0) * 1000),
         memory_mib=round(requests.get("memory", 0) / MIB),
         ephemeral_mib=round(requests.get("ephemeral-storage", 0) / MIB),
@@ -245,6 +246,8 @@ class KubeScheduler:
         """Pods bound to a node not (yet) known, counted once their node appears."""
         self.waiting: dict[str, tuple[dict[str, Any], Scheduler, Decision]] = {}
         """Pods a Permit plugin holds, reserved, with their profile's cycle."""
+        self.nominated: dict[str, str] = {}
+        """Pods that preempted, by key: the node their next attempt tries first."""
         self.schedulers = self._build(Snapshot([]))
 
     def _build(self, snap: Snapshot) -> dict[str, Scheduler]:
@@ -253,6 +256,7 @@ class KubeScheduler:
         schedulers = {name: build(snap) for name, build in self.builders.items()}
         for scheduler in schedulers.values():
             scheduler.profile.handle.binder = self.bind_api
+            scheduler.profile.handle.evictor = self.evict_api
             scheduler.profile.handle.clock = lambda: self.clock()
         for _, _, decision in self.waiting.values():  # still in the old snapshot: forget
             self.snap.forget(decision.pod.key)
@@ -297,7 +301,7 @@ class KubeScheduler:
         listed = {kube_key(obj) for obj in items}
         for key in [k for k in self.snap.placements if k not in listed]:
             self.snap.forget(key)
-        for known in (self.pods, self.orphans):
+        for known in (self.pods, self.orphans, self.nominated):
             for key in [k for k in known if k not in listed]:
                 del known[key]  # a queue entry without its object is dropped
         for obj in items:
@@ -334,6 +338,7 @@ class KubeScheduler:
             if self.snap.forget(pod.key) is not None:
                 self.queue.flush(self.clock(), self.snap.generation)
             self.pods.pop(pod.key, None)
+            self.nominated.pop(pod.key, None)
             return
         if node and node not in self.snap.index:
             self.snap.forget(pod.key)
@@ -341,6 +346,7 @@ class KubeScheduler:
             return
         if node:
             self.pods.pop(pod.key, None)  # bound, by us or by another scheduler
+            self.nominated.pop(pod.key, None)
             if placed is None or self.snap.nodes[placed.node].name != node:
                 self.snap.forget(pod.key)  # bound elsewhere than we assumed (or by others)
                 self.snap.assume(pod, self.snap.index[node], self._slots(pod, node))
@@ -380,9 +386,14 @@ class KubeScheduler:
         if obj is None:
             return None  # deleted while waiting
         scheduler = self.schedulers[obj["spec"]["schedulerName"]]
-        decision = scheduler.schedule(pod)
+        decision = scheduler.schedule(pod, self.nominated.get(pod.key))
         if decision.node is None:
-            self._unschedulable(obj, pod, decision.message(len(self.snap.nodes)))
+            message = decision.message(len(self.snap.nodes))
+            if decision.status.message and decision.status.message not in decision.reasons:
+                message += f" {decision.status.message}."  # PostFilter's, as kube-scheduler
+            if decision.nominated is not None:
+                self.nominate(pod, decision.nominated)
+            self._unschedulable(obj, pod, message)
             return decision
         self._bind(obj, scheduler, decision)
         return decision
@@ -410,6 +421,7 @@ class KubeScheduler:
         if status.ok:
             self.queue.scheduled(pod)
             self.pods.pop(pod.key, None)
+            self.nominated.pop(pod.key, None)
             message = f"Successfully assigned {pod.key} to {decision.node}"
             self.event(obj, "Scheduled", message, warning=False)
             log.info("%s: bound to %s", pod.key, decision.node)
@@ -441,6 +453,45 @@ class KubeScheduler:
                 raise
             return Status(ERROR, f"binding failed ({status})", cause=exc)
         return OK
+
+    def evict_api(self, victim: Pod, preemptor: Pod, node: str) -> Status:
+        """Preemption's eviction (the profiles' evictor): delete the victim through the API,
+        on condition that it is still the pod the cache knew (its uid), and post a
+        Preempted event on it. The cache lets it go when the watch says DELETED."""
+        body = {"preconditions": {"uid": victim.uid}} if victim.uid else {}
+        try:
+            self.core.delete_namespaced_pod(
+                victim.name, victim.namespace, body=body, _preload_content=False
+            )
+        except Exception as exc:  # the client raises ApiException; only its status matters
+            status = _status(exc)
+            if status is None:
+                raise
+            if status != 404:  # 404: gone already, which is what preemption wanted
+                return Status(ERROR, f"deleting {victim.key} failed ({status})", cause=exc)
+        obj = {"metadata": {"name": victim.name, "namespace": victim.namespace, "uid": victim.uid}}
+        message = f"Preempted by {preemptor.key} on node {node}"
+        self.event(obj, "Preempted", message, warning=False)
+        log.info("%s: preempted by %s on %s", victim.key, preemptor.key, node)
+        return OK
+
+    def nominate(self, pod: Pod, node: str) -> None:
+        """Set the pod's status.nominatedNodeName, as kube-scheduler does after preempting;
+        its next attempt tries that node first."""
+        self.nominated[pod.key] = node
+        patch = {"status": {"nominatedNodeName": node}}
+        try:
+            self.core.patch_namespaced_pod_status(
+                pod.name,
+                pod.namespace,
+                patch,
+                _content_type="application/merge-patch+json",
+                _preload_content=False,
+            )
+        except Exception as exc:  # the client raises ApiException; only its status matters
+            if _status(exc) is None:
+                raise
+            log.warning("%s: nominatedNodeName %s not recorded: %s", pod.key, node, exc)
 
     def _conflict(self, pod: Pod) -> BindResult:
         """After a 409: the pod's current state decides. Bound: count it where it is.

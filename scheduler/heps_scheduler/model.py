@@ -121,6 +121,8 @@ class Pod:
     gpu_milli: int = 0
     """Thousandths of each GPU used: 1000 for whole GPUs."""
     namespace: str = "default"
+    uid: str = ""
+    """The API object's uid ("" in a trace): a deletion names it as a precondition."""
     priority: int = 0
     qos: str = BURSTABLE
     created: float = 0.0

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from heps_scheduler import fgd
 from heps_scheduler import filters as fl
+from heps_scheduler import preemption as pr
 from heps_scheduler import scores as sc
 from heps_scheduler.cycle import OK, CycleState, Status
 from heps_scheduler.framework import Handle
@@ -40,6 +41,8 @@ class Registration:
     make: Callable[[Args, Handle], object]
     args: frozenset[str] = frozenset()
     """The keys its pluginConfig args may carry."""
+    check: Callable[[str, Args], object] | None = None
+    """Validates its args when a configuration is loaded (ValueError: one line)."""
 
     @property
     def points(self) -> set[str]:
@@ -61,6 +64,14 @@ class DefaultBinder:
 
 def _load(handle: Handle) -> sc.LoadAware:
     return sc.LoadAware(handle.max_age, handle.unknown_load)
+
+
+def _preemption(args: Args, handle: Handle) -> pr.ClassPreemption:
+    return pr.ClassPreemption(
+        pr.parse_args("ClassPreemption args", args),
+        lambda: handle.filters,
+        lambda: handle.evictor,
+    )
 
 
 def _plain(kind: type) -> Registration:
@@ -92,6 +103,7 @@ REGISTRY: dict[str, Registration] = {
     ),
     "QosAware": Registration(sc.QosAware, lambda args, handle: sc.QosAware(_load(handle))),
     "DefaultBinder": Registration(DefaultBinder, lambda args, handle: DefaultBinder(handle)),
+    "ClassPreemption": Registration(pr.ClassPreemption, _preemption, pr.ARGS, pr.parse_args),
 }
 """LoadAware's args are the metrics settings every load-reading plugin of the config uses
 (QosAware included)."""

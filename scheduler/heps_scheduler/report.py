@@ -26,9 +26,10 @@ def table(rows: list[list[str]]) -> str:
 
 
 def summary(results: list[PolicyResult]) -> str:
-    """Outcome per policy: at 100% arrival and at the end, then failures by class and QoS."""
+    """Outcome per policy: at 100% arrival and at the end, then failures by class and QoS.
+    A failed pod was never placed or was preempted (`preempted` of them)."""
     head = [
-        "policy", "placed", "failed", "unalloc@100%", "frag@100%",
+        "policy", "placed", "failed", "preempted", "unalloc@100%", "frag@100%",
         "unalloc@end", "frag@end", "alloc@end", "dec/s", "p99 ms",
     ]  # fmt: skip
     outcome = [head] + [
@@ -36,6 +37,7 @@ def summary(results: list[PolicyResult]) -> str:
             r.policy,
             f"{r.scheduled}",
             f"{r.failed}",
+            f"{r.preempted}",
             f"{r.at_full_load.get('unallocated_gpus', float('nan')):.1f}",
             f"{r.at_full_load.get('frag_rate', float('nan')):.3f}",
             f"{r.unallocated_gpus:.1f}",

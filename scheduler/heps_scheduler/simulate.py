@@ -3,6 +3,12 @@
 The method of the FGD paper (Weng et al., USENIX ATC 2023) on its openb trace: the task
 list is tuned to `load` (130%) of the cluster's GPU capacity and arrives in a shuffled
 order; tasks never leave, and a task that fits nowhere fails (no retry).
+
+A policy that preempts (heps: preemption.py) evicts lower-priority tasks to place one that
+fits nowhere; the victims leave at once, the task is placed on the node it was nominated
+to, and a victim counts as failed for its class, as a task that found no node does (it is
+never retried either): `failed` is every task not running at the end, `preempted` how
+many of them were victims.
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from heps_scheduler import config
+from heps_scheduler.config import ProfileSettings
+from heps_scheduler.cycle import OK, Status
 from heps_scheduler.fgd import GpuFragmentation, TaskClass, typical_pods
-from heps_scheduler.framework import Scheduler
+from heps_scheduler.framework import Decision, Scheduler
 from heps_scheduler.model import GUARANTEED, Node, Pod
 from heps_scheduler.snapshot import Snapshot
 
@@ -70,6 +78,9 @@ class PolicyResult:
     failed: int = 0
     failed_by_class: dict[str, int] = field(default_factory=dict)
     failed_by_qos: dict[str, int] = field(default_factory=dict)
+    """Tasks not running at the end, by class: never placed, or preempted."""
+    preempted: int = 0
+    """Of the failed, the victims of preemption (placed, then evicted)."""
     gpu_alloc_rate: float = 0.0
     frag_rate: float = 0.0
     """The paper's fragmentation rate: expected fragment / unallocated GPU capacity."""
@@ -101,6 +112,42 @@ def _state(snap: Snapshot, meter: GpuFragmentation) -> dict[str, float]:
     }
 
 
+class Replay:
+    """One policy's scheduler on a fresh cluster, placing tasks as the replay does: a task
+    nominated by a preemption is tried again at once on its node (its victims left at
+    once), and a Permit wait times out (a replay has no clock)."""
+
+    def __init__(
+        self, nodes: list[Node], settings: ProfileSettings, classes: list[TaskClass], seed: int
+    ) -> None:
+        self.snap = Snapshot(nodes)
+        self.scheduler = Scheduler(self.snap, config.build(settings, classes), seed)
+        self.scheduler.profile.handle.evictor = self._evict
+        self.victims: list[tuple[Pod, str]] = []
+        """Every pod preempted, with the node it was evicted from."""
+
+    def _evict(self, victim: Pod, preemptor: Pod, node: str) -> Status:
+        self.snap.forget(victim.key)
+        self.victims.append((victim, node))
+        return OK
+
+    def place(self, pod: Pod) -> Decision:
+        decision = self.scheduler.schedule(pod)
+        if decision.node is None and decision.nominated is not None:
+            retry = self.scheduler.schedule(pod, decision.nominated)
+            retry.seconds += decision.seconds
+            decision = retry
+        if decision.node is not None and not self.scheduler.bind(decision, now=math.inf).ok:
+            decision.node = None
+        return decision
+
+
+def _failed(result: PolicyResult, pod: Pod) -> None:
+    result.failed += 1
+    result.failed_by_class[pod.gpu_class] = result.failed_by_class.get(pod.gpu_class, 0) + 1
+    result.failed_by_qos[pod.qos] = result.failed_by_qos.get(pod.qos, 0) + 1
+
+
 def run_policy(
     nodes: list[Node],
     arrived: list[Pod],
@@ -109,8 +156,8 @@ def run_policy(
     seed: int,
     progress: Progress | None = None,
 ) -> PolicyResult:
-    snap = Snapshot(nodes)
-    scheduler = Scheduler(snap, config.build(config.preset_settings(policy), classes), seed)
+    replay = Replay(nodes, config.preset_settings(policy), classes, seed)
+    snap = replay.snap
     meter = GpuFragmentation(classes)
     result = PolicyResult(policy)
     capacity = snap.gpu_capacity_milli()
@@ -118,15 +165,11 @@ def run_policy(
     timings = np.zeros(len(arrived))
     started = time.perf_counter()
     for i, pod in enumerate(arrived):
-        decision = scheduler.schedule(pod)
-        if decision.node is not None and not scheduler.bind(decision, now=math.inf).ok:
-            decision.node = None  # a replay has no clock: a pod Permit holds times out
+        decision = replay.place(pod)
         timings[i] = decision.seconds
         demand += pod.gpu_demand_milli
         if decision.node is None:
-            result.failed += 1
-            result.failed_by_class[pod.gpu_class] = result.failed_by_class.get(pod.gpu_class, 0) + 1
-            result.failed_by_qos[pod.qos] = result.failed_by_qos.get(pod.qos, 0) + 1
+            _failed(result, pod)
         else:
             result.scheduled += 1
         if demand * 100 >= next_mark * capacity:
@@ -138,6 +181,10 @@ def run_policy(
             if progress:
                 progress(policy, i + 1, len(arrived))
     elapsed = time.perf_counter() - started
+    for victim, _ in replay.victims:
+        result.scheduled -= 1
+        result.preempted += 1
+        _failed(result, victim)
     final = _state(snap, meter)
     result.gpu_alloc_rate, result.frag_rate = final["gpu_alloc_rate"], final["frag_rate"]
     result.unallocated_gpus = final["unallocated_gpus"]

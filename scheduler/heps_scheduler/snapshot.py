@@ -6,6 +6,7 @@ cycle never copies the cluster; filters and scores read whole columns at once.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,6 +84,8 @@ class Snapshot:
         self.anti_affine: dict[str, Placement] = {}
         """The placements whose pods carry anti-affinity terms."""
         self.pods_on: list[dict[str, Pod]] = [{} for _ in self.nodes]
+        self.kinds: Counter[tuple[int, str]] = Counter()
+        """Placed pods per (priority, QoS class): whether any pod could be preempted."""
 
     # --- changes -------------------------------------------------------------------------
 
@@ -107,6 +110,7 @@ class Snapshot:
         if pod.anti_affinity:
             self.anti_affine[pod.key] = self.placements[pod.key]
         self.pods_on[node][pod.key] = pod
+        self.kinds[pod.priority, pod.qos] += 1
 
     def forget(self, key: str) -> Pod | None:
         """Remove a pod (deleted, or its binding failed); frees its resources."""
@@ -123,6 +127,7 @@ class Snapshot:
             self.gpu_free[node, slot] += pod.gpu_milli if pod.shares_gpu else 1000
         self._gpu_changed(node)
         del self.pods_on[node][key]
+        self.kinds[pod.priority, pod.qos] -= 1
         self.generation += 1
         return pod
 

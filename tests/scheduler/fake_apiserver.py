@@ -4,7 +4,8 @@ It speaks HTTP/1.1 to the real `kubernetes` client, only for what the scheduler 
 agent call, and answers as the API server does:
 
 - nodes and pods: list (cluster-wide, pods also per namespace), delete (200 with the
-  object; a watch sees DELETED) and watch, both with
+  object; a watch sees DELETED; DeleteOptions' `preconditions` uid and resourceVersion
+  must match, else 409 Conflict and nothing is deleted) and watch, both with
   `labelSelector` (=, ==, !=, in, notin, exists, !exists) and `fieldSelector` (=, ==, !=
   on the fields the API server indexes for that kind; 400 `field label not supported`
   for others); a watch without `resourceVersion` (or "0") starts with ADDED for what
@@ -19,6 +20,9 @@ agent call, and answers as the API server does:
   called; others never do.
 - dropped connections: `drop_watches()` cuts every open watch without the closing chunk
   (the client sees a broken stream); while `down` is set every request gets 503.
+- pods/status: merge patch only (415 for other patch types), which changes `status`
+  alone, as the subresource does; 404 when the pod is gone, 409 on a stale
+  resourceVersion in the patch.
 - pods: read, create (defaults `schedulerName`, 409 when it exists), bind through the
   Binding API (201; 409 when the pod is already bound, 404 when it is gone; sets
   `spec.nodeName` and the PodScheduled condition); a test may name pods in `conflicts`
@@ -33,7 +37,8 @@ pagination (`limit`, `continue`), `resourceVersionMatch`, `sendInitialEvents` (4
 no test relies on them silently), periodic bookmarks and compaction (only when a test
 calls them), 410 on lists, JSON patch (415), strategic merge of lists, graceful deletion
 (`deletionTimestamp`, grace periods, finalizers: a delete removes at once), delete
-options and preconditions, other kinds, authentication and RBAC, validation beyond what
+options other than preconditions (propagation, dryRun), PodDisruptionBudgets and the
+Eviction subresource, other kinds, authentication and RBAC, validation beyond what
 is listed. Objects a test puts in `nodes` / `pods` directly show in lists but produce no
 watch event.
 
@@ -148,7 +153,9 @@ class FakeApiServer:
             self.bookmarks += 1
             self.lock.notify_all()
 
-    def delete(self, path: str) -> Response:
+    def delete(self, path: str, options: Any = None) -> Response:
+        """Delete at once; DeleteOptions' preconditions (uid, resourceVersion) must match
+        the object, else 409 and nothing changes."""
         key: Any
         if m := re.fullmatch(POD, path):
             key, resource, what = (m[1], m[2]), "pods", f'pods "{m[2]}"'
@@ -157,9 +164,19 @@ class FakeApiServer:
         else:
             return status(404, "NotFound", "the server could not find the requested resource")
         store: dict[Any, dict[str, Any]] = self._store(resource)
-        obj = store.pop(key, None)
-        if obj is None:
+        if key not in store:
             return status(404, "NotFound", f"{what} not found")
+        meta = store[key]["metadata"]
+        wanted = (options or {}).get("preconditions") or {}
+        for field, label in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
+            if wanted.get(field) is not None and wanted[field] != meta.get(field):
+                return status(
+                    409,
+                    "Conflict",
+                    f"Operation cannot be fulfilled on {what}: Precondition failed: {label} in "
+                    f"precondition: {wanted[field]}, {label} in object meta: {meta.get(field)}",
+                )
+        obj = store.pop(key)
         obj["metadata"]["resourceVersion"] = self._rv()  # watches see its last state DELETED
         self.changes.append(Change(self._version, resource, copy.deepcopy(obj), None))
         self.lock.notify_all()
@@ -331,6 +348,8 @@ class FakeApiServer:
         return status(404, "NotFound", "the server could not find the requested resource")
 
     def patch(self, path: str, body: Any, content_type: str) -> Response:
+        if m := re.fullmatch(POD + "/status", path):
+            return self.patch_pod_status(m[1], m[2], body, content_type)
         m = re.fullmatch(r"/api/v1/nodes/([^/]+)", path)
         if m is None:
             return status(404, "NotFound", "the server could not find the requested resource")
@@ -353,6 +372,25 @@ class FakeApiServer:
         self.nodes[m[1]] = patched
         self._changed("nodes", old, patched)
         return 200, patched
+
+    def patch_pod_status(self, namespace: str, name: str, body: Any, content_type: str) -> Response:
+        """The pods/status subresource, merge patch only: only `status` changes (the API
+        server keeps the rest of the object as it was); a stale resourceVersion is 409."""
+        pod = self.pods.get((namespace, name))
+        if pod is None:
+            return status(404, "NotFound", f'pods "{name}" not found')
+        media = content_type.split(";")[0].strip()
+        if media != "application/merge-patch+json":
+            return status(415, "UnsupportedMediaType", f"the double does not model {media}")
+        if not isinstance(body, dict):
+            return status(400, "BadRequest", "a merge patch is a JSON object")
+        version = (body.get("metadata") or {}).get("resourceVersion")
+        if version is not None and version != pod["metadata"].get("resourceVersion"):
+            return status(409, "Conflict", _modified("pods", name))
+        old = copy.deepcopy(pod)
+        pod["status"] = merge_patch(pod.get("status") or {}, body.get("status") or {})
+        self._changed("pods", old, pod)
+        return 200, pod
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -518,9 +556,9 @@ def _handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
 
         def do_DELETE(self) -> None:
             path, _ = self._query()
-            self._body()
+            options = self._body()
             with server.lock:
-                self._send(*(_UNAVAILABLE if server.down else server.delete(path)))
+                self._send(*(_UNAVAILABLE if server.down else server.delete(path, options)))
 
         def do_GET(self) -> None:
             path, query = self._query()

@@ -112,6 +112,7 @@ def test_pod_from_a_jupyterhub_manifest_is_the_full_expected_object() -> None:
     assert kube.pod_from_k8s(obj) == Pod(
         name="jupyter-alice",
         namespace="jhub",
+        uid="uid-jupyter-alice",
         cpu_milli=8000,
         memory_mib=16384,
         gpus=1,
@@ -169,7 +170,9 @@ def test_schedules_binds_and_posts_events(fake: FakeApiServer, api: tuple[Any, A
     assert fake.pods[("jhub", "other")]["spec"].get("nodeName") is None
     reasons = [(e["reason"], e["type"], e["involvedObject"]["name"]) for e in fake.events]
     assert reasons == [("Scheduled", "Normal", "alice"), ("FailedScheduling", "Warning", "huge")]
-    assert fake.events[1]["message"] == "0/2 nodes are available: 2 Insufficient resources."
+    assert fake.events[1]["message"] == (
+        "0/2 nodes are available: 2 Insufficient resources. preemption: no pod of lower priority."
+    )  # every pod here is Guaranteed
     assert scheduler.queue.parked == 1
 
 

@@ -11,6 +11,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -60,11 +61,12 @@ def test_binds_a_real_pod_and_records_the_event(cluster: tuple[Any, Any, str]) -
         },
     )
 
+    heps = config.preset_settings("heps")
+    # never preempt on a real cluster: a pod that fits nowhere must not delete others' pods
+    settings = replace(heps, plugins={**heps.plugins, "postFilter": ()})
+
     def build(snap: Snapshot) -> Scheduler:
-        return Scheduler(
-            snap,
-            config.build(config.preset_settings("heps"), [TaskClass(1000, 1, 1000, 1.0)]),
-        )
+        return Scheduler(snap, config.build(settings, [TaskClass(1000, 1, 1000, 1.0)]))
 
     scheduler = kube.KubeScheduler(core, {name: build})
     scheduler.sync()

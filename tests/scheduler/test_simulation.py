@@ -9,8 +9,7 @@ import pytest
 
 from heps_scheduler import cli, config, simulate, trace
 from heps_scheduler.fgd import typical_pods
-from heps_scheduler.framework import Scheduler
-from heps_scheduler.snapshot import Snapshot
+from heps_scheduler.model import BEST_EFFORT, BURSTABLE, GUARANTEED
 from tests.conftest import REPO_ROOT
 
 OPENB = REPO_ROOT.parent / "shared" / "traces" / "openb"
@@ -21,28 +20,41 @@ needs_trace = pytest.mark.skipif(not NODES.exists(), reason=f"openb trace not fo
 @needs_trace
 @pytest.mark.parametrize("policy", ["heps", "kube-default"])
 def test_whole_replay_never_breaks_a_filter_or_capacity(policy: str) -> None:
+    """Every pod placed passes every filter; a pod that fits nowhere fails, or (heps)
+    preempts: only for a pod that fit nowhere, only pods of lower QoS class, all from the
+    node it is then placed on, never lowering the allocated GPUs."""
     nodes = trace.load_nodes(NODES)[::8]  # every 8th node: the full mix, an eighth the time
     pods = trace.load_pods(OPENB / "openb_pod_list_default.csv")
-    snap = Snapshot(nodes)
-    scheduler = Scheduler(snap, config.build(config.preset_settings(policy), typical_pods(pods)))
+    replay = simulate.Replay(nodes, config.preset_settings(policy), typical_pods(pods), 3)
+    snap, scheduler = replay.snap, replay.scheduler
     arrived = simulate.arrivals(pods, snap.gpu_capacity_milli(), 1.3, seed=3)
     placed = 0
+    rank = {GUARANTEED: 2, BURSTABLE: 1, BEST_EFFORT: 0}
     for pod in arrived:
         feasible, _ = scheduler.feasible(pod)
-        decision = scheduler.schedule(pod)
+        before, allocated = len(replay.victims), snap.gpu_allocated_milli()
+        decision = replay.place(pod)
+        victims = replay.victims[before:]
+        if victims:
+            assert len(feasible) == 0, f"{pod.name} fit somewhere but preempted"
+            assert {node for _, node in victims} == {decision.node}
+            assert all(rank[v.qos] < rank[pod.qos] for v, _ in victims)
+            assert sum(v.gpu_demand_milli for v, _ in victims) <= pod.gpu_demand_milli
+            assert snap.gpu_allocated_milli() >= allocated
         if decision.node is None:
             assert len(feasible) == 0, f"{pod.name} fit somewhere but was not placed"
             continue
         placed += 1
         node = snap.index[decision.node]
-        assert node in set(feasible.tolist()), f"{pod.name} placed where a filter fails"
+        assert victims or node in set(feasible.tolist()), f"{pod.name} placed where a filter fails"
         if pod.gpus:
             assert len(decision.gpu_slots) == pod.gpus
     assert (snap.cpu_used <= snap.cpu_cap).all() and (snap.mem_used <= snap.mem_cap).all()
     assert (snap.gpu_free >= 0).all() and (snap.gpu_free[~snap.gpu_exists] == 0).all()
     assert (snap.whole_free == (snap.gpu_free == 1000).sum(axis=1)).all()
     assert (snap.max_free == snap.gpu_free.max(axis=1)).all()
-    assert placed == len(snap.placements) > 0.7 * len(arrived)
+    assert placed - len(replay.victims) == len(snap.placements) > 0.7 * len(arrived)
+    assert bool(replay.victims) == (policy == "heps")
     expected = sum(p.pod.gpu_demand_milli for p in snap.placements.values())
     assert snap.gpu_allocated_milli() == expected
 

@@ -131,7 +131,7 @@ def test_summary_tables_give_failures_by_class_and_qos(tmp_path: Path) -> None:
     assert results[0].failed > 0  # 130% of the GPUs arrive
     text = summary(results).splitlines()
     assert text[0].split() == [
-        "policy", "placed", "failed", "unalloc@100%", "frag@100%",
+        "policy", "placed", "failed", "preempted", "unalloc@100%", "frag@100%",
         "unalloc@end", "frag@end", "alloc@end", "dec/s", "p99", "ms",
     ]  # fmt: skip
     assert text[3].split()[:5] == ["failed", "pods", "cpu-only", "shared-gpu", "whole-gpu"]
