@@ -416,7 +416,6 @@ class ClassPreemption:
             return None
         potential.sort(key=lambda p: p[:3], reverse=True)
         victims: list[Pod] = []
-        demand = pod.gpu_demand_milli if self.args.keep_allocated_gpus else NONE * len(gpu)
         top: Priority = (0, 0)
         gpus = 0
         for rank, held, _, placed, share, slots in potential:
@@ -433,13 +432,11 @@ class ClassPreemption:
                     continue
                 for slot in slots:
                     gpu[slot] += share
-            gpus += held
-            if gpus > demand:  # the victims' GPUs only grow: no candidate (below)
-                return None
             top = rank if not victims else max(top, rank)
+            gpus += held
             victims.append(placed)
-        if not victims:
-            return None  # another filter than resources keeps the pod out
+        if not victims or (self.args.keep_allocated_gpus and gpus > pod.gpu_demand_milli):
+            return None  # no victims: another filter than resources keeps the pod out
         return _Candidate(node, victims, (top, gpus, len(victims), node))
 
 
