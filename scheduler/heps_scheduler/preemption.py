@@ -278,10 +278,11 @@ class ClassPreemption:
         changed = np.flatnonzero(snap.node_version != lower.version)
         if not len(changed):
             return lower
-        classes, placements, width = self.args.class_priority, snap.placements, snap.max_gpus
+        classes = self.args.class_priority
         for node in changed.tolist():
             cpu = mem = eph = 0
-            row, least = [0] * width, [NONE] * width  # lists: numpy scalar access is slow
+            gpu, smallest = lower.gpu[node], lower.smallest[node]
+            gpu[:], smallest[:] = 0, NONE
             for key, placed in snap.pods_on[node].items():
                 if (placed.priority, classes.get(placed.qos, 0)) >= prio:
                     continue
@@ -289,11 +290,9 @@ class ClassPreemption:
                 mem += placed.memory_mib
                 eph += placed.ephemeral_mib
                 share = placed.gpu_milli if placed.shares_gpu else 1000
-                for slot in placements[key].gpu_slots:
-                    row[slot] += share
-                    if share < least[slot]:
-                        least[slot] = share
-            lower.gpu[node], lower.smallest[node] = row, least
+                for slot in snap.placements[key].gpu_slots:
+                    gpu[slot] += share
+                    smallest[slot] = min(smallest[slot], share)
             lower.cpu[node], lower.mem[node], lower.eph[node] = cpu, mem, eph
         gpu, used = lower.gpu[changed], snap.gpu_free[changed]
         free = used + gpu
@@ -326,11 +325,11 @@ class ClassPreemption:
             reached = state.seen.get(RESOLVABLE)
             if not isinstance(reached, np.ndarray):
                 return np.zeros(0, dtype=np.int64)  # another filter ruled out every node
-            # the order is no matter: the result is sorted with the node as the last key
-            candidates = reached[ok[reached]]
+            passed = np.zeros(len(ok), dtype=bool)
+            passed[reached] = True
+            ok &= passed
             filters = filters[names.index(RESOLVABLE) + 1 :]
-        else:
-            candidates = np.flatnonzero(ok)
+        candidates = np.flatnonzero(ok)
         for plugin in filters:
             if plugin.name != RESOLVABLE and len(candidates):
                 candidates = candidates[plugin.filter(state, pod, snap, candidates)]
@@ -373,10 +372,9 @@ class ClassPreemption:
         (kube-scheduler's dry run); the best of them."""
         wanted = self.args.candidates(len(snap.nodes))
         found: list[_Candidate] = []
-        versions = snap.node_version[nodes]
-        known = (tried.version[nodes] == versions).tolist()
-        for node, version, seen in zip(nodes.tolist(), versions.tolist(), known, strict=True):
-            if seen:
+        for node in nodes.tolist():
+            version = int(snap.node_version[node])
+            if tried.version[node] == version:
                 candidate = tried.found.get(node)
             else:
                 candidate = self._victims(pod, prio, snap, node)
