@@ -6,7 +6,8 @@ site policy, exactly the cluster's init container; its refusal fails the spawn w
 one-line reason. It writes passwd/group to the user's identity volume and the home and
 group data paths to the home and data volumes. The app image then runs as the SSO uid,
 gid and supplementary groups, without capabilities or privilege escalation, with those
-passwd/group files as its /etc/passwd and /etc/group (copied in before it starts: Docker
+passwd/group files as its /etc/passwd and /etc/group (bound read-only from the identity
+volume's folder on the engine's host, as the cluster mounts them by subPath: Docker
 20.10 cannot mount one file out of a volume), the profile's cpu and memory limits
 capped to the machine, and the heps.ihep.ac.cn/user label.
 
@@ -16,7 +17,8 @@ spawn, so a promotion reaches users without restarting the hub.
 Speed (docs/benchmarks.md): DockerSpawner sends every Docker call of every spawn through
 one thread, so ten spawns queued behind each other's user-init; here `engine_threads`
 calls run at once. User-init's container is removed, and the data link made, beside the
-spawn rather than on its path. The spawner waits for JupyterLab's /api itself,
+spawn rather than on its path; its files reach the app container by bind mount, not by a
+copy out of one container and into the other. The spawner waits for JupyterLab's /api itself,
 polling at most 50 ms apart, where the hub's own wait backs off to 5 s between polls.
 Each phase is timed (heps_hub.phases): the pending page shows them, the hub log has one
 line per spawn.
@@ -26,11 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import os
 import shlex
-import tarfile
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -75,22 +75,6 @@ def _policy() -> dict[str, Any]:
         if isinstance(found, dict):
             return found
     return {}  # no data folders to name: the page says "none yet"
-
-
-def _etc_archive(archive: bytes) -> bytes:
-    """passwd and group out of a `docker cp` of the identity folder, as files for /etc."""
-    out = io.BytesIO()
-    with (
-        tarfile.open(fileobj=io.BytesIO(archive)) as source,
-        tarfile.open(fileobj=out, mode="w") as target,
-    ):
-        for name in ("passwd", "group"):
-            member = source.getmember(f"{IDENTITY_DIR.strip('/')}/{name}")
-            data = source.extractfile(member)
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.uid, info.gid = member.size, 0o644, 0, 0
-            target.addfile(info, data)
-    return out.getvalue()
 
 
 class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
@@ -210,7 +194,13 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
         phases.enter("user-init")
         # Not overlapped with creating the app container: at create, Docker makes its
         # working directory (her home) as root and copies it into an empty home volume.
-        self.heps_etc = _etc_archive(await self._user_init())
+        folder = await self._user_init()
+        # after user-init: a bind mount takes the files user-init left (it replaces,
+        # never edits them), and refuses a missing one where `binds` would make a folder
+        self.mounts = [
+            {"type": "bind", "source": f"{folder}/{n}", "target": f"/etc/{n}", "read_only": True}
+            for n in ("passwd", "group")
+        ]
         phases.enter("container")
         ip, port = await super().start()
         phases.enter("jupyterlab")
@@ -246,12 +236,13 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
                 f"ask the platform's operator to run `heps platform up` ({image} is missing)."
             ) from None
 
-    async def _user_init(self) -> bytes:
-        """Run heps-user-init for this user; the identity folder as a tar archive."""
+    async def _user_init(self) -> str:
+        """Run heps-user-init for this user; its identity volume's folder on the
+        engine's host (the local driver's Mountpoint), where it wrote passwd and group."""
         identity, values = self.heps_identity, self.heps_values
         name = f"{self.local_settings.platform}-init-{self.escaped_name}"
         volume = f"{self.local_settings.platform}-identity-{self.escaped_name}"
-        await self.docker("create_volume", volume, labels=self._labels())
+        folder = (await self.docker("create_volume", volume, labels=self._labels()))["Mountpoint"]
         host_config = self.client.create_host_config(
             binds={self.local_settings.policy_file: {"bind": POLICY_FILE, "mode": "ro"}},
             mounts=[
@@ -289,13 +280,11 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
                     f"user-init refused this account: {reason}. Nothing was started. Send "
                     "this message to the HEPS helpdesk: they fix accounts in the SSO service."
                 )
-            stream, _ = await self.docker("get_archive", name, IDENTITY_DIR)
-            archive = b"".join(stream)
         except BaseException:
             await self.docker("remove_container", name, force=True)
             raise
         self._aside(self.docker("remove_container", name, force=True), f"removing {name}")
-        return archive
+        return str(folder)
 
     def _aside(self, work: Any, what: str) -> None:
         """Run `work` beside the spawn: its end is logged, never waited for."""
@@ -308,11 +297,6 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
                 self.log.warning("%s: %s", what, finished.exception())
 
         task.add_done_callback(done)
-
-    async def create_object(self) -> Any:
-        created = await super().create_object()
-        await self.docker("put_archive", created["Id"], "/etc", self.heps_etc)
-        return created
 
     async def post_start_exec(self) -> None:
         """The data link (post_start_cmd) is made beside JupyterLab's start: DockerSpawner

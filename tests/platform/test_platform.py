@@ -174,6 +174,12 @@ def test_scientist_logs_in_and_reconstructs_in_jupyterlab_as_herself(
     cpus = min(4, docker_client.info()["NCPU"])
     assert host["CpuQuota"] == cpus * host["CpuPeriod"]
     assert host["Memory"] == min(16 * 2**30, docker_client.info()["MemTotal"])
+    # her passwd and group entries: user-init's files, bound read-only from its volume
+    mounts = {m["Destination"]: m for m in server.attrs["Mounts"]}
+    for name in ("passwd", "group"):
+        bound = mounts[f"/etc/{name}"]
+        assert bound["Type"] == "bind" and bound["RW"] is False, bound
+        assert bound["Source"].endswith(f"/{platform.name}-identity-alice/_data/{name}")
     # user-init's container, removed beside the spawn rather than on its path, is gone
     init = f"{platform.name}-init-alice"
     assert not docker_client.api.containers(all=True, filters={"name": f"^/{init}$"})
