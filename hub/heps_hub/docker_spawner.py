@@ -1,11 +1,12 @@
 """DockerSpawner for the platform on one machine, wired as the cluster wires KubeSpawner.
 
 Per spawn: the heps-user-init image runs first (root with only CHOWN, DAC_OVERRIDE and
-FOWNER, read-only root, no new privileges, no network), with the SSO identity and the
-site policy, exactly the cluster's init container; its refusal fails the spawn with its
-one-line reason. It writes passwd/group to the user's identity volume and the home and
-group data paths to the home and data volumes. The app image then runs as the SSO uid,
-gid and supplementary groups, without capabilities or privilege escalation, with those
+FOWNER, read-only root, no new privileges, no network: it joins the empty network
+namespace of PLATFORM-netless), with the SSO identity and the site policy, exactly the
+cluster's init container; its refusal fails the spawn with its one-line reason. It
+writes passwd/group to the user's identity volume and the home and group data paths to
+the home and data volumes. The app image then runs as the SSO uid, gid and
+supplementary groups, without capabilities or privilege escalation, with those
 passwd/group files as its /etc/passwd and /etc/group (bound read-only from the identity
 volume's folder on the engine's host, as the cluster mounts them by subPath: Docker
 20.10 cannot mount one file out of a volume), the profile's cpu and memory limits
@@ -17,11 +18,11 @@ spawn, so a promotion reaches users without restarting the hub.
 Speed (docs/benchmarks.md): DockerSpawner sends every Docker call of every spawn through
 one thread, so ten spawns queued behind each other's user-init; here `engine_threads`
 calls run at once. User-init's container is removed, and the data link made, beside the
-spawn rather than on its path; its files reach the app container by bind mount, not by a
-copy out of one container and into the other. The spawner waits for JupyterLab's /api itself,
-polling at most 50 ms apart, where the hub's own wait backs off to 5 s between polls.
-Each phase is timed (heps_hub.phases): the pending page shows them, the hub log has one
-line per spawn.
+spawn rather than on its path; its files reach the app container by bind mount, not by
+a copy out of one container and into the other; it makes no network namespace of its
+own. The spawner waits for JupyterLab's /api itself, polling at most 50 ms apart, where
+the hub's own wait backs off to 5 s between polls. Each phase is timed
+(heps_hub.phases): the pending page shows them, the hub log has one line per spawn.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
     )
     heps_aside: ClassVar[set[asyncio.Future[Any]]] = set()
     """Work beside the spawns (HEPSDockerSpawner._aside), held until it ends."""
+    heps_netless: ClassVar[asyncio.Lock | None] = None
+    """One spawn at a time makes sure the shared network-less container runs."""
 
     @property
     def executor(self) -> ThreadPoolExecutor:
@@ -242,7 +245,9 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
         identity, values = self.heps_identity, self.heps_values
         name = f"{self.local_settings.platform}-init-{self.escaped_name}"
         volume = f"{self.local_settings.platform}-identity-{self.escaped_name}"
-        folder = (await self.docker("create_volume", volume, labels=self._labels()))["Mountpoint"]
+        made, network = await asyncio.gather(
+            self.docker("create_volume", volume, labels=self._labels()), self._netless()
+        )
         host_config = self.client.create_host_config(
             binds={self.local_settings.policy_file: {"bind": POLICY_FILE, "mode": "ro"}},
             mounts=[
@@ -254,7 +259,7 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
             cap_add=INIT_CAPABILITIES,
             security_opt=["no-new-privileges"],
             read_only=True,
-            network_mode="none",
+            network_mode=network,
             mem_limit="128m",
             nano_cpus=500_000_000,
         )
@@ -284,7 +289,41 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
             await self.docker("remove_container", name, force=True)
             raise
         self._aside(self.docker("remove_container", name, force=True), f"removing {name}")
-        return str(folder)
+        return str(made["Mountpoint"])
+
+    async def _netless(self) -> str:
+        """User-init's network mode: the namespace of PLATFORM-netless, a container that
+        sleeps with no network (loopback only), made at the first spawn and shared by
+        every user-init. Network "none" made a namespace for each user-init container,
+        about 0.2 s of every spawn here (docs/benchmarks.md)."""
+        cls = type(self)
+        if cls.heps_netless is None:
+            cls.heps_netless = asyncio.Lock()
+        name = f"{self.local_settings.platform}-netless"
+        async with cls.heps_netless:
+            try:
+                running = (await self.docker("inspect_container", name))["State"]["Running"]
+            except NotFound:
+                await self.docker(
+                    "create_container",
+                    image=self.heps_values.user_init.image,
+                    command=["sleep", "infinity"],
+                    user="65534",
+                    name=name,
+                    labels={local.LABEL_PLATFORM: self.local_settings.platform},
+                    host_config=self.client.create_host_config(
+                        network_mode="none",
+                        cap_drop=["ALL"],
+                        security_opt=["no-new-privileges"],
+                        read_only=True,
+                        mem_limit="16m",
+                        pids_limit=4,
+                    ),
+                )
+                running = False
+            if not running:  # made now, or stopped (the engine restarted)
+                await self.docker("start", name)
+        return f"container:{name}"
 
     def _aside(self, work: Any, what: str) -> None:
         """Run `work` beside the spawn: its end is logged, never waited for."""

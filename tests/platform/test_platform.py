@@ -183,6 +183,11 @@ def test_scientist_logs_in_and_reconstructs_in_jupyterlab_as_herself(
     # user-init's container, removed beside the spawn rather than on its path, is gone
     init = f"{platform.name}-init-alice"
     assert not docker_client.api.containers(all=True, filters={"name": f"^/{init}$"})
+    # it ran in the network namespace of a container that has no network, shared by all
+    netless = docker_client.api.inspect_container(f"{platform.name}-netless")
+    assert netless["State"]["Running"] and netless["Config"]["User"] == "65534"
+    assert netless["HostConfig"]["NetworkMode"] == "none"
+    assert netless["HostConfig"]["CapDrop"] == ["ALL"] and netless["HostConfig"]["ReadonlyRootfs"]
 
 
 @pytest.mark.browser
