@@ -34,12 +34,13 @@ import os
 import shlex
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, ClassVar
 
 import aiohttp
 import yaml
-from docker.errors import NotFound
+from docker.errors import APIError, NotFound
 from docker.types import Mount
 from dockerspawner import DockerSpawner
 from jupyterhub.httpclient import fetch
@@ -263,18 +264,22 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
             mem_limit="128m",
             nano_cpus=500_000_000,
         )
-        with contextlib.suppress(NotFound):  # a leftover of an interrupted spawn
+        create = {
+            "image": values.user_init.image,
+            "command": ["heps-user-init", "--policy", POLICY_FILE, "--output", IDENTITY_DIR],
+            "environment": {"HEPS_USER_IDENTITY": identity.as_json()},
+            "user": "0",
+            "name": name,
+            "labels": self._labels(),
+            "host_config": host_config,
+        }
+        try:
+            await self.docker("create_container", **create)
+        except APIError as exc:  # 409: a leftover of an interrupted spawn has the name
+            if exc.status_code != HTTPStatus.CONFLICT:
+                raise
             await self.docker("remove_container", name, force=True)
-        await self.docker(
-            "create_container",
-            image=values.user_init.image,
-            command=["heps-user-init", "--policy", POLICY_FILE, "--output", IDENTITY_DIR],
-            environment={"HEPS_USER_IDENTITY": identity.as_json()},
-            user="0",
-            name=name,
-            labels=self._labels(),
-            host_config=host_config,
-        )
+            await self.docker("create_container", **create)
         try:
             await self.docker("start", name)
             code = (await self.docker("wait", name, timeout=120))["StatusCode"]

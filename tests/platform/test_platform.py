@@ -137,6 +137,13 @@ def test_scientist_logs_in_and_reconstructs_in_jupyterlab_as_herself(
     expect(spark).to_contain_text("not available right now")
     expect(spark.locator("input")).to_be_disabled()
 
+    # a user-init container an interrupted spawn left behind is replaced, not a failure
+    init_image = re.search(r"^image user-init: (\S+)", platform.up_output, re.M)
+    assert init_image, platform.up_output
+    init = f"{platform.name}-init-alice"
+    labels = {LABEL: platform.name}
+    docker_client.api.create_container(init_image.group(1), ["true"], name=init, labels=labels)
+
     spawn(page, platform, "ct-reconstruction")
     page.wait_for_url("**/hub/spawn-pending/alice**", timeout=60_000)
     phase = re.compile(
@@ -181,7 +188,6 @@ def test_scientist_logs_in_and_reconstructs_in_jupyterlab_as_herself(
         assert bound["Type"] == "bind" and bound["RW"] is False, bound
         assert bound["Source"].endswith(f"/{platform.name}-identity-alice/_data/{name}")
     # user-init's container, removed beside the spawn rather than on its path, is gone
-    init = f"{platform.name}-init-alice"
     assert not docker_client.api.containers(all=True, filters={"name": f"^/{init}$"})
     # it ran in the network namespace of a container that has no network, shared by all
     netless = docker_client.api.inspect_container(f"{platform.name}-netless")
