@@ -13,7 +13,9 @@ progress event stream (the pending page's), then the first answer of /user/NAME/
 Prints where a spawn's seconds go (the phases the hub logs, heps_hub.phases), the
 CPU-seconds a JupyterLab start costs (the container's cgroup counter when /api first
 answers), and the ratios the design sets: spawn p50 / floor p50 (target <= 1.2) and
-ten-at-once p95 / (10 x floor / cores) (target <= 1.5). The image is the one the
+ten-at-once p95 / (10 x floor / cores) (target <= 1.5), and, right after the ten
+spawns, as many `docker run`s of the spawned server's command at once: what the same
+host gives ten starts without the platform at that moment. The image is the one the
 testbed overlay pins for the profile, as `heps platform up` reports it; the bench says
 so when another `heps platform up` retagged it during the run.
 
@@ -249,7 +251,7 @@ def main() -> None:
             sys.exit(f"heps platform up named no image for {APP}:\n{done.stdout}")
         image = found.group(1)
         image_id = client.images.get(image).id
-        runs = Runs()
+        runs, like = Runs(), None
         try:
             for user in one:  # the floors beside each spawn: all see the same load
                 runs.floors.append(floor(client, image))
@@ -277,6 +279,9 @@ def main() -> None:
                     runs.together.append(start)
                     if start is not None:
                         runs.posted_ten[user], runs.answered_ten[user] = at, at + start.seconds
+            if like is not None:  # the same number of floors at once, right after
+                with ThreadPoolExecutor(len(ten)) as pool:
+                    runs.like_ten = list(pool.map(lambda _: floor(client, image, like), ten))
             log = client.containers.get(f"{name}-hub").logs().decode(errors="replace")
         finally:
             subprocess.run([*HEPS, "platform", "down", "--name", name], capture_output=True)
@@ -299,6 +304,8 @@ class Runs:
     answered: dict[str, float] = field(default_factory=dict)
     posted_ten: dict[str, float] = field(default_factory=dict)
     answered_ten: dict[str, float] = field(default_factory=dict)
+    like_ten: list[Start] = field(default_factory=list)
+    """as many `docker run`s of the spawned server's command at once, after the spawns"""
 
 
 def phase_lines(spent: dict[str, float]) -> None:
@@ -353,6 +360,14 @@ def report(image: str, image_id: str, runs: Runs, log: str) -> None:
         f" {base['ten95'] / (10 * base['floor'] / 2):.2f})"
     )
     phase_lines(shares(runs.posted_ten, runs.answered_ten, log))
+    if runs.like_ten:
+        floors = [s.seconds for s in runs.like_ten]
+        print(
+            f"floor, {len(floors)} docker runs of the spawned server's command at once, right"
+            f" after: p95 {percentile(floors, 95):.2f} s = {percentile(floors, 95) / bound:.2f}"
+            f" x the bound; the spawns' p95 / theirs = "
+            f"{percentile(many, 95) / percentile(floors, 95):.2f} (seconds apart)"
+        )
 
 
 if __name__ == "__main__":
