@@ -97,6 +97,32 @@ def cpu_seconds(container: docker.models.containers.Container) -> float:
     return float(stats["cpu_stats"]["cpu_usage"]["total_usage"]) / 1e9
 
 
+DAEMONS = ("dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2")
+
+
+def daemons_cpu() -> float:
+    """CPU-seconds of the Docker daemons and container shims on this host so far, with
+    their reaped children (runc): shared with whatever else uses the engine meanwhile."""
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() in DAEMONS:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+        except OSError:
+            continue  # ended meanwhile
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Spent:
+    """CPU-seconds spent during one phase of the bench, by whom."""
+
+    starts: float
+    hub: float
+    daemons: float
+
+
 def log_in(url: str, user: str) -> requests.Session:
     session = requests.Session()
     form = session.get(f"{url}/hub/oauth_login?next=%2Fhub%2Fhome", timeout=30)
@@ -267,6 +293,8 @@ def main() -> None:
                     f"{user}: floor {runs.floors[-1]}, spawn {start}", file=sys.stderr, flush=True
                 )
             sessions = [log_in(url, user) for user in ten]
+            hub = [client.containers.get(f"{name}-{part}") for part in ("hub", "proxy")]
+            before = sum(map(cpu_seconds, hub)), daemons_cpu()
             with ThreadPoolExecutor(len(ten)) as pool:
                 for user, (at, start) in zip(
                     ten,
@@ -279,9 +307,24 @@ def main() -> None:
                     runs.together.append(start)
                     if start is not None:
                         runs.posted_ten[user], runs.answered_ten[user] = at, at + start.seconds
+            runs.spent.append(
+                Spent(
+                    sum(s.cpu for s in runs.together if s is not None),
+                    sum(map(cpu_seconds, hub)) - before[0],
+                    daemons_cpu() - before[1],
+                )
+            )
             if like is not None:  # the same number of floors at once, right after
+                before = sum(map(cpu_seconds, hub)), daemons_cpu()
                 with ThreadPoolExecutor(len(ten)) as pool:
                     runs.like_ten = list(pool.map(lambda _: floor(client, image, like), ten))
+                runs.spent.append(
+                    Spent(
+                        sum(s.cpu for s in runs.like_ten),
+                        sum(map(cpu_seconds, hub)) - before[0],
+                        daemons_cpu() - before[1],
+                    )
+                )
             log = client.containers.get(f"{name}-hub").logs().decode(errors="replace")
         finally:
             subprocess.run([*HEPS, "platform", "down", "--name", name], capture_output=True)
@@ -306,6 +349,8 @@ class Runs:
     answered_ten: dict[str, float] = field(default_factory=dict)
     like_ten: list[Start] = field(default_factory=list)
     """as many `docker run`s of the spawned server's command at once, after the spawns"""
+    spent: list[Spent] = field(default_factory=list)
+    """CPU during the spawns at once, then during the floors at once"""
 
 
 def phase_lines(spent: dict[str, float]) -> None:
@@ -367,6 +412,11 @@ def report(image: str, image_id: str, runs: Runs, log: str) -> None:
             f" after: p95 {percentile(floors, 95):.2f} s = {percentile(floors, 95) / bound:.2f}"
             f" x the bound; the spawns' p95 / theirs = "
             f"{percentile(many, 95) / percentile(floors, 95):.2f} (seconds apart)"
+        )
+    for what, spent in zip(("the spawns", "the docker runs"), runs.spent, strict=False):
+        print(
+            f"CPU-seconds during {what} at once: JupyterLabs {spent.starts:.1f} (at their"
+            f" first answer), hub and proxy {spent.hub:.1f}, Docker daemons {spent.daemons:.1f}"
         )
 
 
