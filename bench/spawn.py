@@ -27,6 +27,7 @@ end. `python bench/spawn.py [--single N] [--concurrent N]` or `bench/run.py plat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -72,9 +73,16 @@ class Start:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free now, distinct (held together while the kernel picks them)."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
 
 
 def accounts(count: int) -> list[dict[str, object]]:
@@ -206,10 +214,12 @@ def served(client: docker.DockerClient, container: str) -> Server:
     return Server(config["Config"]["Cmd"], hub, network, f"{prefix}api")
 
 
-def floor(client: docker.DockerClient, image: str, like: Server | None = None) -> Start:
+def floor(
+    client: docker.DockerClient, image: str, like: Server | None = None, port: int = 0
+) -> Start:
     """`docker run` of the image to its first /api answer: with its own CMD (JupyterLab),
     or with the command, environment and network the spawner gave a server (`like`)."""
-    port, path = free_port(), like.api if like else "/api"
+    port, path = port or free_port(), like.api if like else "/api"
     extra = {"command": like.command, "environment": like.environment} if like else {}
     started = time.perf_counter()
     container = client.containers.run(
@@ -317,7 +327,8 @@ def main() -> None:
             if like is not None:  # the same number of floors at once, right after
                 before = sum(map(cpu_seconds, hub)), daemons_cpu()
                 with ThreadPoolExecutor(len(ten)) as pool:
-                    runs.like_ten = list(pool.map(lambda _: floor(client, image, like), ten))
+                    ports = free_ports(len(ten))  # ten threads picking one each could collide
+                    runs.like_ten = list(pool.map(lambda p: floor(client, image, like, p), ports))
                 runs.spent.append(
                     Spent(
                         sum(s.cpu for s in runs.like_ten),
