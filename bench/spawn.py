@@ -13,7 +13,9 @@ progress event stream (the pending page's), then the first answer of /user/NAME/
 Prints where a spawn's seconds go (the phases the hub logs, heps_hub.phases), the
 CPU-seconds a JupyterLab start costs (the container's cgroup counter when /api first
 answers), and the ratios the design sets: spawn p50 / floor p50 (target <= 1.2) and
-ten-at-once p95 / (10 x floor / cores) (target <= 1.5). The image is the one the
+ten-at-once p95 / (10 x floor / cores) (target <= 1.5), and, right after the ten
+spawns, as many `docker run`s of the spawned server's command at once: what the same
+host gives ten starts without the platform at that moment. The image is the one the
 testbed overlay pins for the profile, as `heps platform up` reports it; the bench says
 so when another `heps platform up` retagged it during the run.
 
@@ -25,6 +27,7 @@ end. `python bench/spawn.py [--single N] [--concurrent N]` or `bench/run.py plat
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -70,9 +73,16 @@ class Start:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports free now, distinct (held together while the kernel picks them)."""
+    with contextlib.ExitStack() as held:
+        sockets = [held.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
 
 
 def accounts(count: int) -> list[dict[str, object]]:
@@ -93,6 +103,32 @@ def accounts(count: int) -> list[dict[str, object]]:
 def cpu_seconds(container: docker.models.containers.Container) -> float:
     stats = container.client.api.stats(container.id, stream=False, one_shot=True)
     return float(stats["cpu_stats"]["cpu_usage"]["total_usage"]) / 1e9
+
+
+DAEMONS = ("dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2")
+
+
+def daemons_cpu() -> float:
+    """CPU-seconds of the Docker daemons and container shims on this host so far, with
+    their reaped children (runc): shared with whatever else uses the engine meanwhile."""
+    total = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() in DAEMONS:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+        except OSError:
+            continue  # ended meanwhile
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Spent:
+    """CPU-seconds spent during one phase of the bench, by whom."""
+
+    starts: float
+    hub: float
+    daemons: float
 
 
 def log_in(url: str, user: str) -> requests.Session:
@@ -178,10 +214,12 @@ def served(client: docker.DockerClient, container: str) -> Server:
     return Server(config["Config"]["Cmd"], hub, network, f"{prefix}api")
 
 
-def floor(client: docker.DockerClient, image: str, like: Server | None = None) -> Start:
+def floor(
+    client: docker.DockerClient, image: str, like: Server | None = None, port: int = 0
+) -> Start:
     """`docker run` of the image to its first /api answer: with its own CMD (JupyterLab),
     or with the command, environment and network the spawner gave a server (`like`)."""
-    port, path = free_port(), like.api if like else "/api"
+    port, path = port or free_port(), like.api if like else "/api"
     extra = {"command": like.command, "environment": like.environment} if like else {}
     started = time.perf_counter()
     container = client.containers.run(
@@ -249,7 +287,7 @@ def main() -> None:
             sys.exit(f"heps platform up named no image for {APP}:\n{done.stdout}")
         image = found.group(1)
         image_id = client.images.get(image).id
-        runs = Runs()
+        runs, like = Runs(), None
         try:
             for user in one:  # the floors beside each spawn: all see the same load
                 runs.floors.append(floor(client, image))
@@ -265,6 +303,8 @@ def main() -> None:
                     f"{user}: floor {runs.floors[-1]}, spawn {start}", file=sys.stderr, flush=True
                 )
             sessions = [log_in(url, user) for user in ten]
+            hub = [client.containers.get(f"{name}-{part}") for part in ("hub", "proxy")]
+            before = sum(map(cpu_seconds, hub)), daemons_cpu()
             with ThreadPoolExecutor(len(ten)) as pool:
                 for user, (at, start) in zip(
                     ten,
@@ -277,6 +317,25 @@ def main() -> None:
                     runs.together.append(start)
                     if start is not None:
                         runs.posted_ten[user], runs.answered_ten[user] = at, at + start.seconds
+            runs.spent.append(
+                Spent(
+                    sum(s.cpu for s in runs.together if s is not None),
+                    sum(map(cpu_seconds, hub)) - before[0],
+                    daemons_cpu() - before[1],
+                )
+            )
+            if like is not None:  # the same number of floors at once, right after
+                before = sum(map(cpu_seconds, hub)), daemons_cpu()
+                with ThreadPoolExecutor(len(ten)) as pool:
+                    ports = free_ports(len(ten))  # ten threads picking one each could collide
+                    runs.like_ten = list(pool.map(lambda p: floor(client, image, like, p), ports))
+                runs.spent.append(
+                    Spent(
+                        sum(s.cpu for s in runs.like_ten),
+                        sum(map(cpu_seconds, hub)) - before[0],
+                        daemons_cpu() - before[1],
+                    )
+                )
             log = client.containers.get(f"{name}-hub").logs().decode(errors="replace")
         finally:
             subprocess.run([*HEPS, "platform", "down", "--name", name], capture_output=True)
@@ -299,6 +358,10 @@ class Runs:
     answered: dict[str, float] = field(default_factory=dict)
     posted_ten: dict[str, float] = field(default_factory=dict)
     answered_ten: dict[str, float] = field(default_factory=dict)
+    like_ten: list[Start] = field(default_factory=list)
+    """as many `docker run`s of the spawned server's command at once, after the spawns"""
+    spent: list[Spent] = field(default_factory=list)
+    """CPU during the spawns at once, then during the floors at once"""
 
 
 def phase_lines(spent: dict[str, float]) -> None:
@@ -353,6 +416,19 @@ def report(image: str, image_id: str, runs: Runs, log: str) -> None:
         f" {base['ten95'] / (10 * base['floor'] / 2):.2f})"
     )
     phase_lines(shares(runs.posted_ten, runs.answered_ten, log))
+    if runs.like_ten:
+        floors = [s.seconds for s in runs.like_ten]
+        print(
+            f"floor, {len(floors)} docker runs of the spawned server's command at once, right"
+            f" after: p95 {percentile(floors, 95):.2f} s = {percentile(floors, 95) / bound:.2f}"
+            f" x the bound; the spawns' p95 / theirs = "
+            f"{percentile(many, 95) / percentile(floors, 95):.2f} (seconds apart)"
+        )
+    for what, spent in zip(("the spawns", "the docker runs"), runs.spent, strict=False):
+        print(
+            f"CPU-seconds during {what} at once: JupyterLabs {spent.starts:.1f} (at their"
+            f" first answer), hub and proxy {spent.hub:.1f}, Docker daemons {spent.daemons:.1f}"
+        )
 
 
 if __name__ == "__main__":

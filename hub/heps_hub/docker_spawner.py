@@ -1,12 +1,14 @@
 """DockerSpawner for the platform on one machine, wired as the cluster wires KubeSpawner.
 
 Per spawn: the heps-user-init image runs first (root with only CHOWN, DAC_OVERRIDE and
-FOWNER, read-only root, no new privileges, no network), with the SSO identity and the
-site policy, exactly the cluster's init container; its refusal fails the spawn with its
-one-line reason. It writes passwd/group to the user's identity volume and the home and
-group data paths to the home and data volumes. The app image then runs as the SSO uid,
-gid and supplementary groups, without capabilities or privilege escalation, with those
-passwd/group files as its /etc/passwd and /etc/group (copied in before it starts: Docker
+FOWNER, read-only root, no new privileges, no network: it joins the empty network
+namespace of PLATFORM-netless), with the SSO identity and the site policy, exactly the
+cluster's init container; its refusal fails the spawn with its one-line reason. It
+writes passwd/group to the user's identity volume and the home and group data paths to
+the home and data volumes. The app image then runs as the SSO uid, gid and
+supplementary groups, without capabilities or privilege escalation, with those
+passwd/group files as its /etc/passwd and /etc/group (bound read-only from the identity
+volume's folder on the engine's host, as the cluster mounts them by subPath: Docker
 20.10 cannot mount one file out of a volume), the profile's cpu and memory limits
 capped to the machine, and the heps.ihep.ac.cn/user label.
 
@@ -16,29 +18,29 @@ spawn, so a promotion reaches users without restarting the hub.
 Speed (docs/benchmarks.md): DockerSpawner sends every Docker call of every spawn through
 one thread, so ten spawns queued behind each other's user-init; here `engine_threads`
 calls run at once. User-init's container is removed, and the data link made, beside the
-spawn rather than on its path. The spawner waits for JupyterLab's /api itself,
-polling at most 50 ms apart, where the hub's own wait backs off to 5 s between polls.
-Each phase is timed (heps_hub.phases): the pending page shows them, the hub log has one
-line per spawn.
+spawn rather than on its path; its files reach the app container by bind mount, not by
+a copy out of one container and into the other; it makes no network namespace of its
+own. The spawner waits for JupyterLab's /api itself, polling at most 50 ms apart, where
+the hub's own wait backs off to 5 s between polls. Each phase is timed
+(heps_hub.phases): the pending page shows them, the hub log has one line per spawn.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import os
 import shlex
-import tarfile
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, ClassVar
 
 import aiohttp
 import yaml
-from docker.errors import NotFound
+from docker.errors import APIError, NotFound
 from docker.types import Mount
 from dockerspawner import DockerSpawner
 from jupyterhub.httpclient import fetch
@@ -77,22 +79,6 @@ def _policy() -> dict[str, Any]:
     return {}  # no data folders to name: the page says "none yet"
 
 
-def _etc_archive(archive: bytes) -> bytes:
-    """passwd and group out of a `docker cp` of the identity folder, as files for /etc."""
-    out = io.BytesIO()
-    with (
-        tarfile.open(fileobj=io.BytesIO(archive)) as source,
-        tarfile.open(fileobj=out, mode="w") as target,
-    ):
-        for name in ("passwd", "group"):
-            member = source.getmember(f"{IDENTITY_DIR.strip('/')}/{name}")
-            data = source.extractfile(member)
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.uid, info.gid = member.size, 0o644, 0, 0
-            target.addfile(info, data)
-    return out.getvalue()
-
-
 class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
     local_settings = AnyTrait(None, config=True, help="heps_hub.local.Local, from local.yaml")
     engine_threads = Integer(
@@ -100,6 +86,8 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
     )
     heps_aside: ClassVar[set[asyncio.Future[Any]]] = set()
     """Work beside the spawns (HEPSDockerSpawner._aside), held until it ends."""
+    heps_netless: ClassVar[asyncio.Lock | None] = None
+    """One spawn at a time makes sure the shared network-less container runs."""
 
     @property
     def executor(self) -> ThreadPoolExecutor:
@@ -210,7 +198,13 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
         phases.enter("user-init")
         # Not overlapped with creating the app container: at create, Docker makes its
         # working directory (her home) as root and copies it into an empty home volume.
-        self.heps_etc = _etc_archive(await self._user_init())
+        folder = await self._user_init()
+        # after user-init: a bind mount takes the files user-init left (it replaces,
+        # never edits them), and refuses a missing one where `binds` would make a folder
+        self.mounts = [
+            {"type": "bind", "source": f"{folder}/{n}", "target": f"/etc/{n}", "read_only": True}
+            for n in ("passwd", "group")
+        ]
         phases.enter("container")
         ip, port = await super().start()
         phases.enter("jupyterlab")
@@ -246,12 +240,15 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
                 f"ask the platform's operator to run `heps platform up` ({image} is missing)."
             ) from None
 
-    async def _user_init(self) -> bytes:
-        """Run heps-user-init for this user; the identity folder as a tar archive."""
+    async def _user_init(self) -> str:
+        """Run heps-user-init for this user; its identity volume's folder on the
+        engine's host (the local driver's Mountpoint), where it wrote passwd and group."""
         identity, values = self.heps_identity, self.heps_values
         name = f"{self.local_settings.platform}-init-{self.escaped_name}"
         volume = f"{self.local_settings.platform}-identity-{self.escaped_name}"
-        await self.docker("create_volume", volume, labels=self._labels())
+        made, network = await asyncio.gather(
+            self.docker("create_volume", volume, labels=self._labels()), self._netless()
+        )
         host_config = self.client.create_host_config(
             binds={self.local_settings.policy_file: {"bind": POLICY_FILE, "mode": "ro"}},
             mounts=[
@@ -263,22 +260,26 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
             cap_add=INIT_CAPABILITIES,
             security_opt=["no-new-privileges"],
             read_only=True,
-            network_mode="none",
+            network_mode=network,
             mem_limit="128m",
             nano_cpus=500_000_000,
         )
-        with contextlib.suppress(NotFound):  # a leftover of an interrupted spawn
+        create = {
+            "image": values.user_init.image,
+            "command": ["heps-user-init", "--policy", POLICY_FILE, "--output", IDENTITY_DIR],
+            "environment": {"HEPS_USER_IDENTITY": identity.as_json()},
+            "user": "0",
+            "name": name,
+            "labels": self._labels(),
+            "host_config": host_config,
+        }
+        try:
+            await self.docker("create_container", **create)
+        except APIError as exc:  # 409: a leftover of an interrupted spawn has the name
+            if exc.status_code != HTTPStatus.CONFLICT:
+                raise
             await self.docker("remove_container", name, force=True)
-        await self.docker(
-            "create_container",
-            image=values.user_init.image,
-            command=["heps-user-init", "--policy", POLICY_FILE, "--output", IDENTITY_DIR],
-            environment={"HEPS_USER_IDENTITY": identity.as_json()},
-            user="0",
-            name=name,
-            labels=self._labels(),
-            host_config=host_config,
-        )
+            await self.docker("create_container", **create)
         try:
             await self.docker("start", name)
             code = (await self.docker("wait", name, timeout=120))["StatusCode"]
@@ -289,13 +290,45 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
                     f"user-init refused this account: {reason}. Nothing was started. Send "
                     "this message to the HEPS helpdesk: they fix accounts in the SSO service."
                 )
-            stream, _ = await self.docker("get_archive", name, IDENTITY_DIR)
-            archive = b"".join(stream)
         except BaseException:
             await self.docker("remove_container", name, force=True)
             raise
         self._aside(self.docker("remove_container", name, force=True), f"removing {name}")
-        return archive
+        return str(made["Mountpoint"])
+
+    async def _netless(self) -> str:
+        """User-init's network mode: the namespace of PLATFORM-netless, a container that
+        sleeps with no network (loopback only), made at the first spawn and shared by
+        every user-init. Network "none" made a namespace for each user-init container,
+        about 0.2 s of every spawn here (docs/benchmarks.md)."""
+        cls = type(self)
+        if cls.heps_netless is None:
+            cls.heps_netless = asyncio.Lock()
+        name = f"{self.local_settings.platform}-netless"
+        async with cls.heps_netless:
+            try:
+                running = (await self.docker("inspect_container", name))["State"]["Running"]
+            except NotFound:
+                await self.docker(
+                    "create_container",
+                    image=self.heps_values.user_init.image,
+                    command=["sleep", "infinity"],
+                    user="65534",
+                    name=name,
+                    labels={local.LABEL_PLATFORM: self.local_settings.platform},
+                    host_config=self.client.create_host_config(
+                        network_mode="none",
+                        cap_drop=["ALL"],
+                        security_opt=["no-new-privileges"],
+                        read_only=True,
+                        mem_limit="16m",
+                        pids_limit=4,
+                    ),
+                )
+                running = False
+            if not running:  # made now, or stopped (the engine restarted)
+                await self.docker("start", name)
+        return f"container:{name}"
 
     def _aside(self, work: Any, what: str) -> None:
         """Run `work` beside the spawn: its end is logged, never waited for."""
@@ -308,11 +341,6 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
                 self.log.warning("%s: %s", what, finished.exception())
 
         task.add_done_callback(done)
-
-    async def create_object(self) -> Any:
-        created = await super().create_object()
-        await self.docker("put_archive", created["Id"], "/etc", self.heps_etc)
-        return created
 
     async def post_start_exec(self) -> None:
         """The data link (post_start_cmd) is made beside JupyterLab's start: DockerSpawner

@@ -21,8 +21,6 @@ from heps_hub import values as hub_values
 LABEL_PLATFORM = "heps.ihep.ac.cn/platform"
 LABEL_USER = "heps.ihep.ac.cn/user"
 quantity = hub_values.quantity
-ENGINE_THREADS = 10
-"""Docker calls of the spawner in flight at once: ten users starting at once each have one."""
 
 
 @dataclass(frozen=True)
@@ -202,8 +200,12 @@ def configure(c: Any, local: Local) -> None:
     # `heps platform up` puts every pinned image here, and the spawner's start checks it
     # (HEPSDockerSpawner._require_image, a refusal in plain words): no second look
     spawner.pull_policy = "skip"
-    spawner.engine_threads = ENGINE_THREADS  # spawns do not queue behind each other
-    spawner.client_kwargs = {"max_pool_size": ENGINE_THREADS}  # one connection per thread
+    # spawns do not queue behind each other: two Docker calls in flight for each spawn
+    # the hub lets run at once (a user-init `wait` holds its thread while the others'
+    # calls, and the removals beside the spawns, go on); one connection per thread
+    limit = c.JupyterHub.concurrent_spawn_limit or hub_values.HubValues.concurrent_spawn_limit
+    spawner.engine_threads = 2 * limit
+    spawner.client_kwargs = {"max_pool_size": 2 * limit}
     # ten JupyterLabs starting at once on a loaded laptop take longer than the default
     # 30 s to answer; a slow start is not a failed one
     spawner.http_timeout = 300

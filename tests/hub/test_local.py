@@ -139,3 +139,7 @@ def test_jupyterhub_loads_the_overlay_then_the_local_settings(
     assert c.HEPSDockerSpawner.local_settings == MACHINE
     assert c.HEPSDockerSpawner.pull_policy == "skip"  # the spawner checks the image itself
     assert c.HEPSDockerSpawner.network_name == "p"
+    # two Docker calls in flight for each spawn the overlay lets run at once (20)
+    assert c.JupyterHub.concurrent_spawn_limit == 20
+    assert c.HEPSDockerSpawner.engine_threads == 40
+    assert c.HEPSDockerSpawner.client_kwargs == {"max_pool_size": 40}

@@ -137,6 +137,13 @@ def test_scientist_logs_in_and_reconstructs_in_jupyterlab_as_herself(
     expect(spark).to_contain_text("not available right now")
     expect(spark.locator("input")).to_be_disabled()
 
+    # a user-init container an interrupted spawn left behind is replaced, not a failure
+    init_image = re.search(r"^image user-init: (\S+)", platform.up_output, re.M)
+    assert init_image, platform.up_output
+    init = f"{platform.name}-init-alice"
+    labels = {LABEL: platform.name}
+    docker_client.api.create_container(init_image.group(1), ["true"], name=init, labels=labels)
+
     spawn(page, platform, "ct-reconstruction")
     page.wait_for_url("**/hub/spawn-pending/alice**", timeout=60_000)
     phase = re.compile(
@@ -174,9 +181,19 @@ def test_scientist_logs_in_and_reconstructs_in_jupyterlab_as_herself(
     cpus = min(4, docker_client.info()["NCPU"])
     assert host["CpuQuota"] == cpus * host["CpuPeriod"]
     assert host["Memory"] == min(16 * 2**30, docker_client.info()["MemTotal"])
+    # her passwd and group entries: user-init's files, bound read-only from its volume
+    mounts = {m["Destination"]: m for m in server.attrs["Mounts"]}
+    for name in ("passwd", "group"):
+        bound = mounts[f"/etc/{name}"]
+        assert bound["Type"] == "bind" and bound["RW"] is False, bound
+        assert bound["Source"].endswith(f"/{platform.name}-identity-alice/_data/{name}")
     # user-init's container, removed beside the spawn rather than on its path, is gone
-    init = f"{platform.name}-init-alice"
     assert not docker_client.api.containers(all=True, filters={"name": f"^/{init}$"})
+    # it ran in the network namespace of a container that has no network, shared by all
+    netless = docker_client.api.inspect_container(f"{platform.name}-netless")
+    assert netless["State"]["Running"] and netless["Config"]["User"] == "65534"
+    assert netless["HostConfig"]["NetworkMode"] == "none"
+    assert netless["HostConfig"]["CapDrop"] == ["ALL"] and netless["HostConfig"]["ReadonlyRootfs"]
 
 
 @pytest.mark.browser
