@@ -324,7 +324,17 @@ def test_a_redirect_to_another_host_takes_that_hosts_proxy_as_requests_would(
 
 
 @pytest.mark.parametrize(
-    "body", [b"<html>Welcome to nginx!</html>", b"[1]", b'"token"', b"{}", b'{"token": 1}']
+    "body",
+    [
+        b"<html>Welcome to nginx!</html>",
+        b"[1]",
+        b'"token"',
+        b"{}",
+        b'{"token": 1}',
+        b"[" * 60_000,  # nested past the JSON parser's depth, within the size bound
+        b'{"token": "' + b"t" * (1 << 20) + b'"}',  # past the size bound
+    ],
+    ids=["html", "list", "string", "empty", "number", "deep", "huge"],
 )
 def test_a_token_service_answering_no_token_is_one_line_naming_it(body: bytes) -> None:
     """A token service (the operator's) answering 200 with a body that is no JSON object

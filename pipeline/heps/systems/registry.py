@@ -41,10 +41,12 @@ CATALOG_PAGE = 1000
 SCOPES_PER_TOKEN = 50
 """Repositories one shared token covers: its JWT grows by each (about 60 bytes)."""
 CATALOG_WORTH = 20
+"""Names looked up at once from which one catalog listing costs less than their look-ups."""
 MAX_ANSWER = 16 << 20
 """The largest answer read (16 MiB): four times distribution's limit on a manifest, far
 above a catalog page or an image config; a registry cannot make a run read without end."""
-"""Names looked up at once from which one catalog listing costs less than their look-ups."""
+MAX_TOKEN_ANSWER = 64 << 10
+"""The largest token-service answer read: a JWT for SCOPES_PER_TOKEN scopes is a few KiB."""
 
 
 _NO_RETRY = urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=0)
@@ -244,8 +246,11 @@ class Registry:
         auth = HTTPBasicAuth(*self.creds.basic_auth) if self.creds else None
         try:
             # another host: its own proxy settings, so not the registry's session
-            response = requests.get(realm, params=params, auth=auth, timeout=self.timeout)
-        except requests.RequestException as exc:
+            response = requests.get(
+                realm, params=params, auth=auth, timeout=self.timeout, stream=True
+            )
+            text = response.raw.read(MAX_TOKEN_ANSWER + 1, decode_content=True)
+        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
             raise ConfigError(redact_urls(f"registry token service {realm}: {exc}")) from None
         if response.status_code != 200:
             raise ConfigError(
@@ -253,8 +258,8 @@ class Registry:
                 f"({response.status_code}); check HEPS_REGISTRY_USERNAME/PASSWORD"
             )
         try:
-            body = response.json()
-        except ValueError:  # requests' JSONDecodeError, whatever JSON library it uses
+            body = json.loads(text) if len(text) <= MAX_TOKEN_ANSWER else None
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
             body = None
         token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
         if not isinstance(token, str) or not token:
