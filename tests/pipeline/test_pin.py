@@ -113,3 +113,26 @@ def test_unpinnable_fields_are_refused_with_file_and_line(text: str, message: st
 def test_adding_to_an_empty_images_field_is_refused(images: str) -> None:
     with pytest.raises(PinError, match=r"k.yaml: images: is empty or in flow style"):
         add_kustomize_images("resources: [a]\n" + images, "k.yaml", PINS[:1])
+
+
+KUSTOMIZATION = (
+    "resources: [a]\nimages:\n"
+    "  - name: deep-learning\n    newName: 127.0.0.1:5000/heps/deep-learning\n"
+    "    newTag: &t 0.9.0\n"
+    "  - name: {other}\n    newName: 127.0.0.1:5000/heps/{other}\n"
+    "    newTag: *t\n"
+)
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        "spark-driver",  # pinned too, to another tag: one would get the other's tag
+        "not-pinned-here",  # named by no pin: it would change with deep-learning's
+    ],
+)
+def test_a_value_aliased_by_fields_pinned_differently_is_refused(other: str) -> None:
+    """An anchor and its alias are one scalar: pinning it for one app would write the same
+    value into every field that shares it, so it is refused with file and line."""
+    with pytest.raises(PinError, match=r"^k\.yaml:5: this value is shared through a YAML"):
+        pin_text(KUSTOMIZATION.format(other=other), "k.yaml", PINS)

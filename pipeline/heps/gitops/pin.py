@@ -296,10 +296,41 @@ def pin_text(
             _pin_kustomize(edit, item.field, pin)
         else:
             edit.replace_at(item.field.places[0], pin.reference)  # type: ignore[arg-type]
+    _refuse_shared(edit, fields, found, pins)
     new = edit.rendered()
     if store is not None and (after := _fields_after(edit, new, fields, found, pins.by_app)):
         store.put(cache.key("manifest", _reader(), new), [_encoded(f) for f in after])
     return new, found
+
+
+def _refuse_shared(edit: Text, fields: list[Field], found: list[Found], pins: Pins) -> None:
+    """An edited scalar that several image fields share (an anchor and its aliases) is
+    refused unless every one of them is pinned to the same value there: otherwise pinning
+    one app would change another app's image, or one that no pin names."""
+    wanted: dict[int, dict[tuple[int, int], str]] = {}
+    for item in found:
+        pin = pins.by_app[item.app]
+        values = (
+            (pin.repository, pin.tag, pin.digest) if item.kind == "kustomize" else (pin.reference,)
+        )
+        wanted[id(item.field)] = {
+            (p.line, p.col): v
+            for p, v in zip(item.field.places, values, strict=True)
+            if p is not None
+        }
+    sharing: dict[tuple[int, int], set[str | None]] = {}
+    for f in fields:
+        for p in f.places:
+            if p is not None and not p.problem:
+                value = wanted.get(id(f), {}).get((p.line, p.col))
+                sharing.setdefault((p.line, p.col), set()).add(value)
+    for line, col in sorted(edit.edits):
+        if len(sharing.get((line, col), ())) > 1:
+            raise PinError(
+                f"{edit.name}:{line + 1}: this value is shared through a YAML anchor and "
+                "alias by image fields that would be pinned differently; write each "
+                "field's value on its own"
+            )
 
 
 def _fields_after(
