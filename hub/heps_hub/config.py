@@ -68,8 +68,11 @@ def config_dir() -> Path:
 def configure_from_environment(c: Any) -> None:
     """What jupyterhub_config.py runs: values from HEPS_HUB_CONFIG_DIR, then, on one
     machine (`heps platform up`), the local settings of HEPS_HUB_LOCAL over them."""
-    configure(c, hub_values.load(config_dir()))
+    values = hub_values.load(config_dir())
+    configure(c, values)
     if os.environ.get("HEPS_HUB_LOCAL"):
         from heps_hub import local  # only the single-machine hub needs DockerSpawner
 
-        local.configure(c, local.load(Path(os.environ["HEPS_HUB_LOCAL"])))
+        local.configure(
+            c, local.load(Path(os.environ["HEPS_HUB_LOCAL"])), values.concurrent_spawn_limit
+        )

@@ -19,6 +19,8 @@ import yaml
 from heps_hub import values as hub_values
 
 LABEL_PLATFORM = "heps.ihep.ac.cn/platform"
+ENGINE_THREADS = 64
+"""The most Docker calls the hub has in flight, and connections it keeps to the engine."""
 LABEL_USER = "heps.ihep.ac.cn/user"
 quantity = hub_values.quantity
 
@@ -179,7 +181,7 @@ def options_form(
     return "\n".join(rows)
 
 
-def configure(c: Any, local: Local) -> None:
+def configure(c: Any, local: Local, spawn_limit: int) -> None:
     """Lay the local settings over what heps_hub.config.configure set from the overlay."""
     c.JupyterHub.spawner_class = "heps_hub.docker_spawner.HEPSDockerSpawner"
     c.JupyterHub.public_url = local.public_url
@@ -202,10 +204,11 @@ def configure(c: Any, local: Local) -> None:
     spawner.pull_policy = "skip"
     # spawns do not queue behind each other: two Docker calls in flight for each spawn
     # the hub lets run at once (a user-init `wait` holds its thread while the others'
-    # calls, and the removals beside the spawns, go on); one connection per thread
-    limit = c.JupyterHub.concurrent_spawn_limit or hub_values.HubValues.concurrent_spawn_limit
-    spawner.engine_threads = 2 * limit
-    spawner.client_kwargs = {"max_pool_size": 2 * limit}
+    # calls, and the removals beside the spawns, go on); one connection per thread; at
+    # most ENGINE_THREADS, however many spawns the values allow (0: no limit)
+    threads = min(2 * spawn_limit, ENGINE_THREADS) if spawn_limit > 0 else ENGINE_THREADS
+    spawner.engine_threads = threads
+    spawner.client_kwargs = {"max_pool_size": threads}
     # ten JupyterLabs starting at once on a loaded laptop take longer than the default
     # 30 s to answer; a slow start is not a failed one
     spawner.http_timeout = 300

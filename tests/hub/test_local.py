@@ -143,3 +143,17 @@ def test_jupyterhub_loads_the_overlay_then_the_local_settings(
     assert c.JupyterHub.concurrent_spawn_limit == 20
     assert c.HEPSDockerSpawner.engine_threads == 40
     assert c.HEPSDockerSpawner.client_kwargs == {"max_pool_size": 40}
+
+
+@pytest.mark.parametrize(("spawn_limit", "threads"), [(1, 2), (20, 40), (500, 64), (0, 64)])
+def test_the_engine_pool_follows_the_spawn_limit_within_a_bound(
+    spawn_limit: int, threads: int
+) -> None:
+    """Two Docker calls in flight per spawn allowed at once, never more than
+    ENGINE_THREADS (a limit of 500, or none, is not 1,000 threads and connections)."""
+    from traitlets.config import Config
+
+    c = Config()
+    local.configure(c, MACHINE, spawn_limit)
+    assert c.HEPSDockerSpawner.engine_threads == threads <= local.ENGINE_THREADS
+    assert c.HEPSDockerSpawner.client_kwargs == {"max_pool_size": threads}
