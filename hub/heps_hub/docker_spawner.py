@@ -60,6 +60,20 @@ INIT_CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER"]
 POLICY_FILE = f"{POLICY_DIR}/policy.yaml"
 
 
+def netless_problem(container: dict[str, Any], platform: str) -> str:
+    """Why an existing container named like PLATFORM-netless must not lend user-init its
+    network namespace (empty when it may): every user-init would share its network."""
+    labels = container.get("Config", {}).get("Labels") or {}
+    if labels.get(local.LABEL_PLATFORM) != platform:
+        return (
+            f"not made by platform {platform!r} (its {local.LABEL_PLATFORM} label differs); "
+            "rename or remove that container, then spawn again"
+        )
+    if container.get("HostConfig", {}).get("NetworkMode") != "none":
+        return "has a network; remove it (`heps platform down`) and spawn again"
+    return ""
+
+
 class SpawnRefused(web.HTTPError):
     """The user-init container refused the identity; the message is its one line. An
     HTTPError, so JupyterHub shows it on the spawn page (fast failure) and in "Spawn
@@ -307,7 +321,14 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
         name = f"{self.local_settings.platform}-netless"
         async with cls.heps_netless:
             try:
-                running = (await self.docker("inspect_container", name))["State"]["Running"]
+                found = await self.docker("inspect_container", name)
+                if problem := netless_problem(found, self.local_settings.platform):
+                    self.log.error("%s: %s", name, problem)
+                    raise SpawnRefused(
+                        "Sessions cannot start right now: the platform's set-up is in the "
+                        "way. Tell the platform's operators; nothing was started."
+                    )
+                running = found["State"]["Running"]
             except NotFound:
                 await self.docker(
                     "create_container",

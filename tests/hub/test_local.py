@@ -157,3 +157,25 @@ def test_the_engine_pool_follows_the_spawn_limit_within_a_bound(
     local.configure(c, MACHINE, spawn_limit)
     assert c.HEPSDockerSpawner.engine_threads == threads <= local.ENGINE_THREADS
     assert c.HEPSDockerSpawner.client_kwargs == {"max_pool_size": threads}
+
+
+@pytest.mark.parametrize(
+    ("labels", "network", "problem"),
+    [
+        ({local.LABEL_PLATFORM: "p"}, "none", ""),
+        (None, "none", "not made by platform 'p'"),
+        ({local.LABEL_PLATFORM: "other"}, "none", "not made by platform 'p'"),
+        ({local.LABEL_PLATFORM: "p"}, "bridge", "has a network"),
+        ({local.LABEL_PLATFORM: "p"}, "host", "has a network"),
+    ],
+)
+def test_only_the_platforms_own_netless_container_lends_user_init_its_namespace(
+    labels: dict[str, str] | None, network: str, problem: str
+) -> None:
+    """Every user-init joins PLATFORM-netless's network namespace: a container of that
+    name that someone else made, or one with a network, would give them all its network."""
+    from heps_hub.docker_spawner import netless_problem
+
+    found = {"Config": {"Labels": labels}, "HostConfig": {"NetworkMode": network}}
+    assert netless_problem(found, "p").startswith(problem)
+    assert bool(netless_problem(found, "p")) == bool(problem)
