@@ -1,5 +1,5 @@
 """The JupyterHub patch jupyterlab-base carries (`jupyterhub-lazy-imports.patch`),
-applied with the Dockerfile's own `patch` options to a copy of this environment's
+applied by the Dockerfile's own step (apply-patch.sh) to a copy of this environment's
 JupyterHub: it applies to the pinned version, refuses text it does not know, and the
 modules the single-user server takes from JupyterHub then load without the hub's
 database layer, while the hub's own modules still load and use it.
@@ -28,13 +28,6 @@ def _pinned() -> str:
     return found.group(1)
 
 
-def _options() -> list[str]:
-    """The `patch` options of the Dockerfile's RUN, so the test applies it as the build does."""
-    found = re.search(r"^\s*(--strip=.*?)\s*\\$", (RECIPE / "Dockerfile").read_text(), re.M)
-    assert found, "the Dockerfile applies no patch with --strip"
-    return found.group(1).split()
-
-
 @pytest.fixture
 def copy(tmp_path: Path) -> Path:
     """This environment's JupyterHub package, copied: site-packages stays untouched."""
@@ -48,9 +41,10 @@ def copy(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _apply(where: Path) -> subprocess.CompletedProcess[str]:
+def _apply(where: Path, version: str = "") -> subprocess.CompletedProcess[str]:
+    """The Dockerfile's step: apply-patch.sh, told the installed version."""
     return subprocess.run(
-        ["patch", f"--directory={where}", *_options(), f"--input={PATCH}"],
+        ["sh", RECIPE / "apply-patch.sh", where, PATCH, version or metadata.version("jupyterhub")],
         capture_output=True,
         text=True,
         check=False,
@@ -113,3 +107,23 @@ def test_a_jupyterhub_whose_files_differ_fails_the_build(copy: Path) -> None:
     assert refused.returncode != 0
     assert "FAILED" in refused.stdout
     assert _apply(copy).returncode != 0  # and applied twice (a half-patched tree) too
+
+
+def test_a_jupyterhub_with_its_lines_moved_fails_the_build(copy: Path) -> None:
+    """Context that matches at other lines (here one line added above each hunk) would
+    apply "with offset": the step refuses it, since a moved release may also use a name
+    the patch made lazy."""
+    for name in ("log.py", "scopes.py"):
+        module = copy / "jupyterhub" / name
+        module.write_text("# one more line\n" + module.read_text())
+    refused = _apply(copy)
+    assert refused.returncode != 0
+    assert "applied at other lines than jupyterhub" in refused.stderr
+
+
+def test_another_jupyterhub_release_fails_the_build(copy: Path) -> None:
+    refused = _apply(copy, version="6.1.0")
+    assert refused.returncode != 0
+    assert f"made for jupyterhub {_pinned()}, found 6.1.0" in refused.stderr
+    assert not list(copy.rglob("*.orig"))  # refused before any file was touched
+    assert "'sqlalchemy'" in _python(copy, SINGLE_USER_SIDE)
