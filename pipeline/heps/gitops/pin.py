@@ -310,12 +310,9 @@ def _refuse_shared(edit: Text, fields: list[Field], found: list[Found], pins: Pi
     wanted: dict[int, dict[tuple[int, int], str]] = {}
     for item in found:
         pin = pins.by_app[item.app]
-        values = (
-            (pin.repository, pin.tag, pin.digest) if item.kind == "kustomize" else (pin.reference,)
-        )
         wanted[id(item.field)] = {
             (p.line, p.col): v
-            for p, v in zip(item.field.places, values, strict=True)
+            for p, v in zip(item.field.places, _written(item.kind, pin), strict=True)
             if p is not None
         }
     sharing: dict[tuple[int, int], set[str | None]] = {}
@@ -367,8 +364,13 @@ def _fields_after(
     return after
 
 
+def _written(kind: str, pin: Pin) -> tuple[str, ...]:
+    """What pinning writes at a field's places, in their order."""
+    return (pin.repository, pin.tag, pin.digest) if kind == "kustomize" else (pin.reference,)
+
+
 def _pin_kustomize(edit: Text, entry: Field, pin: Pin) -> None:
-    wanted = (pin.repository, pin.tag, pin.digest)
+    wanted = _written("kustomize", pin)
     missing = [
         key for key, place in zip(KUSTOMIZE_KEYS, entry.places, strict=True) if place is None
     ]
