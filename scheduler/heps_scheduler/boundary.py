@@ -11,6 +11,7 @@ import os
 import sys
 import time
 import traceback
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,15 +39,31 @@ def save_traceback(exc: BaseException, program: str) -> str:
     return f"traceback in {path}"
 
 
+def printable(text: str) -> str:
+    """`text` with control and format characters (ESC, CR, NUL, bidi overrides, line
+    separators) as escapes: file names and trace cells reach a terminal as text only."""
+    return "".join(
+        c.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")
+        else c
+        for c in text
+    )
+
+
+def say(program: str, message: str) -> None:
+    """One line on stderr: `program: message`, printable."""
+    print(f"{program}: {printable(message)}", file=sys.stderr)
+
+
 def guarded(program: str, command: Callable[[], int]) -> int:
     """Run `command`; an exception it did not expect becomes one line on stderr and exit 1."""
     try:
         return command()
     except KeyboardInterrupt:
-        print(f"{program}: interrupted", file=sys.stderr)
+        say(program, "interrupted")
         return 130
     except Exception as exc:  # the boundary: anything a command did not turn into a message
         where = save_traceback(exc, program)
-        line = f"{program}: internal error: {type(exc).__name__}: {exc}".splitlines()[0]
-        print(f"{line} ({where}); please report it", file=sys.stderr)
+        line = f"internal error: {type(exc).__name__}: {exc}".splitlines()[0]
+        say(program, f"{line} ({where}); please report it")
         return FAILURE

@@ -69,7 +69,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         return _simulate(args)
     except (trace.TraceError, simulate.WorkloadError, workload.VariantError) as exc:
-        print(f"heps-scheduler: error: {exc}", file=sys.stderr)
+        boundary.say("heps-scheduler", f"error: {exc}")
         return 2
 
 
@@ -77,9 +77,9 @@ def _usage_error(args: argparse.Namespace, policies: list[str]) -> str | None:
     unknown = [p for p in policies if p not in config.PRESETS]
     if unknown:
         return f"--policy: unknown {', '.join(unknown)}; known: {', '.join(config.PRESETS)}"
-    if not args.nodes.is_file():
+    if not args.nodes.exists():  # what kind of file it is, trace.load_* checks
         return f"{args.nodes}: no such file"
-    if args.pods is not None and not args.pods.is_file():
+    if args.pods is not None and not args.pods.exists():
         return f"{args.pods}: no such file"
     if args.variant and args.pods is None:
         return "--variant: give the base list with --pods (openb_pod_list_default.csv)"
@@ -101,7 +101,7 @@ def _simulate(args: argparse.Namespace) -> int:
     policies = [p.strip() for p in args.policy.split(",") if p.strip()]
     problem = _usage_error(args, policies)
     if problem:
-        print(f"heps-scheduler: error: {problem}", file=sys.stderr)
+        boundary.say("heps-scheduler", f"error: {problem}")
         return 2
     variants = [workload.parse(v) for v in args.variant]  # all checked before any run
     nodes = trace.load_nodes(args.nodes)
@@ -114,7 +114,8 @@ def _simulate(args: argparse.Namespace) -> int:
     for path, base in pod_lists.items():
         options: list[workload.Variant | None] = [*variants] or [None]
         for variant in options:
-            label = f"{path.stem}-{variant.label}" if variant else path.stem
+            stem = boundary.printable(path.stem)  # a file name reaches the terminal as text
+            label = f"{stem}-{variant.label}" if variant else stem
             for seed in range(args.seed, args.seed + args.seeds):
                 pods = workload.generate(base, nodes, variant, seed) if variant else base
                 progress = report.TerminalProgress(f"{label} seed {seed}")
@@ -133,7 +134,8 @@ def _simulate(args: argparse.Namespace) -> int:
                 if table:
                     print(report.markdown_row(label, seed, results), flush=True)
                 else:
-                    print(f"{path.name}, seed {seed}, arrivals to {args.load:.0%} of GPU capacity")
+                    name = boundary.printable(path.name)
+                    print(f"{name}, seed {seed}, arrivals to {args.load:.0%} of GPU capacity")
                     print(report.summary(results) + "\n", flush=True)
     if args.json:
         body = [{**run, "results": [asdict(r) for r in run["results"]]} for run in runs]

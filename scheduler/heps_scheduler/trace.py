@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import re
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -61,10 +64,7 @@ def _rows(
 ) -> Iterator[tuple[int, dict[str, str]]]:
     """The rows after the header, with their line numbers; strict UTF-8, size bounded."""
     try:
-        size = path.stat().st_size
-        if size > MAX_BYTES:
-            raise TraceError(f"{path}: {size} bytes, more than the {MAX_BYTES} a trace may have")
-        text = path.read_bytes().decode("utf-8")
+        text = _read(path).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise TraceError(
             f"{path}: not UTF-8 text (byte {exc.start}); save the list as UTF-8 CSV"
@@ -92,6 +92,35 @@ def _rows(
         raise TraceError(f"{path}: a header and no rows; a trace needs at least one row")
 
 
+def _read(path: Path) -> bytes:
+    """A regular file's bytes, at most MAX_BYTES. The kind is checked on the open file
+    (O_NONBLOCK: opening a FIFO does not wait for a writer), and the read stops one byte
+    past the cap: a device's size is 0 and a growing file's changes, so st_size bounds
+    nothing."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except OSError:
+        os.close(fd)
+        raise
+    if not regular:
+        os.close(fd)
+        raise TraceError(f"{path}: not a regular file (a folder, device or FIFO); give a CSV file")
+    with os.fdopen(fd, "rb") as file:
+        data = file.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise TraceError(
+            f"{path}: more than the {MAX_BYTES} bytes a trace may have; split the list"
+        )
+    return data
+
+
+_INT = re.compile(r"[+-]?[0-9]+")
+_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+"""What a number column may hold: ASCII digits as a CSV writer prints them. Python's int()
+and float() also take `1_024`, fullwidth or other scripts' digits, `nan` and `infinity`."""
+
+
 def _field(
     path: Path,
     line: int,
@@ -104,6 +133,8 @@ def _field(
     """The column's value as `kind`, finite and within [low, high], else a TraceError."""
     value = row.get(column) or ""
     try:
+        if not (_INT if kind is int else _FLOAT).fullmatch(value.strip()):
+            raise ValueError(value)
         number = kind(value.strip())
     except ValueError:
         raise TraceError(

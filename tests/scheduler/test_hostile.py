@@ -190,3 +190,58 @@ def test_the_boundary_says_when_the_traceback_cannot_be_saved(
     err = capsys.readouterr().err
     assert code == 1 and "ZeroDivisionError" in err and "traceback not saved" in err, err
     assert os.path.isfile(blocker)
+
+
+@pytest.mark.parametrize(
+    ("cell", "message"),
+    [
+        ("1_024", "'1_024' is not an int"),
+        ("\uff11\uff12", "'\uff11\uff12' is not an int"),  # fullwidth digits
+        ("\u0661", "'\u0661' is not an int"),  # Arabic-Indic one
+    ],
+)
+def test_number_columns_take_ascii_digits_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cell: str, message: str
+) -> None:
+    code = _run(tmp_path, NODES, PODS.replace("p4,4000,", f"p4,{cell},"), "--policy", "fgd")
+    err = capsys.readouterr().err
+    assert code == 2 and "pods.csv:6: column 'cpu_milli'" in err and message in err, err
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "folder"])
+def test_a_trace_that_is_no_regular_file_is_refused_unread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    pods = tmp_path / "pods.csv"
+    if kind == "device":
+        pods.symlink_to("/dev/zero")  # st_size 0, endless bytes
+    elif kind == "fifo":
+        os.mkfifo(pods)  # no writer: a blocking open would wait forever
+    else:
+        pods.mkdir()
+    nodes = tmp_path / "nodes.csv"
+    nodes.write_text(NODES)
+    code = cli.main(["simulate", "--nodes", str(nodes), "--pods", str(pods)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{pods}: not a regular file" in err, err
+
+
+def test_a_trace_over_the_cap_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(trace, "MAX_BYTES", len(PODS) - 1)
+    path = tmp_path / "pods.csv"
+    path.write_text(PODS)
+    with pytest.raises(trace.TraceError, match=f"more than the {len(PODS) - 1} bytes"):
+        trace.load_pods(path)
+
+
+def test_control_characters_of_names_are_escaped_in_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "evil\x1b[2J\r\x07\u202e"
+    folder.mkdir()
+    code = _run(folder, NODES, PODS.replace("p4,4000,", "p4,x,"), "--policy", "fgd")
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, repr(err)
+    assert not any(c in err for c in "\x1b\r\x07\u202e"), repr(err)
+    assert "evil\\x1b[2J\\r\\x07\\u202e/pods.csv:6:" in err, repr(err)
