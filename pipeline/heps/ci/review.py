@@ -9,6 +9,7 @@ left out. Markdown for people, JSON for tools; secrets masked in both.
 
 from __future__ import annotations
 
+import html
 import itertools
 import json
 import re
@@ -89,7 +90,14 @@ class Review:
         return json.dumps(masker.mask(asdict(self)), indent=2) + "\n"  # mask, then encode
 
     def markdown(self, masker: log.Masker) -> str:
-        span = f"`{self.base[:12]}`..`{self.head}`"
+        """Every string but the headings is untrusted (names, paths, messages, build and
+        smoke output): inline text is escaped, output goes in fenced blocks, so none of it
+        can open a section, close `<details>`, or carry HTML, links, images or controls."""
+
+        def text(value: str) -> str:
+            return _inline(masker.redact(value))
+
+        span = f"{text(self.base[:12])}..{text(self.head)}"
         if self.empty:
             return f"# Review {span}\n\nNothing to review: no recipe, overlay or job changed.\n"
         out = []
@@ -97,17 +105,17 @@ class Review:
             shown = ", ".join(self.pipeline[:10]) + (", ..." if len(self.pipeline) > 10 else "")
             isolated = "its code did not run with any credential; " if self.isolated else ""
             out.append(
-                f"**This merge request changes the pipeline** ({shown}): {isolated}"
+                f"**This merge request changes the pipeline** ({text(shown)}): {isolated}"
                 "a maintainer must read it.\n"
             )
         out.append(f"# Review {span}\n")
         if self.problems:
             out.append("## Refused\n")
-            out.extend(f"- {p}" for p in self.problems)
+            out.extend(f"- {text(p)}" for p in self.problems)
             out.append("")
         if self.attention:
             out.append("## Needs a maintainer's eye\n")
-            out.extend(f"- {p}" for p in self.attention)
+            out.extend(f"- {text(p)}" for p in self.attention)
             out.append("")
         if self.apps:
             out.append(
@@ -121,17 +129,38 @@ class Review:
                     passed = sum(s.endswith(": passed") for s in a.smoke)
                     result += f" ({passed}/{len(a.smoke)} smoke)"
                 cells = [a.name, a.version, a.why, findings, result, a.size or "-"]
-                out.append("| " + " | ".join(cells) + " |")
-            details = [(a.name, line) for a in self.apps for line in a.lint + a.smoke]
+                out.append("| " + " | ".join(map(text, cells)) + " |")
+            details = [f"{a.name}: {line}" for a in self.apps for line in a.lint + a.smoke]
             if details:
                 out.append("\n<details><summary>lint and smoke details</summary>\n")
-                out.extend(f"- {name}: {line}" for name, line in details)
+                out.append(_fenced(masker.redact("\n".join(details))))
                 out.append("\n</details>")
-        for overlay, text in sorted(self.overlays.items()):
-            out.append(f"\n## Overlay {overlay}\n\n```diff\n{text.rstrip()}\n```")
+        for overlay, diff in sorted(self.overlays.items()):
+            out.append(f"\n## Overlay {text(overlay)}\n\n{_fenced(masker.redact(diff), 'diff')}")
         if self.jenkins:
-            out.append(f"\n## Jenkins jobs\n\n```diff\n{self.jenkins.rstrip()}\n```")
+            out.append(f"\n## Jenkins jobs\n\n{_fenced(masker.redact(self.jenkins), 'diff')}")
         return masker.redact("\n".join(out) + "\n")
+
+
+_MARKUP = re.compile(r"([\\`*~\[\]|])")
+"""What starts Markdown inline markup (code, emphasis, links and images, table cells)
+and the backslash that would undo an escape; `<`, `>` and `&` become entities."""
+
+
+def _inline(value: str) -> str:
+    """Untrusted text as one line of Markdown that renders as itself: controls and line
+    breaks shown as escapes (a line break could start a section or an HTML block)."""
+    flat = log.printable(value).replace("\n", "\\n").replace("\t", " ")
+    return html.escape(_MARKUP.sub(r"\\\1", flat), quote=False)
+
+
+def _fenced(value: str, info: str = "") -> str:
+    """Untrusted text as a fenced code block: its fence is longer than any run of
+    backticks inside, so no line of it closes the block; controls shown as escapes."""
+    body = log.printable(value).rstrip()
+    longest = max((len(run) for run in re.findall(r"`+", body)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{info}\n{body}\n{fence}"
 
 
 def make(settings: Settings, base: str, report: Path | None, masker: log.Masker) -> Review:
