@@ -17,7 +17,7 @@ from typing import Any
 import defusedxml.ElementTree
 import pytest
 
-from heps.ci import jenkins_jobs
+from heps.ci import jenkins_jobs, templating
 from heps.core.errors import ConfigError
 from tests.conftest import REPO_ROOT
 from tests.pipeline.fake_jenkins import FakeJenkins, parameter_defaults
@@ -419,3 +419,122 @@ def test_sync_keeps_the_credentials_an_admin_stored_in_a_folder(
     kept = server.configs[folder]
     assert "read as data;" in kept and "<id>heps-registry-pull</id>" in kept
     assert "{AQAAABAAAAAQencrypted=}" in kept
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        (  # 10**10 empty iterations: range() is capped, nesting is not
+            "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}",
+            r"rendering took more than 3 s; bound the template's loops",
+        ),
+        ('{{ "x" * 100000000000 }}', r"needs more than 256 MiB of memory"),
+        ('{{ "{:>900000000}".format(1) }}', r"needs more than 256 MiB of memory"),
+        ("{{ (1,) * 999999999 }}", r"needs more than 256 MiB of memory"),
+        ('{{ "x" * 3000000 }}', r"renders more than 1048576 characters"),
+        ("{{ lipsum(10000) }}", r"renders more than 1048576 characters"),
+    ],
+)
+def test_templates_render_in_bounded_time_memory_and_output(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, expression: str, message: str
+) -> None:
+    """Templates are merge-request content: whatever one computes, rendering stops at the
+    child's wall-clock, memory and output bounds with one line naming the template."""
+    monkeypatch.setattr(templating, "RENDER_SECONDS", 3.0)
+    path = repo / "jenkins/templates/folder.xml.j2"
+    path.write_text(path.read_text().replace("{{ description }}", expression))
+    where = r"^jenkins/templates/folder.xml.j2 \(heps-test-\w+\): "
+    with pytest.raises(ConfigError, match=where + message):
+        jenkins_jobs.render(repo)
+
+
+def test_a_hung_template_is_exit_2_and_nothing_written(heps: Any, repo: Path) -> None:
+    path = repo / "jenkins/templates/pipeline.xml.j2"
+    path.write_text(path.read_text().replace("{{ branch }}", '{{ "x" * 100000000000 }}'))
+    result = heps(repo, "jenkins", "render", "--out", str(repo / "out"))
+    assert result.code == 2 and result.err.count("\n") == 1, result.err
+    assert "jenkins/templates/pipeline.xml.j2 (heps-test-" in result.err, result.err
+    assert not (repo / "out").exists()
+
+
+DEFINITION_TRICKS = {
+    "revision_parameter_in_the_branch": (
+        "<name>{{ branch }}</name>",
+        '<name>{{ "${MR_REVISION}" if "merge-request" in jenkinsfile else branch }}</name>',
+    ),
+    "full_checkout": (
+        "<lightweight>true</lightweight>",
+        '<lightweight>{{ "false" if "merge-request" in jenkinsfile else "true" }}</lightweight>',
+    ),
+    "another_script": (
+        "<scriptPath>{{ jenkinsfile }}</scriptPath>",
+        "<scriptPath>{{ jenkinsfile.replace('merge-request', 'main') }}</scriptPath>",
+    ),
+    "another_remote": ("<url>{{ scm.url }}</url>", "<url>https://evil.example/fork.git</url>"),
+    "two_branches": (
+        "</hudson.plugins.git.BranchSpec>",
+        "</hudson.plugins.git.BranchSpec><hudson.plugins.git.BranchSpec>"
+        "<name>${MR_REVISION}</name></hudson.plugins.git.BranchSpec>",
+    ),
+    "merge_before_build": (
+        "<extensions/>",
+        "<extensions><hudson.plugins.git.extensions.impl.PreBuildMerge><options>"
+        "<mergeRemote>origin</mergeRemote><mergeTarget>${MR_REVISION}</mergeTarget>"
+        "</options></hudson.plugins.git.extensions.impl.PreBuildMerge></extensions>",
+    ),
+    "refspec_onto_main": (
+        "<url>{{ scm.url }}</url>",
+        "<url>{{ scm.url }}</url><refspec>+refs/merge-requests/*/head:refs/remotes/origin/main"
+        "</refspec>",
+    ),
+    "inline_script": (
+        'class="org.jenkinsci.plugins.workflow.cps.CpsScmFlowDefinition"',
+        'class="org.jenkinsci.plugins.workflow.cps.CpsFlowDefinition"',
+    ),
+    "shared_library": (
+        "  </properties>",
+        "<org.jenkinsci.plugins.workflow.libs.JobLibraries/></properties>",
+    ),
+    "trigger_token": ("  <triggers/>", "  <triggers/><authToken>t</authToken>"),
+    "another_parameter": (
+        "      </parameterDefinitions>",
+        "<hudson.model.StringParameterDefinition><name>REF</name>"
+        "</hudson.model.StringParameterDefinition></parameterDefinitions>",
+    ),
+}
+
+
+@pytest.mark.parametrize("trick", sorted(DEFINITION_TRICKS))
+def test_where_a_job_script_comes_from_is_checked_on_the_rendered_xml(
+    heps: Any, repo: Path, trick: str
+) -> None:
+    """jobs.yaml says `*/main`; what sync sends is the rendered XML, so the rule is
+    checked there: any definition but the one jobs.yaml defines is refused."""
+    old, new = DEFINITION_TRICKS[trick]
+    path = repo / "jenkins/templates/pipeline.xml.j2"
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new))
+    result = heps(repo, "jenkins", "render", "--out", str(repo / "out"))
+    assert result.code == 2, result.text
+    assert re.match(r"heps: error: jenkins/templates/pipeline.xml.j2: job heps-test-", result.err)
+    assert not (repo / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (  # a folder that finds and runs merge requests' Jenkinsfiles itself
+            "com.cloudbees.hudson.plugins.folder.Folder",
+            "org.jenkinsci.plugins.workflow.multibranch.WorkflowMultiBranchProject",
+        ),
+        (  # a library every job of the folder loads, from a revision a build names
+            "<properties/>",
+            "<properties><org.jenkinsci.plugins.workflow.libs.FolderLibraries/></properties>",
+        ),
+    ],
+)
+def test_folders_render_as_plain_folders(repo: Path, old: str, new: str) -> None:
+    path = repo / "jenkins/templates/folder.xml.j2"
+    path.write_text(path.read_text().replace(old, new))
+    with pytest.raises(ConfigError, match=r"folder.xml.j2: folder heps-test-\w+: renders"):
+        jenkins_jobs.render(repo)

@@ -10,7 +10,9 @@ the credential ids they hold and what each grants. A job marked `merge_request` 
 checks out merge-request content) must load its Jenkinsfile from `trusted_branch`, and
 no git-write, registry-push or kubeconfig credential may be in its reach (its folders
 and the global store); every id a Jenkinsfile binds must be in its job's reach. Templates
-render in jinja2's sandbox: a merge request's template is data, not code.
+are data (a merge request may change them), rendered by `heps.ci.templating` in a bounded
+sandbox; where a job's script comes from is then read from the XML Jenkins would store,
+never from what jobs.yaml asked the templates for.
 """
 
 from __future__ import annotations
@@ -18,14 +20,12 @@ from __future__ import annotations
 import difflib
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import defusedxml.ElementTree
-import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from heps.ci import templating
 from heps.core.bounded import read_text
 from heps.core.errors import ConfigError
 from heps.core.log import map_strings, xml_text
@@ -85,7 +85,6 @@ def _reach(repo: Path, data: dict[str, Any]) -> list[str]:
     """Which credentials each job can reach, checked against what it runs and binds."""
     stores = {"": data.get("credentials") or []}
     stores |= {f["name"]: f.get("credentials") or [] for f in data.get("folders") or []}
-    trusted = data.get("trusted_branch", TRUSTED_BRANCH)
     problems = []
     for job in data["jobs"]:
         name = job["name"]
@@ -103,11 +102,6 @@ def _reach(repo: Path, data: dict[str, Any]) -> list[str]:
                     f"{cid} ({grants}); move the job to a folder holding no "
                     "git-write, registry-push or kubeconfig credential"
                 )
-        if untrusted and job["branch"] != trusted:
-            problems.append(
-                f"{JOBS_FILE}: {name}: runs merge-request content with a Jenkinsfile from "
-                f"{job['branch']}; load it from {trusted} and pass the revision as a parameter"
-            )
         if data["scm"]["credentials"] not in reach:
             problems.append(
                 f"{JOBS_FILE}: {name}: clones with {data['scm']['credentials']}, which no store "
@@ -148,63 +142,34 @@ def _expanded(bound: str, job: dict[str, Any]) -> list[str] | None:
     return [_PARAMETER.sub(choice, bound) for choice in choices[names[0]]]
 
 
-class _Templates(jinja2.BaseLoader):
-    """Templates of `jenkins/templates/`, each resolved inside that folder (a symlink to
-    a host file is refused, never rendered into job XML) and read size-capped."""
-
-    def __init__(self, repo: Path) -> None:
-        self.root = (repo / TEMPLATES).resolve()
-
-    def get_source(
-        self, environment: jinja2.Environment, template: str
-    ) -> tuple[str, str, Callable[[], bool]]:
-        shown = f"{TEMPLATES}/{template}"
-        path = confine(self.root, template, file=shown, field="template")
-        if not path.is_file():
-            raise jinja2.TemplateNotFound(template)
-        return read_text(path, shown), str(path), lambda: True
-
-
-def _environment(repo: Path) -> jinja2.Environment:
-    """A sandbox: templates are merge-request content, so they reach no Python object
-    beyond the values given (no `__class__`, no method calls that change anything)."""
-    return ImmutableSandboxedEnvironment(
-        loader=_Templates(repo),
-        autoescape=True,  # XML: &, <, > and quotes in descriptions stay text
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-    )
-
-
 def render(repo: Path) -> dict[str, str]:
     """Full job name -> config.xml, folders first (parents before children)."""
-    try:
-        rendered = _render(repo, load(repo))
-    except jinja2.TemplateSyntaxError as exc:
-        where = f"{TEMPLATES}/{exc.name}:{exc.lineno}"
-        raise ConfigError(f"{where}: template error: {exc.message}; fix the template") from None
-    except jinja2.TemplateError as exc:  # e.g. a value the template needs and lacks
-        raise ConfigError(f"{TEMPLATES}: template error: {exc.message}; fix the template") from None
+    data = load(repo)
+    rendered = templating.render(repo / TEMPLATES, TEMPLATES, _requests(data))
+    trees = {}
     for name, xml in rendered.items():  # what Jenkins would refuse is refused here
         try:
-            _parse(xml)
+            trees[name] = _parse(xml)
         except ET.ParseError as exc:
             raise ConfigError(
                 f"{TEMPLATES}: job {name}: XML not well-formed ({exc}); fix the template"
             ) from None
+    problems = _script_source(data, trees)
+    if problems:
+        raise ConfigError(problems)
     return rendered
 
 
-def _render(repo: Path, data: dict[str, Any]) -> dict[str, str]:
-    env = _environment(repo)
-    rendered: dict[str, str] = {}
+def _requests(data: dict[str, Any]) -> list[templating.Request]:
+    requests: list[templating.Request] = []
     for folder in sorted(data.get("folders") or [], key=lambda f: f["name"].count("/")):
         held = ", ".join(f"{c['id']} ({c['grants']})" for c in folder.get("credentials") or [])
         text = folder.get("description", "") + (
             f"\n\nCredentials held here: {held}" if held else ""
         )
-        description = _described(text.strip())
-        rendered[folder["name"]] = env.get_template("folder.xml.j2").render(description=description)
+        requests.append(
+            (folder["name"], FOLDER_TEMPLATE, {"description": _described(text.strip())})
+        )
     for job in data["jobs"]:
         values = {
             "description": _described(job.get("description", "")),
@@ -215,8 +180,161 @@ def _render(repo: Path, data: dict[str, Any]) -> dict[str, str]:
             "triggers": job.get("triggers") or {},
             "scm": data["scm"],
         }
-        rendered[job["name"]] = env.get_template("pipeline.xml.j2").render(**values)
-    return rendered
+        requests.append((job["name"], JOB_TEMPLATE, values))
+    return requests
+
+
+FOLDER_TEMPLATE, JOB_TEMPLATE = "folder.xml.j2", "pipeline.xml.j2"
+FOLDER = "com.cloudbees.hudson.plugins.folder.Folder"
+"""A plain folder: never a multibranch project or organisation folder, which would find
+and run merge requests' Jenkinsfiles themselves."""
+_FOLDER_PARTS = {"description", "properties", "healthMetrics", "icon"}
+JOB = "flow-definition"
+_JOB_PARTS = {"actions", "description", "keepDependencies", "properties", "definition"}
+_JOB_PARTS |= {"triggers", "disabled"}
+_JOB_PROPERTIES = {
+    "org.jenkinsci.plugins.workflow.job.properties.DisableConcurrentBuildsJobProperty",
+    "hudson.model.ParametersDefinitionProperty",
+    "org.jenkinsci.plugins.workflow.job.properties.PipelineTriggersJobProperty",
+}
+"""What a job's XML may hold besides its definition: none of it loads code (a job or
+folder property could load a shared library from any revision; `authToken` would let
+anyone start a build)."""
+_PARAMETERS = {
+    "string": "hudson.model.StringParameterDefinition",
+    "boolean": "hudson.model.BooleanParameterDefinition",
+    "choice": "hudson.model.ChoiceParameterDefinition",
+}
+
+
+def _script_source(data: dict[str, Any], trees: dict[str, ET.Element]) -> list[str]:
+    """The rule "a merge-request job's script comes from `trusted_branch`", and that
+    every job runs the Jenkinsfile jobs.yaml names (the one whose bindings `_reach`
+    checked), on the rendered XML that sync sends, not on what jobs.yaml asked the
+    templates for: each folder a plain folder without properties; each job a pipeline
+    whose definition is exactly the one `_expected` builds from jobs.yaml (GitSCM, its
+    one remote and credentials, one branch, no extension or refspec, the script path, a
+    lightweight checkout), with known properties only and the parameters jobs.yaml
+    declares. So a template rendering `${MR_REVISION}` into the branch, another script
+    or remote, an inline script or a library is refused."""
+    trusted = data.get("trusted_branch", TRUSTED_BRANCH)
+    problems = []
+    for folder in data.get("folders") or []:
+        root = trees[folder["name"]]
+        extra = _extra(root, _FOLDER_PARTS, set())
+        if root.tag != FOLDER or extra:
+            problems.append(
+                f"{TEMPLATES}/{FOLDER_TEMPLATE}: folder {folder['name']}: renders "
+                f"{_shown(root.tag)}{' with ' + ', '.join(extra) if extra else ''}; render a "
+                f"plain {FOLDER} with empty properties"
+            )
+    for job in data["jobs"]:
+        name, root = job["name"], trees[job["name"]]
+        if job.get("merge_request", False) and job["branch"] != trusted:
+            problems.append(
+                f"{JOBS_FILE}: {name}: runs merge-request content with a Jenkinsfile from "
+                f"{job['branch']}; load it from {trusted} and pass the revision as a parameter"
+            )
+            continue
+        where = f"{TEMPLATES}/{JOB_TEMPLATE}: job {name}"
+        if root.tag != JOB:
+            problems.append(f"{where}: renders {_shown(root.tag)}; render a {JOB}")
+            continue
+        found, wanted = root.find("definition"), _expected(data["scm"], job)
+        if _source(found) != _source(wanted):
+            problems.append(
+                f"{where}: loads its script as {_source(found)}; jobs.yaml says "
+                f"{_source(wanted)}; render the definition from jobs.yaml's values"
+            )
+        elif _canonical(found) != _canonical(wanted):
+            problems.append(
+                f"{where}: its definition holds more than jobs.yaml defines (an extension, "
+                "refspec or other setting changes what is checked out); remove it"
+            )
+        extra = _extra(root, _JOB_PARTS, _JOB_PROPERTIES)
+        if extra:
+            problems.append(
+                f"{where}: renders {', '.join(extra)}, which jobs.yaml does not define; "
+                "remove it from the template"
+            )
+        declared = [(_PARAMETERS[p["type"]], p["name"]) for p in job.get("parameters") or []]
+        rendered = [
+            (p.tag, p.findtext("name") or "")
+            for p in root.findall(
+                "properties/hudson.model.ParametersDefinitionProperty/parameterDefinitions/*"
+            )
+        ]
+        if rendered != declared:
+            problems.append(
+                f"{where}: renders parameters {_shown(' '.join(n for _, n in rendered))}; "
+                f"jobs.yaml declares {' '.join(n for _, n in declared) or 'none'}; render "
+                "those"
+            )
+    return problems
+
+
+def _extra(root: ET.Element, parts: set[str], properties: set[str]) -> list[str]:
+    """Children of `root`, and of its properties, that are not in the allowed sets."""
+    held = root.find("properties")
+    found = {part.tag for part in root} - parts
+    found |= {p.tag for p in (held if held is not None else [])} - properties
+    return [_shown(tag) for tag in sorted(found)]
+
+
+_DEFINITION = """<definition class="org.jenkinsci.plugins.workflow.cps.CpsScmFlowDefinition">
+<scm class="hudson.plugins.git.GitSCM"><configVersion>2</configVersion>
+<userRemoteConfigs><hudson.plugins.git.UserRemoteConfig><url/><credentialsId/>
+</hudson.plugins.git.UserRemoteConfig></userRemoteConfigs>
+<branches><hudson.plugins.git.BranchSpec><name/></hudson.plugins.git.BranchSpec></branches>
+<doGenerateSubmoduleConfigurations>false</doGenerateSubmoduleConfigurations>
+<submoduleCfg class="empty-list"/><extensions/></scm>
+<scriptPath/><lightweight>true</lightweight></definition>"""
+"""The one definition a job may have: its script read from its branch by a lightweight
+checkout of that file alone."""
+_REMOTE = "scm/userRemoteConfigs/hudson.plugins.git.UserRemoteConfig"
+_BRANCHES = "scm/branches/hudson.plugins.git.BranchSpec/name"
+
+
+def _expected(scm: dict[str, Any], job: dict[str, Any]) -> ET.Element:
+    definition = _parse(_DEFINITION)
+    for path, value in (
+        (f"{_REMOTE}/url", scm["url"]),
+        (f"{_REMOTE}/credentialsId", scm["credentials"]),
+        (_BRANCHES, job["branch"]),
+        ("scriptPath", job["jenkinsfile"]),
+    ):
+        element = definition.find(path)
+        assert element is not None, path  # _DEFINITION has each
+        element.text = value
+    return definition
+
+
+def _source(definition: ET.Element | None) -> str:
+    """Where a definition takes its script from, in words (escaped: template output)."""
+    if definition is None:
+        return "nothing (no definition)"
+
+    def listed(path: str) -> str:
+        return ", ".join(e.text or "" for e in definition.findall(path)) or "none"
+
+    scm = definition.find("scm")
+    kinds = [definition.get("class"), None if scm is None else scm.get("class")]
+    return _shown(
+        f"{listed('scriptPath')} of branch {listed(_BRANCHES)} from {listed(_REMOTE + '/url')} "
+        f"with {listed(_REMOTE + '/credentialsId')}, lightweight {listed('lightweight')} "
+        f"({', '.join(str(k).rpartition('.')[2] for k in kinds)})"
+    )
+
+
+def _canonical(definition: ET.Element | None) -> str:
+    """Canonical text of a definition, plugin versions and whitespace aside."""
+    return "" if definition is None else normalized(ET.tostring(definition, encoding="unicode"))
+
+
+def _shown(text: str) -> str:
+    """Text from rendered XML in a message: one line, controls as escapes, cut short."""
+    line = ascii(text)[1:-1]
+    return line if len(line) <= 200 else line[:200] + "..."
 
 
 def _described(text: str) -> str:

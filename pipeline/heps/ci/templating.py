@@ -1,0 +1,170 @@
+"""Untrusted jinja2 templates (`jenkins/templates/`, which a merge request may change)
+rendered as data: in jinja2's immutable sandbox (no `__class__`, no call that changes
+anything), each template resolved inside its folder, and in a child process bounded in
+time, memory and output. jinja2's sandbox bounds `range()` only: nested loops over it,
+`"x" * 10**11`, `lipsum(10**9)` or a format width of 10**9 would still hang or exhaust
+the host, and a check per operator would never list them all, so the bound is the
+process's: RENDER_SECONDS of wall-clock time (killed past it), MEMORY_BYTES of address
+space (an allocation past it is a MemoryError in the child), and OUTPUT_CHARS of text
+per template (rendering stops there).
+
+The child gets no environment and reads one request file; it answers one JSON line per
+template (`{"rendering": ...}` before, `{"done": ..., "text": ...}` after) or one
+`{"error": ...}` line, so a template that runs out of time is named.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from heps.core import process
+from heps.core.bounded import read_text
+from heps.core.errors import ConfigError
+from heps.core.paths import confine
+
+RENDER_SECONDS = 10.0
+"""Wall-clock budget of one render of every job (ours take about 0.2 s, the child's start
+included)."""
+MEMORY_BYTES = 256 << 20
+"""Address space of the child (Python with jinja2 maps about 30 MB)."""
+OUTPUT_CHARS = 1 << 20
+"""Most characters one template may render (a job's XML is a few kB)."""
+
+Request = tuple[str, str, dict[str, Any]]
+"""One rendering: its name (a job), the template's file name, the values it gets."""
+
+
+class _Templates(jinja2.BaseLoader):
+    """Templates of one folder, each resolved inside it (a symlink to a host file is
+    refused, never rendered) and read size-capped."""
+
+    def __init__(self, folder: Path, shown: str) -> None:
+        self.root, self.shown = folder.resolve(), shown
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        shown = f"{self.shown}/{template}"
+        path = confine(self.root, template, file=shown, field="template")
+        if not path.is_file():
+            raise jinja2.TemplateNotFound(template)
+        return read_text(path, shown), str(path), lambda: True
+
+
+def render(folder: Path, shown: str, requests: list[Request]) -> dict[str, str]:
+    """name -> rendered text for each request, templates from `folder` (`shown` in
+    messages); ConfigError naming the template when one fails or passes a bound."""
+    current = ["(starting)"]
+
+    def follow(line: str) -> None:
+        if line.startswith('{"rendering"'):
+            current[0] = json.loads(line)["rendering"]
+
+    with tempfile.TemporaryDirectory(prefix="heps-templates-") as tmp:
+        request = Path(tmp) / "request.json"
+        request.write_text(
+            json.dumps({"folder": str(folder), "shown": shown, "requests": requests}),
+            encoding="utf-8",
+        )
+        command = [sys.executable, "-I", "-X", "utf8", "-c", _CHILD, str(request)]
+        try:
+            done = process.run(
+                command,
+                timeout=RENDER_SECONDS,
+                env={},
+                on_line=follow,
+                limit=len(requests) * 8 * OUTPUT_CHARS + (1 << 20),
+            )
+        except process.ProcessTimeout:
+            raise ConfigError(
+                f"{current[0]}: rendering took more than {RENDER_SECONDS:.0f} s; "
+                "bound the template's loops"
+            ) from None
+        except process.ProcessError as exc:
+            raise ConfigError(f"{shown}: rendering failed ({exc}); fix the templates") from None
+    answers = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    errors = [a["error"] for a in answers if "error" in a]
+    if errors:
+        raise ConfigError(errors[0])
+    rendered = {a["done"]: a["text"] for a in answers if "done" in a}
+    if not done.ok or len(rendered) != len(requests):
+        raise ConfigError(f"{current[0]}: rendering stopped ({done.failure()}); fix the template")
+    return rendered
+
+
+_CHILD = "from heps.ci.templating import child; child()"
+
+
+def child() -> None:
+    """The child's side: limits first, then each request in turn (see the module)."""
+    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_BYTES, MEMORY_BYTES))
+    cpu = int(RENDER_SECONDS) + 1  # a backstop: the parent kills it on wall-clock time
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+    task = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
+    folder, shown = Path(task["folder"]), task["shown"]
+    environment = ImmutableSandboxedEnvironment(
+        loader=_Templates(folder, shown),
+        autoescape=True,  # XML: &, <, > and quotes in values stay text
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    for name, template, values in task["requests"]:
+        where = f"{shown}/{template} ({name})"
+        _say(rendering=where)
+        try:
+            text = _bounded(environment, template, values, where, shown)
+        except _Refused as exc:
+            _say(error=str(exc))
+            sys.exit(2)
+        _say(done=name, text=text)
+
+
+class _Refused(Exception):
+    """One line for the parent."""
+
+
+def _bounded(
+    environment: jinja2.Environment, template: str, values: Any, where: str, shown: str
+) -> str:
+    """The template's text, stopped past OUTPUT_CHARS; every failure one line."""
+    chunks: list[str] = []
+    size = 0
+    try:
+        for chunk in environment.get_template(template).generate(**values):
+            size += len(chunk)
+            if size > OUTPUT_CHARS:
+                raise _Refused(
+                    f"{where}: renders more than {OUTPUT_CHARS} characters; "
+                    "a job's XML is a few kB, bound the template's output"
+                )
+            chunks.append(chunk)
+    except MemoryError:
+        chunks.clear()
+        raise _Refused(
+            f"{where}: needs more than {MEMORY_BYTES >> 20} MiB of memory to render; "
+            "bound the template's strings"
+        ) from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise _Refused(
+            f"{shown}/{exc.name}:{exc.lineno}: template error: {exc.message}; fix the template"
+        ) from None
+    except jinja2.TemplateError as exc:  # e.g. a value it needs and lacks, or unsafe
+        raise _Refused(f"{where}: template error: {exc.message}; fix the template") from None
+    except ConfigError as exc:  # the loader's confinement
+        raise _Refused("; ".join(exc.problems)) from None
+    except (ArithmeticError, TypeError, ValueError, RecursionError) as exc:
+        raise _Refused(f"{where}: template error: {exc}; fix the template") from None
+    return "".join(chunks)
+
+
+def _say(**answer: str) -> None:
+    print(json.dumps(answer), flush=True)
