@@ -190,8 +190,10 @@ FOLDER = "com.cloudbees.hudson.plugins.folder.Folder"
 and run merge requests' Jenkinsfiles themselves."""
 _FOLDER_PARTS = {"description", "properties", "healthMetrics", "icon"}
 JOB = "flow-definition"
-_JOB_PARTS = {"actions", "description", "keepDependencies", "properties", "definition"}
-_JOB_PARTS |= {"triggers", "disabled"}
+_JOB_PARTS = {
+    *("actions", "description", "keepDependencies", "properties", "definition"),
+    *("triggers", "disabled"),
+}
 _JOB_PROPERTIES = {
     "org.jenkinsci.plugins.workflow.job.properties.DisableConcurrentBuildsJobProperty",
     "hudson.model.ParametersDefinitionProperty",
