@@ -127,6 +127,11 @@ def profile_problem(profile: Any) -> str | None:
     unknown = sorted(map(str, set(profile) - PROFILE_KEYS))
     if unknown:
         return f"{slug}: {unknown[0]}: not a profile setting; allowed: {sorted(PROFILE_KEYS)}"
+    for key in ("display_name", "description"):
+        if not isinstance(profile.get(key, ""), str):
+            return f"{slug}: {key}: must be text"
+    if not isinstance(profile.get("default", False), bool):
+        return f"{slug}: default: must be true or false"
     override = profile.get("kubespawner_override")
     if not isinstance(override, dict):
         return f"{slug}: kubespawner_override: missing"

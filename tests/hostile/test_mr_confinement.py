@@ -606,6 +606,12 @@ def test_review_flags_what_a_security_reviewer_must_see(heps: Any, repo: Path) -
         "ADD https://example.org/x.tgz /x\n",
     )
     (repo / "app-recipes" / "app" / "inside-link").symlink_to("Dockerfile")
+    webhook = TAKEOVER["mutating-webhook"][0].replace(
+        "metadata: {name: evil}",
+        "metadata:\n  name: evil\n  annotations:\n"
+        "    heps.ihep.ac.cn/policy-exception: 'kind: the vendor says we need it'",
+    )
+    add_to_overlay(repo, webhook)
     result = heps(repo, "review", "--base", "HEAD")
     text = result.out
     assert "## Needs a maintainer's eye" in text, result.text
@@ -616,6 +622,7 @@ def test_review_flags_what_a_security_reviewer_must_see(heps: Any, repo: Path) -
         "build.context: the whole repository is outside the recipe's folder",
         "symlinks app-recipes/app/inside-link",
         "a '# syntax=' directive names a builder frontend image",
+        "policy exception: MutatingWebhookConfiguration evil",
     ):
         assert fragment in text, text
 
@@ -923,6 +930,28 @@ TAKEOVER = {
         "",
         "rbac",
         "Job heps/ok: spec.template.spec.serviceAccountName",
+    ),
+    "cluster-wide-pod-creation": (
+        RBAC_API + "kind: ClusterRole\nmetadata: {name: runner}\nrules: [{apiGroups: [apps], "
+        "resources: [daemonsets], verbs: [create]}]\n",
+        "",
+        "rbac",
+        "ClusterRole runner: rules[0].resources",
+    ),
+    "external-ips": (
+        "apiVersion: v1\nkind: Service\nmetadata: {name: mitm, namespace: heps}\n"
+        "spec: {ports: [{port: 443}], externalIPs: [10.96.0.1]}\n",
+        "",
+        "network",
+        "Service heps/mitm: spec.externalIPs",
+    ),
+    "ingress-snippet": (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: heps}\ndata: {}\n",
+        "  - target: {kind: Ingress, name: jupyterhub}\n    patch: |-\n"
+        "      - {op: add, path: /metadata/annotations/"
+        "nginx.ingress.kubernetes.io~1server-snippet, value: 'location /x {}'}\n",
+        "network",
+        "Ingress heps/jupyterhub: metadata.annotations.nginx.ingress.kubernetes.io/server-snippet",
     ),
     "mutating-webhook": (
         "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\n"

@@ -473,7 +473,7 @@ def _security_problems(m: Manifest, overlay: pod_security.Defined) -> list[str]:
     return lines
 
 
-_PROJECT_RULES = ("rbac", "namespace", "kind", "podSecurityAdmission", "priority")
+_PROJECT_RULES = ("rbac", "namespace", "kind", "podSecurityAdmission", "priority", "network")
 _STANDARD = dict.fromkeys(_PROJECT_RULES, "project policy")
 
 

@@ -82,6 +82,7 @@ RULES = {
     "kind": "kinds the platform does not list (webhooks, API services, CRDs, ...)",
     "podSecurityAdmission": "namespace Pod Security labels below the platform's level",
     "priority": "system or cluster-default priority classes, or a positive priority",
+    "network": "Services on external IPs, Ingress configuration snippets",
 }
 POWERFUL_VERBS = frozenset({"*", "escalate", "bind", "impersonate"})
 # Resources whose any verb hands out the cluster: credentials, a shell in other pods,
@@ -109,6 +110,23 @@ POWERFUL_RESOURCES = frozenset(
         "apiservices",
     }
 )
+# Written cluster-wide (a ClusterRole), these run pods in any namespace as any of its
+# service accounts, or change a namespace's Pod Security labels or a node.
+WORKLOAD_RESOURCES = frozenset(
+    {
+        "pods",
+        "deployments",
+        "daemonsets",
+        "statefulsets",
+        "replicasets",
+        "replicationcontrollers",
+        "jobs",
+        "cronjobs",
+        "namespaces",
+        "nodes",
+    }
+)
+WRITE_VERBS = frozenset({"*", "create", "update", "patch"})
 AGGREGATE_LABEL = "rbac.authorization.k8s.io/aggregate-to-"
 # The platform's namespace policy: the cluster's own namespaces are never an overlay's.
 RESERVED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
@@ -330,6 +348,12 @@ def cluster_findings(obj: dict[str, Any], overlay: Defined) -> Iterator[Finding]
         value = obj.get("value")
         if not isinstance(value, int) or value > 0:
             yield "priority", "value", f"{value!r} outranks user sessions (0); use 0 or less"
+    if kind == "Service" and (obj.get("spec") or {}).get("externalIPs"):
+        yield "network", "spec.externalIPs", "takes the cluster's traffic to those addresses"
+    if kind == "Ingress":
+        for key in meta.get("annotations") or {}:
+            if "snippet" in str(key):
+                yield "network", f"metadata.annotations.{key}", "configures the ingress controller"
     yield from _rbac_findings(obj, kind, namespace, overlay)
 
 
@@ -365,7 +389,7 @@ def _rbac_findings(
                 yield "rbac", f"metadata.labels.{label}", "adds its rules to a built-in role"
         for index, rule in enumerate(obj.get("rules") or []):
             if isinstance(rule, dict):
-                yield from _rule_findings(rule, f"rules[{index}]")
+                yield from _rule_findings(rule, f"rules[{index}]", kind == "ClusterRole")
     if kind in ("RoleBinding", "ClusterRoleBinding"):
         ref = obj.get("roleRef") or {}
         role_kind, role = str(ref.get("kind", "")), str(ref.get("name", ""))
@@ -383,12 +407,15 @@ def _rbac_findings(
                 yield "rbac", f"subjects[{index}].name", f"binds the group or user {name}"
 
 
-def _rule_findings(rule: dict[str, Any], field: str) -> Iterator[Finding]:
-    verbs = POWERFUL_VERBS & set(map(str, rule.get("verbs") or []))
+def _rule_findings(rule: dict[str, Any], field: str, cluster_wide: bool) -> Iterator[Finding]:
+    listed = set(map(str, rule.get("verbs") or []))
+    verbs = POWERFUL_VERBS & listed
     if verbs:
         yield "rbac", f"{field}.verbs", f"grants verbs {sorted(verbs)}"
     resources = [str(r) for r in rule.get("resources") or []]
     powerful = [r for r in resources if r in POWERFUL_RESOURCES or "*" in r]
+    if cluster_wide and WRITE_VERBS & listed:
+        powerful += [r for r in resources if r in WORKLOAD_RESOURCES]
     if powerful:
         yield "rbac", f"{field}.resources", f"grants {', '.join(powerful)}"
     if any("*" in str(u) for u in rule.get("nonResourceURLs") or []):
