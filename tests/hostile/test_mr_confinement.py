@@ -938,6 +938,24 @@ TAKEOVER = {
         "rbac",
         "ClusterRole runner: rules[0].resources",
     ),
+    "cluster-wide-config-write": (
+        RBAC_API + "kind: ClusterRole\nmetadata: {name: editor}\nrules: [{apiGroups: [''], "
+        "resources: [configmaps], verbs: [get, update]}]\n",
+        "",
+        "rbac",
+        "ClusterRole editor: rules[0].resources",
+    ),
+    "built-in-role-redefined": (
+        RBAC_API
+        + "kind: ClusterRole\nmetadata: {name: cluster-admin}\nrules: []\n---\n"
+        + RBAC_API
+        + "kind: ClusterRoleBinding\nmetadata: {name: mine}\nroleRef: {apiGroup: "
+        "rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}\n"
+        "subjects: [{kind: ServiceAccount, name: hub, namespace: heps}]\n",
+        "",
+        "rbac",
+        "ClusterRole cluster-admin: metadata.name",
+    ),
     "external-ips": (
         "apiVersion: v1\nkind: Service\nmetadata: {name: mitm, namespace: heps}\n"
         "spec: {ports: [{port: 443}], externalIPs: [10.96.0.1]}\n",

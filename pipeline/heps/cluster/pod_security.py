@@ -110,23 +110,13 @@ POWERFUL_RESOURCES = frozenset(
         "apiservices",
     }
 )
-# Written cluster-wide (a ClusterRole), these run pods in any namespace as any of its
-# service accounts, or change a namespace's Pod Security labels or a node.
-WORKLOAD_RESOURCES = frozenset(
-    {
-        "pods",
-        "deployments",
-        "daemonsets",
-        "statefulsets",
-        "replicasets",
-        "replicationcontrollers",
-        "jobs",
-        "cronjobs",
-        "namespaces",
-        "nodes",
-    }
-)
-WRITE_VERBS = frozenset({"*", "create", "update", "patch"})
+# What a ClusterRole may write (in every namespace it is bound in): anything else runs
+# pods anywhere as any service account, edits other namespaces' settings, or nodes.
+CLUSTER_WRITABLE = frozenset({"events", "pods/binding", "bindings"})
+WRITE_VERBS = frozenset({"*", "create", "update", "patch", "delete", "deletecollection"})
+# Roles and bindings the cluster owns: the overlay may neither define nor bind them (an
+# applied `cluster-admin` of the overlay's would be reconciled back by the API server).
+BUILT_IN_ROLES = frozenset({"cluster-admin", "admin", "edit", "view"})
 AGGREGATE_LABEL = "rbac.authorization.k8s.io/aggregate-to-"
 # The platform's namespace policy: the cluster's own namespaces are never an overlay's.
 RESERVED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
@@ -312,6 +302,10 @@ def reserved(namespace: str) -> bool:
     return namespace in RESERVED_NAMESPACES or namespace.startswith(RESERVED_PREFIXES)
 
 
+def built_in(name: str) -> bool:
+    return name in BUILT_IN_ROLES or name.startswith("system:")
+
+
 def defined(objs: Iterable[dict[str, Any]]) -> Defined:
     def where(obj: dict[str, Any]) -> tuple[str, str, str]:
         meta = obj.get("metadata") or {}
@@ -320,7 +314,7 @@ def defined(objs: Iterable[dict[str, Any]]) -> Defined:
     found = [where(obj) for obj in objs]
     return Defined(
         namespaces=frozenset(n for k, _, n in found if k == "Namespace" and not reserved(n)),
-        roles=frozenset(f for f in found if f[0] in ("Role", "ClusterRole")),
+        roles=frozenset(f for f in found if f[0] in ("Role", "ClusterRole") and not built_in(f[2])),
         service_accounts=frozenset((ns, n) for k, ns, n in found if k == "ServiceAccount"),
     )
 
@@ -380,6 +374,9 @@ def _admission_findings(labels: dict[str, Any]) -> Iterator[Finding]:
 def _rbac_findings(
     obj: dict[str, Any], kind: str, namespace: str, overlay: Defined
 ) -> Iterator[Finding]:
+    name = str((obj.get("metadata") or {}).get("name", ""))
+    if kind in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding") and built_in(name):
+        yield "rbac", "metadata.name", f"{name} is the cluster's own; name it after the workload"
     if kind in ("Role", "ClusterRole"):
         if "aggregationRule" in obj:
             yield "rbac", "aggregationRule", "aggregates other roles' rules into this one"
@@ -414,10 +411,11 @@ def _rule_findings(rule: dict[str, Any], field: str, cluster_wide: bool) -> Iter
         yield "rbac", f"{field}.verbs", f"grants verbs {sorted(verbs)}"
     resources = [str(r) for r in rule.get("resources") or []]
     powerful = [r for r in resources if r in POWERFUL_RESOURCES or "*" in r]
-    if cluster_wide and WRITE_VERBS & listed:
-        powerful += [r for r in resources if r in WORKLOAD_RESOURCES]
     if powerful:
         yield "rbac", f"{field}.resources", f"grants {', '.join(powerful)}"
+    written = [r for r in resources if r not in CLUSTER_WRITABLE and r not in powerful]
+    if cluster_wide and WRITE_VERBS & listed and written:
+        yield "rbac", f"{field}.resources", f"writes {', '.join(written)} in every namespace"
     if any("*" in str(u) for u in rule.get("nonResourceURLs") or []):
         yield "rbac", f"{field}.nonResourceURLs", "grants every non-resource URL (*)"
 
