@@ -437,7 +437,10 @@ def _profile_problems(m: Manifest) -> list[str]:
     if not isinstance(text, str):
         return []
     check_yaml(text, f"{m.source}: data.profile-list.yaml")
-    listed = (yaml.safe_load(text) or {}).get("profile_list") or []
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        return [m.problem("data.profile-list.yaml", "not a mapping; write profile_list: [...]")]
+    listed = data.get("profile_list") or []
     problems = []
     for index, entry in enumerate(listed if isinstance(listed, list) else [listed]):
         problem = hub_values.profile_problem(entry)

@@ -321,7 +321,7 @@ def defined(objs: Iterable[dict[str, Any]]) -> Defined:
 
 def cluster_findings(obj: dict[str, Any], overlay: Defined) -> Iterator[Finding]:
     """The project's rules for the cluster itself (a merge request must not grant itself
-    the cluster): kind, namespace, Pod Security labels, priority and RBAC."""
+    the cluster): kind, namespace, Pod Security labels, priority, network and RBAC."""
     kind = str(obj.get("kind", ""))
     group = str(obj.get("apiVersion", "")).rpartition("/")[0]
     meta = obj.get("metadata") or {}
