@@ -867,6 +867,15 @@ TAKEOVER = {
         "namespace",
         "Job kube-system/ok: metadata.namespace",
     ),
+    "unlisted-namespace-declared": (
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ingress-nginx\n  labels:\n"
+        "    pod-security.kubernetes.io/enforce: restricted\n---\n"
+        "apiVersion: v1\nkind: ServiceAccount\n"
+        "metadata: {name: ingress-nginx, namespace: ingress-nginx}\n",
+        "",
+        "namespace",
+        "Namespace ingress-nginx: metadata.name",
+    ),
     "default-namespace-declared": (
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: default\n  labels:\n"
         "    pod-security.kubernetes.io/enforce: restricted\n",
@@ -1006,6 +1015,16 @@ TAKEOVER = {
         "Namespace heps: metadata.labels.pod-security.kubernetes.io/enforce",
     ),
 }
+
+
+@pytest.mark.parametrize("namespace", ["kube-system", "default", "kube-mine"])
+def test_the_platforms_namespaces_are_never_the_clusters(
+    heps: Any, repo: Path, namespace: str
+) -> None:
+    settings = repo / "heps.yaml"
+    listed = f"reconcile:\n  namespaces: [heps, {namespace}]\n"
+    settings.write_text(settings.read_text().replace("reconcile:\n", listed))
+    one_line(heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"), "namespaces")
 
 
 @pytest.mark.parametrize("case", sorted(TAKEOVER))

@@ -346,6 +346,11 @@ def small_overlay(repo: Path, namespace: str) -> None:
         "apiVersion: v1\nkind: Service\nmetadata: {name: web}\n"
         "spec: {selector: {app: web}, ports: [{port: 80}]}\n"
     )
+    settings_file = repo / "heps.yaml"  # the namespace is one of the platform's
+    text = settings_file.read_text().replace(
+        "reconcile:\n", f"reconcile:\n  namespaces: [{namespace}]\n"
+    )
+    settings_file.write_text(text)
     overlay = repo / "k8s-overlays" / "overlays" / "small"
     overlay.mkdir()
     (overlay / "kustomization.yaml").write_text("resources: [../../small]\n")

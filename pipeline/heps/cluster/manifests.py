@@ -402,7 +402,7 @@ def policy_problems(
     every pod spec (heps.cluster.pod_security) unless the object declares an exception."""
     by_digest = overlay in settings.digest_required
     problems = []
-    overlay_defines = pod_security.defined(m.obj for m in manifests)
+    overlay_defines = pod_security.defined((m.obj for m in manifests), settings.namespaces)
     for m in manifests:
         for field, container in containers(m):
             name = container.get("name", "?")

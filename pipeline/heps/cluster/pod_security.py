@@ -292,6 +292,9 @@ class Defined:
     its objects may use (anything else is the cluster's own)."""
 
     namespaces: frozenset[str]
+    """Rendered as Namespace objects and listed by the platform."""
+    listed: frozenset[str]
+    """The platform's namespace policy (heps.yaml `reconcile.namespaces`)."""
     roles: frozenset[tuple[str, str, str]]
     """(kind, namespace, name); a ClusterRole's namespace is ''."""
     service_accounts: frozenset[tuple[str, str]]
@@ -306,14 +309,16 @@ def built_in(name: str) -> bool:
     return name in BUILT_IN_ROLES or name.startswith("system:")
 
 
-def defined(objs: Iterable[dict[str, Any]]) -> Defined:
+def defined(objs: Iterable[dict[str, Any]], listed: Iterable[str]) -> Defined:
     def where(obj: dict[str, Any]) -> tuple[str, str, str]:
         meta = obj.get("metadata") or {}
         return str(obj.get("kind")), str(meta.get("namespace", "")), str(meta.get("name", ""))
 
     found = [where(obj) for obj in objs]
+    allowed = frozenset(n for n in listed if not reserved(n))
     return Defined(
-        namespaces=frozenset(n for k, _, n in found if k == "Namespace" and not reserved(n)),
+        namespaces=frozenset(n for k, _, n in found if k == "Namespace" and n in allowed),
+        listed=allowed,
         roles=frozenset(f for f in found if f[0] in ("Role", "ClusterRole") and not built_in(f[2])),
         service_accounts=frozenset((ns, n) for k, ns, n in found if k == "ServiceAccount"),
     )
@@ -329,10 +334,10 @@ def cluster_findings(obj: dict[str, Any], overlay: Defined) -> Iterator[Finding]
     if (group, kind) not in KINDS:
         yield "kind", "kind", f"{group or 'core'}/{kind} is not a kind the platform lists"
     if namespace and namespace not in overlay.namespaces:
-        yield "namespace", "metadata.namespace", _not_created(namespace)
+        yield "namespace", "metadata.namespace", _not_created(namespace, overlay)
     if kind == "Namespace":
-        if reserved(name):
-            yield "namespace", "metadata.name", _not_created(name)
+        if name not in overlay.listed:
+            yield "namespace", "metadata.name", _not_created(name, overlay)
         yield from _admission_findings(meta.get("labels") or {})
     if kind == "PriorityClass":
         if name.startswith("system-"):
@@ -351,9 +356,14 @@ def cluster_findings(obj: dict[str, Any], overlay: Defined) -> Iterator[Finding]
     yield from _rbac_findings(obj, kind, namespace, overlay)
 
 
-def _not_created(namespace: str) -> str:
+def _not_created(namespace: str, overlay: Defined) -> str:
     if reserved(namespace):
         return f"namespace {namespace} is reserved for the cluster: no overlay creates or uses it"
+    if namespace not in overlay.listed:
+        return (
+            f"namespace {namespace} is not one the overlay creates, nor one of the platform's "
+            f"(heps.yaml reconcile.namespaces: {', '.join(sorted(overlay.listed))})"
+        )
     return f"namespace {namespace} is not one the overlay creates"
 
 
