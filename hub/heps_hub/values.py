@@ -106,25 +106,68 @@ _BOUNDS = {
 }
 
 
+# What a profile_list entry may say: KubeSpawner applies any attribute an override
+# names to the user's pod (privileged, uid, host namespaces, volumes, service account,
+# lifecycle hooks, a pod spec patch), so only the fields `heps promote` writes are
+# offered, each with its value checked; KubeSpawner's profile_options are left out for
+# the same reason (each choice carries an override of its own).
+PROFILE_KEYS = frozenset({"slug", "display_name", "description", "default", "kubespawner_override"})
+OVERRIDE_KEYS = frozenset({"image", "extra_resource_limits", "node_selector", *_BOUNDS})
+GPU = "nvidia.com/gpu"
+_IMAGE = re.compile(r"[a-z0-9][a-z0-9._:/@-]{0,510}", re.IGNORECASE)
+_CONTROL_PLANE = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
+
+
 def profile_problem(profile: Any) -> str | None:
-    """Why one profile_list entry cannot be offered, or None: a slug, an image, and
-    quantities the spawner and Kubernetes accept."""
+    """Why one profile_list entry cannot be offered, or None: a slug, an image, settings
+    from the allowed list only, and quantities the spawner and Kubernetes accept."""
     if not isinstance(profile, dict) or not isinstance(profile.get("slug"), str):
         return "an entry without a slug"
+    slug = profile["slug"]
+    unknown = sorted(map(str, set(profile) - PROFILE_KEYS))
+    if unknown:
+        return f"{slug}: {unknown[0]}: not a profile setting; allowed: {sorted(PROFILE_KEYS)}"
+    for key in ("display_name", "description"):
+        if not isinstance(profile.get(key, ""), str):
+            return f"{slug}: {key}: must be text"
+    if not isinstance(profile.get("default", False), bool):
+        return f"{slug}: default: must be true or false"
     override = profile.get("kubespawner_override")
-    if not isinstance(override, dict) or not isinstance(override.get("image"), str):
-        return f"{profile['slug']}: kubespawner_override.image: missing"
+    if not isinstance(override, dict):
+        return f"{slug}: kubespawner_override: missing"
+    unknown = sorted(map(str, set(override) - OVERRIDE_KEYS))
+    if unknown:
+        return (
+            f"{slug}: kubespawner_override.{unknown[0]}: not a setting a profile may change "
+            f"(the platform sets the pod's security); allowed: {sorted(OVERRIDE_KEYS)}"
+        )
+    image = override.get("image")
+    if not isinstance(image, str) or not _IMAGE.fullmatch(image):
+        return f"{slug}: kubespawner_override.image: missing or not an image reference"
     for key, (least, what) in _BOUNDS.items():
         if key in override:
             try:
                 number = quantity(override[key])
             except ValuesError as exc:
-                return f"{profile['slug']}: kubespawner_override.{key}: {exc}"
+                return f"{slug}: kubespawner_override.{key}: {exc}"
             if number < least:
-                return f"{profile['slug']}: kubespawner_override.{key}: {override[key]!r}: {what}"
-    gpus = (override.get("extra_resource_limits") or {}).get("nvidia.com/gpu", "0")
+                return f"{slug}: kubespawner_override.{key}: {override[key]!r}: {what}"
+    limits = override.get("extra_resource_limits", {})
+    if not isinstance(limits, dict) or set(limits) - {GPU}:
+        return f"{slug}: kubespawner_override.extra_resource_limits: only {GPU} may be set"
+    gpus = limits.get(GPU, "0")
     if not str(gpus).isdigit() or int(str(gpus)) > 64:
-        return f"{profile['slug']}: extra_resource_limits.nvidia.com/gpu: {gpus!r}: 0 to 64"
+        return f"{slug}: extra_resource_limits.{GPU}: {gpus!r}: 0 to 64"
+    selector = override.get("node_selector", {})
+    if (
+        not isinstance(selector, dict)
+        or not all(isinstance(v, str) for v in selector.values())
+        or any(str(k).startswith(_CONTROL_PLANE) for k in selector)
+    ):
+        return (
+            f"{slug}: kubespawner_override.node_selector: labels to strings, "
+            "never the control plane's nodes"
+        )
     return None
 
 

@@ -228,6 +228,46 @@ def test_quantities_are_written_back_in_a_form_the_hub_reads(
     assert loaded.refused == [] and [x["slug"] for x in loaded.profiles] == ["app"]
 
 
+# KubeSpawner applies any attribute an override names to the user's pod: each of these
+# is a category of a user session given the node (the hub offered them all before).
+HOSTILE_OVERRIDES = {
+    "privileged": "true",
+    "allow_privilege_escalation": "true",
+    "uid": "0",
+    "extra_pod_config": "{hostNetwork: true, hostPID: true}",
+    "volumes": "[{name: root, hostPath: {path: /}}]",
+    "service_account": "hub",
+    "extra_container_config": "{securityContext: {capabilities: {add: [SYS_ADMIN]}}}",
+}
+
+
+def test_hub_offers_no_profile_options(tmp_path: Path) -> None:
+    """profile_options carry a kubespawner_override per choice: not offered at all."""
+    (tmp_path / "profile-list.yaml").write_text(
+        "profile_list:\n"
+        "  - {slug: bad, kubespawner_override: {image: 'r/bad:1'}, profile_options: {x: "
+        "{choices: {a: {kubespawner_override: {privileged: true}}}}}}\n"
+        "  - {slug: good, kubespawner_override: {image: 'r/good:1'}}\n"
+    )
+    loaded = _hub_profiles(tmp_path)
+    assert [p["slug"] for p in loaded.profiles] == ["good"]
+    assert "bad: profile_options: not a profile setting" in loaded.refused[0]
+
+
+@pytest.mark.parametrize("key", sorted(HOSTILE_OVERRIDES))
+def test_overlay_profile_changes_no_pod_security(heps: Any, repo: Path, key: str) -> None:
+    """The rule the hub applies at load refuses the overlay at reconcile."""
+    profiles = repo / "k8s-overlays" / "overlays" / "testbed" / "profile-list.yaml"
+    text = profiles.read_text()
+    first = "      cpu_guarantee: 4\n"
+    profiles.write_text(text.replace(first, f"{first}      {key}: {HOSTILE_OVERRIDES[key]}\n", 1))
+    one_line(
+        heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"),
+        "data.profile-list.yaml: profile_list[0]",
+        f"kubespawner_override.{key}: not a setting a profile may change",
+    )
+
+
 def _hub_profiles(folder: Path) -> Any:
     (folder / "values.yaml").write_text(
         "hub: {public_url: http://x}\n"
@@ -249,6 +289,10 @@ def _hub_profiles(folder: Path) -> Any:
         "extra_resource_limits: {nvidia.com/gpu: '-1'}",
         "cpu_limit: '1e400'",
         "mem_limit: '" + "1" * 70 + "'",
+        *(f"{key}: {value}" for key, value in HOSTILE_OVERRIDES.items()),
+        "extra_resource_limits: {nvidia.com/gpu: '1', hugepages-1Gi: 1Gi}",
+        "node_selector: {node-role.kubernetes.io/control-plane: ''}",
+        "image: 'r/x:1 --privileged'",
     ],
 )
 def test_hub_leaves_out_a_bad_profile_and_offers_the_rest(tmp_path: Path, override: str) -> None:
@@ -399,6 +443,7 @@ KINDS = {
     "  schedule: '* * * * *'\n  jobTemplate:\n    spec:\n      template:\n        spec:",
     "custom-kind": "apiVersion: example.org/v1\nkind: Runner\nmetadata: {name: e}\nspec:\n"
     "  template:\n    spec:",
+    "PodTemplate": "apiVersion: v1\nkind: PodTemplate\nmetadata: {name: e}\ntemplate:\n  spec:",
 }
 
 
@@ -422,6 +467,32 @@ def test_every_pod_spec_meets_restricted(heps: Any, repo: Path, kind: str) -> No
     ):
         one_line(result, "k8s-overlays/base/extra.yaml", f"restricted: {rule})")
     one_line(result, "'busybox' runs whatever 'latest' is")
+
+
+UNCONFINED = "container.apparmor.security.beta.kubernetes.io/x: unconfined"
+
+
+def _annotated(kind: str) -> str:
+    """KINDS[kind] with an AppArmor annotation in its pod template's own metadata."""
+    head = KINDS[kind]
+    if "metadata: {labels: {a: b}}" in head:
+        return head.replace(
+            "{labels: {a: b}}", f"{{labels: {{a: b}}, annotations: {{{UNCONFINED}}}}}"
+        )
+    before, _, spec = head.rpartition("\n")
+    indent = spec[: len(spec) - len(spec.lstrip())]
+    return f"{before}\n{indent}metadata: {{annotations: {{{UNCONFINED}}}}}\n{spec}"
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_pod_templates_metadata_is_checked(heps: Any, repo: Path, kind: str) -> None:
+    """A pod's annotations sit beside its spec wherever the kind nests it (a PodTemplate's
+    template, a CronJob's jobTemplate.spec.template): the line names that metadata."""
+    add_object(repo, _annotated(kind) + _indent(HOSTILE_POD, kind) + "\n")
+    line = one_line(
+        heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"), "restricted: appArmor)"
+    )
+    assert "template.metadata.annotations.container.apparmor" in line, line
 
 
 @pytest.mark.parametrize(
@@ -535,6 +606,12 @@ def test_review_flags_what_a_security_reviewer_must_see(heps: Any, repo: Path) -
         "ADD https://example.org/x.tgz /x\n",
     )
     (repo / "app-recipes" / "app" / "inside-link").symlink_to("Dockerfile")
+    webhook = TAKEOVER["mutating-webhook"][0].replace(
+        "metadata: {name: evil}",
+        "metadata:\n  name: evil\n  annotations:\n"
+        "    heps.ihep.ac.cn/policy-exception: 'kind: the vendor says we need it'",
+    )
+    add_to_overlay(repo, webhook)
     result = heps(repo, "review", "--base", "HEAD")
     text = result.out
     assert "## Needs a maintainer's eye" in text, result.text
@@ -545,6 +622,7 @@ def test_review_flags_what_a_security_reviewer_must_see(heps: Any, repo: Path) -
         "build.context: the whole repository is outside the recipe's folder",
         "symlinks app-recipes/app/inside-link",
         "a '# syntax=' directive names a builder frontend image",
+        "policy exception: MutatingWebhookConfiguration evil",
     ):
         assert fragment in text, text
 
@@ -755,19 +833,212 @@ def test_an_overlay_grants_itself_no_cluster(heps: Any, repo: Path, case: str) -
     one_line(heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"), "project policy: rbac)")
 
 
-def test_objects_stay_in_the_overlays_namespaces(heps: Any, repo: Path) -> None:
-    """The base sets `namespace: heps`; an overlay's own resource is not rewritten."""
+def add_to_overlay(repo: Path, text: str, patch: str = "") -> None:
+    """`text` as a new file of the testbed overlay (the base sets `namespace: heps`; an
+    overlay's own resource is not rewritten), and `patch` as one of its patches."""
     testbed = repo / "k8s-overlays" / "overlays" / "testbed"
-    (testbed / "extra.yaml").write_text(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: kube-system}\ndata: {}\n"
-    )
+    (testbed / "extra.yaml").write_text(text)
     kustomization = testbed / "kustomization.yaml"
     text = kustomization.read_text()
-    kustomization.write_text(text.replace("  - ../../base\n", "  - ../../base\n  - extra.yaml\n"))
+    text = text.replace("  - ../../base\n", "  - ../../base\n  - extra.yaml\n")
+    kustomization.write_text(text.replace("patches:\n", "patches:\n" + patch))
+
+
+def test_objects_stay_in_the_overlays_namespaces(heps: Any, repo: Path) -> None:
+    add_to_overlay(
+        repo,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: kube-system}\ndata: {}\n",
+    )
     line = one_line(
         heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"), "project policy: namespace)"
     )
-    assert "namespace kube-system is not one the overlay creates" in line
+    assert "namespace kube-system is reserved for the cluster" in line
+
+
+RBAC_API = "apiVersion: rbac.authorization.k8s.io/v1\n"
+HEPS_JOB = COMPLIANT_JOB.replace("metadata: {name: ok}", "metadata: {name: ok, namespace: heps}")
+# An overlay taking over the cluster, one case per category: (objects, patch, rule, the
+# object and field the line names). Each passed the policies before these rules.
+TAKEOVER = {
+    "reserved-namespace-declared": (
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: kube-system}\n---\n"
+        + HEPS_JOB.replace("namespace: heps", "namespace: kube-system"),
+        "",
+        "namespace",
+        "Job kube-system/ok: metadata.namespace",
+    ),
+    "unlisted-namespace-declared": (
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: ingress-nginx\n  labels:\n"
+        "    pod-security.kubernetes.io/enforce: restricted\n---\n"
+        "apiVersion: v1\nkind: ServiceAccount\n"
+        "metadata: {name: ingress-nginx, namespace: ingress-nginx}\n",
+        "",
+        "namespace",
+        "Namespace ingress-nginx: metadata.name",
+    ),
+    "default-namespace-declared": (
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: default\n  labels:\n"
+        "    pod-security.kubernetes.io/enforce: restricted\n",
+        "",
+        "namespace",
+        "Namespace default: metadata.name",
+    ),
+    "system-role-bound": (
+        RBAC_API + "kind: ClusterRoleBinding\nmetadata: {name: mine}\nroleRef: {apiGroup: "
+        "rbac.authorization.k8s.io, kind: ClusterRole, name: "
+        "'system:controller:clusterrole-aggregation-controller'}\n"
+        "subjects: [{kind: ServiceAccount, name: hub, namespace: heps}]\n",
+        "",
+        "rbac",
+        "ClusterRoleBinding mine: roleRef.name",
+    ),
+    "built-in-role-bound": (
+        RBAC_API + "kind: RoleBinding\nmetadata: {name: mine, namespace: heps}\nroleRef: "
+        "{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}\n"
+        "subjects: [{kind: ServiceAccount, name: hub, namespace: heps}]\n",
+        "",
+        "rbac",
+        "RoleBinding heps/mine: roleRef.name",
+    ),
+    "aggregation-rule": (
+        RBAC_API + "kind: ClusterRole\nmetadata: {name: agg}\naggregationRule:\n"
+        "  clusterRoleSelectors:\n"
+        "    - matchLabels: {rbac.authorization.k8s.io/aggregate-to-admin: 'true'}\n",
+        "",
+        "rbac",
+        "ClusterRole agg: aggregationRule",
+    ),
+    "aggregated-into-admin": (
+        RBAC_API + "kind: ClusterRole\nmetadata:\n  name: more\n  labels:\n"
+        "    rbac.authorization.k8s.io/aggregate-to-edit: 'true'\n"
+        "rules: [{apiGroups: [''], resources: [configmaps], verbs: [get]}]\n",
+        "",
+        "rbac",
+        "ClusterRole more: metadata.labels.rbac.authorization.k8s.io/aggregate-to-edit",
+    ),
+    "powerful-resources": (
+        RBAC_API + "kind: ClusterRole\nmetadata: {name: reader}\nrules: [{apiGroups: [''], "
+        "resources: [secrets, pods/exec, pods/attach, nodes/proxy, serviceaccounts/token], "
+        "verbs: [get, create]}]\n",
+        "",
+        "rbac",
+        "ClusterRole reader: rules[0].resources",
+    ),
+    "subresource-wildcard": (
+        RBAC_API + "kind: Role\nmetadata: {name: sub, namespace: heps}\nrules: [{apiGroups: "
+        "[''], resources: ['pods/*'], verbs: [create]}]\n",
+        "",
+        "rbac",
+        "Role heps/sub: rules[0].resources",
+    ),
+    "foreign-service-account": (
+        HEPS_JOB.replace(
+            "restartPolicy: Never",
+            "restartPolicy: Never\n      serviceAccountName: clusterrole-aggregation-controller",
+        ),
+        "",
+        "rbac",
+        "Job heps/ok: spec.template.spec.serviceAccountName",
+    ),
+    "cluster-wide-pod-creation": (
+        RBAC_API + "kind: ClusterRole\nmetadata: {name: runner}\nrules: [{apiGroups: [apps], "
+        "resources: [daemonsets], verbs: [create]}]\n",
+        "",
+        "rbac",
+        "ClusterRole runner: rules[0].resources",
+    ),
+    "cluster-wide-config-write": (
+        RBAC_API + "kind: ClusterRole\nmetadata: {name: editor}\nrules: [{apiGroups: [''], "
+        "resources: [configmaps], verbs: [get, update]}]\n",
+        "",
+        "rbac",
+        "ClusterRole editor: rules[0].resources",
+    ),
+    "built-in-role-redefined": (
+        RBAC_API
+        + "kind: ClusterRole\nmetadata: {name: cluster-admin}\nrules: []\n---\n"
+        + RBAC_API
+        + "kind: ClusterRoleBinding\nmetadata: {name: mine}\nroleRef: {apiGroup: "
+        "rbac.authorization.k8s.io, kind: ClusterRole, name: cluster-admin}\n"
+        "subjects: [{kind: ServiceAccount, name: hub, namespace: heps}]\n",
+        "",
+        "rbac",
+        "ClusterRole cluster-admin: metadata.name",
+    ),
+    "external-ips": (
+        "apiVersion: v1\nkind: Service\nmetadata: {name: mitm, namespace: heps}\n"
+        "spec: {ports: [{port: 443}], externalIPs: [10.96.0.1]}\n",
+        "",
+        "network",
+        "Service heps/mitm: spec.externalIPs",
+    ),
+    "ingress-snippet": (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: heps}\ndata: {}\n",
+        "  - target: {kind: Ingress, name: jupyterhub}\n    patch: |-\n"
+        "      - {op: add, path: /metadata/annotations/"
+        "nginx.ingress.kubernetes.io~1server-snippet, value: 'location /x {}'}\n",
+        "network",
+        "Ingress heps/jupyterhub: metadata.annotations.nginx.ingress.kubernetes.io/server-snippet",
+    ),
+    "mutating-webhook": (
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\n"
+        "metadata: {name: evil}\nwebhooks:\n  - name: evil.example.org\n"
+        "    clientConfig: {url: 'https://evil.example.org'}\n"
+        "    rules: [{operations: ['*'], apiGroups: ['*'], apiVersions: ['*'], "
+        "resources: ['*/*']}]\n    sideEffects: None\n    admissionReviewVersions: [v1]\n",
+        "",
+        "kind",
+        "MutatingWebhookConfiguration evil: kind",
+    ),
+    "api-service": (
+        "apiVersion: apiregistration.k8s.io/v1\nkind: APIService\n"
+        "metadata: {name: v1beta1.metrics.k8s.io}\nspec: {group: metrics.k8s.io, version: "
+        "v1beta1, service: {name: evil, namespace: heps}, groupPriorityMinimum: 100, "
+        "versionPriority: 100, insecureSkipTLSVerify: true}\n",
+        "",
+        "kind",
+        "APIService v1beta1.metrics.k8s.io: kind",
+    ),
+    "system-priority": (
+        "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\n"
+        "metadata: {name: system-mine}\nvalue: 1000000000\nglobalDefault: true\n",
+        "",
+        "priority",
+        "PriorityClass system-mine: metadata.name",
+    ),
+    "pod-security-weakened": (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: heps}\ndata: {}\n",
+        "  - target: {kind: Namespace, name: heps}\n    patch: |-\n"
+        "      - {op: replace, path: /metadata/labels/pod-security.kubernetes.io~1enforce, "
+        "value: privileged}\n",
+        "podSecurityAdmission",
+        "Namespace heps: metadata.labels.pod-security.kubernetes.io/enforce",
+    ),
+}
+
+
+@pytest.mark.parametrize("namespace", ["kube-system", "default", "kube-mine"])
+def test_the_platforms_namespaces_are_never_the_clusters(
+    heps: Any, repo: Path, namespace: str
+) -> None:
+    settings = repo / "heps.yaml"
+    listed = f"reconcile:\n  namespaces: [heps, {namespace}]\n"
+    settings.write_text(settings.read_text().replace("reconcile:\n", listed))
+    one_line(heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"), "namespaces")
+
+
+@pytest.mark.parametrize("case", sorted(TAKEOVER))
+def test_an_overlay_takes_over_no_cluster(heps: Any, repo: Path, case: str) -> None:
+    """Namespaces, roles, identities, kinds and priorities that belong to the cluster:
+    each refused in one line naming file, object and field, unless declared (and then
+    listed for a maintainer by `heps review`, as every exception is)."""
+    objects, patch, rule, where = TAKEOVER[case]
+    add_to_overlay(repo, objects, patch)
+    one_line(
+        heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"),
+        where,
+        f"(project policy: {rule})",
+    )
 
 
 @pytest.mark.parametrize(

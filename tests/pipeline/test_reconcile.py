@@ -340,11 +340,17 @@ def small_overlay(repo: Path, namespace: str) -> None:
         "configMapGenerator:\n  - name: settings\n    literals: [mode=testbed]\n"
     )
     (base / "objects.yaml").write_text(
-        f"apiVersion: v1\nkind: Namespace\nmetadata: {{name: {namespace}}}\n---\n"
+        f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n"
+        "  labels: {pod-security.kubernetes.io/enforce: restricted}\n---\n"
         "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: worker}\n---\n"
         "apiVersion: v1\nkind: Service\nmetadata: {name: web}\n"
         "spec: {selector: {app: web}, ports: [{port: 80}]}\n"
     )
+    settings_file = repo / "heps.yaml"  # the namespace is one of the platform's
+    text = settings_file.read_text().replace(
+        "reconcile:\n", f"reconcile:\n  namespaces: [{namespace}]\n"
+    )
+    settings_file.write_text(text)
     overlay = repo / "k8s-overlays" / "overlays" / "small"
     overlay.mkdir()
     (overlay / "kustomization.yaml").write_text("resources: [../../small]\n")

@@ -21,14 +21,13 @@ import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from heps.cluster import pod_security
-from heps.core import process, quantity, tools
+from heps.core import process, tools
 from heps.core.bounded import check_yaml
 from heps.core.errors import ConfigError
 from heps.core.kube_yaml import CONTAINER_LISTS, Document, PinError, config_images
@@ -37,6 +36,7 @@ from heps.core.paths import confine
 from heps.core.references import split_reference
 from heps.core.settings import ReconcileSettings
 from heps.core.validation import load_yaml
+from heps_hub import values as hub_values
 
 ORIGIN = "config.kubernetes.io/origin"
 CONTAINER_RESOURCES = ("cpu", "memory")
@@ -299,33 +299,52 @@ def _path(parts: Any) -> str:
     return text
 
 
-def pod_specs(m: Manifest) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(field path, pod spec) of every pod spec an object carries, whatever its kind: a
-    mapping with a `containers` list is a pod spec (Pod, ReplicationController, a
-    CronJob's jobTemplate, a custom resource's template alike). Walked without recursion."""
-    stack: list[tuple[str, Any]] = [("", m.obj)]
+@dataclass(frozen=True)
+class PodTemplate:
+    """One pod spec an object carries, and the metadata beside it (where a pod's
+    annotations and labels are: a pod template's, or the Pod's own)."""
+
+    path: str
+    """Field path of the spec ('' for a bare pod spec at the top level)."""
+    spec: dict[str, Any]
+    metadata: dict[str, Any]
+    metadata_path: str
+
+
+def pod_templates(m: Manifest) -> Iterator[PodTemplate]:
+    """Every pod spec an object carries, whatever its kind: a mapping with a `containers`
+    list is a pod spec (Pod, PodTemplate, ReplicationController, a CronJob's jobTemplate,
+    a custom resource's template alike); its metadata is its parent's `metadata`. Every
+    pod rule reads pods through this one walk. Walked without recursion."""
+    stack: list[tuple[str, Any, str, Any]] = [("", m.obj, "", m.obj)]
     while stack:
-        path, node = stack.pop()
+        path, node, parent_path, parent = stack.pop()
         if isinstance(node, dict):
-            if isinstance(node.get("containers"), list) and path != "":
-                yield path, node
-                continue
+            if isinstance(node.get("containers"), list):
+                top = path == ""  # a bare pod spec: the object's own metadata
+                meta = (node if top else parent).get("metadata")
+                yield PodTemplate(
+                    path,
+                    node,
+                    meta if isinstance(meta, dict) else {},
+                    "metadata" if top else f"{parent_path}.metadata".lstrip("."),
+                )
+                if not top:
+                    continue
             for key, value in node.items():
                 if isinstance(value, (dict, list)) and key not in ("metadata", "status"):
-                    stack.append((f"{path}.{key}" if path else str(key), value))
+                    stack.append((f"{path}.{key}" if path else str(key), value, path, node))
         elif isinstance(node, list):
-            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(node))
-    if isinstance(m.obj.get("containers"), list):  # a bare pod spec at the top level
-        yield "", m.obj
+            stack.extend((f"{path}[{i}]", v, parent_path, parent) for i, v in enumerate(node))
 
 
 def containers(m: Manifest) -> Iterator[tuple[str, dict[str, Any]]]:
     """(field path, container) of every container of every pod spec of an object."""
-    for path, spec in pod_specs(m):
+    for pod in pod_templates(m):
         for listed in CONTAINER_LISTS:
-            for index, container in enumerate(spec.get(listed) or []):
+            for index, container in enumerate(pod.spec.get(listed) or []):
                 if isinstance(container, dict):
-                    yield f"{path}.{listed}[{index}]".lstrip("."), container
+                    yield f"{pod.path}.{listed}[{index}]".lstrip("."), container
 
 
 def settings_images(m: Manifest) -> Iterator[tuple[str, str]]:
@@ -383,7 +402,7 @@ def policy_problems(
     every pod spec (heps.cluster.pod_security) unless the object declares an exception."""
     by_digest = overlay in settings.digest_required
     problems = []
-    namespaces = {m.name for m in manifests if m.kind == "Namespace"}
+    overlay_defines = pod_security.defined((m.obj for m in manifests), settings.namespaces)
     for m in manifests:
         for field, container in containers(m):
             name = container.get("name", "?")
@@ -400,7 +419,7 @@ def policy_problems(
                             "requests and limits so the scheduler can place it",
                         )
                     )
-        problems += _security_problems(m, namespaces)
+        problems += _security_problems(m, overlay_defines)
         problems += _profile_problems(m)
         for field, image in settings_images(m):
             problems.extend(
@@ -409,54 +428,41 @@ def policy_problems(
     return problems
 
 
-_PROFILE_QUANTITIES = {
-    "cpu_guarantee": quantity.cpu,
-    "cpu_limit": quantity.cpu,
-    "mem_guarantee": quantity.memory,
-    "mem_limit": quantity.memory,
-}
-
-
 def _profile_problems(m: Manifest) -> list[str]:
-    """The hub's profile list (ConfigMap key profile-list.yaml): every cpu and memory a
-    Kubernetes quantity in bounds, so no entry reaches the hub that it cannot offer."""
+    """The hub's profile list (ConfigMap key profile-list.yaml), checked by the rule the
+    hub applies at load (heps_hub.values.profile_problem): allowed settings only, every
+    cpu and memory a quantity in bounds, so no entry reaches the hub that it would not
+    offer or that would change the user pod's security."""
     text = (m.obj.get("data") or {}).get("profile-list.yaml") if m.kind == "ConfigMap" else None
     if not isinstance(text, str):
         return []
     check_yaml(text, f"{m.source}: data.profile-list.yaml")
-    listed = (yaml.safe_load(text) or {}).get("profile_list") or []
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        return [m.problem("data.profile-list.yaml", "not a mapping; write profile_list: [...]")]
+    listed = data.get("profile_list") or []
     problems = []
-    for index, entry in enumerate(listed if isinstance(listed, list) else []):
-        override = (entry.get("kubespawner_override") if isinstance(entry, dict) else None) or {}
-        for key, parse in _PROFILE_QUANTITIES.items():
-            if key not in override:
-                continue
-            try:
-                parse(override[key], Decimal(1 << 70))
-            except quantity.QuantityError as exc:
-                field = f"data.profile-list.yaml: profile_list[{index}].kubespawner_override.{key}"
-                problems.append(m.problem(field, f"{exc}; fix the recipe's profile or the entry"))
+    for index, entry in enumerate(listed if isinstance(listed, list) else [listed]):
+        problem = hub_values.profile_problem(entry)
+        if problem:
+            field = f"data.profile-list.yaml: profile_list[{index}]"
+            problems.append(m.problem(field, f"{problem}; fix the recipe's profile or the entry"))
     return problems
 
 
-def _security_problems(m: Manifest, namespaces: set[str]) -> list[str]:
-    """Pod Security Standards restricted, RBAC, and namespaces, with the object's
-    declared exceptions."""
+def _security_problems(m: Manifest, overlay: pod_security.Defined) -> list[str]:
+    """Pod Security Standards restricted on every pod template, and the project's rules
+    for the cluster (kinds, RBAC, namespaces), with the object's declared exceptions."""
     allowed, problems = pod_security.exceptions(m.obj)
     lines = [m.problem(f"metadata.annotations.{pod_security.EXCEPTION}", p) for p in problems]
-    findings = [f for path, spec in pod_specs(m) for f in pod_security.pod_findings(spec, path)]
+    findings = list(pod_security.annotation_findings(m.obj.get("metadata") or {}, "metadata"))
+    for pod in pod_templates(m):
+        findings += pod_security.pod_findings(pod.spec, pod.path)
+        findings += pod_security.identity_findings(pod.spec, pod.path, m.namespace, overlay)
+        if pod.metadata is not m.obj.get("metadata"):
+            findings += pod_security.annotation_findings(pod.metadata, pod.metadata_path)
     findings += pod_security.volume_findings(m.obj)
-    findings += pod_security.rbac_findings(m.obj)
-    if m.namespace and m.namespace not in namespaces:
-        findings.append(
-            (
-                "namespace",
-                "metadata.namespace",
-                f"namespace {m.namespace} is not one the overlay creates",
-            )
-        )
-    for meta in _metadata_of(m.obj):
-        findings += pod_security.annotation_findings(meta)
+    findings += pod_security.cluster_findings(m.obj, overlay)
     for rule, field, what in findings:
         if rule not in allowed:
             lines.append(
@@ -470,18 +476,8 @@ def _security_problems(m: Manifest, namespaces: set[str]) -> list[str]:
     return lines
 
 
-_STANDARD = {"rbac": "project policy", "namespace": "project policy"}
-
-
-def _metadata_of(obj: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """The object, and its pod templates' metadata holders (where AppArmor annotations go)."""
-    yield obj
-    spec = obj.get("spec") or {}
-    for holder in (spec.get("template"), (spec.get("jobTemplate") or {}).get("spec")):
-        if isinstance(holder, dict):
-            yield holder
-            if isinstance(holder.get("template"), dict):
-                yield holder["template"]
+_PROJECT_RULES = ("rbac", "namespace", "kind", "podSecurityAdmission", "priority", "network")
+_STANDARD = dict.fromkeys(_PROJECT_RULES, "project policy")
 
 
 def declared_exceptions(manifests: list[Manifest]) -> list[str]:

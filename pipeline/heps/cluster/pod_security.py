@@ -11,16 +11,21 @@ on the object, with a reason a reviewer reads:
           hostNetwork: reads the node's network counters from the host's /proc/net
 
 One `rule: reason` per line; an unknown rule or an empty reason is itself a problem.
-`heps review` lists every exception an overlay declares. Two project rules share
-the mechanism: `rbac` (no built-in powerful roles, wildcards, escalate/bind/impersonate
-verbs or system groups) and `namespace` (objects only in namespaces the overlay creates).
+`heps review` lists every exception an overlay declares. The project's rules for the
+cluster itself share the mechanism: `kind` (only the kinds the platform lists: no
+webhooks, API services or CRDs), `rbac` (bind only roles the overlay defines, no
+aggregation, no powerful verbs or resources, no system subjects; pods run as service
+accounts the overlay defines), `namespace` (objects only in namespaces the overlay
+creates, never a reserved one), `podSecurityAdmission` (a namespace's Pod Security
+labels at least the platform's level) and `priority` (no system or default priority).
 Images, requests and limits are the project's own rules (heps.cluster.manifests) and
 have no exception.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 EXCEPTION = "heps.ihep.ac.cn/policy-exception"
@@ -71,11 +76,89 @@ RULES = {
     "seLinux": "SELinux type, user or role beyond the container defaults",
     "procMount": "procMount other than Default",
     "sysctls": "sysctls outside the safe set",
-    "rbac": "RBAC: cluster-admin/admin/edit, wildcards, escalate/bind/impersonate, system groups",
-    "namespace": "objects in a namespace the overlay does not create",
+    "rbac": "RBAC: roles the overlay does not define, aggregation, powerful verbs or "
+    "resources, wildcards, system subjects, service accounts the overlay does not define",
+    "namespace": "objects in a namespace the overlay does not create, or a reserved one",
+    "kind": "kinds the platform does not list (webhooks, API services, CRDs, ...)",
+    "podSecurityAdmission": "namespace Pod Security labels below the platform's level",
+    "priority": "system or cluster-default priority classes, or a positive priority",
+    "network": "Services on external IPs, Ingress configuration snippets",
 }
-POWERFUL_ROLES = frozenset({"cluster-admin", "admin", "edit"})
 POWERFUL_VERBS = frozenset({"*", "escalate", "bind", "impersonate"})
+# Resources whose any verb hands out the cluster: credentials, a shell in other pods,
+# the kubelet, tokens of any service account, admission and API extension, host files.
+POWERFUL_RESOURCES = frozenset(
+    {
+        "*",
+        "secrets",
+        "pods/exec",
+        "pods/attach",
+        "pods/portforward",
+        "pods/proxy",
+        "pods/ephemeralcontainers",
+        "services/proxy",
+        "nodes/proxy",
+        "serviceaccounts/token",
+        "certificatesigningrequests/approval",
+        "signers",
+        "persistentvolumes",
+        "mutatingwebhookconfigurations",
+        "validatingwebhookconfigurations",
+        "validatingadmissionpolicies",
+        "validatingadmissionpolicybindings",
+        "customresourcedefinitions",
+        "apiservices",
+    }
+)
+# What a ClusterRole may write (in every namespace it is bound in): anything else runs
+# pods anywhere as any service account, edits other namespaces' settings, or nodes.
+CLUSTER_WRITABLE = frozenset({"events", "pods/binding", "bindings"})
+WRITE_VERBS = frozenset({"*", "create", "update", "patch", "delete", "deletecollection"})
+# Roles and bindings the cluster owns: the overlay may neither define nor bind them (an
+# applied `cluster-admin` of the overlay's would be reconciled back by the API server).
+BUILT_IN_ROLES = frozenset({"cluster-admin", "admin", "edit", "view"})
+AGGREGATE_LABEL = "rbac.authorization.k8s.io/aggregate-to-"
+# The platform's namespace policy: the cluster's own namespaces are never an overlay's.
+RESERVED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
+RESERVED_PREFIXES = ("kube-",)
+# Pod Security Admission levels, weakest first; the platform's namespace enforces
+# baseline (user-init chowns as root) and no label may be weaker than that.
+PSA_LEVELS = ("privileged", "baseline", "restricted")
+PSA_LEAST = "baseline"
+PSA_LABEL = "pod-security.kubernetes.io/"
+# (API group, kind) an overlay may render: what the platform runs, namespaced, with
+# every pod template checked above, and the few cluster-scoped kinds checked here.
+# Anything else (admission webhooks, API services, CRDs, storage and runtime classes,
+# Endpoints pointing a Service anywhere) needs a declared `kind` exception.
+KINDS = frozenset(
+    {
+        ("", "ConfigMap"),
+        ("", "Namespace"),
+        ("", "PersistentVolume"),
+        ("", "PersistentVolumeClaim"),
+        ("", "Pod"),
+        ("", "PodTemplate"),
+        ("", "ReplicationController"),
+        ("", "Secret"),
+        ("", "Service"),
+        ("", "ServiceAccount"),
+        ("apps", "DaemonSet"),
+        ("apps", "Deployment"),
+        ("apps", "ReplicaSet"),
+        ("apps", "StatefulSet"),
+        ("autoscaling", "HorizontalPodAutoscaler"),
+        ("batch", "CronJob"),
+        ("batch", "Job"),
+        ("networking.k8s.io", "Ingress"),
+        ("networking.k8s.io", "NetworkPolicy"),
+        ("policy", "PodDisruptionBudget"),
+        ("rbac.authorization.k8s.io", "ClusterRole"),
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
+        ("rbac.authorization.k8s.io", "Role"),
+        ("rbac.authorization.k8s.io", "RoleBinding"),
+        ("scheduling.k8s.io", "PriorityClass"),
+    }
+)
 
 Finding = tuple[str, str, str]
 """(rule, field path, what is wrong)."""
@@ -194,35 +277,174 @@ def _container_findings(
     yield from _context_findings(context, at)
 
 
-def annotation_findings(holder: dict[str, Any]) -> Iterator[Finding]:
-    """AppArmor profiles set by the older annotations, on a pod or a pod template."""
-    meta = holder.get("metadata") or {}
+def annotation_findings(meta: dict[str, Any], path: str) -> Iterator[Finding]:
+    """AppArmor profiles set by the older annotations of a pod or pod template's
+    `metadata` (`path` is the field path of that metadata)."""
     for key, value in (meta.get("annotations") or {}).items():
         apparmor = str(key).startswith("container.apparmor.security.beta.kubernetes.io/")
         if apparmor and value != "runtime/default" and not str(value).startswith("localhost/"):
-            yield "appArmor", f"metadata.annotations.{key}", f"AppArmor profile {value}"
+            yield "appArmor", f"{path}.annotations.{key}", f"AppArmor profile {value}"
 
 
-def rbac_findings(obj: dict[str, Any]) -> Iterator[Finding]:
-    """Roles and bindings that hand out more than a workload needs: the project's own
-    rule beside Pod Security (a merge request must not grant itself the cluster)."""
-    kind = obj.get("kind")
+@dataclass(frozen=True)
+class Defined:
+    """What an overlay itself renders: the only namespaces, roles and service accounts
+    its objects may use (anything else is the cluster's own)."""
+
+    namespaces: frozenset[str]
+    """Rendered as Namespace objects and listed by the platform."""
+    listed: frozenset[str]
+    """The platform's namespace policy (heps.yaml `reconcile.namespaces`)."""
+    roles: frozenset[tuple[str, str, str]]
+    """(kind, namespace, name); a ClusterRole's namespace is ''."""
+    service_accounts: frozenset[tuple[str, str]]
+    """(namespace, name)."""
+
+
+def reserved(namespace: str) -> bool:
+    return namespace in RESERVED_NAMESPACES or namespace.startswith(RESERVED_PREFIXES)
+
+
+def built_in(name: str) -> bool:
+    return name in BUILT_IN_ROLES or name.startswith("system:")
+
+
+def defined(objs: Iterable[dict[str, Any]], listed: Iterable[str]) -> Defined:
+    def where(obj: dict[str, Any]) -> tuple[str, str, str]:
+        meta = obj.get("metadata") or {}
+        return str(obj.get("kind")), str(meta.get("namespace", "")), str(meta.get("name", ""))
+
+    found = [where(obj) for obj in objs]
+    allowed = frozenset(n for n in listed if not reserved(n))
+    return Defined(
+        namespaces=frozenset(n for k, _, n in found if k == "Namespace" and n in allowed),
+        listed=allowed,
+        roles=frozenset(f for f in found if f[0] in ("Role", "ClusterRole") and not built_in(f[2])),
+        service_accounts=frozenset((ns, n) for k, ns, n in found if k == "ServiceAccount"),
+    )
+
+
+def cluster_findings(obj: dict[str, Any], overlay: Defined) -> Iterator[Finding]:
+    """The project's rules for the cluster itself (a merge request must not grant itself
+    the cluster): kind, namespace, Pod Security labels, priority, network and RBAC."""
+    kind = str(obj.get("kind", ""))
+    group = str(obj.get("apiVersion", "")).rpartition("/")[0]
+    meta = obj.get("metadata") or {}
+    name, namespace = str(meta.get("name", "")), str(meta.get("namespace", ""))
+    if (group, kind) not in KINDS:
+        yield "kind", "kind", f"{group or 'core'}/{kind} is not a kind the platform lists"
+    if namespace and namespace not in overlay.namespaces:
+        yield "namespace", "metadata.namespace", _not_created(namespace, overlay)
+    if kind == "Namespace":
+        if name not in overlay.listed:
+            yield "namespace", "metadata.name", _not_created(name, overlay)
+        yield from _admission_findings(meta.get("labels") or {})
+    if kind == "PriorityClass":
+        if name.startswith("system-"):
+            yield "priority", "metadata.name", f"{name}: system- names are the cluster's"
+        if obj.get("globalDefault") is True:
+            yield "priority", "globalDefault", "would become every pod's priority"
+        value = obj.get("value")
+        if not isinstance(value, int) or value > 0:
+            yield "priority", "value", f"{value!r} outranks user sessions (0); use 0 or less"
+    if kind == "Service" and (obj.get("spec") or {}).get("externalIPs"):
+        yield "network", "spec.externalIPs", "takes the cluster's traffic to those addresses"
+    if kind == "Ingress":
+        for key in meta.get("annotations") or {}:
+            if "snippet" in str(key):
+                yield "network", f"metadata.annotations.{key}", "configures the ingress controller"
+    yield from _rbac_findings(obj, kind, namespace, overlay)
+
+
+def _not_created(namespace: str, overlay: Defined) -> str:
+    if reserved(namespace):
+        return f"namespace {namespace} is reserved for the cluster: no overlay creates or uses it"
+    if namespace not in overlay.listed:
+        return (
+            f"namespace {namespace} is not one the overlay creates, nor one of the platform's "
+            f"(heps.yaml reconcile.namespaces: {', '.join(sorted(overlay.listed))})"
+        )
+    return f"namespace {namespace} is not one the overlay creates"
+
+
+def _admission_findings(labels: dict[str, Any]) -> Iterator[Finding]:
+    for mode in ("enforce", "audit", "warn"):
+        key = PSA_LABEL + mode
+        level = labels.get(key)
+        if level is None and mode != "enforce":
+            continue
+        if level not in PSA_LEVELS or PSA_LEVELS.index(level) < PSA_LEVELS.index(PSA_LEAST):
+            yield (
+                "podSecurityAdmission",
+                f"metadata.labels.{key}",
+                f"{level or 'unset (privileged)'}: below the platform's level {PSA_LEAST}",
+            )
+
+
+def _rbac_findings(
+    obj: dict[str, Any], kind: str, namespace: str, overlay: Defined
+) -> Iterator[Finding]:
+    name = str((obj.get("metadata") or {}).get("name", ""))
+    if kind in ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding") and built_in(name):
+        yield "rbac", "metadata.name", f"{name} is the cluster's own; name it after the workload"
     if kind in ("Role", "ClusterRole"):
+        if "aggregationRule" in obj:
+            yield "rbac", "aggregationRule", "aggregates other roles' rules into this one"
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        for label in labels:
+            if str(label).startswith(AGGREGATE_LABEL):
+                yield "rbac", f"metadata.labels.{label}", "adds its rules to a built-in role"
         for index, rule in enumerate(obj.get("rules") or []):
-            if not isinstance(rule, dict):
-                continue
-            verbs = POWERFUL_VERBS & set(map(str, rule.get("verbs") or []))
-            if verbs or "*" in (rule.get("resources") or []):
-                what = f"verbs {sorted(verbs)}" if verbs else "every resource (*)"
-                yield "rbac", f"rules[{index}]", f"grants {what}"
+            if isinstance(rule, dict):
+                yield from _rule_findings(rule, f"rules[{index}]", kind == "ClusterRole")
     if kind in ("RoleBinding", "ClusterRoleBinding"):
-        role = (obj.get("roleRef") or {}).get("name")
-        if role in POWERFUL_ROLES:
-            yield "rbac", "roleRef.name", f"binds the built-in role {role}"
+        ref = obj.get("roleRef") or {}
+        role_kind, role = str(ref.get("kind", "")), str(ref.get("name", ""))
+        scope = namespace if role_kind == "Role" else ""
+        if (role_kind, scope, role) not in overlay.roles:
+            yield (
+                "rbac",
+                "roleRef.name",
+                f"binds {role_kind} {role}, which the overlay does not define "
+                "(built-in and system: roles are the cluster's)",
+            )
         for index, subject in enumerate(obj.get("subjects") or []):
             name = str((subject or {}).get("name", "")) if isinstance(subject, dict) else ""
             if name.startswith("system:"):
                 yield "rbac", f"subjects[{index}].name", f"binds the group or user {name}"
+
+
+def _rule_findings(rule: dict[str, Any], field: str, cluster_wide: bool) -> Iterator[Finding]:
+    listed = set(map(str, rule.get("verbs") or []))
+    verbs = POWERFUL_VERBS & listed
+    if verbs:
+        yield "rbac", f"{field}.verbs", f"grants verbs {sorted(verbs)}"
+    resources = [str(r) for r in rule.get("resources") or []]
+    powerful = [r for r in resources if r in POWERFUL_RESOURCES or "*" in r]
+    if powerful:
+        yield "rbac", f"{field}.resources", f"grants {', '.join(powerful)}"
+    written = [r for r in resources if r not in CLUSTER_WRITABLE and r not in powerful]
+    if cluster_wide and WRITE_VERBS & listed and written:
+        yield "rbac", f"{field}.resources", f"writes {', '.join(written)} in every namespace"
+    if any("*" in str(u) for u in rule.get("nonResourceURLs") or []):
+        yield "rbac", f"{field}.nonResourceURLs", "grants every non-resource URL (*)"
+
+
+def identity_findings(
+    spec: dict[str, Any], path: str, namespace: str, overlay: Defined
+) -> Iterator[Finding]:
+    """A pod runs as a service account the overlay defines (or the namespace's default):
+    any other carries the cluster's own permissions."""
+    for field in ("serviceAccountName", "serviceAccount"):
+        account = spec.get(field)
+        if account not in (None, "", "default") and (namespace, account) not in (
+            overlay.service_accounts
+        ):
+            yield (
+                "rbac",
+                f"{path}.{field}".lstrip("."),
+                f"runs as service account {account}, which the overlay does not define",
+            )
 
 
 def volume_findings(obj: dict[str, Any]) -> Iterator[Finding]:

@@ -115,6 +115,9 @@ class ReconcileSettings:
     """Schemas (kubernetes-validate) every rendered object must pass."""
     digest_required: tuple[str, ...] = ("production",)
     """Overlays that may run images by digest only."""
+    namespaces: tuple[str, ...] = ("heps",)
+    """The platform's namespace policy: the only namespaces an overlay may create and use
+    (never a reserved one: the schema refuses `default` and `kube-*`)."""
     field_manager: str = "heps-reconcile"
     """Server-side apply field manager: who owns the fields heps sets."""
     rollout_timeout: float = 300.0
@@ -207,6 +210,7 @@ def load(
             ReconcileSettings,
             raw.get("reconcile", {}),
             digest_required=tuple,
+            namespaces=tuple,
         ),
         jenkins=_section(JenkinsSettings, raw.get("jenkins", {})),
         largest_node=_node(raw.get("largest_node", {})),
