@@ -36,9 +36,9 @@ def test_multi_stage_with_arg_defaults_platform_and_aliases(tmp_path: Path) -> N
 
 def test_substitution_forms() -> None:
     values = {"SET": "x", "EMPTY": ""}
-    assert dockerfile.substitute("$SET/${SET}", values) == "x/x"
-    assert dockerfile.substitute("${EMPTY:-dflt}/${UNSET:-d2}", values) == "dflt/d2"
-    assert dockerfile.substitute("${SET:+alt}${UNSET:+alt}", values) == "alt"
+    assert dockerfile.substitute("$SET/${SET}", values, "here") == "x/x"
+    assert dockerfile.substitute("${EMPTY:-dflt}/${UNSET:-d2}", values, "here") == "dflt/d2"
+    assert dockerfile.substitute("${SET:+alt}${UNSET:+alt}", values, "here") == "alt"
 
 
 def test_continuations_comments_and_escape_directive(tmp_path: Path) -> None:

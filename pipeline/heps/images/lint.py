@@ -7,7 +7,14 @@ repository's `.hadolint.yaml`, else `error`: warnings never fail by default.
 Own rules (always errors):
 - HEPS001 an external base without a tag, or tagged `latest`: builds must be repeatable;
 - HEPS002 a user-facing image (one with a `profile:`) whose final user is root;
-- HEPS003 an ARG or ENV whose name says it holds a secret: both are baked into the image.
+- HEPS003 an ARG or ENV whose name says it holds a secret: both are baked into the image;
+- HEPS004 an ADD the engine would fetch for (a URL or git remote, after the builder's
+  expansion with ARG defaults and build args; `--checksum`, `--keep-git-dir`; a source
+  using a variable this Dockerfile does not set; any variable in an ONBUILD ADD, which
+  the child's build expands): the engine fetches with the build host's network;
+- HEPS005 a COPY --from or RUN --mount from= naming anything but an earlier stage: an
+  image enters a build only through FROM, whose rules (recipes of the tree, HEPS001,
+  review) then apply to it.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from heps.core.paths import confine
 from heps.core.references import split_reference
 from heps.core.settings import LintSettings
 from heps.images import dockerfile
-from heps.images.graph import Graph
+from heps.images.graph import Graph, Node
 from heps.images.report import Finding
 
 HADOLINT_CONFIG = ".hadolint.yaml"
@@ -34,6 +41,9 @@ HADOLINT_TIMEOUT = 60.0
 DEFAULT_THRESHOLD = "error"
 _SECRET_NAME = re.compile(r"passw(or)?d|secret|token|api[_-]?key|private[_-]?key|credential", re.I)
 _ROOT_USERS = {"root", "0", "0:0", "root:root"}
+_REMOTE = re.compile(r"(?i)[a-z][a-z0-9+.-]*://|[\w.+-]+@[\w.-]+:|(?:^|/)github\.com/")
+"""A URL, an scp-like git remote (git@host:repo) or Docker's github.com/ shorthand."""
+_FETCH_FLAGS = ("--checksum", "--keep-git-dir")
 
 
 @dataclass(frozen=True)
@@ -105,9 +115,10 @@ def _final_user(graph: Graph, name: str) -> str | None:
             if stage.alias == target.lower():
                 stage_index = i
     stop = starts[stage_index + 1] if stage_index + 1 < len(starts) else len(steps)
-    users = [s.value for s in steps[starts[stage_index] : stop] if s.keyword == "USER"]
+    users = [s for s in steps[starts[stage_index] : stop] if s.keyword == "USER"]
     if users:
-        return dockerfile.substitute(users[-1].strip(), dict(node.build_args))
+        where = f"{node.recipe.show(node.dockerfile.path)}:{users[-1].line}"
+        return dockerfile.substitute(users[-1].value.strip(), dict(node.build_args), where)
     stage_line = node.dockerfile.stages[stage_index].line
     for base in node.bases:
         if base.line == stage_line:
@@ -138,6 +149,7 @@ def own_rules(graph: Graph, name: str) -> list[Finding]:
                     "never latest",
                 )
             )
+    found += [Finding(shown, line, code, "error", text) for line, code, text in _sources(node)]
     if recipe.user_facing:
         user = _final_user(graph, name)
         if user is None or user in _ROOT_USERS:
@@ -173,6 +185,51 @@ def own_rules(graph: Graph, name: str) -> list[Finding]:
                         "run time (Kubernetes Secret) instead",
                     )
                 )
+    return found
+
+
+def _sources(node: Node) -> list[tuple[int, str, str]]:
+    """HEPS004 and HEPS005 as (line, code, message)."""
+    assert node.dockerfile is not None
+    stages = node.dockerfile.stages
+    found = []
+    for source in node.dockerfile.sources:
+        head = f"{source.keyword} {source.text[:80]}"
+        if source.keyword.endswith("ADD"):
+            fetches = [f.partition("=")[0] for f in source.flags]
+            if source.value is not None and _REMOTE.search(source.value):
+                why = f"makes the engine fetch {source.value[:80]!r} at build time"
+            elif any(f in _FETCH_FLAGS for f in fetches):
+                why = (
+                    f"uses {', '.join(f for f in fetches if f in _FETCH_FLAGS)}, for remote sources"
+                )
+            elif source.value is None or (
+                source.keyword.startswith("ONBUILD") and "$" in source.text
+            ):
+                why = "uses a variable this Dockerfile does not set here, which could name a URL"
+            else:
+                continue
+            fix = "commit the file to the build context and COPY it"
+            found.append((source.line, "HEPS004", f"{head}: {why}; {fix}"))
+            continue
+        earlier = stages[: source.stage + 1]
+        named = source.text.lower()
+        if (
+            source.keyword.startswith("ONBUILD")
+            or "$" in source.text
+            or not (
+                any(s.alias == named for s in earlier[:-1])
+                or (named.isdigit() and int(named) < source.stage)
+            )
+        ):
+            found.append(
+                (
+                    source.line,
+                    "HEPS005",
+                    f"{head}: names no earlier stage of this Dockerfile; bring the image in "
+                    "with `FROM <image> AS <name>` (FROM's rules apply) and use that name",
+                )
+            )
     return found
 
 
