@@ -188,40 +188,40 @@ def own_rules(graph: Graph, name: str) -> list[Finding]:
     return found
 
 
+def _fetches(source: dockerfile.Source) -> str | None:
+    """Why an ADD source could make the engine fetch something, or None."""
+    flags = [f.partition("=")[0] for f in source.flags if f.partition("=")[0] in _FETCH_FLAGS]
+    if source.value is not None and _REMOTE.search(source.value):
+        return f"makes the engine fetch {source.value[:80]!r} at build time"
+    if flags:
+        return f"uses {', '.join(flags)}, which is for remote sources"
+    if source.value is None or (source.keyword.startswith("ONBUILD") and "$" in source.text):
+        return "uses a variable this Dockerfile does not set here, which could name a URL"
+    return None
+
+
+def _names_earlier_stage(source: dockerfile.Source, stages: tuple[dockerfile.Stage, ...]) -> bool:
+    """Whether a --from names, literally, a stage before the one it is in."""
+    if source.keyword.startswith("ONBUILD") or "$" in source.text:
+        return False  # the child's stages, or a value the builder may expand otherwise
+    named = source.text.lower()
+    if named.isascii() and named.isdigit():
+        return int(named) < source.stage
+    return any(s.alias == named for s in stages[: source.stage])
+
+
 def _sources(node: Node) -> list[tuple[int, str, str]]:
     """HEPS004 and HEPS005 as (line, code, message)."""
     assert node.dockerfile is not None
-    stages = node.dockerfile.stages
     found = []
     for source in node.dockerfile.sources:
         head = f"{source.keyword} {source.text[:80]}"
         if source.keyword.endswith("ADD"):
-            fetches = [f.partition("=")[0] for f in source.flags]
-            if source.value is not None and _REMOTE.search(source.value):
-                why = f"makes the engine fetch {source.value[:80]!r} at build time"
-            elif any(f in _FETCH_FLAGS for f in fetches):
-                why = (
-                    f"uses {', '.join(f for f in fetches if f in _FETCH_FLAGS)}, for remote sources"
-                )
-            elif source.value is None or (
-                source.keyword.startswith("ONBUILD") and "$" in source.text
-            ):
-                why = "uses a variable this Dockerfile does not set here, which could name a URL"
-            else:
-                continue
-            fix = "commit the file to the build context and COPY it"
-            found.append((source.line, "HEPS004", f"{head}: {why}; {fix}"))
-            continue
-        earlier = stages[: source.stage + 1]
-        named = source.text.lower()
-        if (
-            source.keyword.startswith("ONBUILD")
-            or "$" in source.text
-            or not (
-                any(s.alias == named for s in earlier[:-1])
-                or (named.isdigit() and int(named) < source.stage)
-            )
-        ):
+            why = _fetches(source)
+            if why:
+                fix = "commit the file to the build context and COPY it"
+                found.append((source.line, "HEPS004", f"{head}: {why}; {fix}"))
+        elif not _names_earlier_stage(source, node.dockerfile.stages):
             found.append(
                 (
                     source.line,
