@@ -215,8 +215,9 @@ def _sources(node: Node) -> list[tuple[int, str, str]]:
     assert node.dockerfile is not None
     found = []
     for source in node.dockerfile.sources:
-        head = f"{source.keyword} {source.text[:80]}"
-        if source.keyword.endswith("ADD"):
+        adds = source.keyword.endswith("ADD")
+        head = f"{source.keyword}{' ' if adds else '='}{source.text[:80]}"
+        if adds:
             why = _fetches(source)
             if why:
                 fix = "commit the file to the build context and COPY it"
