@@ -84,6 +84,9 @@ FETCHES = {
     "default-form": ("ARG E\n" + IGNORE + "ADD ${{E:-http://{web}/secret}} /hello\n", {}),
     "base-image-env": (IGNORE + "ADD ${{FROM_THE_BASE}} /hello\n", {}),
     "onbuild-url": ("ONBUILD ADD http://{web}/secret /hello\n", {}),
+    "onbuild-tab": ("ONBUILD\tADD\thttp://{web}/secret /hello\n", {}),
+    "escaped-url": (IGNORE + "ADD ht\\tp\\://{web}/secret /hello\n", {}),
+    "quoted-url": (IGNORE + 'ADD "http://{web}/secret" /hello\n', {}),
     "onbuild-variable": ("ARG U=hello\nONBUILD ADD $U /hello\n", {}),
     "checksum": (IGNORE + "ADD --checksum=sha256:" + "0" * 64 + " hello /hello\n", {}),
     "git-scp": (IGNORE + "ADD git@{web}:evil/repo.git /hello\n", {}),
@@ -118,6 +121,7 @@ NOT_STAGES = {
     "copy-later-stage": "COPY --from=later /hello /x\nFROM {busybox} AS later\n",
     "copy-own-index": "COPY --from=1 /hello /x\n",
     "mount-image": f"RUN --mount=type=bind,from={BUSYBOX},target=/m true\n",
+    "mount-quoted": f'RUN --mount="type=bind,from={BUSYBOX}",target=/m true\n',
     "onbuild-copy": "ONBUILD COPY --from=first /hello /x\n",
 }
 

@@ -224,7 +224,7 @@ def _sources(
     """What one ADD, COPY or RUN (or an ONBUILD of one) reads besides the context."""
     keyword, value, prefix = step.keyword, step.value, ""
     if keyword == "ONBUILD":
-        keyword, _, value = value.strip().partition(" ")
+        keyword, value = ([*value.split(None, 1), ""])[:2]
         keyword, prefix = keyword.upper(), "ONBUILD "
     flags = tuple(itertools.takewhile(lambda p: p.startswith("--"), value.split()))
     parts = value.split(None, len(flags))
@@ -239,11 +239,11 @@ def _sources(
         names = [("ADD", a) for a in (args[:-1] or args)]
     for flag in flags if keyword in ("COPY", "RUN") else ():
         name, _, given = flag.partition("=")
-        if keyword == "COPY" and name == "--from":
+        if keyword == "COPY" and name.lower() == "--from":
             names.append(("COPY --from", given))
-        elif keyword == "RUN" and name == "--mount":
-            options = (o.partition("=") for o in given.split(","))
-            names += [("RUN --mount from", v) for k, _, v in options if k.strip() == "from"]
+        elif keyword == "RUN" and name.lower() == "--mount":
+            options = (o.strip("\"' ").partition("=") for o in given.split(","))
+            names += [("RUN --mount from", v) for k, _, v in options if k.lower() == "from"]
     return [
         Source(
             prefix + kind,

@@ -191,7 +191,8 @@ def own_rules(graph: Graph, name: str) -> list[Finding]:
 def _fetches(source: dockerfile.Source) -> str | None:
     """Why an ADD source could make the engine fetch something, or None."""
     flags = [f.partition("=")[0] for f in source.flags if f.partition("=")[0] in _FETCH_FLAGS]
-    if source.value is not None and _REMOTE.search(source.value):
+    # The builder's lexer drops quotes and escape characters: ht\tp:// is http://.
+    if source.value is not None and _REMOTE.search(re.sub(r"[\\`'\"]", "", source.value)):
         return f"makes the engine fetch {source.value[:80]!r} at build time"
     if flags:
         return f"uses {', '.join(flags)}, which is for remote sources"

@@ -203,9 +203,10 @@ def _answered(
     return SmokeResult(label, SmokeKind.HTTP, used <= probe.cpu_seconds, seconds, detail)
 
 
-def _ask(session: requests.Session, url: str) -> requests.Response:
-    """One GET of the container's own address: no redirect followed (a 3xx is the
-    answer), the body left unread."""
+def _ask(session: requests.Session, port: str, path: str) -> requests.Response:
+    """One GET of the container's own loopback port: no redirect followed (a 3xx is
+    the answer), the body left unread."""
+    url = f"http://127.0.0.1:{port}{path}"  # the schema has path start with '/'
     with session.get(url, timeout=5, allow_redirects=False, stream=True) as answer:
         return answer
 
@@ -235,7 +236,7 @@ def http(checker: Checker, image: str, probe: HttpProbe) -> SmokeResult:
             bound = container.host_port(probe.port)
             if bound:
                 try:
-                    answer = _ask(session, f"http://127.0.0.1:{bound}{probe.path}")
+                    answer = _ask(session, bound, probe.path)
                     if 200 <= answer.status_code < 300:
                         return _answered(container, probe, time.monotonic() - started, answer)
                     if answer.is_redirect:
