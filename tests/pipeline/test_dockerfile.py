@@ -36,9 +36,9 @@ def test_multi_stage_with_arg_defaults_platform_and_aliases(tmp_path: Path) -> N
 
 def test_substitution_forms() -> None:
     values = {"SET": "x", "EMPTY": ""}
-    assert dockerfile.substitute("$SET/${SET}", values) == "x/x"
-    assert dockerfile.substitute("${EMPTY:-dflt}/${UNSET:-d2}", values) == "dflt/d2"
-    assert dockerfile.substitute("${SET:+alt}${UNSET:+alt}", values) == "alt"
+    assert dockerfile.substitute("$SET/${SET}", values, "here") == "x/x"
+    assert dockerfile.substitute("${EMPTY:-dflt}/${UNSET:-d2}", values, "here") == "dflt/d2"
+    assert dockerfile.substitute("${SET:+alt}${UNSET:+alt}", values, "here") == "alt"
 
 
 def test_continuations_comments_and_escape_directive(tmp_path: Path) -> None:
@@ -73,3 +73,30 @@ def test_pin_stages_rewrites_only_the_from_and_keeps_line_numbers() -> None:
         "RUN make",
         "FROM scratch",
     ]
+
+
+def test_sources_expand_with_each_stages_args_and_envs(tmp_path: Path) -> None:
+    parsed = parse(
+        tmp_path,
+        "ARG G=global\nARG B=default\n"
+        "FROM base:1 AS one\n"
+        "ARG G\nARG B\nENV E=${G}-env\n"
+        'ADD --chown=1 ["$E", "/x"]\n'
+        "ADD ${B} ${UNSET} /y\n"
+        "FROM base:1\n"
+        "ADD $G /z\n"
+        "COPY --from=one /a /a\n"
+        "RUN --mount=type=bind,from=img:1,target=/m true\n"
+        "onbuild add $E /w\n",
+        B="given",
+    )
+    assert [(s.keyword, s.text, s.value, s.line, s.stage) for s in parsed.sources] == [
+        ("ADD", "$E", "global-env", 7, 0),
+        ("ADD", "${B}", "given", 8, 0),
+        ("ADD", "${UNSET}", None, 8, 0),
+        ("ADD", "$G", None, 10, 1),  # a global ARG reaches a stage only when declared there
+        ("COPY --from", "one", "one", 11, 1),
+        ("RUN --mount from", "img:1", "img:1", 12, 1),
+        ("ONBUILD ADD", "$E", None, 13, 1),
+    ]
+    assert parsed.sources[0].flags == ("--chown=1",)

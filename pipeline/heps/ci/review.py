@@ -72,7 +72,7 @@ class Review:
     """Made by `heps ci merge-request`: the change's own code ran nowhere, with nothing."""
     attention: list[str] = field(default_factory=list)
     """What a security reviewer must look at: pipeline settings, jobs and production
-    changed, downloads at build time, build contexts beyond the recipe's folder,
+    changed, bootstrap mirrors, build contexts beyond the recipe's folder,
     symlinks in a context, and every policy exception the overlays declare."""
 
     @property
@@ -280,7 +280,6 @@ def _image_size(client: ContainerEngine, reference: str, pull: bool) -> int | No
 
 
 _SYNTAX = re.compile(r"#\s*syntax\s*=", re.IGNORECASE)
-_URL = re.compile(r"(?i)\b(?:https?|ftp|git|ssh)://\S+|\bgit@\S+")
 
 
 def _changed_settings(settings: Settings, paths: list[str]) -> list[str]:
@@ -301,7 +300,7 @@ def _changed_settings(settings: Settings, paths: list[str]) -> list[str]:
 
 
 def _recipe_flags(tree: graph.Graph, name: str) -> list[str]:
-    """A changed recipe's downloads at build time, a context beyond its folder, and
+    """A changed recipe's bootstrap mirror, a context beyond its folder, and
     symlinks in its context (sent as links, never followed, but worth a look)."""
     node = tree.nodes[name]
     recipe, build = node.recipe, node.recipe.build
@@ -320,13 +319,6 @@ def _recipe_flags(tree: graph.Graph, name: str) -> list[str]:
                 f"{shown}: a '# syntax=' directive names a builder frontend image, code "
                 "that BuildKit would run; the pipeline's builder ignores it, remove it"
             )
-        for ins in node.dockerfile.instructions:
-            url = _URL.search(ins.value) if ins.keyword == "ADD" else None
-            if url:
-                flags.append(
-                    f"{shown}:{ins.line}: ADD {url.group(0)} downloads at build time what no "
-                    "commit holds; vendor the file, or pin it with ADD --checksum"
-                )
     if build is not None:
         if not build.context.is_relative_to(recipe.folder):
             where = (

@@ -7,12 +7,15 @@ dockerfile-parse 2.0 leaves `ARG BASE=${REGISTRY}/${OWNER}/base` unexpanded when
 used in FROM, and turns `${TAG:-1.35}` into `:-1.35}`; both are everyday forms here, so
 `parse` evaluates the global ARGs itself: each default expanded with the ARGs declared
 before it, `--build-arg` values overriding declared ARGs only, stage ARGs never reaching
-a FROM.
+a FROM. The same scope, per stage, expands what ADD, COPY --from and RUN --mount name
+(`Source`), which the lint stage judges.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
+import json
 import re
 import shlex
 from dataclasses import dataclass
@@ -26,6 +29,9 @@ from heps.core import cache
 from heps.core.bounded import read_text
 from heps.core.errors import ConfigError
 
+MAX_EXPANSION = 64 << 10
+"""Characters substitution may add to one value: `ARG A1=${A0}${A0}`, doubled 40 times,
+would need a terabyte."""
 _VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::([-+])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
@@ -54,25 +60,62 @@ class Stage:
 
 
 @dataclass(frozen=True)
+class Source:
+    """What an instruction other than FROM asks the builder to read: an ADD source, or
+    the image or stage of COPY --from and RUN --mount from=."""
+
+    keyword: str
+    """ADD, COPY --from or RUN --mount from; prefixed with ONBUILD inside one."""
+    text: str
+    """As written."""
+    value: str | None
+    """Expanded with the stage's ARGs (build args applied) and ENVs as the builder
+    expands it; None when it uses a variable this Dockerfile leaves unset there (the
+    base image's environment, or a build argument the engine adds, would decide)."""
+    flags: tuple[str, ...]
+    """The instruction's flags, e.g. ("--chown=1000", "--checksum=sha256:...")."""
+    line: int
+    stage: int
+    """Index of the stage it is in."""
+
+
+@dataclass(frozen=True)
 class Dockerfile:
     path: Path
     instructions: tuple[Instruction, ...]
     stages: tuple[Stage, ...]
+    sources: tuple[Source, ...] = ()
 
 
-def substitute(text: str, values: dict[str, str | None]) -> str:
-    """Expand $VAR, ${VAR}, ${VAR:-word} and ${VAR:+word} as the Docker builder does."""
+def substitute(text: str, values: dict[str, str | None], where: str) -> str:
+    """Expand $VAR, ${VAR}, ${VAR:-word} and ${VAR:+word} as the Docker builder does;
+    ConfigError naming `where` past MAX_EXPANSION characters."""
+    added = 0
 
     def expand(match: re.Match[str]) -> str:
+        nonlocal added
         name = match.group(1) or match.group(4)
         value = values.get(name)
         if match.group(2) == "-":
-            return value if value else match.group(3)
-        if match.group(2) == "+":
-            return match.group(3) if value else ""
-        return value or ""
+            found = value if value else match.group(3)
+        elif match.group(2) == "+":
+            found = match.group(3) if value else ""
+        else:
+            found = value or ""
+        added += len(found)
+        if added > MAX_EXPANSION:
+            raise ConfigError(
+                f"{where}: expands to more than {MAX_EXPANSION} characters; shorten the "
+                "ARG or ENV values it uses"
+            )
+        return found
 
     return _VAR.sub(expand, text)
+
+
+def _unset(text: str, values: dict[str, str | None]) -> bool:
+    """Whether `text` uses a variable that `values` leaves unset."""
+    return any(values.get(m.group(1) or m.group(4)) is None for m in _VAR.finditer(text))
 
 
 @cache_once
@@ -120,18 +163,26 @@ def parse(
     path: Path, build_args: dict[str, str], shown: str, parsed: cache.Store | None = None
 ) -> Dockerfile:
     """Read `path` (`shown` in messages); resolve FROM images with global ARG defaults
-    overridden by `build_args`."""
+    overridden by `build_args`, and each stage's sources with that stage's ARGs and ENVs."""
     steps = instructions(read_text(path, shown), parsed)
-    scope: dict[str, str | None] = {}
+    outer: dict[str, str | None] = {}  # global ARGs: the only ones FROM sees
+    scope = outer
     stages: list[Stage] = []
+    sources: list[Source] = []
     aliases: set[str] = set()
     for step in steps:
-        if step.keyword == "ARG" and not stages:  # global ARGs: the only ones FROM sees
-            for name, default in parse_args(step.value, f"{shown}:{step.line}").items():
+        where = f"{shown}:{step.line}"
+        if step.keyword == "ARG":
+            for name, default in parse_args(step.value, where).items():
                 if name in build_args:
                     scope[name] = build_args[name]
-                else:
-                    scope[name] = None if default is None else substitute(default, scope)
+                elif default is not None:
+                    scope[name] = substitute(default, scope, where)
+                else:  # in a stage, a bare ARG takes the global ARG's value
+                    scope[name] = outer.get(name) if stages else None
+        elif step.keyword == "ENV" and stages:
+            for name, value in _env_pairs(step.value, where):
+                scope[name] = substitute(value, scope, where)
         elif step.keyword == "FROM":
             words = step.value.split()
             platform = None
@@ -139,7 +190,7 @@ def parse(
                 flag = words.pop(0)
                 if flag.startswith("--platform="):
                     platform = flag.split("=", 1)[1]
-            image = substitute(words[0], scope) if words else ""
+            image = substitute(words[0], outer, where) if words else ""
             alias = words[2].lower() if len(words) >= 3 and words[1].lower() == "as" else None
             stages.append(
                 Stage(
@@ -153,7 +204,57 @@ def parse(
             )
             if alias:
                 aliases.add(alias)
-    return Dockerfile(path=path, instructions=tuple(steps), stages=tuple(stages))
+            scope = {}
+        elif stages:
+            sources += _sources(step, scope, where, len(stages) - 1)
+    return Dockerfile(path, tuple(steps), tuple(stages), tuple(sources))
+
+
+def _env_pairs(value: str, where: str) -> list[tuple[str, str]]:
+    """`ENV A=1 B=2` or the legacy `ENV A one value` as (name, value) pairs."""
+    found = words(value, where)
+    if len(found) >= 2 and "=" not in found[0]:
+        return [(found[0], " ".join(found[1:]))]
+    return [(name, rest) for name, _, rest in (w.partition("=") for w in found)]
+
+
+def _sources(
+    step: Instruction, scope: dict[str, str | None], where: str, stage: int
+) -> list[Source]:
+    """What one ADD, COPY or RUN (or an ONBUILD of one) reads besides the context."""
+    keyword, value, prefix = step.keyword, step.value, ""
+    if keyword == "ONBUILD":
+        keyword, value = ([*value.split(None, 1), ""])[:2]
+        keyword, prefix = keyword.upper(), "ONBUILD "
+    flags = tuple(itertools.takewhile(lambda p: p.startswith("--"), value.split()))
+    parts = value.split(None, len(flags))
+    rest = parts[-1] if len(parts) > len(flags) else ""
+    names: list[tuple[str, str]] = []
+    if keyword == "ADD":
+        try:
+            listed = json.loads(rest) if rest.startswith("[") else None
+        except ValueError:
+            listed = None
+        args = [str(a) for a in listed] if isinstance(listed, list) else rest.split()
+        names = [("ADD", a) for a in (args[:-1] or args)]
+    for flag in flags if keyword in ("COPY", "RUN") else ():
+        name, _, given = flag.partition("=")
+        if keyword == "COPY" and name.lower() == "--from":
+            names.append(("COPY --from", given))
+        elif keyword == "RUN" and name.lower() == "--mount":
+            options = (o.strip("\"' ").partition("=") for o in given.split(","))
+            names += [("RUN --mount from", v) for k, _, v in options if k.lower() == "from"]
+    return [
+        Source(
+            prefix + kind,
+            text,
+            None if _unset(text, scope) else substitute(text, scope, where),
+            flags,
+            step.line,
+            stage,
+        )
+        for kind, text in names
+    ]
 
 
 def pin_stages(text: str, pins: dict[int, str]) -> str:

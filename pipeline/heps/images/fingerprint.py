@@ -95,9 +95,11 @@ def _in_git(rel: str) -> bool:
 
 
 def _check_link(recipe: Recipe, root: Path, rel: str) -> None:
+    """Refuse a link leaving the context, resolved link by link as the kernel does: a
+    lexical `..` would pass `s/../../x` when `s` is itself a link to `../..`."""
     target = os.readlink(root / rel)
-    resolved = Path(os.path.normpath((root / rel).parent / target))
-    if os.path.isabs(target) or not resolved.is_relative_to(root):
+    resolved = Path(os.path.realpath(root / rel))
+    if os.path.isabs(target) or not resolved.is_relative_to(os.path.realpath(root)):
         raise ConfigError(
             f"{recipe.display}: build.context: {recipe.show(root / rel)} is a symlink to "
             f"'{target}', outside the build context; copy the file into the context instead"

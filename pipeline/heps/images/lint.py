@@ -7,7 +7,14 @@ repository's `.hadolint.yaml`, else `error`: warnings never fail by default.
 Own rules (always errors):
 - HEPS001 an external base without a tag, or tagged `latest`: builds must be repeatable;
 - HEPS002 a user-facing image (one with a `profile:`) whose final user is root;
-- HEPS003 an ARG or ENV whose name says it holds a secret: both are baked into the image.
+- HEPS003 an ARG or ENV whose name says it holds a secret: both are baked into the image;
+- HEPS004 an ADD the engine would fetch for (a URL or git remote, after the builder's
+  expansion with ARG defaults and build args; `--checksum`, `--keep-git-dir`; a source
+  using a variable this Dockerfile does not set; any variable in an ONBUILD ADD, which
+  the child's build expands): the engine fetches with the build host's network;
+- HEPS005 a COPY --from or RUN --mount from= naming anything but an earlier stage: an
+  image enters a build only through FROM, whose rules (recipes of the tree, HEPS001,
+  review) then apply to it.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from heps.core.paths import confine
 from heps.core.references import split_reference
 from heps.core.settings import LintSettings
 from heps.images import dockerfile
-from heps.images.graph import Graph
+from heps.images.graph import Graph, Node
 from heps.images.report import Finding
 
 HADOLINT_CONFIG = ".hadolint.yaml"
@@ -34,6 +41,9 @@ HADOLINT_TIMEOUT = 60.0
 DEFAULT_THRESHOLD = "error"
 _SECRET_NAME = re.compile(r"passw(or)?d|secret|token|api[_-]?key|private[_-]?key|credential", re.I)
 _ROOT_USERS = {"root", "0", "0:0", "root:root"}
+_REMOTE = re.compile(r"(?i)[a-z][a-z0-9+.-]*://|[\w.+-]+@[\w.-]+:|(?:^|/)github\.com/")
+"""A URL, an scp-like git remote (git@host:repo) or Docker's github.com/ shorthand."""
+_FETCH_FLAGS = ("--checksum", "--keep-git-dir")
 
 
 @dataclass(frozen=True)
@@ -105,9 +115,10 @@ def _final_user(graph: Graph, name: str) -> str | None:
             if stage.alias == target.lower():
                 stage_index = i
     stop = starts[stage_index + 1] if stage_index + 1 < len(starts) else len(steps)
-    users = [s.value for s in steps[starts[stage_index] : stop] if s.keyword == "USER"]
+    users = [s for s in steps[starts[stage_index] : stop] if s.keyword == "USER"]
     if users:
-        return dockerfile.substitute(users[-1].strip(), dict(node.build_args))
+        where = f"{node.recipe.show(node.dockerfile.path)}:{users[-1].line}"
+        return dockerfile.substitute(users[-1].value.strip(), dict(node.build_args), where)
     stage_line = node.dockerfile.stages[stage_index].line
     for base in node.bases:
         if base.line == stage_line:
@@ -138,6 +149,7 @@ def own_rules(graph: Graph, name: str) -> list[Finding]:
                     "never latest",
                 )
             )
+    found += [Finding(shown, line, code, "error", text) for line, code, text in _sources(node)]
     if recipe.user_facing:
         user = _final_user(graph, name)
         if user is None or user in _ROOT_USERS:
@@ -173,6 +185,53 @@ def own_rules(graph: Graph, name: str) -> list[Finding]:
                         "run time (Kubernetes Secret) instead",
                     )
                 )
+    return found
+
+
+def _fetches(source: dockerfile.Source) -> str | None:
+    """Why an ADD source could make the engine fetch something, or None."""
+    flags = [f.partition("=")[0] for f in source.flags if f.partition("=")[0] in _FETCH_FLAGS]
+    # The builder's lexer drops quotes and escape characters: ht\tp:// is http://.
+    if source.value is not None and _REMOTE.search(re.sub(r"[\\`'\"]", "", source.value)):
+        return f"makes the engine fetch {source.value[:80]!r} at build time"
+    if flags:
+        return f"uses {', '.join(flags)}, which is for remote sources"
+    if source.value is None or (source.keyword.startswith("ONBUILD") and "$" in source.text):
+        return "uses a variable this Dockerfile does not set here, which could name a URL"
+    return None
+
+
+def _names_earlier_stage(source: dockerfile.Source, stages: tuple[dockerfile.Stage, ...]) -> bool:
+    """Whether a --from names, literally, a stage before the one it is in."""
+    if source.keyword.startswith("ONBUILD") or "$" in source.text:
+        return False  # the child's stages, or a value the builder may expand otherwise
+    named = source.text.lower()
+    if named.isascii() and named.isdigit():
+        return int(named) < source.stage
+    return any(s.alias == named for s in stages[: source.stage])
+
+
+def _sources(node: Node) -> list[tuple[int, str, str]]:
+    """HEPS004 and HEPS005 as (line, code, message)."""
+    assert node.dockerfile is not None
+    found = []
+    for source in node.dockerfile.sources:
+        adds = source.keyword.endswith("ADD")
+        head = f"{source.keyword}{' ' if adds else '='}{source.text[:80]}"
+        if adds:
+            why = _fetches(source)
+            if why:
+                fix = "commit the file to the build context and COPY it"
+                found.append((source.line, "HEPS004", f"{head}: {why}; {fix}"))
+        elif not _names_earlier_stage(source, node.dockerfile.stages):
+            found.append(
+                (
+                    source.line,
+                    "HEPS005",
+                    f"{head}: names no earlier stage of this Dockerfile; bring the image in "
+                    "with `FROM <image> AS <name>` (FROM's rules apply) and use that name",
+                )
+            )
     return found
 
 

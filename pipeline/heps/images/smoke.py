@@ -24,13 +24,21 @@ from heps.core.stages import Stage
 from heps.core.validation import load_yaml
 from heps.images.recipes import HttpProbe, Recipe, SmokeCommand, expectation
 from heps.images.report import SmokeKind, SmokeResult
-from heps.systems.engine import Container, ContainerEngine, Interrupted
+from heps.systems.engine import LOG_BYTES, LOG_LINES, Container, ContainerEngine, Interrupted, Logs
 
 OUTPUT_TAIL = 2000
 
 
 def _tail(text: str) -> str:
     return text if len(text) <= OUTPUT_TAIL else "..." + text[-OUTPUT_TAIL:]
+
+
+def _output(logs: Logs) -> str:
+    """What a result shows of a container's output, saying when the start was dropped."""
+    shown = _tail(logs.text.strip())
+    if logs.truncated:
+        return f"(truncated to its last {LOG_LINES} lines or {LOG_BYTES >> 10} KiB) {shown}"
+    return shown
 
 
 @dataclass(frozen=True)
@@ -165,19 +173,20 @@ def command(checker: Checker, image: str, check: SmokeCommand) -> SmokeResult:
                 timeout,
                 f"killed after {timeout:.0f}s timeout",
             )
-        output = container.logs()
+        logs = container.logs()
     finally:
         _remove(container)
     seconds = time.monotonic() - started
     problems = []
     if code != check.expect_exit:
         problems.append(f"exit code {code}, expected {check.expect_exit}")
-    if check.expect_output and not expectation(check.expect_output).search(output):
+    if check.expect_output and not expectation(check.expect_output).search(logs.text):
         problems.append(f"output does not match /{check.expect_output}/")
     if problems:
-        detail = "; ".join(problems) + (f"; output: {_tail(output.strip())}" if output else "")
+        detail = "; ".join(problems) + (f"; output: {_output(logs)}" if logs.text else "")
         return SmokeResult(check.name, SmokeKind.COMMAND, False, seconds, detail)
-    return SmokeResult(check.name, SmokeKind.COMMAND, True, seconds, _tail(output.strip()[-200:]))
+    cut = " (truncated)" if logs.truncated else ""
+    return SmokeResult(check.name, SmokeKind.COMMAND, True, seconds, logs.text.strip()[-200:] + cut)
 
 
 def _answered(
@@ -194,41 +203,64 @@ def _answered(
     return SmokeResult(label, SmokeKind.HTTP, used <= probe.cpu_seconds, seconds, detail)
 
 
+def _ask(session: requests.Session, port: str, path: str) -> requests.Response:
+    """One GET of the container's own loopback port: no redirect followed (a 3xx is
+    the answer), the body left unread."""
+    url = f"http://127.0.0.1:{port}{path}"  # the schema has path start with '/'
+    with session.get(url, timeout=5, allow_redirects=False, stream=True) as answer:
+        return answer
+
+
 def http(checker: Checker, image: str, probe: HttpProbe) -> SmokeResult:
-    """Start the image's default command and wait for a 2xx on the probe's port and path."""
+    """Start the image's default command and wait for a 2xx on the probe's port and path.
+
+    Only the container's published loopback port is asked, with nothing of the host's:
+    no .netrc, proxy or CA variables (trust_env off). A redirect fails the probe at once,
+    naming where it pointed: following it could reach any host, with a host's password."""
     started = time.monotonic()
     label = f"{probe.port}{probe.path}"
     container = checker.start(image, None, publish=probe.port)
     last = "no answer"
+    session = requests.Session()
+    session.trust_env = False
     try:
         while time.monotonic() - started < probe.timeout and not checker.stop.is_set():
             if not container.running():
-                logs = container.logs()
                 return SmokeResult(
                     label,
                     SmokeKind.HTTP,
                     False,
                     time.monotonic() - started,
-                    f"container exited before answering; output: {_tail(logs.strip())}",
+                    f"container exited before answering; output: {_output(container.logs())}",
                 )
             bound = container.host_port(probe.port)
             if bound:
-                url = f"http://127.0.0.1:{bound}{probe.path}"
                 try:
-                    answer = requests.get(url, timeout=5)
+                    answer = _ask(session, bound, probe.path)
                     if 200 <= answer.status_code < 300:
                         return _answered(container, probe, time.monotonic() - started, answer)
+                    if answer.is_redirect:
+                        where = answer.headers.get("Location", "")[:200]
+                        return SmokeResult(
+                            label,
+                            SmokeKind.HTTP,
+                            False,
+                            time.monotonic() - started,
+                            f"HTTP {answer.status_code} to {where!r}: redirects are not "
+                            "followed; probe the path that answers 2xx itself",
+                        )
                     last = f"HTTP {answer.status_code}"
                 except requests.RequestException as exc:
                     last = type(exc).__name__
             time.sleep(0.5)
-        logs = container.logs()
         return SmokeResult(
             label,
             SmokeKind.HTTP,
             False,
             probe.timeout,
-            f"no 2xx within {probe.timeout:.0f}s (last: {last}); output: {_tail(logs.strip())}",
+            f"no 2xx within {probe.timeout:.0f}s (last: {last}); "
+            f"output: {_output(container.logs())}",
         )
     finally:
+        session.close()
         _remove(container)

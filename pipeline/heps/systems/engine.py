@@ -131,6 +131,17 @@ def _auth(creds: Credentials | None) -> dict[str, str] | None:
     return {"username": creds.username, "password": creds.password.value} if creds else None
 
 
+LOG_LINES = 1000
+LOG_BYTES = 64 << 10
+
+
+@dataclass(frozen=True)
+class Logs:
+    text: str
+    truncated: bool
+    """Earlier output was dropped (or may have been: the engine sent its last LOG_LINES)."""
+
+
 class Container:
     """One container the engine runs for us."""
 
@@ -154,10 +165,20 @@ class Container:
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             self._sdk.kill()  # an already stopped or removed container needs no killing
 
-    def logs(self) -> str:
+    def logs(self) -> Logs:
+        """The end of its output: the engine sends at most LOG_LINES lines, of which the
+        last LOG_BYTES bytes are kept, so an image printing gigabytes costs no memory."""
+        kept = bytearray()
+        lines = 0
+        cut = False
         with _refusals():
-            data: bytes = self._sdk.logs(stdout=True, stderr=True)
-        return data.decode(errors="replace")
+            for chunk in self._sdk.logs(stdout=True, stderr=True, stream=True, tail=LOG_LINES):
+                lines += chunk.count(b"\n")
+                kept += chunk
+                if len(kept) > LOG_BYTES:
+                    del kept[: len(kept) - LOG_BYTES]
+                    cut = True
+        return Logs(kept.decode(errors="replace"), cut or lines >= LOG_LINES)
 
     def running(self) -> bool:
         with _refusals():
@@ -200,9 +221,14 @@ class ContainerEngine:
         on_line: Callable[[str], None],
         stop: threading.Event,
     ) -> str:
-        """Build from a context tar; each output line to `on_line`; the image ID."""
+        """Build from a context tar; each output line to `on_line`; the image ID.
+
+        No registry credentials go with it (docker-py sends every login of the Docker
+        config): bases are built or pulled by the pipeline beforehand, and anything else
+        a Dockerfile names is fetched anonymously, so a merge request's FROM cannot read
+        a private image with the operator's login."""
         with _refusals():
-            stream = self._client.api.build(
+            stream = _Anonymous(self._client.api).build(
                 fileobj=context,
                 custom_context=True,
                 dockerfile=dockerfile,
@@ -313,6 +339,17 @@ class ContainerEngine:
         with _refusals():
             found = self._client.api.containers(all=True, filters={"ancestor": image_id})
         return [str(c["Id"]) for c in found if c.get("ImageID") == image_id]
+
+
+class _Anonymous(docker.APIClient):  # type: ignore[misc]
+    """The engine's API client, sharing its connection, that sends a build no
+    X-Registry-Config header."""
+
+    def __init__(self, api: docker.APIClient) -> None:
+        self.__dict__.update(api.__dict__)
+
+    def _set_auth_headers(self, headers: dict[str, str]) -> None:
+        """Adds nothing."""
 
 
 def _remove_container(api: Any, container_id: str) -> bool:
