@@ -288,27 +288,49 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
             "host_config": host_config,
         }
         try:
-            await self.docker("create_container", **create)
+            init = (await self.docker("create_container", **create))["Id"]
         except APIError as exc:  # 409: a leftover of an interrupted spawn has the name
             if exc.status_code != HTTPStatus.CONFLICT:
                 raise
-            await self.docker("remove_container", name, force=True)
-            await self.docker("create_container", **create)
+            await self._remove_leftover(name)
+            init = (await self.docker("create_container", **create))["Id"]
+        # by its Id from here on: a container given that name meanwhile is someone else's
         try:
-            await self.docker("start", name)
-            code = (await self.docker("wait", name, timeout=120))["StatusCode"]
+            await self.docker("start", init)
+            code = (await self.docker("wait", init, timeout=120))["StatusCode"]
             if code != 0:
-                output = (await self.docker("logs", name)).decode(errors="replace").strip()
+                output = (await self.docker("logs", init)).decode(errors="replace").strip()
                 reason = output.splitlines()[-1] if output else f"exit status {code}"
                 raise SpawnRefused(
                     f"user-init refused this account: {reason}. Nothing was started. Send "
                     "this message to the HEPS helpdesk: they fix accounts in the SSO service."
                 )
         except BaseException:
-            await self.docker("remove_container", name, force=True)
+            with contextlib.suppress(NotFound):  # removed meanwhile: the first error stands
+                await self.docker("remove_container", init, force=True)
             raise
-        self._aside(self.docker("remove_container", name, force=True), f"removing {name}")
+        self._aside(self.docker("remove_container", init, force=True), f"removing {name}")
         return str(made["Mountpoint"])
+
+    async def _remove_leftover(self, name: str) -> None:
+        """Remove the container named like this spawn's user-init when an earlier spawn
+        of this platform left it; refuse the spawn when it is anyone else's."""
+        found = await self.docker("inspect_container", name)
+        labels = found["Config"].get("Labels") or {}
+        if labels.get(local.LABEL_PLATFORM) != self.local_settings.platform:
+            raise self._in_the_way(
+                name, f"not made by platform {self.local_settings.platform!r}; rename or remove it"
+            )
+        await self.docker("remove_container", found["Id"], force=True)
+
+    def _in_the_way(self, name: str, problem: str) -> SpawnRefused:
+        """The refusal she reads when a container of the platform's is not as it must be;
+        the operators' log says which and what to do."""
+        self.log.error("%s: %s", name, problem)
+        return SpawnRefused(
+            "Sessions cannot start right now: the platform's set-up is in the way. Tell the "
+            "platform's operators; nothing was started."
+        )
 
     async def _netless(self) -> str:
         """User-init's network mode: the namespace of PLATFORM-netless, a container that
@@ -323,11 +345,7 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
             try:
                 found = await self.docker("inspect_container", name)
                 if problem := netless_problem(found, self.local_settings.platform):
-                    self.log.error("%s: %s", name, problem)
-                    raise SpawnRefused(
-                        "Sessions cannot start right now: the platform's set-up is in the "
-                        "way. Tell the platform's operators; nothing was started."
-                    )
+                    raise self._in_the_way(name, problem)
                 running = found["State"]["Running"]
             except NotFound:
                 await self.docker(
