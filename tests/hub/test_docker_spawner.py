@@ -1,6 +1,8 @@
-"""The local spawner's user-init container on the real Docker engine: made, started,
+"""The local spawner on the real Docker engine. User-init's container is made, started,
 waited for and removed by the Id its create returned, so a container of the same name
-made by someone else meanwhile is never the one started or removed.
+made by someone else meanwhile is never the one started or removed. The app container
+is made while user-init runs and started only once it succeeded; when user-init
+refuses, the app container is removed, never started.
 
 User-init's program is tested in tests/user_init and end to end in
 tests/platform/test_platform.py; here a busybox script in its place writes the two
@@ -15,10 +17,10 @@ import contextlib
 import io
 import tarfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 import docker
 import pytest
@@ -27,6 +29,7 @@ from docker.errors import NotFound
 from heps_hub import local
 from heps_hub.docker_spawner import HEPSDockerSpawner, SpawnRefused
 from heps_hub.identity import Group, Identity
+from heps_hub.phases import PhaseLog
 from heps_hub.values import Spawner, UserInit
 from tests.conftest import BUSYBOX
 
@@ -36,10 +39,13 @@ case "$HEPS_USER_IDENTITY" in
   *'"name": "mallory"'*) echo "heps-user-init: refused: uid: 500 is outside the allowed range"
                          exit 1 ;;
 esac
+sleep 0.5  # long enough for the app container to be made meanwhile
 echo "alice:x:20001:20001::/home/alice:/bin/sh" > "$4/passwd"
 echo "heps-users:x:20001:" > "$4/group"
 """
+T = TypeVar("T")
 ALICE = Identity("alice", 20001, 20001, (Group("heps-users", 20001),), "alice@ihep.ac.cn")
+MALLORY = Identity("mallory", 500, 20001, (Group("heps-users", 20001),), "m@ihep.ac.cn")
 
 
 @pytest.fixture(scope="module")
@@ -62,20 +68,36 @@ def stand_in(busybox: str, docker_client: docker.DockerClient) -> Iterator[str]:
 
 
 class Meddled(HEPSDockerSpawner):
-    """Runs `meddle` once, right after the engine answered the user-init create."""
+    """Runs `meddle` once, right after the engine answered the user-init create, and
+    notes each engine call as it returns. The app container gets the environment the
+    spawner was given only: the hub's own variables (API token, URLs) need a hub, and
+    the container here only sleeps."""
 
     meddle: Callable[[], None] | None = None
+    calls: list[tuple[str, str]]
+    """(method, container name or Id) as each call returned."""
 
     async def docker(self, method: str, *args: Any, **kwargs: Any) -> Any:
         answer = await super().docker(method, *args, **kwargs)
         if method == "create_container" and "-init-" in kwargs.get("name", "") and self.meddle:
             meddle, self.meddle = self.meddle, None
             meddle()
+        what = kwargs.get("name") or (args[0] if args and isinstance(args[0], str) else "")
+        self.calls.append((method, what))
+        if method == "create_container":
+            self.calls.append(("made", answer["Id"]))
         return answer
+
+    def get_env(self) -> dict[str, str]:
+        return dict(self.environment)
+
+
+Make = Callable[[Identity], "Meddled"]
 
 
 @pytest.fixture
-def spawner(stand_in: str, docker_client: docker.DockerClient, tmp_path: Path) -> Iterator[Meddled]:
+def spawners(stand_in: str, docker_client: docker.DockerClient, tmp_path: Path) -> Iterator[Make]:
+    """Each identity's spawner on one platform of the test's own, removed afterwards."""
     platform = f"heps-sp-{uuid.uuid4().hex[:8]}"
     policy = tmp_path / "policy.yaml"
     policy.write_text("{}\n")
@@ -94,10 +116,17 @@ def spawner(stand_in: str, docker_client: docker.DockerClient, tmp_path: Path) -
         cpus=1.0,
         memory=2**30,
     )
-    found = Meddled(local_settings=settings, engine_threads=4)
-    found.user = SimpleNamespace(name="alice")
-    found.apply_identity(ALICE, Spawner("heps", "heps-scheduler", UserInit(stand_in)))
-    yield found
+
+    def make(identity: Identity) -> Meddled:
+        found = Meddled(local_settings=settings, engine_threads=4, prefix=platform, remove=True)
+        found.user = SimpleNamespace(name=identity.name)
+        found.calls, found.heps_phases = [], PhaseLog()
+        found.image, found.cmd = stand_in, ["sleep", "60"]
+        found.cpu_limit, found.mem_limit = 0.5, 2**28
+        found.apply_identity(identity, Spawner("heps", "heps-scheduler", UserInit(stand_in)))
+        return found
+
+    yield make
     selector = {"label": f"{local.LABEL_PLATFORM}={platform}"}
     for container in docker_client.api.containers(all=True, filters=selector):
         docker_client.api.remove_container(container["Id"], force=True)
@@ -108,20 +137,42 @@ def spawner(stand_in: str, docker_client: docker.DockerClient, tmp_path: Path) -
             docker_client.volumes.get(name).remove(force=True)
 
 
+@pytest.fixture
+def spawner(spawners: Make) -> Meddled:
+    return spawners(ALICE)
+
+
 def _init_name(spawner: Meddled) -> str:
     return f"{spawner.local_settings.platform}-init-alice"
 
 
-def user_init(spawner: Meddled) -> str:
-    """Its identity folder; the work it leaves beside the spawn is awaited too."""
+def run(work: Callable[[], Awaitable[T]]) -> T:
+    """`work` in an event loop of its own; what it leaves beside the spawn is awaited too."""
 
-    async def run() -> str:
+    async def run() -> T:
         try:
-            return await spawner._user_init()
+            return await work()
         finally:
             await asyncio.gather(*HEPSDockerSpawner.heps_aside)
 
     return asyncio.run(run())
+
+
+def containers_made(spawner: Meddled) -> dict[str, str]:
+    """Name -> Id of each container the spawner made."""
+    calls = spawner.calls
+    return {calls[i - 1][1]: what for i, (method, what) in enumerate(calls) if method == "made"}
+
+
+def user_init(spawner: Meddled) -> str:
+    """User-init's run, as the spawn's start makes it: her identity volume's folder."""
+
+    async def work() -> str:
+        folder, network = await asyncio.gather(spawner._identity_volume(), spawner._netless())
+        await spawner._user_init(network)
+        return folder
+
+    return run(work)
 
 
 def test_user_init_writes_her_files_and_its_container_goes(
@@ -166,12 +217,47 @@ def test_a_leftover_of_another_platform_is_not_removed_but_refused(
 
 
 def test_the_refusal_is_her_one_line_and_nothing_is_left(
-    spawner: Meddled, docker_client: docker.DockerClient
+    spawners: Make, docker_client: docker.DockerClient
 ) -> None:
-    mallory = Identity("mallory", 500, 20001, (Group("heps-users", 20001),), "m@ihep.ac.cn")
-    spawner.user = SimpleNamespace(name="mallory")
-    spawner.apply_identity(mallory, spawner.heps_values)
+    spawner = spawners(MALLORY)
     with pytest.raises(SpawnRefused, match="uid: 500 is outside the allowed range"):
         user_init(spawner)
     name = f"{spawner.local_settings.platform}-init-mallory"
     assert not docker_client.api.containers(all=True, filters={"name": f"^/{name}$"})
+
+
+def test_the_app_container_is_made_while_user_init_runs_and_starts_after_it(
+    spawner: Meddled, docker_client: docker.DockerClient
+) -> None:
+    run(spawner._start_after_user_init)
+    app = docker_client.api.inspect_container(f"{spawner.local_settings.platform}-alice")
+    made = containers_made(spawner)
+    init = made[_init_name(spawner)]
+    order = [(method, what) for method, what in spawner.calls if what in (init, app["Id"])]
+    waited = order.index(("wait", init))
+    assert order.index(("made", app["Id"])) < waited < order.index(("start", app["Id"]))
+    # her files, which did not exist when the app container was made, bound at its start
+    lines = docker_client.containers.get(app["Id"]).exec_run(["cat", "/etc/passwd"]).output
+    assert lines.startswith(b"alice:x:20001:20001:")
+    host = app["HostConfig"]
+    assert app["Config"]["User"] == "20001:20001" and host["GroupAdd"] == ["20001"]
+    assert host["CapDrop"] == ["ALL"] and host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["Memory"] == 2**28 and host["CpuQuota"] == host["CpuPeriod"] // 2
+    mounts = {m["Destination"]: m for m in app["Mounts"]}
+    assert not mounts["/etc/passwd"]["RW"] and not mounts["/etc/group"]["RW"]
+    assert [phase for phase, _ in spawner.heps_phases.marks] == ["user-init", "container"]
+
+
+def test_a_refusal_removes_the_app_container_made_meanwhile_unstarted(
+    spawners: Make, docker_client: docker.DockerClient
+) -> None:
+    spawner = spawners(MALLORY)
+    with pytest.raises(SpawnRefused, match="uid: 500 is outside the allowed range"):
+        run(spawner._start_after_user_init)
+    made = containers_made(spawner)
+    platform = spawner.local_settings.platform
+    init, app = made[f"{platform}-init-mallory"], made[f"{platform}-mallory"]  # both were made
+    assert ("start", app) not in spawner.calls
+    for gone in (init, app):
+        with pytest.raises(NotFound):
+            docker_client.api.inspect_container(gone)
