@@ -19,12 +19,13 @@ spawn, so a promotion reaches users without restarting the hub.
 Speed (docs/benchmarks.md): DockerSpawner sends every Docker call of every spawn through
 one thread, so ten spawns queued behind each other's user-init; here `engine_threads`
 calls run at once. The image check, her identity volume and the network-less namespace
-are made at once, and the app container while user-init runs. User-init's container is removed, and the data link made, beside the
-spawn rather than on its path; its files reach the app container by bind mount, not by
-a copy out of one container and into the other; it makes no network namespace of its
-own. The spawner waits for JupyterLab's /api itself, polling at most 50 ms apart, where
-the hub's own wait backs off to 5 s between polls. Each phase is timed
-(heps_hub.phases): the pending page shows them, the hub log has one line per spawn.
+are made at once, and the app container while user-init runs. User-init's container is
+removed, and the data link made, beside the spawn rather than on its path; its files
+reach the app container by bind mount, not by a copy out of one container and into the
+other; it makes no network namespace of its own. The spawner waits for JupyterLab's
+/api itself, polling at most 50 ms apart, where the hub's own wait backs off to 5 s
+between polls. Each phase is timed (heps_hub.phases): the pending page shows them, the
+hub log has one line per spawn.
 """
 
 from __future__ import annotations
@@ -245,8 +246,8 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
             self.heps_init.cancel()  # when still running: it removes its container
             await asyncio.wait([self.heps_init])
             if not self.heps_init.cancelled():
-                self.heps_init.exception()  # told below, or already: the spawn failed
-            if self.object_id:  # made, never started
+                self.heps_init.exception()  # seen: start_object raised it, or create failed
+            if self.object_id:  # made and never started: removed (JupyterHub stops a started one)
                 await self.remove_object()
             raise
         return ip, port
