@@ -197,10 +197,14 @@ def test_a_same_named_container_made_meanwhile_is_never_started_nor_removed(
         theirs.update(docker_client.api.create_container(BUSYBOX, ["true"], name=name))
 
     spawner.meddle = meddle
-    with pytest.raises(NotFound):
-        user_init(spawner)
-    found = docker_client.api.inspect_container(name)
-    assert found["Id"] == theirs["Id"] and found["State"]["Status"] == "created"
+    try:
+        with pytest.raises(NotFound):
+            user_init(spawner)
+        found = docker_client.api.inspect_container(name)
+        assert found["Id"] == theirs["Id"] and found["State"]["Status"] == "created"
+    finally:
+        if theirs:  # not labelled as the platform's: the fixture would leave it
+            docker_client.api.remove_container(theirs["Id"], force=True)
 
 
 def test_a_leftover_of_another_platform_is_not_removed_but_refused(
