@@ -57,9 +57,9 @@ APP = "ct-reconstruction"
 BASELINE = {"floor": 2.67, "cpu": 3.3, "p50": 5.20, "p95": 8.15, "ten50": 40.2, "ten95": 41.5}
 SHOWN = (  # between the POST, the hub's marks (heps_hub.phases) and the first /api answer
     "hub, before the spawner",
-    "profile and image checks",
-    "user-init container",
-    "app container create, start",
+    "profile check",
+    "user-init (app made meanwhile)",
+    "app container start",
     "JupyterLab starting",
     "proxy route and redirect",
 )

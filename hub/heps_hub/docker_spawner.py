@@ -5,8 +5,9 @@ FOWNER, read-only root, no new privileges, no network: it joins the empty networ
 namespace of PLATFORM-netless), with the SSO identity and the site policy, exactly the
 cluster's init container; its refusal fails the spawn with its one-line reason. It
 writes passwd/group to the user's identity volume and the home and group data paths to
-the home and data volumes. The app image then runs as the SSO uid, gid and
-supplementary groups, without capabilities or privilege escalation, with those
+the home and data volumes. The app container, made meanwhile, starts only once
+user-init succeeded, and is removed unstarted when it refused. It runs as the SSO uid,
+gid and supplementary groups, without capabilities or privilege escalation, with those
 passwd/group files as its /etc/passwd and /etc/group (bound read-only from the identity
 volume's folder on the engine's host, as the cluster mounts them by subPath: Docker
 20.10 cannot mount one file out of a volume), the profile's cpu and memory limits
@@ -17,12 +18,14 @@ spawn, so a promotion reaches users without restarting the hub.
 
 Speed (docs/benchmarks.md): DockerSpawner sends every Docker call of every spawn through
 one thread, so ten spawns queued behind each other's user-init; here `engine_threads`
-calls run at once. User-init's container is removed, and the data link made, beside the
-spawn rather than on its path; its files reach the app container by bind mount, not by
-a copy out of one container and into the other; it makes no network namespace of its
-own. The spawner waits for JupyterLab's /api itself, polling at most 50 ms apart, where
-the hub's own wait backs off to 5 s between polls. Each phase is timed
-(heps_hub.phases): the pending page shows them, the hub log has one line per spawn.
+calls run at once. The image check, her identity volume and the network-less namespace
+are made at once, and the app container while user-init runs. User-init's container is
+removed, and the data link made, beside the spawn rather than on its path; its files
+reach the app container by bind mount, not by a copy out of one container and into the
+other; it makes no network namespace of its own. The spawner waits for JupyterLab's
+/api itself, polling at most 50 ms apart, where the hub's own wait backs off to 5 s
+between polls. Each phase is timed (heps_hub.phases): the pending page shows them, the
+hub log has one line per spawn.
 """
 
 from __future__ import annotations
@@ -173,9 +176,17 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
         self.heps_values = spawner_values
         home = f"{spawner_values.storage.home_base}/{identity.name}"
         self.environment = {"HOME": home, "USER": identity.name, "NB_USER": identity.name}
+        # nocopy: nothing of an image reaches the shared volumes (the app container is
+        # made while user-init runs, maybe before her home is in an empty home volume)
         self.volumes = {
-            self.local_settings.home_volume: spawner_values.storage.home_base,
-            self.local_settings.data_volume: spawner_values.storage.data_base,
+            self.local_settings.home_volume: {
+                "bind": spawner_values.storage.home_base,
+                "mode": "rw,nocopy",
+            },
+            self.local_settings.data_volume: {
+                "bind": spawner_values.storage.data_base,
+                "mode": "rw,nocopy",
+            },
         }
         self.post_start_cmd = shlex.join(data_link(spawner_values.storage.data_base))
         self.extra_create_kwargs = {
@@ -207,25 +218,45 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
         if not hasattr(self, "heps_identity"):
             raise SpawnRefused("This session has no identity. Log out, log in again, then Start.")
         self.image, self.cpu_limit, self.mem_limit = offer.image, offer.cpu, offer.memory
-        await self._require_image(offer.image)
+        ip, port = await self._start_after_user_init()
         phases = self.heps_phases
-        phases.enter("user-init")
-        # Not overlapped with creating the app container: at create, Docker makes its
-        # working directory (her home) as root and copies it into an empty home volume.
-        folder = await self._user_init()
-        # after user-init: a bind mount takes the files user-init left (it replaces,
-        # never edits them), and refuses a missing one where `binds` would make a folder
-        self.mounts = [
-            {"type": "bind", "source": f"{folder}/{n}", "target": f"/etc/{n}", "read_only": True}
-            for n in ("passwd", "group")
-        ]
-        phases.enter("container")
-        ip, port = await super().start()
         phases.enter("jupyterlab")
         await self._wait_for_jupyterlab(f"http://{ip}:{port}{self.server.base_url}api")
         phases.enter("answered")
         self.log.info(phases.line(self.user.name))
         return ip, port
+
+    async def _start_after_user_init(self) -> tuple[str, int]:
+        """User-init runs while the app container is made; the app starts only once
+        user-init succeeded (start_object), and is removed, never started, when not."""
+        self.heps_phases.enter("user-init")
+        _, folder, network = await asyncio.gather(
+            self._require_image(self.image), self._identity_volume(), self._netless()
+        )
+        # bound when the app starts, after user-init wrote them: `binds`, not `mounts`,
+        # which would refuse files that do not exist yet at create
+        self.volumes = {
+            **self.volumes,
+            **{f"{folder}/{n}": {"bind": f"/etc/{n}", "mode": "ro"} for n in ("passwd", "group")},
+        }
+        self.heps_init = asyncio.ensure_future(self._user_init(network))
+        try:
+            ip, port = await super().start()
+        except BaseException:
+            self.heps_init.cancel()  # when still running: it removes its container
+            await asyncio.wait([self.heps_init])
+            if not self.heps_init.cancelled():
+                self.heps_init.exception()  # seen: start_object raised it, or create failed
+            if self.object_id:  # made and never started: removed (JupyterHub stops a started one)
+                await self.remove_object()
+            raise
+        return ip, port
+
+    async def start_object(self) -> None:
+        """DockerSpawner's start, once user-init succeeded; its refusal is the spawn's."""
+        await self.heps_init
+        self.heps_phases.enter("container")
+        await super().start_object()
 
     async def _wait_for_jupyterlab(self, url: str) -> None:
         """Poll until the server answers (any status below 500), at most 50 ms apart."""
@@ -254,21 +285,26 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
                 f"ask the platform's operator to run `heps platform up` ({image} is missing)."
             ) from None
 
-    async def _user_init(self) -> str:
-        """Run heps-user-init for this user; its identity volume's folder on the
-        engine's host (the local driver's Mountpoint), where it wrote passwd and group."""
+    def _identity(self) -> str:
+        return f"{self.local_settings.platform}-identity-{self.escaped_name}"
+
+    async def _identity_volume(self) -> str:
+        """Her identity volume, where user-init writes passwd and group: its folder on
+        the engine's host (the local driver's Mountpoint)."""
+        made = await self.docker("create_volume", self._identity(), labels=self._labels())
+        return str(made["Mountpoint"])
+
+    async def _user_init(self, network: str) -> None:
+        """Run heps-user-init for this user in the network namespace `network`; raise
+        SpawnRefused with its one line when it refuses."""
         identity, values = self.heps_identity, self.heps_values
         name = f"{self.local_settings.platform}-init-{self.escaped_name}"
-        volume = f"{self.local_settings.platform}-identity-{self.escaped_name}"
-        made, network = await asyncio.gather(
-            self.docker("create_volume", volume, labels=self._labels()), self._netless()
-        )
         host_config = self.client.create_host_config(
             binds={self.local_settings.policy_file: {"bind": POLICY_FILE, "mode": "ro"}},
             mounts=[
-                Mount(IDENTITY_DIR, volume),
-                Mount(values.storage.home_base, self.local_settings.home_volume),
-                Mount(values.storage.data_base, self.local_settings.data_volume),
+                Mount(IDENTITY_DIR, self._identity()),
+                Mount(values.storage.home_base, self.local_settings.home_volume, no_copy=True),
+                Mount(values.storage.data_base, self.local_settings.data_volume, no_copy=True),
             ],
             cap_drop=["ALL"],
             cap_add=INIT_CAPABILITIES,
@@ -288,27 +324,48 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
             "host_config": host_config,
         }
         try:
-            await self.docker("create_container", **create)
+            init = (await self.docker("create_container", **create))["Id"]
         except APIError as exc:  # 409: a leftover of an interrupted spawn has the name
             if exc.status_code != HTTPStatus.CONFLICT:
                 raise
-            await self.docker("remove_container", name, force=True)
-            await self.docker("create_container", **create)
+            await self._remove_leftover(name)
+            init = (await self.docker("create_container", **create))["Id"]
+        # by its Id from here on: a container given that name meanwhile is someone else's
         try:
-            await self.docker("start", name)
-            code = (await self.docker("wait", name, timeout=120))["StatusCode"]
+            await self.docker("start", init)
+            code = (await self.docker("wait", init, timeout=120))["StatusCode"]
             if code != 0:
-                output = (await self.docker("logs", name)).decode(errors="replace").strip()
+                output = (await self.docker("logs", init)).decode(errors="replace").strip()
                 reason = output.splitlines()[-1] if output else f"exit status {code}"
                 raise SpawnRefused(
                     f"user-init refused this account: {reason}. Nothing was started. Send "
                     "this message to the HEPS helpdesk: they fix accounts in the SSO service."
                 )
         except BaseException:
-            await self.docker("remove_container", name, force=True)
+            with contextlib.suppress(NotFound):  # removed meanwhile: the first error stands
+                await self.docker("remove_container", init, force=True)
             raise
-        self._aside(self.docker("remove_container", name, force=True), f"removing {name}")
-        return str(made["Mountpoint"])
+        self._aside(self.docker("remove_container", init, force=True), f"removing {name}")
+
+    async def _remove_leftover(self, name: str) -> None:
+        """Remove the container named like this spawn's user-init when an earlier spawn
+        of this platform left it; refuse the spawn when it is anyone else's."""
+        found = await self.docker("inspect_container", name)
+        labels = found["Config"].get("Labels") or {}
+        if labels.get(local.LABEL_PLATFORM) != self.local_settings.platform:
+            raise self._in_the_way(
+                name, f"not made by platform {self.local_settings.platform!r}; rename or remove it"
+            )
+        await self.docker("remove_container", found["Id"], force=True)
+
+    def _in_the_way(self, name: str, problem: str) -> SpawnRefused:
+        """The refusal she reads when a container of the platform's is not as it must be;
+        the operators' log says which and what to do."""
+        self.log.error("%s: %s", name, problem)
+        return SpawnRefused(
+            "Sessions cannot start right now: the platform's set-up is in the way. Tell the "
+            "platform's operators; nothing was started."
+        )
 
     async def _netless(self) -> str:
         """User-init's network mode: the namespace of PLATFORM-netless, a container that
@@ -323,11 +380,7 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
             try:
                 found = await self.docker("inspect_container", name)
                 if problem := netless_problem(found, self.local_settings.platform):
-                    self.log.error("%s: %s", name, problem)
-                    raise SpawnRefused(
-                        "Sessions cannot start right now: the platform's set-up is in the "
-                        "way. Tell the platform's operators; nothing was started."
-                    )
+                    raise self._in_the_way(name, problem)
                 running = found["State"]["Running"]
             except NotFound:
                 await self.docker(

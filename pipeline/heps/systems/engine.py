@@ -465,6 +465,13 @@ class PlatformEngine:
         except docker.errors.ImageNotFound:
             return None
 
+    def image_labels(self, ref: str) -> dict[str, str] | None:
+        """The labels of the image `ref` names here; None when it is not here."""
+        try:
+            return dict(self.client.images.get(ref).labels or {})
+        except docker.errors.ImageNotFound:
+            return None
+
     def tag(self, source: str, target: str) -> None:
         repo, _, tag = target.rpartition(":")
         self.client.images.get(source).tag(repo, tag)
