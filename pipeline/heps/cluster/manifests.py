@@ -250,6 +250,8 @@ def render(repo: Path, overlay: Path) -> list[Manifest]:
                 .replace(os.path.relpath(overlay, wrapper), str(overlay.relative_to(repo)))
             )
             raise ConfigError(f"{overlay.relative_to(repo)}: kustomize failed: {detail}")
+        # Resources heps never read before kustomize: bounded like any file before loading.
+        check_yaml(done.stdout, f"{overlay.relative_to(repo)} (as kustomize renders it)")
         return [_manifest(obj, wrapper, repo) for obj in yaml.safe_load_all(done.stdout) if obj]
 
 
