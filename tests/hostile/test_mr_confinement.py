@@ -186,6 +186,8 @@ NUMBERS = {
     "smoke.http.timeout": [".nan", ".inf", "-5", "0", "1e9"],
     "smoke.http.port": ["0", "70000", "80.5"],
 }
+NUMBERS["profile.cpu"] += ["'1e400'", "'1E30'", "10000000000000000000"]  # past every bound
+NUMBERS["profile.memory"] += ["'9999999999999999999999999999999999999999999Ei'", "'1e400'"]
 
 
 def _recipe_with(field: str, value: str) -> str:
@@ -270,6 +272,17 @@ def test_hub_leaves_out_a_bad_profile_and_offers_the_rest(tmp_path: Path, overri
     loaded = _hub_profiles(tmp_path)
     assert [p["slug"] for p in loaded.profiles] == ["good"]
     assert len(loaded.refused) == 1 and "bad:" in loaded.refused[0]
+
+
+@pytest.mark.parametrize("value", ["1e30", "'1e400'", "'1E30'"])
+def test_reconcile_refuses_a_profile_past_any_bound(heps: Any, repo: Path, value: str) -> None:
+    listed = repo / "k8s-overlays" / "overlays" / "testbed" / "profile-list.yaml"
+    listed.write_text(re.sub(r"cpu_limit: \S+", f"cpu_limit: {value}", listed.read_text(), count=1))
+    line = one_line(
+        heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"),
+        "data.profile-list.yaml: profile_list[0].kubespawner_override.cpu_limit",
+    )
+    assert "more than the largest node's" in line
 
 
 # --- build contexts -------------------------------------------------------------------
