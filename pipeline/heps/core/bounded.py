@@ -18,6 +18,8 @@ integer is at most MAX_INTEGER_CHARS long (Python refuses to read longer ones).
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import yaml
@@ -56,12 +58,24 @@ _CLOSE = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
 
 
 def read_bytes(path: Path, display: str, limit: int = MAX_BYTES) -> bytes:
-    """The file's bytes; ConfigError when it cannot be read or exceeds `limit`."""
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(limit + 1)
+    """The file's bytes; ConfigError when it cannot be read, is not a regular file (a
+    folder, a FIFO that would block, a device that never ends) or exceeds `limit`."""
+    try:  # opened without blocking, then checked for what it is before anything is read
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as exc:
         raise ConfigError(f"{display}: cannot read: {exc.strerror}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        what = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise ConfigError(
+            f"{display}: {what}; heps reads it as a file: replace it with one (or remove it)"
+        )
+    with open(fd, "rb") as handle:
+        try:
+            data = handle.read(limit + 1)
+        except OSError as exc:
+            raise ConfigError(f"{display}: cannot read: {exc.strerror}") from None
     if len(data) > limit:
         raise ConfigError(
             f"{display}: larger than {limit // 1024} KiB; this is not a file heps reads, "
