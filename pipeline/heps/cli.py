@@ -611,6 +611,8 @@ def _failed_reports(where: _Where, lines: list[str]) -> list[str]:
         where.reports.failed(lines, where.masker)
     except Exception as exc:  # said, not raised: the error that ended the command stays first
         _, problems = boundary.describe(exc, where.command, where.state_dir, where.masker)
+        if set(problems) <= set(lines):  # the error was the report's own (a full disk)
+            return []
         return [f"reports not written: {'; '.join(problems)}"]
     return []
 
