@@ -531,7 +531,8 @@ _OUTPUTS = {"run": ("report", "junit"), "review": ("out", "json")}
 def _check_outputs(args: argparse.Namespace, where: _Where) -> None:
     """Every file a command will write is checked before it runs: a bad path must not
     surface after a push, with no report. The reports `run` and `ci merge-request`
-    promise (`args.files`) are written by the boundary too, naming what ended them."""
+    promise (`args.files`) are written by the boundary too, naming what ended them,
+    once the command has started."""
     from heps.core import paths
 
     for name in _OUTPUTS.get(args.command, ()):
@@ -547,7 +548,6 @@ def _check_outputs(args: argparse.Namespace, where: _Where) -> None:
         from heps.ci.merge_request import Reports
 
         args.files = Reports.under(args.out, args.base)
-    where.reports = args.files
 
 
 @dataclass
@@ -666,6 +666,9 @@ def _command(parser: argparse.ArgumentParser, argv: list[str] | None, where: _Wh
         "platform": _platform,
     }
     command = commands[args.command]
+    # Settings and credentials are the operator's and fine: from here the command works on
+    # the repository, and whatever ends it is said in the reports it promised as well.
+    where.reports = args.files
     with log.guarded_output(masker):
         log.setup(masker, args.verbose)
         return command(cfg, args)

@@ -64,15 +64,17 @@ def _outputs(out: Path) -> dict[str, Path]:
     return {name: paths.output_file(out / name, "--out") for name in OUTPUTS}
 
 
-@dataclass(frozen=True)
+@dataclass
 class Reports:
     """The four files under --out, checked before anything runs: the run's report
-    (`ReportFiles`) and the review, all written naming the error that ended the job."""
+    (`ReportFiles`) and the review, all written naming the error that ended the job once
+    it started on the merge request (a bad --checkout or --base writes nothing)."""
 
     run: ReportFiles
     review_md: Path
     review_json: Path
     base: str
+    started: bool = False
 
     @classmethod
     def under(cls, out: Path, base: str) -> Reports:
@@ -90,6 +92,8 @@ class Reports:
 
     def failed(self, lines: list[str], mask: log.Masker) -> None:
         """Every report, naming what stopped the job: the reviewer reads it there."""
+        if not self.started:
+            return
         self.run.failed(lines, mask)
         stopped = review.Review(self.base, "unknown", isolated=True)
         stopped.problems = [f"heps ci merge-request stopped: {line}" for line in lines]
@@ -121,6 +125,7 @@ def run(
             f"--base {base}: not a revision of the checkout {checkout}; "
             "fetch the target branch into it or name a commit it has"
         )
+    files.started = True  # the merge request's own content is read from here on
     cfg = checkout_settings(trusted, root)
     prepared = prepare(cfg, Selection(since=base))
     _refuse_own_mirrors(prepared)

@@ -18,6 +18,7 @@ integer is at most MAX_INTEGER_CHARS long (Python refuses to read longer ones).
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from pathlib import Path
@@ -46,11 +47,12 @@ _YAML11 = yaml.resolver.Resolver()
 _GO_BOOLEANS = frozenset(("y", "Y", "n", "N"))  # booleans of Go's yaml.v2, strings elsewhere
 
 
-def _resolved(plain: str) -> set[str]:
+@functools.lru_cache(maxsize=4096)  # keys repeat across files: `name`, `image`, ...
+def _resolved(plain: str) -> frozenset[str]:
     """The tags YAML 1.1 (PyYAML, Go's yaml.v2) and 1.2 (ruamel, yaml.v3) give a plain scalar."""
     as_11 = _YAML11.resolve(yaml.ScalarNode, plain, (True, False))  # type: ignore[no-untyped-call]
     tags = {str(as_11), yaml12.resolve(plain)}
-    return tags | {_CORE + "bool"} if plain in _GO_BOOLEANS else tags
+    return frozenset(tags | {_CORE + "bool"} if plain in _GO_BOOLEANS else tags)
 
 
 _OPEN = (yaml.MappingStartEvent, yaml.SequenceStartEvent)
