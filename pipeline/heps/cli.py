@@ -528,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
 _OUTPUTS = {"run": ("report", "junit"), "review": ("out", "json")}
 
 
-def _check_outputs(args: argparse.Namespace, where: _Where) -> None:
+def _check_outputs(args: argparse.Namespace) -> None:
     """Every file a command will write is checked before it runs: a bad path must not
     surface after a push, with no report. The reports `run` and `ci merge-request`
     promise (`args.files`) are written by the boundary too, naming what ended them,
@@ -640,7 +640,7 @@ def _command(parser: argparse.ArgumentParser, argv: list[str] | None, where: _Wh
         with log.guarded_output(where.masker):
             log.setup(where.masker, args.verbose)
             return hook.post_receive(args.git_dir.resolve(), sys.stdin, dict(os.environ))
-    _check_outputs(args, where)
+    _check_outputs(args)
     cfg = settings.load(args.repo, registry=args.registry, namespace=args.namespace)
     where.state_dir = cfg.state_dir
     if args.command == "services":
