@@ -444,6 +444,31 @@ def test_keys_and_tags_read_alike_by_every_reader(
 
 
 @pytest.mark.parametrize(
+    "entry",
+    [
+        "Resources: ['{web}/cm.yaml']",
+        "re\u017fources: ['{web}/cm.yaml']",  # Go folds the long s to s
+        "patches: [{{Path: '{web}/p.yaml'}}]",
+        "configMapGenerator: [{{name: x, FILES: ['{web}/f']}}]",
+    ],
+    ids=["capitalised", "long-s", "nested-path", "generator-files"],
+)
+def test_kustomization_fields_in_another_case_are_refused(
+    heps: Any, repo: Path, web: str, entry: str
+) -> None:
+    """kustomize decodes a kustomization with Go's JSON, which matches field names in
+    any case: `Resources:` is its `resources`, so heps reads it so too."""
+    kustomization = repo / "k8s-overlays" / "overlays" / "testbed" / "kustomization.yaml"
+    kustomization.write_text(entry.format(web=web) + "\n")
+    line = one_line(
+        heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"),
+        "k8s-overlays/overlays/testbed/kustomization.yaml",
+        "kustomize reads it as",
+    )
+    assert "write it as '" in line
+
+
+@pytest.mark.parametrize(
     ("name", "config"),
     [
         (
