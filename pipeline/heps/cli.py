@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from heps import __version__
 from heps.core import boundary, log
@@ -251,25 +251,21 @@ def _lint(cfg: settings.Settings, args: argparse.Namespace) -> int:
 
 
 def _run(cfg: settings.Settings, args: argparse.Namespace, masker: log.Masker) -> int:
-    from datetime import UTC, datetime
-
     from heps.core.stages import Stage
     from heps.gitops import sources
     from heps.images import report
-    from heps.images.run import prepare, run_reported, summary
+    from heps.images.run import ReportFiles, prepare, run_reported, summary
     from heps.systems import engine
 
     if args.promote and args.no_push:
         raise ConfigError("run --promote: drop --no-push; only pushed images can be pinned")
-    started = datetime.now(UTC)
+    files = args.files or ReportFiles(None, None)
     prepared = prepare(cfg, _selection(args))
     if not prepared.plan.to_build:
         log.phase(Stage.PLAN, None, "nothing to do: every image is in the registry")
     client = engine.connect() if prepared.plan.to_build else None
 
-    runner, results = run_reported(
-        prepared, client, not args.no_push, started, (args.report, args.junit), masker
-    )
+    runner, results = run_reported(prepared, client, not args.no_push, files, masker)
     failed = [r.name for r in results if r.status == report.FAILED]
     print(summary(results))
     if runner.interrupted:
@@ -514,7 +510,7 @@ def _ci(cfg: settings.Settings, args: argparse.Namespace, masker: log.Masker) ->
     from heps.ci import merge_request
     from heps.images.run import summary
 
-    done = merge_request.run(cfg, args.checkout, args.base, args.out, masker)
+    done = merge_request.run(cfg, args.checkout, args.base, args.files, masker)
     print(summary(done.results))
     print("\n".join(str(path) for path in done.written))
     for problem in done.review.problems:
@@ -534,13 +530,24 @@ _OUTPUTS = {"run": ("report", "junit"), "review": ("out", "json")}
 
 def _check_outputs(args: argparse.Namespace) -> None:
     """Every file a command will write is checked before it runs: a bad path must not
-    surface after a push, with no report."""
+    surface after a push, with no report. The reports `run` and `ci merge-request`
+    promise (`args.files`) are written by the boundary too, naming what ended them,
+    once the command has started."""
     from heps.core import paths
 
     for name in _OUTPUTS.get(args.command, ()):
         value = getattr(args, name)
         if value is not None:
             setattr(args, name, paths.output_file(value, f"--{name}"))
+    args.files = None
+    if args.command == "run" and (args.report or args.junit):
+        from heps.images.run import ReportFiles
+
+        args.files = ReportFiles(args.report, args.junit)
+    elif args.command == "ci" and args.ci_command == "merge-request":
+        from heps.ci.merge_request import Reports
+
+        args.files = Reports.under(args.out, args.base)
 
 
 @dataclass
@@ -551,6 +558,12 @@ class _Where:
     state_dir: Path | None = None
     masker: log.Masker = field(default_factory=log.Masker)
     """What the error line is masked with: the command's secrets once they are known."""
+    reports: _Reports | None = None
+    """The reports the command promises, written once more naming the error."""
+
+
+class _Reports(Protocol):
+    def failed(self, lines: list[str], mask: log.Masker) -> None: ...
 
 
 EXIT_CODES = {
@@ -583,10 +596,25 @@ def _main(argv: list[str] | None) -> int:
         raise  # --help and --version
     except BaseException as exc:  # the boundary: whatever happened, one line
         code, lines = exit_code(exc, where)
+        lines += _failed_reports(where, lines)
         with log.guarded_output(where.masker):  # an error's text may quote a secret too
             for line in lines:
                 print(f"heps: {'' if code == 130 else 'error: '}{line}", file=sys.stderr)
         return code
+
+
+def _failed_reports(where: _Where, lines: list[str]) -> list[str]:
+    """The promised reports, written naming the error; a line more if they cannot be."""
+    if where.reports is None:
+        return []
+    try:
+        where.reports.failed(lines, where.masker)
+    except Exception as exc:  # said, not raised: the error that ended the command stays first
+        _, problems = boundary.describe(exc, where.command, where.state_dir, where.masker)
+        if set(problems) <= set(lines):  # the error was the report's own (a full disk)
+            return []
+        return [f"reports not written: {'; '.join(problems)}"]
+    return []
 
 
 def _command(parser: argparse.ArgumentParser, argv: list[str] | None, where: _Where) -> int:
@@ -638,6 +666,9 @@ def _command(parser: argparse.ArgumentParser, argv: list[str] | None, where: _Wh
         "platform": _platform,
     }
     command = commands[args.command]
+    # Settings and credentials are the operator's and fine: from here the command works on
+    # the repository, and whatever ends it is said in the reports it promised as well.
+    where.reports = args.files
     with log.guarded_output(masker):
         log.setup(masker, args.verbose)
         return command(cfg, args)

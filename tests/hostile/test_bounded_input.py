@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import re
 import subprocess
 import sys
@@ -92,6 +93,43 @@ def test_undecodable_build_files_are_named(heps: Any, env: Env, name: str) -> No
     assert result.code == 2
     assert f"app-recipes/app/{name}:2: not UTF-8" in one_error_line(result.err)
     assert not pushed(env, "app")
+
+
+def test_undecodable_hadolint_config_is_named(heps: Any, env: Env) -> None:
+    """`.hadolint.yaml` is read as every repository file is: bounded and UTF-8."""
+    app(env)
+    (env.repo / ".hadolint.yaml").write_bytes(b"failure-threshold: warning\n# \xff\n")
+    result = heps(env.repo, "lint")
+    assert result.code == 2, result.text
+    assert one_error_line(result.err).startswith("heps: error: .hadolint.yaml:2: not UTF-8")
+
+
+@pytest.mark.parametrize("kind", ["folder", "fifo"])
+@pytest.mark.parametrize(
+    ("name", "fix"),
+    [
+        ("recipe.yaml", "replace it with one"),
+        (".dockerignore", "replace it with one"),
+        ("Dockerfile", "build.dockerfile: 'Dockerfile' is not a file; create it"),
+    ],
+)
+def test_a_file_that_is_not_a_regular_file_is_named(
+    heps: Any, env: Env, name: str, fix: str, kind: str
+) -> None:
+    """A folder (or a FIFO, which would block a reader) where a file belongs: one line
+    naming it and the fix, not an OSError's text or a hang."""
+    folder = app(env)
+    target = folder / name
+    target.unlink(missing_ok=True)
+    if kind == "folder":
+        target.mkdir()
+    else:
+        os.mkfifo(target)
+    result = heps(env.repo, "plan")
+    assert result.code == 2, result.text
+    line = one_error_line(result.err)
+    assert f"app-recipes/app/{name if name != 'Dockerfile' else 'recipe.yaml'}:" in line
+    assert fix in line, line
 
 
 def test_undecodable_settings_file_is_named(heps: Any, env: Env) -> None:

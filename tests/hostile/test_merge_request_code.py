@@ -396,4 +396,9 @@ def test_a_bootstrap_recipe_may_not_name_its_own_mirror(
         "operator's mirror; a merge request builds from build.debian_mirror of the trusted "
         "settings (drop the field)\n"
     )
-    assert "[build]" not in result.text and not out.exists()
+    assert "[build]" not in result.text
+    # the job had started on the merge request: its reports name the refusal, none built
+    assert json.loads((out / "run.json").read_text())["recipes"] == []
+    assert f"bootstrap.mirror: {evil} is not the operator's mirror" in (
+        (out / "review.md").read_text()
+    )

@@ -9,6 +9,7 @@ render` and `review` show every refusal.
 
 from __future__ import annotations
 
+import base64
 import http.server
 import json
 import re
@@ -27,7 +28,16 @@ from heps.core.settings import load
 from heps.gitops.overlay import edit_overlay
 from heps.images import fingerprint, recipes
 from heps_hub import values as hub_values
-from tests.conftest import HOST_CA_BUNDLE, REPO_ROOT, Result, simple_recipe, write_recipe
+from tests.conftest import (
+    BUSYBOX,
+    HOST_CA_BUNDLE,
+    REPO_ROOT,
+    Env,
+    Result,
+    read_json,
+    simple_recipe,
+    write_recipe,
+)
 from tests.pipeline.test_reconcile import add_object
 
 HOST_FILE = "/etc/hostname"
@@ -176,6 +186,8 @@ NUMBERS = {
     "smoke.http.timeout": [".nan", ".inf", "-5", "0", "1e9"],
     "smoke.http.port": ["0", "70000", "80.5"],
 }
+NUMBERS["profile.cpu"] += ["'1e400'", "'1E30'", "10000000000000000000"]  # past every bound
+NUMBERS["profile.memory"] += ["'9999999999999999999999999999999999999999999Ei'", "'1e400'"]
 
 
 def _recipe_with(field: str, value: str) -> str:
@@ -306,6 +318,17 @@ def test_hub_leaves_out_a_bad_profile_and_offers_the_rest(tmp_path: Path, overri
     assert len(loaded.refused) == 1 and "bad:" in loaded.refused[0]
 
 
+@pytest.mark.parametrize("value", ["1e30", "'1e400'", "'1E30'"])
+def test_reconcile_refuses_a_profile_past_any_bound(heps: Any, repo: Path, value: str) -> None:
+    listed = repo / "k8s-overlays" / "overlays" / "testbed" / "profile-list.yaml"
+    listed.write_text(re.sub(r"cpu_limit: \S+", f"cpu_limit: {value}", listed.read_text(), count=1))
+    line = one_line(
+        heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"),
+        "data.profile-list.yaml: profile_list[0].kubespawner_override.cpu_limit",
+    )
+    assert "more than the largest node's" in line
+
+
 # --- build contexts -------------------------------------------------------------------
 
 
@@ -419,6 +442,115 @@ def test_base_symlinked_out_of_the_repository_is_refused(heps: Any, repo: Path) 
         "resources[0]",
         "leaves the repository",
     )
+
+
+# --- YAML that heps and the tool after it (kustomize, Go) would read differently ------
+
+READER_FILES = {  # file, a field it has, what hides under it, the command that reads it
+    "recipe.yaml": ("app-recipes/app/recipe.yaml", "smoke", "x", ("plan",)),
+    "heps.yaml": ("heps.yaml", "recipes_dir", "elsewhere", ("plan",)),
+    "kustomization.yaml": (
+        "k8s-overlays/overlays/testbed/kustomization.yaml",
+        "resources",
+        "['{web}/cm.yaml']",
+        ("reconcile", "--overlay", "testbed", "--dry-run"),
+    ),
+}
+READER_CASES = {  # the appended text, what the refusal says
+    "binary-key": ("!!binary {b64}: {value}", "tagged !!binary"),
+    "local-tag-key": ("!k {field}: {value}", "tagged !k"),
+    "alias-key": ("x-name: &k {field}\n*k : {value}", "an alias as a key"),
+    "collection-key": ("? [{field}]\n: {value}", "a mapping or list as a key"),
+    "boolean-key": ("yes: {value}", "a boolean to some YAML readers"),
+    "integer-key": ("1: {value}", "an integer to some YAML readers"),
+    "set-value": ("x-set: !!set {{a: null}}", "tag !!set: not allowed"),
+    "long-integer": ("x-big: " + "9" * 5000, "integer of 5000 characters"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(READER_CASES))
+@pytest.mark.parametrize("file", sorted(READER_FILES))
+def test_keys_and_tags_read_alike_by_every_reader(
+    heps: Any, repo: Path, web: str, file: str, case: str
+) -> None:
+    """A key Go reads as `resources` but Python as bytes (or a boolean, a number) would
+    hide what heps checks from the tool that acts on it: refused with file and line, and
+    kustomize never runs (the server counts no request)."""
+    path, field, value, command = READER_FILES[file]
+    text, why = READER_CASES[case]
+    b64 = base64.b64encode(field.encode()).decode()
+    hostile = text.format(b64=b64, field=field, value=value.format(web=web))
+    before = (repo / path).read_text() if (repo / path).exists() else ""
+    (repo / path).write_text(before.rstrip("\n") + "\n" + hostile + "\n")
+    line = one_line(heps(repo, *command), f"{path}:", why)
+    first = before.rstrip("\n").count("\n") + 2  # the hostile text's first line
+    assert int(line.split(f"{path}:")[1].split(":")[0]) in range(first, first + 2), line
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "Resources: ['{web}/cm.yaml']",
+        "re\u017fources: ['{web}/cm.yaml']",  # Go folds the long s to s
+        "patches: [{{Path: '{web}/p.yaml'}}]",
+        "configMapGenerator: [{{name: x, FILES: ['{web}/f']}}]",
+    ],
+    ids=["capitalised", "long-s", "nested-path", "generator-files"],
+)
+def test_kustomization_fields_in_another_case_are_refused(
+    heps: Any, repo: Path, web: str, entry: str
+) -> None:
+    """kustomize decodes a kustomization with Go's JSON, which matches field names in
+    any case: `Resources:` is its `resources`, so heps reads it so too."""
+    kustomization = repo / "k8s-overlays" / "overlays" / "testbed" / "kustomization.yaml"
+    kustomization.write_text(entry.format(web=web) + "\n")
+    line = one_line(
+        heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"),
+        "k8s-overlays/overlays/testbed/kustomization.yaml",
+        "kustomize reads it as",
+    )
+    assert "write it as '" in line
+
+
+@pytest.mark.parametrize(
+    ("name", "config"),
+    [
+        (
+            "structure.yaml",
+            "!!binary Y29udGFpbmVyUnVuT3B0aW9ucw==:\n  bindMounts: ['{out}:/out']\n",
+        ),
+        ("structure.json", '{{"ContainerRunOptions": {{"bindMounts": ["{out}:/out"]}}}}\n'),
+    ],
+    ids=["binary-key", "json-key-in-another-case"],
+)
+def test_structure_test_runs_the_config_heps_checked(
+    heps: Any, env: Env, tmp_path: Path, name: str, config: str
+) -> None:
+    """container-structure-test (Go) reads a `!!binary` key as text, and JSON keys in any
+    case: given the recipe's own file it would mount a host folder. It gets the config
+    heps checked, written again as plain YAML, so neither reaches the host."""
+    out = tmp_path / "host-folder"
+    out.mkdir()
+    recipe = simple_recipe("app")
+    recipe["smoke"]["structure"] = name
+    text = config.format(out=out)
+    if name.endswith(".json"):
+        test = {"name": "leak", "command": "sh", "args": ["-c", "echo x > /out/marker"]}
+        body = json.loads(text) | {"schemaVersion": "2.0.0", "commandTests": [test]}
+        text = json.dumps(body)
+    else:
+        text = "schemaVersion: 2.0.0\n" + text
+        text += (
+            "commandTests:\n  - {name: leak, command: sh, args: ['-c', 'echo x > /out/marker']}\n"
+        )
+    write_recipe(env.repo, "app", recipe, Dockerfile=f"FROM {BUSYBOX}\nRUN echo app > /hello\n")
+    (env.repo / "app-recipes" / "app" / name).write_text(text)
+    report = tmp_path / "run.json"
+    result = heps(env.repo, "run", "--all", "--no-push", "--report", str(report))
+    assert result.code == 1, result.text
+    (entry,) = read_json(report)["recipes"]
+    assert entry["failed_stage"] == "smoke", entry
+    assert not (out / "marker").exists(), "a structure test wrote to a host folder"
 
 
 # --- overlays: Pod Security Standards on every pod spec -------------------------------

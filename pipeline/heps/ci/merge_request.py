@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 from heps.ci import review
@@ -28,7 +27,7 @@ from heps.core import log, paths, settings
 from heps.core.errors import ConfigError
 from heps.core.settings import Settings
 from heps.images import report
-from heps.images.run import Prepared, Selection, prepare, run_reported
+from heps.images.run import Prepared, ReportFiles, Selection, prepare, run_reported
 from heps.systems import engine
 from heps.systems.git import Repository, distrust
 
@@ -65,8 +64,45 @@ def _outputs(out: Path) -> dict[str, Path]:
     return {name: paths.output_file(out / name, "--out") for name in OUTPUTS}
 
 
-def run(trusted: Settings, checkout: Path, base: str, out: Path, masker: log.Masker) -> Outcome:
-    targets = _outputs(out)
+@dataclass
+class Reports:
+    """The four files under --out, checked before anything runs: the run's report
+    (`ReportFiles`) and the review, all written naming the error that ended the job once
+    it started on the merge request (a bad --checkout or --base writes nothing)."""
+
+    run: ReportFiles
+    review_md: Path
+    review_json: Path
+    base: str
+    started: bool = False
+
+    @classmethod
+    def under(cls, out: Path, base: str) -> Reports:
+        targets = _outputs(out)
+        run = ReportFiles(targets["run.json"], targets["junit.xml"])
+        return cls(run, targets["review.md"], targets["review.json"], base)
+
+    @property
+    def written(self) -> list[Path]:
+        return [p for p in (self.run.report, self.run.junit, self.review_md, self.review_json) if p]
+
+    def review(self, done: review.Review, masker: log.Masker) -> None:
+        paths.write_atomic(self.review_json, done.as_json(masker))
+        paths.write_atomic(self.review_md, done.markdown(masker))
+
+    def failed(self, lines: list[str], mask: log.Masker) -> None:
+        """Every report, naming what stopped the job: the reviewer reads it there."""
+        if not self.started:
+            return
+        self.run.failed(lines, mask)
+        stopped = review.Review(self.base, "unknown", isolated=True)
+        stopped.problems = [f"heps ci merge-request stopped: {line}" for line in lines]
+        self.review(stopped, mask)
+
+
+def run(
+    trusted: Settings, checkout: Path, base: str, files: Reports, masker: log.Masker
+) -> Outcome:
     root = checkout.resolve()
     if not root.is_dir():
         raise ConfigError(f"--checkout {checkout}: not a folder; check the merge request out there")
@@ -89,19 +125,16 @@ def run(trusted: Settings, checkout: Path, base: str, out: Path, masker: log.Mas
             f"--base {base}: not a revision of the checkout {checkout}; "
             "fetch the target branch into it or name a commit it has"
         )
+    files.started = True  # the merge request's own content is read from here on
     cfg = checkout_settings(trusted, root)
-    started = datetime.now(UTC)
     prepared = prepare(cfg, Selection(since=base))
     _refuse_own_mirrors(prepared)
     client = engine.connect() if prepared.plan.to_build else None
-    targets["run.json"].parent.mkdir(parents=True, exist_ok=True)
-    outputs = (targets["run.json"], targets["junit.xml"])
-    _, results = run_reported(prepared, client, False, started, outputs, masker)
-    done = review.make(cfg, base, targets["run.json"], masker)
+    _, results = run_reported(prepared, client, False, files.run, masker)
+    done = review.make(cfg, base, files.run.report, masker)
     done.isolated = True  # only this job can say so: it ran the checkout as data
-    paths.write_atomic(targets["review.json"], done.as_json(masker))
-    paths.write_atomic(targets["review.md"], done.markdown(masker))
-    return Outcome(results, done, list(targets.values()))
+    files.review(done, masker)
+    return Outcome(results, done, files.written)
 
 
 def _refuse_own_mirrors(prepared: Prepared) -> None:

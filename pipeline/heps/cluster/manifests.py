@@ -138,8 +138,36 @@ def kustomize_tree(repo: Path, overlay: Path) -> list[Path]:
     return seen
 
 
+_FIELDS = (
+    *_PATH_LISTS,
+    *_REFUSED,
+    *("patchesStrategicMerge", "patches", "patchesJson6902", "replacements", "openapi"),
+    *("configMapGenerator", "secretGenerator"),
+)
+_ITEMS = ("patches", "patchesJson6902", "replacements", "openapi", *_FIELDS[-2:])
+_ITEM_FIELDS = ("path", "files", "envs", "env")
+"""The fields `_entries` reads: of a kustomization, and of the items of `_ITEMS`."""
+
+
+def _miscased(data: dict[str, Any], shown: str) -> list[str]:
+    """Keys kustomize reads as one of `_entries`' fields but spelt otherwise: Go's JSON
+    decoder matches field names in any case (and folds the long s and the Kelvin sign),
+    so `Resources:` would be read by kustomize and not here."""
+    keys: list[tuple[object, tuple[str, ...]]] = [(key, _FIELDS) for key in data]
+    for name in _ITEMS:
+        items = [i for i in _as_list(data.get(name)) if isinstance(i, dict)]
+        keys += [(key, _ITEM_FIELDS) for item in items for key in item]
+    return [
+        f"{shown}: {key}: kustomize reads it as {field}; write it as '{field}'"
+        for key, fields in keys
+        for field in fields
+        if isinstance(key, str) and key != field and key.casefold() == field.casefold()
+    ]
+
+
 def _entries(data: dict[str, Any], shown: str, problems: list[str]) -> Iterator[tuple[str, str]]:
     """(field, path) of every path a kustomization names; refused features as problems."""
+    problems += _miscased(data, shown)
     for key in _REFUSED:
         if key in data:
             problems.append(
@@ -250,6 +278,8 @@ def render(repo: Path, overlay: Path) -> list[Manifest]:
                 .replace(os.path.relpath(overlay, wrapper), str(overlay.relative_to(repo)))
             )
             raise ConfigError(f"{overlay.relative_to(repo)}: kustomize failed: {detail}")
+        # Resources heps never read before kustomize: bounded like any file before loading.
+        check_yaml(done.stdout, f"{overlay.relative_to(repo)} (as kustomize renders it)")
         return [_manifest(obj, wrapper, repo) for obj in yaml.safe_load_all(done.stdout) if obj]
 
 

@@ -59,7 +59,7 @@ def describe(
 
 def environment_line(exc: OSError) -> str:
     """One line for an OSError the environment caused: what, where, the fix."""
-    name = exc.filename or ""
+    name = exc.filename if isinstance(exc.filename, str) else ""  # not a descriptor number
     folder = str(Path(name).parent) if name else "the state or output folder"
     if exc.errno in _SPACE:
         what = name or "a file"

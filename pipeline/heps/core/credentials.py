@@ -164,9 +164,10 @@ def _file_text(path: str, display: str) -> Iterator[tuple[str, str]]:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:  # missing, or a link (ELOOP): nothing of the repository's to read
         return
+    found = os.fstat(fd)
+    if not stat.S_ISREG(found.st_mode):  # checked before fdopen, which refuses a folder
+        os.close(fd)
+        return
     with os.fdopen(fd, "rb", buffering=0) as handle:  # unbuffered: no 4 MiB buffer per file
-        found = os.fstat(fd)
-        if not stat.S_ISREG(found.st_mode):
-            return
         data = handle.readall() if found.st_size <= MAX_BYTES else handle.read(MAX_BYTES)
     yield display, data.decode("utf-8", "replace")

@@ -37,6 +37,8 @@ def parse(value: object) -> Decimal:
         raise QuantityError(f"{value!r} is not a quantity; write e.g. 4, 500m or 16Gi")
     if isinstance(value, float) and not math.isfinite(value):
         raise _bad(value)
+    if isinstance(value, int) and value.bit_length() > 128:  # str() of it may not even end
+        raise QuantityError(f"a {value.bit_length()}-bit number is not a quantity; write e.g. 4")
     text = repr(value) if isinstance(value, float) else str(value).strip()  # 1e-05 is a form
     match = _GRAMMAR.fullmatch(text) if len(text) <= 64 else None
     if match is None:
@@ -61,24 +63,24 @@ def cpu(value: object, largest: Decimal) -> Decimal:
     cores = parse(value)
     if cores <= 0:
         raise QuantityError(f"{value!r} cores: must be more than 0")
-    if cores % MILLI:
-        raise QuantityError(f"{value!r} cores: finer than 1m (0.001), which Kubernetes refuses")
-    if cores > largest:
+    if cores > largest:  # bounded before any arithmetic: `1e400 % 0.001` has no answer
         raise QuantityError(
             f"{value!r} cores: more than the largest node's {canonical_cpu(largest)}"
         )
+    if cores % MILLI:
+        raise QuantityError(f"{value!r} cores: finer than 1m (0.001), which Kubernetes refuses")
     return cores
 
 
 def memory(value: object, largest: Decimal) -> Decimal:
     """Bytes: whole, at least 64Mi, at most `largest`."""
     size = parse(value)
-    if size % 1:
-        raise QuantityError(f"{value!r}: not a whole number of bytes")
     if size < MIN_MEMORY:
         raise QuantityError(f"{value!r}: less than 64Mi (0 would mean no limit at all)")
-    if size > largest:
+    if size > largest:  # bounded before any arithmetic, as for cpu
         raise QuantityError(f"{value!r}: more than the largest node's {canonical_memory(largest)}")
+    if size % 1:
+        raise QuantityError(f"{value!r}: not a whole number of bytes")
     return size
 
 

@@ -86,6 +86,13 @@ for _tag, _pattern, _first in _RESOLVERS:
         f"tag:yaml.org,2002:{_tag}", re.compile(_pattern, re.X), [*_first]
     )
 _Loader.add_implicit_resolver("tag:yaml.org,2002:null", re.compile(r"^$"), [""])
+_RESOLVER = yaml.resolver.BaseResolver()
+_RESOLVER.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+
+
+def resolve(plain: str) -> str:
+    """The tag YAML 1.2 gives a plain (unquoted, untagged) scalar of this text."""
+    return str(_RESOLVER.resolve(yaml.ScalarNode, plain, (True, False)))  # type: ignore[no-untyped-call]
 
 
 def _int(loader: _Loader, node: yaml.ScalarNode) -> int:

@@ -18,6 +18,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from heps.core.bounded import read_text
 from heps.core.cache import FileDigests
 from heps.core.errors import ConfigError
 from heps.images.graph import Graph
@@ -59,7 +60,7 @@ def ignore_patterns(build: DockerBuild) -> list[str]:
         return []
     return [
         line.strip()
-        for line in ignore.read_text(encoding="utf-8").splitlines()
+        for line in read_text(ignore, str(ignore)).splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
 

@@ -24,13 +24,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
 from heps.core import process, tools
 from heps.core.paths import confine
 from heps.core.references import split_reference
 from heps.core.settings import LintSettings
+from heps.core.validation import load_yaml
 from heps.images import dockerfile
 from heps.images.graph import Graph, Node
 from heps.images.report import Finding
@@ -59,14 +57,13 @@ def config_file(repo: Path) -> Path:
 
 
 def threshold(repo: Path, configured: str | None) -> str | None:
-    """The --failure-threshold to pass; None when .hadolint.yaml's own one applies."""
+    """The --failure-threshold to pass; None when .hadolint.yaml's own one applies.
+    The file is read as every repository file is (bounded, UTF-8), even when `configured`
+    decides: hadolint reads it next. ConfigError, one line, when it cannot be."""
+    config = config_file(repo)
+    data = load_yaml(config, HADOLINT_CONFIG) if config.exists() else {}
     if configured:
         return configured
-    config = config_file(repo)
-    try:
-        data = YAML(typ="safe").load(config.read_text(encoding="utf-8")) if config.exists() else {}
-    except YAMLError:
-        data = {}  # hadolint itself reports the broken file
     return None if isinstance(data, dict) and "failure-threshold" in data else DEFAULT_THRESHOLD
 
 
@@ -82,10 +79,10 @@ def hadolint(
             )
         ], True
     command = [binary, "--format", "json", "--no-color"]
+    level = threshold(repo, configured)  # a broken .hadolint.yaml: one line, exit 2
     config = config_file(repo)
     if config.exists():
         command += ["--config", str(config)]
-    level = threshold(repo, configured)
     if level:
         command += ["--failure-threshold", level]
     try:

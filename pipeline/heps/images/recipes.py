@@ -177,7 +177,7 @@ def _unreadable(build: DockerBuild, repo: Path) -> list[str]:
     problems = []
     ignore = build.context / ".dockerignore"  # the Dockerfile is confined already
     for path in (build.dockerfile, ignore):
-        if path.is_file():
+        if path.exists() or path.is_symlink():  # a folder of that name is refused too
             try:
                 shown = str(path.relative_to(repo))
                 if path is ignore:

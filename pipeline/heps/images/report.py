@@ -102,9 +102,10 @@ def as_json(reports: list[RecipeReport], meta: dict[str, Any], masker: Masker) -
     return json.dumps(body, indent=2, default=str) + "\n"
 
 
-def as_junit(reports: list[RecipeReport], masker: Masker) -> str:
+def as_junit(reports: list[RecipeReport], masker: Masker, ended: str | None = None) -> str:
     """One testcase per recipe and stage, as Jenkins' JUnit plugin shows them to people:
-    masked, and every string as XML 1.0 can hold it."""
+    masked, and every string as XML 1.0 can hold it; `ended`, the error that ended the run, is
+    one more failed testcase (`heps` `run`)."""
 
     def xml_safe(text: str) -> str:
         return xml_text(masker.redact(text))
@@ -147,6 +148,11 @@ def as_junit(reports: list[RecipeReport], masker: Masker) -> str:
                 failures += 1
                 first = (error.splitlines() or [""])[0][:200]
                 ET.SubElement(case, "failure", message=xml_safe(first)).text = xml_safe(error)
+    if ended is not None:
+        cases += 1
+        failures += 1
+        case = ET.SubElement(suite, "testcase", classname="heps", name="run", time="0.000")
+        ET.SubElement(case, "failure", message=xml_safe(ended[:200])).text = xml_safe(ended)
     suite.set("tests", str(cases))
     suite.set("failures", str(failures))
     suite.set("skipped", str(skipped))

@@ -140,26 +140,52 @@ def prepare(settings: Settings, selection: Selection) -> Prepared:
     return Prepared(settings, tree, fps, registry, creds, made, seconds)
 
 
+@dataclass
+class ReportFiles:
+    """Where a run's report goes (JSON, JUnit) and what it said last. Rewritten as each
+    recipe finishes, and once more naming the error that ended the command, wherever it
+    was met (planning, a stage, promotion, a bug): the CLI's boundary calls `failed`, so
+    a run always leaves its report."""
+
+    report: Path | None
+    junit: Path | None
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    results: list[RecipeReport] = field(default_factory=list)
+    meta: dict[str, object] = field(default_factory=dict)
+
+    def write(self, results: list[RecipeReport], meta: dict[str, object], mask: log.Masker) -> None:
+        self.results, self.meta = results, meta
+        self._write(meta, mask, None)
+
+    def failed(self, lines: list[str], mask: log.Masker) -> None:
+        """The last report again (none yet: no recipes), with the command's error line."""
+        error = "; ".join(lines)
+        started = self.started.isoformat(timespec="seconds")
+        self._write(
+            {"started": started, **self.meta, "complete": False, "error": error}, mask, error
+        )
+
+    def _write(self, meta: dict[str, object], mask: log.Masker, error: str | None) -> None:
+        if self.report:
+            write_atomic(self.report, as_json(self.results, meta, mask))
+        if self.junit:
+            write_atomic(self.junit, as_junit(self.results, mask, error))
+
+
 def run_reported(
     prepared: Prepared,
     client: ContainerEngine | None,
     do_push: bool,
-    started: datetime,
-    outputs: tuple[Path | None, Path | None],
+    files: ReportFiles,
     masker: log.Masker,
 ) -> tuple[Runner, list[RecipeReport]]:
-    """A run that always leaves its report: the (report, JUnit) `outputs` are rewritten
-    atomically as each recipe finishes and once more at the end, on errors and signals
-    too, so what was pushed is named; then the run's journal is closed."""
-    report_file, junit_file = outputs
+    """A run that always leaves its report: `files` are rewritten atomically as each
+    recipe finishes and once more at the end, on errors and signals too, so what was
+    pushed is named; then the run's journal is closed."""
 
     def write(complete: bool) -> None:
-        results = runner.results()
-        meta = _meta(runner, started, do_push, complete)
-        if report_file:
-            write_atomic(report_file, as_json(results, meta, masker))
-        if junit_file:
-            write_atomic(junit_file, as_junit(results, masker))
+        meta = _meta(runner, files.started, do_push, complete)
+        files.write(runner.results(), meta, masker)
 
     runner = Runner(prepared, client, do_push, partial(write, False))
     try:

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import requests
+import yaml
 
 from heps.core import log, process, tools
 from heps.core.errors import ConfigError
@@ -81,7 +84,8 @@ def run_all(checker: Checker, recipe: Recipe, image: str) -> list[SmokeResult]:
 
 
 def structure(checker: Checker, recipe: Recipe, image: str) -> SmokeResult:
-    """container-structure-test with the recipe's config, read back as JSON."""
+    """container-structure-test with the recipe's config as heps checked it; its
+    results read back as JSON."""
     assert recipe.smoke.structure is not None
     timeout = checker.default_timeout
     started = time.monotonic()
@@ -91,19 +95,24 @@ def structure(checker: Checker, recipe: Recipe, image: str) -> SmokeResult:
         return SmokeResult(
             name, SmokeKind.STRUCTURE, False, 0.0, "container-structure-test not installed"
         )
-    refused = _host_options(recipe.smoke.structure, name)
+    config, refused = _host_options(recipe.smoke.structure, name)
     if refused:
         return SmokeResult(name, SmokeKind.STRUCTURE, False, 0.0, refused)
-    command = [binary, "test", "--image", image, "--config", str(recipe.smoke.structure)]
     # Only what reaches the engine: the host's variables (credentials) stay out of reach.
     env = {k: v for k, v in os.environ.items() if k in _TOOL_ENV}
     try:
-        done = process.run(
-            [*command, "--output", "json", "--no-color"],
-            timeout=timeout,
-            stop=checker.stop,
-            env=env,
-        )
+        with tempfile.TemporaryDirectory(prefix="heps-structure-") as folder:
+            # The tool reads what heps checked, written again as plain YAML: never the
+            # recipe's file, which Go may read otherwise (JSON keys match in any case).
+            checked = Path(folder) / "structure.yaml"
+            checked.write_text(yaml.safe_dump(config), encoding="utf-8")
+            command = [binary, "test", "--image", image, "--config", str(checked)]
+            done = process.run(
+                [*command, "--output", "json", "--no-color"],
+                timeout=timeout,
+                stop=checker.stop,
+                env=env,
+            )
     except process.ProcessError as exc:
         # Killed: the containers it started (unlabelled: it has no option for labels) are
         # the ones from exactly this image, which nothing else runs before it is pushed.
@@ -135,17 +144,19 @@ folders or environment (`envVars` copies the named host variables in)."""
 _TOOL_ENV = ("PATH", "HOME", "DOCKER_HOST", "DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "TMPDIR")
 
 
-def _host_options(path: Path, name: str) -> str:
-    """Why the structure config may not run, or "" when it may."""
+def _host_options(path: Path, name: str) -> tuple[Any, str]:
+    """The structure config as read, and why it may not run ("" when it may)."""
     try:
         config = load_yaml(path, name)
     except ConfigError as exc:
-        return "; ".join(exc.problems)
-    options = config.get("containerRunOptions") if isinstance(config, dict) else None
+        return None, "; ".join(exc.problems)
+    if not isinstance(config, dict):
+        return None, f"{name}: not a container-structure-test config (a mapping); fix the file"
+    options = config.get("containerRunOptions")
     asked = sorted(k for k in _HOST_OPTIONS if isinstance(options, dict) and options.get(k))
     if not asked:
-        return ""
-    return (
+        return config, ""
+    return None, (
         f"{name}: containerRunOptions: {', '.join(asked)}: not allowed; smoke containers run "
         "without privileges, host folders or the host's environment (remove them; set "
         "variables with globalEnvVars)"

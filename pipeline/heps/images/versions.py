@@ -13,9 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.error import YAMLError
-
+from heps.core.errors import ConfigError
+from heps.core.validation import load_yaml_text
 from heps.images import source
 from heps.images.fingerprint import context_files, ignore_patterns
 from heps.images.graph import Graph, Node
@@ -27,9 +26,11 @@ _BUILD_KEYS = ("build", "bootstrap")
 
 
 def _yaml(text: str | None) -> dict[str, Any]:
+    """A recipe.yaml's fields (of a revision, or as it is), read by the bounded loader;
+    {} when it cannot be read (the recipe's own check says why)."""
     try:
-        data = YAML(typ="safe").load(text) if text else None
-    except YAMLError:
+        data = load_yaml_text(text, RECIPE_FILE) if text else None
+    except ConfigError:
         return {}
     return data if isinstance(data, dict) else {}
 
