@@ -325,23 +325,20 @@ def test_write_all_replaces_every_file_or_none(tmp_path: Path) -> None:
 
 
 def test_staging_changes_no_target_before_replace(tmp_path: Path) -> None:
-    """Files are staged while the edit goes on: a text staged again replaces its earlier
-    temporary file, and a discarded staging leaves the targets and the folder as they were."""
+    """Files are staged in the background while the caller checks: no target changes
+    before `replace`, a block left without it (a refused promotion) leaves the targets
+    and the folder as they were, and `replace` renames every file."""
     files = {tmp_path / f"f{i}.yaml": f"new {i}\n" for i in range(20)}
     for path in files:
         path.write_text("old\n")
-    first = tmp_path / "f0.yaml"
-    staging = Staging()
-    staging.add(first, "draft\n")
-    for path, text in files.items():
-        staging.add(path, text)
-    assert {p.read_text() for p in files} == {"old\n"}
-    staging.discard()
+    with pytest.raises(ConfigError), Staging(files):
+        assert {p.read_text() for p in files} == {"old\n"}
+        raise ConfigError("refused")
     assert sorted(tmp_path.iterdir()) == sorted(files)
     assert {p.read_text() for p in files} == {"old\n"}
-    staging = Staging()
-    staging.add(first, "draft\n")
-    staging.replace(files)
+    with Staging(files) as staging:
+        assert {p.read_text() for p in files} == {"old\n"}
+        staging.replace()
     assert sorted(tmp_path.iterdir()) == sorted(files)
     assert all(path.read_text() == text for path, text in files.items())
 
