@@ -147,8 +147,9 @@ class Request:
 
 def promote(settings: Settings, registry: Registry, request: Request) -> Promoted:
     """The registry is asked while the overlay is read and edited (its answers are network
-    waits, the edit is CPU); nothing is written before it has answered, and its error wins
-    over any later one, as when it ran first."""
+    waits, the edit is CPU); no file is replaced before it has answered (a refusal removes
+    what was staged meanwhile), and its error wins over any later one, as when it ran
+    first."""
     store = Caches.under(settings.state_dir).manifests
     with ThreadPoolExecutor(1) as background:
         verified = background.submit(verify_in_registry, registry, request.pins)
