@@ -160,6 +160,8 @@ def test_uncommitted_overlay_edits_refuse_the_promotion(
     assert result.code == 2
     assert f"heps: error: {KUSTOMIZATION}: uncommitted changes" in result.err
     assert path.read_text() == edited and git(env.repo, "rev-parse", "HEAD") == head
+    # the files staged meanwhile are gone: the edit is all that is left
+    assert git(env.repo, "status", "--porcelain", "--untracked-files=all") == f"M {KUSTOMIZATION}"
 
 
 def test_failed_commit_restores_files_and_index(

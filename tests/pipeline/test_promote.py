@@ -17,7 +17,7 @@ from heps.core.errors import ConfigError, StageError
 from heps.gitops.overlay import yaml_files
 from heps.gitops.pin import Pin
 from heps.gitops.promote import Staging, _refuse_conflicts, production_branch, write_all
-from heps.systems.git import scrub
+from heps.systems.git import Repository, scrub
 from tests.conftest import BUSYBOX, Env, read_json, simple_recipe, write_recipe
 
 APPS = [f"app{i}" for i in range(8)]
@@ -324,24 +324,60 @@ def test_write_all_replaces_every_file_or_none(tmp_path: Path) -> None:
     assert len(list(tmp_path.iterdir())) == 100
 
 
+def test_uncommitted_names_every_changed_file_of_the_folder(tmp_path: Path) -> None:
+    """What a promotion must not sweep in: modified, staged and untracked files of the
+    folder by their names from the top of the working tree (odd names unquoted), and
+    nothing outside the folder or unchanged."""
+    names = ["clean.yaml", "edited.yaml", "staged.yaml", 'caf\u00e9 "x".yaml']
+    folder = tmp_path / "k8s" / "testbed"
+    folder.mkdir(parents=True)
+    for name in names:
+        (folder / name).write_text("a: 1\n")
+    (tmp_path / "outside.yaml").write_text("a: 1\n")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    for name in names[1:]:
+        (folder / name).write_text("a: 2\n")
+    git(tmp_path, "add", str(folder / "staged.yaml"))
+    (folder / "new.yaml").write_text("a: 3\n")
+    (tmp_path / "outside.yaml").write_text("a: 2\n")
+    found = Repository(tmp_path).uncommitted(folder)
+    assert found == {f"k8s/testbed/{n}" for n in [*names[1:], "new.yaml"]}
+
+
+def test_a_failed_rename_leaves_no_temporary_file(tmp_path: Path) -> None:
+    """A target that cannot be replaced (a folder took its name) fails the replacement,
+    and the files not yet renamed leave no temporary file behind."""
+    files = {tmp_path / f"f{i}.yaml": f"new {i}\n" for i in range(10)}
+    for path in files:
+        path.write_text("old\n")
+    blocked = tmp_path / "f5.yaml"
+    blocked.unlink()
+    blocked.mkdir()
+    with pytest.raises(IsADirectoryError):
+        write_all(files)
+    assert sorted(tmp_path.iterdir()) == sorted(files)
+    assert [p.read_text() for p in files if p != blocked] == [f"new {i}\n" for i in range(5)] + [
+        "old\n"
+    ] * 4
+
+
 def test_staging_changes_no_target_before_replace(tmp_path: Path) -> None:
-    """Files are staged while the edit goes on: a text staged again replaces its earlier
-    temporary file, and a discarded staging leaves the targets and the folder as they were."""
+    """Files are staged in the background while the caller checks: no target changes
+    before `replace`, a block left without it (a refused promotion) leaves the targets
+    and the folder as they were, and `replace` renames every file."""
     files = {tmp_path / f"f{i}.yaml": f"new {i}\n" for i in range(20)}
     for path in files:
         path.write_text("old\n")
-    first = tmp_path / "f0.yaml"
-    staging = Staging()
-    staging.add(first, "draft\n")
-    for path, text in files.items():
-        staging.add(path, text)
-    assert {p.read_text() for p in files} == {"old\n"}
-    staging.discard()
+    with pytest.raises(ConfigError), Staging(files):
+        assert {p.read_text() for p in files} == {"old\n"}
+        raise ConfigError("refused")
     assert sorted(tmp_path.iterdir()) == sorted(files)
     assert {p.read_text() for p in files} == {"old\n"}
-    staging = Staging()
-    staging.add(first, "draft\n")
-    staging.replace(files)
+    with Staging(files) as staging:
+        assert {p.read_text() for p in files} == {"old\n"}
+        staging.replace()
     assert sorted(tmp_path.iterdir()) == sorted(files)
     assert all(path.read_text() == text for path, text in files.items())
 

@@ -6,7 +6,7 @@ git write-back). `promote` writes and commits the result.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -89,20 +89,14 @@ def edit_overlay(
     overlay: str,
     pins: list[Pin],
     recipes: dict[str, Recipe],
-    changed: Callable[[Path, str], None] | None = None,
     store: Store | None = None,
 ) -> OverlayEdit:
     """What pinning `pins` into the overlay changes, computed without writing anything.
-
-    `changed` is told each file's new text as soon as it is known (a caller stages it
-    meanwhile); the returned edit is what counts, a file may change again later. `store`
-    keeps the files' image fields by their text (`image_fields`)."""
+    `store` keeps the files' image fields by their text (`image_fields`)."""
     root = root.resolve()
     folder = overlay_dir(root, settings, overlay)
     edit = OverlayEdit()
     in_kustomization: set[str] = set()
-    # Every file is read before the first is staged: beside the staging threads, whose
-    # system calls each hand the GIL over, the reads took 0.7 s instead of 0.05 s.
     texts = [(path, read_file(root, path)) for path in yaml_files(root, folder)]
     indexed = Pins(pins)
     for path, text in texts:
@@ -118,8 +112,6 @@ def edit_overlay(
                 in_kustomization.add(item.app)
         if new != text:
             edit.files[path] = new
-            if changed:
-                changed(path, new)
     via_bases = _used_by_bases(root, root / settings.gitops.overlays_dir / "base", pins, store)
     missing = [p for p in pins if p.app in via_bases and p.app not in in_kustomization]
     names = {p.app: via_bases[p.app] for p in missing}

@@ -195,11 +195,19 @@ class Repository:
         names = self.diff_names(commit, []) + self.untracked()
         return [self.toplevel / n for n in names]
 
-    def dirty_files(self, paths: list[Path]) -> list[str]:
-        """Which of `paths` have uncommitted changes (staged, unstaged or untracked)."""
-        rel = [str(p) for p in paths]
-        out = self.run("status", "--porcelain", "--untracked-files=all", "--", *rel)
-        return [line[3:] for line in out.splitlines() if line.strip()]
+    def uncommitted(self, folder: Path) -> set[str]:
+        """Files under `folder` with uncommitted changes (staged, unstaged or untracked),
+        by their names relative to the top of the working tree."""
+        out = self.run(
+            "status",
+            "--porcelain",
+            "-z",
+            "--no-renames",
+            "--untracked-files=all",
+            "--",
+            str(folder),
+        )
+        return {entry[3:] for entry in out.split("\0") if entry}
 
     def branches(self) -> set[str]:
         return {head.name for head in self._repo.heads}
