@@ -336,18 +336,16 @@ class ClassPreemption:
                 short.astype(np.int64) << COST_BITS | cost
             ) << held_bits | lower.held[stale]
             tried.screened[stale] = snap.node_version[stale]
-        ok = tried.room.copy()
         filters = self.filters()
         names = [plugin.name for plugin in filters]
         if RESOLVABLE in names:  # the nodes that passed every filter before it, this cycle
             reached = state.seen.get(RESOLVABLE)
             if not isinstance(reached, np.ndarray):
                 return np.zeros(0, dtype=np.int64)  # another filter ruled out every node
-            passed = np.zeros(len(ok), dtype=bool)
-            passed[reached] = True
-            ok &= passed
+            candidates = reached[tried.room[reached]]
             filters = filters[names.index(RESOLVABLE) + 1 :]
-        candidates = np.flatnonzero(ok)
+        else:
+            candidates = np.flatnonzero(tried.room)
         for plugin in filters:
             if plugin.name != RESOLVABLE and len(candidates):
                 candidates = candidates[plugin.filter(state, pod, snap, candidates)]
