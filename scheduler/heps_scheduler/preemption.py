@@ -28,8 +28,10 @@ Unlike kube-scheduler:
   model, anti-affinity, topology spread) is no candidate, and PodDisruptionBudgets,
   `preemptionPolicy` and pods nominated elsewhere are not read;
 - the dry run is vectorised: what every node would have free without its lower-priority
-  pods (kept per node, recomputed only for nodes that changed) rules nodes out, and
-  victims are then chosen exactly on the nodes needing the fewest GPUs freed first.
+  pods (summed from the snapshot's per-kind columns, for the nodes changed since the last
+  call) rules nodes out, each pod shape's screen and order of nodes are redone only for
+  the nodes changed since its last call, and victims are then chosen exactly on the
+  nodes needing the fewest GPUs freed first.
 """
 
 from __future__ import annotations
