@@ -31,9 +31,8 @@ import numpy as np
 import numpy.typing as npt
 
 from heps_scheduler.cycle import CycleState
-from heps_scheduler.filters import Ints
 from heps_scheduler.model import Pod
-from heps_scheduler.snapshot import Floats, Snapshot
+from heps_scheduler.snapshot import Floats, Ints, Snapshot
 
 COVERAGE = 0.95
 """Share of tasks the target workload's most common specs must cover (the paper's 95%)."""

@@ -10,13 +10,10 @@ from collections import Counter
 from typing import Protocol
 
 import numpy as np
-import numpy.typing as npt
 
 from heps_scheduler.cycle import CycleState
 from heps_scheduler.model import GPU_MODEL_LABEL, Node, Pod, Taint, selector_matches
-from heps_scheduler.snapshot import Mask, Snapshot
-
-Ints = npt.NDArray[np.int64]
+from heps_scheduler.snapshot import Ints, Mask, Snapshot
 
 
 class FilterPlugin(Protocol):

@@ -35,11 +35,11 @@ from heps_scheduler.cycle import (
     Status,
 )
 from heps_scheduler.fgd import TaskClass
-from heps_scheduler.filters import FilterPlugin, Ints
+from heps_scheduler.filters import FilterPlugin
 from heps_scheduler.model import Pod
 from heps_scheduler.preemption import Evictor
 from heps_scheduler.scores import MAX_SCORE, ScorePlugin, pick_gpus
-from heps_scheduler.snapshot import Floats, Snapshot
+from heps_scheduler.snapshot import Floats, Ints, Snapshot
 
 MAX_PERMIT_TIMEOUT = 15 * 60.0
 """kube-scheduler's maxTimeout for a Permit plugin's Wait, in seconds."""

@@ -28,8 +28,10 @@ Unlike kube-scheduler:
   model, anti-affinity, topology spread) is no candidate, and PodDisruptionBudgets,
   `preemptionPolicy` and pods nominated elsewhere are not read;
 - the dry run is vectorised: what every node would have free without its lower-priority
-  pods (kept per node, recomputed only for nodes that changed) rules nodes out, and
-  victims are then chosen exactly on the nodes needing the fewest GPUs freed first.
+  pods (summed from the snapshot's per-kind columns, for the nodes changed since the last
+  call) rules nodes out, each pod shape's screen and order of nodes are redone only for
+  the nodes changed since its last call, and victims are then chosen exactly on the
+  nodes needing the fewest GPUs freed first.
 """
 
 from __future__ import annotations
@@ -37,14 +39,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
-import numpy.typing as npt
 
 from heps_scheduler.cycle import ERROR, OK, UNSCHEDULABLE, CycleState, Status
-from heps_scheduler.filters import FilterPlugin, Ints
+from heps_scheduler.filters import FilterPlugin
 from heps_scheduler.model import BEST_EFFORT, BURSTABLE, GUARANTEED, Pod
-from heps_scheduler.snapshot import Floats, Snapshot
+from heps_scheduler.snapshot import NO_SHARE, Floats, Ints, Mask, Snapshot
 
 Priority = tuple[int, int]
 Evictor = Callable[[Pod, Pod, str], Status]
@@ -62,9 +64,11 @@ RESOLVABLE = "NodeResourcesFit"
 """The one filter whose failures evicting pods can resolve here."""
 MAX_CANDIDATES = 1000
 """Most candidate nodes a configuration may ask the dry run to find (a bound on its work)."""
-NONE = 10**6
+NONE = NO_SHARE
 """More thousandths than any GPU has: no pod, or no way."""
 COST_BITS = NONE.bit_length()
+PICK_SLICE = 64
+"""Nodes taken at a time, in order, for the dry run."""
 
 
 @dataclass(frozen=True)
@@ -153,12 +157,22 @@ class _Candidate:
 
 @dataclass
 class _Tried:
-    """Per node, the victims chosen for one pod shape, at the node version they were
-    chosen at: a node unchanged since gives the same answer (pods of one JupyterHub
-    profile, or of one trace task, share their shape)."""
+    """Per node, what one pod shape's dry runs found, at the node versions they looked at:
+    a node unchanged since gives the same answer (pods of one JupyterHub profile, or of
+    one trace task, share their shape)."""
 
     version: Ints
-    failed: npt.NDArray[np.bool_]
+    """The node versions victims were chosen at (-1: never)."""
+    screened: Ints
+    """The node versions `room` was computed at (-1: never)."""
+    room: Mask
+    """Whether the pod would fit with every lower-priority pod gone, resources only; off
+    as well where victims were sought and none found."""
+    cost: Ints
+    """The fewest thousandths of GPU its victims would hold (NONE: no way)."""
+    rank: Ints
+    """The order of candidates, packed: cpu or memory short, then cost, then the GPU
+    lower-priority pods hold."""
     found: dict[int, _Candidate] = field(default_factory=dict)
 
 
@@ -247,7 +261,9 @@ class ClassPreemption:
         tried = self._tried.get(shape)
         if tried is None:
             n = len(snap.nodes)
-            tried = _Tried(np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=bool))
+            never = np.full(n, -1, dtype=np.int64)
+            zero = np.zeros(n, dtype=np.int64)
+            tried = _Tried(never, never.copy(), np.zeros(n, dtype=bool), zero, zero.copy())
             self._tried[shape] = tried
             if len(self._tried) > MAX_SHAPES:
                 self._tried.popitem(last=False)
@@ -255,7 +271,8 @@ class ClassPreemption:
         return tried
 
     def _lower_than(self, prio: Priority, snap: Snapshot) -> _Lower:
-        """The rows of every node changed since the last call, recomputed."""
+        """The rows of every node changed since the last call, from the snapshot's per-kind
+        columns (kept as pods are assumed and forgotten)."""
         if snap is not self._snap:  # a new snapshot (serve rebuilds it): nothing carries over
             self._snap, self._lower = snap, {}
             self._tried.clear()
@@ -279,22 +296,19 @@ class ClassPreemption:
         if not len(changed):
             return lower
         classes = self.args.class_priority
-        for node in changed.tolist():
-            cpu = mem = eph = 0
-            gpu, smallest = lower.gpu[node], lower.smallest[node]
-            gpu[:], smallest[:] = 0, NONE
-            for key, placed in snap.pods_on[node].items():
-                if (placed.priority, classes.get(placed.qos, 0)) >= prio:
-                    continue
-                cpu += placed.cpu_milli
-                mem += placed.memory_mib
-                eph += placed.ephemeral_mib
-                share = placed.gpu_milli if placed.shares_gpu else 1000
-                for slot in snap.placements[key].gpu_slots:
-                    gpu[slot] += share
-                    smallest[slot] = min(smallest[slot], share)
-            lower.cpu[node], lower.mem[node], lower.eph[node] = cpu, mem, eph
-        gpu, used = lower.gpu[changed], snap.gpu_free[changed]
+        kinds = [h for (p, q), h in snap.held.items() if (p, classes.get(q, 0)) < prio]
+        cpu, mem, eph = np.zeros(len(changed)), np.zeros(len(changed)), np.zeros(len(changed))
+        gpu = np.zeros((len(changed), snap.max_gpus), dtype=np.int64)
+        smallest = np.full_like(gpu, NONE)
+        for held in kinds:
+            cpu += held.cpu[changed]
+            mem += held.mem[changed]
+            eph += held.eph[changed]
+            gpu += held.gpu[changed]
+            np.minimum(smallest, held.smallest[changed], out=smallest)
+        lower.cpu[changed], lower.mem[changed], lower.eph[changed] = cpu, mem, eph
+        lower.gpu[changed], lower.smallest[changed] = gpu, smallest
+        used = snap.gpu_free[changed]
         free = used + gpu
         whole = free == 1000
         lower.held[changed], lower.whole[changed] = gpu.sum(axis=1), whole.sum(axis=1)
@@ -310,59 +324,42 @@ class ClassPreemption:
         """Nodes where the pod would fit with every lower-priority pod gone: first those
         with the cpu and memory it needs, then those needing the fewest GPUs freed, then
         those where lower-priority pods hold the least GPU."""
-        cpu_free, mem_free = snap.cpu_free, snap.mem_free
-        ok = (cpu_free + lower.cpu >= pod.cpu_milli) & (mem_free + lower.mem >= pod.memory_mib)
-        if pod.ephemeral_mib:
-            ok &= snap.eph_cap - snap.eph_used + lower.eph >= pod.ephemeral_mib
-        if pod.shares_gpu:
-            ok &= lower.widest >= pod.gpu_milli
-        elif pod.gpus:
-            ok &= lower.whole >= pod.gpus
-        ok &= ~(tried.failed & (tried.version == snap.node_version))
+        held_bits = (snap.max_gpus * 1000).bit_length()  # what lower-priority pods may hold
+        stale = np.flatnonzero(tried.screened != snap.node_version)
+        if len(stale):  # only the nodes changed since this shape's last screen
+            tried.room[stale] = _room(pod, snap, lower, stale)
+            cost = _cost(pod, snap, lower, stale, self.args.keep_allocated_gpus)
+            cpu_free = snap.cpu_cap[stale] - snap.cpu_used[stale]
+            mem_free = snap.mem_cap[stale] - snap.mem_used[stale]
+            # cpu or memory to free as well: more victims, perhaps holding GPUs
+            short = (cpu_free < pod.cpu_milli) | (mem_free < pod.memory_mib)
+            tried.cost[stale] = cost
+            tried.rank[stale] = (
+                short.astype(np.int64) << COST_BITS | cost
+            ) << held_bits | lower.held[stale]
+            tried.screened[stale] = snap.node_version[stale]
         filters = self.filters()
         names = [plugin.name for plugin in filters]
         if RESOLVABLE in names:  # the nodes that passed every filter before it, this cycle
             reached = state.seen.get(RESOLVABLE)
             if not isinstance(reached, np.ndarray):
                 return np.zeros(0, dtype=np.int64)  # another filter ruled out every node
-            passed = np.zeros(len(ok), dtype=bool)
-            passed[reached] = True
-            ok &= passed
+            candidates = reached[tried.room[reached]]
             filters = filters[names.index(RESOLVABLE) + 1 :]
-        candidates = np.flatnonzero(ok)
+        else:
+            candidates = np.flatnonzero(tried.room)
         for plugin in filters:
             if plugin.name != RESOLVABLE and len(candidates):
                 candidates = candidates[plugin.filter(state, pod, snap, candidates)]
-        if not len(candidates):
-            return candidates
-        cost = np.zeros(len(candidates), dtype=np.int64)
         if pod.shares_gpu:
-            # a GPU to share: at least what it lacks, and at least its smallest victim
-            free = snap.gpu_free[candidates]
-            need = np.where(
-                free < pod.gpu_milli,
-                np.maximum(pod.gpu_milli - free, lower.smallest[candidates]),
-                0,
-            )
-            usable = free + lower.gpu[candidates] >= pod.gpu_milli
-            if self.args.keep_allocated_gpus:
-                usable &= need <= pod.gpu_milli
-            cost = np.where(usable, need, NONE).min(axis=1)
-            keep = cost < NONE
-            candidates, cost = candidates[keep], cost[keep]
-        elif pod.gpus:  # whole GPUs: every pod on a GPU to free goes
-            cost = lower.cost[candidates, pod.gpus - 1]
-        short = (cpu_free[candidates] < pod.cpu_milli) | (
-            mem_free[candidates] < pod.memory_mib
-        )  # cpu or memory to free as well: more victims, perhaps holding GPUs
-        held = lower.held[candidates]
-        held_bits, node_bits = int(held.max(initial=0)).bit_length(), len(snap.nodes).bit_length()
+            candidates = candidates[tried.cost[candidates] < NONE]
+        rank = tried.rank[candidates]
+        node_bits = len(snap.nodes).bit_length()
         if 1 + COST_BITS + held_bits + node_bits > 63:  # a cluster beyond any seen: lexsort
-            order = np.lexsort((candidates, held, cost, short))
+            order = np.lexsort((candidates, rank))
             return candidates[order]
         # one sort of one key (short, cost, held, node): several times a lexsort's speed
-        key = ((short.astype(np.int64) << COST_BITS | cost) << held_bits | held) << node_bits
-        result: Ints = np.sort(key | candidates) & ((1 << node_bits) - 1)
+        result: Ints = np.sort(rank << node_bits | candidates) & ((1 << node_bits) - 1)
         return result
 
     def _pick(
@@ -372,14 +369,17 @@ class ClassPreemption:
         (kube-scheduler's dry run); the best of them."""
         wanted = self.args.candidates(len(snap.nodes))
         found: list[_Candidate] = []
-        for node in nodes.tolist():
+        # in slices: a dozen nodes usually suffice of the thousands in order
+        slices = (nodes[i : i + PICK_SLICE].tolist() for i in range(0, len(nodes), PICK_SLICE))
+        for node in chain.from_iterable(slices):
             version = int(snap.node_version[node])
             if tried.version[node] == version:
                 candidate = tried.found.get(node)
             else:
                 candidate = self._victims(pod, prio, snap, node)
-                tried.version[node], tried.failed[node] = version, candidate is None
-                if candidate is None:
+                tried.version[node] = version
+                if candidate is None:  # not screened again until the node changes
+                    tried.room[node] = False
                     tried.found.pop(node, None)
                 else:
                     tried.found[node] = candidate
@@ -436,6 +436,41 @@ class ClassPreemption:
         if not victims or (self.args.keep_allocated_gpus and gpus > pod.gpu_demand_milli):
             return None  # no victims: another filter than resources keeps the pod out
         return _Candidate(node, victims, (top, gpus, len(victims), node))
+
+
+def _room(pod: Pod, snap: Snapshot, lower: _Lower, nodes: Ints) -> Mask:
+    """Whether the pod would fit on each of `nodes` with every lower-priority pod gone."""
+    cpu = snap.cpu_cap[nodes] - snap.cpu_used[nodes] + lower.cpu[nodes]
+    mem = snap.mem_cap[nodes] - snap.mem_used[nodes] + lower.mem[nodes]
+    ok: Mask = (cpu >= pod.cpu_milli) & (mem >= pod.memory_mib)
+    if pod.ephemeral_mib:
+        ok &= snap.eph_cap[nodes] - snap.eph_used[nodes] + lower.eph[nodes] >= pod.ephemeral_mib
+    if pod.shares_gpu:
+        ok &= lower.widest[nodes] >= pod.gpu_milli
+    elif pod.gpus:
+        ok &= lower.whole[nodes] >= pod.gpus
+    return ok
+
+
+def _cost(pod: Pod, snap: Snapshot, lower: _Lower, nodes: Ints, keep_gpus: bool) -> Ints:
+    """Per node, the fewest thousandths of GPU the pod's victims hold there (NONE: no way)."""
+    if pod.shares_gpu:
+        # a GPU to share: at least what it lacks, and at least its smallest victim
+        free = snap.gpu_free[nodes]
+        need = np.where(
+            free < pod.gpu_milli,
+            np.maximum(pod.gpu_milli - free, lower.smallest[nodes]),
+            0,
+        )
+        usable = free + lower.gpu[nodes] >= pod.gpu_milli
+        if keep_gpus:
+            usable &= need <= pod.gpu_milli
+        cost: Ints = np.where(usable, need, NONE).min(axis=1)
+        return cost
+    if pod.gpus:  # whole GPUs: every pod on a GPU to free goes
+        whole: Ints = lower.cost[nodes, pod.gpus - 1]
+        return whole
+    return np.zeros(len(nodes), dtype=np.int64)
 
 
 def _gpu_fit(pod: Pod) -> Callable[[list[int]], bool]:

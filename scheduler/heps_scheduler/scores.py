@@ -19,9 +19,8 @@ from typing import Protocol
 import numpy as np
 
 from heps_scheduler.cycle import OK, SKIP, CycleState, Status
-from heps_scheduler.filters import Ints
 from heps_scheduler.model import BEST_EFFORT, GUARANTEED, Pod
-from heps_scheduler.snapshot import Floats, Snapshot
+from heps_scheduler.snapshot import Floats, Ints, Snapshot
 
 MAX_SCORE = 100.0
 

@@ -16,6 +16,11 @@ from heps_scheduler.model import Node, Pod
 
 Mask = npt.NDArray[np.bool_]
 Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.int64]
+Kind = tuple[int, str]
+"""A pod's (priority, QoS class)."""
+NO_SHARE = 10**6
+"""More thousandths than any GPU has: no pod holds this GPU."""
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,21 @@ class Placement:
     node: int
     gpu_slots: tuple[int, ...] = ()
     """Indices of the node's GPUs the pod uses."""
+
+
+@dataclass
+class Held:
+    """Per node, what the placed pods of one kind hold: kept as pods are assumed and
+    forgotten, so preemption reads what lower-priority pods would free without walking
+    every node's pods."""
+
+    cpu: Floats
+    mem: Floats
+    eph: Floats
+    gpu: Ints
+    """Thousandths of each GPU."""
+    smallest: Ints
+    """The smallest thousandths of each GPU one such pod holds (NO_SHARE: none)."""
 
 
 @dataclass
@@ -84,8 +104,10 @@ class Snapshot:
         self.anti_affine: dict[str, Placement] = {}
         """The placements whose pods carry anti-affinity terms."""
         self.pods_on: list[dict[str, Pod]] = [{} for _ in self.nodes]
-        self.kinds: Counter[tuple[int, str]] = Counter()
-        """Placed pods per (priority, QoS class): whether any pod could be preempted."""
+        self.kinds: Counter[Kind] = Counter()
+        """Placed pods per kind: whether any pod could be preempted."""
+        self.held: dict[Kind, Held] = {}
+        """Per kind, what its placed pods hold on each node."""
 
     # --- changes -------------------------------------------------------------------------
 
@@ -111,6 +133,14 @@ class Snapshot:
             self.anti_affine[pod.key] = self.placements[pod.key]
         self.pods_on[node][pod.key] = pod
         self.kinds[pod.priority, pod.qos] += 1
+        held = self._held(pod)
+        held.cpu[node] += pod.cpu_milli
+        held.mem[node] += pod.memory_mib
+        held.eph[node] += pod.ephemeral_mib
+        share = pod.gpu_milli if pod.shares_gpu else 1000
+        for slot in gpu_slots:
+            held.gpu[node, slot] += share
+            held.smallest[node, slot] = min(held.smallest[node, slot], share)
 
     def forget(self, key: str) -> Pod | None:
         """Remove a pod (deleted, or its binding failed); frees its resources."""
@@ -128,8 +158,40 @@ class Snapshot:
         self._gpu_changed(node)
         del self.pods_on[node][key]
         self.kinds[pod.priority, pod.qos] -= 1
+        held = self._held(pod)
+        held.cpu[node] -= pod.cpu_milli
+        held.mem[node] -= pod.memory_mib
+        held.eph[node] -= pod.ephemeral_mib
+        share = pod.gpu_milli if pod.shares_gpu else 1000
+        for slot in placement.gpu_slots:
+            held.gpu[node, slot] -= share
+            if held.smallest[node, slot] == share:  # it may have been the smallest: look again
+                held.smallest[node, slot] = min(
+                    (
+                        other.pod.gpu_milli if other.pod.shares_gpu else 1000
+                        for other in map(self.placements.__getitem__, self.pods_on[node])
+                        if slot in other.gpu_slots
+                        and (other.pod.priority, other.pod.qos) == (pod.priority, pod.qos)
+                    ),
+                    default=NO_SHARE,
+                )
         self.generation += 1
         return pod
+
+    def _held(self, pod: Pod) -> Held:
+        kind = (pod.priority, pod.qos)
+        held = self.held.get(kind)
+        if held is None:
+            n, shape = len(self.nodes), (len(self.nodes), self.max_gpus)
+            held = Held(
+                np.zeros(n),
+                np.zeros(n),
+                np.zeros(n),
+                np.zeros(shape, dtype=np.int64),
+                np.full(shape, NO_SHARE, dtype=np.int64),
+            )
+            self.held[kind] = held
+        return held
 
     def _gpu_changed(self, node: int) -> None:
         self.whole_free[node] = int((self.gpu_free[node] == 1000).sum())

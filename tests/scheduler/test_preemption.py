@@ -9,14 +9,17 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from heps_scheduler import config, kube
 from heps_scheduler.cycle import OK, UNSCHEDULABLE, Status
-from heps_scheduler.fgd import TaskClass
+from heps_scheduler.fgd import TaskClass, typical_pods
 from heps_scheduler.framework import Scheduler
 from heps_scheduler.model import BEST_EFFORT, BURSTABLE, GUARANTEED, Node, Pod
-from heps_scheduler.snapshot import Snapshot
+from heps_scheduler.preemption import ClassPreemption
+from heps_scheduler.simulate import Replay
+from heps_scheduler.snapshot import NO_SHARE, Held, Kind, Snapshot
 from tests.scheduler.fake_apiserver import FakeApiServer
 from tests.scheduler.test_kube import k8s_node, k8s_pod, make_scheduler
 
@@ -255,3 +258,87 @@ def test_the_double_refuses_what_the_api_server_refuses(fake: FakeApiServer) -> 
         assert fake.delete(path, {"preconditions": {"uid": "uid-alice"}})[0] == 200
         assert fake.patch(path + "/status", patch, "application/merge-patch+json")[0] == 404
         assert fake.delete(path)[0] == 404
+
+
+def rebuilt(snap: Snapshot) -> dict[Kind, Held]:
+    """The oracle: what each kind's pods hold per node, summed afresh from the placements."""
+    n, shape = len(snap.nodes), (len(snap.nodes), snap.max_gpus)
+    held = {
+        kind: Held(
+            np.zeros(n),
+            np.zeros(n),
+            np.zeros(n),
+            np.zeros(shape, dtype=np.int64),
+            np.full(shape, NO_SHARE, dtype=np.int64),
+        )
+        for kind in snap.held
+    }
+    for placement in snap.placements.values():
+        placed, node = placement.pod, placement.node
+        columns = held[placed.priority, placed.qos]
+        columns.cpu[node] += placed.cpu_milli
+        columns.mem[node] += placed.memory_mib
+        columns.eph[node] += placed.ephemeral_mib
+        share = placed.gpu_milli if placed.shares_gpu else 1000
+        for slot in placement.gpu_slots:
+            columns.gpu[node, slot] += share
+            columns.smallest[node, slot] = min(columns.smallest[node, slot], share)
+    return held
+
+
+def mixed_workload(count: int, seed: int) -> list[Pod]:
+    """Pods of a few shapes (as a trace's tasks and a hub's profiles repeat theirs), of
+    every class, two spec priorities, and every GPU shape: CPU only, a share of a GPU, one
+    and several whole GPUs."""
+    rng = np.random.default_rng(seed)
+    shapes = []
+    for gpus, milli in [(0, 0), (1, 300), (1, 500), (1, 1000), (2, 1000), (4, 1000), (8, 1000)]:
+        for qos in (GUARANTEED, BURSTABLE, BEST_EFFORT):
+            cpu, memory = int(rng.integers(1, 24)) * 1000, int(rng.integers(1, 64)) * 1024
+            shapes.append(Pod("", cpu, memory, 1024 * (gpus == 2), gpus, milli, qos=qos))
+    weights = np.array([2.0 if s.gpus == 1 else 1.0 for s in shapes])
+    picks = rng.choice(len(shapes), size=count, p=weights / weights.sum())
+    return [
+        replace(shapes[k], name=f"p{i}", priority=int(rng.random() < 0.1), created=float(i))
+        for i, k in enumerate(picks.tolist())
+    ]
+
+
+def test_preemption_decides_as_it_would_from_columns_rebuilt_at_every_decision() -> None:
+    """The snapshot keeps each kind's columns as pods come and go, and the plugin screens
+    only the nodes changed since its last call: a replay decides exactly as one whose
+    columns are rebuilt from the placements, and whose caches are dropped, before every
+    decision."""
+    nodes = [
+        gpu_node(f"n{i}", gpus=[8, 4, 2, 0][i % 4], cpu=[96000, 64000, 32000, 48000][i % 4])
+        for i in range(24)
+    ]
+    pods = mixed_workload(500, seed=3)
+    settings = config.preset_settings("heps")
+    # fewer candidates than possible nodes, so that the order they are tried in counts
+    args = {**settings.args["ClassPreemption"], "minCandidateNodesAbsolute": 3}
+    settings = replace(settings, args={**settings.args, "ClassPreemption": args})
+    runs = []
+    for oracle in (False, True):
+        replay = Replay(nodes, settings, typical_pods(pods), 0)
+        [plugin] = replay.scheduler.profile.post_filters
+        assert isinstance(plugin, ClassPreemption)
+        placed = []
+        for p in pods:
+            if oracle:
+                replay.snap.held = rebuilt(replay.snap)
+                plugin._lower.clear()
+                plugin._tried.clear()
+            else:
+                for kind, columns in rebuilt(replay.snap).items():
+                    kept = replay.snap.held[kind]
+                    for name in ("cpu", "mem", "eph", "gpu", "smallest"):
+                        assert np.array_equal(getattr(kept, name), getattr(columns, name))
+            decision = replay.place(p)
+            placed.append((p.name, decision.node))
+        runs.append((placed, [(v.name, node) for v, node in replay.victims]))
+    assert runs[0] == runs[1]
+    victims = {v for v, _ in runs[0][1]}
+    by_name = {p.name: p for p in pods}
+    assert len(victims) > 20
+    assert {by_name[v].gpu_class for v in victims} >= {"shared-gpu", "whole-gpu", "multi-gpu"}
