@@ -306,6 +306,47 @@ def test_hub_leaves_out_a_bad_profile_and_offers_the_rest(tmp_path: Path, overri
     assert len(loaded.refused) == 1 and "bad:" in loaded.refused[0]
 
 
+# --- the overlay's hub values (hub-values.yaml) -----------------------------------------
+
+# A category each: a claim that is not the platform's user data, a key the hub does not
+# read, a value of the wrong type or out of bounds.
+HOSTILE_HUB_VALUES = {
+    "foreign-claim": ("storage: {lustre_claim: hub-db}", "spawner.storage.lustre_claim"),
+    "unknown-key": ("extra_volumes: [{name: root, hostPath: {path: /}}]", "spawner"),
+    "bad-type": ("start_timeout: forever", "spawner.start_timeout"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_HUB_VALUES))
+def test_overlay_hub_values_change_no_user_pod(heps: Any, repo: Path, case: str) -> None:
+    """The rule the hub applies at load refuses the overlay's hub-values.yaml at reconcile."""
+    setting, field = HOSTILE_HUB_VALUES[case]
+    path = repo / "k8s-overlays" / "overlays" / "testbed" / "hub-values.yaml"
+    path.write_text(path.read_text().replace("spawner:\n", f"spawner:\n  {setting}\n", 1))
+    line = one_line(
+        heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"),
+        "k8s-overlays/overlays/testbed/hub-values.yaml",
+        f"{field}:",
+    )
+    assert "fix" in line
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_HUB_VALUES))
+def test_hub_refuses_hostile_values_at_load(tmp_path: Path, case: str) -> None:
+    setting, field = HOSTILE_HUB_VALUES[case]
+    (tmp_path / "overlay.yaml").write_text(f"spawner:\n  {setting}\n")
+    with pytest.raises(hub_values.ValuesError, match=re.escape(f"{field}:")):
+        _hub_profiles(tmp_path)
+
+
+def test_bundled_hub_values_are_accepted(tmp_path: Path) -> None:
+    shutil.copy(REPO_ROOT / "k8s-overlays/base/hub/values.yaml", tmp_path / "values.yaml")
+    for overlay in ("testbed", "production"):
+        source = REPO_ROOT / f"k8s-overlays/overlays/{overlay}/hub-values.yaml"
+        shutil.copy(source, tmp_path / "overlay.yaml")
+        assert hub_values.load(tmp_path).spawner.storage.lustre_claim == "lustre"
+
+
 # --- build contexts -------------------------------------------------------------------
 
 
