@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+import yaml
 
 from heps.core.errors import ConfigError
 from heps.core.settings import load
@@ -337,6 +338,30 @@ def test_hub_refuses_hostile_values_at_load(tmp_path: Path, case: str) -> None:
     (tmp_path / "overlay.yaml").write_text(f"spawner:\n  {setting}\n")
     with pytest.raises(hub_values.ValuesError, match=re.escape(f"{field}:")):
         _hub_profiles(tmp_path)
+
+
+def test_hub_does_not_start_on_hostile_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from heps_hub import config
+
+    _hub_profiles(tmp_path)
+    (tmp_path / "overlay.yaml").write_text("spawner: {storage: {cvmfs_claim: hub-db}}\n")
+    monkeypatch.setenv("HEPS_HUB_CONFIG_DIR", str(tmp_path))
+    with pytest.raises(SystemExit) as stopped:
+        config.configure_from_environment(object())
+    assert stopped.value.code == 2
+    lines = [r.getMessage() for r in caplog.records if r.name == "heps_hub"]
+    assert len(lines) == 1 and "spawner.storage.cvmfs_claim: 'hub-db'" in lines[0]
+
+
+def test_data_claims_are_the_platforms_user_storage() -> None:
+    """The claims a user pod may mount are the ones base/storage defines, none the hub's."""
+    storage = yaml.safe_load_all((REPO_ROOT / "k8s-overlays/base/storage/storage.yaml").read_text())
+    claims = {d["metadata"]["name"] for d in storage if d["kind"] == "PersistentVolumeClaim"}
+    assert claims == hub_values.DATA_CLAIMS
+    hub = (REPO_ROOT / "k8s-overlays/base/hub/hub.yaml").read_text()
+    assert "claimName: hub-db" in hub and "hub-db" not in claims
 
 
 def test_bundled_hub_values_are_accepted(tmp_path: Path) -> None:
