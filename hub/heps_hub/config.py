@@ -68,7 +68,11 @@ def config_dir() -> Path:
 def configure_from_environment(c: Any) -> None:
     """What jupyterhub_config.py runs: values from HEPS_HUB_CONFIG_DIR, then, on one
     machine (`heps platform up`), the local settings of HEPS_HUB_LOCAL over them."""
-    values = hub_values.load(config_dir())
+    try:
+        values = hub_values.load(config_dir())
+    except hub_values.ValuesError as exc:  # fail closed: one line, no hub, no traceback
+        logging.getLogger("heps_hub").error("hub not started: %s", exc)
+        raise SystemExit(2) from None
     configure(c, values)
     if os.environ.get("HEPS_HUB_LOCAL"):
         from heps_hub import local  # only the single-machine hub needs DockerSpawner

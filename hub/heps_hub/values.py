@@ -8,12 +8,13 @@ reach the hub as environment variables from Kubernetes Secrets.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_type_hints
 
 import yaml
 
@@ -158,16 +159,102 @@ def profile_problem(profile: Any) -> str | None:
     gpus = limits.get(GPU, "0")
     if not str(gpus).isdigit() or int(str(gpus)) > 64:
         return f"{slug}: extra_resource_limits.{GPU}: {gpus!r}: 0 to 64"
-    selector = override.get("node_selector", {})
-    if (
-        not isinstance(selector, dict)
-        or not all(isinstance(v, str) for v in selector.values())
-        or any(str(k).startswith(_CONTROL_PLANE) for k in selector)
-    ):
-        return (
-            f"{slug}: kubespawner_override.node_selector: labels to strings, "
-            "never the control plane's nodes"
-        )
+    if not _selector_ok(override.get("node_selector", {})):
+        return f"{slug}: kubespawner_override.node_selector: {_SELECTOR}"
+    return None
+
+
+_SELECTOR = "labels to strings, never the control plane's nodes"
+
+
+def _selector_ok(selector: Any) -> bool:
+    return (
+        isinstance(selector, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in selector.items())
+        and not any(k.startswith(_CONTROL_PLANE) for k in selector)
+    )
+
+
+# What the hub's values (base values.yaml merged with the overlay's hub-values.yaml) may
+# say: each key shapes the hub or every user pod, so only the dataclasses' fields are
+# read, each of its type, and those below with their values checked. The user pod mounts
+# only the platform's user-data claims (base/storage), never the hub's database or any
+# other claim, and at plain paths outside the image's system folders.
+DATA_CLAIMS = frozenset({"cvmfs", "lustre"})
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+_SYSTEM = frozenset({"bin", "boot", "dev", "etc", "lib", "lib64", "opt", "proc", "root"})
+_SYSTEM |= {"run", "sbin", "srv", "sys", "tmp", "usr", "var", "cvmfs"}
+
+
+def _mount_path(value: str) -> bool:
+    parts = value.split("/")
+    return (
+        value.startswith("/")
+        and all(_NAME.fullmatch(part) for part in parts[1:])
+        and parts[1] not in _SYSTEM
+    )
+
+
+_VALUE_CHECKS: dict[str, tuple[Any, str]] = {
+    "spawner.storage.cvmfs_claim": (DATA_CLAIMS.__contains__, f"one of {sorted(DATA_CLAIMS)}"),
+    "spawner.storage.lustre_claim": (DATA_CLAIMS.__contains__, f"one of {sorted(DATA_CLAIMS)}"),
+    "spawner.storage.home_base": (_mount_path, "an absolute path outside system folders"),
+    "spawner.storage.data_base": (_mount_path, "an absolute path outside system folders"),
+    "spawner.start_timeout": (lambda n: 1 <= n <= 3600, "seconds, 1 to 3600"),
+    "hub.concurrent_spawn_limit": (lambda n: 0 <= n <= 1000, "0 to 1000"),
+    "hub.active_server_limit": (lambda n: 0 <= n <= 100_000, "0 to 100000"),
+    "spawner.node_selector": (_selector_ok, _SELECTOR),
+    "spawner.user_init.image": (_IMAGE.fullmatch, "an image reference"),
+    "spawner.namespace": (_NAME.fullmatch, "a Kubernetes name"),
+    "spawner.scheduler_name": (_NAME.fullmatch, "a Kubernetes name"),
+    "spawner.user_init.policy_config_map": (_NAME.fullmatch, "a Kubernetes name"),
+}
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint == list[str]:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+    if hint == dict[str, str]:
+        return isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+    return isinstance(value, str) and len(value) <= 2048
+
+
+def _section_problem(cls: type, raw: Any, path: str, skip: frozenset[str]) -> str | None:
+    if not isinstance(raw, dict):
+        return f"{path}: not a mapping"
+    hints = {k: v for k, v in get_type_hints(cls).items() if k not in skip}
+    unknown = sorted(map(str, set(raw) - set(hints)))
+    if unknown:
+        return f"{path}: unknown keys {unknown}; allowed: {sorted(hints)}"
+    for key, value in raw.items():
+        where, hint = f"{path}.{key}".lstrip("."), hints[key]
+        if dataclasses.is_dataclass(hint):
+            problem = _section_problem(hint, value, where, frozenset())  # type: ignore[arg-type]
+            if problem:
+                return problem
+        elif not _type_ok(value, hint):
+            return f"{where}: {value!r}: must be {getattr(hint, '__name__', hint)}"
+        elif where in _VALUE_CHECKS and not _VALUE_CHECKS[where][0](value):
+            return f"{where}: {value!r}: must be {_VALUE_CHECKS[where][1]}"
+    return None
+
+
+def values_problem(data: dict[str, Any]) -> str | None:
+    """Why the hub's merged values cannot be used (`field: value: what it must be`), or
+    None: the keys the hub reads, of their types, claims and paths and numbers checked.
+    Keys left out are left to the loader (its defaults, or a missing-key error)."""
+    sections = {"hub": HubValues, "oauth": OAuth, "spawner": Spawner}
+    unknown = sorted(map(str, set(data) - set(sections)))
+    if unknown:
+        return f"unknown keys {unknown}; allowed: {sorted(sections)}"
+    nested = frozenset({"oauth", "spawner", "profiles", "refused"})
+    for name, cls in sections.items():
+        skip = nested if name == "hub" else frozenset()
+        problem = _section_problem(cls, data[name], name, skip) if name in data else None
+        if problem:
+            return problem
     return None
 
 
@@ -190,11 +277,11 @@ class HubValues:
     hub_connect_url: str = "http://hub:8081"
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in top.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -228,7 +315,10 @@ def _make(cls: type[T], raw: Any, where: str) -> T:
 def load(folder: Path) -> HubValues:
     """The hub's values from a mounted config folder; ValuesError on anything wrong."""
     where = f"{folder}/{{{VALUES},{OVERLAY}}}"
-    data = _merge(_read(folder / VALUES), _read(folder / OVERLAY))
+    data = merge(_read(folder / VALUES), _read(folder / OVERLAY))
+    problem = values_problem(data)
+    if problem:
+        raise ValuesError(f"{where}: {problem}")
     listed = _read(folder / PROFILES).get("profile_list") or []
     if not isinstance(listed, list):
         raise ValuesError(f"{folder / PROFILES}: profile_list: expected a list of profiles")

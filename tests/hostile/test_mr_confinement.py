@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+import yaml
 
 from heps.core.errors import ConfigError
 from heps.core.settings import load
@@ -328,6 +329,71 @@ def test_reconcile_refuses_a_profile_past_any_bound(heps: Any, repo: Path, value
         "kubespawner_override.cpu_limit",
     )
     assert repr(value.strip("'")) in line
+
+
+# --- the overlay's hub values (hub-values.yaml) -----------------------------------------
+
+# A category each: a claim that is not the platform's user data, a key the hub does not
+# read, a value of the wrong type or out of bounds.
+HOSTILE_HUB_VALUES = {
+    "foreign-claim": ("storage: {lustre_claim: hub-db}", "spawner.storage.lustre_claim"),
+    "unknown-key": ("extra_volumes: [{name: root, hostPath: {path: /}}]", "spawner"),
+    "bad-type": ("start_timeout: forever", "spawner.start_timeout"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_HUB_VALUES))
+def test_overlay_hub_values_change_no_user_pod(heps: Any, repo: Path, case: str) -> None:
+    """The rule the hub applies at load refuses the overlay's hub-values.yaml at reconcile."""
+    setting, field = HOSTILE_HUB_VALUES[case]
+    path = repo / "k8s-overlays" / "overlays" / "testbed" / "hub-values.yaml"
+    path.write_text(path.read_text().replace("spawner:\n", f"spawner:\n  {setting}\n", 1))
+    line = one_line(
+        heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"),
+        "k8s-overlays/overlays/testbed/hub-values.yaml",
+        f"{field}:",
+    )
+    assert "fix" in line
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_HUB_VALUES))
+def test_hub_refuses_hostile_values_at_load(tmp_path: Path, case: str) -> None:
+    setting, field = HOSTILE_HUB_VALUES[case]
+    (tmp_path / "overlay.yaml").write_text(f"spawner:\n  {setting}\n")
+    with pytest.raises(hub_values.ValuesError, match=re.escape(f"{field}:")):
+        _hub_profiles(tmp_path)
+
+
+def test_hub_does_not_start_on_hostile_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from heps_hub import config
+
+    _hub_profiles(tmp_path)
+    (tmp_path / "overlay.yaml").write_text("spawner: {storage: {cvmfs_claim: hub-db}}\n")
+    monkeypatch.setenv("HEPS_HUB_CONFIG_DIR", str(tmp_path))
+    with pytest.raises(SystemExit) as stopped:
+        config.configure_from_environment(object())
+    assert stopped.value.code == 2
+    lines = [r.getMessage() for r in caplog.records if r.name == "heps_hub"]
+    assert len(lines) == 1 and "spawner.storage.cvmfs_claim: 'hub-db'" in lines[0]
+
+
+def test_data_claims_are_the_platforms_user_storage() -> None:
+    """The claims a user pod may mount are the ones base/storage defines, none the hub's."""
+    storage = yaml.safe_load_all((REPO_ROOT / "k8s-overlays/base/storage/storage.yaml").read_text())
+    claims = {d["metadata"]["name"] for d in storage if d["kind"] == "PersistentVolumeClaim"}
+    assert claims == hub_values.DATA_CLAIMS
+    hub = (REPO_ROOT / "k8s-overlays/base/hub/hub.yaml").read_text()
+    assert "claimName: hub-db" in hub and "hub-db" not in claims
+
+
+def test_bundled_hub_values_are_accepted(tmp_path: Path) -> None:
+    shutil.copy(REPO_ROOT / "k8s-overlays/base/hub/values.yaml", tmp_path / "values.yaml")
+    for overlay in ("testbed", "production"):
+        source = REPO_ROOT / f"k8s-overlays/overlays/{overlay}/hub-values.yaml"
+        shutil.copy(source, tmp_path / "overlay.yaml")
+        assert hub_values.load(tmp_path).spawner.storage.lustre_claim == "lustre"
 
 
 # --- build contexts -------------------------------------------------------------------
@@ -744,6 +810,8 @@ def test_review_flags_what_a_security_reviewer_must_see(heps: Any, repo: Path) -
         "    heps.ihep.ac.cn/policy-exception: 'kind: the vendor says we need it'",
     )
     add_to_overlay(repo, webhook)
+    values = repo / "k8s-overlays" / "overlays" / "testbed" / "hub-values.yaml"
+    values.write_text(values.read_text() + "# changed\n")
     result = heps(repo, "review", "--base", "HEAD")
     text = result.out
     assert "## Needs a maintainer's eye" in text, result.text
@@ -754,6 +822,8 @@ def test_review_flags_what_a_security_reviewer_must_see(heps: Any, repo: Path) -
         "symlinks app-recipes/app/inside-link",
         "a '# syntax=' directive names a builder frontend image",
         "policy exception: MutatingWebhookConfiguration evil",
+        "changes the hub's values (where its client secret and tokens go): "
+        "k8s-overlays/overlays/testbed/hub-values.yaml",
     ):
         assert fragment in text, text
 

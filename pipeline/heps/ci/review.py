@@ -9,6 +9,7 @@ left out. Markdown for people, JSON for tools; secrets masked in both.
 
 from __future__ import annotations
 
+import fnmatch
 import html
 import itertools
 import json
@@ -287,13 +288,19 @@ def _changed_settings(settings: Settings, paths: list[str]) -> list[str]:
     overlays = settings.gitops.overlays_dir
     watched = (
         (SETTINGS_FILE, "changes the pipeline's settings (heps.yaml)"),
-        ("jenkins/", "changes the Jenkins jobs or pipelines that hold the credentials"),
-        (f"{overlays}/overlays/production/", "changes the production overlay"),
-        (f"{overlays}/base/", "changes the base of every overlay, production included"),
+        ("jenkins/*", "changes the Jenkins jobs or pipelines that hold the credentials"),
+        (f"{overlays}/overlays/production/*", "changes the production overlay"),
+        (f"{overlays}/base/*", "changes the base of every overlay, production included"),
+        # Its sign-in and proxy addresses are only type-checked (heps_hub.values): they say
+        # where the hub sends its OAuth client secret and the proxy's token.
+        (
+            f"{overlays}/overlays/*/hub-values.yaml",
+            "changes the hub's values (where its client secret and tokens go)",
+        ),
     )
     found = []
-    for prefix, what in watched:
-        hits = [p for p in paths if p == prefix or (prefix.endswith("/") and p.startswith(prefix))]
+    for pattern, what in watched:
+        hits = [p for p in paths if fnmatch.fnmatchcase(p, pattern)]
         if hits:
             found.append(f"{what}: {', '.join(hits[:5])}" + (" ..." if len(hits) > 5 else ""))
     return found

@@ -451,6 +451,7 @@ def policy_problems(
                     )
         problems += _security_problems(m, overlay_defines)
         problems += _profile_problems(m)
+        problems += _hub_values_problems(m, folder)
         for field, image in settings_images(m):
             problems.extend(
                 m.problem(field, text) for text in _image_problems(image, by_digest, folder)
@@ -478,6 +479,31 @@ def _profile_problems(m: Manifest) -> list[str]:
             field = f"data.profile-list.yaml: profile_list[{index}]"
             problems.append(m.problem(field, f"{problem}; fix the recipe's profile or the entry"))
     return problems
+
+
+def _hub_values_problems(m: Manifest, folder: tuple[Path, Path] | None) -> list[str]:
+    """The hub's values (ConfigMap keys values.yaml and overlay.yaml, the latter from the
+    overlay's hub-values.yaml), merged as the hub merges them and checked by the rule the
+    hub applies at load (heps_hub.values.values_problem): known keys, types, the user
+    pod's claims and mount paths, bounded numbers."""
+    data = (m.obj.get("data") or {}) if m.kind == "ConfigMap" else {}
+    texts = [data.get(key) for key in (hub_values.VALUES, hub_values.OVERLAY)]
+    if not any(isinstance(text, str) for text in texts):
+        return []
+    merged: dict[str, Any] = {}
+    for key, text in zip((hub_values.VALUES, hub_values.OVERLAY), texts, strict=True):
+        if isinstance(text, str):
+            check_yaml(text, f"{m.source}: data.{key}")
+            part = yaml.safe_load(text) or {}
+            if not isinstance(part, dict):
+                return [m.problem(f"data.{key}", "not a mapping of hub settings")]
+            merged = hub_values.merge(merged, part)
+    problem = hub_values.values_problem(merged)
+    if not problem:
+        return []
+    own = folder[1] / "hub-values.yaml" if folder else None
+    where = own.relative_to(folder[0]) if own and folder and own.is_file() else "the hub values"
+    return [m.problem(f"data.{hub_values.OVERLAY}", f"{problem}; fix it in {where}")]
 
 
 def _security_problems(m: Manifest, overlay: pod_security.Defined) -> list[str]:
