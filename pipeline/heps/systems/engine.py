@@ -172,7 +172,12 @@ class Container:
         lines = 0
         cut = False
         with _refusals():
-            for chunk in self._sdk.logs(stdout=True, stderr=True, stream=True, tail=LOG_LINES):
+            # follow=False: docker-py follows a streamed log by default, which waits for a
+            # running container (a probe's server) to end.
+            chunks = self._sdk.logs(
+                stdout=True, stderr=True, stream=True, follow=False, tail=LOG_LINES
+            )
+            for chunk in chunks:
                 lines += chunk.count(b"\n")
                 kept += chunk
                 if len(kept) > LOG_BYTES:
