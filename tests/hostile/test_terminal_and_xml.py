@@ -5,6 +5,7 @@ cannot leave the folder jobs are rendered into."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -85,3 +86,48 @@ def test_control_characters_in_smoke_output_keep_junit_and_report_valid(
     )
     (entry,) = json.loads(report.read_text())["recipes"]
     assert entry["failed_stage"] == "smoke" and "exit code 3" in entry["error"]
+
+
+INLINE = (
+    '<definition class="org.jenkinsci.plugins.workflow.cps.CpsFlowDefinition">'
+    "<script>node { sh 'env' }</script><sandbox>false</sandbox></definition>"
+)
+
+
+@pytest.mark.parametrize(
+    ("template", "old", "new"),
+    [
+        # Jenkins' XStream keeps the last of two same-named fields; the checks read the first
+        ("pipeline.xml.j2", "  <triggers/>\n", f"  {INLINE}\n  <triggers/>\n"),
+        (
+            "folder.xml.j2",
+            "  <healthMetrics/>",
+            "  <properties><org.jenkinsci.plugins.workflow.libs.FolderLibraries/></properties>\n"
+            "  <healthMetrics/>",
+        ),
+        # an XStream reference makes a field another element of the document
+        (
+            "pipeline.xml.j2",
+            "<keepDependencies>false</keepDependencies>",
+            '<keepDependencies reference="../description"/>',
+        ),
+        # a class on the root makes the folder another kind of item
+        (
+            "folder.xml.j2",
+            'Folder plugin="cloudbees-folder">',
+            'Folder class="jenkins.branch.OrganizationFolder" plugin="cloudbees-folder">',
+        ),
+    ],
+    ids=["second-definition", "second-properties", "reference", "root-class"],
+)
+def test_job_xml_is_read_alike_by_the_checks_and_by_jenkins(
+    heps: Any, jobs_repo: Path, template: str, old: str, new: str
+) -> None:
+    path = jobs_repo / "jenkins/templates" / template
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new))
+    out = jobs_repo / "build/jenkins"
+    result = heps(jobs_repo, "jenkins", "render", "--out", str(out))
+    assert result.code == 2, result.text
+    assert re.match(r"heps: error: jenkins/templates/\w+.xml.j2: (job|folder) heps", result.err)
+    assert "Traceback" not in result.err and not out.exists()

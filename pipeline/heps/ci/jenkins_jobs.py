@@ -160,6 +160,37 @@ def render(repo: Path) -> dict[str, str]:
     return rendered
 
 
+_LISTS = {"parameterDefinitions", "a", "triggers", "userRemoteConfigs", "branches", "extensions"}
+"""Elements of the job XML whose children are list items, which may repeat."""
+_XSTREAM = {"reference", "id", "resolves-to", "defined-in", "serialization"}
+"""Attributes XStream acts on: a `reference` makes an element another one of the
+document, whatever it holds."""
+
+
+def _read_alike(root: ET.Element) -> str | None:
+    """Why Jenkins would read `root` otherwise than the checks here, if it would: XStream
+    (Jenkins' RobustReflectionConverter) keeps the last of two same-named fields, where
+    `find` sees the first (a second `<definition>` with an inline script, a second
+    `<properties>` loading a library); it follows `reference` attributes; a `class` on
+    the root makes the item another type."""
+    if "class" in root.attrib:
+        return f"its root <{_shown(root.tag)}> names a class; remove the attribute"
+    for element in root.iter():
+        xstream = sorted(_XSTREAM & set(element.attrib))
+        if xstream:
+            return f"<{_shown(element.tag)}> has XStream's attribute {xstream[0]}; remove it"
+        if element.tag in _LISTS:
+            continue
+        tags = [child.tag for child in element]
+        twice = next((tag for tag in tags if tags.count(tag) > 1), None)
+        if twice is not None:
+            return (
+                f"<{_shown(twice)}> appears twice in <{_shown(element.tag)}> (Jenkins reads "
+                "the last, these checks the first); render it once"
+            )
+    return None
+
+
 def _requests(data: dict[str, Any]) -> list[templating.Request]:
     requests: list[templating.Request] = []
     for folder in sorted(data.get("folders") or [], key=lambda f: f["name"].count("/")):
@@ -223,6 +254,9 @@ def _script_source(data: dict[str, Any], trees: dict[str, ET.Element]) -> list[s
     problems = []
     for folder in data.get("folders") or []:
         root = trees[folder["name"]]
+        if problem := _read_alike(root):
+            problems.append(f"{TEMPLATES}/{FOLDER_TEMPLATE}: folder {folder['name']}: {problem}")
+            continue
         extra = _extra(root, _FOLDER_PARTS, set())
         if root.tag != FOLDER or extra:
             problems.append(
@@ -239,6 +273,9 @@ def _script_source(data: dict[str, Any], trees: dict[str, ET.Element]) -> list[s
             )
             continue
         where = f"{TEMPLATES}/{JOB_TEMPLATE}: job {name}"
+        if problem := _read_alike(root):
+            problems.append(f"{where}: {problem}")
+            continue
         if root.tag != JOB:
             problems.append(f"{where}: renders {_shown(root.tag)}; render a {JOB}")
             continue
