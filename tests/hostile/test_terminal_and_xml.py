@@ -131,3 +131,17 @@ def test_job_xml_is_read_alike_by_the_checks_and_by_jenkins(
     assert result.code == 2, result.text
     assert re.match(r"heps: error: jenkins/templates/\w+.xml.j2: (job|folder) heps", result.err)
     assert "Traceback" not in result.err and not out.exists()
+
+
+@pytest.mark.parametrize(
+    "doctype", ['<!DOCTYPE x [<!ENTITY a "aaaa">]>', "<!DOCTYPE x>"], ids=["entity", "doctype"]
+)
+def test_job_xml_with_a_doctype_is_one_line(heps: Any, jobs_repo: Path, doctype: str) -> None:
+    """Jenkins refuses a DOCTYPE in config.xml; so does render, in one line (an entity
+    had been an unexpected error, exit 1)."""
+    path = jobs_repo / "jenkins/templates/folder.xml.j2"
+    path.write_text(doctype + path.read_text().split("?>", 1)[1])
+    result = heps(jobs_repo, "jenkins", "render", "--out", str(jobs_repo / "out"))
+    assert result.code == 2, result.text
+    assert result.err.startswith("heps: error: jenkins/templates: job heps: XML with a DOCTYPE")
+    assert len(result.err.splitlines()) == 1 and "unexpected" not in result.err

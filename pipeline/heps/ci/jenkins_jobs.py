@@ -23,6 +23,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import defusedxml
 import defusedxml.ElementTree
 
 from heps.ci import templating
@@ -153,6 +154,11 @@ def render(repo: Path) -> dict[str, str]:
         except ET.ParseError as exc:
             raise ConfigError(
                 f"{TEMPLATES}: job {name}: XML not well-formed ({exc}); fix the template"
+            ) from None
+        except defusedxml.DefusedXmlException as exc:  # Jenkins refuses a DOCTYPE too
+            raise ConfigError(
+                f"{TEMPLATES}: job {name}: XML with a DOCTYPE or entity ({exc!r}); "
+                "remove it from the template"
             ) from None
     problems = _script_source(data, trees)
     if problems:
@@ -391,9 +397,10 @@ def write(rendered: dict[str, str], out: Path) -> list[Path]:
 
 
 def _parse(xml: str) -> ET.Element:
-    """Job XML from us or the server; the declaration goes (expat knows no XML 1.1)."""
+    """Job XML from us or the server; the declaration goes (expat knows no XML 1.1); a
+    DOCTYPE is refused, as Jenkins refuses it (DefusedXmlException)."""
     root: ET.Element = defusedxml.ElementTree.fromstring(
-        re.sub(r"^<\?xml[^>]*\?>", "", xml.strip())
+        re.sub(r"^<\?xml[^>]*\?>", "", xml.strip()), forbid_dtd=True
     )
     return root
 
