@@ -518,6 +518,8 @@ def _ci(cfg: settings.Settings, args: argparse.Namespace, masker: log.Masker) ->
     print("\n".join(str(path) for path in done.written))
     for problem in done.review.problems:
         print(f"heps: error: {problem}", file=sys.stderr)
+    if done.interrupted:
+        return 128 + done.interrupted  # as `run` does
     return EXIT_FAILED if done.failed else EXIT_OK
 
 

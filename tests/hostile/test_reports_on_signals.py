@@ -17,9 +17,11 @@ import sys
 import time
 from pathlib import Path
 
+import docker
 import pytest
 
-from tests.conftest import REPO_ROOT, Env
+from heps.systems.engine import RUN_LABEL
+from tests.conftest import BUSYBOX, REPO_ROOT, Env, simple_recipe, write_recipe
 from tests.pipeline.test_review import git
 
 HEPS = Path(sys.executable).parent / "heps"
@@ -83,3 +85,41 @@ def test_a_merge_request_job_stopped_while_reviewing_leaves_every_report(
     assert name in json.loads((out / "review.json").read_text())["problems"][0]
     assert f"({name})" in (out / "review.md").read_text().split("stopped: ", 1)[1]
     assert not Path(f"/proc/{renderer}").exists(), "the template renderer outlived heps"
+
+
+def test_a_merge_request_job_stopped_while_smoke_testing_exits_as_run_does(
+    env: Env, tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    """The run phase handles the signal itself (its containers removed, nothing more
+    started); the job still writes the review, and exits 143 as `heps run` does (it
+    exited 1, as if a recipe had failed)."""
+    checkout = tmp_path / "mr"
+    write_recipe(checkout, "app", simple_recipe("app"), Dockerfile=f"FROM {BUSYBOX}\n")
+    git(checkout, "init", "-q", "-b", "main")
+    git(checkout, "add", "-A")
+    git(checkout, "commit", "-qm", "main")
+    base = git(checkout, "rev-parse", "HEAD")
+    slow = simple_recipe("app", "1.0.1")
+    slow["smoke"]["commands"][0]["run"] = ["sleep", "60"]
+    write_recipe(checkout, "app", slow, Dockerfile=f"FROM {BUSYBOX}\nRUN echo app > /hello\n")
+    git(checkout, "add", "-A")
+    git(checkout, "commit", "-qm", "slow smoke")
+    out = tmp_path / "out"
+    command = [str(HEPS), "--repo", str(env.repo), "ci", "merge-request", "--checkout"]
+    job = subprocess.Popen(
+        [*command, str(checkout), "--base", base, "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    smoking = {"label": RUN_LABEL, "ancestor": env.repository("app") + ":1.0.1"}
+    while not docker_client.containers.list(filters=smoking):
+        assert time.monotonic() < deadline and job.poll() is None, "no smoke container"
+        time.sleep(0.1)
+    job.send_signal(signal.SIGTERM)
+    _, err = job.communicate(timeout=60)
+    assert job.returncode == 143, err
+    run = json.loads((out / "run.json").read_text())
+    assert run["interrupted"] == "SIGTERM", run
+    assert "interrupted (SIGTERM)" in (out / "review.md").read_text()
