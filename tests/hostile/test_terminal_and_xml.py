@@ -133,15 +133,29 @@ def test_job_xml_is_read_alike_by_the_checks_and_by_jenkins(
     assert "Traceback" not in result.err and not out.exists()
 
 
+DECLARATION = "<?xml version='1.1' encoding='UTF-8'?>"
+
+
 @pytest.mark.parametrize(
-    "doctype", ['<!DOCTYPE x [<!ENTITY a "aaaa">]>', "<!DOCTYPE x>"], ids=["entity", "doctype"]
+    ("old", "new"),
+    [
+        (DECLARATION, '<!DOCTYPE x [<!ENTITY a "aaaa">]>'),
+        (DECLARATION, "<!DOCTYPE x>"),
+        ("<description>", "<description>a<!-- a comment -->b"),
+        ("<healthMetrics/>", "<healthMetrics/><?pi x?>"),
+    ],
+    ids=["entity", "doctype", "comment", "processing-instruction"],
 )
-def test_job_xml_with_a_doctype_is_one_line(heps: Any, jobs_repo: Path, doctype: str) -> None:
+def test_job_xml_with_a_doctype_or_markup_is_one_line(
+    heps: Any, jobs_repo: Path, old: str, new: str
+) -> None:
     """Jenkins refuses a DOCTYPE in config.xml; so does render, in one line (an entity
-    had been an unexpected error, exit 1)."""
+    had been an unexpected error, exit 1). A comment or processing instruction, at which
+    XML readers may split a value (`<scriptPath>a<!-- -->b</scriptPath>`), is refused too."""
     path = jobs_repo / "jenkins/templates/folder.xml.j2"
-    path.write_text(doctype + path.read_text().split("?>", 1)[1])
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new, 1))
     result = heps(jobs_repo, "jenkins", "render", "--out", str(jobs_repo / "out"))
     assert result.code == 2, result.text
-    assert result.err.startswith("heps: error: jenkins/templates: job heps: XML with a DOCTYPE")
+    assert result.err.startswith("heps: error: jenkins/templates: job heps: XML with a")
     assert len(result.err.splitlines()) == 1 and "unexpected" not in result.err

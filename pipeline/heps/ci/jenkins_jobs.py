@@ -151,6 +151,7 @@ def render(repo: Path) -> dict[str, str]:
     for name, xml in rendered.items():  # what Jenkins would refuse is refused here
         try:
             trees[name] = _parse(xml)
+            marked = _parse(xml, markup=True)
         except ET.ParseError as exc:
             raise ConfigError(
                 f"{TEMPLATES}: job {name}: XML not well-formed ({exc}); fix the template"
@@ -160,6 +161,11 @@ def render(repo: Path) -> dict[str, str]:
                 f"{TEMPLATES}: job {name}: XML with a DOCTYPE or entity ({exc!r}); "
                 "remove it from the template"
             ) from None
+        if any(not isinstance(e.tag, str) for e in marked.iter()):  # Comment, PI: functions
+            raise ConfigError(
+                f"{TEMPLATES}: job {name}: XML with a comment or processing instruction, at "
+                "which XML readers split a value differently; remove it from the template"
+            )
     problems = _script_source(data, trees)
     if problems:
         raise ConfigError(problems)
@@ -396,12 +402,14 @@ def write(rendered: dict[str, str], out: Path) -> list[Path]:
     return list(targets.values())
 
 
-def _parse(xml: str) -> ET.Element:
+def _parse(xml: str, markup: bool = False) -> ET.Element:
     """Job XML from us or the server; the declaration goes (expat knows no XML 1.1); a
-    DOCTYPE is refused, as Jenkins refuses it (DefusedXmlException)."""
-    root: ET.Element = defusedxml.ElementTree.fromstring(
-        re.sub(r"^<\?xml[^>]*\?>", "", xml.strip()), forbid_dtd=True
-    )
+    DOCTYPE is refused, as Jenkins refuses it (DefusedXmlException). With `markup`,
+    comments and processing instructions are kept as elements."""
+    builder = ET.TreeBuilder(insert_comments=markup, insert_pis=markup)
+    parser = defusedxml.ElementTree.DefusedXMLParser(target=builder, forbid_dtd=True)
+    parser.feed(re.sub(r"^<\?xml[^>]*\?>", "", xml.strip()))
+    root: ET.Element = parser.close()
     return root
 
 
