@@ -1,9 +1,9 @@
 """`heps`: the command users, operators and Jenkins run.
 
 Exit codes (the contract in DESIGN.md): 0 success, 1 a recipe failed (lint, build,
-smoke, push), 2 bad usage, configuration or environment; a `run` stopped by SIGINT or
-SIGTERM exits 130 or 143 after writing its report. They are decided here, in
-one place, from the two error kinds of `heps.errors`.
+smoke, push), 2 bad usage, configuration or environment; a command stopped by SIGINT or
+SIGTERM (a Jenkins abort) exits 130 or 143 after writing the reports it promised. They
+are decided here, in one place, from the two error kinds of `heps.errors`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -515,6 +518,8 @@ def _ci(cfg: settings.Settings, args: argparse.Namespace, masker: log.Masker) ->
     print("\n".join(str(path) for path in done.written))
     for problem in done.review.problems:
         print(f"heps: error: {problem}", file=sys.stderr)
+    if done.interrupted:
+        return 128 + done.interrupted  # as `run` does
     return EXIT_FAILED if done.failed else EXIT_OK
 
 
@@ -578,10 +583,36 @@ environment exit 2; failures, temporary errors after their retries and bugs (one
 the traceback kept in the state folder) exit 1."""
 
 
+class Terminated(BaseException):
+    """SIGTERM (a Jenkins abort) in whatever the command was doing: raised where it runs,
+    as SIGINT raises KeyboardInterrupt, so the boundary writes the promised reports. A
+    `run` handles both signals itself while its recipes are under way."""
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise Terminated
+
+
+@contextmanager
+def _terminable() -> Iterator[None]:
+    """SIGTERM raises Terminated while the block runs (main thread only: signal handlers
+    can be set nowhere else)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def exit_code(exc: BaseException, where: _Where) -> tuple[int, list[str]]:
     """An error's exit code and its lines (EXIT_CODES), a bug's traceback kept."""
     if isinstance(exc, KeyboardInterrupt):
-        return 130, ["interrupted"]
+        return 130, ["interrupted (SIGINT)"]
+    if isinstance(exc, Terminated):
+        return 128 + signal.SIGTERM, ["terminated (SIGTERM)"]
     kind, lines = boundary.describe(exc, where.command, where.state_dir, where.masker)
     return EXIT_CODES[kind], lines
 
@@ -591,7 +622,8 @@ def _main(argv: list[str] | None) -> int:
     where = _Where(masker=log.Masker())  # URL passwords only, until credentials are known
     log.setup(where.masker)
     try:
-        return _command(parser, argv, where)
+        with _terminable():
+            return _command(parser, argv, where)
     except SystemExit:
         raise  # --help and --version
     except BaseException as exc:  # the boundary: whatever happened, one line
@@ -599,7 +631,7 @@ def _main(argv: list[str] | None) -> int:
         lines += _failed_reports(where, lines)
         with log.guarded_output(where.masker):  # an error's text may quote a secret too
             for line in lines:
-                print(f"heps: {'' if code == 130 else 'error: '}{line}", file=sys.stderr)
+                print(f"heps: {'' if code > EXIT_USAGE else 'error: '}{line}", file=sys.stderr)
         return code
 
 

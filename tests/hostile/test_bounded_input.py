@@ -20,8 +20,10 @@ from typing import Any
 
 import pytest
 
+from heps.ci.review import Review
 from heps.core.credentials import Credentials, Secret
 from heps.core.errors import ConfigError
+from heps.core.log import Masker
 from heps.core.settings import RegistrySettings
 from heps.images import lint
 from heps.systems.registry import Registry
@@ -406,3 +408,24 @@ def test_a_token_service_answering_no_token_is_one_line_naming_it(body: bytes) -
         rf"http://127\.0\.0\.1:{server.server_port}/token answered no token .*",
         line,
     ), line
+
+
+def test_a_file_name_that_is_not_utf8_is_named(heps: Any, env: Env) -> None:
+    """A build context file whose name is not UTF-8 (Python holds its bytes as
+    surrogates, which no UTF-8 text can hold): one line naming it, not a bug."""
+    folder = app(env)
+    (folder / os.fsdecode(b"bad\xffname.txt")).write_text("x")
+    result = heps(env.repo, "plan")
+    assert result.code == 2, result.text
+    line = one_error_line(result.err)
+    assert "app-recipes/app/recipe.yaml: build.context: bad\\udcffname.txt: " in line, line
+    assert "not UTF-8; rename it" in line
+
+
+def test_review_shows_a_name_that_is_not_utf8_escaped() -> None:
+    """A refusal naming a recipe folder that is not UTF-8 still gives a review.md that
+    UTF-8 holds (it had ended the merge-request job with no review)."""
+    stopped = Review("0" * 40, "unknown")
+    stopped.problems = [os.fsdecode(b"app-recipes/r\xfe/recipe.yaml: name: 'app' differs")]
+    text = stopped.markdown(Masker()).encode()
+    assert b"app-recipes/r\\\\udcfe/recipe.yaml" in text

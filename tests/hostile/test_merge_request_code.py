@@ -25,6 +25,7 @@ from typing import Any
 import docker
 import pytest
 
+from heps.ci import review
 from heps.core.errors import ConfigError
 from heps.systems.services import RegistryService
 from tests.conftest import BUSYBOX, REPO_ROOT, free_port, remove_images, simple_recipe, write_recipe
@@ -402,3 +403,22 @@ def test_a_bootstrap_recipe_may_not_name_its_own_mirror(
     assert f"bootstrap.mirror: {evil} is not the operator's mirror" in (
         (out / "review.md").read_text()
     )
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        ("app-recipes/app/.gitattributes", True),  # git reads it for the files below it
+        ("tests/conftest.py", True),  # the pipeline's tests: `make test` runs them
+        ("conftest.py", True),
+        ("setup.py", True),
+        ("sitecustomize.py", True),
+        ("bench/run.py", True),
+        ("pipeline/heps/cli.py", True),
+        ("app-recipes/app/Dockerfile", False),
+        ("app-recipes/app/tests/conftest.py", False),  # image content, never run here
+        ("k8s-overlays/overlays/testbed/kustomization.yaml", False),
+    ],
+)
+def test_what_runs_as_code_is_flagged_as_a_pipeline_change(path: str, code: bool) -> None:
+    assert review.is_pipeline(path) is code

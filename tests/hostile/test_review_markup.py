@@ -21,7 +21,10 @@ FORGED = (  # the reproduction of the adversarial review (finding 13), then more
     "<img src=https://evil.example/p.png>\n\033[2J\r\000"
     "\n```\n~~~\n# Refused\n| a | b |\n[ok](https://evil.example) ![x](https://evil.example/i.png)"
     " <https://evil.example> \\[y](https://evil.example) &lt;b&gt; `` \u009b\u202e\n"
+    "zero\u200bwidth\u200d\u2060\ufeff, bidi marks\u200e\u200f\u061c\u2067, line\u2028separator\n"
 )
+INVISIBLE = "\033\r\000\u009b\u202e\u200b\u200d\u2060\ufeff\u200e\u200f\u061c\u2067\u2028"
+"""Characters a reader of the review cannot see, or that reorder what she sees."""
 
 
 def _hostile(kind: type[Any]) -> Any:
@@ -49,8 +52,9 @@ def rendered() -> tuple[str, str]:
 
 def test_no_control_character_reaches_the_review(rendered: tuple[str, str]) -> None:
     text, _ = rendered
-    assert not set(text) & set("\033\r\000\u009b\u202e"), repr(text)
+    assert not set(text) & set(INVISIBLE), repr(text)
     assert "\\x1b[2J\\r\\x00" in text  # shown, as escapes
+    assert "zero\\u200bwidth" in text and "line\\u2028separator" in text
 
 
 def test_untrusted_text_opens_no_section_and_closes_no_details(rendered: tuple[str, str]) -> None:

@@ -5,6 +5,7 @@ cannot leave the folder jobs are rendered into."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -85,3 +86,76 @@ def test_control_characters_in_smoke_output_keep_junit_and_report_valid(
     )
     (entry,) = json.loads(report.read_text())["recipes"]
     assert entry["failed_stage"] == "smoke" and "exit code 3" in entry["error"]
+
+
+INLINE = (
+    '<definition class="org.jenkinsci.plugins.workflow.cps.CpsFlowDefinition">'
+    "<script>node { sh 'env' }</script><sandbox>false</sandbox></definition>"
+)
+
+
+@pytest.mark.parametrize(
+    ("template", "old", "new"),
+    [
+        # Jenkins' XStream keeps the last of two same-named fields; the checks read the first
+        ("pipeline.xml.j2", "  <triggers/>\n", f"  {INLINE}\n  <triggers/>\n"),
+        (
+            "folder.xml.j2",
+            "  <healthMetrics/>",
+            "  <properties><org.jenkinsci.plugins.workflow.libs.FolderLibraries/></properties>\n"
+            "  <healthMetrics/>",
+        ),
+        # an XStream reference makes a field another element of the document
+        (
+            "pipeline.xml.j2",
+            "<keepDependencies>false</keepDependencies>",
+            '<keepDependencies reference="../description"/>',
+        ),
+        # a class on the root makes the folder another kind of item
+        (
+            "folder.xml.j2",
+            'Folder plugin="cloudbees-folder">',
+            'Folder class="jenkins.branch.OrganizationFolder" plugin="cloudbees-folder">',
+        ),
+    ],
+    ids=["second-definition", "second-properties", "reference", "root-class"],
+)
+def test_job_xml_is_read_alike_by_the_checks_and_by_jenkins(
+    heps: Any, jobs_repo: Path, template: str, old: str, new: str
+) -> None:
+    path = jobs_repo / "jenkins/templates" / template
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new))
+    out = jobs_repo / "build/jenkins"
+    result = heps(jobs_repo, "jenkins", "render", "--out", str(out))
+    assert result.code == 2, result.text
+    assert re.match(r"heps: error: jenkins/templates/\w+.xml.j2: (job|folder) heps", result.err)
+    assert "Traceback" not in result.err and not out.exists()
+
+
+DECLARATION = "<?xml version='1.1' encoding='UTF-8'?>"
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (DECLARATION, '<!DOCTYPE x [<!ENTITY a "aaaa">]>'),
+        (DECLARATION, "<!DOCTYPE x>"),
+        ("<description>", "<description>a<!-- a comment -->b"),
+        ("<healthMetrics/>", "<healthMetrics/><?pi x?>"),
+    ],
+    ids=["entity", "doctype", "comment", "processing-instruction"],
+)
+def test_job_xml_with_a_doctype_or_markup_is_one_line(
+    heps: Any, jobs_repo: Path, old: str, new: str
+) -> None:
+    """Jenkins refuses a DOCTYPE in config.xml; so does render, in one line (an entity
+    had been an unexpected error, exit 1). A comment or processing instruction, at which
+    XML readers may split a value (`<scriptPath>a<!-- -->b</scriptPath>`), is refused too."""
+    path = jobs_repo / "jenkins/templates/folder.xml.j2"
+    assert old in path.read_text()
+    path.write_text(path.read_text().replace(old, new, 1))
+    result = heps(jobs_repo, "jenkins", "render", "--out", str(jobs_repo / "out"))
+    assert result.code == 2, result.text
+    assert result.err.startswith("heps: error: jenkins/templates: job heps: XML with a")
+    assert len(result.err.splitlines()) == 1 and "unexpected" not in result.err

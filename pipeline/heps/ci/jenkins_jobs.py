@@ -23,6 +23,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import defusedxml
 import defusedxml.ElementTree
 
 from heps.ci import templating
@@ -150,14 +151,56 @@ def render(repo: Path) -> dict[str, str]:
     for name, xml in rendered.items():  # what Jenkins would refuse is refused here
         try:
             trees[name] = _parse(xml)
+            marked = _parse(xml, markup=True)
         except ET.ParseError as exc:
             raise ConfigError(
                 f"{TEMPLATES}: job {name}: XML not well-formed ({exc}); fix the template"
             ) from None
+        except defusedxml.DefusedXmlException as exc:  # Jenkins refuses a DOCTYPE too
+            raise ConfigError(
+                f"{TEMPLATES}: job {name}: XML with a DOCTYPE or entity ({exc!r}); "
+                "remove it from the template"
+            ) from None
+        if any(not isinstance(e.tag, str) for e in marked.iter()):  # Comment, PI: functions
+            raise ConfigError(
+                f"{TEMPLATES}: job {name}: XML with a comment or processing instruction, at "
+                "which XML readers split a value differently; remove it from the template"
+            )
     problems = _script_source(data, trees)
     if problems:
         raise ConfigError(problems)
     return rendered
+
+
+_LISTS = {"parameterDefinitions", "a", "triggers", "userRemoteConfigs", "branches", "extensions"}
+"""Elements of the job XML whose children are list items, which may repeat."""
+_XSTREAM = {"reference", "id", "resolves-to", "defined-in", "serialization"}
+"""Attributes XStream acts on: a `reference` makes an element another one of the
+document, whatever it holds."""
+
+
+def _read_alike(root: ET.Element) -> str | None:
+    """Why Jenkins would read `root` otherwise than the checks here, if it would: XStream
+    (Jenkins' RobustReflectionConverter) keeps the last of two same-named fields, where
+    `find` sees the first (a second `<definition>` with an inline script, a second
+    `<properties>` loading a library); it follows `reference` attributes; a `class` on
+    the root makes the item another type."""
+    if "class" in root.attrib:
+        return f"its root <{_shown(root.tag)}> names a class; remove the attribute"
+    for element in root.iter():
+        xstream = sorted(_XSTREAM & set(element.attrib))
+        if xstream:
+            return f"<{_shown(element.tag)}> has XStream's attribute {xstream[0]}; remove it"
+        if element.tag in _LISTS:
+            continue
+        tags = [child.tag for child in element]
+        twice = next((tag for tag in tags if tags.count(tag) > 1), None)
+        if twice is not None:
+            return (
+                f"<{_shown(twice)}> appears twice in <{_shown(element.tag)}> (Jenkins reads "
+                "the last, these checks the first); render it once"
+            )
+    return None
 
 
 def _requests(data: dict[str, Any]) -> list[templating.Request]:
@@ -223,6 +266,9 @@ def _script_source(data: dict[str, Any], trees: dict[str, ET.Element]) -> list[s
     problems = []
     for folder in data.get("folders") or []:
         root = trees[folder["name"]]
+        if problem := _read_alike(root):
+            problems.append(f"{TEMPLATES}/{FOLDER_TEMPLATE}: folder {folder['name']}: {problem}")
+            continue
         extra = _extra(root, _FOLDER_PARTS, set())
         if root.tag != FOLDER or extra:
             problems.append(
@@ -239,6 +285,9 @@ def _script_source(data: dict[str, Any], trees: dict[str, ET.Element]) -> list[s
             )
             continue
         where = f"{TEMPLATES}/{JOB_TEMPLATE}: job {name}"
+        if problem := _read_alike(root):
+            problems.append(f"{where}: {problem}")
+            continue
         if root.tag != JOB:
             problems.append(f"{where}: renders {_shown(root.tag)}; render a {JOB}")
             continue
@@ -353,11 +402,14 @@ def write(rendered: dict[str, str], out: Path) -> list[Path]:
     return list(targets.values())
 
 
-def _parse(xml: str) -> ET.Element:
-    """Job XML from us or the server; the declaration goes (expat knows no XML 1.1)."""
-    root: ET.Element = defusedxml.ElementTree.fromstring(
-        re.sub(r"^<\?xml[^>]*\?>", "", xml.strip())
-    )
+def _parse(xml: str, markup: bool = False) -> ET.Element:
+    """Job XML from us or the server; the declaration goes (expat knows no XML 1.1); a
+    DOCTYPE is refused, as Jenkins refuses it (DefusedXmlException). With `markup`,
+    comments and processing instructions are kept as elements."""
+    builder = ET.TreeBuilder(insert_comments=markup, insert_pis=markup)
+    parser = defusedxml.ElementTree.DefusedXMLParser(target=builder, forbid_dtd=True)
+    parser.feed(re.sub(r"^<\?xml[^>]*\?>", "", xml.strip()))
+    root: ET.Element = parser.close()
     return root
 
 

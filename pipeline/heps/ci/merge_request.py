@@ -39,6 +39,9 @@ class Outcome:
     results: list[report.RecipeReport]
     review: review.Review
     written: list[Path]
+    interrupted: int | None = None
+    """The signal that stopped the run (SIGINT, SIGTERM), if one did: the review still
+    says what was done."""
 
     @property
     def failed(self) -> bool:
@@ -130,11 +133,11 @@ def run(
     prepared = prepare(cfg, Selection(since=base))
     _refuse_own_mirrors(prepared)
     client = engine.connect() if prepared.plan.to_build else None
-    _, results = run_reported(prepared, client, False, files.run, masker)
+    runner, results = run_reported(prepared, client, False, files.run, masker)
     done = review.make(cfg, base, files.run.report, masker)
     done.isolated = True  # only this job can say so: it ran the checkout as data
     files.review(done, masker)
-    return Outcome(results, done, files.written)
+    return Outcome(results, done, files.written, runner.interrupted)
 
 
 def _refuse_own_mirrors(prepared: Prepared) -> None:

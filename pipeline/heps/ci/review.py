@@ -37,10 +37,20 @@ from heps.systems.git import Repository
 NEW, CHANGED, BASE_CHANGED = "new", "changed", "base changed"
 PIPELINE = (
     *("pipeline/", "scripts/", "jenkins/", ".ci/", "hub/", "user-init/", "scheduler/"),
+    *("tests/", "bench/", "conftest.py", "setup.py", "setup.cfg"),  # run by make, pip, tox
+    *("sitecustomize.py", "usercustomize.py"),  # Python runs them at start-up
     *("Makefile", "tox.ini", "pyproject.toml"),
     *(".githooks/", ".gitattributes", ".gitmodules"),  # what git would run or fetch
 )
 """The pipeline's own code and what runs it: a change to them is code, not data."""
+
+
+def is_pipeline(path: str) -> bool:
+    """Whether a changed file (repository-relative, `/`-separated) is the pipeline's code;
+    a `.gitattributes` counts in any folder (git reads each for the files below it)."""
+    if path.rpartition("/")[2] == ".gitattributes":
+        return True
+    return any(path == top or (top[-1] == "/" and path.startswith(top)) for top in PIPELINE)
 
 
 @dataclass
@@ -195,11 +205,7 @@ def make(settings: Settings, base: str, report: Path | None, masker: log.Masker)
     _add_sizes(settings, review.apps, runs)
     review.problems = versions.unbumped(tree, changed, base)
     paths = [p.relative_to(repo).as_posix() for p in changed_paths]
-    review.pipeline = sorted(
-        p
-        for p in paths
-        if any(p == top or (top[-1] == "/" and p.startswith(top)) for top in PIPELINE)
-    )
+    review.pipeline = sorted(p for p in paths if is_pipeline(p))
     review.attention = _changed_settings(settings, paths)
     review.attention += [line for name in sorted(changed) for line in _recipe_flags(tree, name)]
     overlays_dir = settings.gitops.overlays_dir

@@ -90,7 +90,8 @@ def keep_traceback(exc: BaseException, where: str, state_dir: Path, masker: Mask
     text = "".join(traceback.format_exception(exc))
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        path.write_text(masker.redact(f"{where}\n{text}"), encoding="utf-8")
+        # backslashreplace: a name that is not UTF-8 (a surrogate) stays readable
+        path.write_text(masker.redact(f"{where}\n{text}"), "utf-8", "backslashreplace")
     except OSError as problem:
         return environment_line(problem)
     return path

@@ -40,8 +40,13 @@ logger = logging.getLogger("heps")
 # The whole user-info of a URL: greedy to its last @ (one in a password too); with or
 # without a colon, as tools echo a URL they cut at the first @ (`http://rest-of-pw@host`).
 _URL_PASSWORD = re.compile(r"(\w[\w+.-]*://)[^/\s]+@")
-# C0/C1 controls (ESC starts terminal sequences) but newline and tab; bidi overrides.
-_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# C0/C1 controls (ESC starts terminal sequences) but newline and tab; bidi overrides,
+# isolates and marks; zero-width and other invisible format characters (text a reader
+# cannot see, or that reorders what she sees); lone surrogates (a file name that is not
+# UTF-8, as Python decodes it), which no UTF-8 output can hold.
+_CONTROL = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ud800-\udfff]"
+)
 # What XML 1.0 cannot hold at all, even escaped.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 

@@ -119,22 +119,14 @@ def run(
     readers = [_Reader(process.stdout, limit, on_line)]
     if process.stderr is not None:
         readers.append(_Reader(process.stderr, limit, None))
-    for reader in readers:
-        reader.start()
-    deadline = None if timeout is None else time.monotonic() + timeout
-    problem: ProcessError | None = None
-    while problem is None:
-        left = 0.1 if deadline is None else min(0.1, max(deadline - time.monotonic(), 0.0))
-        try:
-            process.wait(timeout=left)
-            break
-        except subprocess.TimeoutExpired:
-            if stop is not None and stop.is_set():
-                problem = ProcessStopped(f"{program}: stopped")
-            elif deadline is not None and time.monotonic() > deadline:
-                problem = ProcessTimeout(f"{program}: no result within {timeout:.0f} s; killed")
-            elif any(r.overflow for r in readers):
-                problem = ProcessError(f"{program}: printed more than {limit >> 20} MiB; killed")
+    try:
+        for reader in readers:
+            reader.start()
+        problem = _wait(process, program, readers, timeout, stop)
+    except BaseException:  # SIGINT or SIGTERM raised in this thread: the program ends with us
+        process.kill()
+        process.wait()
+        raise
     if problem is not None:
         process.kill()
         process.wait()
@@ -149,6 +141,30 @@ def run(
     if check and not done.ok:
         raise ProcessError(done.failure())
     return done
+
+
+def _wait(
+    process: subprocess.Popen[bytes],
+    program: str,
+    readers: list[_Reader],
+    timeout: float | None,
+    stop: threading.Event | None,
+) -> ProcessError | None:
+    """Wait for `process` to end; the reason to kill it instead, if one comes first."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    limit = readers[0].limit
+    while True:
+        left = 0.1 if deadline is None else min(0.1, max(deadline - time.monotonic(), 0.0))
+        try:
+            process.wait(timeout=left)
+            return None
+        except subprocess.TimeoutExpired:
+            if stop is not None and stop.is_set():
+                return ProcessStopped(f"{program}: stopped")
+            if deadline is not None and time.monotonic() > deadline:
+                return ProcessTimeout(f"{program}: no result within {timeout:.0f} s; killed")
+            if any(r.overflow for r in readers):
+                return ProcessError(f"{program}: printed more than {limit >> 20} MiB; killed")
 
 
 def spawn(command: Sequence[str], logfile: Path, env: dict[str, str] | None = None) -> Daemon:

@@ -21,6 +21,7 @@ from pathlib import Path
 from heps.core.bounded import read_text
 from heps.core.cache import FileDigests
 from heps.core.errors import ConfigError
+from heps.core.log import printable
 from heps.images.graph import Graph
 from heps.images.recipes import DockerBuild, Recipe
 from heps.systems.engine import context_paths
@@ -82,12 +83,27 @@ def context_files(recipe: Recipe, build: DockerBuild) -> list[str]:
     for rel in context_paths(root, patterns, dockerfile):
         if rel == own_recipe or _in_git(rel):
             continue
+        if not _utf8(rel):  # its bytes could not reach the fingerprint, reports or review
+            raise ConfigError(
+                f"{recipe.display}: build.context: {printable(rel)}: a file name that is "
+                "not UTF-8; rename it"
+            )
         mode = os.lstat(root / rel).st_mode
         if stat.S_ISLNK(mode):
             _check_link(recipe, root, rel)
         if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
             found.append(rel)
     return sorted(found)
+
+
+def _utf8(name: str) -> bool:
+    """Whether a name read from the disk was UTF-8 (Python keeps other bytes as
+    surrogates, which no UTF-8 text can hold)."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _in_git(rel: str) -> bool:
