@@ -76,21 +76,18 @@ def render(folder: Path, shown: str, requests: list[Request]) -> dict[str, str]:
             encoding="utf-8",
         )
         command = [sys.executable, "-I", "-X", "utf8", "-c", _CHILD, str(request)]
-        try:
-            done = process.run(
-                command,
-                timeout=RENDER_SECONDS,
-                env={},
-                on_line=follow,
-                limit=len(requests) * 8 * OUTPUT_CHARS + (1 << 20),
-            )
-        except process.ProcessTimeout:
-            raise ConfigError(
+        done = process.run_on_config(
+            command,
+            timeout=RENDER_SECONDS,
+            slow=lambda: (
                 f"{current[0]}: rendering took more than {RENDER_SECONDS:.0f} s; "
                 "bound the template's loops"
-            ) from None
-        except process.ProcessError as exc:
-            raise ConfigError(f"{shown}: rendering failed ({exc}); fix the templates") from None
+            ),
+            failed=lambda why: f"{shown}: rendering failed ({why}); fix the templates",
+            env={},
+            on_line=follow,
+            limit=len(requests) * 8 * OUTPUT_CHARS + (1 << 20),
+        )
     answers = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     errors = [a["error"] for a in answers if "error" in a]
     if errors:
