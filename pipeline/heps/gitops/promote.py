@@ -69,7 +69,7 @@ def _write(path: Path, text: str, touched: list[Path]) -> None:
             raise ConfigError(f"{path}: no longer a regular file; make it one again")
         touched.append(path)
         if info.st_nlink > 1:
-            os.replace(_stage(path, text, info.st_mode & 0o777), path)
+            _replace(path, text, info.st_mode & 0o777)
             return
         data = memoryview(text.encode())
         done = 0
@@ -81,19 +81,18 @@ def _write(path: Path, text: str, touched: list[Path]) -> None:
         os.close(fd)
 
 
-def _stage(path: Path, text: str, mode: int) -> str:
-    """A temporary file beside `path` with `text` and `mode`."""
+def _replace(path: Path, text: str, mode: int) -> None:
+    """`path` replaced by a new file with `text` and `mode`, through a temporary file
+    beside it (removed if anything fails)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", closefd=False) as handle:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        os.fchmod(fd, mode)
+            os.fchmod(handle.fileno(), mode)
+        os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
-    finally:
-        os.close(fd)
-    return tmp
 
 
 @dataclass
