@@ -448,6 +448,37 @@ def test_templates_render_in_bounded_time_memory_and_output(
         jenkins_jobs.render(repo)
 
 
+def test_two_checkouts_render_in_one_child_each_within_its_own_bounds(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review's head and base render in one child, each with its own wall-clock budget
+    and its own refusal: a checkout whose template hangs is refused by name, and the
+    one after it still renders, as it does alone."""
+    monkeypatch.setattr(templating, "RENDER_SECONDS", 2.0)
+    children = []
+    real = templating.process.run_on_config
+
+    def counted(*args: Any, **options: Any) -> Any:
+        children.append(args[0])
+        return real(*args, **options)
+
+    monkeypatch.setattr(templating.process, "run_on_config", counted)
+    hung = tmp_path / "hung"
+    shutil.copytree(repo, hung)
+    path = hung / "jenkins/templates/folder.xml.j2"
+    loops = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
+    path.write_text(path.read_text().replace("{{ description }}", loops))
+    alone = jenkins_jobs.render(repo)
+    first, second = jenkins_jobs.render_each([hung, repo])
+    assert len(children) == 2  # `alone`, then both checkouts in one
+    assert isinstance(first, ConfigError)
+    assert re.match(
+        r"^jenkins/templates/folder.xml.j2 \(heps-test-\w+\): rendering took more than 2 s; ",
+        str(first),
+    )
+    assert second == alone
+
+
 def test_a_hung_template_is_exit_2_and_nothing_written(heps: Any, repo: Path) -> None:
     path = repo / "jenkins/templates/pipeline.xml.j2"
     path.write_text(path.read_text().replace("{{ branch }}", '{{ "x" * 100000000000 }}'))

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from heps.core import process
+from heps.core.errors import ConfigError
 
 
 def test_captures_both_streams_and_the_exit_code() -> None:
@@ -58,3 +59,29 @@ def test_a_failure_line_masks_url_passwords() -> None:
     with pytest.raises(process.ProcessError) as caught:
         process.run(["sh", "-c", f"echo 'pw {url}' >&2; exit 1"], timeout=5, check=True)
     assert "hunter2-secret" not in str(caught.value)
+
+
+def test_run_on_config_words_a_timeout_and_a_failure_as_the_callers_one_line() -> None:
+    """The time-out's line is asked for once the program is killed (it may name what the
+    program printed last); a failure to run gets the program's own line; an exit code is
+    the caller's to read, not an error."""
+    seen: list[str] = []
+    with pytest.raises(ConfigError, match=r"^t\.j2: over 0 s after step 2; bound it$"):
+        process.run_on_config(
+            ["sh", "-c", "echo step 1; echo step 2; exec sleep 30"],
+            timeout=0.5,
+            slow=lambda: f"t.j2: over 0 s after {seen[-1]}; bound it",
+            failed=lambda why: f"unexpected: {why}",
+            on_line=seen.append,
+        )
+    with pytest.raises(ConfigError, match=r"^x: kustomize: no-such-tool-x: cannot start"):
+        process.run_on_config(
+            ["no-such-tool-x"],
+            timeout=5,
+            slow=lambda: "unexpected",
+            failed=lambda why: f"x: kustomize: {why}",
+        )
+    done = process.run_on_config(
+        ["sh", "-c", "exit 3"], timeout=5, slow=lambda: "", failed=lambda why: why
+    )
+    assert done.returncode == 3

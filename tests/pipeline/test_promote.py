@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +18,7 @@ from heps.core import tools
 from heps.core.errors import ConfigError, StageError
 from heps.gitops.overlay import yaml_files
 from heps.gitops.pin import Pin
-from heps.gitops.promote import Staging, _refuse_conflicts, production_branch, write_all
+from heps.gitops.promote import _refuse_conflicts, production_branch, write_all
 from heps.systems.git import Repository, scrub
 from tests.conftest import BUSYBOX, Env, read_json, simple_recipe, write_recipe
 
@@ -307,20 +309,27 @@ def test_run_promote_pins_what_the_run_just_pushed(
     assert "newTag: 1.0.1-g" in pinned and f"digest: {digest}" in pinned
 
 
-def test_write_all_replaces_every_file_or_none(tmp_path: Path) -> None:
-    """Written 8 at a time: one file that cannot be staged (its folder is gone) leaves
-    every other file as it was and no temporary file behind."""
-    files = {tmp_path / f"f{i:03d}.yaml": f"new {i}\n" for i in range(100)}
-    for path in files:
-        path.write_text("old\n")
+def test_write_all_writes_every_file_or_none(tmp_path: Path) -> None:
+    """One file that cannot be written (its folder is gone) leaves every file as it was,
+    the ones written before it too (their old text put back), and nothing else in the
+    folder; written, each file keeps its inode and mode and holds exactly its new text,
+    longer or shorter than the old one."""
+    files = {tmp_path / f"f{i:03d}.yaml": f"new {i}\n" * (i % 3) for i in range(100)}
+    old = {path: f"old text {path.name}\n" for path in files}
+    for path, text in old.items():
+        path.write_text(text)
+        path.chmod(0o640)
+    inodes = {path: path.stat().st_ino for path in files}
     broken = dict(files)
     broken[tmp_path / "gone" / "x.yaml"] = "new\n"
     with pytest.raises(FileNotFoundError):
-        write_all(broken)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in files)
-    assert {p.read_text() for p in files} == {"old\n"}
-    write_all(files)
-    assert all(path.read_text() == text for path, text in files.items())
+        write_all(broken, old)
+    assert sorted(tmp_path.iterdir()) == sorted(files)
+    assert {path: path.read_text() for path in files} == old
+    write_all(files, old)
+    assert {path: path.read_text() for path in files} == files
+    assert {path: path.stat().st_ino for path in files} == inodes
+    assert {path.stat().st_mode & 0o777 for path in files} == {0o640}
     assert len(list(tmp_path.iterdir())) == 100
 
 
@@ -346,40 +355,59 @@ def test_uncommitted_names_every_changed_file_of_the_folder(tmp_path: Path) -> N
     assert found == {f"k8s/testbed/{n}" for n in [*names[1:], "new.yaml"]}
 
 
-def test_a_failed_rename_leaves_no_temporary_file(tmp_path: Path) -> None:
-    """A target that cannot be replaced (a folder took its name) fails the replacement,
-    and the files not yet renamed leave no temporary file behind."""
+def test_a_failed_write_puts_back_the_files_written_before(tmp_path: Path) -> None:
+    """A target that cannot be written (a folder, a FIFO took its name) fails the write
+    without blocking, and every file written before it gets its old text back."""
     files = {tmp_path / f"f{i}.yaml": f"new {i}\n" for i in range(10)}
+    old = {path: "old\n" for path in files}
     for path in files:
         path.write_text("old\n")
     blocked = tmp_path / "f5.yaml"
     blocked.unlink()
     blocked.mkdir()
     with pytest.raises(IsADirectoryError):
-        write_all(files)
+        write_all(files, old)
+    blocked.rmdir()
+    os.mkfifo(blocked)
+    with pytest.raises(OSError) as raised:  # no reader: refused at once, not waited for
+        write_all(files, old)
+    assert raised.value.errno == errno.ENXIO
     assert sorted(tmp_path.iterdir()) == sorted(files)
-    assert [p.read_text() for p in files if p != blocked] == [f"new {i}\n" for i in range(5)] + [
-        "old\n"
-    ] * 4
+    assert [p.read_text() for p in files if p != blocked] == ["old\n"] * 9
 
 
-def test_staging_changes_no_target_before_replace(tmp_path: Path) -> None:
-    """Files are staged in the background while the caller checks: no target changes
-    before `replace`, a block left without it (a refused promotion) leaves the targets
-    and the folder as they were, and `replace` renames every file."""
-    files = {tmp_path / f"f{i}.yaml": f"new {i}\n" for i in range(20)}
-    for path in files:
-        path.write_text("old\n")
-    with pytest.raises(ConfigError), Staging(files):
-        assert {p.read_text() for p in files} == {"old\n"}
-        raise ConfigError("refused")
-    assert sorted(tmp_path.iterdir()) == sorted(files)
-    assert {p.read_text() for p in files} == {"old\n"}
-    with Staging(files) as staging:
-        assert {p.read_text() for p in files} == {"old\n"}
-        staging.replace()
-    assert sorted(tmp_path.iterdir()) == sorted(files)
-    assert all(path.read_text() == text for path, text in files.items())
+def test_a_target_swapped_for_a_link_or_device_is_not_written_through(tmp_path: Path) -> None:
+    """A symlink or a device node put in a target's place after it was read is refused
+    (the overlay's symlinks were resolved when read), and what it points to is untouched."""
+    elsewhere, target = tmp_path / "elsewhere.yaml", tmp_path / "t.yaml"
+    elsewhere.write_text("theirs\n")
+    target.symlink_to(elsewhere)
+    with pytest.raises(OSError) as raised:
+        write_all({target: "new\n"}, {target: "old\n"})
+    assert raised.value.errno == errno.ELOOP
+    assert elsewhere.read_text() == "theirs\n"
+    target.unlink()
+    try:  # /dev/null's numbers
+        os.mknod(target, stat.S_IFCHR | 0o600, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("creating a device node needs root (the symlink case ran)")
+    with pytest.raises(ConfigError, match=r"t\.yaml: no longer a regular file"):
+        write_all({target: "new\n"}, {target: "old\n"})
+
+
+def test_a_hard_linked_file_is_replaced_not_written_through(tmp_path: Path) -> None:
+    """A file with another name (a hard link from outside the overlay) is replaced by a
+    new file with its mode: its other name keeps the old text."""
+    overlay, outside = tmp_path / "overlay", tmp_path / "elsewhere.yaml"
+    overlay.mkdir()
+    outside.write_text("old\n")
+    outside.chmod(0o600)
+    linked = overlay / "linked.yaml"
+    os.link(outside, linked)
+    write_all({linked: "new\n"}, {linked: "old\n"})
+    assert linked.read_text() == "new\n" and outside.read_text() == "old\n"
+    assert linked.stat().st_mode & 0o777 == 0o600
+    assert sorted(overlay.iterdir()) == [linked]
 
 
 def test_overlay_files_are_what_rglob_finds(tmp_path: Path) -> None:

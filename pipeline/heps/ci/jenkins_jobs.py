@@ -145,8 +145,43 @@ def _expanded(bound: str, job: dict[str, Any]) -> list[str] | None:
 
 def render(repo: Path) -> dict[str, str]:
     """Full job name -> config.xml, folders first (parents before children)."""
-    data = load(repo)
-    rendered = templating.render(repo / TEMPLATES, TEMPLATES, _requests(data))
+    (rendered,) = render_each([repo])
+    if isinstance(rendered, ConfigError):
+        raise rendered
+    return rendered
+
+
+def render_each(repos: list[Path]) -> list[dict[str, str] | ConfigError]:
+    """`render` of each checkout (a review's head and base), every template rendered by
+    one child; each checkout's refusal is its own, returned, not raised."""
+    loaded: list[dict[str, Any] | ConfigError] = []
+    for repo in repos:
+        try:
+            loaded.append(load(repo))
+        except ConfigError as exc:
+            loaded.append(exc)
+    sets = [
+        (repo / TEMPLATES, TEMPLATES, _requests(data))
+        for repo, data in zip(repos, loaded, strict=True)
+        if not isinstance(data, ConfigError)
+    ]
+    rendered = iter(templating.render_sets(sets) if sets else [])
+    results: list[dict[str, str] | ConfigError] = []
+    for data in loaded:
+        if isinstance(data, ConfigError):
+            results.append(data)
+            continue
+        done = next(rendered)
+        try:
+            results.append(done if isinstance(done, ConfigError) else _checked(data, done))
+        except ConfigError as exc:
+            results.append(exc)
+    return results
+
+
+def _checked(data: dict[str, Any], rendered: dict[str, str]) -> dict[str, str]:
+    """`rendered`, if Jenkins would take every job and folder and each runs its script
+    from where jobs.yaml says; ConfigError otherwise."""
     trees = {}
     for name, xml in rendered.items():  # what Jenkins would refuse is refused here
         try:

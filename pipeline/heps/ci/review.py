@@ -394,16 +394,13 @@ def _objects(
 
 
 def _jobs_diff(repo: Path, base: str) -> str:
-    after = jenkins_jobs.render(repo)
     with tempfile.TemporaryDirectory(prefix="heps-review-") as tmp:
-        try:
-            before = (
-                jenkins_jobs.render(Path(tmp))
-                if Repository(repo).export(base, ["jenkins"], Path(tmp))
-                else {}
-            )
-        except ConfigError:
-            before = {}  # the base's definitions did not render: everything is new
+        exported = Repository(repo).export(base, ["jenkins"], Path(tmp))
+        after, *was = jenkins_jobs.render_each([repo, Path(tmp)] if exported else [repo])
+    if isinstance(after, ConfigError):
+        raise after
+    # the base's definitions, when they did not render (or it had none): everything is new
+    before = was[0] if was and not isinstance(was[0], ConfigError) else {}
     return "".join(
         jenkins_jobs.diff(name, before.get(name), after.get(name))
         for name in sorted(set(before) | set(after))

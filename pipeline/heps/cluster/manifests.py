@@ -257,29 +257,27 @@ def render(repo: Path, overlay: Path) -> list[Manifest]:
             f"  - {os.path.relpath(overlay, wrapper)}\n"
             "buildMetadata: [originAnnotations]\n"
         )
-        try:
-            done = process.run(
-                [kubectl, "kustomize", str(wrapper)],
-                timeout=RENDER_TIMEOUT,
-                env=_render_env(home),
-                cwd=home,
-            )
-        except process.ProcessTimeout:
-            raise ConfigError(
-                f"{overlay.relative_to(repo)}: kustomize did not finish in {RENDER_TIMEOUT} s; "
-                "the overlay is too large or loops: render it with kubectl kustomize to see why"
-            ) from None
-        except process.ProcessError as exc:
-            raise ConfigError(f"{overlay.relative_to(repo)}: kustomize: {exc}") from None
+        shown = overlay.relative_to(repo)
+        done = process.run_on_config(
+            [kubectl, "kustomize", str(wrapper)],
+            timeout=RENDER_TIMEOUT,
+            slow=lambda: (
+                f"{shown}: kustomize did not finish in {RENDER_TIMEOUT} s; the overlay is "
+                "too large or loops: render it with kubectl kustomize to see why"
+            ),
+            failed=lambda why: f"{shown}: kustomize: {why}",
+            env=_render_env(home),
+            cwd=home,
+        )
         if not done.ok:
             detail = (
                 done.stderr.strip()
                 .replace(str(wrapper), "")
-                .replace(os.path.relpath(overlay, wrapper), str(overlay.relative_to(repo)))
+                .replace(os.path.relpath(overlay, wrapper), str(shown))
             )
-            raise ConfigError(f"{overlay.relative_to(repo)}: kustomize failed: {detail}")
+            raise ConfigError(f"{shown}: kustomize failed: {detail}")
         # Resources heps never read before kustomize: bounded like any file before loading.
-        check_yaml(done.stdout, f"{overlay.relative_to(repo)} (as kustomize renders it)")
+        check_yaml(done.stdout, f"{shown} (as kustomize renders it)")
         return [_manifest(obj, wrapper, repo) for obj in yaml.safe_load_all(done.stdout) if obj]
 
 

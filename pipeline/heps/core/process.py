@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from heps.core.errors import HepsError
+from heps.core.errors import ConfigError, HepsError
 from heps.core.log import redact_urls
 
 OUTPUT_LIMIT = 32 << 20
@@ -165,6 +165,28 @@ def _wait(
                 return ProcessTimeout(f"{program}: no result within {timeout:.0f} s; killed")
             if any(r.overflow for r in readers):
                 return ProcessError(f"{program}: printed more than {limit >> 20} MiB; killed")
+
+
+def run_on_config(
+    command: Sequence[str],
+    *,
+    timeout: float,
+    slow: Callable[[], str],
+    failed: Callable[[str], str],
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    on_line: Callable[[str], None] | None = None,
+    limit: int = OUTPUT_LIMIT,
+) -> Completed:
+    """`run` of a program whose input is the repository's (templates, an overlay), so that
+    running past `timeout` or failing to run is that input's to fix: one ConfigError line,
+    `slow()` (asked then: it may name what the program was doing) or `failed(its line)`."""
+    try:
+        return run(command, timeout=timeout, cwd=cwd, env=env, on_line=on_line, limit=limit)
+    except ProcessTimeout:
+        raise ConfigError(slow()) from None
+    except ProcessError as exc:
+        raise ConfigError(failed(str(exc))) from None
 
 
 def spawn(command: Sequence[str], logfile: Path, env: dict[str, str] | None = None) -> Daemon:

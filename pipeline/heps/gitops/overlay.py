@@ -38,6 +38,8 @@ KUSTOMIZATION = "kustomization.yaml"
 class OverlayEdit:
     files: dict[Path, str] = field(default_factory=dict)
     """New text of every file that changes."""
+    old: dict[Path, str] = field(default_factory=dict)
+    """The text each of them had when read (what a failed write puts back)."""
     used: dict[str, list[str]] = field(default_factory=dict)
     """App -> where the overlay refers to it (file:line)."""
     unused: list[str] = field(default_factory=list)
@@ -111,7 +113,7 @@ def edit_overlay(
             if item.kind == "kustomize" and path == folder / KUSTOMIZATION:
                 in_kustomization.add(item.app)
         if new != text:
-            edit.files[path] = new
+            edit.files[path], edit.old[path] = new, text
     via_bases = _used_by_bases(root, root / settings.gitops.overlays_dir / "base", pins, store)
     missing = [p for p in pins if p.app in via_bases and p.app not in in_kustomization]
     names = {p.app: via_bases[p.app] for p in missing}
@@ -124,7 +126,9 @@ def edit_overlay(
                 "an overlay needs a kustomization.yaml to pin images of its bases",
             )
         kustomization = _own(root, folder, kustomization)
-        current_text = edit.files.get(kustomization, read_file(root, kustomization))
+        if kustomization not in edit.old:
+            edit.old[kustomization] = read_file(root, kustomization)
+        current_text = edit.files.get(kustomization, edit.old[kustomization])
         edit.files[kustomization] = add_kustomize_images(
             current_text, str(kustomization), missing, names
         )
@@ -161,7 +165,8 @@ def _add_missing_profiles(
     if not path.exists():
         return
     path = _own(root, folder, path)
-    text = edit.files.get(path, read_file(root, path))
+    old = edit.old[path] if path in edit.old else read_file(root, path)
+    text = edit.files.get(path, old)
     listed = {
         text_of(get(entry, "slug"))
         for doc in Document(text, str(path)).docs
@@ -187,7 +192,7 @@ def _add_missing_profiles(
         added += entry
         edit.used.setdefault(pin.app, []).append(f"{path.relative_to(root)} (added)")
     if added:
-        edit.files[path] = text + ("" if text.endswith("\n") else "\n") + added
+        edit.files[path], edit.old[path] = text + ("" if text.endswith("\n") else "\n") + added, old
 
 
 def message(overlay: str, pins: list[Pin], edit: OverlayEdit) -> str:

@@ -2,18 +2,19 @@
 
 Order of events, so a failure anywhere leaves the overlay untouched: every digest is
 read back from the registry (`sources`), every file's new text is computed
-(`overlay`), and only then are the files replaced (each through a temporary file and a
-rename) and committed, locally under a checkout lock or in a fresh clone pushed with
-retries on a lost race.
+(`overlay`), and only then are the files written (all or none, `write_all`) and
+committed, locally under a checkout lock or in a fresh clone pushed with retries on a
+lost race.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,77 +34,65 @@ from heps.systems.git import Repository, backoff
 from heps.systems.registry import Registry
 
 
-class Staging:
-    """Every file of `files` written to a temporary file beside its target, in the
-    background from the moment the edit is known, while the caller checks what it must
-    (the registry's answer, uncommitted edits). No target changes before `replace`, which
-    renames only when every file is written: all or none. Leaving the block without
-    `replace` removes the temporary files.
+def write_all(files: dict[Path, str], old: dict[Path, str]) -> None:
+    """Write every file or none: when one fails, each file written before it (and it) gets
+    its `old` text back, and the error is raised.
 
-    One writer: the kernel creates and renames the files of a folder one at a time under
-    the folder's lock, so eight writers only spun on it (0.25 s more system CPU, no less
-    wall). Nothing is staged while the edit is computed: beside the parser, the writer's
-    system calls waited for the GIL, and the edit took two to three times as long."""
-
-    def __init__(self, files: dict[Path, str]) -> None:
-        self.files = files
-        self._writer = ThreadPoolExecutor(1)
-        self._staged = [self._writer.submit(_stage, path, text) for path, text in files.items()]
-
-    def __enter__(self) -> Staging:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        for future in self._staged:
-            future.cancel()
-        self._writer.shutdown()
-        _remove(self._staged)
-
-    def replace(self) -> None:
-        """Rename every temporary file over its target, once all are written."""
-        staged = [future.result() for future in self._staged]
-        self._staged = []
-        for done, (tmp, path) in enumerate(zip(staged, self.files, strict=True)):
-            try:
-                os.replace(tmp, path)
-            except BaseException:  # leave no temporary file behind
-                for left in staged[done:]:
-                    os.unlink(left)
-                raise
-
-
-def write_all(files: dict[Path, str]) -> None:
-    """Replace every file or none."""
-    with Staging(files) as staging:
-        staging.replace()
-
-
-def _remove(staged: list[Future[str]]) -> None:
-    for future in staged:  # a failed one removed its own file
-        if not future.cancelled() and future.exception() is None:
-            os.unlink(future.result())
-
-
-def _stage(path: Path, text: str) -> str:
-    """A temporary file beside `path` with `text` and `path`'s permissions (0644 when new),
-    written with bare system calls: a file object would add five calls (and GIL hand-overs)
-    per file."""
+    Each file is overwritten in place, not replaced by a new one through a temporary file
+    and a rename: on ext4 the new inodes and the renames over the old files (each makes the
+    kernel start writing the new file out) were most of a promotion's time, 1.2-1.6 s for
+    1,000 manifests, where writing them in place costs 0.02 s. A killed run leaves, as the
+    renames did, some files new and some old, all tracked and clean before (the promotion
+    refuses uncommitted ones): the next promotion names them as uncommitted edits until
+    `git checkout` puts them back. A file linked elsewhere (a hard link) is replaced by a
+    new one as before, so its other name keeps its text."""
+    touched: list[Path] = []
     try:
-        mode = os.stat(path).st_mode & 0o777
-    except FileNotFoundError:
-        mode = 0o644
+        for path, text in files.items():
+            _write(path, text, touched)
+    except BaseException:
+        for path in touched:
+            _write(path, old[path], [])
+        raise
+
+
+def _write(path: Path, text: str, touched: list[Path]) -> None:
+    """`path` (an existing regular file) with `text`, its inode and mode kept; appended to
+    `touched` once it may have changed. Bare system calls: a file object adds five calls
+    per file. No blocking open (a FIFO put in its place), no symlink followed (the overlay's
+    were resolved and confined when read)."""
+    flags = os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path}: no longer a regular file; make it one again")
+        touched.append(path)
+        if info.st_nlink > 1:
+            _replace(path, text, info.st_mode & 0o777)
+            return
+        data = memoryview(text.encode())
+        done = 0
+        while done < len(data):
+            done += os.pwrite(fd, data[done:], done)
+        if info.st_size > len(data):  # cut after writing: emptied first, ext4 would flush it
+            os.ftruncate(fd, len(data))
+    finally:
+        os.close(fd)
+
+
+def _replace(path: Path, text: str, mode: int) -> None:
+    """`path` replaced by a new file with `text` and `mode`, through a temporary file
+    beside it (removed if anything fails)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        data = memoryview(text.encode())
-        while data:
-            data = data[os.write(fd, data) :]
-        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            os.fchmod(handle.fileno(), mode)
+        os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
-    finally:
-        os.close(fd)
-    return tmp
 
 
 @dataclass
@@ -176,14 +165,11 @@ def _promote(
             folder = overlay_dir(settings.repo, settings, overlay)
             uncommitted = side.submit(Repository(settings.repo).uncommitted, folder)
             edit = edit_overlay(settings.repo, settings, overlay, pins, recipes, store=store)
-            with Staging(edit.files) as staging:
-                verified()
-                if not edit.files:
-                    return Promoted(None, target, edit)
-                text = message(overlay, pins, edit)
-                sha = _commit_here(
-                    settings.repo, staging, uncommitted.result(), text, author, committer
-                )
+            verified()
+            if not edit.files:
+                return Promoted(None, target, edit)
+            text = message(overlay, pins, edit)
+            sha = _commit_here(settings.repo, edit, uncommitted.result(), text, author, committer)
             return Promoted(sha, target, edit)
     url = _target(settings, request.remote)
     with tempfile.TemporaryDirectory(prefix="heps-promote-") as tmp:
@@ -200,7 +186,7 @@ def _promote(
             edit = edit_overlay(work, settings, overlay, pins, recipes, store=store)
             if not edit.files:
                 return Promoted(None, target, edit, attempt)
-            write_all(edit.files)
+            write_all(edit.files, edit.old)
             sha = clone.commit(list(edit.files), message(overlay, pins, edit), author, committer)
             pushed = clone.push(target)
             if pushed.pushed:
@@ -272,17 +258,18 @@ def _checkout_lock(root: Path) -> Iterator[None]:
 
 def _commit_here(
     root: Path,
-    staging: Staging,
+    edit: OverlayEdit,
     uncommitted: set[str],
     text: str,
     author: Identity,
     committer: Identity,
 ) -> str:
-    """Write and commit the staged files in the checkout; when the commit fails, every file
+    """Write and commit the edit's files in the checkout; when the commit fails, every file
     and the index are as before. Files among `uncommitted` (repository-relative names of
-    files with uncommitted edits) are refused, not swept in."""
+    files with uncommitted edits) are refused, not swept in: so every file is tracked and
+    as HEAD has it."""
     git = Repository(root)
-    files = staging.files
+    files = list(edit.files)
     top = git.toplevel
     dirty = sorted(name for name in (str(p.relative_to(top)) for p in files) if name in uncommitted)
     if dirty:
@@ -291,15 +278,10 @@ def _commit_here(
             f"{names}: uncommitted changes; commit or discard them first "
             "(a promotion commits its own pins only)"
         )
-    created = [p for p in files if not p.exists()]
-    existed = [p for p in files if p not in created]
-    staging.replace()
+    write_all(edit.files, edit.old)
     try:
-        return git.commit(list(files), text, author, committer, created)
-    except BaseException:  # clean before (checked above): HEAD's version is the old text
-        git.unstage(list(files))
-        if existed:
-            git.restore(existed)
-        for path in created:
-            path.unlink(missing_ok=True)
+        return git.commit(files, text, author, committer, new=[])
+    except BaseException:
+        git.unstage(files)
+        write_all(edit.old, edit.old)
         raise
