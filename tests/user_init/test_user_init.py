@@ -181,7 +181,6 @@ HOSTILE = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_python_variables_of_the_environment_are_ignored(
     docker_client: docker.DockerClient, image: str, volumes: Volumes
 ) -> None:
@@ -195,6 +194,7 @@ def test_python_variables_of_the_environment_are_ignored(
     assert "ready: alice uid=20001" in done.out
 
 
+@pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_hostile_claims_are_refused_without_writing_anything(
     docker_client: docker.DockerClient, image: str, volumes: Volumes, case: str
 ) -> None:
