@@ -376,12 +376,13 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
         if cls.heps_netless is None:
             cls.heps_netless = asyncio.Lock()
         name = f"{self.local_settings.platform}-netless"
+        # spawns at once look at it together; only making or starting it is one at a time
+        with contextlib.suppress(NotFound):
+            if await self._netless_running(name):
+                return f"container:{name}"
         async with cls.heps_netless:
             try:
-                found = await self.docker("inspect_container", name)
-                if problem := netless_problem(found, self.local_settings.platform):
-                    raise self._in_the_way(name, problem)
-                running = found["State"]["Running"]
+                running = await self._netless_running(name)
             except NotFound:
                 await self.docker(
                     "create_container",
@@ -403,6 +404,12 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
             if not running:  # made now, or stopped (the engine restarted)
                 await self.docker("start", name)
         return f"container:{name}"
+
+    async def _netless_running(self, name: str) -> bool:
+        found = await self.docker("inspect_container", name)
+        if problem := netless_problem(found, self.local_settings.platform):
+            raise self._in_the_way(name, problem)
+        return bool(found["State"]["Running"])
 
     def _aside(self, work: Any, what: str) -> None:
         """Run `work` beside the spawn: its end is logged, never waited for."""

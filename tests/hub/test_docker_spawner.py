@@ -265,3 +265,29 @@ def test_a_refusal_removes_the_app_container_made_meanwhile_unstarted(
     for gone in (init, app):
         with pytest.raises(NotFound):
             docker_client.api.inspect_container(gone)
+
+
+def test_spawns_at_once_make_one_netless_container_and_start_it_once_when_stopped(
+    spawners: Make, docker_client: docker.DockerClient
+) -> None:
+    """Spawns at once look at PLATFORM-netless together; one of them makes it, and when
+    it stopped (the engine restarted), one of them starts it again."""
+    many = [spawners(ALICE) for _ in range(4)]
+    name = f"{many[0].local_settings.platform}-netless"
+
+    def at_once() -> set[str]:
+        Meddled.heps_netless = None  # asyncio.run's loop is new each time; so is the lock
+        return set(run(lambda: asyncio.gather(*(s._netless() for s in many))))
+
+    def calls(method: str) -> list[str]:
+        found = [what for s in many for m, what in s.calls if m == method and what == name]
+        for s in many:
+            s.calls.clear()
+        return found
+
+    assert at_once() == {f"container:{name}"}
+    assert len(calls("create_container")) == 1
+    docker_client.api.stop(name, timeout=0)
+    assert at_once() == {f"container:{name}"}
+    assert docker_client.api.inspect_container(name)["State"]["Running"]
+    assert len(calls("start")) == 1

@@ -7,6 +7,7 @@ Tests run in file order on one platform (module fixture); the last one takes it 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -285,6 +286,18 @@ def test_promotion_reaches_users_without_restarting_the_hub(
     assert _started(docker_client, f"{platform.name}-hub") == hub_started
 
 
+def providers(state: Path) -> list[int]:
+    """Pids of every process running the SSO testbed of the platform in `state`: the
+    venv's node launcher and the node it runs."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):  # ended meanwhile
+            line = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            if "provider.mjs" in line and str(state) in line:
+                found.append(int(proc.name))
+    return found
+
+
 def test_down_removes_everything_it_made_and_nothing_else(
     platform: Platform, docker_client: docker.DockerClient
 ) -> None:
@@ -293,6 +306,7 @@ def test_down_removes_everything_it_made_and_nothing_else(
         assert objects(docker_client, platform.name)
         state = Path(platform.site.env["HEPS_STATE_DIR"]) / "platform" / platform.name
         pid = json.loads((state / "provider.pid").read_text())["pid"]
+        assert pid in providers(state)
         down = platform.site.heps("platform", "down", "--name", platform.name)
         assert down.returncode == 0, down.stderr
         assert f"removed network {platform.name}" in down.stdout
@@ -302,6 +316,7 @@ def test_down_removes_everything_it_made_and_nothing_else(
             not Path(f"/proc/{pid}").exists()
             or "provider.mjs" not in Path(f"/proc/{pid}/cmdline").read_text()
         )
+        assert not providers(state), "the SSO testbed's node outlived `heps platform down`"
         docker_client.volumes.get(bystander.name)  # still there
     finally:
         bystander.remove()

