@@ -112,6 +112,35 @@ def test_add_that_would_fetch_is_refused_before_any_build(
     assert Counter.hits == []
 
 
+def test_a_byte_order_mark_does_not_hide_the_escape_directive(
+    heps: Any, env: Env, web: str
+) -> None:
+    """The builder drops a leading BOM, then reads `# escape=`: the backslash below ends
+    no line, so the ADD is an instruction of its own (the engine fetched it)."""
+    text = f"\ufeff# escape=`\nFROM {BUSYBOX}\nRUN echo \\\n{IGNORE}ADD http://{web}/s /hello\n"
+    code, findings = _lint_findings(env, heps, text)
+    assert code == 1
+    assert any(f.startswith("app-recipes/app/Dockerfile:5: HEPS004") for f in findings), findings
+    assert Counter.hits == []
+
+
+@pytest.mark.parametrize("space", ["\f", "\v", "\u00a0", "\u2028", "\u0085"])
+def test_whitespace_the_builder_splits_otherwise_is_refused(
+    heps: Any, env: Env, web: str, space: str
+) -> None:
+    """`\\` then a form feed or NBSP continues a line for dockerfile-parse, not for the
+    builder (Go's [ \\t]), which ran the next line's ADD unseen by the lint rules."""
+    text = f"FROM {BUSYBOX}\nRUN echo \\{space}\nADD http://{web}/s /hello\n"
+    write_recipe(env.repo, "app", simple_recipe("app"), Dockerfile=text, hello="app\n")
+    result = heps(env.repo, "plan")
+    assert result.code == 2, result.text
+    (line,) = [x for x in result.err.splitlines() if "whitespace character" in x]
+    where = "heps: error: app-recipes/app/Dockerfile:2"
+    assert line.startswith(f"{where}: whitespace character U+{ord(space):04X}")
+    assert "replace it with a space" in line and "Traceback" not in result.text
+    assert Counter.hits == []
+
+
 # --- images enter only through FROM ---------------------------------------------------
 
 NOT_STAGES = {

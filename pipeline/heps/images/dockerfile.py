@@ -32,6 +32,11 @@ from heps.core.errors import ConfigError
 MAX_EXPANSION = 64 << 10
 """Characters substitution may add to one value: `ARG A1=${A0}${A0}`, doubled 40 times,
 would need a terabyte."""
+_OTHER_SPACE = re.compile(r"[^\S \t\n]")
+"""Whitespace the builder does not take as such: after the escape character it allows only
+spaces and tabs, dockerfile-parse also form feed, NBSP, U+2028, ... A backslash followed by
+one continues the line for heps and not for the builder, which then runs the next line
+(an `ADD http://...`, a `FROM`) unseen by the lint rules."""
 _VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::([-+])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
 
 
@@ -130,7 +135,8 @@ def instructions(text: str, parsed: cache.Store | None = None) -> list[Instructi
     entry = cache.key("dockerfile", _parser_code(), text) if parsed is not None else ""
     if parsed is not None and isinstance(known := parsed.get(entry), list):
         return [Instruction(*step) for step in known]
-    parser = DockerfileParser(fileobj=io.StringIO(text))
+    # The builder drops a byte-order mark before reading parser directives (`# escape=`).
+    parser = DockerfileParser(fileobj=io.StringIO(text.removeprefix("\ufeff")))
     found = [
         Instruction(i["instruction"], i["value"].strip(), i["startline"] + 1, i["endline"] + 1)
         for i in parser.structure
@@ -164,7 +170,14 @@ def parse(
 ) -> Dockerfile:
     """Read `path` (`shown` in messages); resolve FROM images with global ARG defaults
     overridden by `build_args`, and each stage's sources with that stage's ARGs and ENVs."""
-    steps = instructions(read_text(path, shown), parsed)
+    text = read_text(path, shown)
+    if odd := _OTHER_SPACE.search(text.replace("\r\n", "\n")):
+        line = text[: odd.start()].count("\n") + 1
+        raise ConfigError(
+            f"{shown}:{line}: whitespace character U+{ord(odd.group()):04X}, which the Docker "
+            "builder and heps would split into instructions differently; replace it with a space"
+        )
+    steps = instructions(text, parsed)
     outer: dict[str, str | None] = {}  # global ARGs: the only ones FROM sees
     scope = outer
     stages: list[Stage] = []
