@@ -532,6 +532,8 @@ READER_CASES = {  # the appended text, what the refusal says
     "integer-key": ("1: {value}", "an integer to some YAML readers"),
     "set-value": ("x-set: !!set {{a: null}}", "tag !!set: not allowed"),
     "long-integer": ("x-big: " + "9" * 5000, "integer of 5000 characters"),
+    # Go's yaml.v2 lets a later merge overwrite keys before it; YAML keeps them
+    "late-merge-key": ("<<: {{{field}: {value}}}", "merge key '<<' after other keys"),
 }
 
 
