@@ -532,6 +532,8 @@ READER_CASES = {  # the appended text, what the refusal says
     "integer-key": ("1: {value}", "an integer to some YAML readers"),
     "set-value": ("x-set: !!set {{a: null}}", "tag !!set: not allowed"),
     "long-integer": ("x-big: " + "9" * 5000, "integer of 5000 characters"),
+    # Go's yaml.v2 lets a later merge overwrite keys before it; YAML keeps them
+    "late-merge-key": ("<<: {{{field}: {value}}}", "merge key '<<' after other keys"),
 }
 
 
@@ -1216,6 +1218,51 @@ TAKEOVER = {
         "Namespace heps: metadata.labels.pod-security.kubernetes.io/enforce",
     ),
 }
+
+
+_CLAIM = (
+    "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {{name: grab, namespace: heps}}\n"
+    "spec: {{accessModes: [ReadWriteMany], storageClassName: '', {spec}"
+    "resources: {{requests: {{storage: 1Gi}}}}}}\n"
+)
+_VOLUME = (
+    "apiVersion: v1\nkind: PersistentVolume\nmetadata: {{name: heps-grab}}\nspec: "
+    "{{capacity: {{storage: 1Gi}}, accessModes: [ReadWriteMany], storageClassName: '', {source}}}\n"
+    "---\n"
+)
+_BOUND = _CLAIM.format(spec="volumeName: heps-grab, ")
+STORAGE = {  # what the overlay adds, the field refused
+    "nfs-volume": (
+        _VOLUME.format(source="nfs: {server: 10.0.0.5, path: /export/home}") + _BOUND,
+        "PersistentVolume heps-grab: spec.nfs",
+    ),
+    "iscsi-volume": (
+        _VOLUME.format(source="iscsi: {targetPortal: '10.0.0.5:3260', iqn: iqn.x:y, lun: 0}")
+        + _BOUND,
+        "PersistentVolume heps-grab: spec.iscsi",
+    ),
+    "clusters-volume": (
+        _CLAIM.format(spec="volumeName: someone-elses, "),
+        "PersistentVolumeClaim heps/grab: spec.volumeName",
+    ),
+    "other-namespace": (
+        _CLAIM.format(
+            spec="dataSourceRef: {kind: PersistentVolumeClaim, name: db, namespace: other}, "
+        ),
+        "PersistentVolumeClaim heps/grab: spec.dataSourceRef.namespace",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STORAGE))
+def test_an_overlay_mounts_no_storage_but_its_own(heps: Any, repo: Path, case: str) -> None:
+    """A pod mounts any claim (persistentVolumeClaim is a restricted volume type), so the
+    claim's volume is where the rules apply: a PersistentVolume on an NFS export or iSCSI
+    target hands its files to any uid a pod picks; a claim of the cluster's volume or of
+    another namespace's data takes what the overlay does not own."""
+    objects, where = STORAGE[case]
+    add_to_overlay(repo, objects)
+    one_line(heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"), where, "volumeTypes")
 
 
 @pytest.mark.parametrize("namespace", ["kube-system", "default", "kube-mine"])

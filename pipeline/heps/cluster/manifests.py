@@ -515,7 +515,7 @@ def _security_problems(m: Manifest, overlay: pod_security.Defined) -> list[str]:
         findings += pod_security.identity_findings(pod.spec, pod.path, m.namespace, overlay)
         if pod.metadata is not m.obj.get("metadata"):
             findings += pod_security.annotation_findings(pod.metadata, pod.metadata_path)
-    findings += pod_security.volume_findings(m.obj)
+    findings += pod_security.volume_findings(m.obj, overlay)
     findings += pod_security.cluster_findings(m.obj, overlay)
     for rule, field, what in findings:
         if rule not in allowed:

@@ -57,6 +57,21 @@ VOLUME_TYPES = frozenset(
         "secret",
     }
 )
+# A PersistentVolume's fields other than its source: any other field names the source,
+# which must be one the pod volume types allow (csi; a host folder is the hostPath rule).
+PV_SETTINGS = frozenset(
+    {
+        "accessModes",
+        "capacity",
+        "claimRef",
+        "mountOptions",
+        "nodeAffinity",
+        "persistentVolumeReclaimPolicy",
+        "storageClassName",
+        "volumeAttributesClassName",
+        "volumeMode",
+    }
+)
 SELINUX_TYPES = frozenset({"", "container_t", "container_init_t", "container_kvm_t"})
 PROFILE_TYPES = frozenset({"RuntimeDefault", "Localhost"})
 RULES = {
@@ -67,7 +82,8 @@ RULES = {
     "hostIPC": "the host's IPC namespace",
     "hostPath": "host folders (hostPath volumes, hostPath and local PersistentVolumes)",
     "hostPort": "host ports",
-    "volumeTypes": "volume types outside the restricted list",
+    "volumeTypes": "volume types outside the restricted list, PersistentVolumes on other "
+    "sources, claims of volumes the overlay does not define or of other namespaces",
     "capabilities": "capabilities not dropped (ALL) or added beyond NET_BIND_SERVICE",
     "allowPrivilegeEscalation": "privilege escalation (setuid binaries)",
     "runAsNonRoot": "containers that may run as root (runAsNonRoot unset, runAsUser 0)",
@@ -299,6 +315,8 @@ class Defined:
     """(kind, namespace, name); a ClusterRole's namespace is ''."""
     service_accounts: frozenset[tuple[str, str]]
     """(namespace, name)."""
+    volumes: frozenset[str] = frozenset()
+    """PersistentVolume names."""
 
 
 def reserved(namespace: str) -> bool:
@@ -321,6 +339,7 @@ def defined(objs: Iterable[dict[str, Any]], listed: Iterable[str]) -> Defined:
         listed=allowed,
         roles=frozenset(f for f in found if f[0] in ("Role", "ClusterRole") and not built_in(f[2])),
         service_accounts=frozenset((ns, n) for k, ns, n in found if k == "ServiceAccount"),
+        volumes=frozenset(n for k, _, n in found if k == "PersistentVolume"),
     )
 
 
@@ -447,12 +466,29 @@ def identity_findings(
             )
 
 
-def volume_findings(obj: dict[str, Any]) -> Iterator[Finding]:
-    """A PersistentVolume on a host folder gives any pod that claims it the host's files."""
-    if obj.get("kind") != "PersistentVolume":
-        return
+def volume_findings(obj: dict[str, Any], overlay: Defined) -> Iterator[Finding]:
+    """A PersistentVolume gives any pod that claims it its source's files: a host folder
+    (hostPath rule) or a source outside the pod volume types (an NFS export, iSCSI,
+    Ceph, a FlexVolume driver: volumeTypes). A claim may bind only a volume the overlay
+    defines, and clone only from its own namespace."""
     spec = obj.get("spec") or {}
-    for kind in ("hostPath", "local"):
-        if isinstance(spec.get(kind), dict):
-            where = spec[kind].get("path")
-            yield "hostPath", f"spec.{kind}", f"a PersistentVolume on the host folder {where}"
+    if not isinstance(spec, dict):
+        return
+    if obj.get("kind") == "PersistentVolume":
+        for kind in sorted(k for k in spec if k not in PV_SETTINGS):
+            if kind in ("hostPath", "local"):
+                where = (spec[kind] or {}).get("path") if isinstance(spec[kind], dict) else None
+                yield "hostPath", f"spec.{kind}", f"a PersistentVolume on the host folder {where}"
+            elif kind not in VOLUME_TYPES:
+                yield "volumeTypes", f"spec.{kind}", f"a PersistentVolume on {kind}"
+    if obj.get("kind") == "PersistentVolumeClaim":
+        volume = spec.get("volumeName")
+        if volume and volume not in overlay.volumes:
+            yield (
+                "volumeTypes",
+                "spec.volumeName",
+                f"claims the volume {volume}, which the overlay does not define",
+            )
+        source = spec.get("dataSourceRef") or {}
+        if isinstance(source, dict) and source.get("namespace"):
+            yield "volumeTypes", "spec.dataSourceRef.namespace", "clones another namespace's data"

@@ -11,7 +11,8 @@ aliases would expand to.
 The same walk refuses what readers disagree on, because heps checks a file that another
 program (kustomize, container-structure-test: Go's YAML) then reads: a mapping key must be
 a plain string, the same in YAML 1.1 and 1.2 (no `!!binary`, number, boolean, null, date,
-alias or collection as a key; the merge key `<<` they all read alike); only the core
+alias or collection as a key; the merge key `<<` only as a mapping's first key, where they
+all read it alike); only the core
 schema's tags are allowed (not `!!binary`, `!!set`, `!!timestamp` or local tags); an
 integer is at most MAX_INTEGER_CHARS long (Python refuses to read longer ones).
 """
@@ -112,13 +113,15 @@ def check_yaml(text: str, display: str) -> None:
     anchors: dict[str, int] = {}
     opened: list[str | None] = []
     keyed: list[bool | None] = [None]  # per open collection: a mapping's next node is a key
+    first: list[bool] = [False]  # per open collection: a mapping has had no key yet
     parser = _Parser(text)
     try:  # event by event from the parser itself: this loop runs for every file read
         while (event := parser.get_event()) is not None:
             kind = type(event)
             if kind is yaml.ScalarEvent or kind is yaml.AliasEvent or kind in _OPEN:
                 if keyed[-1]:
-                    _check_key(display, event)
+                    _check_key(display, event, first[-1])
+                    first[-1] = False
                 if keyed[-1] is not None:
                     keyed[-1] = not keyed[-1]
                 if kind is not yaml.AliasEvent and event.tag is not None:
@@ -132,12 +135,14 @@ def check_yaml(text: str, display: str) -> None:
                     _refuse(display, event, f"nests deeper than {MAX_DEPTH} levels; flatten it")
                 opened.append(event.anchor)
                 keyed.append(True if kind is yaml.MappingStartEvent else None)
+                first.append(True)
                 sizes.append(1)
                 continue
             elif kind in _CLOSE:
                 size = sizes.pop()
                 anchor = opened.pop()
                 keyed.pop()
+                first.pop()
             elif kind is yaml.AliasEvent:
                 size, anchor = anchors.get(event.anchor or "", 1), None
             else:
@@ -168,8 +173,11 @@ def check_yaml(text: str, display: str) -> None:
         parser.dispose()
 
 
-def _check_key(display: str, event: yaml.Event) -> None:
-    """A mapping key must be a string that every reader reads as the same string."""
+def _check_key(display: str, event: yaml.Event, first: bool) -> None:
+    """A mapping key must be a string that every reader reads as the same string, and a
+    merge key `<<` the mapping's first: Go's yaml.v2 (kustomize reading a kustomization)
+    lets a later `<<` overwrite the keys written before it, where YAML's rule and every
+    other reader keep them."""
     if isinstance(event, yaml.AliasEvent):
         _refuse(display, event, f"key *{event.anchor}: an alias as a key; write the key out")
     if not isinstance(event, yaml.ScalarEvent):
@@ -185,6 +193,13 @@ def _check_key(display: str, event: yaml.Event) -> None:
         )
     if event.tag is None and event.implicit[0]:  # plain: resolved by its text
         read = _resolved(event.value) - {_STR, _CORE + "merge"}  # `<<` merges in each reader
+        if _CORE + "merge" in _resolved(event.value) and not first:
+            _refuse(
+                display,
+                event,
+                "merge key '<<' after other keys: readers differ on which value wins; "
+                "write '<<' first in its mapping",
+            )
         if read:
             what = " or ".join(sorted(_KINDS.get(t, t) for t in read))
             _refuse(
