@@ -1195,6 +1195,13 @@ TAKEOVER = {
         "network",
         "Service heps/mitm: spec.externalIPs",
     ),
+    "external-name": (
+        "apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: heps}\n"
+        "spec: {type: ExternalName, externalName: kubernetes.default.svc.cluster.local}\n",
+        "",
+        "network",
+        "Service heps/api: spec.type",
+    ),
     "ingress-snippet": (
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: heps}\ndata: {}\n",
         "  - target: {kind: Ingress, name: jupyterhub}\n    patch: |-\n"

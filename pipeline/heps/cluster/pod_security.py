@@ -99,7 +99,7 @@ RULES = {
     "kind": "kinds the platform does not list (webhooks, API services, CRDs, ...)",
     "podSecurityAdmission": "namespace Pod Security labels below the platform's level",
     "priority": "system or cluster-default priority classes, or a positive priority",
-    "network": "Services on external IPs, Ingress configuration snippets",
+    "network": "Services on external IPs or external names, Ingress configuration snippets",
 }
 POWERFUL_VERBS = frozenset({"*", "escalate", "bind", "impersonate"})
 # Resources whose any verb hands out the cluster: credentials, a shell in other pods,
@@ -369,6 +369,13 @@ def cluster_findings(obj: dict[str, Any], overlay: Defined) -> Iterator[Finding]
             yield "priority", "value", f"{value!r} outranks user sessions (0); use 0 or less"
     if kind == "Service" and (obj.get("spec") or {}).get("externalIPs"):
         yield "network", "spec.externalIPs", "takes the cluster's traffic to those addresses"
+    if kind == "Service" and (obj.get("spec") or {}).get("type") == "ExternalName":
+        yield (
+            "network",
+            "spec.type",
+            "ExternalName: the ingress controller and every pod asking for it are sent "
+            "wherever externalName says (another namespace's service, the API server)",
+        )
     if kind == "Ingress":
         for key in meta.get("annotations") or {}:
             if "snippet" in str(key):
