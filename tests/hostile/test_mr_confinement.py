@@ -1062,6 +1062,11 @@ RBAC_API = "apiVersion: rbac.authorization.k8s.io/v1\n"
 HEPS_JOB = COMPLIANT_JOB.replace("metadata: {name: ok}", "metadata: {name: ok, namespace: heps}")
 # An overlay taking over the cluster, one case per category: (objects, patch, rule, the
 # object and field the line names). Each passed the policies before these rules.
+_HUB_BINDING = (
+    "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n"
+    "metadata: {{name: mine, namespace: heps}}\nsubjects: [{subject}]\n"
+    "roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: hub}}\n"
+)
 TAKEOVER = {
     "reserved-namespace-declared": (
         "apiVersion: v1\nkind: Namespace\nmetadata: {name: kube-system}\n---\n"
@@ -1168,12 +1173,34 @@ TAKEOVER = {
         "rbac",
         "ClusterRole cluster-admin: metadata.name",
     ),
+    # the hub's role creates pods as any account of heps: no one else may hold it
+    "binds-a-user": (
+        _HUB_BINDING.format(
+            subject="{kind: User, name: mallory, apiGroup: rbac.authorization.k8s.io}"
+        ),
+        "",
+        "rbac",
+        "RoleBinding heps/mine: subjects[0].name: binds the User mallory",
+    ),
+    "binds-a-foreign-account": (
+        _HUB_BINDING.format(subject="{kind: ServiceAccount, name: default, namespace: evil}"),
+        "",
+        "rbac",
+        "RoleBinding heps/mine: subjects[0].name: binds service account evil/default",
+    ),
     "external-ips": (
         "apiVersion: v1\nkind: Service\nmetadata: {name: mitm, namespace: heps}\n"
         "spec: {ports: [{port: 443}], externalIPs: [10.96.0.1]}\n",
         "",
         "network",
         "Service heps/mitm: spec.externalIPs",
+    ),
+    "external-name": (
+        "apiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: heps}\n"
+        "spec: {type: ExternalName, externalName: kubernetes.default.svc.cluster.local}\n",
+        "",
+        "network",
+        "Service heps/api: spec.type",
     ),
     "ingress-snippet": (
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: heps}\ndata: {}\n",

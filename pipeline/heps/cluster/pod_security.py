@@ -93,12 +93,13 @@ RULES = {
     "procMount": "procMount other than Default",
     "sysctls": "sysctls outside the safe set",
     "rbac": "RBAC: roles the overlay does not define, aggregation, powerful verbs or "
-    "resources, wildcards, system subjects, service accounts the overlay does not define",
+    "resources, wildcards, subjects other than service accounts the overlay defines, pods "
+    "running as service accounts the overlay does not define",
     "namespace": "objects in a namespace the overlay does not create, or a reserved one",
     "kind": "kinds the platform does not list (webhooks, API services, CRDs, ...)",
     "podSecurityAdmission": "namespace Pod Security labels below the platform's level",
     "priority": "system or cluster-default priority classes, or a positive priority",
-    "network": "Services on external IPs, Ingress configuration snippets",
+    "network": "Services on external IPs or external names, Ingress configuration snippets",
 }
 POWERFUL_VERBS = frozenset({"*", "escalate", "bind", "impersonate"})
 # Resources whose any verb hands out the cluster: credentials, a shell in other pods,
@@ -368,6 +369,13 @@ def cluster_findings(obj: dict[str, Any], overlay: Defined) -> Iterator[Finding]
             yield "priority", "value", f"{value!r} outranks user sessions (0); use 0 or less"
     if kind == "Service" and (obj.get("spec") or {}).get("externalIPs"):
         yield "network", "spec.externalIPs", "takes the cluster's traffic to those addresses"
+    if kind == "Service" and (obj.get("spec") or {}).get("type") == "ExternalName":
+        yield (
+            "network",
+            "spec.type",
+            "ExternalName: the ingress controller and every pod asking for it are sent "
+            "wherever externalName says (another namespace's service, the API server)",
+        )
     if kind == "Ingress":
         for key in meta.get("annotations") or {}:
             if "snippet" in str(key):
@@ -428,9 +436,30 @@ def _rbac_findings(
                 "(built-in and system: roles are the cluster's)",
             )
         for index, subject in enumerate(obj.get("subjects") or []):
-            name = str((subject or {}).get("name", "")) if isinstance(subject, dict) else ""
-            if name.startswith("system:"):
-                yield "rbac", f"subjects[{index}].name", f"binds the group or user {name}"
+            yield from _subject_findings(subject, f"subjects[{index}]", namespace, overlay)
+
+
+def _subject_findings(
+    subject: Any, field: str, namespace: str, overlay: Defined
+) -> Iterator[Finding]:
+    """A binding grants only service accounts the overlay defines: a user, a group (a
+    `system:` one, or the identity provider's) or another namespace's account would get
+    the overlay's roles (the hub's creates pods as any account of its namespace)."""
+    subject = subject if isinstance(subject, dict) else {}
+    kind, name = str(subject.get("kind", "")), str(subject.get("name", ""))
+    account = (str(subject.get("namespace") or namespace), name)
+    if kind != "ServiceAccount":
+        yield (
+            "rbac",
+            f"{field}.name",
+            f"binds the {kind or 'subject'} {name} (not a service account)",
+        )
+    elif account not in overlay.service_accounts:
+        yield (
+            "rbac",
+            f"{field}.name",
+            f"binds service account {'/'.join(account)}, which the overlay does not define",
+        )
 
 
 def _rule_findings(rule: dict[str, Any], field: str, cluster_wide: bool) -> Iterator[Finding]:
