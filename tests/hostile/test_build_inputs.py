@@ -91,6 +91,8 @@ FETCHES = {
     "checksum": (IGNORE + "ADD --checksum=sha256:" + "0" * 64 + " hello /hello\n", {}),
     "git-scp": (IGNORE + "ADD git@{web}:evil/repo.git /hello\n", {}),
     "git-url": (IGNORE + "ADD git://{web}/evil/repo.git /hello\n", {}),
+    # a backslash on the last line: the builder runs the instruction, dockerfile-parse dropped it
+    "continued-at-end": ("ADD http://{web}/secret /hello \\", {}),
 }
 
 

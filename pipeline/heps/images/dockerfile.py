@@ -136,9 +136,14 @@ def instructions(text: str, parsed: cache.Store | None = None) -> list[Instructi
     if parsed is not None and isinstance(known := parsed.get(entry), list):
         return [Instruction(*step) for step in known]
     # The builder drops a byte-order mark before reading parser directives (`# escape=`).
-    parser = DockerfileParser(fileobj=io.StringIO(text.removeprefix("\ufeff")))
+    # A blank line ends an instruction left open by a backslash on the last line: the
+    # builder runs it, dockerfile-parse would drop it (a hidden `FROM`, `ADD http://`).
+    parser = DockerfileParser(fileobj=io.StringIO(text.removeprefix("\ufeff") + "\n\n"))
+    last = len(text.splitlines()) or 1  # the blank lines added are not the author's
     found = [
-        Instruction(i["instruction"], i["value"].strip(), i["startline"] + 1, i["endline"] + 1)
+        Instruction(
+            i["instruction"], i["value"].strip(), i["startline"] + 1, min(i["endline"] + 1, last)
+        )
         for i in parser.structure
         if i["instruction"] != "COMMENT"
     ]
