@@ -82,6 +82,8 @@ FETCHES = {
     "global-arg": ("ARG U\n" + IGNORE + "ADD $U /hello\n", {}),
     "env": ("ENV W=http://{web}\n" + IGNORE + "ADD ${{W}}/secret /hello\n", {}),
     "default-form": ("ARG E\n" + IGNORE + "ADD ${{E:-http://{web}/secret}} /hello\n", {}),
+    "required-form": ("ARG U=http://{web}/secret\n" + IGNORE + "ADD ${{U:?unset}} /hello\n", {}),
+    "unknown-form": ("ARG U=http://{web}/secret\n" + IGNORE + "ADD ${{U#x}} /hello\n", {}),
     "base-image-env": (IGNORE + "ADD ${{FROM_THE_BASE}} /hello\n", {}),
     "onbuild-url": ("ONBUILD ADD http://{web}/secret /hello\n", {}),
     "onbuild-tab": ("ONBUILD\tADD\thttp://{web}/secret /hello\n", {}),
@@ -91,6 +93,8 @@ FETCHES = {
     "checksum": (IGNORE + "ADD --checksum=sha256:" + "0" * 64 + " hello /hello\n", {}),
     "git-scp": (IGNORE + "ADD git@{web}:evil/repo.git /hello\n", {}),
     "git-url": (IGNORE + "ADD git://{web}/evil/repo.git /hello\n", {}),
+    # a backslash on the last line: the builder runs the instruction, dockerfile-parse dropped it
+    "continued-at-end": ("ADD http://{web}/secret /hello \\", {}),
 }
 
 

@@ -37,7 +37,9 @@ _OTHER_SPACE = re.compile(r"[^\S \t\n]")
 spaces and tabs, dockerfile-parse also form feed, NBSP, U+2028, ... A backslash followed by
 one continues the line for heps and not for the builder, which then runs the next line
 (an `ADD http://...`, a `FROM`) unseen by the lint rules."""
-_VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::([-+])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
+_VAR = re.compile(
+    r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::([-+?])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))"
+)
 
 
 @dataclass(frozen=True)
@@ -93,8 +95,8 @@ class Dockerfile:
 
 
 def substitute(text: str, values: dict[str, str | None], where: str) -> str:
-    """Expand $VAR, ${VAR}, ${VAR:-word} and ${VAR:+word} as the Docker builder does;
-    ConfigError naming `where` past MAX_EXPANSION characters."""
+    """Expand $VAR, ${VAR}, ${VAR:-word}, ${VAR:+word} and ${VAR:?word} as the Docker
+    builder does; ConfigError naming `where` past MAX_EXPANSION characters."""
     added = 0
 
     def expand(match: re.Match[str]) -> str:
@@ -119,8 +121,10 @@ def substitute(text: str, values: dict[str, str | None], where: str) -> str:
 
 
 def _unset(text: str, values: dict[str, str | None]) -> bool:
-    """Whether `text` uses a variable that `values` leaves unset."""
-    return any(values.get(m.group(1) or m.group(4)) is None for m in _VAR.finditer(text))
+    """Whether `text` uses a variable that `values` leaves unset, or a `${` form this
+    module does not expand (an engine may: its value is unknown here)."""
+    used = [values.get(m.group(1) or m.group(4)) for m in _VAR.finditer(text)]
+    return any(v is None or "${" in _VAR.sub("", v) for v in [*used, text])
 
 
 @cache_once
@@ -136,9 +140,14 @@ def instructions(text: str, parsed: cache.Store | None = None) -> list[Instructi
     if parsed is not None and isinstance(known := parsed.get(entry), list):
         return [Instruction(*step) for step in known]
     # The builder drops a byte-order mark before reading parser directives (`# escape=`).
-    parser = DockerfileParser(fileobj=io.StringIO(text.removeprefix("\ufeff")))
+    # A blank line ends an instruction left open by a backslash on the last line: the
+    # builder runs it, dockerfile-parse would drop it (a hidden `FROM`, `ADD http://`).
+    parser = DockerfileParser(fileobj=io.StringIO(text.removeprefix("\ufeff") + "\n\n"))
+    last = len(text.splitlines()) or 1  # the blank lines added are not the author's
     found = [
-        Instruction(i["instruction"], i["value"].strip(), i["startline"] + 1, i["endline"] + 1)
+        Instruction(
+            i["instruction"], i["value"].strip(), i["startline"] + 1, min(i["endline"] + 1, last)
+        )
         for i in parser.structure
         if i["instruction"] != "COMMENT"
     ]
