@@ -94,6 +94,25 @@ def test_tampered_report_changes_nothing(
     assert "evil" not in (env.repo / KUSTOMIZATION).read_text()
 
 
+def test_report_naming_one_app_twice_is_refused(
+    heps: Any, env: Env, pushed: dict[str, Any], tmp_path: Path
+) -> None:
+    """A second entry for alpha, first in the list, with alpha's real digest and a tag never
+    pushed: the registry check kept one digest per app and the overlay got both entries."""
+    data = json.loads(json.dumps(pushed["data"]))
+    fake = dict(data["recipes"][0], pin=data["recipes"][0]["pin"].rsplit(":", 1)[0] + ":9.9.9")
+    data["recipes"].insert(0, fake)
+    report = tmp_path / "twice.json"
+    report.write_text(json.dumps(data))
+    before = tree_state(env.repo)
+    result = heps(env.repo, "promote", "--overlay", "testbed", "--report", str(report))
+    assert result.code == 2, result.text
+    (line,) = [x for x in result.err.splitlines() if x.startswith("heps: error:")]
+    assert line.startswith(f"heps: error: --report {report}: recipes[1].name: 'alpha' again")
+    assert tree_state(env.repo) == before
+    assert "9.9.9" not in (env.repo / KUSTOMIZATION).read_text()
+
+
 def test_report_tag_naming_another_image_is_refused(
     heps: Any, env: Env, pushed: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -69,7 +69,17 @@ def pins_from_results(
 
     A result is looked up, never copied: the pinned reference is built from the settings'
     registry and namespace, the recipe's name, the result's tag and digest, each checked
-    against the reference grammar; the registry then confirms the tag holds the digest."""
+    against the reference grammar; the registry then confirms the tag holds the digest.
+    A run reports each recipe once: a second result for one app (a tag beside another
+    entry's digest) is refused, so the registry check and the edit see one pin per app."""
+    first: dict[str, int] = {}
+    for index, result in enumerate(results):
+        seen = first.setdefault(result.name, index)
+        if seen != index:
+            raise ConfigError(
+                f"{where}: recipes[{index}].name: {result.name!r} again (first at "
+                f"recipes[{seen}]); a report lists each recipe once; nothing was changed"
+            )
     pins = [
         _pin_of(result, f"{where}: recipes[{index}]", settings, recipes)
         for index, result in enumerate(results)
