@@ -184,9 +184,8 @@ def _checked(data: dict[str, Any], rendered: dict[str, str]) -> dict[str, str]:
     from where jobs.yaml says; ConfigError otherwise."""
     trees = {}
     for name, xml in rendered.items():  # what Jenkins would refuse is refused here
-        try:
-            trees[name] = _parse(xml)
-            marked = _parse(xml, markup=True)
+        try:  # one parse keeping comments and PIs: without any, the tree the checks read
+            tree = _parse(xml, markup=True)
         except ET.ParseError as exc:
             raise ConfigError(
                 f"{TEMPLATES}: job {name}: XML not well-formed ({exc}); fix the template"
@@ -196,11 +195,12 @@ def _checked(data: dict[str, Any], rendered: dict[str, str]) -> dict[str, str]:
                 f"{TEMPLATES}: job {name}: XML with a DOCTYPE or entity ({exc!r}); "
                 "remove it from the template"
             ) from None
-        if any(not isinstance(e.tag, str) for e in marked.iter()):  # Comment, PI: functions
+        if any(not isinstance(e.tag, str) for e in tree.iter()):  # Comment, PI: functions
             raise ConfigError(
                 f"{TEMPLATES}: job {name}: XML with a comment or processing instruction, at "
                 "which XML readers split a value differently; remove it from the template"
             )
+        trees[name] = tree
     problems = _script_source(data, trees)
     if problems:
         raise ConfigError(problems)
