@@ -113,15 +113,13 @@ def check_yaml(text: str, display: str) -> None:
     anchors: dict[str, int] = {}
     opened: list[str | None] = []
     keyed: list[bool | None] = [None]  # per open collection: a mapping's next node is a key
-    first: list[bool] = [False]  # per open collection: a mapping has had no key yet
     parser = _Parser(text)
     try:  # event by event from the parser itself: this loop runs for every file read
         while (event := parser.get_event()) is not None:
             kind = type(event)
             if kind is yaml.ScalarEvent or kind is yaml.AliasEvent or kind in _OPEN:
                 if keyed[-1]:
-                    _check_key(display, event, first[-1])
-                    first[-1] = False
+                    _check_key(display, event, first=sizes[-1] == 1)  # nothing in it yet
                 if keyed[-1] is not None:
                     keyed[-1] = not keyed[-1]
                 if kind is not yaml.AliasEvent and event.tag is not None:
@@ -135,14 +133,12 @@ def check_yaml(text: str, display: str) -> None:
                     _refuse(display, event, f"nests deeper than {MAX_DEPTH} levels; flatten it")
                 opened.append(event.anchor)
                 keyed.append(True if kind is yaml.MappingStartEvent else None)
-                first.append(True)
                 sizes.append(1)
                 continue
             elif kind in _CLOSE:
                 size = sizes.pop()
                 anchor = opened.pop()
                 keyed.pop()
-                first.pop()
             elif kind is yaml.AliasEvent:
                 size, anchor = anchors.get(event.anchor or "", 1), None
             else:
@@ -192,8 +188,9 @@ def _check_key(display: str, event: yaml.Event, first: bool) -> None:
             "(kustomize, container-structure-test) read it differently: write it as text",
         )
     if event.tag is None and event.implicit[0]:  # plain: resolved by its text
-        read = _resolved(event.value) - {_STR, _CORE + "merge"}  # `<<` merges in each reader
-        if _CORE + "merge" in _resolved(event.value) and not first:
+        tags = _resolved(event.value)
+        read = tags - {_STR, _CORE + "merge"}  # `<<` merges in each reader
+        if _CORE + "merge" in tags and not first:
             _refuse(
                 display,
                 event,
