@@ -89,17 +89,9 @@ class Pushed:
     namespace: str
 
 
-@pytest.fixture(scope="module")
-def pushed(
-    registry: RegistryService,
-    busybox: str,
-    docker_client: docker.DockerClient,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Pushed]:
-    """The eight apps built, smoke-tested and pushed once per module into a namespace of
-    its own (a build each test would cost 11 s); each test promotes from a copy."""
-    tmp = tmp_path_factory.mktemp("promote")
-    namespace = f"p{uuid.uuid4().hex[:10]}"
+def push_once(registry: RegistryService, tmp: Path, apps: list[str], namespace: str) -> Pushed:
+    """`apps` built, smoke-tested and pushed into `namespace` from a committed repository
+    under `tmp`: once per module, each test then works on a copy (`copy_of`)."""
     with pytest.MonkeyPatch.context() as mp:
         for key, value in {
             "HEPS_REGISTRY": registry.address,
@@ -119,8 +111,30 @@ def pushed(
             done = subprocess.run(command, capture_output=True, text=True)
             return Result(done.returncode, done.stdout, done.stderr)
 
-        report = pushed_and_committed(heps, found, APPS, tmp / "report.json")
-    yield Pushed(found.repo, report, namespace)
+        report = pushed_and_committed(heps, found, apps, tmp / "report.json")
+    return Pushed(found.repo, report, namespace)
+
+
+def copy_of(pushed: Pushed, env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The module's repository copied into the test's, its namespace the test's; the
+    report's copy."""
+    monkeypatch.setenv("HEPS_NAMESPACE", pushed.namespace)
+    shutil.copytree(pushed.repo, env.repo, symlinks=True, dirs_exist_ok=True)
+    report = tmp_path / "report.json"
+    shutil.copyfile(pushed.report, report)
+    return report
+
+
+@pytest.fixture(scope="module")
+def pushed(
+    registry: RegistryService,
+    busybox: str,
+    docker_client: docker.DockerClient,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Pushed]:
+    """The eight apps pushed once per module (a build each test would cost 11 s)."""
+    namespace = f"p{uuid.uuid4().hex[:10]}"
+    yield push_once(registry, tmp_path_factory.mktemp("promote"), APPS, namespace)
     remove_images(docker_client, namespace)
 
 
@@ -130,10 +144,7 @@ def gitops_env(
 ) -> dict[str, Any]:
     """Eight tiny apps pushed to the registry, a repo with overlays (a copy of the
     module's, its namespace the test's), and a bare remote."""
-    monkeypatch.setenv("HEPS_NAMESPACE", pushed.namespace)
-    shutil.copytree(pushed.repo, env.repo, symlinks=True, dirs_exist_ok=True)
-    report = tmp_path / "report.json"
-    shutil.copyfile(pushed.report, report)
+    report = copy_of(pushed, env, tmp_path, monkeypatch)
     bare = tmp_path / "remote.git"
     git(tmp_path, "clone", "-q", "--bare", str(env.repo), str(bare))
     git(env.repo, "remote", "add", "origin", str(bare))
