@@ -2,7 +2,7 @@
 uncommitted edits, a failing commit, a second promotion the same day, two promotions at
 once. Each with its exit code, its one line, and the proof nothing was written.
 
-Real git, real registry, real images (two tiny busybox apps per test).
+Real git, real registry, real images (two tiny busybox apps, pushed once per module).
 """
 
 from __future__ import annotations
@@ -11,23 +11,42 @@ import json
 import os
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
 from heps.gitops.promote import production_branch
-from tests.conftest import BUSYBOX, Env, read_json
-from tests.pipeline.test_promote import git, pushed_and_committed
+from heps.systems.services import RegistryService
+from tests.conftest import BUSYBOX, Env, read_json, remove_images
+from tests.pipeline.test_promote import Pushed, copy_of, git, push_once
 
 APPS = ["alpha", "beta"]
 KUSTOMIZATION = "k8s-overlays/overlays/testbed/kustomization.yaml"
 
 
+@pytest.fixture(scope="module")
+def pushed_once(
+    registry: RegistryService,
+    busybox: str,
+    docker_client: docker.DockerClient,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Pushed]:
+    namespace = f"p{uuid.uuid4().hex[:10]}"
+    yield push_once(registry, tmp_path_factory.mktemp("trust"), APPS, namespace)
+    remove_images(docker_client, namespace)
+
+
 @pytest.fixture
-def pushed(heps: Any, env: Env, tmp_path: Path) -> dict[str, Any]:
-    """Two apps built and pushed, overlays using them, everything committed."""
-    report = pushed_and_committed(heps, env, APPS, tmp_path / "report.json")
+def pushed(
+    pushed_once: Pushed, env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """Two apps built and pushed (once per module), overlays using them, everything
+    committed: a copy of the module's repository."""
+    report = copy_of(pushed_once, env, tmp_path, monkeypatch)
     return {"report": report, "data": read_json(report)}
 
 

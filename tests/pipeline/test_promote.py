@@ -5,13 +5,18 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
 from heps.core import tools
@@ -20,7 +25,16 @@ from heps.gitops.overlay import yaml_files
 from heps.gitops.pin import Pin
 from heps.gitops.promote import _refuse_conflicts, production_branch, write_all
 from heps.systems.git import Repository, scrub
-from tests.conftest import BUSYBOX, Env, read_json, simple_recipe, write_recipe
+from heps.systems.services import RegistryService
+from tests.conftest import (
+    BUSYBOX,
+    Env,
+    Result,
+    read_json,
+    remove_images,
+    simple_recipe,
+    write_recipe,
+)
 
 APPS = [f"app{i}" for i in range(8)]
 
@@ -68,10 +82,69 @@ def overlays(repo: Path, apps: list[str]) -> None:
         (folder / "kustomization.yaml").write_text(f"# {env}\nresources:\n  - ../../base\n")
 
 
+@dataclass(frozen=True)
+class Pushed:
+    repo: Path
+    report: Path
+    namespace: str
+
+
+def push_once(registry: RegistryService, tmp: Path, apps: list[str], namespace: str) -> Pushed:
+    """`apps` built, smoke-tested and pushed into `namespace` from a committed repository
+    under `tmp`: once per module, each test then works on a copy (`copy_of`)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {
+            "HEPS_REGISTRY": registry.address,
+            "HEPS_NAMESPACE": namespace,
+            "HEPS_REGISTRY_USERNAME": registry.username,
+            "HEPS_REGISTRY_PASSWORD": registry.password,
+            "HEPS_STATE_DIR": str(tmp / "state"),
+            "HEPS_CA_BUNDLE": "",
+            "DOCKER_CONFIG": str(tmp / "docker-config"),
+        }.items():
+            mp.setenv(key, value)
+        found = Env(tmp / "repo", registry, namespace)
+        (found.repo / "app-recipes").mkdir(parents=True)
+
+        def heps(repo: Path, *args: str) -> Result:
+            command = [sys.executable, "-m", "heps.cli", "--repo", str(repo), *args]
+            done = subprocess.run(command, capture_output=True, text=True)
+            return Result(done.returncode, done.stdout, done.stderr)
+
+        report = pushed_and_committed(heps, found, apps, tmp / "report.json")
+    return Pushed(found.repo, report, namespace)
+
+
+def copy_of(pushed: Pushed, env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The module's repository copied into the test's, its namespace the test's; the
+    report's copy."""
+    monkeypatch.setenv("HEPS_NAMESPACE", pushed.namespace)
+    shutil.copytree(pushed.repo, env.repo, symlinks=True, dirs_exist_ok=True)
+    report = tmp_path / "report.json"
+    shutil.copyfile(pushed.report, report)
+    return report
+
+
+@pytest.fixture(scope="module")
+def pushed(
+    registry: RegistryService,
+    busybox: str,
+    docker_client: docker.DockerClient,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Pushed]:
+    """The eight apps pushed once per module (a build each test would cost 11 s)."""
+    namespace = f"p{uuid.uuid4().hex[:10]}"
+    yield push_once(registry, tmp_path_factory.mktemp("promote"), APPS, namespace)
+    remove_images(docker_client, namespace)
+
+
 @pytest.fixture
-def gitops_env(heps: Any, env: Env, tmp_path: Path) -> dict[str, Any]:
-    """Eight tiny apps pushed to the registry, a repo with overlays, and a bare remote."""
-    report = pushed_and_committed(heps, env, APPS, tmp_path / "report.json")
+def gitops_env(
+    pushed: Pushed, env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, Any]:
+    """Eight tiny apps pushed to the registry, a repo with overlays (a copy of the
+    module's, its namespace the test's), and a bare remote."""
+    report = copy_of(pushed, env, tmp_path, monkeypatch)
     bare = tmp_path / "remote.git"
     git(tmp_path, "clone", "-q", "--bare", str(env.repo), str(bare))
     git(env.repo, "remote", "add", "origin", str(bare))
