@@ -16,6 +16,7 @@ import yaml
 from heps_scheduler import fgd
 from heps_scheduler.framework import Handle, Profile
 from heps_scheduler.plugins import DEFAULT_PLUGINS, POINTS, REGISTRY, Registration
+from heps_scheduler.scores import SPREADING, SpreadingWithoutVictims, multi_gpu_share
 
 PRESETS: dict[str, dict[str, float]] = {
     # kube-scheduler defaults: NodeResourcesFit (LeastAllocated) and BalancedAllocation,
@@ -44,7 +45,6 @@ PRESETS: dict[str, dict[str, float]] = {
         "QosAware": 30,
     },
 }
-SPREADING = ("LeastAllocated", "LeastAllocatedLargePods")
 BEST_FIT = {"kube-default": False, "most-allocated": False, "fgd": True, "heps": True}
 TIE_BREAK = {"kube-default": "random", "most-allocated": "random", "fgd": "name", "heps": "name"}
 SCORE_ALL = {"kube-default": 0.0, "most-allocated": 0.0, "fgd": 100.0, "heps": 100.0}
@@ -71,6 +71,10 @@ class ProfileSettings:
     this share of the target workload's GPU demand (fgd.whole_gpu_share); 0: always."""
     scheduler_name: str = ""
     """The `schedulerName` of the pods this profile schedules ("": the config's)."""
+    spread_without_victims: float = 0.0
+    """Below `spread_threshold`, spreading still counts for a pod while every running pod
+    is of its priority and QoS class (nothing could give way to it) and multi-GPU tasks
+    make less than this share of the target workload's GPU demand; 0: never."""
     plugins: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(DEFAULT_PLUGINS))
     """The plugins at every point but score (whose plugins are `weights`), in order."""
     args: dict[str, dict[str, object]] = field(default_factory=dict)
@@ -97,6 +101,13 @@ run as their authors simulate them: kube-default's DefaultPreemption could never
 pods of one priority."""
 
 SPREAD_THRESHOLD = {"heps": 0.67}
+SPREAD_WITHOUT_VICTIMS = {"heps": 0.18}
+"""Below the threshold, heps still spreads while no running pod is of another class than
+the pod (a list of one class, as openb's multigpu lists: preemption has nothing to take,
+and spreading is what keeps the count of failed pods down, by failing large pods instead
+of the many small ones that arrive once the GPUs are full) and multi-GPU tasks make less
+than this share of the learned GPU demand (above it, the large pods that spreading fails
+leave GPUs idle). Chosen on generated variants of one class (docs/scheduler.md)."""
 """heps spreads by cpu and memory only while one-whole-GPU tasks make at least this share
 of the learned target workload's GPU demand; below, it is FGD with CPU-only pods off GPU
 nodes. The leave-one-family-out rule's choice on generated variants only, seeds 100-104
@@ -115,6 +126,7 @@ def preset_settings(name: str) -> ProfileSettings:
         SCORE_ALL[name],
         TIE_BREAK[name],
         SPREAD_THRESHOLD.get(name, 0.0),
+        spread_without_victims=SPREAD_WITHOUT_VICTIMS.get(name, 0.0),
         plugins={**with_pre_score(PRESETS[name]), "postFilter": POST_FILTER.get(name, ())},
         args={p: dict(a) for p, a in PRESET_ARGS.get(name, {}).items()},
     )
@@ -137,9 +149,13 @@ def build(
     not extend a point it is enabled at."""
     handle = Handle(classes, metrics.max_age, metrics.unknown_load)
     weights = dict(settings.weights)
+    gate: list[Any] = []
     if fgd.whole_gpu_share(classes) < settings.spread_threshold:
-        for name in SPREADING:  # any spreading weight breaks FGD's packing tie-break
-            weights.pop(name, None)
+        if multi_gpu_share(classes) < settings.spread_without_victims:
+            gate.append(SpreadingWithoutVictims())
+        else:
+            for name in SPREADING:  # any spreading weight breaks FGD's packing tie-break
+                weights.pop(name, None)
     made: dict[str, object] = {}
 
     def plugin(name: str, point: str) -> object:
@@ -171,7 +187,7 @@ def build(
         gpu_selector=fragmentation if isinstance(fragmentation, fgd.GpuFragmentation) else None,
         pre_filters=at("preFilter"),
         post_filters=at("postFilter"),
-        pre_scores=at("preScore"),
+        pre_scores=gate + at("preScore"),
         reserves=at("reserve"),
         permits=at("permit"),
         binders=at("bind"),
@@ -215,7 +231,7 @@ def _dns_name(where: str, name: object) -> str:
 def _profile(where: str, raw: object, allow_empty: bool = False) -> ProfileSettings:
     data = _mapping(where, raw)
     keys = {"name", "scores", "bestFitGpu", "percentageOfNodesToScore", "tieBreak"}
-    _known(where, data, keys | {"spreadThreshold", "schedulerName"})
+    _known(where, data, keys | {"spreadThreshold", "spreadWithoutVictims", "schedulerName"})
     name = data.get("name")
     if not isinstance(name, str) or not name:
         raise ValueError(f"{where}: name: give the profile a name (a preset: {', '.join(PRESETS)})")
@@ -234,6 +250,12 @@ def _profile(where: str, raw: object, allow_empty: bool = False) -> ProfileSetti
         raise ValueError(f"{where}: bestFitGpu: {best_fit!r}; use true or false")
     threshold = _number(
         f"{where}: spreadThreshold", data.get("spreadThreshold", base.spread_threshold), 0, 1
+    )
+    without_victims = _number(
+        f"{where}: spreadWithoutVictims",
+        data.get("spreadWithoutVictims", base.spread_without_victims),
+        0,
+        1,
     )
     tie_break = data.get("tieBreak", base.tie_break)
     if tie_break not in TIE_BREAKS:
@@ -254,6 +276,7 @@ def _profile(where: str, raw: object, allow_empty: bool = False) -> ProfileSetti
         str(tie_break),
         threshold,
         scheduler,
+        without_victims,
         plugins={**with_pre_score(weights), "postFilter": base.plugins.get("postFilter", ())},
         args=base.args,
     )
@@ -262,7 +285,7 @@ def _profile(where: str, raw: object, allow_empty: bool = False) -> ProfileSetti
 V1 = "kubescheduler.config.k8s.io/v1"
 PROFILE_ARGS = "HepsProfile"
 """The pluginConfig entry whose args choose a profile's preset and its settings."""
-PROFILE_KEYS = {"preset", "tieBreak", "bestFitGpu", "spreadThreshold"}
+PROFILE_KEYS = {"preset", "tieBreak", "bestFitGpu", "spreadThreshold", "spreadWithoutVictims"}
 
 
 def _items(where: str, value: object) -> list[dict[str, object]]:

@@ -19,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from heps_scheduler.cycle import OK, SKIP, CycleState, Status
+from heps_scheduler.fgd import TaskClass
 from heps_scheduler.model import BEST_EFFORT, GUARANTEED, Pod
 from heps_scheduler.snapshot import Floats, Ints, Snapshot
 
@@ -83,6 +84,34 @@ class LeastAllocatedLargePods(LeastAllocated):
         if pod.gpus == 1:
             return np.zeros(len(nodes))
         return super().score(state, pod, snap, nodes)
+
+
+SPREADING = (LeastAllocated.name, LeastAllocatedLargePods.name)
+"""The plugins that spread pods by cpu and memory."""
+
+
+def multi_gpu_share(classes: list[TaskClass]) -> float:
+    """The share of the target workload's GPU demand that tasks of several GPUs make."""
+    demand = [(c.weight * c.gpus * c.gpu_milli, c.gpus > 1) for c in classes]
+    total = sum(d for d, _ in demand)
+    return sum(d for d, multi in demand if multi) / total if total else 0.0
+
+
+class SpreadingWithoutVictims:
+    """PreScore: the spreading plugins (SPREADING) count for a pod only while every running
+    pod is of its priority and QoS class. Then no pod could give way to it: once the GPUs
+    are full, every pod that arrives fails, and spreading, by leaving no node whole for
+    long, fails the multi-GPU pods early instead and so fewer pods. Where lower classes
+    run, preemption places the important pods and FGD's packing alone keeps the GPUs
+    allocated. Enabled by the profile's `spread_without_victims` (config.build)."""
+
+    name = "SpreadingWithoutVictims"
+
+    def pre_score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Status:
+        kind = (pod.priority, pod.qos)
+        if any(count and other != kind for other, count in snap.kinds.items()):
+            state.skip_score.update(SPREADING)
+        return OK
 
 
 class MostAllocated:

@@ -254,3 +254,36 @@ def test_spreading_counts_only_while_whole_one_gpu_tasks_make_the_threshold() ->
     assert spreading <= {p.name for p, _ in config.build(settings, whole).scores}
     names = {p.name for p, _ in config.build(settings, multi).scores}
     assert not spreading & names and "GpuFragmentation" in names
+
+
+def test_below_the_threshold_spreading_counts_while_no_pod_of_another_class_runs() -> None:
+    """With few multi-GPU tasks in the learned workload, the spreading plugins stay in the
+    profile below the threshold, and SpreadingWithoutVictims drops them for a pod as soon
+    as a pod of another class runs (then preemption has something to take)."""
+    settings = config.preset_settings("heps")
+    few = [
+        TaskClass(8000, 1, 1000, 0.5),
+        TaskClass(4000, 1, 500, 0.4),
+        TaskClass(32000, 4, 1000, 0.02),
+    ]
+    assert scores.multi_gpu_share(few) == pytest.approx(80 / 780)
+    profile = config.build(settings, few)
+    spreading = set(scores.SPREADING)
+    assert spreading <= {p.name for p, _ in profile.scores}
+    gate = next(p for p in profile.pre_scores if isinstance(p, scores.SpreadingWithoutVictims))
+    snap = Snapshot([gpu_node("a"), gpu_node("b")])
+    nodes = np.arange(2)
+    guaranteed = Pod("g", 1000, 1024, gpus=1, gpu_milli=1000, qos=GUARANTEED)
+    for placed, skipped in [
+        (Pod("g0", 1000, 1024, qos=GUARANTEED), set()),
+        (Pod("be", qos=BEST_EFFORT), spreading),
+    ]:
+        snap.assume(placed, 0)
+        state = CycleState()
+        gate.pre_score(state, guaranteed, snap, nodes)
+        assert state.skip_score == skipped
+    many = [*few[:2], TaskClass(32000, 4, 1000, 0.2)]  # 800 of 1,500 milli-GPUs multi-GPU
+    assert scores.multi_gpu_share(many) > settings.spread_without_victims
+    profile = config.build(settings, many)
+    assert not spreading & {p.name for p, _ in profile.scores}
+    assert not any(isinstance(p, scores.SpreadingWithoutVictims) for p in profile.pre_scores)

@@ -23,7 +23,7 @@ profiles:
         enabled: [{name: GpuPacking, weight: 2}]
     pluginConfig:
       - name: HepsProfile
-        args: {spreadThreshold: 0.5}
+        args: {spreadThreshold: 0.5, spreadWithoutVictims: 0.1}
       - name: LoadAware
         args: {maxAge: 30, unknownLoad: 0.25}
   - schedulerName: packer
@@ -46,7 +46,7 @@ def test_a_v1_configuration_gives_every_profile_by_its_scheduler_name(tmp_path: 
     expected = {**config.PRESETS["heps"], "GpuPacking": 2.0}
     del expected["QosAware"]
     assert (heps.scheduler_name, heps.weights) == ("heps-scheduler", expected)
-    assert heps.spread_threshold == 0.5
+    assert (heps.spread_threshold, heps.spread_without_victims) == (0.5, 0.1)
     assert (packer.scheduler_name, packer.weights) == ("packer", {"MostAllocated": 1.0})
     assert (packer.tie_break, packer.percentage_of_nodes_to_score) == ("name", 100.0)
     assert (loaded.metrics.max_age, loaded.metrics.unknown_load) == (30.0, 0.25)
@@ -78,6 +78,7 @@ BAD = [
      "profiles[1]: schedulerName 'heps-scheduler' is taken"),
     (("name: MostAllocated}", "name: Nope}"), "unknown score plugins Nope"),
     (("GpuPacking, weight: 2}", "GpuPacking, weight: .inf}"), "GpuPacking: weight: inf is outside"),
+    (("spreadWithoutVictims: 0.1", "spreadWithoutVictims: 2"), "spreadWithoutVictims: 2 is"),
     (("name: LoadAware", "name: NodeResourcesFit"), "NodeResourcesFit takes no args"),
     (("preset: most-allocated", "preset: fastest"), "preset 'fastest'; known"),
     (('{name: "*"}', "{name: Everything}"), "disabled[0]: unknown plugin 'Everything'"),

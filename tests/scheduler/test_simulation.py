@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,31 @@ def test_whole_replay_never_breaks_a_filter_or_capacity(policy: str) -> None:
 
 
 @needs_trace
+@needs_trace
+def test_on_a_list_of_one_class_heps_fails_fewer_pods_than_kube_default() -> None:
+    """openb multigpu20 has no qos column: every task is Guaranteed and nothing can be
+    preempted. Packing (heps before spreadWithoutVictims: FGD's decisions there) fails the
+    small pods that arrive once the GPUs are full, more than kube-default; spreading while
+    no pod of another class runs fails multi-GPU pods instead: fewer pods, and fewer idle
+    GPUs than kube-default (a quarter of the cluster, seed 3)."""
+    nodes = trace.load_nodes(NODES)[::4]
+    pods = trace.load_pods(OPENB / "openb_pod_list_multigpu20.csv")
+    arrived = simulate.arrivals(pods, sum(n.gpus for n in nodes) * 1000, 1.3, seed=3)
+    heps = config.preset_settings("heps")
+    outcomes = {}
+    for name, settings in [
+        ("heps", heps),
+        ("packing", replace(heps, spread_without_victims=0.0)),
+        ("kube-default", config.preset_settings("kube-default")),
+    ]:
+        replay = simulate.Replay(nodes, settings, typical_pods(pods), 3)
+        failed = sum(replay.place(pod).node is None for pod in arrived)
+        unallocated = replay.snap.gpu_capacity_milli() - replay.snap.gpu_allocated_milli()
+        outcomes[name] = (failed, unallocated)
+    assert outcomes["heps"][0] < outcomes["kube-default"][0] < outcomes["packing"][0]
+    assert outcomes["heps"][1] < outcomes["kube-default"][1]
+
+
 def test_simulate_command_reports_every_policy_on_the_same_arrivals(tmp_path: Path) -> None:
     pods = tmp_path / "pods.csv"
     lines = (OPENB / "openb_pod_list_gpushare40.csv").read_text().splitlines()
