@@ -335,7 +335,7 @@ def tuning(seeds: range = TUNING_SEEDS) -> None:
     heps = replace(preset, plugins={**preset.plugins, "postFilter": ()}, args={})
     policies = {
         "spreading": replace(heps, spread_threshold=0.0),
-        "packing": replace(heps, spread_threshold=1.01),
+        "packing": replace(heps, spread_threshold=1.01, spread_without_victims=0.0),
         "fgd": config.preset_settings("fgd"),
         "kube-default": config.preset_settings("kube-default"),
     }
