@@ -35,7 +35,9 @@ PRESETS: dict[str, dict[str, float]] = {
     # ties to the node name sorting first, which packs consistently. Real load and QoS act
     # on node metrics only (constant in a replay). Weights chosen on the openb traces
     # (docs/scheduler.md, ablation). The spreading drops out where the learned workload is
-    # mostly multi-GPU or shared tasks (SPREAD_THRESHOLD): there it only breaks FGD's packing.
+    # mostly multi-GPU or shared tasks (SPREAD_THRESHOLD): there it only breaks FGD's packing,
+    # unless every running pod is of one class and few tasks are multi-GPU
+    # (SPREAD_WITHOUT_VICTIMS): then nothing can be preempted, and spreading fails fewer pods.
     "heps": {
         "GpuFragmentation": 100,
         "LeastAllocated": 210,
