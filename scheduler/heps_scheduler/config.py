@@ -103,6 +103,10 @@ run as their authors simulate them: kube-default's DefaultPreemption could never
 pods of one priority."""
 
 SPREAD_THRESHOLD = {"heps": 0.67}
+"""heps spreads by cpu and memory only while one-whole-GPU tasks make at least this share
+of the learned target workload's GPU demand; below, it is FGD with CPU-only pods off GPU
+nodes. The leave-one-family-out rule's choice on generated variants only, seeds 100-104
+(`bench/scheduler_bench.py tuning`, docs/scheduler.md); no openb list took part."""
 SPREAD_WITHOUT_VICTIMS = {"heps": 0.18}
 """Below the threshold, heps still spreads while no running pod is of another class than
 the pod (a list of one class, as openb's multigpu lists: preemption has nothing to take,
@@ -110,10 +114,6 @@ and spreading is what keeps the count of failed pods down, by failing large pods
 of the many small ones that arrive once the GPUs are full) and multi-GPU tasks make less
 than this share of the learned GPU demand (above it, the large pods that spreading fails
 leave GPUs idle). Chosen on generated variants of one class (docs/scheduler.md)."""
-"""heps spreads by cpu and memory only while one-whole-GPU tasks make at least this share
-of the learned target workload's GPU demand; below, it is FGD with CPU-only pods off GPU
-nodes. The leave-one-family-out rule's choice on generated variants only, seeds 100-104
-(`bench/scheduler_bench.py tuning`, docs/scheduler.md); no openb list took part."""
 
 
 def preset_settings(name: str) -> ProfileSettings:
