@@ -12,9 +12,7 @@ import os
 import re
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +25,7 @@ from heps.core.log import Masker
 from heps.core.settings import RegistrySettings
 from heps.images import lint
 from heps.systems.registry import Registry
-from tests.conftest import BUSYBOX, Env, free_port, simple_recipe, write_recipe
+from tests.conftest import BUSYBOX, Env, served, simple_recipe, write_recipe
 
 BOMB = "".join(
     f"x{i}: &x{i} [{', '.join([f'*x{i - 1}'] * 9) if i else ', '.join(['l'] * 9)}]\n"
@@ -209,20 +207,6 @@ class _HtmlPage(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         return
-
-
-@contextmanager
-def served(
-    handler: type[http.server.BaseHTTPRequestHandler],
-) -> Iterator[http.server.ThreadingHTTPServer]:
-    """A local HTTP server answering with `handler`, shut down and closed on leaving."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture

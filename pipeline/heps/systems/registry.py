@@ -26,7 +26,7 @@ from urllib3 import HTTPHeaderDict
 from heps.core.credentials import Credentials
 from heps.core.errors import ConfigError, TemporaryError
 from heps.core.log import redact_urls
-from heps.core.settings import RegistrySettings
+from heps.core.settings import LOOPBACK, RegistrySettings
 
 MANIFEST_TYPES = ", ".join(
     [
@@ -238,9 +238,36 @@ class Registry:
             "with `heps services up` or set registry.host / --registry"
         )
 
+    def _realm(self, challenge: str) -> str:
+        """Where the challenge sends the password, if it may go there: the registry's
+        own host (any port) or the operator's HEPS_REGISTRY_TOKEN_HOST, over HTTPS unless
+        on loopback. The registry names the realm, so it could name any host, or plain
+        HTTP behind a TLS registry."""
+        realm: str = dict(_CHALLENGE.findall(challenge)).get("realm", "")
+        where = urlsplit(realm)
+        host = where.hostname or ""
+        if not host:
+            problem = "is not a URL"
+        elif host not in (urlsplit(self.settings.url).hostname, self.settings.token_host):
+            problem = (
+                f"is on another host than the registry; set HEPS_REGISTRY_TOKEN_HOST={host} "
+                "if the registry's token service lives there"
+            )
+        elif where.scheme != "https" and not (where.scheme == "http" and host in LOOPBACK):
+            problem = "is not https: the password would travel in clear"
+        else:
+            return realm
+        raise ConfigError(
+            redact_urls(
+                f"registry {self.settings.host}: its token service {realm} {problem}; "
+                "nothing was sent there"
+            )
+        )
+
     def _token(self, challenge: str, scopes: list[str]) -> str:
+        realm = self._realm(challenge)
         params: dict[str, str | list[str]] = dict(_CHALLENGE.findall(challenge))
-        realm = str(params.pop("realm", ""))
+        params.pop("realm")
         if scopes:
             params["scope"] = scopes  # one `scope` parameter each, as the token spec asks
         auth = HTTPBasicAuth(*self.creds.basic_auth) if self.creds else None
