@@ -176,7 +176,7 @@ INGRESS_ANNOTATIONS = frozenset(
 # pod trusts for the API server, or mint a long-lived token of a service account into a
 # Secret any pod of the namespace may mount (and act as that account).
 MANAGED_CONFIG_MAPS = frozenset({"kube-root-ca.crt"})
-TOKEN_SECRET = "kubernetes.io/service-account-token"
+MINTED_TYPE = "kubernetes.io/service-account-token"
 # (API group, kind) an overlay may render: what the platform runs, namespaced, with
 # every pod template checked above, and the few cluster-scoped kinds checked here.
 # Anything else (admission webhooks, API services, CRDs, storage and runtime classes,
@@ -430,11 +430,11 @@ def cluster_findings(obj: dict[str, Any], overlay: Defined) -> Iterator[Finding]
         yield from _network_policy_findings(obj.get("spec") or {})
     if kind == "ConfigMap" and name in MANAGED_CONFIG_MAPS:
         yield "managed", "metadata.name", f"{name} is written by the cluster for every namespace"
-    if kind == "Secret" and obj.get("type") == TOKEN_SECRET:
+    if kind == "Secret" and obj.get("type") == MINTED_TYPE:
         yield (
             "managed",
             "type",
-            f"{TOKEN_SECRET}: the cluster would keep a token of the service account in it, "
+            f"{MINTED_TYPE}: the cluster would keep a token of the service account in it, "
             "for any pod of the namespace mounting it to act as that account",
         )
     yield from _rbac_findings(obj, kind, namespace, overlay)
