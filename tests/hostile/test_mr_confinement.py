@@ -1245,6 +1245,15 @@ TAKEOVER = {
         "network",
         "Ingress heps/steal: metadata.annotations.nginx.ingress.kubernetes.io/canary:",
     ),
+    "ingress-sharing-the-hub-host": (
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: callback, "
+        "namespace: heps}\nspec:\n  ingressClassName: nginx\n  rules: [{host: "
+        "jupyter-testbed.heps.ihep.ac.cn, http: {paths: [{path: /hub/oauth_callback, pathType: "
+        "Exact, backend: {service: {name: grabber, port: {number: 80}}}}]}}]\n",
+        "",
+        "network",
+        "Ingress heps/callback: spec.rules: host jupyter-testbed.heps.ihep.ac.cn is routed by",
+    ),
     "ingress-mirror": (
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: heps}\ndata: {}\n",
         "  - target: {kind: Ingress, name: jupyterhub}\n    patch: |-\n"

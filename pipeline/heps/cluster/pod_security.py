@@ -352,6 +352,8 @@ class Defined:
     """(namespace, name)."""
     volumes: frozenset[str] = frozenset()
     """PersistentVolume names."""
+    shared_hosts: frozenset[str] = frozenset()
+    """Hosts that more than one Ingress routes."""
 
 
 def reserved(namespace: str) -> bool:
@@ -367,15 +369,24 @@ def defined(objs: Iterable[dict[str, Any]], listed: Iterable[str]) -> Defined:
         meta = obj.get("metadata") or {}
         return str(obj.get("kind")), str(meta.get("namespace", "")), str(meta.get("name", ""))
 
+    objs = list(objs)
     found = [where(obj) for obj in objs]
     allowed = frozenset(n for n in listed if not reserved(n))
+    routed = [host for obj in objs if obj.get("kind") == "Ingress" for host in _hosts(obj)]
     return Defined(
         namespaces=frozenset(n for k, _, n in found if k == "Namespace" and n in allowed),
         listed=allowed,
         roles=frozenset(f for f in found if f[0] in ("Role", "ClusterRole") and not built_in(f[2])),
         service_accounts=frozenset((ns, n) for k, ns, n in found if k == "ServiceAccount"),
         volumes=frozenset(n for k, _, n in found if k == "PersistentVolume"),
+        shared_hosts=frozenset(h for h in routed if routed.count(h) > 1),
     )
+
+
+def _hosts(ingress: dict[str, Any]) -> set[str]:
+    """The hosts an Ingress routes (each once)."""
+    rules = (ingress.get("spec") or {}).get("rules") or []
+    return {str(r.get("host", "")) for r in rules if isinstance(r, dict)}
 
 
 def cluster_findings(obj: dict[str, Any], overlay: Defined) -> Iterator[Finding]:
@@ -426,6 +437,13 @@ def cluster_findings(obj: dict[str, Any], overlay: Defined) -> Iterator[Finding]
                     "configures the ingress controller beyond the platform's annotations "
                     "(proxy timeouts, body size, HTTP version, buffering, TLS redirect)",
                 )
+    for host in sorted(_hosts(obj) & overlay.shared_hosts if kind == "Ingress" else ()):
+        yield (
+            "network",
+            "spec.rules",
+            f"host {host or '(any)'} is routed by another Ingress too: the ingress controller "
+            "merges their paths, so one could take the other's (an OAuth callback)",
+        )
     if kind == "NetworkPolicy":
         yield from _network_policy_findings(obj.get("spec") or {})
     if kind == "ConfigMap" and name in MANAGED_CONFIG_MAPS:
