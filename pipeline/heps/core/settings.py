@@ -230,7 +230,7 @@ def load(
             settings.registry,
             host=host or settings.registry.host,
             namespace=ns or settings.registry.namespace,
-            token_host=env.get("HEPS_REGISTRY_TOKEN_HOST", "").lower(),
+            token_host=env.get("HEPS_REGISTRY_TOKEN_HOST", "").lower().strip("[]"),
         ),
     )
     settings = _confined(settings)  # heps.yaml's own paths, before the operator's

@@ -142,6 +142,11 @@ class _Answer:
         }
 
 
+def _host(url: str) -> str:
+    """The host urllib3 connects to for `url` (an IPv6 address without brackets)."""
+    return (urllib3.util.parse_url(url).host or "").strip("[]")
+
+
 @dataclass(frozen=True)
 class RemoteImage:
     digest: str
@@ -319,11 +324,14 @@ class Registry:
         on loopback. The registry names the realm, so it could name any host, or plain
         HTTP behind a TLS registry."""
         realm: str = dict(_CHALLENGE.findall(challenge)).get("realm", "")
-        where = urlsplit(realm)
-        host = where.hostname or ""
-        if not host:
-            problem = "is not a URL"
-        elif host not in (urlsplit(self.settings.url).hostname, self.settings.token_host):
+        try:  # read by the parser that sends: urllib.parse and urllib3 differ on `a\\@b`
+            where = urllib3.util.parse_url(realm)
+        except urllib3.exceptions.LocationParseError:
+            where = urllib3.util.Url()
+        host = (where.host or "").strip("[]")
+        if not host or where.auth is not None:
+            problem = "is not a URL with a host (and no user)"
+        elif host not in (_host(self.settings.url), self.settings.token_host):
             problem = (
                 f"is on another host than the registry; set HEPS_REGISTRY_TOKEN_HOST={host} "
                 "if the registry's token service lives there"
