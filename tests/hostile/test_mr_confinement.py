@@ -1292,6 +1292,18 @@ TAKEOVER = {
         "managed",
         "Secret heps/hub-token: type: kubernetes.io/service-account-token",
     ),
+    # any pod of heps may mount any Secret of heps: the site's hub keys (cookie secret)
+    "reads-the-hubs-secret": (
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: stats, namespace: heps}\nspec:\n"
+        "  securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}\n"
+        "  containers:\n  - name: c\n    image: busybox:1.36\n"
+        "    env: [{name: C, valueFrom: {secretKeyRef: {name: hub-secret, key: cookie-secret}}}]\n"
+        "    resources: {requests: {cpu: 10m, memory: 64Mi}, limits: {cpu: 10m, memory: 64Mi}}\n"
+        "    securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}\n",
+        "",
+        "secrets",
+        "Pod heps/stats: spec.containers[0].env[0]: reads the Secret hub-secret",
+    ),
     "mutating-webhook": (
         "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\n"
         "metadata: {name: evil}\nwebhooks:\n  - name: evil.example.org\n"

@@ -537,6 +537,7 @@ _PROJECT_RULES = (
     "podSecurityAdmission",
     "priority",
     "network",
+    "secrets",
     "managed",
 )
 _STANDARD = dict.fromkeys(_PROJECT_RULES, "project policy")

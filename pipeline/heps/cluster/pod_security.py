@@ -103,6 +103,8 @@ RULES = {
     "network": "Services on external IPs, external names, node ports or load balancers, "
     "Ingress annotations outside the platform's list, NetworkPolicies admitting more than "
     "labelled pods of their namespace",
+    "secrets": "pods reading Secrets the overlay does not define (the site's: the hub's "
+    "OAuth client, cookie and proxy keys)",
     "managed": "objects the cluster's controllers write (kube-root-ca.crt, service account "
     "token Secrets)",
 }
@@ -354,6 +356,8 @@ class Defined:
     """PersistentVolume names."""
     shared_hosts: frozenset[str] = frozenset()
     """Hosts that more than one Ingress routes."""
+    secrets: frozenset[tuple[str, str]] = frozenset()
+    """(namespace, name) of the Secrets it renders."""
 
 
 def reserved(namespace: str) -> bool:
@@ -380,6 +384,7 @@ def defined(objs: Iterable[dict[str, Any]], listed: Iterable[str]) -> Defined:
         service_accounts=frozenset((ns, n) for k, ns, n in found if k == "ServiceAccount"),
         volumes=frozenset(n for k, _, n in found if k == "PersistentVolume"),
         shared_hosts=frozenset(h for h in routed if routed.count(h) > 1),
+        secrets=frozenset((ns, n) for k, ns, n in found if k == "Secret"),
     )
 
 
@@ -591,7 +596,11 @@ def identity_findings(
     spec: dict[str, Any], path: str, namespace: str, overlay: Defined
 ) -> Iterator[Finding]:
     """A pod runs as a service account the overlay defines (or the namespace's default):
-    any other carries the cluster's own permissions."""
+    any other carries the cluster's own permissions. It reads only Secrets the overlay
+    defines: any pod of a namespace may mount any of its Secrets, the site's included."""
+    for field, name in _secret_references(spec, f"{path}.".lstrip(".")):
+        if name is not None and (namespace, str(name)) not in overlay.secrets:
+            yield "secrets", field, f"reads the Secret {name}, which the overlay does not define"
     for field in ("serviceAccountName", "serviceAccount"):
         account = spec.get(field)
         if account not in (None, "", "default") and (namespace, account) not in (
@@ -602,6 +611,33 @@ def identity_findings(
                 f"{path}.{field}".lstrip("."),
                 f"runs as service account {account}, which the overlay does not define",
             )
+
+
+def _secret_references(spec: dict[str, Any], at: str) -> Iterator[tuple[str, Any]]:
+    """(field, Secret name or None) of every place a pod spec names a Secret: volumes
+    (also projected and a CSI driver's), environment variables and envFrom of every
+    container."""
+
+    def dicts(value: Any) -> list[dict[str, Any]]:
+        return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+    def name(value: Any, key: str) -> Any:
+        return value.get(key) if isinstance(value, dict) else None
+
+    for i, volume in enumerate(dicts(spec.get("volumes"))):
+        field = f"{at}volumes[{i}]"
+        yield f"{field}.secret", name(volume.get("secret"), "secretName")
+        yield f"{field}.csi", name(name(volume.get("csi"), "nodePublishSecretRef"), "name")
+        for j, source in enumerate(dicts(name(volume.get("projected"), "sources"))):
+            yield f"{field}.projected.sources[{j}]", name(source.get("secret"), "name")
+    for listed in ("containers", "initContainers", "ephemeralContainers"):
+        for i, container in enumerate(dicts(spec.get(listed))):
+            field = f"{at}{listed}[{i}]"
+            for j, env in enumerate(dicts(container.get("env"))):
+                ref = name(env.get("valueFrom"), "secretKeyRef")
+                yield f"{field}.env[{j}]", name(ref, "name")
+            for j, source in enumerate(dicts(container.get("envFrom"))):
+                yield f"{field}.envFrom[{j}]", name(source.get("secretRef"), "name")
 
 
 def volume_findings(obj: dict[str, Any], overlay: Defined) -> Iterator[Finding]:
