@@ -1304,6 +1304,14 @@ TAKEOVER = {
         "secrets",
         "Pod heps/stats: spec.containers[0].env[0]: reads the Secret hub-secret",
     ),
+    # server-side apply forces conflicts: the site's cookie secret, of the author's choosing
+    "replaces-the-sites-secret": (
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: hub-secret, namespace: heps}\n"
+        "stringData: {cookie-secret: known-to-the-author}\n",
+        "",
+        "managed",
+        "Secret heps/hub-secret: metadata.name: hub-secret is the site's",
+    ),
     "mutating-webhook": (
         "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\n"
         "metadata: {name: evil}\nwebhooks:\n  - name: evil.example.org\n"
@@ -1394,6 +1402,25 @@ def test_the_platforms_namespaces_are_never_the_clusters(
     listed = f"reconcile:\n  namespaces: [heps, {namespace}]\n"
     settings.write_text(settings.read_text().replace("reconcile:\n", listed))
     one_line(heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"), "namespaces")
+
+
+def test_an_overlay_renders_no_secret_of_its_own(heps: Any, repo: Path) -> None:
+    """A secretGenerator named as the site's Secret: kustomize names it `hub-secret-<hash>`
+    and points the hub's references there, so the hub would read the author's cookie
+    secret; Secrets are the site's, made outside git (a `kind` exception shows one)."""
+    add_to_overlay(repo, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: heps}\n")
+    kustomization = repo / "k8s-overlays" / "overlays" / "testbed" / "kustomization.yaml"
+    kustomization.write_text(
+        kustomization.read_text()
+        + "secretGenerator:\n  - name: hub-secret\n    namespace: heps\n"
+        + "    literals: [cookie-secret=known-to-the-author]\n"
+    )
+    line = one_line(
+        heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"),
+        "Secret heps/hub-secret-",
+        "(project policy: kind)",
+    )
+    assert "known-to-the-author" not in line
 
 
 @pytest.mark.parametrize("case", sorted(TAKEOVER))

@@ -105,8 +105,8 @@ RULES = {
     "labelled pods of their namespace",
     "secrets": "pods reading Secrets the overlay does not define (the site's: the hub's "
     "OAuth client, cookie and proxy keys)",
-    "managed": "objects the cluster's controllers write (kube-root-ca.crt, service account "
-    "token Secrets)",
+    "managed": "objects the cluster's controllers or the site write (kube-root-ca.crt, "
+    "service account token Secrets, the hub's Secrets)",
 }
 POWERFUL_VERBS = frozenset({"*", "escalate", "bind", "impersonate"})
 # Resources whose any verb hands out the cluster: credentials, a shell in other pods,
@@ -178,11 +178,17 @@ INGRESS_ANNOTATIONS = frozenset(
 # pod trusts for the API server, or mint a long-lived token of a service account into a
 # Secret any pod of the namespace may mount (and act as that account).
 MANAGED_CONFIG_MAPS = frozenset({"kube-root-ca.crt"})
+# The Secrets the site creates for the platform (README, "Platform secrets"): one of the
+# overlay's with their name would replace them at apply (server-side, conflicts forced):
+# a cookie secret or OAuth client of the merge request's choosing.
+SITE_SECRETS = frozenset({"hub-oauth", "hub-secret", "jupyterhub-tls"})
 MINTED_TYPE = "kubernetes.io/service-account-token"
 # (API group, kind) an overlay may render: what the platform runs, namespaced, with
 # every pod template checked above, and the few cluster-scoped kinds checked here.
 # Anything else (admission webhooks, API services, CRDs, storage and runtime classes,
-# Endpoints pointing a Service anywhere) needs a declared `kind` exception.
+# Endpoints pointing a Service anywhere) needs a declared `kind` exception. Secrets too:
+# they are the site's, made outside git; one an overlay renders (a secretGenerator's,
+# to whose hashed name kustomize points the hub) would replace the hub's keys.
 KINDS = frozenset(
     {
         ("", "ConfigMap"),
@@ -192,7 +198,6 @@ KINDS = frozenset(
         ("", "Pod"),
         ("", "PodTemplate"),
         ("", "ReplicationController"),
-        ("", "Secret"),
         ("", "Service"),
         ("", "ServiceAccount"),
         ("apps", "DaemonSet"),
@@ -453,6 +458,8 @@ def cluster_findings(obj: dict[str, Any], overlay: Defined) -> Iterator[Finding]
         yield from _network_policy_findings(obj.get("spec") or {})
     if kind == "ConfigMap" and name in MANAGED_CONFIG_MAPS:
         yield "managed", "metadata.name", f"{name} is written by the cluster for every namespace"
+    if kind == "Secret" and name in SITE_SECRETS:
+        yield "managed", "metadata.name", f"{name} is the site's: applying it would replace it"
     if kind == "Secret" and obj.get("type") == MINTED_TYPE:
         yield (
             "managed",
