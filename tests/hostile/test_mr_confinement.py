@@ -1312,6 +1312,18 @@ TAKEOVER = {
         "managed",
         "Secret heps/hub-secret: metadata.name: hub-secret is the site's",
     ),
+    "control-plane": (
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: cp, namespace: heps}\nspec:\n"
+        "  tolerations: [{operator: Exists}]\n"
+        "  nodeSelector: {node-role.kubernetes.io/control-plane: ''}\n"
+        "  securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}\n"
+        "  containers:\n  - name: c\n    image: busybox:1.36\n"
+        "    resources: {requests: {cpu: 10m, memory: 64Mi}, limits: {cpu: 10m, memory: 64Mi}}\n"
+        "    securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}\n",
+        "",
+        "placement",
+        "Pod heps/cp: spec.tolerations[0]: tolerates the control plane's taint",
+    ),
     "mutating-webhook": (
         "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\n"
         "metadata: {name: evil}\nwebhooks:\n  - name: evil.example.org\n"

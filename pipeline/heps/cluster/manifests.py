@@ -537,6 +537,7 @@ _PROJECT_RULES = (
     "podSecurityAdmission",
     "priority",
     "network",
+    "placement",
     "secrets",
     "managed",
 )

@@ -103,6 +103,7 @@ RULES = {
     "network": "Services on external IPs, external names, node ports or load balancers, "
     "Ingress annotations outside the platform's list, NetworkPolicies admitting more than "
     "labelled pods of their namespace",
+    "placement": "pods bound to a node (nodeName) or placed on, or tolerating, the control plane",
     "secrets": "pods reading Secrets the overlay does not define (the site's: the hub's "
     "OAuth client, cookie and proxy keys)",
     "managed": "objects the cluster's controllers or the site write (kube-root-ca.crt, "
@@ -178,6 +179,9 @@ INGRESS_ANNOTATIONS = frozenset(
 # pod trusts for the API server, or mint a long-lived token of a service account into a
 # Secret any pod of the namespace may mount (and act as that account).
 MANAGED_CONFIG_MAPS = frozenset({"kube-root-ca.crt"})
+# The control plane's node label and taint: no workload of an overlay runs beside the API
+# server and etcd (the hub's values refuse a user pod's node selector on it alike).
+CONTROL_PLANE = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
 # The Secrets the site creates for the platform (README, "Platform secrets"): one of the
 # overlay's with their name would replace them at apply (server-side, conflicts forced):
 # a cookie secret or OAuth client of the merge request's choosing.
@@ -605,7 +609,22 @@ def identity_findings(
     """A pod runs as a service account the overlay defines (or the namespace's default):
     any other carries the cluster's own permissions. It reads only Secrets the overlay
     defines: any pod of a namespace may mount any of its Secrets, the site's included."""
-    for field, name in _secret_references(spec, f"{path}.".lstrip(".")):
+    at = f"{path}.".lstrip(".")
+    if spec.get("nodeName"):
+        yield "placement", f"{at}nodeName", "binds the pod to a node, past the scheduler and taints"
+    selector = spec.get("nodeSelector")
+    for key in selector if isinstance(selector, dict) else ():
+        if key in CONTROL_PLANE:
+            yield "placement", f"{at}nodeSelector", f"{key}: places the pod on the control plane"
+    for index, toleration in enumerate(spec.get("tolerations") or []):
+        key = toleration.get("key") if isinstance(toleration, dict) else None
+        if key in CONTROL_PLANE or (isinstance(toleration, dict) and not key):
+            yield (
+                "placement",
+                f"{at}tolerations[{index}]",
+                "tolerates the control plane's taint (a toleration without a key tolerates all)",
+            )
+    for field, name in _secret_references(spec, at):
         if name is not None and (namespace, str(name)) not in overlay.secrets:
             yield "secrets", field, f"reads the Secret {name}, which the overlay does not define"
     for field in ("serviceAccountName", "serviceAccount"):
