@@ -6,6 +6,7 @@ auth on a free loopback port, started per session with a random password.
 
 from __future__ import annotations
 
+import http.server
 import io
 import json
 import os
@@ -15,8 +16,10 @@ import socket
 import subprocess
 import sys
 import tarfile
+import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,20 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextmanager
+def served(
+    handler: type[http.server.BaseHTTPRequestHandler], address: str = "127.0.0.1"
+) -> Iterator[http.server.ThreadingHTTPServer]:
+    """A local HTTP server answering with `handler`, shut down and closed on leaving."""
+    server = http.server.ThreadingHTTPServer((address, 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture(scope="session")

@@ -57,6 +57,8 @@ MAX_PODS = 200_000
 the load drops tasks one by one, quadratic in the list's length)."""
 MAX_MILLI = 10**9
 """Most cpu thousandths or MiB of memory one node or pod may have (a million cores, 1 PiB)."""
+SHOWN = 40
+"""Characters of a bad cell an error shows (a 100,000-digit cell was echoed whole)."""
 
 
 def _rows(
@@ -132,19 +134,20 @@ def _field(
 ) -> T:
     """The column's value as `kind`, finite and within [low, high], else a TraceError."""
     value = row.get(column) or ""
+    shown = (
+        repr(value) if len(value) <= SHOWN else f"{value[:SHOWN]!r}... ({len(value)} characters)"
+    )
     try:
         if not (_INT if kind is int else _FLOAT).fullmatch(value.strip()):
             raise ValueError(value)
         number = kind(value.strip())
     except ValueError:
         raise TraceError(
-            f"{path}:{line}: column {column!r}: {value!r} is not a{'n' if kind is int else ''} "
+            f"{path}:{line}: column {column!r}: {shown} is not a{'n' if kind is int else ''} "
             f"{kind.__name__}"
         ) from None
     if not low <= float(number) <= high:  # NaN fails both comparisons
-        raise TraceError(
-            f"{path}:{line}: column {column!r}: {value!r} is outside {low:g}..{high:g}"
-        )
+        raise TraceError(f"{path}:{line}: column {column!r}: {shown} is outside {low:g}..{high:g}")
     return number
 
 

