@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from heps_scheduler import config, simulate, trace
+from heps_scheduler import config, fgd, simulate, trace
 from heps_scheduler.cycle import CycleState
 from heps_scheduler.fgd import GpuFragmentation, TaskClass, Workload, _squash, typical_pods
 from heps_scheduler.framework import Scheduler
@@ -182,14 +182,25 @@ def mixed_cluster(seed: int) -> tuple[list[Node], list[Pod]]:
 
 
 @pytest.mark.parametrize(
-    ("workload", "seed"), [(sample_workload, 1), (sample_workload, 2), (mixed_cluster, 3)]
+    ("workload", "seed", "distinct_above"),
+    [
+        (sample_workload, 1, fgd.DISTINCT_ABOVE),
+        (sample_workload, 2, 0),
+        (mixed_cluster, 3, fgd.DISTINCT_ABOVE),
+        (mixed_cluster, 4, 0),
+    ],
 )
 def test_replays_decide_as_fgd_computed_afresh_node_by_node(
-    workload: Callable[[int], tuple[list[Node], list[Pod]]], seed: int
+    workload: Callable[[int], tuple[list[Node], list[Pod]]],
+    seed: int,
+    distinct_above: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The plugin's tables, shared per GPU request, and its vectorised per-GPU cases place
+    """The plugin's tables, shared per GPU request, its vectorised per-GPU cases and its
+    computing each distinct node state once (on every call with distinct_above 0) place
     every pod, on the same GPUs, and preempt the same victims as FGD computed from
     scratch for every node and placement (heps' preset: preemption and GPU shares)."""
+    monkeypatch.setattr(fgd, "DISTINCT_ABOVE", distinct_above)
     nodes, pods = workload(seed)
     classes = typical_pods(pods)
     runs = []
@@ -212,3 +223,20 @@ def test_replays_decide_as_fgd_computed_afresh_node_by_node(
     assert any(
         by_name[name].gpus and not by_name[name].shares_gpu and node for name, node, _ in placed
     )
+
+
+def test_nodes_alike_but_for_the_cpu_left_after_the_pod_score_apart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each distinct node state is computed once, and the cpu interval after the pod is
+    part of the state: nodes alike but for it score as FGD computed afresh does."""
+    monkeypatch.setattr(fgd, "DISTINCT_ABOVE", 0)
+    classes = [TaskClass(4000, 1, 500, 0.5), TaskClass(8000, 1, 1000, 0.5)]
+    snap = Snapshot([gpu_node(f"g{i}") for i in range(4)])
+    for i, used in enumerate([23000, 20000, 27000, 20000]):  # 9000, 12000, 5000, 12000 free
+        snap.assume(Pod(f"cpu{i}", used), i)
+    pod, nodes = Pod("s", 2000, gpus=1, gpu_milli=500), np.arange(4)
+    expected = FreshFragmentation(classes).score(CycleState(), pod, snap, nodes)
+    scores = GpuFragmentation(classes).score(CycleState(), pod, snap, nodes)
+    assert scores.tolist() == expected.tolist()
+    assert expected[0] < expected[1] == expected[3]  # 7000 left: the 8000-cpu class is out
