@@ -19,7 +19,7 @@ request, so scores are kept per request shape and node, and recomputed only for 
 whose state changed since that shape was last scored: in a replay, a few dozen nodes per
 decision instead of the whole cluster. The pod's cpu matters only through the interval
 of class cpu requests the node's remaining cpu falls in, so shapes that differ in cpu
-alone share one table per GPU request and interval (`GpuFragmentation._memo`).
+alone share one table per GPU request and interval (`GpuFragmentation._lookup`).
 """
 
 from __future__ import annotations
@@ -36,6 +36,11 @@ from heps_scheduler.snapshot import Floats, Ints, Snapshot
 
 COVERAGE = 0.95
 """Share of tasks the target workload's most common specs must cover (the paper's 95%)."""
+FULL = 1000
+"""Thousandths in a whole GPU: the most a GPU can have free."""
+DISTINCT_ABOVE = 256
+"""Nodes a share is scored on at once above which each distinct node state is computed
+once (at 512 nodes, a quarter of the time; at 256, about even)."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,9 @@ class Workload:
 
     Classes are grouped by (gpu_milli, gpus): within a group only cpu and the GPU model
     differ, so the weight of a group's classes that a node's free cpu and model admit is
-    one lookup in a table [group, model, cpu breakpoint] built once."""
+    one lookup in a table [group, model, cpu breakpoint] built once. What a GPU adds to a
+    node's statistics depends only on its free thousandths (0..FULL), so that too is a
+    lookup, in floats as the fragment is computed (whole numbers, exact)."""
 
     def __init__(self, classes: list[TaskClass], models: list[str]) -> None:
         self.classes = classes
@@ -92,7 +99,7 @@ class Workload:
         self.thresholds = sorted({c.gpu_milli for c in gpu_classes})
         groups = sorted({(c.gpu_milli, c.gpus) for c in gpu_classes})
         self.group_threshold = np.array([self.thresholds.index(m) for m, _ in groups], dtype=int)
-        self.group_gpus = np.array([g for _, g in groups], dtype=np.int64)
+        self.group_gpus = np.array([g for _, g in groups], dtype=np.float64)
         self.breakpoints = np.array(sorted({c.cpu_milli for c in gpu_classes}))
         weights = np.zeros((len(groups), len(models), len(self.breakpoints) + 1))
         for c in gpu_classes:
@@ -102,16 +109,24 @@ class Workload:
                 if not c.gpu_models or model in c.gpu_models:
                     weights[g, m, column] += c.weight
         self.table = np.cumsum(weights, axis=2)
-        self.t3 = np.array(self.thresholds, dtype=np.int64)[:, None, None]
-        """The thresholds, shaped to broadcast against [node, GPU] arrays."""
+        values = np.arange(FULL + 1)
+        at_least = values >= np.array(self.thresholds, dtype=np.int64)[:, None]
+        self.by_free: Floats = np.stack([at_least, at_least * values]).astype(np.float64)
+        """[count or usable, threshold, free thousandths]: 1 and the free capacity for a GPU
+        with at least the threshold free, else 0."""
 
-    def stats(self, free: npt.NDArray[np.int64]) -> tuple[Ints, Ints]:
+    def per_gpu(self, free: npt.NDArray[np.int64]) -> Floats:
+        """[count or usable, threshold, node, GPU] for GPUs with `free` thousandths free."""
+        result: Floats = self.by_free[:, :, free]
+        return result
+
+    def stats(self, free: npt.NDArray[np.int64]) -> tuple[Floats, Floats]:
         """Per threshold t and node: GPUs with at least t free, and their free capacity."""
-        usable = free[None, :, :] >= self.t3
-        return usable.sum(axis=2), (free[None, :, :] * usable).sum(axis=2)
+        count, usable = self.per_gpu(free).sum(axis=-1)
+        return count, usable
 
     def fragment(
-        self, total: Floats, cpu_free: Floats, model: Ints, count: Ints, usable: Ints
+        self, total: Floats, cpu_free: Floats, model: Ints, count: Floats, usable: Floats
     ) -> Floats:
         """Expected fragment: free capacity minus what each admitted class could use.
 
@@ -121,7 +136,7 @@ class Workload:
         admitted = self.table[:, model, column]
         group_count = count[self.group_threshold]
         fits = group_count >= self.group_gpus.reshape((-1,) + (1,) * (count.ndim - 1))
-        used = (admitted * np.where(fits, usable[self.group_threshold], 0)).sum(axis=0)
+        used = (admitted * np.where(fits, usable[self.group_threshold], 0.0)).sum(axis=0)
         result: Floats = total - used
         return result
 
@@ -131,15 +146,23 @@ class _NodeState:
     """Per-node statistics of the state at `version` (the snapshot's node versions)."""
 
     version: Ints
-    count: Ints
-    usable: Ints
+    count: Floats
+    usable: Floats
     fragment: Floats
 
 
 @dataclass
 class _Scores:
-    """Scores and chosen GPUs per node (a shape's), or per node and cpu interval (a GPU
-    request's table; NaN: not computed yet), with the node version they hold for."""
+    """A request shape's score per node, with the node version it holds for (-1: none)."""
+
+    score: Floats
+    version: Ints
+
+
+@dataclass
+class _Table:
+    """A GPU request's scores and chosen GPUs per node and cpu interval, with the node
+    version each holds for (-1: none)."""
 
     score: Floats
     gpu: Ints
@@ -148,7 +171,7 @@ class _Scores:
 
 def _squash(gain: Floats) -> Floats:
     """The paper code's int(sigmoid(gain / 1000) * 100): whole points, so many nodes tie."""
-    result: Floats = np.floor(100.0 / (1.0 + np.exp(-gain / 1000.0)))
+    result: Floats = np.floor(100.0 / (1.0 + np.exp(gain / -1000.0)))
     return result
 
 
@@ -162,7 +185,7 @@ class GpuFragmentation:
         self._snap: Snapshot | None = None
         self._state: _NodeState | None = None
         self._scores: dict[tuple[float, int, int], _Scores] = {}
-        self._tables: dict[tuple[int, int], _Scores] = {}
+        self._tables: dict[tuple[int, int], _Table] = {}
 
     def _bind(self, snap: Snapshot) -> tuple[Workload, Ints]:
         if self._snap is not snap:
@@ -195,73 +218,64 @@ class GpuFragmentation:
         """Per candidate (and, for a GPU share, per GPU: shape nodes x GPUs, -inf where the
         share does not fit) how much the expected fragment shrinks with the pod there.
 
-        The fragments before and after come from one computation: the node as it is joins
-        the placements as one more case (a last column where a share takes nothing; the
-        first half of the rows for whole GPUs)."""
+        The fragments before and after come from one computation: each node's placements
+        (one per GPU for a share, else one) and the node as it is (the last) are its cases,
+        along the last axis. A placement changes only its GPUs' share of the node's
+        statistics, so a share's case is the node's statistics less its GPU's as it is
+        plus its GPU's as it would be."""
         workload, model = self._bind(snap)
         free = snap.gpu_free[nodes]
-        count, usable = workload.stats(free)
-        cpu = snap.cpu_cap[nodes] - snap.cpu_used[nodes]
-        total = free.sum(axis=1)
-        n = len(nodes)
+        per_gpu = workload.per_gpu(free)
+        now = per_gpu.sum(axis=-1)
         if pod.shares_gpu:
-            return self._share_decrease(pod, workload, model[nodes], free, cpu, count, usable)
-        taken = pod.gpus * 1000
-        fragment = workload.fragment(
-            np.concatenate([total, total - taken]),
-            np.concatenate([cpu, cpu - pod.cpu_milli]),
-            np.concatenate([model[nodes], model[nodes]]),
-            np.concatenate([count, count - pod.gpus], axis=1),
-            np.concatenate([usable, usable - taken], axis=1),
-        )
-        result: Floats = fragment[:n] - fragment[n:]
-        return result
-
-    @staticmethod
-    def _share_decrease(
-        pod: Pod,
-        workload: Workload,
-        model: Ints,
-        free: npt.NDArray[np.int64],
-        cpu: Floats,
-        count: Ints,
-        usable: Ints,
-    ) -> Floats:
-        """decrease() for a share, per GPU. GPUs of one node with equal free capacity give
-        equal fragments, so each distinct free value that fits is computed once (most
-        nodes have one to three), plus a last column where the share takes nothing (the
-        node as it is), and the GPUs take their value's result."""
-        n, gpus = free.shape
-        values = np.where(free >= pod.gpu_milli, free, -1)
-        ordered = -np.sort(-values, axis=1)  # descending, the GPUs that do not fit last
-        distinct = ordered >= 0
-        distinct[:, 1:] &= ordered[:, 1:] != ordered[:, :-1]
-        k = int(distinct.sum(axis=1).max(initial=0))
-        first = np.argsort(~distinct, axis=1, kind="stable")[:, :k]
-        valid = np.take_along_axis(distinct, first, axis=1)
-        unique = np.where(valid, np.take_along_axis(ordered, first, axis=1), 0)
-        column = np.concatenate([unique, np.zeros((n, 1), dtype=unique.dtype)], axis=1)
-        take = np.full(k + 1, pod.gpu_milli, dtype=np.int64)
+            fits = free >= pod.gpu_milli
+            # where the share does not fit, the GPU is left as it is; that case is dropped
+            left = workload.per_gpu(np.where(fits, free - pod.gpu_milli, free))
+            after = now[..., None] - per_gpu + left
+            taken = pod.gpu_milli
+        else:
+            whole = np.array([pod.gpus, pod.gpus * FULL], dtype=np.float64)
+            after = now[..., None] - whole[:, None, None, None]  # whole GPUs: at every threshold
+            taken = pod.gpus * FULL
+        cases = np.concatenate([after, now[..., None]], axis=-1)
+        take = np.full(cases.shape[-1], taken, dtype=np.int64)
         take[-1] = 0
-        left = column - take
-        was, now = column[None] >= workload.t3, left[None] >= workload.t3
+        cpu = snap.cpu_cap[nodes] - snap.cpu_used[nodes]
         fragment = workload.fragment(
             free.sum(axis=1)[:, None] - take,
             cpu[:, None] - np.where(take > 0, pod.cpu_milli, 0),
-            model[:, None],
-            count[:, :, None] - was + now,
-            usable[:, :, None] - column[None] * was + left[None] * now,
+            model[nodes][:, None],
+            cases[0],
+            cases[1],
         )
-        gain = fragment[:, -1:] - fragment[:, :-1]  # per distinct value
-        match = (free[:, :, None] == unique[:, None, :]) & valid[:, None, :]
-        per_gpu = np.take_along_axis(gain, match.argmax(axis=2), axis=1) if k else gain
-        result: Floats = (
-            np.where(match.any(axis=2), per_gpu, -np.inf) if k else np.full((n, gpus), -np.inf)
-        )
+        gain = fragment[:, -1:] - fragment[:, :-1]
+        result: Floats = np.where(fits, gain, -np.inf) if pod.shares_gpu else gain[:, 0]
         return result
 
     def _compute(self, pod: Pod, snap: Snapshot, nodes: Ints) -> tuple[Floats, Ints]:
-        """Scores and chosen GPUs (a share: the best GPU, the first on ties) on `nodes`."""
+        """Scores and chosen GPUs (a share: the best GPU, the first on ties) on `nodes`.
+
+        A node's result depends only on its GPUs' free thousandths, its GPU model and the
+        cpu intervals its free cpu falls in before and after the pod: where a share (a case
+        per GPU) is scored on many nodes at once (a cluster of a few node types, mostly
+        empty), each distinct state is computed once. Whole GPUs (one case per node) cost
+        less computed outright."""
+        if pod.shares_gpu and len(nodes) > DISTINCT_ABOVE:
+            workload, model = self._bind(snap)
+            cpu = snap.cpu_cap[nodes] - snap.cpu_used[nodes]
+            state = np.column_stack(
+                [
+                    snap.gpu_free[nodes],
+                    model[nodes],
+                    np.searchsorted(workload.breakpoints, cpu, "right"),
+                    np.searchsorted(workload.breakpoints, cpu - pod.cpu_milli, "right"),
+                ]
+            )
+            _, first, inverse = np.unique(state, axis=0, return_index=True, return_inverse=True)
+            if len(first) < len(nodes):
+                each, gpus = self._compute(pod, snap, nodes[first])
+                inverse = inverse.reshape(-1)
+                return each[inverse], gpus[inverse]
         gain = self.decrease(pod, snap, nodes)
         if gain.ndim == 2:
             per_gpu = np.where(np.isfinite(gain), _squash(gain), -1.0)
@@ -270,66 +284,58 @@ class GpuFragmentation:
             return scores, best
         return _squash(gain), np.zeros(len(nodes), dtype=np.int64)
 
-    def _memo(self, pod: Pod, snap: Snapshot, nodes: Ints) -> _Scores:
-        """The pod's request shape's scores, brought up to date on `nodes`.
+    def _lookup(self, pod: Pod, snap: Snapshot, nodes: Ints) -> tuple[Floats, Ints]:
+        """Scores and chosen GPUs on `nodes`, from the pod's GPU request's table.
 
         The pod's cpu matters only through the cpu breakpoint interval the node's free cpu
-        falls in once the pod is there (which task classes the node still admits), so the
-        nodes stale for this shape are looked up in one table per GPU request (GPUs,
-        share) holding a score per node and interval, filled on demand and cleared for a
-        node when its state changes: shapes that differ only in cpu share the work."""
+        falls in once the pod is there (which task classes the node still admits), so one
+        table per GPU request (GPUs, share) holds a score per node and interval, computed
+        on demand and valid while the node's version stays: shapes that differ only in
+        cpu share the work."""
         workload, _ = self._bind(snap)
-        version = snap.node_version
         gpu_request = (pod.gpus, pod.gpu_milli if pod.shares_gpu else 0)
-        shape = (float(pod.cpu_milli), *gpu_request)
+        table = self._tables.get(gpu_request)
+        if table is None:
+            shape = (len(snap.nodes), len(workload.breakpoints) + 1)
+            table = _Table(np.zeros(shape), np.zeros(shape, dtype=np.int64), np.full(shape, -1))
+            self._tables[gpu_request] = table
+        version = snap.node_version[nodes]
+        cpu = snap.cpu_cap[nodes] - snap.cpu_used[nodes] - pod.cpu_milli
+        column = np.searchsorted(workload.breakpoints, cpu, "right")
+        missing = table.version[nodes, column] != version
+        if missing.any():
+            todo, where = nodes[missing], column[missing]
+            table.score[todo, where], table.gpu[todo, where] = self._compute(pod, snap, todo)
+            table.version[todo, where] = version[missing]
+        return table.score[nodes, column], table.gpu[nodes, column]
+
+    def _memo(self, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
+        """The pod's request shape's scores per node, brought up to date on `nodes`: only
+        the nodes changed since the shape last scored them are looked up again."""
+        self._bind(snap)
+        shape = (float(pod.cpu_milli), pod.gpus, pod.gpu_milli if pod.shares_gpu else 0)
         memo = self._scores.get(shape)
         if memo is None:
             if len(self._scores) >= 4096:  # a live cluster's shapes are unbounded
                 self._scores.clear()
                 self._tables.clear()
             n = len(snap.nodes)
-            memo = _Scores(np.zeros(n), np.zeros(n, dtype=np.int64), np.full(n, -1))
+            memo = _Scores(np.zeros(n), np.full(n, -1))
             self._scores[shape] = memo
+        version = snap.node_version
         stale = nodes[memo.version[nodes] != version[nodes]]
-        if not len(stale):
-            return memo
-        table = self._tables.get(gpu_request)
-        if table is None:
-            n, columns = len(snap.nodes), len(workload.breakpoints) + 1
-            table = _Scores(
-                np.full((n, columns), np.nan),
-                np.zeros((n, columns), dtype=np.int64),
-                np.full(n, -1),
-            )
-            self._tables[gpu_request] = table
-        changed = stale[table.version[stale] != version[stale]]
-        table.score[changed] = np.nan
-        table.version[changed] = version[changed]
-        cpu = snap.cpu_cap[stale] - snap.cpu_used[stale] - pod.cpu_milli
-        column = np.searchsorted(workload.breakpoints, cpu, "right")
-        missing = np.isnan(table.score[stale, column])
-        if missing.any():
-            todo, where = stale[missing], column[missing]
-            table.score[todo, where], table.gpu[todo, where] = self._compute(pod, snap, todo)
-        memo.score[stale], memo.gpu[stale] = table.score[stale, column], table.gpu[stale, column]
-        memo.version[stale] = version[stale]
-        return memo
+        if len(stale):
+            memo.score[stale], _ = self._lookup(pod, snap, stale)
+            memo.version[stale] = version[stale]
+        return memo.score
 
     def score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
-        result: Floats = self._memo(pod, snap, nodes).score[nodes]
+        result: Floats = self._memo(pod, snap, nodes)[nodes]
         return result
 
     def select_gpu(self, pod: Pod, snap: Snapshot, node: int) -> int:
         """The GPU a share takes on `node`: the best score, the lowest index on ties."""
-        memo = self._scores.get((float(pod.cpu_milli), pod.gpus, pod.gpu_milli))
-        just_scored = (
-            self._snap is snap
-            and memo is not None
-            and memo.version[node] == snap.node_version[node]
-        )
-        if just_scored and memo is not None:
-            return int(memo.gpu[node])
-        return int(self._memo(pod, snap, np.array([node])).gpu[node])
+        return int(self._lookup(pod, snap, np.array([node]))[1][0])
 
     def cluster_fragment(self, snap: Snapshot) -> float:
         """The cluster's expected fragment (thousandths of a GPU), the paper's frag amount."""

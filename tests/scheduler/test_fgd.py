@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from heps_scheduler import config
+from heps_scheduler import config, fgd, simulate, trace
 from heps_scheduler.cycle import CycleState
-from heps_scheduler.fgd import GpuFragmentation, TaskClass, Workload, typical_pods
+from heps_scheduler.fgd import GpuFragmentation, TaskClass, Workload, _squash, typical_pods
 from heps_scheduler.framework import Scheduler
 from heps_scheduler.model import GPU_MODEL_LABEL, Node, Pod
-from heps_scheduler.snapshot import Snapshot
+from heps_scheduler.simulate import Replay
+from heps_scheduler.snapshot import Floats, Ints, Snapshot
+from tests.scheduler.test_preemption import mixed_workload
 
 
 def gpu_node(name: str, gpus: int = 4, model: str = "A100", cpu: int = 32000) -> Node:
@@ -112,3 +117,126 @@ def test_cached_scores_match_a_fresh_computation_after_many_placements() -> None
         feasible, _ = scheduler.feasible(shape)
         fresh = GpuFragmentation(classes).score(CycleState(), shape, snap, feasible)
         assert cached.score(CycleState(), shape, snap, feasible).tolist() == fresh.tolist()
+
+
+class FreshFragmentation(GpuFragmentation):
+    """FGD's score computed from scratch, node by node and placement by placement: the
+    node as it would be is built GPU by GPU and its statistics counted anew, with none of
+    the plugin's tables, lookups or per-GPU shortcuts."""
+
+    def fresh(self, pod: Pod, snap: Snapshot, node: int) -> tuple[float, int]:
+        """The node's score for the pod and the GPU a share takes (the first best)."""
+        workload, model = self._bind(snap)
+        free = snap.gpu_free[node]
+        cpu = float(snap.cpu_cap[node] - snap.cpu_used[node])
+        thresholds = np.array(workload.thresholds, dtype=np.int64)[:, None, None]
+
+        def score(after: Ints) -> float:
+            cases = np.stack([after, free])  # the placement, then the node as it is
+            usable = cases[None] >= thresholds
+            fragment = workload.fragment(
+                cases.sum(axis=1)[None],
+                np.array([[cpu - pod.cpu_milli, cpu]]),
+                model[[node]][:, None],
+                usable.sum(axis=2)[:, None].astype(float),
+                (cases[None] * usable).sum(axis=2)[:, None].astype(float),
+            )[0]
+            return float(_squash(np.array([fragment[1] - fragment[0]]))[0])
+
+        if not pod.shares_gpu:
+            after = free.copy()
+            after[np.flatnonzero(free == 1000)[: pod.gpus]] = 0
+            return score(after), 0
+        best, chosen = -1.0, 0
+        for gpu in np.flatnonzero(free >= pod.gpu_milli).tolist():
+            after = free.copy()
+            after[gpu] -= pod.gpu_milli
+            if (value := score(after)) > best:
+                best, chosen = value, gpu
+        return best, chosen
+
+    def score(self, state: CycleState, pod: Pod, snap: Snapshot, nodes: Ints) -> Floats:
+        return np.array([self.fresh(pod, snap, int(node))[0] for node in nodes])
+
+    def select_gpu(self, pod: Pod, snap: Snapshot, node: int) -> int:
+        return self.fresh(pod, snap, node)[1]
+
+
+SAMPLE = Path(__file__).resolve().parents[2] / "scheduler" / "examples" / "openb-sample"
+
+
+def sample_workload(seed: int) -> tuple[list[Node], list[Pod]]:
+    """The openb sample's nodes and its pods arriving to 130% of the GPUs."""
+    nodes, pods = trace.load_nodes(SAMPLE / "nodes.csv"), trace.load_pods(SAMPLE / "pods.csv")
+    return nodes, simulate.arrivals(pods, sum(n.gpus for n in nodes) * 1000, 1.3, seed=seed)
+
+
+def mixed_cluster(seed: int) -> tuple[list[Node], list[Pod]]:
+    """Nodes of 8, 4, 2 and no GPUs of two models, and pods of every GPU shape and class."""
+    nodes = [
+        gpu_node(f"n{i:02d}", gpus=[8, 4, 2, 0][i % 4], model=["A100", "V100"][i % 3 == 0],
+                 cpu=[96000, 64000, 32000, 48000][i % 4])
+        for i in range(16)
+    ]  # fmt: skip
+    return nodes, mixed_workload(300, seed)
+
+
+@pytest.mark.parametrize(
+    ("workload", "seed", "distinct_above"),
+    [
+        (sample_workload, 1, fgd.DISTINCT_ABOVE),
+        (sample_workload, 2, 0),
+        (mixed_cluster, 3, fgd.DISTINCT_ABOVE),
+        (mixed_cluster, 4, 0),
+    ],
+)
+def test_replays_decide_as_fgd_computed_afresh_node_by_node(
+    workload: Callable[[int], tuple[list[Node], list[Pod]]],
+    seed: int,
+    distinct_above: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The plugin's tables, shared per GPU request, its vectorised per-GPU cases and its
+    computing each distinct node state once (on every call with distinct_above 0) place
+    every pod, on the same GPUs, and preempt the same victims as FGD computed from
+    scratch for every node and placement (heps' preset: preemption and GPU shares)."""
+    monkeypatch.setattr(fgd, "DISTINCT_ABOVE", distinct_above)
+    nodes, pods = workload(seed)
+    classes = typical_pods(pods)
+    runs = []
+    for fresh in (False, True):
+        replay = Replay(nodes, config.preset_settings("heps"), classes, 0)
+        profile = replay.scheduler.profile
+        if fresh:
+            oracle = FreshFragmentation(classes)
+            scores = [
+                (oracle if isinstance(p, GpuFragmentation) else p, w) for p, w in profile.scores
+            ]
+            replay.scheduler.profile = replace(profile, scores=scores, gpu_selector=oracle)
+        placed = [(p.name, d.node, d.gpu_slots) for p in pods for d in [replay.place(p)]]
+        runs.append((placed, [(v.name, node) for v, node in replay.victims]))
+    assert runs[0] == runs[1]
+    placed, victims = runs[0]
+    by_name = {p.name: p for p in pods}
+    assert len(victims) > 10
+    assert any(by_name[name].shares_gpu and node for name, node, _ in placed)
+    assert any(
+        by_name[name].gpus and not by_name[name].shares_gpu and node for name, node, _ in placed
+    )
+
+
+def test_nodes_alike_but_for_the_cpu_left_after_the_pod_score_apart(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each distinct node state is computed once, and the cpu interval after the pod is
+    part of the state: nodes alike but for it score as FGD computed afresh does."""
+    monkeypatch.setattr(fgd, "DISTINCT_ABOVE", 0)
+    classes = [TaskClass(4000, 1, 500, 0.5), TaskClass(8000, 1, 1000, 0.5)]
+    snap = Snapshot([gpu_node(f"g{i}") for i in range(4)])
+    for i, used in enumerate([23000, 20000, 27000, 20000]):  # 9000, 12000, 5000, 12000 free
+        snap.assume(Pod(f"cpu{i}", used), i)
+    pod, nodes = Pod("s", 2000, gpus=1, gpu_milli=500), np.arange(4)
+    expected = FreshFragmentation(classes).score(CycleState(), pod, snap, nodes)
+    scores = GpuFragmentation(classes).score(CycleState(), pod, snap, nodes)
+    assert scores.tolist() == expected.tolist()
+    assert expected[0] < expected[1] == expected[3]  # 7000 left: the 8000-cpu class is out
