@@ -124,13 +124,16 @@ def busybox(docker_client: docker.DockerClient) -> str:
 
 
 def remove_images(client: docker.DockerClient, namespace: str) -> None:
-    """Remove every local image tagged in `namespace` (or a namespace starting with it),
-    on any registry: what one test (or the bundled build) made. Newest first, so a base's
-    tag goes after its children's and the engine deletes the untagged parents too."""
+    """Remove every local tag in `namespace` (or a namespace starting with it), on any
+    registry: what one test (or the bundled build) made; an image's other names (a base,
+    a cache entry) stay. Newest first, so a base's tag goes after its children's and the
+    engine deletes the untagged parents too."""
     found = client.images.list(filters={"reference": f"*/{namespace}*/*"})
     for image in sorted(found, key=lambda i: i.attrs["Created"], reverse=True):
         for tag in image.tags:
-            client.images.remove(tag)
+            parts = tag.rpartition(":")[0].split("/")
+            if len(parts) == 3 and parts[1].startswith(namespace):
+                client.images.remove(tag)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from heps.images.fingerprint import LABEL_FULL
 from heps.systems.engine import ContainerEngine
 from heps.systems.services import RegistryService
 from tests import image_cache
-from tests.conftest import free_port, references_to, remove_references
+from tests.conftest import free_port, references_to, remove_images, remove_references
 
 
 @pytest.fixture
@@ -69,6 +69,21 @@ def test_a_sessions_registry_references_go_and_nothing_else(
         for name in (only_here, elsewhere):
             with contextlib.suppress(docker.errors.ImageNotFound):
                 docker_client.images.remove(name)
+
+
+def test_a_tests_namespace_goes_and_the_images_other_names_stay(
+    docker_client: docker.DockerClient, busybox: str
+) -> None:
+    namespace = f"t{uuid.uuid4().hex[:10]}"
+    image = _image(docker_client, busybox, uuid.uuid4().hex)
+    other = f"{image_cache.CACHE}/{namespace}"  # as a cache entry names an image
+    try:
+        for repository in (f"127.0.0.1:1/{namespace}/app", f"127.0.0.1:2/{namespace}x/b", other):
+            docker_client.api.tag(image, repository, "1")
+        remove_images(docker_client, namespace)
+        assert docker_client.images.get(image).tags == [f"{other}:1"]
+    finally:
+        docker_client.images.remove(f"{other}:1")
 
 
 def test_the_image_cache_gives_back_only_the_same_fingerprint(
