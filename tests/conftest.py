@@ -6,6 +6,7 @@ auth on a free loopback port, started per session with a random password.
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import io
 import json
@@ -31,6 +32,7 @@ from ruamel.yaml import YAML
 from heps import cli
 from heps.systems import services
 from heps.systems.services import RegistryService
+from tests import image_cache
 
 HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 """The host's trust store (it holds the site's CA): the operator's CA bundle in tests."""
@@ -74,13 +76,38 @@ def docker_client(tmp_path_factory: pytest.TempPathFactory) -> docker.DockerClie
 
 
 @pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryService]:
+def registry(
+    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient
+) -> Iterator[RegistryService]:
+    """The session's registry; at the end, every local reference to it goes too (the
+    images of a run's pushes and pulls would otherwise fill the disk, run after run)."""
     root = tmp_path_factory.mktemp("registry")
     service = RegistryService(root, f"127.0.0.1:{free_port()}", "tester", secrets.token_urlsafe(18))
     process = service.start()
     yield service
     process.terminate()
     process.wait(timeout=10)
+    remove_references(docker_client, service.address)
+
+
+def references_to(client: docker.DockerClient, address: str) -> list[str]:
+    """Local tags and repository digests naming a repository on `address`, newest first."""
+    found = []
+    for image in sorted(client.images.list(), key=lambda i: i.attrs["Created"], reverse=True):
+        names = [*image.tags, *(image.attrs.get("RepoDigests") or [])]
+        found += [name for name in names if name.startswith(f"{address}/")]
+    return found
+
+
+def remove_references(client: docker.DockerClient, address: str) -> None:
+    """Remove every local tag and digest reference to the registry at `address` (this
+    session's own, on a port free when it started): an image goes with its last name,
+    an image also named elsewhere (a base, a cache entry) stays."""
+    for name in references_to(client, address):
+        with contextlib.suppress(docker.errors.ImageNotFound):  # a digest reference goes
+            client.images.remove(name)  # with the last tag of its repository
+    left = references_to(client, address)
+    assert not left, f"images still named on the session registry: {left}"
 
 
 @pytest.fixture(scope="session")
@@ -114,13 +141,16 @@ def busybox(docker_client: docker.DockerClient) -> str:
 
 
 def remove_images(client: docker.DockerClient, namespace: str) -> None:
-    """Remove every local image tagged in `namespace` (or a namespace starting with it),
-    on any registry: what one test (or the bundled build) made. Newest first, so a base's
-    tag goes after its children's and the engine deletes the untagged parents too."""
+    """Remove every local tag in `namespace` (or a namespace starting with it), on any
+    registry: what one test (or the bundled build) made; an image's other names (a base,
+    a cache entry) stay. Newest first, so a base's tag goes after its children's and the
+    engine deletes the untagged parents too."""
     found = client.images.list(filters={"reference": f"*/{namespace}*/*"})
     for image in sorted(found, key=lambda i: i.attrs["Created"], reverse=True):
         for tag in image.tags:
-            client.images.remove(tag)
+            parts = tag.rpartition(":")[0].split("/")
+            if len(parts) == 3 and parts[1].startswith(namespace):
+                client.images.remove(tag)
 
 
 @dataclass(frozen=True)
@@ -154,6 +184,8 @@ def bundled_build(
     command += ["debian-base", "heps-user-init", "--report", str(report)]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     entries = {e["name"]: e for e in read_json(report)["recipes"]} if report.exists() else {}
+    if done.returncode == 0:  # its bases, for the platform's images (tests/platform)
+        image_cache.keep(docker_client, map(image_cache.Planned.of, entries.values()))
     yield BundledBuild(done.returncode, done.stdout + done.stderr, entries)
     remove_images(docker_client, namespace)
 

@@ -28,7 +28,15 @@ import pytest
 from heps.ci import review
 from heps.core.errors import ConfigError
 from heps.systems.services import RegistryService
-from tests.conftest import BUSYBOX, REPO_ROOT, free_port, remove_images, simple_recipe, write_recipe
+from tests.conftest import (
+    BUSYBOX,
+    REPO_ROOT,
+    free_port,
+    remove_images,
+    remove_references,
+    simple_recipe,
+    write_recipe,
+)
 from tests.pipeline.test_review import git
 
 CANARY = "c4n\"ary'\\ü密码-" + uuid.uuid4().hex[:8]
@@ -37,7 +45,9 @@ HEPS = Path(sys.executable).parent / "heps"
 
 
 @pytest.fixture(scope="module")
-def pull_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryService]:
+def pull_registry(
+    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient
+) -> Iterator[RegistryService]:
     """A real registry as the embedded one runs: token auth, a push account and a pull-only
     account, the job's credential, whose password is the canary."""
     service = RegistryService(
@@ -54,6 +64,7 @@ def pull_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry
     for process in processes:
         process.terminate()
         process.wait(timeout=10)
+    remove_references(docker_client, service.address)
 
 
 @dataclass

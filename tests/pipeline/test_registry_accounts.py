@@ -22,13 +22,15 @@ from heps.core.settings import RegistrySettings
 from heps.systems import services
 from heps.systems.registry import Registry
 from heps.systems.services import RegistryService
-from tests.conftest import free_port
+from tests.conftest import free_port, remove_references
 
 PULL_PASSWORD = "pull-'\"\\-ü-" + secrets.token_urlsafe(8)
 
 
 @pytest.fixture(scope="module")
-def two_accounts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryService]:
+def two_accounts(
+    tmp_path_factory: pytest.TempPathFactory, docker_client: docker.DockerClient
+) -> Iterator[RegistryService]:
     service = RegistryService(
         tmp_path_factory.mktemp("two-accounts"),
         f"127.0.0.1:{free_port()}",
@@ -44,6 +46,7 @@ def two_accounts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryS
     for process in (registry, token):
         process.terminate()
         process.wait(timeout=10)
+    remove_references(docker_client, service.address)
 
 
 def auth(user: str, password: str) -> dict[str, str]:

@@ -6,14 +6,27 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
+from heps import cli
 from heps.core.errors import ConfigError
 from heps.systems.git import Repository
-from tests.conftest import BUSYBOX, REPO_ROOT, Env, internal_from, simple_recipe, write_recipe
+from heps.systems.services import RegistryService
+from tests.conftest import (
+    BUSYBOX,
+    REPO_ROOT,
+    Env,
+    internal_from,
+    remove_images,
+    simple_recipe,
+    write_recipe,
+)
 
 
 def git(repo: Path, *args: str) -> str:
@@ -25,41 +38,73 @@ def git(repo: Path, *args: str) -> str:
     ).stdout.strip()
 
 
-@pytest.fixture
-def history(heps: Any, env: Env) -> str:
-    """A repository whose testbed runs `lab` and `child` (promoted), committed: the base."""
-    write_recipe(
-        env.repo, "lab", simple_recipe("lab"), Dockerfile=f"FROM {BUSYBOX}\nRUN echo lab > /hello\n"
-    )
-    write_recipe(
-        env.repo,
-        "child",
-        simple_recipe("child"),
-        Dockerfile=internal_from("lab") + "RUN echo child > /hello\n",
-    )
-    base = env.repo / "k8s-overlays" / "base"
-    base.mkdir(parents=True)
-    (base / "kustomization.yaml").write_text("resources: [apps.yaml]\n")
-    (base / "apps.yaml").write_text(
-        "\n---\n".join(
-            f"apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {app}}}\n"
-            f"spec:\n  selector: {{matchLabels: {{app: {app}}}}}\n  template:\n"
-            f"    metadata: {{labels: {{app: {app}}}}}\n    spec:\n      containers:\n"
-            f"        - {{name: main, image: {app}}}\n"
-            for app in ("lab", "child")
+@pytest.fixture(scope="module")
+def made(
+    registry: RegistryService,
+    busybox: str,
+    docker_client: docker.DockerClient,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Path, str, str]]:
+    """A repository whose testbed runs `lab` and `child` (promoted), committed, made once
+    per module (a run and a promotion per test cost 4.5 s): the repository, its registry
+    namespace and the base commit. Each test works on a copy (`history`)."""
+    tmp = tmp_path_factory.mktemp("review")
+    repo, namespace = tmp / "repo", f"r{uuid.uuid4().hex[:10]}"
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in {
+            "HEPS_REGISTRY": registry.address,
+            "HEPS_NAMESPACE": namespace,
+            "HEPS_REGISTRY_USERNAME": registry.username,
+            "HEPS_REGISTRY_PASSWORD": registry.password,
+            "HEPS_STATE_DIR": str(tmp / "state"),
+            "HEPS_CA_BUNDLE": "",
+            "DOCKER_CONFIG": str(tmp / "docker-config"),
+        }.items():
+            mp.setenv(key, value)
+        write_recipe(
+            repo, "lab", simple_recipe("lab"), Dockerfile=f"FROM {BUSYBOX}\nRUN echo lab > /hello\n"
         )
-    )
-    testbed = env.repo / "k8s-overlays" / "overlays" / "testbed"
-    testbed.mkdir(parents=True)
-    (testbed / "kustomization.yaml").write_text("resources: [../../base]\n")
-    shutil.copytree(REPO_ROOT / "jenkins", env.repo / "jenkins")
-    git(env.repo, "init", "-q", "-b", "main")
-    git(env.repo, "add", "-A")
-    git(env.repo, "commit", "-qm", "start")
-    report = env.repo.parent / "first.json"
-    assert heps(env.repo, "run", "--all", "--report", str(report)).code == 0
-    assert heps(env.repo, "promote", "--overlay", "testbed", "--report", str(report)).code == 0
-    return git(env.repo, "rev-parse", "HEAD")
+        write_recipe(
+            repo,
+            "child",
+            simple_recipe("child"),
+            Dockerfile=internal_from("lab") + "RUN echo child > /hello\n",
+        )
+        base = repo / "k8s-overlays" / "base"
+        base.mkdir(parents=True)
+        (base / "kustomization.yaml").write_text("resources: [apps.yaml]\n")
+        (base / "apps.yaml").write_text(
+            "\n---\n".join(
+                f"apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {app}}}\n"
+                f"spec:\n  selector: {{matchLabels: {{app: {app}}}}}\n  template:\n"
+                f"    metadata: {{labels: {{app: {app}}}}}\n    spec:\n      containers:\n"
+                f"        - {{name: main, image: {app}}}\n"
+                for app in ("lab", "child")
+            )
+        )
+        testbed = repo / "k8s-overlays" / "overlays" / "testbed"
+        testbed.mkdir(parents=True)
+        (testbed / "kustomization.yaml").write_text("resources: [../../base]\n")
+        shutil.copytree(REPO_ROOT / "jenkins", repo / "jenkins")
+        git(repo, "init", "-q", "-b", "main")
+        git(repo, "add", "-A")
+        git(repo, "commit", "-qm", "start")
+        report = tmp / "first.json"
+        assert cli.main(["--repo", str(repo), "run", "--all", "--report", str(report)]) == 0
+        promote = ["--repo", str(repo), "promote", "--overlay", "testbed", "--report", str(report)]
+        assert cli.main(promote) == 0
+        yield repo, namespace, git(repo, "rev-parse", "HEAD")
+    remove_images(docker_client, namespace)
+
+
+@pytest.fixture
+def history(made: tuple[Path, str, str], env: Env, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The module's repository copied into the test's, its namespace the module's: the
+    base commit."""
+    repo, namespace, commit = made
+    monkeypatch.setenv("HEPS_NAMESPACE", namespace)
+    shutil.copytree(repo, env.repo, symlinks=True, dirs_exist_ok=True)
+    return commit
 
 
 def test_review_of_a_base_change_a_new_recipe_and_an_overlay_edit(

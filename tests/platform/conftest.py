@@ -8,6 +8,7 @@ pins an image wherever an overlay names its NAMESPACE/NAME, on any registry."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,10 +18,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import docker
 import pytest
 import yaml
 
+from heps.core.credentials import Credentials, Secret
 from heps.systems.services import RegistryService
+from tests import image_cache
 from tests.conftest import HOST_CA_BUNDLE, REPO_ROOT, free_port
 
 APPS = ("debian-base", "heps-user-init", "jupyterlab-base", "ct-reconstruction", "heps-hub")
@@ -70,8 +74,14 @@ def _copy_working_tree(into: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def site(registry: RegistryService, tmp_path_factory: pytest.TempPathFactory) -> Site:
-    """The platform's images pushed once per session into the session's registry."""
+def site(
+    registry: RegistryService,
+    docker_client: docker.DockerClient,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Site:
+    """The platform's images pushed once per session into the session's registry by
+    `heps run`: those whose fingerprint this machine built before from the cache
+    (tests/image_cache.py, skipped by the run as unchanged), the others built for real."""
     if not Path(CHROMIUM).exists():
         pytest.fail("chromium missing: scripts/bootstrap.sh installs Debian's package")
     tmp = tmp_path_factory.mktemp("platform")
@@ -88,8 +98,14 @@ def site(registry: RegistryService, tmp_path_factory: pytest.TempPathFactory) ->
         DOCKER_CONFIG=str(tmp / "docker-config"),
     )
     built = Site(repo, env, "")
+    planned = built.heps("plan", "--json", *APPS)
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    plan = [image_cache.Planned.of(e) for e in json.loads(planned.stdout)]
+    creds = Credentials(registry.username, Secret(registry.password), "test registry")
+    image_cache.seed(docker_client, creds, plan)
     done = built.heps("run", *APPS)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    image_cache.keep(docker_client, plan)
     return Site(repo, env, done.stdout + done.stderr)
 
 
