@@ -88,6 +88,8 @@ class SpawnRefused(web.HTTPError):
 
     def __init__(self, message: str) -> None:
         super().__init__(403, message)
+        # the pending page of a spawn that failed before it loaded shows only this
+        self.jupyterhub_message = message
 
 
 def _policy() -> dict[str, Any]:
