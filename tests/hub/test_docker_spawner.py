@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 import docker
 import pytest
 from docker.errors import NotFound
+from jupyterhub.utils import format_exception
 
 from heps_hub import local
 from heps_hub.docker_spawner import HEPSDockerSpawner, SpawnRefused
@@ -253,6 +254,14 @@ def test_the_refusal_is_her_one_line_and_nothing_is_left(
         user_init(spawner)
     name = f"{spawner.local_settings.platform}-init-mallory"
     assert not docker_client.api.containers(all=True, filters={"name": f"^/{name}$"})
+
+
+def test_a_refusal_says_why_where_jupyterhub_shows_a_failed_spawn() -> None:
+    """The pending page of a spawn that failed before it loaded shows only an error's
+    jupyterhub_message; the progress events and the spawn page show its text."""
+    refusal = SpawnRefused("user-init refused this account: why")
+    assert format_exception(refusal, only_jupyterhub=True)[0] == refusal.log_message
+    assert format_exception(refusal)[0] == refusal.log_message
 
 
 def test_the_app_container_is_made_while_user_init_runs_and_starts_after_it(
