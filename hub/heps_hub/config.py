@@ -22,9 +22,6 @@ def configure(c: Any, values: hub_values.HubValues) -> None:
     c.JupyterHub.hub_ip = "0.0.0.0"  # noqa: S104 - inside its pod, behind the Service
     c.JupyterHub.hub_connect_url = values.hub_connect_url
     c.JupyterHub.cleanup_servers = False  # user sessions outlive a hub restart
-    # straight to the pending page, which shows the spawn's phases as they happen,
-    # instead of a blank wait of up to 10 s before it
-    c.JupyterHub.slow_spawn_timeout = 0
     c.JupyterHub.concurrent_spawn_limit = values.concurrent_spawn_limit
     c.JupyterHub.active_server_limit = values.active_server_limit
     c.ConfigurableHTTPProxy.should_start = False  # the proxy runs as its own Deployment

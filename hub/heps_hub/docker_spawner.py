@@ -2,7 +2,8 @@
 
 Per spawn: the heps-user-init image runs first (root with only CHOWN, DAC_OVERRIDE and
 FOWNER, read-only root, no new privileges, no network: it joins the empty network
-namespace of PLATFORM-netless), with the SSO identity and the site policy, exactly the
+namespace of PLATFORM-netless; the init container's CPU and memory limits,
+heps_hub.spawn.USER_INIT_RESOURCES), with the SSO identity and the site policy, exactly the
 cluster's init container; its refusal fails the spawn with its one-line reason. It
 writes passwd/group to the user's identity volume and the home and group data paths to
 the home and data volumes. The app container, made meanwhile, starts only once
@@ -57,10 +58,13 @@ from heps_hub import values as hub_values
 from heps_hub.auth import IDENTITY_KEY
 from heps_hub.identity import Identity
 from heps_hub.phases import PhaseLog
-from heps_hub.spawn import IDENTITY_DIR, POLICY_DIR, data_link
+from heps_hub.spawn import IDENTITY_DIR, POLICY_DIR, USER_INIT_RESOURCES, data_link
 
 INIT_CAPABILITIES = ["CHOWN", "DAC_OVERRIDE", "FOWNER"]
 POLICY_FILE = f"{POLICY_DIR}/policy.yaml"
+INIT_LIMITS = USER_INIT_RESOURCES["limits"]  # the cluster's, as Docker counts them
+INIT_CPUS = int(hub_values.quantity(INIT_LIMITS["cpu"]) * 1e9)
+INIT_MEMORY = int(hub_values.quantity(INIT_LIMITS["memory"]))
 
 
 def netless_problem(container: dict[str, Any], platform: str) -> str:
@@ -84,6 +88,8 @@ class SpawnRefused(web.HTTPError):
 
     def __init__(self, message: str) -> None:
         super().__init__(403, message)
+        # the pending page of a spawn that failed before it loaded shows only this
+        self.jupyterhub_message = message
 
 
 def _policy() -> dict[str, Any]:
@@ -311,8 +317,8 @@ class HEPSDockerSpawner(DockerSpawner):  # type: ignore[misc]
             security_opt=["no-new-privileges"],
             read_only=True,
             network_mode=network,
-            mem_limit="128m",
-            nano_cpus=500_000_000,
+            mem_limit=INIT_MEMORY,
+            nano_cpus=INIT_CPUS,
         )
         create = {
             "image": values.user_init.image,

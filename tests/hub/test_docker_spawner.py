@@ -25,12 +25,14 @@ from typing import Any, TypeVar
 import docker
 import pytest
 from docker.errors import NotFound
+from jupyterhub.utils import format_exception
 
 from heps_hub import local
 from heps_hub.docker_spawner import HEPSDockerSpawner, SpawnRefused
 from heps_hub.identity import Group, Identity
 from heps_hub.phases import PhaseLog
-from heps_hub.values import Spawner, UserInit
+from heps_hub.spawn import USER_INIT_RESOURCES
+from heps_hub.values import Spawner, UserInit, quantity
 from tests.conftest import BUSYBOX
 
 STAND_IN = """#!/bin/sh
@@ -76,6 +78,8 @@ class Meddled(HEPSDockerSpawner):
     meddle: Callable[[], None] | None = None
     calls: list[tuple[str, str]]
     """(method, container name or Id) as each call returned."""
+    inspected: dict[str, dict[str, Any]]
+    """Container name -> the engine's inspection of it, right after it was made."""
 
     async def docker(self, method: str, *args: Any, **kwargs: Any) -> Any:
         answer = await super().docker(method, *args, **kwargs)
@@ -86,6 +90,7 @@ class Meddled(HEPSDockerSpawner):
         self.calls.append((method, what))
         if method == "create_container":
             self.calls.append(("made", answer["Id"]))
+            self.inspected[what] = self.client.inspect_container(answer["Id"])
         return answer
 
     def get_env(self) -> dict[str, str]:
@@ -120,7 +125,7 @@ def spawners(stand_in: str, docker_client: docker.DockerClient, tmp_path: Path) 
     def make(identity: Identity) -> Meddled:
         found = Meddled(local_settings=settings, engine_threads=4, prefix=platform, remove=True)
         found.user = SimpleNamespace(name=identity.name)
-        found.calls, found.heps_phases = [], PhaseLog()
+        found.calls, found.inspected, found.heps_phases = [], {}, PhaseLog()
         found.image, found.cmd = stand_in, ["sleep", "60"]
         found.cpu_limit, found.mem_limit = 0.5, 2**28
         found.apply_identity(identity, Spawner("heps", "heps-scheduler", UserInit(stand_in)))
@@ -184,6 +189,27 @@ def test_user_init_writes_her_files_and_its_container_goes(
     assert not docker_client.api.containers(all=True, filters={"name": f"^/{_init_name(spawner)}$"})
 
 
+def test_user_init_has_the_init_containers_rights_and_limits(
+    spawner: Meddled, docker_client: docker.DockerClient
+) -> None:
+    """As the cluster's init container (heps_hub.spawn): root with three capabilities
+    only, no new privileges, a read-only root, no network of its own, its limits."""
+    user_init(spawner)
+    init = spawner.inspected[_init_name(spawner)]
+    host, limits = init["HostConfig"], USER_INIT_RESOURCES["limits"]
+    assert init["Config"]["User"] == "0" and host["CapDrop"] == ["ALL"]
+    assert sorted(c.removeprefix("CAP_") for c in host["CapAdd"]) == [
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "FOWNER",
+    ]
+    assert host["SecurityOpt"] == ["no-new-privileges"] and host["ReadonlyRootfs"]
+    netless = docker_client.api.inspect_container(f"{spawner.local_settings.platform}-netless")
+    assert host["NetworkMode"] == f"container:{netless['Id']}"
+    assert host["NanoCpus"] == quantity(limits["cpu"]) * 1e9
+    assert host["Memory"] == quantity(limits["memory"])
+
+
 def test_a_same_named_container_made_meanwhile_is_never_started_nor_removed(
     spawner: Meddled, docker_client: docker.DockerClient
 ) -> None:
@@ -228,6 +254,14 @@ def test_the_refusal_is_her_one_line_and_nothing_is_left(
         user_init(spawner)
     name = f"{spawner.local_settings.platform}-init-mallory"
     assert not docker_client.api.containers(all=True, filters={"name": f"^/{name}$"})
+
+
+def test_a_refusal_says_why_where_jupyterhub_shows_a_failed_spawn() -> None:
+    """The pending page of a spawn that failed before it loaded shows only an error's
+    jupyterhub_message; the progress events and the spawn page show its text."""
+    refusal = SpawnRefused("user-init refused this account: why")
+    assert format_exception(refusal, only_jupyterhub=True)[0] == refusal.log_message
+    assert format_exception(refusal)[0] == refusal.log_message
 
 
 def test_the_app_container_is_made_while_user_init_runs_and_starts_after_it(

@@ -55,6 +55,14 @@ def test_jupyterhub_loads_the_hub_config_and_offers_the_recipes(
     assert "schedulerName: heps-scheduler" in extra["scheduler"]
     assert c.KubeSpawner.scheduler_name == "heps-scheduler"
     assert c.KubeSpawner.namespace == "heps"
+    # every setting is one these classes have: an unknown name is ignored, not refused
+    from jupyterhub.proxy import ConfigurableHTTPProxy
+    from jupyterhub.spawner import Spawner
+    from kubespawner import KubeSpawner
+
+    classes = (JupyterHub, KubeSpawner, Spawner, ConfigurableHTTPProxy, IHEPSSOAuthenticator)
+    for cls in classes:
+        assert set(c[cls.__name__]) <= set(cls.class_trait_names(config=True)), cls.__name__
 
     cfg = settings.load(REPO_ROOT, env={"HEPS_CA_BUNDLE": ""})
     offered = {r.name: r for r in recipes.discover(cfg) if r.profile is not None}

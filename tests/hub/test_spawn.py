@@ -101,7 +101,7 @@ def test_identity_settings_are_the_whole_pod_wiring() -> None:
                 },
                 "resources": {
                     "requests": {"cpu": "50m", "memory": "64Mi"},
-                    "limits": {"cpu": "500m", "memory": "128Mi"},
+                    "limits": {"cpu": "1", "memory": "128Mi"},
                 },
             }
         ],
