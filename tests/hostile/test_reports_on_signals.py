@@ -62,12 +62,18 @@ def test_a_merge_request_job_stopped_while_reviewing_leaves_every_report(
     base = _checkout(tmp_path / "mr")
     out = tmp_path / "out"
     command = [str(HEPS), "--repo", str(env.repo), "ci", "merge-request"]
-    job = subprocess.Popen(
-        [*command, "--checkout", str(tmp_path / "mr"), "--base", base, "--out", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    # A suite started as a background job inherits SIGINT ignored, and so would heps (as
+    # it should: Ctrl-C is not meant for background jobs); the job here is in a terminal.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        job = subprocess.Popen(
+            [*command, "--checkout", str(tmp_path / "mr"), "--base", base, "--out", str(out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     renderer = _renderer(job.pid)
     job.send_signal(signum)
     _, err = job.communicate(timeout=60)
