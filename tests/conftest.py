@@ -202,6 +202,20 @@ class Env:
         return f"{self.registry.address}/{self.namespace}/{name}"
 
 
+def isolated(registry: RegistryService, namespace: str, tmp: Path) -> dict[str, str]:
+    """The environment that points heps at `namespace` of the test registry, with its
+    state and Docker config under `tmp` and no CA bundle."""
+    return {
+        "HEPS_REGISTRY": registry.address,
+        "HEPS_NAMESPACE": namespace,
+        "HEPS_REGISTRY_USERNAME": registry.username,
+        "HEPS_REGISTRY_PASSWORD": registry.password,
+        "HEPS_STATE_DIR": str(tmp / "state"),
+        "HEPS_CA_BUNDLE": "",
+        "DOCKER_CONFIG": str(tmp / "docker-config"),
+    }
+
+
 @pytest.fixture
 def env(
     tmp_path: Path,
@@ -215,13 +229,8 @@ def env(
     namespace = f"t{uuid.uuid4().hex[:10]}"
     repo = tmp_path / "repo"
     (repo / "app-recipes").mkdir(parents=True)
-    monkeypatch.setenv("HEPS_REGISTRY", registry.address)
-    monkeypatch.setenv("HEPS_NAMESPACE", namespace)
-    monkeypatch.setenv("HEPS_REGISTRY_USERNAME", registry.username)
-    monkeypatch.setenv("HEPS_REGISTRY_PASSWORD", registry.password)
-    monkeypatch.setenv("HEPS_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("HEPS_CA_BUNDLE", "")
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    for key, value in isolated(registry, namespace, tmp_path).items():
+        monkeypatch.setenv(key, value)
     yield Env(repo, registry, namespace)
     remove_images(docker_client, namespace)
 

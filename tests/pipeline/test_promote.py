@@ -30,6 +30,7 @@ from tests.conftest import (
     BUSYBOX,
     Env,
     Result,
+    isolated,
     read_json,
     remove_images,
     simple_recipe,
@@ -93,15 +94,7 @@ def push_once(registry: RegistryService, tmp: Path, apps: list[str], namespace: 
     """`apps` built, smoke-tested and pushed into `namespace` from a committed repository
     under `tmp`: once per module, each test then works on a copy (`copy_of`)."""
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in {
-            "HEPS_REGISTRY": registry.address,
-            "HEPS_NAMESPACE": namespace,
-            "HEPS_REGISTRY_USERNAME": registry.username,
-            "HEPS_REGISTRY_PASSWORD": registry.password,
-            "HEPS_STATE_DIR": str(tmp / "state"),
-            "HEPS_CA_BUNDLE": "",
-            "DOCKER_CONFIG": str(tmp / "docker-config"),
-        }.items():
+        for key, value in isolated(registry, namespace, tmp).items():
             mp.setenv(key, value)
         found = Env(tmp / "repo", registry, namespace)
         (found.repo / "app-recipes").mkdir(parents=True)

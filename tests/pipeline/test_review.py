@@ -23,6 +23,7 @@ from tests.conftest import (
     REPO_ROOT,
     Env,
     internal_from,
+    isolated,
     remove_images,
     simple_recipe,
     write_recipe,
@@ -51,15 +52,7 @@ def made(
     tmp = tmp_path_factory.mktemp("review")
     repo, namespace = tmp / "repo", f"r{uuid.uuid4().hex[:10]}"
     with pytest.MonkeyPatch.context() as mp:
-        for key, value in {
-            "HEPS_REGISTRY": registry.address,
-            "HEPS_NAMESPACE": namespace,
-            "HEPS_REGISTRY_USERNAME": registry.username,
-            "HEPS_REGISTRY_PASSWORD": registry.password,
-            "HEPS_STATE_DIR": str(tmp / "state"),
-            "HEPS_CA_BUNDLE": "",
-            "DOCKER_CONFIG": str(tmp / "docker-config"),
-        }.items():
+        for key, value in isolated(registry, namespace, tmp).items():
             mp.setenv(key, value)
         write_recipe(
             repo, "lab", simple_recipe("lab"), Dockerfile=f"FROM {BUSYBOX}\nRUN echo lab > /hello\n"

@@ -494,13 +494,7 @@ class Registry:
             raise self._malformed(
                 f"the manifest of {name}:{ref}", f"bytes hash to {digest}, not {named!r}"
             )
-        try:
-            manifest = response.json()
-        except ValueError as exc:
-            raise self._malformed(f"the manifest of {name}:{ref}", str(exc)) from None
-        if not isinstance(manifest, dict):
-            raise self._malformed(f"the manifest of {name}:{ref}", "not a JSON object")
-        return digest, manifest
+        return digest, self._json_object(response, f"the manifest of {name}:{ref}")
 
     def config_digest(self, name: str, ref: str) -> tuple[str, str] | None:
         """(manifest digest, config digest) of `ref`; None when absent. The config digest
@@ -611,12 +605,7 @@ class Registry:
         response = self._request("GET", path, self._scope(name))
         if response.status_code != 200:
             raise TemporaryError(f"registry: {response.status_code} reading config of {name}:{tag}")
-        try:
-            config = response.json()
-        except ValueError as exc:
-            raise self._malformed(f"the image config of {name}:{tag}", str(exc)) from None
-        if not isinstance(config, dict):
-            raise self._malformed(f"the image config of {name}:{tag}", "not a JSON object")
+        config = self._json_object(response, f"the image config of {name}:{tag}")
         inner = config.get("config")
         labels = (inner.get("Labels") if isinstance(inner, dict) else None) or {}
         if not isinstance(labels, dict) or not all(
@@ -635,6 +624,16 @@ class Registry:
         if not isinstance(value, str) or not _DIGEST.fullmatch(value):
             raise self._malformed(what, f"{repr(value)[:80]} is not a sha256 digest")
         return value
+
+    def _json_object(self, response: _Answer, what: str) -> dict[str, Any]:
+        """The answer's body as a JSON object; ConfigError naming `what` otherwise."""
+        try:
+            found = response.json()
+        except ValueError as exc:
+            raise self._malformed(what, str(exc)) from None
+        if not isinstance(found, dict):
+            raise self._malformed(what, "not a JSON object")
+        return found
 
     def _malformed(self, what: str, problem: str) -> ConfigError:
         return ConfigError(
